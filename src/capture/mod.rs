@@ -1,0 +1,90 @@
+//! Capture: where packets come from.
+//!
+//! Owns: capture sources (capture files in [`file`]; a live interface behind
+//! the `live` feature, later) and the buffers packets live in. Packets are
+//! read in large blocks that are shared, read-only, with every worker through
+//! an [`Arc<Block>`]; a worker sees a packet as a slice of its block, so no
+//! packet is copied between capture and classifier. A block's buffer goes
+//! back to a pool when the last worker drops it.
+//!
+//! Must not: decode packets, or block forever: every buffer and queue is
+//! bounded.
+
+pub mod file;
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::decode::Segment;
+
+/// A block of capture data shared by the workers.
+pub struct Block {
+    /// Raw capture bytes; packets are ranges of it.
+    pub data: Vec<u8>,
+    /// Payloads that exist nowhere in `data` (reassembled IP fragments).
+    pub extra: Vec<u8>,
+    pool: Option<Sender<Vec<u8>>>,
+}
+
+impl Block {
+    pub fn new(data: Vec<u8>, pool: Option<Sender<Vec<u8>>>) -> Self {
+        Block {
+            data,
+            extra: Vec::new(),
+            pool,
+        }
+    }
+
+    /// The payload bytes of `seg`, or an empty slice if its range is not in
+    /// this block (never panics).
+    pub fn payload(&self, seg: &Segment) -> &[u8] {
+        let buf = if seg.reassembled { &self.extra } else { &self.data };
+        let start = seg.payload_start as usize;
+        buf.get(start..start.saturating_add(seg.payload_len as usize))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            let mut data = std::mem::take(&mut self.data);
+            data.clear();
+            // A full pool just frees the buffer.
+            let _ = pool.try_send(data);
+        }
+    }
+}
+
+/// What a worker receives: segments of one block that hash to it, and the
+/// packet time reached, so that idle timeouts advance on every worker.
+pub struct Batch {
+    pub block: Arc<Block>,
+    pub segments: Vec<Segment>,
+    pub now: u64,
+}
+
+/// A pool of reusable block buffers.
+pub struct BufferPool {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl BufferPool {
+    pub fn new(max_idle: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(max_idle.max(1));
+        BufferPool { tx, rx }
+    }
+
+    /// A buffer from the pool, or a new one.
+    pub fn get(&self, capacity: usize) -> Vec<u8> {
+        self.rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(capacity))
+    }
+
+    pub fn returner(&self) -> Sender<Vec<u8>> {
+        self.tx.clone()
+    }
+}

@@ -1,0 +1,482 @@
+//! Decode: link layer, IPv4/IPv6 and TCP headers of one captured frame.
+//!
+//! Owns: finding the TCP segment inside a frame (Ethernet with any stack of
+//! 802.1Q/802.1ad tags, Linux cooked SLL and SLL2, raw IP, BSD null/loopback),
+//! IP fragment reassembly (bounded, in [`defrag`]), and producing a compact
+//! [`Segment`] descriptor whose payload is a byte range of the frame's buffer,
+//! so no payload is copied (except a reassembled fragmented datagram, which
+//! has no single place in the capture).
+//!
+//! Must not: keep per-flow state, look at TCP payload, or panic on any frame
+//! (every malformed frame is a counted [`Skip`]).
+
+pub mod defrag;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, TcpSlice};
+
+use self::defrag::{DefragConfig, DefragOutcome, Defragmenter, FragmentKey};
+
+pub const LINKTYPE_NULL: u32 = 0;
+pub const LINKTYPE_ETHERNET: u32 = 1;
+pub const LINKTYPE_RAW_BSD12: u32 = 12;
+pub const LINKTYPE_RAW_BSD14: u32 = 14;
+pub const LINKTYPE_RAW: u32 = 101;
+pub const LINKTYPE_LOOP: u32 = 108;
+pub const LINKTYPE_LINUX_SLL: u32 = 113;
+pub const LINKTYPE_IPV4: u32 = 228;
+pub const LINKTYPE_IPV6: u32 = 229;
+pub const LINKTYPE_LINUX_SLL2: u32 = 276;
+
+/// Link types the decoder understands.
+pub fn supported_link_type(lt: u32) -> bool {
+    matches!(
+        lt,
+        LINKTYPE_NULL
+            | LINKTYPE_ETHERNET
+            | LINKTYPE_RAW_BSD12
+            | LINKTYPE_RAW_BSD14
+            | LINKTYPE_RAW
+            | LINKTYPE_LOOP
+            | LINKTYPE_LINUX_SLL
+            | LINKTYPE_IPV4
+            | LINKTYPE_IPV6
+            | LINKTYPE_LINUX_SLL2
+    )
+}
+
+/// Most VLAN tags followed before the frame counts as malformed.
+const MAX_VLAN_TAGS: usize = 8;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// An IP address stored as 128 bits (IPv4 mapped), cheap to hash and compare.
+pub type Addr = u128;
+
+pub fn addr_from_ip(ip: IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+pub fn ip_from_addr(a: Addr, v4: bool) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    if v4 {
+        if let Some(v) = v6.to_ipv4_mapped() {
+            return IpAddr::V4(v);
+        }
+    }
+    IpAddr::V6(v6)
+}
+
+/// One TCP segment, described by value. Its payload is
+/// `buffer[payload_start .. payload_start + payload_len]` of the block it
+/// came from (or of the batch's side buffer when `reassembled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub ts: u64,
+    pub src: Addr,
+    pub dst: Addr,
+    pub v4: bool,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    /// Came from reassembled IP fragments (payload is in the side buffer).
+    pub reassembled: bool,
+    pub payload_start: u32,
+    pub payload_len: u32,
+    /// TCP payload bytes on the wire but cut by the snap length.
+    pub missing: u32,
+}
+
+impl Segment {
+    pub fn syn(&self) -> bool {
+        self.flags & TCP_SYN != 0
+    }
+    pub fn ack_flag(&self) -> bool {
+        self.flags & TCP_ACK != 0
+    }
+    pub fn fin(&self) -> bool {
+        self.flags & TCP_FIN != 0
+    }
+    pub fn rst(&self) -> bool {
+        self.flags & TCP_RST != 0
+    }
+    pub fn src_socket(&self) -> SocketAddr {
+        SocketAddr::new(ip_from_addr(self.src, self.v4), self.sport)
+    }
+    pub fn dst_socket(&self) -> SocketAddr {
+        SocketAddr::new(ip_from_addr(self.dst, self.v4), self.dport)
+    }
+    /// Same value for both directions of a connection (for spreading flows
+    /// over workers).
+    pub fn flow_hash(&self) -> u64 {
+        let a = (self.src, self.sport);
+        let b = (self.dst, self.dport);
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut h = rustc_hash::FxHasher::default();
+        std::hash::Hash::hash(&(lo, hi), &mut h);
+        std::hash::Hasher::finish(&h)
+    }
+}
+
+/// Why a frame produced no segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    UnsupportedLinkType,
+    Truncated,
+    NotIp,
+    BadIp,
+    NotTcp,
+    BadTcp,
+    FragmentHeld,
+    FragmentDropped,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 8] = [
+        Skip::UnsupportedLinkType,
+        Skip::Truncated,
+        Skip::NotIp,
+        Skip::BadIp,
+        Skip::NotTcp,
+        Skip::BadTcp,
+        Skip::FragmentHeld,
+        Skip::FragmentDropped,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::UnsupportedLinkType => "unsupported_link_type",
+            Skip::Truncated => "truncated_frame",
+            Skip::NotIp => "not_ip",
+            Skip::BadIp => "bad_ip_header",
+            Skip::NotTcp => "not_tcp",
+            Skip::BadTcp => "bad_tcp_header",
+            Skip::FragmentHeld => "ip_fragment_held",
+            Skip::FragmentDropped => "ip_fragment_dropped",
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Counters of the decode stage.
+#[derive(Clone, Debug, Default)]
+pub struct DecodeStats {
+    pub frames: u64,
+    pub bytes: u64,
+    pub tcp_segments: u64,
+    pub skipped: [u64; 8],
+    pub fragments_conflicting: u64,
+}
+
+impl DecodeStats {
+    pub fn skipped(&self, s: Skip) -> u64 {
+        self.skipped.get(s.index()).copied().unwrap_or(0)
+    }
+    pub fn merge(&mut self, o: &DecodeStats) {
+        self.frames += o.frames;
+        self.bytes += o.bytes;
+        self.tcp_segments += o.tcp_segments;
+        for (a, b) in self.skipped.iter_mut().zip(o.skipped.iter()) {
+            *a += b;
+        }
+        self.fragments_conflicting += o.fragments_conflicting;
+    }
+}
+
+/// Result of decoding one frame.
+#[derive(Debug)]
+pub enum Decoded {
+    Segment(Segment),
+    /// A reassembled datagram's TCP segment; payload bytes to be appended to
+    /// the side buffer by the caller (`payload_start` is relative to it).
+    Reassembled(Segment, Vec<u8>),
+    Skip(Skip),
+}
+
+/// The decoder: stateless but for IP fragment reassembly and counters.
+pub struct Decoder {
+    defrag: Defragmenter,
+    pub stats: DecodeStats,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(DefragConfig::default())
+    }
+}
+
+impl Decoder {
+    pub fn new(cfg: DefragConfig) -> Self {
+        Decoder {
+            defrag: Defragmenter::new(cfg),
+            stats: DecodeStats::default(),
+        }
+    }
+
+    pub fn defrag_stats(&self) -> &defrag::DefragStats {
+        self.defrag.stats()
+    }
+
+    fn skip(&mut self, s: Skip) -> Decoded {
+        if let Some(c) = self.stats.skipped.get_mut(s.index()) {
+            *c += 1;
+        }
+        Decoded::Skip(s)
+    }
+
+    /// Decodes `frame` (captured bytes; `wire_len` on the wire). `frame_start`
+    /// is the frame's offset in its buffer, so that the segment's payload can
+    /// be located there.
+    pub fn decode(
+        &mut self,
+        ts: u64,
+        link_type: u32,
+        frame: &[u8],
+        frame_start: u32,
+        wire_len: u32,
+    ) -> Decoded {
+        self.stats.frames += 1;
+        self.stats.bytes += u64::from(wire_len.max(frame.len() as u32));
+        let ip = match link_payload(link_type, frame) {
+            Ok(ip) => ip,
+            Err(s) => return self.skip(s),
+        };
+        let cut = wire_len.saturating_sub(frame.len() as u32);
+        let (ipslice, _) = match LaxIpSlice::from_slice(ip) {
+            Ok(v) => v,
+            Err(_) => return self.skip(Skip::BadIp),
+        };
+        let (src, dst, v4) = match &ipslice {
+            LaxIpSlice::Ipv4(s) => (
+                IpAddr::V4(s.header().source_addr()),
+                IpAddr::V4(s.header().destination_addr()),
+                true,
+            ),
+            LaxIpSlice::Ipv6(s) => (
+                IpAddr::V6(s.header().source_addr()),
+                IpAddr::V6(s.header().destination_addr()),
+                false,
+            ),
+        };
+        let payload = ipslice.payload();
+        if payload.ip_number != IpNumber::TCP {
+            return self.skip(Skip::NotTcp);
+        }
+        if payload.fragmented {
+            let (id, offset, more) = match &ipslice {
+                LaxIpSlice::Ipv4(s) => {
+                    let h = s.header();
+                    (
+                        u32::from(h.identification()),
+                        u32::from(h.fragments_offset().byte_offset()),
+                        h.more_fragments(),
+                    )
+                }
+                LaxIpSlice::Ipv6(s) => {
+                    let frag = s.extensions().clone().into_iter().find_map(|e| match e {
+                        Ipv6ExtensionSlice::Fragment(f) => Some(f),
+                        _ => None,
+                    });
+                    match frag {
+                        Some(f) => (
+                            f.identification(),
+                            u32::from(f.fragment_offset().byte_offset()),
+                            f.more_fragments(),
+                        ),
+                        None => return self.skip(Skip::BadIp),
+                    }
+                }
+            };
+            if payload.incomplete {
+                // A fragment cut by the snap length cannot be reassembled.
+                return self.skip(Skip::FragmentDropped);
+            }
+            let key = FragmentKey {
+                src,
+                dst,
+                protocol: 6,
+                id,
+            };
+            return match self.defrag.push(ts, key, offset, more, payload.payload) {
+                DefragOutcome::Held => self.skip(Skip::FragmentHeld),
+                DefragOutcome::Dropped(_) => self.skip(Skip::FragmentDropped),
+                DefragOutcome::Complete {
+                    payload: whole,
+                    conflicting_overlap,
+                } => {
+                    if conflicting_overlap {
+                        self.stats.fragments_conflicting += 1;
+                    }
+                    let owned = whole.to_vec();
+                    match tcp_segment(ts, src, dst, v4, &owned, 0, 0) {
+                        Some(seg) => {
+                            self.stats.tcp_segments += 1;
+                            let mut seg = seg;
+                            seg.reassembled = true;
+                            Decoded::Reassembled(seg, owned)
+                        }
+                        None => self.skip(Skip::BadTcp),
+                    }
+                }
+            };
+        }
+        // Bytes of the IP payload lost to the snap length.
+        let missing = if payload.incomplete {
+            let declared = match &ipslice {
+                LaxIpSlice::Ipv4(s) => {
+                    let h = s.header();
+                    u32::from(h.total_len()).saturating_sub(u32::from(h.ihl()) * 4)
+                }
+                LaxIpSlice::Ipv6(s) => u32::from(s.header().payload_length())
+                    .saturating_sub(s.extensions().slice().len() as u32),
+            };
+            declared.saturating_sub(payload.payload.len() as u32).min(cut.max(declared))
+        } else {
+            0
+        };
+        let base = offset_in(frame, payload.payload).map(|o| frame_start.saturating_add(o));
+        let Some(base) = base else {
+            return self.skip(Skip::BadIp);
+        };
+        match tcp_segment(ts, src, dst, v4, payload.payload, base, missing) {
+            Some(seg) => {
+                self.stats.tcp_segments += 1;
+                Decoded::Segment(seg)
+            }
+            None => self.skip(if payload.incomplete { Skip::Truncated } else { Skip::BadTcp }),
+        }
+    }
+
+    /// Drops fragments older than the timeout.
+    pub fn expire(&mut self, now: u64) {
+        self.defrag.expire(now);
+    }
+}
+
+/// Offset of `inner` inside `outer`, both slices of the same buffer.
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<u32> {
+    let o = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    if o + inner.len() > outer.len() {
+        return None;
+    }
+    u32::try_from(o).ok()
+}
+
+/// Builds the segment from a TCP header + payload at `base` in the buffer.
+fn tcp_segment(
+    ts: u64,
+    src: IpAddr,
+    dst: IpAddr,
+    v4: bool,
+    tcp_bytes: &[u8],
+    base: u32,
+    missing: u32,
+) -> Option<Segment> {
+    let tcp = TcpSlice::from_slice(tcp_bytes).ok()?;
+    let hdr = tcp.header_slice().len() as u32;
+    let payload = tcp.payload();
+    let mut flags = 0u8;
+    if tcp.fin() {
+        flags |= TCP_FIN;
+    }
+    if tcp.syn() {
+        flags |= TCP_SYN;
+    }
+    if tcp.rst() {
+        flags |= TCP_RST;
+    }
+    if tcp.ack() {
+        flags |= TCP_ACK;
+    }
+    Some(Segment {
+        ts,
+        src: addr_from_ip(src),
+        dst: addr_from_ip(dst),
+        v4,
+        sport: tcp.source_port(),
+        dport: tcp.destination_port(),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags,
+        reassembled: false,
+        payload_start: base.saturating_add(hdr),
+        payload_len: payload.len() as u32,
+        missing,
+    })
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at + 2)?;
+    Some(u16::from_be_bytes([*s.first()?, *s.get(1)?]))
+}
+
+/// Returns the IP packet inside a frame of the given link type.
+pub fn link_payload(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> {
+    match link_type {
+        LINKTYPE_ETHERNET => {
+            let et = be16(frame, 12).ok_or(Skip::Truncated)?;
+            ether_payload(et, frame.get(14..).ok_or(Skip::Truncated)?)
+        }
+        LINKTYPE_LINUX_SLL => {
+            let et = be16(frame, 14).ok_or(Skip::Truncated)?;
+            ether_payload(et, frame.get(16..).ok_or(Skip::Truncated)?)
+        }
+        LINKTYPE_LINUX_SLL2 => {
+            let et = be16(frame, 0).ok_or(Skip::Truncated)?;
+            ether_payload(et, frame.get(20..).ok_or(Skip::Truncated)?)
+        }
+        LINKTYPE_NULL | LINKTYPE_LOOP => by_version(frame.get(4..).ok_or(Skip::Truncated)?),
+        LINKTYPE_RAW | LINKTYPE_RAW_BSD12 | LINKTYPE_RAW_BSD14 | LINKTYPE_IPV4 | LINKTYPE_IPV6 => {
+            by_version(frame)
+        }
+        _ => Err(Skip::UnsupportedLinkType),
+    }
+}
+
+fn by_version(ip: &[u8]) -> Result<&[u8], Skip> {
+    match ip.first().map(|b| b >> 4) {
+        Some(4) | Some(6) => Ok(ip),
+        Some(_) => Err(Skip::NotIp),
+        None => Err(Skip::Truncated),
+    }
+}
+
+/// Follows VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8, old QinQ 0x9100).
+fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
+    for _ in 0..=MAX_VLAN_TAGS {
+        match ether_type {
+            0x0800 | 0x86dd => return Ok(rest),
+            0x8100 | 0x88a8 | 0x9100 => {
+                ether_type = be16(rest, 2).ok_or(Skip::Truncated)?;
+                rest = rest.get(4..).ok_or(Skip::Truncated)?;
+            }
+            _ => return Err(Skip::NotIp),
+        }
+    }
+    Err(Skip::NotIp)
+}
+
+/// Converts an address pair for display.
+pub fn v4_or_v6(a: Addr) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_ipv4(_: Ipv4Addr) {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,638 @@
+//! Flow table and TCP reassembly.
+//!
+//! Owns: the bidirectional flows of one worker (keyed by the 5-tuple, both
+//! directions in one entry), who is client and server (from the SYN), idle
+//! timeouts on packet time, the cap on tracked flows (oldest idle evicted
+//! first), and feeding each direction's [`reassembly::Stream`] into the flow's
+//! protocol [`Session`].
+//!
+//! A flow costs its table entry (well under 256 bytes) until its first
+//! payload; if those bytes are not QMTP/QMQP-like the flow is *rejected* and
+//! stays that cheap, never buffered or parsed again. Only candidate flows get
+//! the boxed reassembly and session state.
+//!
+//! Must not: decode headers (it takes [`Segment`]s), apply site policy, or
+//! block: everything it reports goes into the caller's `Vec<Record>`.
+
+pub mod reassembly;
+
+use std::net::SocketAddr;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::decode::{Addr, Segment};
+use crate::protocol::session::{Session, Status};
+use crate::protocol::sniff::{Sniffer, Verdict};
+use crate::protocol::Record;
+use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
+
+/// Limits and timeouts of one worker's flow table.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowConfig {
+    pub max_flows: usize,
+    /// A flow with no packet for this long (packet time) is finished.
+    pub idle_timeout_ns: u64,
+    /// A closed flow's entry lingers this long to absorb stray packets.
+    pub closed_linger_ns: u64,
+    pub reassembly: ReassemblyConfig,
+    /// Out-of-order bytes held by all flows of the worker.
+    pub held_bytes_cap: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_flows: 1_000_000,
+            idle_timeout_ns: 600 * 1_000_000_000,
+            closed_linger_ns: 5 * 1_000_000_000,
+            reassembly: ReassemblyConfig::default(),
+            held_bytes_cap: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters of the flow stage.
+#[derive(Clone, Debug, Default)]
+pub struct FlowStats {
+    pub flows_created: u64,
+    pub flows_rejected: u64,
+    pub flows_candidate: u64,
+    pub flows_evicted_cap: u64,
+    pub flows_timed_out: u64,
+    pub flows_closed: u64,
+    pub packets_without_flow: u64,
+    pub flows_peak: u64,
+    pub reassembly: StreamEvents,
+    pub held_bytes_peak: u64,
+    pub replies_to_unseen_requests: u64,
+    pub anomalies_dropped_unconfirmed: u64,
+    pub requests_dropped_unconfirmed: u64,
+}
+
+impl FlowStats {
+    pub fn merge(&mut self, o: &FlowStats) {
+        self.flows_created += o.flows_created;
+        self.flows_rejected += o.flows_rejected;
+        self.flows_candidate += o.flows_candidate;
+        self.flows_evicted_cap += o.flows_evicted_cap;
+        self.flows_timed_out += o.flows_timed_out;
+        self.flows_closed += o.flows_closed;
+        self.packets_without_flow += o.packets_without_flow;
+        self.flows_peak += o.flows_peak;
+        let (a, b) = (&mut self.reassembly, &o.reassembly);
+        a.overlaps_consistent += b.overlaps_consistent;
+        a.overlaps_conflicting += b.overlaps_conflicting;
+        a.overlaps_unverified += b.overlaps_unverified;
+        a.out_of_window += b.out_of_window;
+        a.gaps += b.gaps;
+        a.gap_bytes += b.gap_bytes;
+        a.cap_gaps += b.cap_gaps;
+        self.held_bytes_peak += o.held_bytes_peak;
+        self.replies_to_unseen_requests += o.replies_to_unseen_requests;
+        self.anomalies_dropped_unconfirmed += o.anomalies_dropped_unconfirmed;
+        self.requests_dropped_unconfirmed += o.requests_dropped_unconfirmed;
+    }
+}
+
+/// Both directions of a connection map to the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    lo: Addr,
+    hi: Addr,
+    lo_port: u16,
+    hi_port: u16,
+}
+
+impl FlowKey {
+    /// The key, and the segment's direction: 0 from `lo`, 1 from `hi`.
+    fn of(s: &Segment) -> (FlowKey, usize) {
+        if (s.src, s.sport) <= (s.dst, s.dport) {
+            (
+                FlowKey {
+                    lo: s.src,
+                    hi: s.dst,
+                    lo_port: s.sport,
+                    hi_port: s.dport,
+                },
+                0,
+            )
+        } else {
+            (
+                FlowKey {
+                    lo: s.dst,
+                    hi: s.src,
+                    lo_port: s.dport,
+                    hi_port: s.sport,
+                },
+                1,
+            )
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No payload judged yet, or a QMTP/QMQP candidate.
+    Open,
+    /// Not QMTP/QMQP: only the entry remains until the connection ends.
+    Rejected,
+    /// Finished; lingers to absorb stray packets.
+    Closed,
+}
+
+const NIL: u32 = u32::MAX;
+const LIST_OPEN: usize = 0;
+const LIST_CLOSED: usize = 1;
+
+/// State of a flow that may be QMTP/QMQP.
+struct Candidate {
+    streams: [Stream; 2],
+    session: Session,
+}
+
+struct Flow {
+    key: FlowKey,
+    v4: bool,
+    prev: u32,
+    next: u32,
+    last_seen: u64,
+    state: State,
+    list: u8,
+    /// Direction that sent the SYN (the client), if seen.
+    client_dir: Option<u8>,
+    /// Bit d: direction d sent its FIN.
+    fin: u8,
+    /// Sequence number after the SYN of each direction (0 if none seen).
+    syn_next: [u32; 2],
+    syn_seen: u8,
+    candidate: Option<Box<Candidate>>,
+}
+
+/// The flow table of one worker.
+pub struct FlowTable {
+    cfg: FlowConfig,
+    index: FxHashMap<FlowKey, u32>,
+    slab: Vec<Flow>,
+    free: Vec<u32>,
+    heads: [u32; 2],
+    tails: [u32; 2],
+    budget: Budget,
+    /// Servers this worker confirmed, so that other protocols sent to them
+    /// are reported.
+    known_servers: FxHashSet<SocketAddr>,
+    pub stats: FlowStats,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> Self {
+        FlowTable {
+            cfg,
+            index: FxHashMap::default(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            heads: [NIL; 2],
+            tails: [NIL; 2],
+            budget: Budget::new(cfg.held_bytes_cap),
+            known_servers: FxHashSet::default(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Out-of-order bytes held now.
+    pub fn held_bytes(&self) -> usize {
+        self.budget.held
+    }
+
+    fn flow(&mut self, i: u32) -> Option<&mut Flow> {
+        self.slab.get_mut(i as usize)
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Some(f) = self.slab.get(i as usize) else {
+            return;
+        };
+        let (prev, next, list) = (f.prev, f.next, usize::from(f.list));
+        match self.flow(prev) {
+            Some(p) => p.next = next,
+            None => self.heads[list] = next,
+        }
+        match self.flow(next) {
+            Some(n) => n.prev = prev,
+            None => self.tails[list] = prev,
+        }
+    }
+
+    fn push_tail(&mut self, i: u32, list: usize) {
+        let tail = self.tails[list];
+        if let Some(f) = self.flow(i) {
+            f.prev = tail;
+            f.next = NIL;
+            f.list = list as u8;
+        }
+        match self.flow(tail) {
+            Some(t) => t.next = i,
+            None => self.heads[list] = i,
+        }
+        self.tails[list] = i;
+    }
+
+    fn touch(&mut self, i: u32, list: usize) {
+        let same_tail = self.tails[list] == i
+            && self.slab.get(i as usize).map(|f| usize::from(f.list)) == Some(list);
+        if !same_tail {
+            self.unlink(i);
+            self.push_tail(i, list);
+        }
+    }
+
+    fn remove(&mut self, i: u32) {
+        self.unlink(i);
+        if let Some(f) = self.slab.get_mut(i as usize) {
+            if let Some(c) = f.candidate.take() {
+                let mut c = c;
+                c.streams[0].discard(&mut self.budget);
+                c.streams[1].discard(&mut self.budget);
+            }
+            let key = f.key;
+            self.index.remove(&key);
+            self.free.push(i);
+        }
+    }
+
+    fn create(&mut self, key: FlowKey, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
+        if self.index.len() >= self.cfg.max_flows.max(1) {
+            // Oldest closed entry first, else the least recently active flow.
+            let victim = if self.heads[LIST_CLOSED] != NIL {
+                self.heads[LIST_CLOSED]
+            } else {
+                self.heads[LIST_OPEN]
+            };
+            if victim != NIL {
+                self.stats.flows_evicted_cap += 1;
+                self.finish_flow(victim, ts, out);
+                self.remove(victim);
+            }
+        }
+        let flow = Flow {
+            key,
+            v4,
+            prev: NIL,
+            next: NIL,
+            last_seen: ts,
+            state: State::Open,
+            list: LIST_OPEN as u8,
+            client_dir: None,
+            fin: 0,
+            syn_next: [0; 2],
+            syn_seen: 0,
+            candidate: None,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(slot) = self.slab.get_mut(i as usize) {
+                    *slot = flow;
+                }
+                i
+            }
+            None => {
+                self.slab.push(flow);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.push_tail(i, LIST_OPEN);
+        self.stats.flows_created += 1;
+        self.stats.flows_peak = self.stats.flows_peak.max(self.index.len() as u64);
+        i
+    }
+
+    /// Processes one segment whose payload bytes are `payload`.
+    pub fn segment(&mut self, seg: &Segment, payload: &[u8], out: &mut Vec<Record>) {
+        let (key, dir) = FlowKey::of(seg);
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                if !seg.syn() && payload.is_empty() {
+                    self.stats.packets_without_flow += 1;
+                    return;
+                }
+                if seg.rst() {
+                    self.stats.packets_without_flow += 1;
+                    return;
+                }
+                self.create(key, seg.v4, seg.ts, out)
+            }
+        };
+        let Some(flow) = self.flow(i) else {
+            return;
+        };
+        flow.last_seen = flow.last_seen.max(seg.ts);
+        let state = flow.state;
+        match state {
+            State::Closed => {}
+            State::Rejected => {
+                self.touch(i, LIST_OPEN);
+                self.track_teardown(i, dir, seg);
+            }
+            State::Open => {
+                self.touch(i, LIST_OPEN);
+                self.open_segment(i, dir, seg, payload, out);
+            }
+        }
+    }
+
+    /// FIN/RST bookkeeping for flows that are not parsed.
+    fn track_teardown(&mut self, i: u32, dir: usize, seg: &Segment) {
+        let Some(f) = self.flow(i) else {
+            return;
+        };
+        if seg.fin() {
+            f.fin |= 1 << dir;
+        }
+        if seg.rst() || f.fin == 3 {
+            f.state = State::Closed;
+            f.candidate = None;
+            self.stats.flows_closed += 1;
+            self.touch(i, LIST_CLOSED);
+        }
+    }
+
+    fn addrs(flow: &Flow) -> [SocketAddr; 2] {
+        let k = flow.key;
+        [
+            SocketAddr::new(crate::decode::ip_from_addr(k.lo, flow.v4), k.lo_port),
+            SocketAddr::new(crate::decode::ip_from_addr(k.hi, flow.v4), k.hi_port),
+        ]
+    }
+
+    fn reject(&mut self, i: u32) {
+        let budget = &mut self.budget;
+        if let Some(f) = self.slab.get_mut(i as usize) {
+            if let Some(mut c) = f.candidate.take() {
+                c.streams[0].discard(budget);
+                c.streams[1].discard(budget);
+            }
+            f.state = State::Rejected;
+            self.stats.flows_rejected += 1;
+        }
+    }
+
+    fn open_segment(&mut self, i: u32, dir: usize, seg: &Segment, payload: &[u8], out: &mut Vec<Record>) {
+        let Some(flow) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        if seg.syn() {
+            if flow.client_dir.is_none() {
+                flow.client_dir = Some(if seg.ack_flag() { 1 - dir as u8 } else { dir as u8 });
+            }
+            flow.syn_seen |= 1 << dir;
+            if let Some(s) = flow.syn_next.get_mut(dir) {
+                *s = seg.seq.wrapping_add(1);
+            }
+        }
+        if flow.candidate.is_none() {
+            if payload.is_empty() && seg.missing == 0 {
+                return self.track_teardown(i, dir, seg);
+            }
+            // First payload: judge it without allocating when it is the
+            // stream's first byte and clearly not QMTP/QMQP.
+            let at_start = flow.syn_seen & (1 << dir) == 0
+                || flow.syn_next.get(dir).copied() == Some(seg.seq);
+            let k = flow.key;
+            let std_port = [209, 628].contains(&k.lo_port) || [209, 628].contains(&k.hi_port);
+            let addrs = Self::addrs(flow);
+            let known = self.known_servers.contains(&addrs[0]) || self.known_servers.contains(&addrs[1]);
+            if at_start && !std_port && !known {
+                let mut s = Sniffer::new();
+                if let (Some(Verdict::Other), _) = s.feed(payload) {
+                    return self.reject(i);
+                }
+            }
+            let Some(flow) = self.slab.get_mut(i as usize) else {
+                return;
+            };
+            let midstream = flow.syn_seen == 0;
+            let mut session = Session::new(addrs, flow.client_dir.map(usize::from), midstream);
+            if known {
+                session.set_known_server();
+            }
+            let mut streams = [Stream::default(), Stream::default()];
+            for (d, st) in streams.iter_mut().enumerate() {
+                if flow.syn_seen & (1 << d) != 0 {
+                    if let Some(&n) = flow.syn_next.get(d) {
+                        st.syn(n.wrapping_sub(1));
+                    }
+                }
+            }
+            flow.candidate = Some(Box::new(Candidate { streams, session }));
+            self.stats.flows_candidate += 1;
+        }
+        self.feed_candidate(i, dir, seg, payload, out);
+    }
+
+    fn feed_candidate(&mut self, i: u32, dir: usize, seg: &Segment, payload: &[u8], out: &mut Vec<Record>) {
+        let cfg = self.cfg.reassembly;
+        let budget = &mut self.budget;
+        let Some(flow) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        let Some(cand) = flow.candidate.as_mut() else {
+            return;
+        };
+        let Candidate { streams, session } = &mut **cand;
+        let (s0, s1) = streams.split_at_mut(1);
+        let (mine, peer) = if dir == 0 { (&mut s0[0], &mut s1[0]) } else { (&mut s1[0], &mut s0[0]) };
+        let mut ev = StreamEvents::default();
+        let mut status = Status::Continue;
+        let ts = seg.ts;
+        // The peer's holes that this ACK proves were received: declare them.
+        if seg.ack_flag() {
+            let peer_dir = 1 - dir;
+            let mut deliver_peer = |d: Delivery<'_>| {
+                if status == Status::Reject {
+                    return;
+                }
+                status = match d {
+                    Delivery::Data { offset, bytes } => session.data(peer_dir, offset, bytes, ts, None, out),
+                    Delivery::Gap { len, .. } => session.gap(peer_dir, len, ts, out),
+                };
+            };
+            peer.peer_acked(seg.ack, &cfg, budget, &mut ev, &mut deliver_peer);
+        }
+        let peer_ack = if seg.ack_flag() { peer.acked_offset(seg.ack) } else { None };
+        let mut deliver = |d: Delivery<'_>| {
+            if status == Status::Reject {
+                return;
+            }
+            status = match d {
+                Delivery::Data { offset, bytes } => session.data(dir, offset, bytes, ts, peer_ack, out),
+                Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
+            };
+        };
+        let before = ev;
+        let ended = mine.segment(
+            seg.seq,
+            seg.syn(),
+            seg.fin(),
+            payload,
+            seg.missing,
+            &cfg,
+            budget,
+            &mut ev,
+            &mut deliver,
+        );
+        if ev.overlaps_conflicting > before.overlaps_conflicting {
+            session.anomaly(
+                "tcp_overlap_conflict",
+                "a retransmitted or overlapping segment carried different bytes; the first were kept".into(),
+                ts,
+                out,
+            );
+        }
+        if ended && status == Status::Continue {
+            session.end_of_direction(dir, ts, out);
+        }
+        if seg.fin() {
+            flow.fin |= 1 << dir;
+        }
+        // A RST ends the flow when it fits the sender's stream: one far off
+        // is a forgery (or an evasion attempt) and is ignored.
+        let mut rst_ok = false;
+        if seg.rst() {
+            match mine.offset_of(seg.seq) {
+                Some(o) if o >= i128::from(mine.next_offset()) - 1
+                    && o <= i128::from(mine.next_offset()) + 65_535 =>
+                {
+                    rst_ok = true
+                }
+                _ => session.anomaly(
+                    "tcp_rst_out_of_window",
+                    "a RST whose sequence number is outside the stream was ignored".into(),
+                    ts,
+                    out,
+                ),
+            }
+        }
+        let both_done = (mine.finished() || flow.fin & (1 << dir) != 0)
+            && (peer.finished() || flow.fin & (1 << (1 - dir)) != 0)
+            && flow.fin == 3;
+        merge_events(&mut self.stats.reassembly, &ev);
+        self.stats.held_bytes_peak = self.stats.held_bytes_peak.max(self.budget.peak as u64);
+        self.note_services(out);
+        if status == Status::Reject {
+            return self.reject(i);
+        }
+        if rst_ok || both_done {
+            self.finish_flow(i, ts, out);
+            if let Some(f) = self.flow(i) {
+                f.state = State::Closed;
+            }
+            self.stats.flows_closed += 1;
+            self.touch(i, LIST_CLOSED);
+        }
+    }
+
+    fn note_services(&mut self, out: &[Record]) {
+        for r in out.iter().rev().take(8) {
+            if let Record::Service { endpoints, .. } = r {
+                self.known_servers.insert(endpoints.server);
+            }
+        }
+    }
+
+    /// Reports everything a flow still holds (end of flow, timeout, eviction).
+    fn finish_flow(&mut self, i: u32, ts: u64, out: &mut Vec<Record>) {
+        let cfg = self.cfg.reassembly;
+        let budget = &mut self.budget;
+        let Some(flow) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        let Some(mut cand) = flow.candidate.take() else {
+            return;
+        };
+        let Candidate { streams, session } = &mut *cand;
+        let mut ev = StreamEvents::default();
+        for (dir, st) in streams.iter_mut().enumerate() {
+            let mut status = Status::Continue;
+            let mut deliver = |d: Delivery<'_>| {
+                if status == Status::Reject {
+                    return;
+                }
+                status = match d {
+                    Delivery::Data { offset, bytes } => session.data(dir, offset, bytes, ts, None, out),
+                    Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
+                };
+            };
+            st.flush(&cfg, budget, &mut ev, &mut deliver);
+            st.discard(budget);
+        }
+        session.finish(ts, out);
+        let c = session.counters;
+        self.stats.replies_to_unseen_requests += c.replies_to_unseen_requests;
+        self.stats.anomalies_dropped_unconfirmed += c.anomalies_dropped_unconfirmed;
+        self.stats.requests_dropped_unconfirmed += c.requests_dropped_unconfirmed;
+        merge_events(&mut self.stats.reassembly, &ev);
+        self.note_services(out);
+    }
+
+    /// Finishes flows idle past their timeout at packet time `now`.
+    pub fn expire(&mut self, now: u64, out: &mut Vec<Record>) {
+        loop {
+            let h = self.heads[LIST_CLOSED];
+            match self.slab.get(h as usize) {
+                Some(f) if f.last_seen.saturating_add(self.cfg.closed_linger_ns) < now => self.remove(h),
+                _ => break,
+            }
+        }
+        loop {
+            let h = self.heads[LIST_OPEN];
+            match self.slab.get(h as usize) {
+                Some(f) if f.last_seen.saturating_add(self.cfg.idle_timeout_ns) < now => {
+                    self.stats.flows_timed_out += 1;
+                    self.finish_flow(h, now, out);
+                    self.remove(h);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// End of input: every open flow is finished and reported.
+    pub fn finish_all(&mut self, out: &mut Vec<Record>) {
+        let mut order = Vec::new();
+        let mut i = self.heads[LIST_OPEN];
+        while let Some(f) = self.slab.get(i as usize) {
+            order.push((i, f.last_seen));
+            i = f.next;
+        }
+        for (i, ts) in order {
+            self.finish_flow(i, ts, out);
+            self.remove(i);
+        }
+        while self.heads[LIST_CLOSED] != NIL {
+            let h = self.heads[LIST_CLOSED];
+            self.remove(h);
+        }
+    }
+}
+
+fn merge_events(a: &mut StreamEvents, b: &StreamEvents) {
+    a.overlaps_consistent += b.overlaps_consistent;
+    a.overlaps_conflicting += b.overlaps_conflicting;
+    a.overlaps_unverified += b.overlaps_unverified;
+    a.out_of_window += b.out_of_window;
+    a.gaps += b.gaps;
+    a.gap_bytes += b.gap_bytes;
+    a.cap_gaps += b.cap_gaps;
+}
+
+#[cfg(test)]
+mod tests;

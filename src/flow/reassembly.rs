@@ -1,0 +1,556 @@
+//! Per-direction TCP stream reassembly.
+//!
+//! Owns: turning one direction's segments, in whatever order, duplication and
+//! overlap the capture holds them, into the ordered byte stream the endpoint
+//! received, delivered as [`Delivery::Data`] (borrowed from the packet when it
+//! is in order) and [`Delivery::Gap`] (bytes that will never be seen).
+//!
+//! Policy (documented in docs/architecture.md):
+//! - **First data wins.** Bytes already delivered, or already held out of
+//!   order, are never replaced by a later segment. Where a later segment
+//!   covers the same bytes with *different* content, that is counted as a
+//!   conflicting overlap (an insertion/evasion attempt); equal content is a
+//!   plain retransmission. Already delivered bytes are compared against a
+//!   small window of recent bytes ([`ReassemblyConfig::recent_window`]).
+//! - Sequence numbers wrap; offsets are 64-bit from the first byte seen.
+//! - Out-of-order bytes are held up to a per-stream and a per-worker cap;
+//!   when a cap would be passed, the hole before the held data is declared a
+//!   gap and everything held is delivered.
+//! - A hole is also declared a gap when the receiver acknowledges past it (the
+//!   bytes were received but the sensor lost them) and at the end of the flow.
+//!
+//! Must not: allocate by anything but bytes actually held (never by a sequence
+//! distance), hold more than its caps, or know about protocols.
+
+/// Limits of one stream.
+#[derive(Clone, Copy, Debug)]
+pub struct ReassemblyConfig {
+    /// Out-of-order bytes held per stream.
+    pub max_held_bytes: usize,
+    /// Out-of-order pieces held per stream.
+    pub max_held_pieces: usize,
+    /// Recently delivered bytes kept to check retransmissions (0: off).
+    pub recent_window: usize,
+    /// Segments further than this ahead of the stream are ignored.
+    pub max_ahead: u64,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        ReassemblyConfig {
+            max_held_bytes: 256 * 1024,
+            max_held_pieces: 256,
+            recent_window: 2048,
+            max_ahead: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Out-of-order bytes held by all streams of one worker.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub held: usize,
+    pub cap: usize,
+    pub peak: usize,
+}
+
+impl Budget {
+    pub fn new(cap: usize) -> Self {
+        Budget {
+            held: 0,
+            cap,
+            peak: 0,
+        }
+    }
+    fn take(&mut self, n: usize) -> bool {
+        match self.held.checked_add(n) {
+            Some(t) if t <= self.cap => {
+                self.held = t;
+                self.peak = self.peak.max(t);
+                true
+            }
+            _ => false,
+        }
+    }
+    fn give(&mut self, n: usize) {
+        self.held = self.held.saturating_sub(n);
+    }
+}
+
+/// What the stream hands to the protocol layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    Data { offset: u64, bytes: &'a [u8] },
+    Gap { offset: u64, len: u64 },
+}
+
+/// Things worth counting or reporting that reassembly saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamEvents {
+    pub overlaps_consistent: u64,
+    pub overlaps_conflicting: u64,
+    /// Overlap with bytes older than the recent window: could not be checked.
+    pub overlaps_unverified: u64,
+    pub out_of_window: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    /// Gaps declared because a cap was reached.
+    pub cap_gaps: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    offset: u64,
+    data: Vec<u8>,
+}
+
+impl Held {
+    fn end(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+/// One direction of a TCP connection.
+#[derive(Clone, Debug, Default)]
+pub struct Stream {
+    started: bool,
+    /// Sequence number of stream offset 0.
+    base: u32,
+    /// Next offset to deliver.
+    next: u64,
+    held: Vec<Held>,
+    held_bytes: usize,
+    fin: Option<u64>,
+    /// Ring of the last delivered bytes: byte at offset `o` sits at `o % len`.
+    recent: Vec<u8>,
+    /// Offsets before this are not in `recent` (gap or before the start).
+    recent_from: u64,
+}
+
+impl Stream {
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Next stream offset the endpoint expects.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    /// True once every byte up to the FIN was delivered.
+    pub fn finished(&self) -> bool {
+        matches!(self.fin, Some(f) if self.next >= f)
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Starts the stream at a SYN: data begins at `seq + 1`.
+    pub fn syn(&mut self, seq: u32) {
+        if !self.started {
+            self.started = true;
+            self.base = seq.wrapping_add(1);
+            self.next = 0;
+        }
+    }
+
+    /// Stream offset of sequence number `seq`, if it is plausibly near the
+    /// stream (within 2 GiB either way); `None` before the stream started.
+    pub fn offset_of(&self, seq: u32) -> Option<i128> {
+        if !self.started {
+            return None;
+        }
+        let next_seq = self.base.wrapping_add(self.next as u32);
+        let rel = seq.wrapping_sub(next_seq) as i32;
+        Some(i128::from(self.next) + i128::from(rel))
+    }
+
+    /// Stream offset acknowledged by the peer's `ack`, for reply matching.
+    pub fn acked_offset(&self, ack: u32) -> Option<u64> {
+        self.offset_of(ack).and_then(|o| u64::try_from(o).ok())
+    }
+
+    /// Feeds one segment. `payload` is what was captured; `missing` more bytes
+    /// of it were on the wire but not captured (snap length). Returns true
+    /// when this call completed the stream (FIN reached).
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        seq: u32,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        missing: u32,
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        ev: &mut StreamEvents,
+        deliver: &mut F,
+    ) -> bool {
+        let was_finished = self.finished();
+        if syn {
+            self.syn(seq);
+        }
+        let data_seq = if syn { seq.wrapping_add(1) } else { seq };
+        if !self.started {
+            // Picked up mid-stream: the first byte seen is offset 0.
+            self.started = true;
+            self.base = data_seq;
+            self.next = 0;
+            self.recent_from = 0;
+        }
+        let Some(start) = self.offset_of(data_seq) else {
+            return false;
+        };
+        let len = payload.len() as u64 + u64::from(missing);
+        let end = start + i128::from(len);
+        let next = i128::from(self.next);
+        if start > next + i128::from(cfg.max_ahead) || end < 0 {
+            ev.out_of_window += 1;
+            return false;
+        }
+        if fin {
+            if let Ok(f) = u64::try_from(end) {
+                if self.fin.is_none() {
+                    self.fin = Some(f);
+                }
+            }
+        }
+        if len > 0 {
+            if end <= next {
+                // Entirely old: a retransmission of delivered bytes.
+                self.check_delivered(start, payload, ev);
+            } else if start > next {
+                let start = start as u64;
+                self.hold(start, payload, cfg, budget, ev, deliver);
+            } else {
+                // In order, perhaps overlapping delivered bytes at its front.
+                let skip = (next - start) as u64;
+                self.check_delivered(start, payload, ev);
+                self.deliver_from(start as u64, skip, payload, missing, cfg, budget, ev, deliver);
+            }
+        }
+        !was_finished && self.finished()
+    }
+
+    /// Compares the part of `payload` (starting at `start`) that lies before
+    /// `self.next` with the recent window.
+    fn check_delivered(&self, start: i128, payload: &[u8], ev: &mut StreamEvents) {
+        let next = i128::from(self.next);
+        let from = start.max(0).max(i128::from(self.recent_from));
+        let w = self.recent.len() as i128;
+        let window_from = (next - w).max(i128::from(self.recent_from));
+        let upto = next.min(start + payload.len() as i128);
+        if upto <= start.max(0) {
+            return;
+        }
+        if from < window_from || w == 0 {
+            ev.overlaps_unverified += 1;
+            if from >= upto {
+                return;
+            }
+        }
+        let from = from.max(window_from);
+        if from >= upto {
+            return;
+        }
+        let mut differs = false;
+        let mut o = from;
+        while o < upto {
+            let ring_i = (o % w) as usize;
+            let pay_i = (o - start) as usize;
+            // Compare the longest run that does not wrap the ring.
+            let run = ((upto - o) as usize).min(self.recent.len() - ring_i);
+            let a = self.recent.get(ring_i..ring_i + run);
+            let b = payload.get(pay_i..pay_i + run);
+            if a != b {
+                differs = true;
+                break;
+            }
+            o += run as i128;
+        }
+        if differs {
+            ev.overlaps_conflicting += 1;
+        } else {
+            ev.overlaps_consistent += 1;
+        }
+    }
+
+    fn remember(&mut self, offset: u64, bytes: &[u8], cfg: &ReassemblyConfig) {
+        if cfg.recent_window == 0 {
+            return;
+        }
+        if self.recent.len() != cfg.recent_window {
+            self.recent = vec![0; cfg.recent_window];
+        }
+        let w = self.recent.len();
+        let (offset, bytes) = if bytes.len() > w {
+            let cut = bytes.len() - w;
+            (offset + cut as u64, bytes.get(cut..).unwrap_or_default())
+        } else {
+            (offset, bytes)
+        };
+        let mut i = (offset % w as u64) as usize;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let run = rest.len().min(w - i);
+            let (head, tail) = rest.split_at(run);
+            if let Some(dst) = self.recent.get_mut(i..i + run) {
+                dst.copy_from_slice(head);
+            }
+            rest = tail;
+            i = 0;
+        }
+    }
+
+    fn emit_data<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+        cfg: &ReassemblyConfig,
+        deliver: &mut F,
+    ) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.remember(offset, bytes, cfg);
+        self.next = offset + bytes.len() as u64;
+        deliver(Delivery::Data { offset, bytes });
+    }
+
+    fn emit_gap<F: FnMut(Delivery<'_>)>(&mut self, upto: u64, ev: &mut StreamEvents, deliver: &mut F) {
+        if upto <= self.next {
+            return;
+        }
+        let len = upto - self.next;
+        ev.gaps += 1;
+        ev.gap_bytes += len;
+        deliver(Delivery::Gap {
+            offset: self.next,
+            len,
+        });
+        self.next = upto;
+        self.recent_from = upto;
+    }
+
+    /// Delivers `payload` (at `start`, first `skip` bytes already delivered)
+    /// interleaved with held pieces, first data winning, then drains held
+    /// pieces that became contiguous.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_from<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        start: u64,
+        skip: u64,
+        payload: &[u8],
+        missing: u32,
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        ev: &mut StreamEvents,
+        deliver: &mut F,
+    ) {
+        let captured_end = start + payload.len() as u64;
+        let end = captured_end + u64::from(missing);
+        let mut cursor = start + skip;
+        while cursor < end {
+            // A held piece at the cursor wins over the new bytes.
+            if let Some(first) = self.held.first() {
+                if first.offset <= cursor {
+                    let piece = self.held.remove(0);
+                    self.held_bytes -= piece.data.len();
+                    budget.give(piece.data.len());
+                    let pend = piece.end();
+                    if pend > cursor {
+                        let from = (cursor - piece.offset) as usize;
+                        let fresh = piece.data.get(from..).unwrap_or_default();
+                        compare_overlap(cursor, fresh, start, payload, ev);
+                        self.emit_data(cursor, fresh, cfg, deliver);
+                        cursor = pend;
+                    }
+                    continue;
+                }
+            }
+            let limit = self.held.first().map_or(end, |h| h.offset.min(end));
+            if cursor < captured_end {
+                let upto = limit.min(captured_end);
+                let a = (cursor - start) as usize;
+                let b = (upto - start) as usize;
+                let bytes = payload.get(a..b).unwrap_or_default();
+                self.emit_data(cursor, bytes, cfg, deliver);
+                cursor = upto;
+            } else {
+                // Bytes that were on the wire but not captured.
+                self.emit_gap(limit, ev, deliver);
+                cursor = limit;
+            }
+        }
+        self.drain_contiguous(cfg, budget, deliver);
+    }
+
+    fn drain_contiguous<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        deliver: &mut F,
+    ) {
+        while let Some(first) = self.held.first() {
+            if first.offset > self.next {
+                break;
+            }
+            let piece = self.held.remove(0);
+            self.held_bytes -= piece.data.len();
+            budget.give(piece.data.len());
+            if piece.end() > self.next {
+                let from = (self.next - piece.offset) as usize;
+                let at = self.next;
+                self.emit_data(at, piece.data.get(from..).unwrap_or_default(), cfg, deliver);
+            }
+        }
+    }
+
+    /// Stores the parts of an out-of-order segment not already held.
+    #[allow(clippy::too_many_arguments)]
+    fn hold<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        start: u64,
+        payload: &[u8],
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        ev: &mut StreamEvents,
+        deliver: &mut F,
+    ) {
+        if payload.is_empty() {
+            return;
+        }
+        let end = start + payload.len() as u64;
+        // Pieces of [start, end) not covered by held data.
+        let mut fresh: Vec<(u64, u64)> = Vec::new();
+        let mut cursor = start;
+        for h in &self.held {
+            if h.end() <= cursor {
+                continue;
+            }
+            if h.offset >= end {
+                break;
+            }
+            if h.offset > cursor {
+                fresh.push((cursor, h.offset.min(end)));
+            }
+            // Overlap with the held piece: compare.
+            let o_from = cursor.max(h.offset);
+            let o_to = end.min(h.end());
+            if o_to > o_from {
+                let a = h.data.get((o_from - h.offset) as usize..(o_to - h.offset) as usize);
+                let b = payload.get((o_from - start) as usize..(o_to - start) as usize);
+                if a == b {
+                    ev.overlaps_consistent += 1;
+                } else {
+                    ev.overlaps_conflicting += 1;
+                }
+            }
+            cursor = cursor.max(h.end());
+            if cursor >= end {
+                break;
+            }
+        }
+        if cursor < end {
+            fresh.push((cursor, end));
+        }
+        for (a, b) in fresh {
+            let n = (b - a) as usize;
+            let fits_stream = self.held_bytes + n <= cfg.max_held_bytes
+                && self.held.len() < cfg.max_held_pieces;
+            if !fits_stream || !budget.take(n) {
+                // Give up on the hole: deliver what is held, declare gaps.
+                ev.cap_gaps += 1;
+                self.flush(cfg, budget, ev, deliver);
+                // This piece now starts at or after the stream: deliver it.
+                if b <= self.next {
+                    continue;
+                }
+                if a > self.next {
+                    self.emit_gap(a, ev, deliver);
+                }
+                let a = a.max(self.next);
+                let bytes = payload.get((a - start) as usize..(b - start) as usize);
+                self.emit_data(a, bytes.unwrap_or_default(), cfg, deliver);
+                continue;
+            }
+            let data = payload
+                .get((a - start) as usize..(b - start) as usize)
+                .unwrap_or_default()
+                .to_vec();
+            let pos = self.held.partition_point(|h| h.offset < a);
+            self.held.insert(pos, Held { offset: a, data });
+            self.held_bytes += n;
+        }
+    }
+
+    /// The peer acknowledged up to `ack`: holes before it will never be
+    /// filled by the sender, so if data is held beyond them, declare them.
+    pub fn peer_acked<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        ack: u32,
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        ev: &mut StreamEvents,
+        deliver: &mut F,
+    ) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Some(acked) = self.acked_offset(ack) else {
+            return;
+        };
+        while let Some(first) = self.held.first() {
+            if first.offset >= acked || first.offset <= self.next {
+                break;
+            }
+            let to = first.offset;
+            self.emit_gap(to, ev, deliver);
+            self.drain_contiguous(cfg, budget, deliver);
+        }
+    }
+
+    /// Delivers everything held, declaring the holes between as gaps (end
+    /// of the flow, or a cap reached).
+    pub fn flush<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        ev: &mut StreamEvents,
+        deliver: &mut F,
+    ) {
+        while let Some(first) = self.held.first() {
+            let to = first.offset;
+            self.emit_gap(to, ev, deliver);
+            self.drain_contiguous(cfg, budget, deliver);
+        }
+    }
+
+    /// Frees held bytes without delivering them (flow rejected or evicted).
+    pub fn discard(&mut self, budget: &mut Budget) {
+        budget.give(self.held_bytes);
+        self.held.clear();
+        self.held_bytes = 0;
+        self.recent = Vec::new();
+    }
+}
+
+/// Counts whether held bytes `fresh` at `at` agree with the new segment.
+fn compare_overlap(at: u64, fresh: &[u8], start: u64, payload: &[u8], ev: &mut StreamEvents) {
+    let pend = start + payload.len() as u64;
+    if at >= pend {
+        return;
+    }
+    let n = ((pend - at) as usize).min(fresh.len());
+    let a = fresh.get(..n);
+    let b = payload.get((at - start) as usize..(at - start) as usize + n);
+    if a == b {
+        ev.overlaps_consistent += 1;
+    } else {
+        ev.overlaps_conflicting += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,19 @@
+//! qmwatch: a passive sensor for QMTP/QMQP mail services and relay attempts.
+//!
+//! Data flows one way through one module per stage:
+//!
+//! ```text
+//! capture ─▶ decode ─▶ flow (+ reassembly) ─▶ protocol ─▶ detect ─▶ event ─▶ sink
+//! ```
+//!
+//! [`pipeline`] runs the stages on threads joined by bounded channels.
+#![deny(unsafe_code)]
+
+pub mod capture;
+pub mod decode;
+pub mod detect;
+pub mod event;
+pub mod flow;
+pub mod pipeline;
+pub mod protocol;
+pub mod sink;

@@ -1,0 +1,161 @@
+//! Server-side parser: reply netstrings (`K`, `Z` or `D` followed by text).
+//!
+//! Owns: turning the server's byte stream into [`Reply`]s, however the
+//! server split or batched them into segments.
+//!
+//! Must not: match replies to recipients (the session does that) or copy more
+//! than [`super::MAX_FIELD_BYTES`] of a reply's text.
+
+use super::netstring::{Token, Tokenizer};
+use super::{Field, Reply, ReplyCode};
+
+/// Incremental reply parser for one server stream.
+#[derive(Clone, Debug, Default)]
+pub struct ReplyParser {
+    tok: Tokenizer,
+    code: Option<ReplyCode>,
+    text: Field,
+    in_reply: bool,
+    failed: Option<&'static str>,
+}
+
+impl ReplyParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Why the parser stopped, if it did.
+    pub fn failed(&self) -> Option<&'static str> {
+        self.failed
+    }
+
+    /// True when a reply is partly read.
+    pub fn in_reply(&self) -> bool {
+        self.in_reply
+    }
+
+    /// Feeds in-order server bytes. Complete replies are appended to `out`.
+    /// Returns the anomaly kind if the stream stopped being replies.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        ts: u64,
+        acked_client_offset: Option<u64>,
+        out: &mut Vec<Reply>,
+    ) -> Option<&'static str> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let mut input = data;
+        while let Some(step) = self.tok.next(&mut input) {
+            match step {
+                Err(e) => {
+                    self.failed = Some(e.kind());
+                    return self.failed;
+                }
+                Ok(Token::Start { len, .. }) => {
+                    if len == 0 {
+                        self.failed = Some("reply_empty");
+                        return self.failed;
+                    }
+                    self.in_reply = true;
+                    self.code = None;
+                    self.text = Field::default();
+                }
+                Ok(Token::Data(d)) => {
+                    let rest = if self.code.is_none() {
+                        let Some((&first, rest)) = d.split_first() else {
+                            continue;
+                        };
+                        match ReplyCode::from_byte(first) {
+                            Some(c) => self.code = Some(c),
+                            None => {
+                                self.failed = Some("reply_bad_code");
+                                return self.failed;
+                            }
+                        }
+                        rest
+                    } else {
+                        d
+                    };
+                    self.text.push(rest);
+                }
+                Ok(Token::End { .. }) => {
+                    self.in_reply = false;
+                    if let Some(code) = self.code.take() {
+                        out.push(Reply {
+                            code,
+                            text: std::mem::take(&mut self.text),
+                            ts,
+                            acked_client_offset,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// `n` bytes of the server stream were lost: a reply cut by a gap is lost.
+    pub fn gap(&mut self, n: u64) -> Option<&'static str> {
+        if self.failed.is_some() {
+            return None;
+        }
+        if self.code.is_some() && self.tok.gap(n).is_ok() {
+            self.text.damaged = true;
+            return None;
+        }
+        self.failed = Some("gap_in_reply_stream");
+        self.failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_and_split_replies() {
+        let s = b"23:Kok 1795238274 qp 15868,66:Dsorry, that domain isn't in my list of allowed rcpthosts (#5.7.1),5:Zbusy,";
+        for chunk in 1..=s.len() {
+            let mut p = ReplyParser::new();
+            let mut out = Vec::new();
+            for c in s.chunks(chunk) {
+                assert_eq!(p.feed(c, 1, None, &mut out), None);
+            }
+            let got: Vec<_> = out.iter().map(|r| (r.code, r.text.text())).collect();
+            assert_eq!(
+                got,
+                [
+                    (ReplyCode::K, "ok 1795238274 qp 15868".to_string()),
+                    (
+                        ReplyCode::D,
+                        "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)".to_string()
+                    ),
+                    (ReplyCode::Z, "busy".to_string()),
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_reply_fails() {
+        let mut out = Vec::new();
+        assert_eq!(ReplyParser::new().feed(b"220 mail ESMTP\r\n", 1, None, &mut out), Some("netstring_bad_length_byte"));
+        assert_eq!(ReplyParser::new().feed(b"3:Xab,", 1, None, &mut out), Some("reply_bad_code"));
+        assert_eq!(ReplyParser::new().feed(b"0:,", 1, None, &mut out), Some("reply_empty"));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn long_reply_text_is_bounded() {
+        let text = format!("D{}", "x".repeat(5000));
+        let s = format!("{}:{},", text.len(), text);
+        let mut out = Vec::new();
+        ReplyParser::new().feed(s.as_bytes(), 1, None, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].text.truncated);
+        assert_eq!(out[0].text.bytes.len(), crate::protocol::MAX_FIELD_BYTES);
+    }
+}

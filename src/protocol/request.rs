@@ -1,0 +1,469 @@
+//! Client-side parser: QMTP packages and QMQP messages.
+//!
+//! Owns: turning the client's byte stream into [`Request`]s. QMTP: a message
+//! netstring whose first byte is the encoding, a sender netstring, and a
+//! recipient-list netstring of recipient netstrings; packages may follow each
+//! other (pipelining). QMQP: one netstring wrapping message, sender and
+//! recipient netstrings (recipients not wrapped again).
+//!
+//! Must not: copy the message (it is skipped by length), copy more than
+//! [`super::MAX_FIELD_BYTES`] of a field, or store more than
+//! [`super::MAX_RECIPIENTS`] recipients.
+
+use super::netstring::{NetstringError, Token, Tokenizer};
+use super::{Encoding, Field, Protocol, Request, RequestState};
+
+/// Where in a request the parser is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Between requests.
+    Idle,
+    /// QMTP message: the encoding byte is next.
+    MessageEncoding,
+    /// Message content: skipped.
+    Message,
+    Sender,
+    /// Inside QMTP's recipient list, between recipients.
+    RecipientList,
+    Recipient,
+    /// Inside QMQP's wrapper, at the netstring with this index (0 message, 1 sender, 2.. recipients).
+    QmqpItem(u32),
+}
+
+/// What came out of feeding the parser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestEvent {
+    /// A request was read whole ([`RequestState::Complete`]) or ended badly
+    /// (truncated or malformed: the parser then stops).
+    Request(Request),
+}
+
+/// Incremental parser for one client stream.
+#[derive(Clone, Debug)]
+pub struct RequestParser {
+    protocol: Protocol,
+    tok: Tokenizer,
+    /// Stream offset of the next byte to be fed.
+    offset: u64,
+    /// Index of the top-level netstring inside the current QMTP package (0..3).
+    top_index: u8,
+    slot: Slot,
+    current: Option<Request>,
+    field: Field,
+    failed: bool,
+}
+
+impl RequestParser {
+    /// A parser whose first byte is at client stream offset `offset`.
+    pub fn new(protocol: Protocol, offset: u64) -> Self {
+        RequestParser {
+            protocol,
+            tok: Tokenizer::new(),
+            offset,
+            top_index: 0,
+            slot: Slot::Idle,
+            current: None,
+            field: Field::default(),
+            failed: false,
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Stream offset of the next byte expected.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// True when nothing of a request is pending.
+    pub fn idle(&self) -> bool {
+        self.current.is_none()
+    }
+
+    fn fail(&mut self, kind: &'static str, ts: u64, out: &mut Vec<RequestEvent>) {
+        self.failed = true;
+        let mut req = self
+            .current
+            .take()
+            .unwrap_or_else(|| Request::new(self.protocol, self.offset, ts));
+        req.state = RequestState::Malformed(kind);
+        req.last_ts = ts;
+        req.end_offset = self.offset;
+        out.push(RequestEvent::Request(req));
+    }
+
+    /// Feeds the next in-order bytes of the client stream.
+    pub fn feed(&mut self, data: &[u8], ts: u64, out: &mut Vec<RequestEvent>) {
+        if self.failed {
+            return;
+        }
+        let mut input = data;
+        loop {
+            let before = input.len();
+            let step = self.tok.next(&mut input);
+            self.offset += (before - input.len()) as u64;
+            let token = match step {
+                None => return,
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    return self.fail(e.kind(), ts, out);
+                }
+            };
+            if let Err(kind) = self.on_token(token, ts, out) {
+                return self.fail(kind, ts, out);
+            }
+        }
+    }
+
+    fn on_token(
+        &mut self,
+        token: Token<'_>,
+        ts: u64,
+        out: &mut Vec<RequestEvent>,
+    ) -> Result<(), &'static str> {
+        match (self.protocol, token) {
+            // ---------------- QMTP ----------------
+            (Protocol::Qmtp, Token::Start { len, depth: 0 }) => match self.top_index {
+                0 => {
+                    if len == 0 {
+                        return Err("qmtp_empty_message");
+                    }
+                    // The token ends at the colon; the request starts at its first digit.
+                    let start = self.offset.saturating_sub(digits(len) + 1);
+                    let mut r = Request::new(Protocol::Qmtp, start, ts);
+                    r.message_bytes = len - 1;
+                    self.current = Some(r);
+                    self.slot = Slot::MessageEncoding;
+                }
+                1 => {
+                    self.field = Field::default();
+                    self.slot = Slot::Sender;
+                }
+                _ => {
+                    self.tok.enter().map_err(|e| e.kind())?;
+                    self.slot = Slot::RecipientList;
+                }
+            },
+            (Protocol::Qmtp, Token::Start { depth: _, .. }) => {
+                self.field = Field::default();
+                self.slot = Slot::Recipient;
+            }
+            (Protocol::Qmtp, Token::Data(d)) => match self.slot {
+                Slot::MessageEncoding => {
+                    let enc = match d.first() {
+                        Some(b'\n') => Encoding::Lf,
+                        Some(b'\r') => Encoding::Crlf,
+                        _ => return Err("qmtp_bad_encoding_byte"),
+                    };
+                    if let Some(r) = self.current.as_mut() {
+                        r.encoding = Some(enc);
+                    }
+                    self.slot = Slot::Message;
+                }
+                Slot::Sender | Slot::Recipient => self.field.push(d),
+                _ => {}
+            },
+            (Protocol::Qmtp, Token::End { depth: 1 }) => {
+                let f = std::mem::take(&mut self.field);
+                if let Some(r) = self.current.as_mut() {
+                    r.add_recipient(f);
+                }
+                self.slot = Slot::RecipientList;
+            }
+            (Protocol::Qmtp, Token::End { .. }) => {
+                self.top_index += 1;
+                match self.top_index {
+                    1 => self.slot = Slot::Idle,
+                    2 => {
+                        let f = std::mem::take(&mut self.field);
+                        if let Some(r) = self.current.as_mut() {
+                            r.sender = Some(f);
+                        }
+                        self.slot = Slot::Idle;
+                    }
+                    _ => self.finish_request(ts, out),
+                }
+            }
+            // ---------------- QMQP ----------------
+            (Protocol::Qmqp, Token::Start { len, depth: 0 }) => {
+                self.tok.enter().map_err(|e| e.kind())?;
+                let start = self.offset.saturating_sub(digits(len) + 1);
+                self.current = Some(Request::new(Protocol::Qmqp, start, ts));
+                self.slot = Slot::QmqpItem(0);
+            }
+            (Protocol::Qmqp, Token::Start { len, .. }) => {
+                if let Slot::QmqpItem(0) = self.slot {
+                    if let Some(r) = self.current.as_mut() {
+                        r.message_bytes = len;
+                    }
+                } else {
+                    self.field = Field::default();
+                }
+            }
+            (Protocol::Qmqp, Token::Data(d)) => {
+                if let Slot::QmqpItem(i) = self.slot {
+                    if i > 0 {
+                        self.field.push(d);
+                    }
+                }
+            }
+            (Protocol::Qmqp, Token::End { depth: 1 }) => {
+                if let Slot::QmqpItem(i) = self.slot {
+                    if let Some(r) = self.current.as_mut() {
+                        match i {
+                            0 => {}
+                            1 => r.sender = Some(std::mem::take(&mut self.field)),
+                            _ => r.add_recipient(std::mem::take(&mut self.field)),
+                        }
+                    }
+                    self.slot = Slot::QmqpItem(i.saturating_add(1));
+                }
+            }
+            (Protocol::Qmqp, Token::End { .. }) => {
+                let missing = match self.slot {
+                    Slot::QmqpItem(i) => i < 2,
+                    _ => true,
+                };
+                if missing {
+                    return Err("qmqp_missing_sender");
+                }
+                self.finish_request(ts, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_request(&mut self, ts: u64, out: &mut Vec<RequestEvent>) {
+        if let Some(mut r) = self.current.take() {
+            r.state = RequestState::Complete;
+            r.last_ts = ts;
+            r.end_offset = self.offset;
+            out.push(RequestEvent::Request(r));
+        }
+        self.top_index = 0;
+        self.slot = Slot::Idle;
+        self.field = Field::default();
+    }
+
+    /// `n` bytes of the client stream were lost. Free inside a message; a
+    /// lost address byte marks the field damaged; anywhere else the request
+    /// cannot be followed and is reported truncated.
+    pub fn gap(&mut self, n: u64, ts: u64, out: &mut Vec<RequestEvent>) {
+        if self.failed {
+            return;
+        }
+        match self.tok.gap(n) {
+            Ok(()) => {
+                self.offset += n;
+                match self.slot {
+                    Slot::Message | Slot::MessageEncoding | Slot::QmqpItem(0) => {
+                        if let Some(r) = self.current.as_mut() {
+                            r.message_gap_bytes += n;
+                        }
+                        if self.slot == Slot::MessageEncoding {
+                            self.slot = Slot::Message;
+                        }
+                    }
+                    _ => {
+                        self.field.damaged = true;
+                        self.field.wire_len += n;
+                    }
+                }
+            }
+            Err(NetstringError::LostSync) | Err(_) => {
+                self.offset += n;
+                self.failed = true;
+                if let Some(mut r) = self.current.take() {
+                    r.state = RequestState::Truncated;
+                    r.last_ts = ts;
+                    r.end_offset = self.offset;
+                    out.push(RequestEvent::Request(r));
+                }
+            }
+        }
+    }
+
+    /// The client stream ended. A request in progress was cut short.
+    pub fn finish(&mut self, ts: u64, out: &mut Vec<RequestEvent>) {
+        if let Some(mut r) = self.current.take() {
+            r.state = RequestState::Truncated;
+            r.last_ts = ts;
+            r.end_offset = self.offset;
+            if self.slot == Slot::Sender || matches!(self.slot, Slot::QmqpItem(1)) {
+                r.sender = Some(std::mem::take(&mut self.field));
+            }
+            out.push(RequestEvent::Request(r));
+        }
+        self.failed = true;
+    }
+}
+
+/// Number of decimal digits of `n`.
+fn digits(mut n: u64) -> u64 {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn qmtp_package(enc: u8, body: &str, sender: &str, rcpts: &[&str]) -> Vec<u8> {
+        let mut msg = vec![enc];
+        msg.extend_from_slice(body.as_bytes());
+        let mut out = ns(&msg);
+        out.extend(ns(sender.as_bytes()));
+        let mut list = Vec::new();
+        for r in rcpts {
+            list.extend(ns(r.as_bytes()));
+        }
+        out.extend(ns(&list));
+        out
+    }
+
+    pub(crate) fn ns(b: &[u8]) -> Vec<u8> {
+        let mut v = format!("{}:", b.len()).into_bytes();
+        v.extend_from_slice(b);
+        v.push(b',');
+        v
+    }
+
+    fn parse(p: Protocol, data: &[u8], chunk: usize) -> Vec<Request> {
+        let mut parser = RequestParser::new(p, 0);
+        let mut out = Vec::new();
+        for c in data.chunks(chunk.max(1)) {
+            parser.feed(c, 7, &mut out);
+        }
+        parser.finish(9, &mut out);
+        out.into_iter().map(|RequestEvent::Request(r)| r).collect()
+    }
+
+    #[test]
+    fn qmtp_spec_example() {
+        let mut pkg = qmtp_package(b'\n', &"x".repeat(245), "God-DSN-37@heaven.af.mil", &["djb@silverton.berkeley.edu"]);
+        assert!(pkg.starts_with(b"246:\n"));
+        assert!(pkg.ends_with(b"24:God-DSN-37@heaven.af.mil,30:26:djb@silverton.berkeley.edu,,"));
+        let len = pkg.len() as u64;
+        pkg.extend(qmtp_package(b'\r', "hi", "", &["a@example.net", "b@example.com"]));
+        for chunk in [1, 2, 3, 7, 100, 10_000] {
+            let r = parse(Protocol::Qmtp, &pkg, chunk);
+            assert_eq!(r.len(), 2, "chunk {chunk}");
+            assert_eq!(r[0].state, RequestState::Complete);
+            assert_eq!(r[0].encoding, Some(Encoding::Lf));
+            assert_eq!(r[0].message_bytes, 245);
+            assert_eq!(r[0].sender.as_ref().unwrap().bytes, b"God-DSN-37@heaven.af.mil");
+            assert_eq!(r[0].recipients[0].bytes, b"djb@silverton.berkeley.edu");
+            assert_eq!((r[0].start_offset, r[0].end_offset), (0, len));
+            assert_eq!(r[1].encoding, Some(Encoding::Crlf));
+            assert_eq!(r[1].sender.as_ref().unwrap().bytes, b"");
+            assert_eq!(r[1].recipient_count, 2);
+            assert_eq!(r[1].recipients[1].bytes, b"b@example.com");
+            assert_eq!(r[1].start_offset, len);
+            assert_eq!(r[1].end_offset, pkg.len() as u64);
+        }
+    }
+
+    #[test]
+    fn qmqp_spec_example() {
+        let s = b"64:16:A simple message,19:sender@example.org,17:rcpt@example.net,,";
+        for chunk in 1..=s.len() {
+            let r = parse(Protocol::Qmqp, s, chunk);
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].state, RequestState::Complete);
+            assert_eq!(r[0].message_bytes, 16);
+            assert_eq!(r[0].sender.as_ref().unwrap().bytes, b"sender@example.org");
+            assert_eq!(r[0].recipients.len(), 1);
+            assert_eq!(r[0].recipients[0].bytes, b"rcpt@example.net");
+            assert_eq!(r[0].end_offset, s.len() as u64);
+        }
+    }
+
+    #[test]
+    fn qmtp_bad_encoding_is_malformed() {
+        let p = qmtp_package(b'X', "abc", "a@b", &["c@d"]);
+        let r = parse(Protocol::Qmtp, &p, 3);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].state, RequestState::Malformed("qmtp_bad_encoding_byte"));
+    }
+
+    #[test]
+    fn truncated_package_reported_once() {
+        let p = qmtp_package(b'\n', "abc", "a@example.org", &["c@example.com"]);
+        let cut = &p[..p.len() - 5];
+        let r = parse(Protocol::Qmtp, cut, 4);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].state, RequestState::Truncated);
+        assert_eq!(r[0].sender.as_ref().unwrap().bytes, b"a@example.org");
+    }
+
+    #[test]
+    fn recipients_capped_but_counted() {
+        let rc: Vec<String> = (0..1500).map(|i| format!("r{i}@example.com")).collect();
+        let refs: Vec<&str> = rc.iter().map(|s| s.as_str()).collect();
+        let p = qmtp_package(b'\n', "x", "s@example.org", &refs);
+        let r = parse(Protocol::Qmtp, &p, 1448);
+        assert_eq!(r[0].recipient_count, 1500);
+        assert_eq!(r[0].recipients.len(), crate::protocol::MAX_RECIPIENTS);
+    }
+
+    #[test]
+    fn huge_claimed_length_then_stop_is_truncated_not_allocated() {
+        let r = parse(Protocol::Qmtp, b"4294967296:\nabc", 2);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].state, RequestState::Truncated);
+        assert_eq!(r[0].message_bytes, 4294967295);
+    }
+
+    #[test]
+    fn gap_in_body_costs_nothing() {
+        let p = qmtp_package(b'\n', &"m".repeat(100), "a@example.org", &["c@example.com"]);
+        let mut parser = RequestParser::new(Protocol::Qmtp, 0);
+        let mut out = Vec::new();
+        parser.feed(&p[..20], 1, &mut out);
+        parser.gap(50, 1, &mut out);
+        parser.feed(&p[70..], 2, &mut out);
+        assert_eq!(out.len(), 1);
+        let RequestEvent::Request(r) = &out[0];
+        assert_eq!(r.state, RequestState::Complete);
+        assert_eq!(r.message_gap_bytes, 50);
+        assert_eq!(r.recipients[0].bytes, b"c@example.com");
+    }
+
+    #[test]
+    fn gap_between_packages_truncates() {
+        let p = qmtp_package(b'\n', "abc", "a@example.org", &["c@example.com"]);
+        let mut parser = RequestParser::new(Protocol::Qmtp, 0);
+        let mut out = Vec::new();
+        parser.feed(&p[..3], 1, &mut out);
+        parser.gap(3, 1, &mut out);
+        assert!(parser.failed());
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn nessus_probe_wrapped_for_qmqp() {
+        // On 628 the scanner wraps its QMTP package in one more netstring.
+        let inner = qmtp_package(
+            b'\n',
+            "Message-ID: <1234567890.666.nessus@example.org>\n",
+            "nessus@example.org",
+            &["postmaster@example.com"],
+        );
+        let wrapped = ns(&inner);
+        let r = parse(Protocol::Qmqp, &wrapped, 5);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].state, RequestState::Complete);
+        assert_eq!(r[0].sender.as_ref().unwrap().bytes, b"nessus@example.org");
+        assert_eq!(r[0].recipients[0].bytes, b"22:postmaster@example.com,");
+    }
+}

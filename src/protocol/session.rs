@@ -1,0 +1,814 @@
+//! One TCP connection seen as a (possible) QMTP/QMQP session.
+//!
+//! Owns: deciding which side is the client (from the SYN, or for flows picked
+//! up mid-stream from who sends a package and who sends replies), choosing the
+//! request parser from the client's first bytes, matching replies to
+//! recipients in order (QMTP, across pipelined packages) or to the single
+//! message (QMQP), confirming the session, and emitting [`Record`]s.
+//!
+//! Must not: emit anything for a flow that never looked like QMTP/QMQP, hold
+//! unbounded state (pending packages, early replies and held anomalies are
+//! capped), or look at addresses beyond the endpoints it was given.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use super::reply::ReplyParser;
+use super::request::{RequestEvent, RequestParser};
+use super::sniff::{Sniffer, Verdict};
+use super::{
+    printable, Anomaly, CodeCounts, Endpoints, Evidence, Protocol, Record, Reply, Request,
+    RequestState, Transaction, MAX_EARLY_REPLIES, MAX_PENDING,
+};
+
+/// Held anomalies of a session that is not confirmed yet.
+const MAX_HELD_ANOMALIES: usize = 16;
+/// Mid-stream flows: segments to try recognising before giving up.
+const RESYNC_ATTEMPTS: u8 = 8;
+/// Bytes of a wrong-protocol client's first data kept for the anomaly.
+const WRONG_PROTOCOL_SAMPLE: usize = 48;
+
+/// What the flow layer should do with the flow after a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Keep reassembling and feeding.
+    Continue,
+    /// Not QMTP/QMQP: stop reassembling and free the session.
+    Reject,
+}
+
+/// Counters a session contributes to the worker's statistics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionCounters {
+    pub replies_to_unseen_requests: u64,
+    pub anomalies_dropped_unconfirmed: u64,
+    pub requests_dropped_unconfirmed: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Side {
+    sniffer: Sniffer,
+    /// Stream offset of the first byte the sniffer looked at.
+    sniff_offset: Option<u64>,
+    /// Mid-stream: remaining tries at a later segment start.
+    resync_left: u8,
+    ended: bool,
+}
+
+impl Side {
+    fn new(midstream: bool) -> Self {
+        Side {
+            sniffer: Sniffer::new(),
+            sniff_offset: None,
+            resync_left: if midstream { RESYNC_ATTEMPTS } else { 0 },
+            ended: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    request: Request,
+    replies: Vec<Option<Reply>>,
+    answered: u64,
+    codes: CodeCounts,
+}
+
+#[derive(Clone, Debug)]
+struct WrongProtocol {
+    sample: Vec<u8>,
+    ts: u64,
+}
+
+/// The protocol state of one flow.
+#[derive(Debug)]
+pub struct Session {
+    /// Source address of each flow direction (0 and 1).
+    addrs: [SocketAddr; 2],
+    client_dir: Option<usize>,
+    midstream: bool,
+    sides: [Side; 2],
+    server_hint: bool,
+    client: Option<RequestParser>,
+    server: Option<ReplyParser>,
+    protocol: Option<Protocol>,
+    confirmed: Option<Evidence>,
+    rejected: bool,
+    pending: VecDeque<Pending>,
+    early: VecDeque<Reply>,
+    broken: Vec<Request>,
+    held: Vec<Anomaly>,
+    wrong: Option<WrongProtocol>,
+    requests_seen: u64,
+    replies_seen: u64,
+    first_request_offset: Option<u64>,
+    txn_index: u32,
+    pub counters: SessionCounters,
+    scratch_requests: Vec<RequestEvent>,
+    scratch_replies: Vec<Reply>,
+}
+
+impl Session {
+    /// `addrs[d]` is the source of direction `d`; `client_dir` comes from the
+    /// SYN when it was seen. `server_hint` says the server side is already
+    /// known to be a QMTP/QMQP server, or sits on 209/628, so that a client
+    /// speaking another protocol to it is worth reporting.
+    pub fn new(addrs: [SocketAddr; 2], client_dir: Option<usize>, midstream: bool) -> Self {
+        Session {
+            addrs,
+            client_dir,
+            midstream,
+            sides: [Side::new(midstream), Side::new(midstream)],
+            server_hint: false,
+            client: None,
+            server: None,
+            protocol: None,
+            confirmed: None,
+            rejected: false,
+            pending: VecDeque::new(),
+            early: VecDeque::new(),
+            broken: Vec::new(),
+            held: Vec::new(),
+            wrong: None,
+            requests_seen: 0,
+            replies_seen: 0,
+            first_request_offset: None,
+            txn_index: 0,
+            counters: SessionCounters::default(),
+            scratch_requests: Vec::new(),
+            scratch_replies: Vec::new(),
+        }
+    }
+
+    pub fn client_dir(&self) -> Option<usize> {
+        self.client_dir
+    }
+
+    pub fn confirmed(&self) -> Option<Evidence> {
+        self.confirmed
+    }
+
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        let c = self.client_dir.unwrap_or(0);
+        let client = self.addrs.get(c).copied().unwrap_or(self.addrs[0]);
+        let server = self.addrs.get(1 - c.min(1)).copied().unwrap_or(self.addrs[1]);
+        Endpoints { client, server }
+    }
+
+    fn server_port_is_standard(&self) -> bool {
+        let p = self.endpoints().server.port();
+        p == 209 || p == 628
+    }
+
+    /// Marks the server as one already confirmed elsewhere in this run.
+    pub fn set_known_server(&mut self) {
+        self.server_hint = true;
+    }
+
+    /// Records an anomaly found below the protocol layer (reassembly).
+    pub fn anomaly(&mut self, kind: &'static str, detail: String, ts: u64, out: &mut Vec<Record>) {
+        let a = Anomaly {
+            endpoints: self.endpoints(),
+            protocol: self.protocol,
+            kind,
+            detail,
+            ts,
+        };
+        self.push_anomaly(a, out);
+    }
+
+    fn push_anomaly(&mut self, a: Anomaly, out: &mut Vec<Record>) {
+        if self.confirmed.is_some() {
+            out.push(Record::Anomaly(Box::new(a)));
+        } else if self.held.len() < MAX_HELD_ANOMALIES {
+            self.held.push(a);
+        } else {
+            self.counters.anomalies_dropped_unconfirmed += 1;
+        }
+    }
+
+    fn reject(&mut self) -> Status {
+        self.rejected = true;
+        self.pending.clear();
+        self.early.clear();
+        self.held.clear();
+        self.broken.clear();
+        self.client = None;
+        self.server = None;
+        Status::Reject
+    }
+
+    /// In-order bytes of direction `dir`, starting at stream offset `offset`.
+    /// `peer_ack` is the other direction's stream offset acknowledged by the
+    /// segment that carried them.
+    pub fn data(
+        &mut self,
+        dir: usize,
+        offset: u64,
+        data: &[u8],
+        ts: u64,
+        peer_ack: Option<u64>,
+        out: &mut Vec<Record>,
+    ) -> Status {
+        if self.rejected {
+            return Status::Reject;
+        }
+        if data.is_empty() || dir > 1 {
+            return Status::Continue;
+        }
+        let role_client = match self.client_dir {
+            Some(c) => c == dir,
+            None => {
+                // Roles unknown (picked up mid-stream): let the bytes decide.
+                match self.sniff(dir, offset, data) {
+                    None => return Status::Continue,
+                    Some(Verdict::Qmtp) | Some(Verdict::Qmqp) => {
+                        self.client_dir = Some(dir);
+                        true
+                    }
+                    Some(Verdict::Reply) => {
+                        self.client_dir = Some(1 - dir);
+                        false
+                    }
+                    Some(Verdict::Other) => return self.retry_or_reject(dir),
+                }
+            }
+        };
+        if role_client {
+            self.client_data(dir, offset, data, ts, out)
+        } else {
+            self.server_data(dir, offset, data, ts, peer_ack, out)
+        }
+    }
+
+    /// Feeds the sniffer of `dir`; remembers where its bytes began.
+    fn sniff(&mut self, dir: usize, offset: u64, data: &[u8]) -> Option<Verdict> {
+        let side = self.sides.get_mut(dir)?;
+        if let Some(v) = side.sniffer.verdict() {
+            return Some(v);
+        }
+        if side.sniff_offset.is_none() {
+            side.sniff_offset = Some(offset);
+        }
+        side.sniffer.feed(data).0
+    }
+
+    /// Mid-stream flows get a few more chances at later segment starts.
+    fn retry_or_reject(&mut self, dir: usize) -> Status {
+        match self.sides.get_mut(dir) {
+            Some(side) if side.resync_left > 0 => {
+                side.resync_left -= 1;
+                side.sniffer = Sniffer::new();
+                side.sniff_offset = None;
+                Status::Continue
+            }
+            _ => self.reject(),
+        }
+    }
+
+    fn client_data(
+        &mut self,
+        dir: usize,
+        offset: u64,
+        data: &[u8],
+        ts: u64,
+        out: &mut Vec<Record>,
+    ) -> Status {
+        if self.wrong.is_some() {
+            return Status::Continue;
+        }
+        if self.client.is_none() {
+            let verdict = match self.sniff(dir, offset, data) {
+                None => return Status::Continue,
+                Some(v) => v,
+            };
+            let protocol = match verdict {
+                Verdict::Qmtp => Protocol::Qmtp,
+                Verdict::Qmqp => Protocol::Qmqp,
+                Verdict::Reply | Verdict::Other => {
+                    if self.midstream && self.sides[dir].resync_left > 0 {
+                        return self.retry_or_reject(dir);
+                    }
+                    if self.server_hint || self.server_port_is_standard() || self.replies_seen > 0
+                    {
+                        // Another protocol spoken to a QMTP/QMQP server: watch
+                        // what the server answers.
+                        let stash = self.sides[dir].sniffer.stashed().to_vec();
+                        let mut sample = stash;
+                        let skip = sample.len().min(data.len());
+                        let already = data.len().min(
+                            usize::try_from(
+                                offset.saturating_sub(self.sides[dir].sniff_offset.unwrap_or(offset)),
+                            )
+                            .unwrap_or(0),
+                        );
+                        let _ = skip;
+                        if let Some(rest) = data.get(already.min(data.len())..) {
+                            for &b in rest {
+                                if sample.len() >= WRONG_PROTOCOL_SAMPLE {
+                                    break;
+                                }
+                                sample.push(b);
+                            }
+                        }
+                        sample.truncate(WRONG_PROTOCOL_SAMPLE);
+                        self.wrong = Some(WrongProtocol { sample, ts });
+                        return Status::Continue;
+                    }
+                    return self.reject();
+                }
+            };
+            let start = self.sides[dir].sniff_offset.unwrap_or(offset);
+            self.protocol = Some(protocol);
+            self.first_request_offset = Some(start);
+            let mut parser = RequestParser::new(protocol, start);
+            // Replay what the sniffer looked at, then the rest of this chunk.
+            let stash = self.sides[dir].sniffer.stashed().to_vec();
+            let mut events = std::mem::take(&mut self.scratch_requests);
+            parser.feed(&stash, ts, &mut events);
+            let consumed_here = usize::try_from(parser.offset().saturating_sub(offset)).unwrap_or(0);
+            if let Some(rest) = data.get(consumed_here.min(data.len())..) {
+                parser.feed(rest, ts, &mut events);
+            }
+            self.client = Some(parser);
+            self.on_requests(&mut events, ts, out);
+            self.scratch_requests = events;
+            return Status::Continue;
+        }
+        let mut events = std::mem::take(&mut self.scratch_requests);
+        if let Some(p) = self.client.as_mut() {
+            p.feed(data, ts, &mut events);
+        }
+        self.on_requests(&mut events, ts, out);
+        self.scratch_requests = events;
+        Status::Continue
+    }
+
+    fn server_data(
+        &mut self,
+        dir: usize,
+        offset: u64,
+        data: &[u8],
+        ts: u64,
+        peer_ack: Option<u64>,
+        out: &mut Vec<Record>,
+    ) -> Status {
+        let mut replies = std::mem::take(&mut self.scratch_replies);
+        let failure = if let Some(p) = self.server.as_mut() {
+            p.feed(data, ts, peer_ack, &mut replies)
+        } else {
+            match self.sniff(dir, offset, data) {
+                None => {
+                    self.scratch_replies = replies;
+                    return Status::Continue;
+                }
+                Some(Verdict::Reply) => {
+                    let mut p = ReplyParser::new();
+                    let start = self.sides[dir].sniff_offset.unwrap_or(offset);
+                    let stash = self.sides[dir].sniffer.stashed().to_vec();
+                    let mut f = p.feed(&stash, ts, peer_ack, &mut replies);
+                    let consumed_here =
+                        usize::try_from((start + stash.len() as u64).saturating_sub(offset))
+                            .unwrap_or(0);
+                    if f.is_none() {
+                        if let Some(rest) = data.get(consumed_here.min(data.len())..) {
+                            f = p.feed(rest, ts, peer_ack, &mut replies);
+                        }
+                    }
+                    self.server = Some(p);
+                    f
+                }
+                Some(_) => {
+                    self.scratch_replies = replies;
+                    if self.midstream && self.sides[dir].resync_left > 0 {
+                        return self.retry_or_reject(dir);
+                    }
+                    if self.confirmed.is_none() {
+                        return self.reject();
+                    }
+                    return Status::Continue;
+                }
+            }
+        };
+        for r in replies.drain(..) {
+            self.on_reply(r, out);
+        }
+        self.scratch_replies = replies;
+        if let Some(kind) = failure {
+            if self.confirmed.is_none() && self.replies_seen == 0 {
+                return self.reject();
+            }
+            self.anomaly(kind, "server stream stopped being reply netstrings".into(), ts, out);
+        }
+        self.try_confirm(ts, out);
+        Status::Continue
+    }
+
+    fn on_requests(&mut self, events: &mut Vec<RequestEvent>, ts: u64, out: &mut Vec<Record>) {
+        for RequestEvent::Request(req) in events.drain(..) {
+            self.on_request(req, out);
+        }
+        self.try_confirm(ts, out);
+    }
+
+    fn on_request(&mut self, req: Request, out: &mut Vec<Record>) {
+        self.requests_seen += 1;
+        match req.state {
+            RequestState::Complete => {
+                if req.protocol == Protocol::Qmtp && req.recipient_count == 0 {
+                    // qmail-qmtpd sends no reply to a package without recipients.
+                    self.anomaly(
+                        "qmtp_package_without_recipients",
+                        "package names no recipient; no reply is due".into(),
+                        req.last_ts,
+                        out,
+                    );
+                    let p = Pending {
+                        replies: Vec::new(),
+                        answered: 0,
+                        codes: CodeCounts::default(),
+                        request: req,
+                    };
+                    self.emit(p, None, out);
+                    return;
+                }
+                if self.pending.len() >= MAX_PENDING {
+                    let ts = req.last_ts;
+                    if let Some(old) = self.pending.pop_front() {
+                        self.emit(old, None, out);
+                    }
+                    self.anomaly(
+                        "too_many_pipelined_packages",
+                        format!("more than {MAX_PENDING} packages awaiting replies"),
+                        ts,
+                        out,
+                    );
+                }
+                let stored = req.recipients.len();
+                self.pending.push_back(Pending {
+                    request: req,
+                    replies: vec![None; stored],
+                    answered: 0,
+                    codes: CodeCounts::default(),
+                });
+                while let Some(r) = self.early.pop_front() {
+                    if !self.assign(r, out) {
+                        break;
+                    }
+                }
+            }
+            RequestState::Truncated => {
+                if self.broken.len() < 4 {
+                    self.broken.push(req);
+                }
+            }
+            RequestState::Malformed(kind) => {
+                let detail = format!(
+                    "{} request is not well-formed after {} bytes",
+                    req.protocol.name(),
+                    req.end_offset.saturating_sub(req.start_offset)
+                );
+                self.anomaly(kind, detail, req.last_ts, out);
+                if self.broken.len() < 4 {
+                    self.broken.push(req);
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, r: Reply, out: &mut Vec<Record>) {
+        self.replies_seen += 1;
+        // Confirm first, so the service event precedes the transaction.
+        self.try_confirm(r.ts, out);
+        if self.pending.is_empty() {
+            // A reply to bytes before our view of the stream (mid-stream
+            // pickup) belongs to no request we saw.
+            let before_view = match (r.acked_client_offset, self.first_request_offset) {
+                (Some(ack), Some(first)) => ack <= first,
+                _ => false,
+            };
+            if self.protocol == Some(Protocol::Qmtp)
+                && (before_view || (self.midstream && self.requests_seen == 0))
+            {
+                self.counters.replies_to_unseen_requests += 1;
+                return;
+            }
+            if self.early.len() < MAX_EARLY_REPLIES {
+                self.early.push_back(r);
+            } else {
+                self.counters.replies_to_unseen_requests += 1;
+            }
+            return;
+        }
+        self.assign(r, out);
+    }
+
+    /// Gives `r` to the oldest pending request. False if none was waiting.
+    fn assign(&mut self, r: Reply, out: &mut Vec<Record>) -> bool {
+        let Some(front) = self.pending.front_mut() else {
+            self.early.push_front(r);
+            return false;
+        };
+        match front.request.protocol {
+            Protocol::Qmqp => {
+                front.codes.k = 0;
+                let n = front.request.recipient_count;
+                for slot in front.replies.iter_mut() {
+                    *slot = Some(r.clone());
+                }
+                for _ in 0..n.min(u64::from(u32::MAX)) {
+                    front.codes.add(Some(r.code));
+                }
+                front.answered = n;
+                if let Some(p) = self.pending.pop_front() {
+                    self.emit(p, Some(r), out);
+                }
+            }
+            Protocol::Qmtp => {
+                let i = front.answered;
+                front.codes.add(Some(r.code));
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| front.replies.get_mut(i)) {
+                    *slot = Some(r);
+                }
+                front.answered += 1;
+                if front.answered >= front.request.recipient_count {
+                    if let Some(p) = self.pending.pop_front() {
+                        self.emit(p, None, out);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn try_confirm(&mut self, ts: u64, out: &mut Vec<Record>) {
+        if self.confirmed.is_some() || self.replies_seen == 0 {
+            return;
+        }
+        let has_request = self.requests_seen > 0
+            && (self.txn_index > 0
+                || self
+                    .pending
+                    .iter()
+                    .any(|p| p.request.state == RequestState::Complete));
+        if has_request {
+            self.confirm(Evidence::RequestAndReply, ts, out);
+        }
+    }
+
+    fn confirm(&mut self, evidence: Evidence, ts: u64, out: &mut Vec<Record>) {
+        if self.confirmed.is_some() {
+            return;
+        }
+        self.confirmed = Some(evidence);
+        let protocol = self.protocol.unwrap_or_else(|| self.guess_protocol());
+        self.protocol = Some(protocol);
+        out.push(Record::Service {
+            endpoints: self.endpoints(),
+            protocol,
+            evidence,
+            ts,
+        });
+        for mut a in self.held.drain(..) {
+            a.protocol = Some(protocol);
+            out.push(Record::Anomaly(Box::new(a)));
+        }
+    }
+
+    /// Protocol of a server seen only through its replies.
+    fn guess_protocol(&self) -> Protocol {
+        match self.endpoints().server.port() {
+            209 => Protocol::Qmtp,
+            628 => Protocol::Qmqp,
+            _ => {
+                // Only QMQP servers (Postfix qmqpd) speak first or answer garbage.
+                Protocol::Qmqp
+            }
+        }
+    }
+
+    fn emit(&mut self, p: Pending, single: Option<Reply>, out: &mut Vec<Record>) {
+        let mut codes = p.codes;
+        codes.missing = p.request.recipient_count.saturating_sub(p.answered);
+        self.txn_index += 1;
+        let ts = p
+            .replies
+            .iter()
+            .flatten()
+            .map(|r| r.ts)
+            .chain(single.iter().map(|r| r.ts))
+            .max()
+            .unwrap_or(p.request.last_ts);
+        let t = Transaction {
+            endpoints: self.endpoints(),
+            protocol: p.request.protocol,
+            replies: p.replies,
+            reply: single,
+            codes,
+            index: self.txn_index,
+            session_confirmed: self.confirmed.is_some() || p.answered > 0,
+            ts,
+            request: Some(p.request),
+        };
+        out.push(Record::Transaction(Box::new(t)));
+    }
+
+    /// Bytes of direction `dir` were lost at `offset`.
+    pub fn gap(&mut self, dir: usize, n: u64, ts: u64, out: &mut Vec<Record>) -> Status {
+        if self.rejected {
+            return Status::Reject;
+        }
+        let is_client = self.client_dir == Some(dir);
+        let is_server = self.client_dir.is_some() && !is_client;
+        if is_client {
+            if let Some(p) = self.client.as_mut() {
+                let mut events = std::mem::take(&mut self.scratch_requests);
+                let before = p.failed();
+                p.gap(n, ts, &mut events);
+                let lost = !before && p.failed();
+                self.on_requests(&mut events, ts, out);
+                self.scratch_requests = events;
+                if lost {
+                    self.anomaly(
+                        "gap_outside_message",
+                        format!("{n} client bytes lost outside a message body; session incomplete"),
+                        ts,
+                        out,
+                    );
+                }
+                return Status::Continue;
+            }
+        } else if is_server {
+            if let Some(p) = self.server.as_mut() {
+                if let Some(kind) = p.gap(n) {
+                    self.anomaly(kind, format!("{n} server bytes lost; replies after it unknown"), ts, out);
+                }
+                return Status::Continue;
+            }
+        }
+        // Lost bytes before we knew what the flow is: a mid-stream flow may
+        // still be recognised at a later segment.
+        if self.midstream {
+            if let Some(side) = self.sides.get_mut(dir) {
+                side.sniffer = Sniffer::new();
+                side.sniff_offset = None;
+            }
+            return Status::Continue;
+        }
+        if self.client.is_none() && self.server.is_none() && self.wrong.is_none() {
+            return self.reject();
+        }
+        Status::Continue
+    }
+
+    /// Direction `dir` ended (FIN reached).
+    pub fn end_of_direction(&mut self, dir: usize, ts: u64, out: &mut Vec<Record>) {
+        if let Some(s) = self.sides.get_mut(dir) {
+            s.ended = true;
+        }
+        if self.client_dir == Some(dir) {
+            if let Some(p) = self.client.as_mut() {
+                let mut events = std::mem::take(&mut self.scratch_requests);
+                p.finish(ts, &mut events);
+                self.on_requests(&mut events, ts, out);
+                self.scratch_requests = events;
+            }
+        }
+    }
+
+    /// The flow is over: report everything still pending.
+    pub fn finish(&mut self, ts: u64, out: &mut Vec<Record>) {
+        if self.rejected {
+            return;
+        }
+        if let Some(c) = self.client_dir {
+            self.end_of_direction(c, ts, out);
+        }
+        if self.confirmed.is_none() && self.replies_seen > 0 {
+            self.confirm(Evidence::ReplyOnly, ts, out);
+        }
+        let confirmed = self.confirmed.is_some();
+        while let Some(p) = self.pending.pop_front() {
+            self.emit(p, None, out);
+        }
+        for req in std::mem::take(&mut self.broken) {
+            if confirmed {
+                let reply = if req.protocol == Protocol::Qmqp {
+                    self.early.pop_front()
+                } else {
+                    None
+                };
+                let stored = req.recipients.len();
+                let answered = if reply.is_some() { req.recipient_count } else { 0 };
+                let mut codes = CodeCounts::default();
+                let replies = match &reply {
+                    Some(r) => {
+                        codes.add(Some(r.code));
+                        vec![Some(r.clone()); stored]
+                    }
+                    None => vec![None; stored],
+                };
+                self.emit(
+                    Pending {
+                        request: req,
+                        replies,
+                        answered,
+                        codes,
+                    },
+                    reply,
+                    out,
+                );
+            } else {
+                self.counters.requests_dropped_unconfirmed += 1;
+            }
+        }
+        if confirmed {
+            // Replies with no request: QMQP servers that spoke first or
+            // answered garbage; for QMTP, replies nobody asked for.
+            let leftover: Vec<Reply> = self.early.drain(..).collect();
+            let protocol = self.protocol.unwrap_or(Protocol::Qmqp);
+            if protocol == Protocol::Qmtp && !leftover.is_empty() {
+                let n = leftover.len();
+                self.anomaly(
+                    "qmtp_unsolicited_reply",
+                    format!("{n} replies with no package awaiting them"),
+                    ts,
+                    out,
+                );
+            } else {
+                for r in leftover {
+                    self.txn_index += 1;
+                    let mut codes = CodeCounts::default();
+                    codes.add(Some(r.code));
+                    out.push(Record::Transaction(Box::new(Transaction {
+                        endpoints: self.endpoints(),
+                        protocol,
+                        request: None,
+                        replies: Vec::new(),
+                        codes,
+                        index: self.txn_index,
+                        session_confirmed: true,
+                        ts: r.ts,
+                        reply: Some(r),
+                    })));
+                }
+            }
+        } else {
+            self.counters.anomalies_dropped_unconfirmed += self.held.len() as u64;
+            self.held.clear();
+        }
+        if let Some(w) = self.wrong.take() {
+            if confirmed || self.server_hint || self.server_port_is_standard() {
+                let answer = match self.replies_seen {
+                    0 => "the server sent no reply netstring".to_string(),
+                    n => format!("the server answered with {n} reply netstring(s)"),
+                };
+                let a = Anomaly {
+                    endpoints: self.endpoints(),
+                    protocol: self.protocol,
+                    kind: wrong_protocol_kind(&w.sample),
+                    detail: format!("client sent \"{}\"; {answer}", printable(&w.sample, WRONG_PROTOCOL_SAMPLE)),
+                    ts: w.ts,
+                };
+                out.push(Record::Anomaly(Box::new(a)));
+            }
+        }
+        self.rejected = true;
+    }
+}
+
+/// Names what a client sent instead of QMTP/QMQP.
+fn wrong_protocol_kind(sample: &[u8]) -> &'static str {
+    let upper: Vec<u8> = sample.iter().take(10).map(|b| b.to_ascii_uppercase()).collect();
+    let smtp = [
+        &b"HELO"[..],
+        b"EHLO",
+        b"MAIL FROM",
+        b"RCPT TO",
+        b"DATA",
+        b"QUIT",
+        b"STARTTLS",
+        b"RSET",
+        b"NOOP",
+        b"VRFY",
+    ];
+    if smtp.iter().any(|c| upper.starts_with(c)) {
+        "smtp_to_qm_server"
+    } else if sample.first() == Some(&0x16) {
+        "tls_to_qm_server"
+    } else if [&b"GET "[..], b"POST", b"HEAD", b"PUT ", b"OPTI"]
+        .iter()
+        .any(|m| upper.starts_with(m))
+    {
+        "http_to_qm_server"
+    } else {
+        "wrong_protocol_to_qm_server"
+    }
+}
+
+#[cfg(test)]
+mod tests;

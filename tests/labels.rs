@@ -1,0 +1,241 @@
+//! Runs the real `qmwatch` binary over every capture in `fixtures/` and
+//! compares its events with the ground-truth `.labels.json` beside it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn captures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            (n.ends_with(".pcap") || n.ends_with(".pcapng"))
+                && labels_path(p).exists()
+        })
+        .collect();
+    v.sort();
+    assert!(v.len() >= 7, "fixtures missing: {v:?}");
+    v
+}
+
+fn labels_path(cap: &Path) -> PathBuf {
+    let n = cap.file_name().unwrap().to_string_lossy();
+    let stem = n.trim_end_matches(".pcapng").trim_end_matches(".pcap");
+    cap.with_file_name(format!("{stem}.labels.json"))
+}
+
+pub fn run_qmwatch(args: &[&str], stdin: Option<&Path>) -> (Vec<Value>, String, i32) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qmwatch"));
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(p) = stdin {
+        cmd.stdin(std::fs::File::open(p).unwrap());
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let events = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect();
+    (
+        events,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+fn dataset(e: &Value) -> &str {
+    e["event"]["dataset"].as_str().unwrap_or("")
+}
+
+fn endpoint(ip: &Value, port: &Value) -> String {
+    let ip = ip.as_str().unwrap();
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+/// (client, server) -> transactions as (sender, [(rcpt, code, text)]) in order.
+type Txns = BTreeMap<(String, String), Vec<(Value, Vec<(String, Value, Value)>)>>;
+
+fn our_transactions(events: &[Value]) -> Txns {
+    let mut m: Txns = BTreeMap::new();
+    let mut tx: Vec<&Value> = events.iter().filter(|e| dataset(e) == "qmwatch.transaction").collect();
+    tx.sort_by_key(|e| e["qmwatch"]["transaction"]["index"].as_u64());
+    for e in tx {
+        let key = (
+            endpoint(&e["source"]["ip"], &e["source"]["port"]),
+            endpoint(&e["destination"]["ip"], &e["destination"]["port"]),
+        );
+        let sender = e["email"]["from"]["address"].clone();
+        let replies = e["qmwatch"]["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["recipient"].as_str().unwrap().to_string(), r["code"].clone(), r["text"].clone()))
+            .collect();
+        m.entry(key).or_default().push((sender, replies));
+    }
+    m
+}
+
+fn label_transactions(labels: &Value) -> Txns {
+    let mut m: Txns = BTreeMap::new();
+    for s in labels["sessions"].as_array().unwrap() {
+        if s["protocol"] == "none" {
+            continue;
+        }
+        let key = (s["client"].as_str().unwrap().to_string(), s["server"].as_str().unwrap().to_string());
+        for t in s["transactions"].as_array().unwrap() {
+            let replies = t["recipients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let (code, text) = if r["reply"].is_null() {
+                        (Value::Null, Value::Null)
+                    } else {
+                        (r["reply"]["code"].clone(), r["reply"]["text"].clone())
+                    };
+                    (r["address"].as_str().unwrap().to_string(), code, text)
+                })
+                .collect();
+            m.entry(key.clone()).or_default().push((t["sender"].clone(), replies));
+        }
+    }
+    m
+}
+
+fn check_capture(cap: &Path, extra_args: &[&str]) {
+    let labels: Value = serde_json::from_str(&std::fs::read_to_string(labels_path(cap)).unwrap()).unwrap();
+    let mut args = vec!["replay", "--quiet"];
+    args.extend_from_slice(extra_args);
+    let path = cap.to_str().unwrap();
+    args.push(path);
+    let (events, stderr, code) = run_qmwatch(&args, None);
+    let name = cap.file_name().unwrap().to_string_lossy();
+    assert_eq!(code, 0, "{name}: exit {code}, stderr {stderr}");
+
+    // Transactions: same sessions, senders, recipients and replies, in order.
+    let ours = our_transactions(&events);
+    let theirs = label_transactions(&labels);
+    assert_eq!(ours, theirs, "{name}: transactions differ from the labels");
+
+    // Every event names the protocol its session speaks, per the labels.
+    for e in &events {
+        let key = (
+            endpoint(&e["source"]["ip"], &e["source"]["port"]),
+            endpoint(&e["destination"]["ip"], &e["destination"]["port"]),
+        );
+        let s = labels["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["client"] == key.0.as_str() && s["server"] == key.1.as_str());
+        let s = s.unwrap_or_else(|| panic!("{name}: event for a session not in the labels: {e}"));
+        assert_eq!(e["network"]["protocol"], s["protocol"], "{name}: {e}");
+        assert_eq!(e["network"]["transport"], "tcp");
+        assert!(e["network"]["community_id"].as_str().unwrap().starts_with("1:"));
+        assert!(e["@timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    // Services: every required one reported, nothing outside the labels.
+    let reported: BTreeSet<(String, u64, String)> = events
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.service")
+        .map(|e| {
+            (
+                e["destination"]["ip"].as_str().unwrap().to_string(),
+                e["destination"]["port"].as_u64().unwrap(),
+                e["network"]["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let services = labels["services"].as_array().unwrap();
+    for s in services {
+        let key = (s["ip"].as_str().unwrap().to_string(), s["port"].as_u64().unwrap(), s["protocol"].as_str().unwrap().to_string());
+        if s["detect"] == "required" {
+            assert!(reported.contains(&key), "{name}: service {key:?} not reported; got {reported:?}");
+        }
+    }
+    for r in &reported {
+        assert!(
+            services.iter().any(|s| s["ip"] == r.0.as_str() && s["port"] == r.1 && s["protocol"] == r.2.as_str()),
+            "{name}: reported a service the labels do not have: {r:?}"
+        );
+    }
+    // Once per server and protocol.
+    let n_service_events = events.iter().filter(|e| dataset(e) == "qmwatch.service").count();
+    assert_eq!(n_service_events, reported.len(), "{name}: duplicate service events");
+
+    // These captures are clean: no anomaly.
+    let anomalies: Vec<&Value> = events.iter().filter(|e| dataset(e) == "qmwatch.anomaly").collect();
+    assert!(anomalies.is_empty(), "{name}: unexpected anomalies {anomalies:?}");
+
+    if services.is_empty() {
+        assert!(events.is_empty(), "{name}: negative capture produced events: {events:?}");
+    }
+}
+
+#[test]
+fn every_fixture_matches_its_labels() {
+    for cap in captures() {
+        check_capture(&cap, &[]);
+    }
+}
+
+#[test]
+fn every_fixture_matches_its_labels_with_two_workers() {
+    for cap in captures() {
+        check_capture(&cap, &["--workers", "2"]);
+    }
+}
+
+#[test]
+fn all_fixtures_in_one_run_and_from_stdin_agree() {
+    let caps = captures();
+    let paths: Vec<&str> = caps.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["replay", "--quiet"];
+    args.extend(paths.iter());
+    let (all, _, code) = run_qmwatch(&args, None);
+    assert_eq!(code, 0);
+    let mut expected = 0;
+    for cap in &caps {
+        let (one, _, _) = run_qmwatch(&["replay", "--quiet", cap.to_str().unwrap()], None);
+        let (piped, _, code) = run_qmwatch(&["replay", "--quiet", "-"], Some(cap));
+        assert_eq!(code, 0);
+        assert_eq!(one, piped, "{cap:?}: stdin replay differs");
+        expected += one.iter().filter(|e| dataset(e) == "qmwatch.transaction").count();
+    }
+    // Transactions add up; a server seen in two files is reported once per run.
+    let tx = all.iter().filter(|e| dataset(e) == "qmwatch.transaction").count();
+    assert_eq!(tx, expected);
+    let services: BTreeSet<String> = all
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.service")
+        .map(|e| format!("{}|{}|{}", e["destination"]["ip"], e["destination"]["port"], e["network"]["protocol"]))
+        .collect();
+    assert_eq!(services.len(), all.iter().filter(|e| dataset(e) == "qmwatch.service").count());
+    assert_eq!(services.len(), 7);
+}
+
+#[test]
+fn summary_reports_counts() {
+    let cap = fixtures().join("qmtp-pipelined.pcap");
+    let (_, stderr, code) = run_qmwatch(&["replay", cap.to_str().unwrap()], None);
+    assert_eq!(code, 0);
+    assert!(stderr.contains("packets 66"), "{stderr}");
+    assert!(stderr.contains("qmwatch.transaction 12"), "{stderr}");
+    assert!(stderr.contains("qmtp 4"), "{stderr}");
+    assert!(stderr.contains("Gbit/s"), "{stderr}");
+    assert!(stderr.contains("p99"), "{stderr}");
+}
