@@ -110,11 +110,17 @@ pub fn base(
     );
     let mut net = Map::new();
     net.insert("transport".into(), json!("tcp"));
-    net.insert("type".into(), json!(if ep.server.is_ipv4() { "ipv4" } else { "ipv6" }));
+    net.insert(
+        "type".into(),
+        json!(if ep.server.is_ipv4() { "ipv4" } else { "ipv6" }),
+    );
     if let Some(p) = protocol {
         net.insert("protocol".into(), json!(p.name()));
     }
-    net.insert("community_id".into(), json!(community_id(ep.client, ep.server)));
+    net.insert(
+        "community_id".into(),
+        json!(community_id(ep.client, ep.server)),
+    );
     m.insert("network".into(), Value::Object(net));
     m.insert(
         "observer".into(),
@@ -142,12 +148,7 @@ pub fn put_qmwatch(m: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 /// A `qmwatch.service` event.
-pub fn service(
-    ts: u64,
-    ep: &Endpoints,
-    protocol: Protocol,
-    evidence: &str,
-) -> Map<String, Value> {
+pub fn service(ts: u64, ep: &Endpoints, protocol: Protocol, evidence: &str) -> Map<String, Value> {
     let standard = ep.server.port() == protocol.standard_port();
     let mut m = base(
         ts,
@@ -164,7 +165,11 @@ pub fn service(
             "{} service on {} ({}port)",
             protocol.name().to_uppercase(),
             ep.server,
-            if standard { "standard " } else { "non-standard " }
+            if standard {
+                "standard "
+            } else {
+                "non-standard "
+            }
         )),
     );
     put_qmwatch(
@@ -224,7 +229,10 @@ pub fn transaction(t: &Transaction) -> Map<String, Value> {
             }
             tx.insert("recipient_count".into(), json!(r.recipient_count));
             if r.recipient_count > r.recipients.len() as u64 {
-                tx.insert("recipients_not_stored".into(), json!(r.recipient_count - r.recipients.len() as u64));
+                tx.insert(
+                    "recipients_not_stored".into(),
+                    json!(r.recipient_count - r.recipients.len() as u64),
+                );
             }
             if let Some(s) = &r.sender {
                 email.insert("from".into(), json!({"address": s.text()}));
@@ -325,7 +333,10 @@ pub fn anomaly(
     );
     m.insert(
         "message".into(),
-        json!(format!("Anomaly {kind} on {} -> {}: {detail}", ep.client, ep.server)),
+        json!(format!(
+            "Anomaly {kind} on {} -> {}: {detail}",
+            ep.client, ep.server
+        )),
     );
     put_qmwatch(&mut m, "anomaly", json!({"kind": kind, "detail": detail}));
     m
@@ -347,7 +358,13 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339(1_795_238_274_123_456_789), "2026-11-21T05:17:54.123456Z");
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(1_795_238_274_123_456_789),
+            "2026-11-21T05:17:54.123456Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
     }
 }

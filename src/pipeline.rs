@@ -75,7 +75,8 @@ pub struct ReplayReport {
 
 fn new_histogram() -> Histogram<u64> {
     // 1 ns .. 60 s, 3 significant digits; creation cannot fail with these bounds.
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
+    Histogram::new_with_bounds(1, 60_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
 }
 
 #[cold]
@@ -84,11 +85,7 @@ fn unreachable_histogram() -> Histogram<u64> {
     Histogram::new(1).unwrap_or_else(|_| std::process::abort())
 }
 
-fn worker(
-    cfg: FlowConfig,
-    rx: Receiver<Batch>,
-    tx: Sender<WorkerMsg>,
-) {
+fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>) {
     let mut table = FlowTable::new(cfg);
     let mut out: Vec<Record> = Vec::new();
     let mut hist = new_histogram();
@@ -101,12 +98,15 @@ fn worker(
         table.expire(batch.now, &mut out);
         let n = batch.segments.len() as u64;
         segments += n;
-        if n > 0 {
-            let ns = t0.elapsed().as_nanos() as u64 / n;
+        if let Some(ns) = (t0.elapsed().as_nanos() as u64).checked_div(n) {
             let _ = hist.record(ns.max(1));
         }
         drop(batch);
-        if !out.is_empty() && tx.send(WorkerMsg::Records(std::mem::take(&mut out))).is_err() {
+        if !out.is_empty()
+            && tx
+                .send(WorkerMsg::Records(std::mem::take(&mut out)))
+                .is_err()
+        {
             return;
         }
     }
@@ -121,7 +121,10 @@ fn worker(
     })));
 }
 
-fn detect_loop(rx: Receiver<WorkerMsg>, lines: Sender<Vec<String>>) -> (DetectStats, Vec<WorkerReport>) {
+fn detect_loop(
+    rx: Receiver<WorkerMsg>,
+    lines: Sender<Vec<String>>,
+) -> (DetectStats, Vec<WorkerReport>) {
     let mut det = Detector::new();
     let mut reports = Vec::new();
     let mut events = Vec::new();
@@ -240,15 +243,16 @@ pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, 
                 let frame = buf
                     .get(start..start.saturating_add(r.caplen as usize))
                     .unwrap_or_default();
-                let seg = match decoder.decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen) {
-                    Decoded::Segment(s) => s,
-                    Decoded::Reassembled(mut s, bytes) => {
-                        s.payload_start = s.payload_start.saturating_add(extra.len() as u32);
-                        extra.extend_from_slice(&bytes);
-                        s
-                    }
-                    Decoded::Skip(_) => continue,
-                };
+                let seg =
+                    match decoder.decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen) {
+                        Decoded::Segment(s) => s,
+                        Decoded::Reassembled(mut s, bytes) => {
+                            s.payload_start = s.payload_start.saturating_add(extra.len() as u32);
+                            extra.extend_from_slice(&bytes);
+                            s
+                        }
+                        Decoded::Skip(_) => continue,
+                    };
                 let w = if workers == 1 {
                     0
                 } else {
@@ -263,7 +267,10 @@ pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, 
             block.extra = extra;
             let block = Arc::new(block);
             for (w, tx) in batch_txs.iter().enumerate() {
-                let segments = per_worker.get_mut(w).map(std::mem::take).unwrap_or_default();
+                let segments = per_worker
+                    .get_mut(w)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
                 let batch = Batch {
                     block: Arc::clone(&block),
                     segments,
@@ -379,7 +386,15 @@ impl ReplayReport {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let _ = writeln!(s, "  confirmed sessions: {}", if sess.is_empty() { "none".into() } else { sess.join(", ") });
+        let _ = writeln!(
+            s,
+            "  confirmed sessions: {}",
+            if sess.is_empty() {
+                "none".into()
+            } else {
+                sess.join(", ")
+            }
+        );
         let ev: Vec<String> = self
             .detect
             .events_by_dataset
@@ -390,7 +405,11 @@ impl ReplayReport {
             s,
             "  events written {}: {}",
             self.sink.lines,
-            if ev.is_empty() { "none".into() } else { ev.join(", ") }
+            if ev.is_empty() {
+                "none".into()
+            } else {
+                ev.join(", ")
+            }
         );
         let mut skipped: Vec<String> = crate::decode::Skip::ALL
             .iter()
@@ -399,7 +418,10 @@ impl ReplayReport {
             .collect();
         let r = &self.reader;
         for (name, n) in [
-            ("unsupported_link_type_interface", r.skipped_unsupported_link),
+            (
+                "unsupported_link_type_interface",
+                r.skipped_unsupported_link,
+            ),
             ("pcapng_unknown_block", r.skipped_unknown_blocks),
             ("pcapng_bad_interface", r.skipped_bad_interface),
             ("zero_length_packet", r.zero_length_packets),
@@ -414,8 +436,14 @@ impl ReplayReport {
             ("tcp_gap_bytes", f.reassembly.gap_bytes),
             ("reassembly_cap_gaps", f.reassembly.cap_gaps),
             ("replies_to_unseen_requests", f.replies_to_unseen_requests),
-            ("unconfirmed_anomalies_dropped", f.anomalies_dropped_unconfirmed),
-            ("unconfirmed_partial_requests_dropped", f.requests_dropped_unconfirmed),
+            (
+                "unconfirmed_anomalies_dropped",
+                f.anomalies_dropped_unconfirmed,
+            ),
+            (
+                "unconfirmed_partial_requests_dropped",
+                f.requests_dropped_unconfirmed,
+            ),
         ] {
             if n > 0 {
                 skipped.push(format!("{name} {n}"));
@@ -424,11 +452,15 @@ impl ReplayReport {
         let _ = writeln!(
             s,
             "  skipped/dropped: {}",
-            if skipped.is_empty() { "nothing".into() } else { skipped.join(", ") }
+            if skipped.is_empty() {
+                "nothing".into()
+            } else {
+                skipped.join(", ")
+            }
         );
         let _ = writeln!(s, "  reassembly held bytes peak {}", f.held_bytes_peak);
         let h = &self.ns_per_packet;
-        if h.len() > 0 {
+        if !h.is_empty() {
             let _ = writeln!(
                 s,
                 "  worker time per packet (ns, per-batch mean): p50 {} p99 {} max {} over {} batches",
@@ -439,7 +471,10 @@ impl ReplayReport {
             );
         }
         if self.interrupted {
-            let _ = writeln!(s, "  interrupted: input not read to the end; all pending events were written");
+            let _ = writeln!(
+                s,
+                "  interrupted: input not read to the end; all pending events were written"
+            );
         }
         for e in &self.errors {
             let _ = writeln!(s, "  error: {e}");

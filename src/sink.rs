@@ -83,16 +83,23 @@ mod tests {
         let p = dir.path().join("events.json");
         std::fs::write(&p, "old\n").unwrap();
         let (tx, rx) = crossbeam_channel::bounded(4);
-        tx.send(vec!["{\"a\":1}".to_string(), "{\"b\":2}".to_string()]).unwrap();
+        tx.send(vec!["{\"a\":1}".to_string(), "{\"b\":2}".to_string()])
+            .unwrap();
         drop(tx);
         let s = run(Output::File(p.clone()).open().unwrap(), rx).unwrap();
         assert_eq!(s.lines, 2);
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old\n{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "old\n{\"a\":1}\n{\"b\":2}\n"
+        );
     }
 
     #[test]
     fn unwritable_output_is_an_error() {
-        let e = Output::File("/nonexistent-dir/x.json".into()).open().err().unwrap();
+        let e = Output::File("/nonexistent-dir/x.json".into())
+            .open()
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("/nonexistent-dir/x.json"));
     }
 }

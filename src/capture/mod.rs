@@ -39,7 +39,11 @@ impl Block {
     /// The payload bytes of `seg`, or an empty slice if its range is not in
     /// this block (never panics).
     pub fn payload(&self, seg: &Segment) -> &[u8] {
-        let buf = if seg.reassembled { &self.extra } else { &self.data };
+        let buf = if seg.reassembled {
+            &self.extra
+        } else {
+            &self.data
+        };
         let start = seg.payload_start as usize;
         buf.get(start..start.saturating_add(seg.payload_len as usize))
             .unwrap_or_default()

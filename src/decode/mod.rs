@@ -340,7 +340,9 @@ impl Decoder {
                 LaxIpSlice::Ipv6(s) => u32::from(s.header().payload_length())
                     .saturating_sub(s.extensions().slice().len() as u32),
             };
-            declared.saturating_sub(payload.payload.len() as u32).min(cut.max(declared))
+            declared
+                .saturating_sub(payload.payload.len() as u32)
+                .min(cut.max(declared))
         } else {
             0
         };
@@ -353,7 +355,11 @@ impl Decoder {
                 self.stats.tcp_segments += 1;
                 Decoded::Segment(seg)
             }
-            None => self.skip(if payload.incomplete { Skip::Truncated } else { Skip::BadTcp }),
+            None => self.skip(if payload.incomplete {
+                Skip::Truncated
+            } else {
+                Skip::BadTcp
+            }),
         }
     }
 

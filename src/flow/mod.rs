@@ -385,13 +385,24 @@ impl FlowTable {
         }
     }
 
-    fn open_segment(&mut self, i: u32, dir: usize, seg: &Segment, payload: &[u8], out: &mut Vec<Record>) {
+    fn open_segment(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Record>,
+    ) {
         let Some(flow) = self.slab.get_mut(i as usize) else {
             return;
         };
         if seg.syn() {
             if flow.client_dir.is_none() {
-                flow.client_dir = Some(if seg.ack_flag() { 1 - dir as u8 } else { dir as u8 });
+                flow.client_dir = Some(if seg.ack_flag() {
+                    1 - dir as u8
+                } else {
+                    dir as u8
+                });
             }
             flow.syn_seen |= 1 << dir;
             if let Some(s) = flow.syn_next.get_mut(dir) {
@@ -404,12 +415,13 @@ impl FlowTable {
             }
             // First payload: judge it without allocating when it is the
             // stream's first byte and clearly not QMTP/QMQP.
-            let at_start = flow.syn_seen & (1 << dir) == 0
-                || flow.syn_next.get(dir).copied() == Some(seg.seq);
+            let at_start =
+                flow.syn_seen & (1 << dir) == 0 || flow.syn_next.get(dir).copied() == Some(seg.seq);
             let k = flow.key;
             let std_port = [209, 628].contains(&k.lo_port) || [209, 628].contains(&k.hi_port);
             let addrs = Self::addrs(flow);
-            let known = self.known_servers.contains(&addrs[0]) || self.known_servers.contains(&addrs[1]);
+            let known =
+                self.known_servers.contains(&addrs[0]) || self.known_servers.contains(&addrs[1]);
             if at_start && !std_port && !known {
                 let mut s = Sniffer::new();
                 if let (Some(Verdict::Other), _) = s.feed(payload) {
@@ -438,7 +450,14 @@ impl FlowTable {
         self.feed_candidate(i, dir, seg, payload, out);
     }
 
-    fn feed_candidate(&mut self, i: u32, dir: usize, seg: &Segment, payload: &[u8], out: &mut Vec<Record>) {
+    fn feed_candidate(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Record>,
+    ) {
         let cfg = self.cfg.reassembly;
         let budget = &mut self.budget;
         let Some(flow) = self.slab.get_mut(i as usize) else {
@@ -449,7 +468,11 @@ impl FlowTable {
         };
         let Candidate { streams, session } = &mut **cand;
         let (s0, s1) = streams.split_at_mut(1);
-        let (mine, peer) = if dir == 0 { (&mut s0[0], &mut s1[0]) } else { (&mut s1[0], &mut s0[0]) };
+        let (mine, peer) = if dir == 0 {
+            (&mut s0[0], &mut s1[0])
+        } else {
+            (&mut s1[0], &mut s0[0])
+        };
         let mut ev = StreamEvents::default();
         let mut status = Status::Continue;
         let ts = seg.ts;
@@ -461,19 +484,27 @@ impl FlowTable {
                     return;
                 }
                 status = match d {
-                    Delivery::Data { offset, bytes } => session.data(peer_dir, offset, bytes, ts, None, out),
+                    Delivery::Data { offset, bytes } => {
+                        session.data(peer_dir, offset, bytes, ts, None, out)
+                    }
                     Delivery::Gap { len, .. } => session.gap(peer_dir, len, ts, out),
                 };
             };
             peer.peer_acked(seg.ack, &cfg, budget, &mut ev, &mut deliver_peer);
         }
-        let peer_ack = if seg.ack_flag() { peer.acked_offset(seg.ack) } else { None };
+        let peer_ack = if seg.ack_flag() {
+            peer.acked_offset(seg.ack)
+        } else {
+            None
+        };
         let mut deliver = |d: Delivery<'_>| {
             if status == Status::Reject {
                 return;
             }
             status = match d {
-                Delivery::Data { offset, bytes } => session.data(dir, offset, bytes, ts, peer_ack, out),
+                Delivery::Data { offset, bytes } => {
+                    session.data(dir, offset, bytes, ts, peer_ack, out)
+                }
                 Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
             };
         };
@@ -508,8 +539,9 @@ impl FlowTable {
         let mut rst_ok = false;
         if seg.rst() {
             match mine.offset_of(seg.seq) {
-                Some(o) if o >= i128::from(mine.next_offset()) - 1
-                    && o <= i128::from(mine.next_offset()) + 65_535 =>
+                Some(o)
+                    if o >= i128::from(mine.next_offset()) - 1
+                        && o <= i128::from(mine.next_offset()) + 65_535 =>
                 {
                     rst_ok = true
                 }
@@ -567,7 +599,9 @@ impl FlowTable {
                     return;
                 }
                 status = match d {
-                    Delivery::Data { offset, bytes } => session.data(dir, offset, bytes, ts, None, out),
+                    Delivery::Data { offset, bytes } => {
+                        session.data(dir, offset, bytes, ts, None, out)
+                    }
                     Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
                 };
             };
@@ -588,7 +622,9 @@ impl FlowTable {
         loop {
             let h = self.heads[LIST_CLOSED];
             match self.slab.get(h as usize) {
-                Some(f) if f.last_seen.saturating_add(self.cfg.closed_linger_ns) < now => self.remove(h),
+                Some(f) if f.last_seen.saturating_add(self.cfg.closed_linger_ns) < now => {
+                    self.remove(h)
+                }
                 _ => break,
             }
         }

@@ -227,7 +227,16 @@ impl Stream {
                 // In order, perhaps overlapping delivered bytes at its front.
                 let skip = (next - start) as u64;
                 self.check_delivered(start, payload, ev);
-                self.deliver_from(start as u64, skip, payload, missing, cfg, budget, ev, deliver);
+                self.deliver_from(
+                    start as u64,
+                    skip,
+                    payload,
+                    missing,
+                    cfg,
+                    budget,
+                    ev,
+                    deliver,
+                );
             }
         }
         !was_finished && self.finished()
@@ -318,7 +327,12 @@ impl Stream {
         deliver(Delivery::Data { offset, bytes });
     }
 
-    fn emit_gap<F: FnMut(Delivery<'_>)>(&mut self, upto: u64, ev: &mut StreamEvents, deliver: &mut F) {
+    fn emit_gap<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        upto: u64,
+        ev: &mut StreamEvents,
+        deliver: &mut F,
+    ) {
         if upto <= self.next {
             return;
         }
@@ -439,7 +453,9 @@ impl Stream {
             let o_from = cursor.max(h.offset);
             let o_to = end.min(h.end());
             if o_to > o_from {
-                let a = h.data.get((o_from - h.offset) as usize..(o_to - h.offset) as usize);
+                let a = h
+                    .data
+                    .get((o_from - h.offset) as usize..(o_to - h.offset) as usize);
                 let b = payload.get((o_from - start) as usize..(o_to - start) as usize);
                 if a == b {
                     ev.overlaps_consistent += 1;
@@ -457,8 +473,8 @@ impl Stream {
         }
         for (a, b) in fresh {
             let n = (b - a) as usize;
-            let fits_stream = self.held_bytes + n <= cfg.max_held_bytes
-                && self.held.len() < cfg.max_held_pieces;
+            let fits_stream =
+                self.held_bytes + n <= cfg.max_held_bytes && self.held.len() < cfg.max_held_pieces;
             if !fits_stream || !budget.take(n) {
                 // Give up on the hole: deliver what is held, declare gaps.
                 ev.cap_gaps += 1;

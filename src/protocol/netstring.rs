@@ -67,8 +67,14 @@ pub enum Token<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    Len { value: u64, digits: u8, leading_zero: bool },
-    Body { remaining: u64 },
+    Len {
+        value: u64,
+        digits: u8,
+        leading_zero: bool,
+    },
+    Body {
+        remaining: u64,
+    },
     Comma,
     Failed(NetstringError),
 }
@@ -211,10 +217,7 @@ impl Tokenizer {
     /// Returns the next token from `input`, advancing `input` past the bytes
     /// it used. `None` means `input` is exhausted (feed more). After an error,
     /// every call returns the same error.
-    pub fn next<'a>(
-        &mut self,
-        input: &mut &'a [u8],
-    ) -> Option<Result<Token<'a>, NetstringError>> {
+    pub fn next<'a>(&mut self, input: &mut &'a [u8]) -> Option<Result<Token<'a>, NetstringError>> {
         loop {
             match self.state {
                 State::Failed(e) => return Some(Err(e)),
@@ -274,9 +277,7 @@ impl Tokenizer {
                                 depth: self.depth,
                             }));
                         }
-                        other => {
-                            return Some(Err(self.fail(NetstringError::BadLengthByte(other))))
-                        }
+                        other => return Some(Err(self.fail(NetstringError::BadLengthByte(other)))),
                     }
                 }
                 State::Body { remaining } => {
@@ -321,7 +322,11 @@ mod tests {
 
     /// Tokenizes `input` fed in chunks of `chunk` bytes, entering every
     /// netstring whose index (at depth 0) is in `enter_top`.
-    fn tokens(input: &[u8], chunk: usize, enter_top: &[usize]) -> (Vec<String>, Option<NetstringError>) {
+    fn tokens(
+        input: &[u8],
+        chunk: usize,
+        enter_top: &[usize],
+    ) -> (Vec<String>, Option<NetstringError>) {
         let mut t = Tokenizer::new();
         let mut out = Vec::new();
         let mut top_index = 0usize;
@@ -411,17 +416,29 @@ mod tests {
 
     #[test]
     fn missing_comma_and_bad_bytes() {
-        assert_eq!(tokens(b"3:abc;", 1, &[]).1, Some(NetstringError::MissingComma(b';')));
+        assert_eq!(
+            tokens(b"3:abc;", 1, &[]).1,
+            Some(NetstringError::MissingComma(b';'))
+        );
         assert_eq!(tokens(b":", 1, &[]).1, Some(NetstringError::EmptyLength));
-        assert_eq!(tokens(b"EHLO", 1, &[]).1, Some(NetstringError::BadLengthByte(b'E')));
+        assert_eq!(
+            tokens(b"EHLO", 1, &[]).1,
+            Some(NetstringError::BadLengthByte(b'E'))
+        );
     }
 
     #[test]
     fn inner_overrun_detected() {
         // container of 5 bytes holding a netstring that claims 9
-        assert_eq!(tokens(b"5:9:abcdefghi,,", 2, &[0]).1, Some(NetstringError::InnerOverrun));
+        assert_eq!(
+            tokens(b"5:9:abcdefghi,,", 2, &[0]).1,
+            Some(NetstringError::InnerOverrun)
+        );
         // container content ends in the middle of an inner length
-        assert_eq!(tokens(b"2:12:,", 1, &[0]).1, Some(NetstringError::InnerOverrun));
+        assert_eq!(
+            tokens(b"2:12:,", 1, &[0]).1,
+            Some(NetstringError::InnerOverrun)
+        );
     }
 
     #[test]

@@ -130,7 +130,8 @@ mod tests {
                     (ReplyCode::K, "ok 1795238274 qp 15868".to_string()),
                     (
                         ReplyCode::D,
-                        "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)".to_string()
+                        "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+                            .to_string()
                     ),
                     (ReplyCode::Z, "busy".to_string()),
                 ],
@@ -142,9 +143,18 @@ mod tests {
     #[test]
     fn non_reply_fails() {
         let mut out = Vec::new();
-        assert_eq!(ReplyParser::new().feed(b"220 mail ESMTP\r\n", 1, None, &mut out), Some("netstring_bad_length_byte"));
-        assert_eq!(ReplyParser::new().feed(b"3:Xab,", 1, None, &mut out), Some("reply_bad_code"));
-        assert_eq!(ReplyParser::new().feed(b"0:,", 1, None, &mut out), Some("reply_empty"));
+        assert_eq!(
+            ReplyParser::new().feed(b"220 mail ESMTP\r\n", 1, None, &mut out),
+            Some("netstring_bad_length_byte")
+        );
+        assert_eq!(
+            ReplyParser::new().feed(b"3:Xab,", 1, None, &mut out),
+            Some("reply_bad_code")
+        );
+        assert_eq!(
+            ReplyParser::new().feed(b"0:,", 1, None, &mut out),
+            Some("reply_empty")
+        );
         assert!(out.is_empty());
     }
 

@@ -350,18 +350,31 @@ mod tests {
 
     #[test]
     fn qmtp_spec_example() {
-        let mut pkg = qmtp_package(b'\n', &"x".repeat(245), "God-DSN-37@heaven.af.mil", &["djb@silverton.berkeley.edu"]);
+        let mut pkg = qmtp_package(
+            b'\n',
+            &"x".repeat(245),
+            "God-DSN-37@heaven.af.mil",
+            &["djb@silverton.berkeley.edu"],
+        );
         assert!(pkg.starts_with(b"246:\n"));
         assert!(pkg.ends_with(b"24:God-DSN-37@heaven.af.mil,30:26:djb@silverton.berkeley.edu,,"));
         let len = pkg.len() as u64;
-        pkg.extend(qmtp_package(b'\r', "hi", "", &["a@example.net", "b@example.com"]));
+        pkg.extend(qmtp_package(
+            b'\r',
+            "hi",
+            "",
+            &["a@example.net", "b@example.com"],
+        ));
         for chunk in [1, 2, 3, 7, 100, 10_000] {
             let r = parse(Protocol::Qmtp, &pkg, chunk);
             assert_eq!(r.len(), 2, "chunk {chunk}");
             assert_eq!(r[0].state, RequestState::Complete);
             assert_eq!(r[0].encoding, Some(Encoding::Lf));
             assert_eq!(r[0].message_bytes, 245);
-            assert_eq!(r[0].sender.as_ref().unwrap().bytes, b"God-DSN-37@heaven.af.mil");
+            assert_eq!(
+                r[0].sender.as_ref().unwrap().bytes,
+                b"God-DSN-37@heaven.af.mil"
+            );
             assert_eq!(r[0].recipients[0].bytes, b"djb@silverton.berkeley.edu");
             assert_eq!((r[0].start_offset, r[0].end_offset), (0, len));
             assert_eq!(r[1].encoding, Some(Encoding::Crlf));
@@ -393,7 +406,10 @@ mod tests {
         let p = qmtp_package(b'X', "abc", "a@b", &["c@d"]);
         let r = parse(Protocol::Qmtp, &p, 3);
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].state, RequestState::Malformed("qmtp_bad_encoding_byte"));
+        assert_eq!(
+            r[0].state,
+            RequestState::Malformed("qmtp_bad_encoding_byte")
+        );
     }
 
     #[test]

@@ -155,7 +155,11 @@ impl Session {
     fn endpoints(&self) -> Endpoints {
         let c = self.client_dir.unwrap_or(0);
         let client = self.addrs.get(c).copied().unwrap_or(self.addrs[0]);
-        let server = self.addrs.get(1 - c.min(1)).copied().unwrap_or(self.addrs[1]);
+        let server = self
+            .addrs
+            .get(1 - c.min(1))
+            .copied()
+            .unwrap_or(self.addrs[1]);
         Endpoints { client, server }
     }
 
@@ -293,8 +297,7 @@ impl Session {
                     if self.midstream && self.sides[dir].resync_left > 0 {
                         return self.retry_or_reject(dir);
                     }
-                    if self.server_hint || self.server_port_is_standard() || self.replies_seen > 0
-                    {
+                    if self.server_hint || self.server_port_is_standard() || self.replies_seen > 0 {
                         // Another protocol spoken to a QMTP/QMQP server: watch
                         // what the server answers.
                         let stash = self.sides[dir].sniffer.stashed().to_vec();
@@ -302,7 +305,8 @@ impl Session {
                         let skip = sample.len().min(data.len());
                         let already = data.len().min(
                             usize::try_from(
-                                offset.saturating_sub(self.sides[dir].sniff_offset.unwrap_or(offset)),
+                                offset
+                                    .saturating_sub(self.sides[dir].sniff_offset.unwrap_or(offset)),
                             )
                             .unwrap_or(0),
                         );
@@ -330,7 +334,8 @@ impl Session {
             let stash = self.sides[dir].sniffer.stashed().to_vec();
             let mut events = std::mem::take(&mut self.scratch_requests);
             parser.feed(&stash, ts, &mut events);
-            let consumed_here = usize::try_from(parser.offset().saturating_sub(offset)).unwrap_or(0);
+            let consumed_here =
+                usize::try_from(parser.offset().saturating_sub(offset)).unwrap_or(0);
             if let Some(rest) = data.get(consumed_here.min(data.len())..) {
                 parser.feed(rest, ts, &mut events);
             }
@@ -402,7 +407,12 @@ impl Session {
             if self.confirmed.is_none() && self.replies_seen == 0 {
                 return self.reject();
             }
-            self.anomaly(kind, "server stream stopped being reply netstrings".into(), ts, out);
+            self.anomaly(
+                kind,
+                "server stream stopped being reply netstrings".into(),
+                ts,
+                out,
+            );
         }
         self.try_confirm(ts, out);
         Status::Continue
@@ -531,7 +541,10 @@ impl Session {
             Protocol::Qmtp => {
                 let i = front.answered;
                 front.codes.add(Some(r.code));
-                if let Some(slot) = usize::try_from(i).ok().and_then(|i| front.replies.get_mut(i)) {
+                if let Some(slot) = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| front.replies.get_mut(i))
+                {
                     *slot = Some(r);
                 }
                 front.answered += 1;
@@ -645,7 +658,12 @@ impl Session {
         } else if is_server {
             if let Some(p) = self.server.as_mut() {
                 if let Some(kind) = p.gap(n) {
-                    self.anomaly(kind, format!("{n} server bytes lost; replies after it unknown"), ts, out);
+                    self.anomaly(
+                        kind,
+                        format!("{n} server bytes lost; replies after it unknown"),
+                        ts,
+                        out,
+                    );
                 }
                 return Status::Continue;
             }
@@ -703,7 +721,11 @@ impl Session {
                     None
                 };
                 let stored = req.recipients.len();
-                let answered = if reply.is_some() { req.recipient_count } else { 0 };
+                let answered = if reply.is_some() {
+                    req.recipient_count
+                } else {
+                    0
+                };
                 let mut codes = CodeCounts::default();
                 let replies = match &reply {
                     Some(r) => {
@@ -771,7 +793,10 @@ impl Session {
                     endpoints: self.endpoints(),
                     protocol: self.protocol,
                     kind: wrong_protocol_kind(&w.sample),
-                    detail: format!("client sent \"{}\"; {answer}", printable(&w.sample, WRONG_PROTOCOL_SAMPLE)),
+                    detail: format!(
+                        "client sent \"{}\"; {answer}",
+                        printable(&w.sample, WRONG_PROTOCOL_SAMPLE)
+                    ),
                     ts: w.ts,
                 };
                 out.push(Record::Anomaly(Box::new(a)));
@@ -783,7 +808,11 @@ impl Session {
 
 /// Names what a client sent instead of QMTP/QMQP.
 fn wrong_protocol_kind(sample: &[u8]) -> &'static str {
-    let upper: Vec<u8> = sample.iter().take(10).map(|b| b.to_ascii_uppercase()).collect();
+    let upper: Vec<u8> = sample
+        .iter()
+        .take(10)
+        .map(|b| b.to_ascii_uppercase())
+        .collect();
     let smtp = [
         &b"HELO"[..],
         b"EHLO",

@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn netstring_lookalikes_are_not_qm() {
         // SCGI: a netstring of headers.
-        assert_eq!(verdict(b"70:CONTENT_LENGTH\x0027\x00"), Some(Verdict::Other));
+        assert_eq!(
+            verdict(b"70:CONTENT_LENGTH\x0027\x00"),
+            Some(Verdict::Other)
+        );
         // bencode strings and dictionaries.
         assert_eq!(verdict(b"4:spam"), Some(Verdict::Other));
         assert_eq!(verdict(b"d4:spaml1:a1:bee"), Some(Verdict::Other));
