@@ -368,21 +368,24 @@ mod tests {
 
     #[test]
     fn nested_qmqp_example() {
-        let s = b"64:16:A simple message,19:sender@example.org,17:rcpt@example.net,,";
+        // PROTOCOLS.md's example claims 19 and 17 bytes for 18- and 16-byte
+        // addresses (and 64 for 62): a strict parser must refuse it, so this
+        // is the example with correct lengths.
+        let s = b"62:16:A simple message,18:sender@example.org,16:rcpt@example.net,,";
         for chunk in 1..s.len() {
             let (t, e) = tokens(s, chunk, &[0]);
             assert_eq!(e, None, "chunk {chunk}");
             assert_eq!(
                 t,
                 [
-                    "S0:64",
+                    "S0:62",
                     "S1:16",
                     "D:A simple message",
                     "E1",
-                    "S1:19",
+                    "S1:18",
                     "D:sender@example.org",
                     "E1",
-                    "S1:17",
+                    "S1:16",
                     "D:rcpt@example.net",
                     "E1",
                     "E0"
@@ -390,6 +393,12 @@ mod tests {
                 "chunk {chunk}"
             );
         }
+    }
+
+    #[test]
+    fn protocols_md_example_has_wrong_lengths() {
+        let s = b"64:16:A simple message,19:sender@example.org,17:rcpt@example.net,,";
+        assert_eq!(tokens(s, 5, &[0]).1, Some(NetstringError::MissingComma(b'1')));
     }
 
     #[test]
