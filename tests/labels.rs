@@ -299,3 +299,21 @@ fn summary_reports_counts() {
     assert!(stderr.contains("Gbit/s"), "{stderr}");
     assert!(stderr.contains("p99"), "{stderr}");
 }
+
+#[test]
+fn conflicting_retransmission_keeps_findings_and_is_reported() {
+    // Derived from qmtp-open-relay-2209.pcap by fixtures/derived/make_variants.py.
+    let cap = fixtures().join("derived/retransmit-conflict.pcap");
+    let labels: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("qmtp-open-relay-2209.labels.json")).unwrap())
+            .unwrap();
+    let (events, stderr, code) = run_qmwatch(&["replay", "--quiet", cap.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(our_transactions(&events), label_transactions(&labels));
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.anomaly")
+        .map(|e| e["qmwatch"]["anomaly"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["tcp_overlap_conflict"]);
+}
