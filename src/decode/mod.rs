@@ -12,7 +12,7 @@
 
 pub mod defrag;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, TcpSlice};
 
@@ -471,18 +471,6 @@ fn ether_payload(mut ether_type: u16, mut rest: &[u8]) -> Result<&[u8], Skip> {
     }
     Err(Skip::NotIp)
 }
-
-/// Converts an address pair for display.
-pub fn v4_or_v6(a: Addr) -> IpAddr {
-    let v6 = Ipv6Addr::from(a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-#[allow(dead_code)]
-fn _assert_ipv4(_: Ipv4Addr) {}
 
 #[cfg(test)]
 mod tests;

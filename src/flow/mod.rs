@@ -79,14 +79,7 @@ impl FlowStats {
         self.flows_closed += o.flows_closed;
         self.packets_without_flow += o.packets_without_flow;
         self.flows_peak += o.flows_peak;
-        let (a, b) = (&mut self.reassembly, &o.reassembly);
-        a.overlaps_consistent += b.overlaps_consistent;
-        a.overlaps_conflicting += b.overlaps_conflicting;
-        a.overlaps_unverified += b.overlaps_unverified;
-        a.out_of_window += b.out_of_window;
-        a.gaps += b.gaps;
-        a.gap_bytes += b.gap_bytes;
-        a.cap_gaps += b.cap_gaps;
+        merge_events(&mut self.reassembly, &o.reassembly);
         self.held_bytes_peak += o.held_bytes_peak;
         self.replies_to_unseen_requests += o.replies_to_unseen_requests;
         self.anomalies_dropped_unconfirmed += o.anomalies_dropped_unconfirmed;
@@ -415,8 +408,11 @@ impl FlowTable {
             }
             // First payload: judge it without allocating when it is the
             // stream's first byte and clearly not QMTP/QMQP.
-            let at_start =
-                flow.syn_seen & (1 << dir) == 0 || flow.syn_next.get(dir).copied() == Some(seg.seq);
+            // Mid-stream flows (no SYN seen) get the session's resync
+            // attempts instead: their first bytes may be mid-message.
+            let at_start = flow.syn_seen != 0
+                && (flow.syn_seen & (1 << dir) == 0
+                    || flow.syn_next.get(dir).copied() == Some(seg.seq));
             let k = flow.key;
             let std_port = [209, 628].contains(&k.lo_port) || [209, 628].contains(&k.hi_port);
             let addrs = Self::addrs(flow);

@@ -300,24 +300,18 @@ impl Session {
                     if self.server_hint || self.server_port_is_standard() || self.replies_seen > 0 {
                         // Another protocol spoken to a QMTP/QMQP server: watch
                         // what the server answers.
-                        let stash = self.sides[dir].sniffer.stashed().to_vec();
-                        let mut sample = stash;
-                        let skip = sample.len().min(data.len());
-                        let already = data.len().min(
-                            usize::try_from(
-                                offset
-                                    .saturating_sub(self.sides[dir].sniff_offset.unwrap_or(offset)),
-                            )
-                            .unwrap_or(0),
-                        );
-                        let _ = skip;
-                        if let Some(rest) = data.get(already.min(data.len())..) {
-                            for &b in rest {
-                                if sample.len() >= WRONG_PROTOCOL_SAMPLE {
-                                    break;
-                                }
-                                sample.push(b);
-                            }
+                        // Keep what the sniffer saw plus the rest of this chunk.
+                        let mut sample = self.sides[dir].sniffer.stashed().to_vec();
+                        let seen_here = usize::try_from(
+                            (self.sides[dir].sniff_offset.unwrap_or(offset) + sample.len() as u64)
+                                .saturating_sub(offset),
+                        )
+                        .unwrap_or(0);
+                        if let Some(rest) = data.get(seen_here.min(data.len())..) {
+                            let room = WRONG_PROTOCOL_SAMPLE.saturating_sub(sample.len());
+                            sample.extend_from_slice(
+                                rest.get(..room.min(rest.len())).unwrap_or_default(),
+                            );
                         }
                         sample.truncate(WRONG_PROTOCOL_SAMPLE);
                         self.wrong = Some(WrongProtocol { sample, ts });
