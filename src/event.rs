@@ -13,11 +13,16 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use sha1::{Digest, Sha1};
 
+use crate::detect::policy::Policy;
+use crate::detect::probe::Probe;
+use crate::detect::{RelayAttempt, RelayVerdict};
 use crate::protocol::{Endpoints, Protocol, Reply, RequestState, Transaction};
 
 pub const DATASET_SERVICE: &str = "qmwatch.service";
 pub const DATASET_TRANSACTION: &str = "qmwatch.transaction";
 pub const DATASET_ANOMALY: &str = "qmwatch.anomaly";
+pub const DATASET_RELAY: &str = "qmwatch.relay";
+pub const DATASET_PROBE: &str = "qmwatch.probe";
 
 /// Formats nanoseconds since the epoch as RFC 3339 UTC with microseconds.
 pub fn rfc3339(ns: u64) -> String {
@@ -147,31 +152,50 @@ pub fn put_qmwatch(m: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-/// A `qmwatch.service` event.
-pub fn service(ts: u64, ep: &Endpoints, protocol: Protocol, evidence: &str) -> Map<String, Value> {
+/// A `qmwatch.service` event: an alert when the server is not sanctioned
+/// (an unexpected service), plain inventory when it is.
+pub fn service(
+    ts: u64,
+    ep: &Endpoints,
+    protocol: Protocol,
+    evidence: &str,
+    sanctioned: bool,
+) -> Map<String, Value> {
     let standard = ep.server.port() == protocol.standard_port();
     let mut m = base(
         ts,
-        "event",
+        if sanctioned { "event" } else { "alert" },
         DATASET_SERVICE,
         &["network"],
         &["info", "protocol"],
         ep,
         Some(protocol),
     );
-    m.insert(
-        "message".into(),
-        json!(format!(
-            "{} service on {} ({}port)",
-            protocol.name().to_uppercase(),
-            ep.server,
-            if standard {
-                "standard "
-            } else {
-                "non-standard "
-            }
-        )),
-    );
+    let proto = protocol.name().to_uppercase();
+    let port_word = if standard { "standard" } else { "non-standard" };
+    let msg = if sanctioned {
+        format!(
+            "Sanctioned {proto} service on {} ({port_word} port)",
+            ep.server
+        )
+    } else {
+        format!(
+            "Unexpected {proto} service on {} ({port_word} port): not a sanctioned server",
+            ep.server
+        )
+    };
+    m.insert("message".into(), json!(msg));
+    if !sanctioned {
+        set_event(&mut m, "severity", json!(if standard { 47 } else { 63 }));
+        m.insert(
+            "rule".into(),
+            json!({
+                "id": "qmwatch-unexpected-service",
+                "name": "Unexpected QMTP/QMQP service",
+                "category": "QMTP/QMQP Server Detection (passive counterpart of Nessus/OpenVAS 11134)",
+            }),
+        );
+    }
     put_qmwatch(
         &mut m,
         "service",
@@ -181,13 +205,34 @@ pub fn service(ts: u64, ep: &Endpoints, protocol: Protocol, evidence: &str) -> M
             "protocol": protocol.name(),
             "standard_port": standard,
             "evidence": evidence,
+            "sanctioned": sanctioned,
         }),
     );
     m
 }
 
+/// Sets `event.<key>`.
+pub fn set_event(m: &mut Map<String, Value>, key: &str, v: Value) {
+    if let Some(Value::Object(e)) = m.get_mut("event") {
+        e.insert(key.into(), v);
+    }
+}
+
+/// A short reference to a flow: time, client and Community ID.
+pub fn flow_ref(ts: u64, ep: &Endpoints) -> Value {
+    json!({
+        "@timestamp": rfc3339(ts),
+        "source": {"ip": ep.client.ip().to_string(), "port": ep.client.port()},
+        "community_id": community_id(ep.client, ep.server),
+    })
+}
+
 /// A `qmwatch.transaction` event.
-pub fn transaction(t: &Transaction) -> Map<String, Value> {
+pub fn transaction(
+    t: &Transaction,
+    client_trusted: bool,
+    relay: Option<RelayVerdict>,
+) -> Map<String, Value> {
     let mut m = base(
         t.ts,
         "event",
@@ -211,6 +256,12 @@ pub fn transaction(t: &Transaction) -> Map<String, Value> {
     tx.insert("index".into(), json!(t.index));
     tx.insert("complete".into(), json!(t.complete()));
     tx.insert("session_confirmed".into(), json!(t.session_confirmed));
+    tx.insert("client_trusted".into(), json!(client_trusted));
+    tx.insert("relay_attempt".into(), json!(relay.is_some()));
+    tx.insert(
+        "open_relay".into(),
+        json!(relay == Some(RelayVerdict::OpenRelay)),
+    );
     let mut email = Map::new();
     match &t.request {
         Some(r) => {
@@ -339,6 +390,249 @@ pub fn anomaly(
         )),
     );
     put_qmwatch(&mut m, "anomaly", json!({"kind": kind, "detail": detail}));
+    m
+}
+
+fn severity(v: RelayVerdict, confident: bool) -> u64 {
+    match (v, confident) {
+        (RelayVerdict::OpenRelay, true) => 90,
+        (RelayVerdict::OpenRelay, false) => 70,
+        (RelayVerdict::Unanswered, _) => 50,
+        (RelayVerdict::Deferred, _) => 40,
+        (RelayVerdict::Refused, _) => 30,
+    }
+}
+
+fn relay_rule(v: RelayVerdict) -> Value {
+    let (id, name) = match v {
+        RelayVerdict::OpenRelay => (
+            "qmwatch-relay-open",
+            "Open relay: a foreign recipient was accepted from an untrusted client",
+        ),
+        RelayVerdict::Refused => ("qmwatch-relay-refused", "Relay attempt refused"),
+        RelayVerdict::Deferred => ("qmwatch-relay-deferred", "Relay attempt deferred"),
+        RelayVerdict::Unanswered => (
+            "qmwatch-relay-unanswered",
+            "Relay attempt with no reply seen",
+        ),
+    };
+    json!({"id": id, "name": name, "category": "QMTP Open Relay (passive counterpart of Nessus 38789)"})
+}
+
+/// A `qmwatch.relay` alert: an untrusted client named a non-local recipient.
+pub fn relay(
+    t: &Transaction,
+    a: &RelayAttempt<'_>,
+    policy: &Policy,
+    probe: Option<&Probe>,
+) -> Map<String, Value> {
+    let mut m = base(
+        t.ts,
+        "alert",
+        DATASET_RELAY,
+        &["email", "intrusion_detection", "network"],
+        &[
+            if a.verdict == RelayVerdict::OpenRelay {
+                "allowed"
+            } else {
+                "denied"
+            },
+            "indicator",
+        ],
+        &t.endpoints,
+        Some(t.protocol),
+    );
+    set_event(&mut m, "severity", json!(severity(a.verdict, a.confident)));
+    set_event(
+        &mut m,
+        "outcome",
+        json!(match a.verdict {
+            RelayVerdict::OpenRelay => "success",
+            RelayVerdict::Refused | RelayVerdict::Deferred => "failure",
+            RelayVerdict::Unanswered => "unknown",
+        }),
+    );
+    set_event(&mut m, "action", json!(a.verdict.name()));
+    m.insert("rule".into(), relay_rule(a.verdict));
+    let foreign: Vec<Value> = a
+        .foreign
+        .iter()
+        .map(|(r, rep)| match rep {
+            Some(rep) => {
+                json!({"recipient": r, "code": rep.code.letter(), "text": rep.text.text()})
+            }
+            None => json!({"recipient": r, "code": null, "text": null}),
+        })
+        .collect();
+    let to: Vec<&str> = a.foreign.iter().map(|(r, _)| r.as_str()).collect();
+    let sender = t
+        .request
+        .as_ref()
+        .and_then(|r| r.sender.as_ref())
+        .map(|s| s.text());
+    let mut email = Map::new();
+    if let Some(s) = &sender {
+        email.insert("from".into(), json!({"address": s}));
+    }
+    email.insert("to".into(), json!({"address": to}));
+    m.insert("email".into(), Value::Object(email));
+    let proto = t.protocol.name().to_uppercase();
+    let who = match probe {
+        Some(p) => format!("{} scanner {}", p.scanner, t.endpoints.client.ip()),
+        None => t.endpoints.client.ip().to_string(),
+    };
+    let first = a.foreign.first().map(|(r, _)| r.as_str()).unwrap_or("");
+    let msg = match a.verdict {
+        RelayVerdict::OpenRelay => {
+            let accepted: Vec<&str> = a
+                .foreign
+                .iter()
+                .filter(|(_, r)| r.is_some_and(|r| r.code.letter() == "K"))
+                .map(|(r, _)| r.as_str())
+                .collect();
+            format!(
+                "Open relay: {who} relayed to {} through {} ({proto}), server replied K",
+                accepted.join(", "),
+                t.endpoints.server
+            )
+        }
+        RelayVerdict::Refused => format!(
+            "Relay attempt refused: {who} tried {first} through {} ({proto}), server replied D",
+            t.endpoints.server
+        ),
+        RelayVerdict::Deferred => format!(
+            "Relay attempt deferred: {who} tried {first} through {} ({proto}), server replied Z",
+            t.endpoints.server
+        ),
+        RelayVerdict::Unanswered => format!(
+            "Relay attempt: {who} tried {first} through {} ({proto}), no reply seen",
+            t.endpoints.server
+        ),
+    };
+    m.insert("message".into(), json!(msg));
+    let mut relay = Map::new();
+    relay.insert("verdict".into(), json!(a.verdict.name()));
+    relay.insert("foreign_recipients".into(), Value::Array(foreign));
+    relay.insert("local_recipients".into(), json!(a.local_count));
+    relay.insert("confident".into(), json!(a.confident));
+    relay.insert("transaction_index".into(), json!(t.index));
+    relay.insert(
+        "policy".into(),
+        json!({
+            "description": policy.describe(),
+            "local_domains_defaulted": policy.local_domains_defaulted,
+            "trusted_networks_defaulted": policy.trusted_defaulted,
+        }),
+    );
+    if let Some(p) = probe {
+        relay.insert("scanner".into(), json!(p.scanner));
+    }
+    put_qmwatch(&mut m, "relay", Value::Object(relay));
+    m
+}
+
+/// Several relay alerts of one client through one server, folded into one.
+pub fn aggregate_relay(
+    mut first: Map<String, Value>,
+    count: u64,
+    first_flow: Value,
+    last_flow: Value,
+    verdicts: &std::collections::BTreeMap<&'static str, u64>,
+    worst: RelayVerdict,
+    window_ns: u64,
+) -> Map<String, Value> {
+    if count > 1 {
+        let src = first
+            .get("source")
+            .and_then(|s| s.get("ip"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let dst = first.get("destination").cloned().unwrap_or(Value::Null);
+        first.insert(
+            "message".into(),
+            json!(format!(
+                "{count} relay attempts from {} through {}:{} within {} s (worst: {})",
+                src.as_str().unwrap_or("?"),
+                dst.get("ip").and_then(|v| v.as_str()).unwrap_or("?"),
+                dst.get("port").and_then(|v| v.as_u64()).unwrap_or(0),
+                window_ns / 1_000_000_000,
+                worst.name()
+            )),
+        );
+        set_event(&mut first, "severity", json!(severity(worst, true)));
+        set_event(&mut first, "action", json!(worst.name()));
+        first.insert("rule".into(), relay_rule(worst));
+    }
+    if let Some(Value::Object(q)) = first.get_mut("qmwatch") {
+        if let Some(Value::Object(r)) = q.get_mut("relay") {
+            r.insert("verdict".into(), json!(worst.name()));
+        }
+    }
+    put_qmwatch(
+        &mut first,
+        "aggregate",
+        json!({
+            "count": count,
+            "window_seconds": window_ns / 1_000_000_000,
+            "verdicts": verdicts,
+            "first": first_flow,
+            "last": last_flow,
+        }),
+    );
+    first
+}
+
+/// A `qmwatch.probe` event: a known scanner probe went by.
+pub fn probe(t: &Transaction, p: &Probe, client_trusted: bool) -> Map<String, Value> {
+    let mut m = base(
+        t.ts,
+        "alert",
+        DATASET_PROBE,
+        &["intrusion_detection", "network"],
+        &["info", "indicator"],
+        &t.endpoints,
+        Some(t.protocol),
+    );
+    set_event(&mut m, "severity", json!(21));
+    m.insert(
+        "rule".into(),
+        json!({"id": "qmwatch-scanner-probe", "name": "QMTP/QMQP scanner probe (Nessus/OpenVAS 11134)"}),
+    );
+    let answers: Vec<Value> = t
+        .replies
+        .iter()
+        .map(|r| match r {
+            Some(r) => json!({"code": r.code.letter(), "text": r.text.text()}),
+            None => json!({"code": null, "text": null}),
+        })
+        .collect();
+    let answer = match t
+        .replies
+        .first()
+        .and_then(|r| r.as_ref())
+        .or(t.reply.as_ref())
+    {
+        Some(r) => format!("server replied {}", r.code.letter()),
+        None => "no reply seen".to_string(),
+    };
+    m.insert(
+        "message".into(),
+        json!(format!(
+            "{} probe (plugin 11134, {} form) from {} to {}: {answer}",
+            p.scanner, p.form, t.endpoints.client, t.endpoints.server
+        )),
+    );
+    put_qmwatch(
+        &mut m,
+        "probe",
+        json!({
+            "scanner": p.scanner,
+            "plugin": "11134",
+            "form": p.form,
+            "client_trusted": client_trusted,
+            "answers": answers,
+        }),
+    );
     m
 }
 

@@ -9,6 +9,7 @@
 //! [`pipeline`] runs the stages on threads joined by bounded channels.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod capture;
 pub mod decode;
 pub mod detect;

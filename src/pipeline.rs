@@ -28,6 +28,7 @@ use hdrhistogram::Histogram;
 use crate::capture::file::{CaptureReader, PacketRecord, ReaderStats};
 use crate::capture::{Batch, Block, BufferPool};
 use crate::decode::{supported_link_type, DecodeStats, Decoded, Decoder, Segment};
+use crate::detect::policy::Policy;
 use crate::detect::{DetectStats, Detector};
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::protocol::Record;
@@ -43,6 +44,10 @@ pub struct ReplayConfig {
     pub progress: bool,
     pub flow: FlowConfig,
     pub block_size: usize,
+    /// Site policy that judges services and relaying.
+    pub policy: Arc<Policy>,
+    /// Fold repeated relay alerts into one per window (packet-time ns).
+    pub alert_window_ns: Option<u64>,
 }
 
 /// What a worker reports when it is done.
@@ -122,10 +127,10 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>) {
 }
 
 fn detect_loop(
+    mut det: Detector,
     rx: Receiver<WorkerMsg>,
     lines: Sender<Vec<String>>,
 ) -> (DetectStats, Vec<WorkerReport>) {
-    let mut det = Detector::new();
     let mut reports = Vec::new();
     let mut events = Vec::new();
     for msg in rx.iter() {
@@ -145,6 +150,14 @@ fn detect_loop(
             WorkerMsg::Done(r) => reports.push(*r),
         }
     }
+    det.finish(&mut events);
+    let batch: Vec<String> = events
+        .drain(..)
+        .filter_map(|m| serde_json::to_string(&m).ok())
+        .collect();
+    if !batch.is_empty() {
+        let _ = lines.send(batch);
+    }
     (det.stats, reports)
 }
 
@@ -161,7 +174,10 @@ pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, 
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
     let detect_thread = thread::Builder::new()
         .name("qmwatch-detect".into())
-        .spawn(move || detect_loop(rec_rx, line_tx))
+        .spawn({
+            let det = Detector::new(Arc::clone(&cfg.policy), cfg.alert_window_ns);
+            move || detect_loop(det, rec_rx, line_tx)
+        })
         .map_err(|e| format!("cannot start detect thread: {e}"))?;
     let mut batch_txs = Vec::new();
     let mut worker_threads = Vec::new();

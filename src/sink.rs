@@ -18,6 +18,8 @@ use crossbeam_channel::Receiver;
 pub enum Output {
     Stdout,
     File(PathBuf),
+    /// Nowhere (audit reads the inventory, not the events).
+    Discard,
 }
 
 impl Output {
@@ -34,6 +36,7 @@ impl Output {
         match self {
             Output::Stdout => Ok(Box::new(io::stdout())),
             Output::File(p) => open_append(p).map(|f| Box::new(f) as Box<dyn Write + Send>),
+            Output::Discard => Ok(Box::new(io::sink())),
         }
     }
 }

@@ -5,11 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 fn qmwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qmwatch")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_qmwatch"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn lines(o: &Output) -> usize {
@@ -38,7 +43,11 @@ fn missing_file_is_a_clear_error() {
 #[test]
 fn truncated_capture_keeps_earlier_events_and_fails() {
     let full = std::fs::read(fixture("qmtp-pipelined.pcap")).unwrap();
-    let whole = qmwatch(&["replay", "--quiet", fixture("qmtp-pipelined.pcap").to_str().unwrap()]);
+    let whole = qmwatch(&[
+        "replay",
+        "--quiet",
+        fixture("qmtp-pipelined.pcap").to_str().unwrap(),
+    ]);
     assert_eq!(whole.status.code(), Some(0));
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("cut.pcap");
@@ -47,9 +56,17 @@ fn truncated_capture_keeps_earlier_events_and_fails() {
     let o = qmwatch(&["replay", "--quiet", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("cut.pcap") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("cut.pcap") && err.contains("truncated"),
+        "{err}"
+    );
     // Everything but what the lost packets would have completed is still there.
-    assert!(lines(&o) >= lines(&whole) - 1, "{} vs {}", lines(&o), lines(&whole));
+    assert!(
+        lines(&o) >= lines(&whole) - 1,
+        "{} vs {}",
+        lines(&o),
+        lines(&whole)
+    );
     assert!(lines(&o) > 0);
 }
 
@@ -64,7 +81,10 @@ fn absurd_record_length_is_an_error_not_an_allocation() {
     let o = qmwatch(&["replay", "--quiet", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("absurd.pcap") && err.contains("byte 24"), "{err}");
+    assert!(
+        err.contains("absurd.pcap") && err.contains("byte 24"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -87,7 +107,12 @@ fn a_bad_file_does_not_stop_the_others() {
     std::fs::write(&bad, b"\x00\x01\x02").unwrap();
     let good = fixture("qmtp-open-relay-2209.pcap");
     let alone = qmwatch(&["replay", "--quiet", good.to_str().unwrap()]);
-    let o = qmwatch(&["replay", "--quiet", bad.to_str().unwrap(), good.to_str().unwrap()]);
+    let o = qmwatch(&[
+        "replay",
+        "--quiet",
+        bad.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(lines(&o), lines(&alone));
 }
@@ -106,7 +131,13 @@ fn output_file_is_appended() {
     let out = dir.path().join("events.json");
     let cap = fixture("qmtp-open-relay-2209.pcap");
     for _ in 0..2 {
-        let o = qmwatch(&["replay", "--quiet", "--output", out.to_str().unwrap(), cap.to_str().unwrap()]);
+        let o = qmwatch(&[
+            "replay",
+            "--quiet",
+            "--output",
+            out.to_str().unwrap(),
+            cap.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(0));
         assert_eq!(lines(&o), 0);
     }

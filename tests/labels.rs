@@ -2,68 +2,12 @@
 //! compares its events with the ground-truth `.labels.json` beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+
+mod common;
+use common::*;
 
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-fn captures() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            (n.ends_with(".pcap") || n.ends_with(".pcapng")) && labels_path(p).exists()
-        })
-        .collect();
-    v.sort();
-    assert!(v.len() >= 7, "fixtures missing: {v:?}");
-    v
-}
-
-fn labels_path(cap: &Path) -> PathBuf {
-    let n = cap.file_name().unwrap().to_string_lossy();
-    let stem = n.trim_end_matches(".pcapng").trim_end_matches(".pcap");
-    cap.with_file_name(format!("{stem}.labels.json"))
-}
-
-pub fn run_qmwatch(args: &[&str], stdin: Option<&Path>) -> (Vec<Value>, String, i32) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qmwatch"));
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let Some(p) = stdin {
-        cmd.stdin(std::fs::File::open(p).unwrap());
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let events = stdout
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"))
-        })
-        .collect();
-    (
-        events,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
-fn dataset(e: &Value) -> &str {
-    e["event"]["dataset"].as_str().unwrap_or("")
-}
-
-fn endpoint(ip: &Value, port: &Value) -> String {
-    let ip = ip.as_str().unwrap();
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
-}
 
 /// (client, server) -> transactions as (sender, [(rcpt, code, text)]) in order.
 type Txns = BTreeMap<(String, String), Vec<(Value, Vec<(String, Value, Value)>)>>;
@@ -304,9 +248,10 @@ fn summary_reports_counts() {
 fn conflicting_retransmission_keeps_findings_and_is_reported() {
     // Derived from qmtp-open-relay-2209.pcap by fixtures/derived/make_variants.py.
     let cap = fixtures().join("derived/retransmit-conflict.pcap");
-    let labels: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("qmtp-open-relay-2209.labels.json")).unwrap())
-            .unwrap();
+    let labels: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("qmtp-open-relay-2209.labels.json")).unwrap(),
+    )
+    .unwrap();
     let (events, stderr, code) = run_qmwatch(&["replay", "--quiet", cap.to_str().unwrap()], None);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(our_transactions(&events), label_transactions(&labels));

@@ -1,20 +1,167 @@
-//! Detection: from protocol records to the events a SOC reads.
+//! Detection: from protocol records to the findings a SOC acts on.
 //!
-//! Owns: run-wide decisions that no single flow can make — reporting each
-//! server once per protocol (`qmwatch.service`), numbering what was seen,
-//! and turning transactions and anomalies into events. It runs in one thread
+//! Owns: run-wide judgement — each server reported once per protocol and
+//! marked sanctioned or unexpected ([`policy`]), relay attempts and their
+//! verdicts (open relay, refused, deferred, unanswered), scanner probes
+//! ([`probe`]), optional per-window aggregation of repeated relay alerts, and
+//! the inventory the `audit` report is built from. It runs in one thread
 //! after the workers, so its state needs no locks.
 //!
-//! Must not: touch packets or flows, or block on output (it hands serialized
-//! lines to the sink).
+//! Must not: touch packets or flows, or block on output (it hands events to
+//! the sink). Its tables are bounded: servers and clients are capped and the
+//! overflow counted.
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+pub mod policy;
+pub mod probe;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::event;
-use crate::protocol::{Protocol, Record};
+use crate::protocol::{Protocol, Record, Reply, ReplyCode, Transaction};
+use policy::{domain_of, is_reserved_example, Policy};
+
+/// Servers kept in the inventory; more are counted.
+const MAX_SERVERS: usize = 100_000;
+/// Distinct clients remembered per server.
+const MAX_CLIENTS_PER_SERVER: usize = 1024;
+/// Open-relay evidence kept for the audit report.
+const MAX_OPEN_RELAY_EVIDENCE: usize = 10_000;
+/// Relay windows open at once.
+const MAX_WINDOWS: usize = 100_000;
+
+/// What happened to a relay attempt's foreign recipients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RelayVerdict {
+    /// Some foreign recipient got `K`.
+    OpenRelay,
+    /// No reply was seen for any foreign recipient.
+    Unanswered,
+    /// Some foreign recipient got `Z`, none `K`.
+    Deferred,
+    /// Every answered foreign recipient got `D`.
+    Refused,
+}
+
+impl RelayVerdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayVerdict::OpenRelay => "open_relay",
+            RelayVerdict::Unanswered => "unanswered",
+            RelayVerdict::Deferred => "deferred",
+            RelayVerdict::Refused => "refused",
+        }
+    }
+    pub const ALL: [RelayVerdict; 4] = [
+        RelayVerdict::OpenRelay,
+        RelayVerdict::Refused,
+        RelayVerdict::Deferred,
+        RelayVerdict::Unanswered,
+    ];
+}
+
+/// A judged relay attempt.
+#[derive(Clone, Debug)]
+pub struct RelayAttempt<'a> {
+    pub verdict: RelayVerdict,
+    /// Foreign recipients with their replies, in wire order.
+    pub foreign: Vec<(String, Option<&'a Reply>)>,
+    pub local_count: usize,
+    /// The verdict rests on the configured policy, or on a reserved example
+    /// domain; false when only the default policy made a recipient foreign.
+    pub confident: bool,
+}
+
+/// Judges a transaction against the policy: `None` unless it is a relay
+/// attempt (untrusted client, at least one non-local recipient).
+pub fn judge<'a>(t: &'a Transaction, policy: &Policy) -> Option<RelayAttempt<'a>> {
+    let req = t.request.as_ref()?;
+    if policy.is_trusted(t.endpoints.client.ip()) {
+        return None;
+    }
+    let mut foreign = Vec::new();
+    let mut local_count = 0;
+    let mut example_accepted = false;
+    for (i, rcpt) in req.recipients.iter().enumerate() {
+        let addr = rcpt.text();
+        if policy.is_local(&addr) {
+            local_count += 1;
+            continue;
+        }
+        let reply = t.replies.get(i).and_then(|r| r.as_ref());
+        if reply.map(|r| r.code) == Some(ReplyCode::K)
+            && domain_of(&addr).is_some_and(|d| is_reserved_example(&d))
+        {
+            example_accepted = true;
+        }
+        foreign.push((addr, reply));
+    }
+    if foreign.is_empty() {
+        return None;
+    }
+    let codes: Vec<Option<ReplyCode>> = foreign.iter().map(|(_, r)| r.map(|r| r.code)).collect();
+    let verdict = if codes.contains(&Some(ReplyCode::K)) {
+        RelayVerdict::OpenRelay
+    } else if codes.contains(&Some(ReplyCode::Z)) {
+        RelayVerdict::Deferred
+    } else if codes.contains(&Some(ReplyCode::D)) {
+        RelayVerdict::Refused
+    } else {
+        RelayVerdict::Unanswered
+    };
+    let confident =
+        !policy.local_domains_defaulted || verdict != RelayVerdict::OpenRelay || example_accepted;
+    Some(RelayAttempt {
+        verdict,
+        foreign,
+        local_count,
+        confident,
+    })
+}
+
+/// A server in the inventory.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub transactions: u64,
+    pub clients: BTreeSet<IpAddr>,
+    pub clients_capped: bool,
+    pub sanctioned: bool,
+    pub evidence: &'static str,
+}
+
+/// One open relay, with its evidence.
+#[derive(Clone, Debug)]
+pub struct OpenRelay {
+    pub ts: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub protocol: Protocol,
+    pub recipient: String,
+    pub reply_text: String,
+    pub scanner: Option<String>,
+}
+
+/// What the audit report is made of.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    pub servers: BTreeMap<(SocketAddr, Protocol), ServerInfo>,
+    pub servers_not_stored: u64,
+    pub relay_attempts: BTreeMap<&'static str, u64>,
+    pub open_relays: Vec<OpenRelay>,
+    pub open_relays_total: u64,
+    pub probes: BTreeMap<String, u64>,
+}
+
+impl Inventory {
+    pub fn unsanctioned_services(&self) -> usize {
+        self.servers.values().filter(|s| !s.sanctioned).count()
+    }
+}
 
 /// Run-wide counts the summary prints.
 #[derive(Clone, Debug, Default)]
@@ -24,27 +171,72 @@ pub struct DetectStats {
     pub services: u64,
     pub transactions: u64,
     pub anomalies_by_kind: BTreeMap<String, u64>,
+    pub relay_alerts_aggregated: u64,
+    pub windows_dropped_cap: u64,
+    pub inventory: Inventory,
+}
+
+/// Repeated relay attempts of one client through one server, held for a window.
+struct Window {
+    start: u64,
+    first: Map<String, Value>,
+    first_flow: Value,
+    last_flow: Value,
+    count: u64,
+    verdicts: BTreeMap<&'static str, u64>,
+    worst: RelayVerdict,
 }
 
 /// Turns records into events.
-#[derive(Default)]
 pub struct Detector {
-    services_seen: HashSet<(SocketAddr, Protocol)>,
-    sessions_seen: HashSet<(SocketAddr, SocketAddr)>,
+    policy: Arc<Policy>,
+    window_ns: Option<u64>,
+    sessions_seen: HashMap<(SocketAddr, SocketAddr), Protocol>,
+    windows: HashMap<(IpAddr, SocketAddr), Window>,
     pub stats: DetectStats,
 }
 
+impl Default for Detector {
+    fn default() -> Self {
+        Self::new(Arc::new(Policy::default()), None)
+    }
+}
+
 impl Detector {
-    pub fn new() -> Self {
-        Self::default()
+    /// `window_ns`: aggregate repeated relay alerts of one client through one
+    /// server into one alert per window of packet time.
+    pub fn new(policy: Arc<Policy>, window_ns: Option<u64>) -> Self {
+        Detector {
+            policy,
+            window_ns,
+            sessions_seen: HashMap::new(),
+            windows: HashMap::new(),
+            stats: DetectStats::default(),
+        }
     }
 
     fn count(&mut self, dataset: &'static str) {
         *self.stats.events_by_dataset.entry(dataset).or_default() += 1;
     }
 
+    fn emit(
+        &mut self,
+        dataset: &'static str,
+        m: Map<String, Value>,
+        out: &mut Vec<Map<String, Value>>,
+    ) {
+        self.count(dataset);
+        out.push(m);
+    }
+
     /// Handles one record; pushes zero or more events.
     pub fn record(&mut self, rec: Record, out: &mut Vec<Map<String, Value>>) {
+        let ts = match &rec {
+            Record::Service { ts, .. } => *ts,
+            Record::Transaction(t) => t.ts,
+            Record::Anomaly(a) => a.ts,
+        };
+        self.close_windows(Some(ts), out);
         match rec {
             Record::Service {
                 endpoints,
@@ -54,7 +246,8 @@ impl Detector {
             } => {
                 if self
                     .sessions_seen
-                    .insert((endpoints.client, endpoints.server))
+                    .insert((endpoints.client, endpoints.server), protocol)
+                    .is_none()
                 {
                     *self
                         .stats
@@ -62,32 +255,188 @@ impl Detector {
                         .entry(protocol.name())
                         .or_default() += 1;
                 }
-                if self.services_seen.insert((endpoints.server, protocol)) {
-                    self.stats.services += 1;
-                    self.count(event::DATASET_SERVICE);
-                    out.push(event::service(ts, &endpoints, protocol, evidence.name()));
+                let key = (endpoints.server, protocol);
+                let inv = &mut self.stats.inventory;
+                if let Some(s) = inv.servers.get_mut(&key) {
+                    note_client(s, endpoints.client.ip(), ts);
+                    return;
                 }
+                let sanctioned = self.policy.is_sanctioned(endpoints.server, protocol);
+                if inv.servers.len() < MAX_SERVERS {
+                    let mut info = ServerInfo {
+                        first_seen: ts,
+                        last_seen: ts,
+                        transactions: 0,
+                        clients: BTreeSet::new(),
+                        clients_capped: false,
+                        sanctioned,
+                        evidence: evidence.name(),
+                    };
+                    note_client(&mut info, endpoints.client.ip(), ts);
+                    inv.servers.insert(key, info);
+                } else {
+                    inv.servers_not_stored += 1;
+                }
+                self.stats.services += 1;
+                let m = event::service(ts, &endpoints, protocol, evidence.name(), sanctioned);
+                self.emit(event::DATASET_SERVICE, m, out);
             }
-            Record::Transaction(t) => {
-                self.stats.transactions += 1;
-                self.count(event::DATASET_TRANSACTION);
-                out.push(event::transaction(&t));
-            }
+            Record::Transaction(t) => self.transaction(&t, out),
             Record::Anomaly(a) => {
                 *self
                     .stats
                     .anomalies_by_kind
                     .entry(a.kind.to_string())
                     .or_default() += 1;
-                self.count(event::DATASET_ANOMALY);
-                out.push(event::anomaly(
-                    a.ts,
-                    &a.endpoints,
-                    a.protocol,
-                    a.kind,
-                    &a.detail,
-                ));
+                let m = event::anomaly(a.ts, &a.endpoints, a.protocol, a.kind, &a.detail);
+                self.emit(event::DATASET_ANOMALY, m, out);
             }
         }
     }
+
+    fn transaction(&mut self, t: &Transaction, out: &mut Vec<Map<String, Value>>) {
+        self.stats.transactions += 1;
+        let policy = Arc::clone(&self.policy);
+        let client_trusted = policy.is_trusted(t.endpoints.client.ip());
+        let attempt = judge(t, &policy);
+        let probe = t.request.as_ref().and_then(probe::recognise);
+        if let Some(s) = self
+            .stats
+            .inventory
+            .servers
+            .get_mut(&(t.endpoints.server, t.protocol))
+        {
+            s.transactions += 1;
+            note_client(s, t.endpoints.client.ip(), t.ts);
+        }
+        let m = event::transaction(t, client_trusted, attempt.as_ref().map(|a| a.verdict));
+        self.emit(event::DATASET_TRANSACTION, m, out);
+        if let Some(p) = &probe {
+            *self
+                .stats
+                .inventory
+                .probes
+                .entry(p.scanner.clone())
+                .or_default() += 1;
+            let m = event::probe(t, p, client_trusted);
+            self.emit(event::DATASET_PROBE, m, out);
+        }
+        let Some(a) = attempt else {
+            return;
+        };
+        let inv = &mut self.stats.inventory;
+        *inv.relay_attempts.entry(a.verdict.name()).or_default() += 1;
+        if a.verdict == RelayVerdict::OpenRelay {
+            for (rcpt, reply) in &a.foreign {
+                let Some(r) = reply.filter(|r| r.code == ReplyCode::K) else {
+                    continue;
+                };
+                inv.open_relays_total += 1;
+                if inv.open_relays.len() < MAX_OPEN_RELAY_EVIDENCE {
+                    inv.open_relays.push(OpenRelay {
+                        ts: t.ts,
+                        client: t.endpoints.client,
+                        server: t.endpoints.server,
+                        protocol: t.protocol,
+                        recipient: rcpt.clone(),
+                        reply_text: r.text.text(),
+                        scanner: probe.as_ref().map(|p| p.scanner.clone()),
+                    });
+                }
+            }
+        }
+        let m = event::relay(t, &a, &policy, probe.as_ref());
+        match self.window_ns {
+            None => self.emit(event::DATASET_RELAY, m, out),
+            Some(_) => self.windowed(t, a.verdict, m, out),
+        }
+    }
+
+    fn windowed(
+        &mut self,
+        t: &Transaction,
+        verdict: RelayVerdict,
+        m: Map<String, Value>,
+        out: &mut Vec<Map<String, Value>>,
+    ) {
+        let key = (t.endpoints.client.ip(), t.endpoints.server);
+        let flow = event::flow_ref(t.ts, &t.endpoints);
+        if let Some(w) = self.windows.get_mut(&key) {
+            w.count += 1;
+            w.last_flow = flow;
+            *w.verdicts.entry(verdict.name()).or_default() += 1;
+            w.worst = w.worst.min(verdict);
+            self.stats.relay_alerts_aggregated += 1;
+            return;
+        }
+        if self.windows.len() >= MAX_WINDOWS {
+            // Too many windows open: report this one alone rather than hold it.
+            self.stats.windows_dropped_cap += 1;
+            self.emit(event::DATASET_RELAY, m, out);
+            return;
+        }
+        let mut verdicts = BTreeMap::new();
+        verdicts.insert(verdict.name(), 1);
+        self.windows.insert(
+            key,
+            Window {
+                start: t.ts,
+                first: m,
+                first_flow: flow.clone(),
+                last_flow: flow,
+                count: 1,
+                verdicts,
+                worst: verdict,
+            },
+        );
+    }
+
+    /// Emits the windows that ended before `now` (all of them with `None`).
+    fn close_windows(&mut self, now: Option<u64>, out: &mut Vec<Map<String, Value>>) {
+        let Some(len) = self.window_ns else {
+            return;
+        };
+        if self.windows.is_empty() {
+            return;
+        }
+        let due: Vec<(IpAddr, SocketAddr)> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| now.is_none_or(|n| w.start.saturating_add(len) < n))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut due_windows: Vec<Window> =
+            due.iter().filter_map(|k| self.windows.remove(k)).collect();
+        due_windows.sort_by_key(|w| w.start);
+        for w in due_windows {
+            let m = event::aggregate_relay(
+                w.first,
+                w.count,
+                w.first_flow,
+                w.last_flow,
+                &w.verdicts,
+                w.worst,
+                len,
+            );
+            self.emit(event::DATASET_RELAY, m, out);
+        }
+    }
+
+    /// End of input: everything held is written.
+    pub fn finish(&mut self, out: &mut Vec<Map<String, Value>>) {
+        self.close_windows(None, out);
+    }
 }
+
+fn note_client(s: &mut ServerInfo, client: IpAddr, ts: u64) {
+    s.last_seen = s.last_seen.max(ts);
+    s.first_seen = s.first_seen.min(ts);
+    if s.clients.len() < MAX_CLIENTS_PER_SERVER {
+        s.clients.insert(client);
+    } else if !s.clients.contains(&client) {
+        s.clients_capped = true;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -224,13 +224,19 @@ impl Stream {
                 let start = start as u64;
                 self.hold(start, payload, cfg, budget, ev, deliver);
             } else {
-                // In order, perhaps overlapping delivered bytes at its front.
-                let skip = (next - start) as u64;
+                // In order, perhaps overlapping delivered bytes at its front
+                // (picked up mid-stream, even bytes before offset 0: cut).
                 self.check_delivered(start, payload, ev);
+                let before = u64::try_from(-start).unwrap_or(0);
+                let cut = usize::try_from(before).map_or(payload.len(), |c| c.min(payload.len()));
+                let missing =
+                    missing.saturating_sub(u32::try_from(before - cut as u64).unwrap_or(u32::MAX));
+                let start = start.max(0) as u64;
+                let skip = self.next - start;
                 self.deliver_from(
-                    start as u64,
+                    start,
                     skip,
-                    payload,
+                    payload.get(cut..).unwrap_or_default(),
                     missing,
                     cfg,
                     budget,
@@ -472,6 +478,10 @@ impl Stream {
             fresh.push((cursor, end));
         }
         for (a, b) in fresh {
+            // A cap reached for an earlier piece may have delivered past it.
+            if b <= self.next {
+                continue;
+            }
             let n = (b - a) as usize;
             let fits_stream =
                 self.held_bytes + n <= cfg.max_held_bytes && self.held.len() < cfg.max_held_pieces;
@@ -499,6 +509,9 @@ impl Stream {
             self.held.insert(pos, Held { offset: a, data });
             self.held_bytes += n;
         }
+        // A cap reached above may have brought the stream up to a piece held
+        // after it.
+        self.drain_contiguous(cfg, budget, deliver);
     }
 
     /// The peer acknowledged up to `ack`: holes before it will never be
@@ -518,7 +531,7 @@ impl Stream {
             return;
         };
         while let Some(first) = self.held.first() {
-            if first.offset >= acked || first.offset <= self.next {
+            if first.offset > acked || first.offset <= self.next {
                 break;
             }
             let to = first.offset;

@@ -27,6 +27,8 @@ pub const MAX_RECIPIENTS: usize = 1000;
 pub const MAX_PENDING: usize = 64;
 /// Replies held before their request was parsed.
 pub const MAX_EARLY_REPLIES: usize = 1024;
+/// Bytes of a message's start kept to recognise scanner probes.
+pub const MESSAGE_PREFIX_BYTES: usize = 64;
 
 /// QMTP (port 209) or QMQP (port 628).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +107,9 @@ pub struct Request {
     pub message_bytes: u64,
     /// Message bytes lost in capture gaps (skipped anyway).
     pub message_gap_bytes: u64,
+    /// The message's first bytes (QMTP: including the encoding byte), at most
+    /// [`MESSAGE_PREFIX_BYTES`]: enough to recognise a scanner's probe.
+    pub message_prefix: Vec<u8>,
     /// `None` until the sender netstring was read.
     pub sender: Option<Field>,
     /// Stored recipients, in wire order (at most [`MAX_RECIPIENTS`]).
@@ -138,6 +143,7 @@ impl Request {
             encoding: None,
             message_bytes: 0,
             message_gap_bytes: 0,
+            message_prefix: Vec::new(),
             sender: None,
             recipients: Vec::new(),
             recipient_count: 0,
@@ -146,6 +152,15 @@ impl Request {
             first_ts: ts,
             last_ts: ts,
             state: RequestState::Truncated,
+        }
+    }
+
+    /// Keeps the start of the message, up to [`MESSAGE_PREFIX_BYTES`].
+    pub fn note_message(&mut self, data: &[u8]) {
+        let room = MESSAGE_PREFIX_BYTES.saturating_sub(self.message_prefix.len());
+        if room > 0 {
+            self.message_prefix
+                .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
         }
     }
 

@@ -398,7 +398,10 @@ mod tests {
     #[test]
     fn protocols_md_example_has_wrong_lengths() {
         let s = b"64:16:A simple message,19:sender@example.org,17:rcpt@example.net,,";
-        assert_eq!(tokens(s, 5, &[0]).1, Some(NetstringError::MissingComma(b'1')));
+        assert_eq!(
+            tokens(s, 5, &[0]).1,
+            Some(NetstringError::MissingComma(b'1'))
+        );
     }
 
     #[test]

@@ -163,8 +163,14 @@ impl RequestParser {
                     };
                     if let Some(r) = self.current.as_mut() {
                         r.encoding = Some(enc);
+                        r.note_message(d);
                     }
                     self.slot = Slot::Message;
+                }
+                Slot::Message => {
+                    if let Some(r) = self.current.as_mut() {
+                        r.note_message(d);
+                    }
                 }
                 Slot::Sender | Slot::Recipient => self.field.push(d),
                 _ => {}
@@ -206,13 +212,15 @@ impl RequestParser {
                     self.field = Field::default();
                 }
             }
-            (Protocol::Qmqp, Token::Data(d)) => {
-                if let Slot::QmqpItem(i) = self.slot {
-                    if i > 0 {
-                        self.field.push(d);
+            (Protocol::Qmqp, Token::Data(d)) => match self.slot {
+                Slot::QmqpItem(0) => {
+                    if let Some(r) = self.current.as_mut() {
+                        r.note_message(d);
                     }
                 }
-            }
+                Slot::QmqpItem(_) => self.field.push(d),
+                _ => {}
+            },
             (Protocol::Qmqp, Token::End { depth: 1 }) => {
                 if let Slot::QmqpItem(i) = self.slot {
                     if let Some(r) = self.current.as_mut() {

@@ -323,6 +323,17 @@ impl Session {
             let start = self.sides[dir].sniff_offset.unwrap_or(offset);
             self.protocol = Some(protocol);
             self.first_request_offset = Some(start);
+            if protocol == Protocol::Qmtp {
+                // Replies held before the protocol was known: apply the test
+                // `on_reply` applies to QMTP replies, so that a reply to a
+                // package before our view is not matched to the first one seen.
+                let held = self.early.len();
+                let midstream = self.midstream;
+                self.early.retain(|r| {
+                    !(midstream || r.acked_client_offset.is_some_and(|ack| ack <= start))
+                });
+                self.counters.replies_to_unseen_requests += (held - self.early.len()) as u64;
+            }
             let mut parser = RequestParser::new(protocol, start);
             // Replay what the sniffer looked at, then the rest of this chunk.
             let stash = self.sides[dir].sniffer.stashed().to_vec();
@@ -453,12 +464,17 @@ impl Session {
                     );
                 }
                 let stored = req.recipients.len();
+                let last_ts = req.last_ts;
                 self.pending.push_back(Pending {
                     request: req,
                     replies: vec![None; stored],
                     answered: 0,
                     codes: CodeCounts::default(),
                 });
+                // Replies that came first (a QMQP server speaking first):
+                // confirm before they are assigned, so the service record
+                // precedes the transaction.
+                self.try_confirm(last_ts, out);
                 while let Some(r) = self.early.pop_front() {
                     if !self.assign(r, out) {
                         break;

@@ -1,1 +1,680 @@
+use super::*;
+use proptest::prelude::*;
+use proptest::sample::Index;
 
+/// One delivery, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Got {
+    Data(u64, Vec<u8>),
+    Gap(u64, u64),
+}
+
+/// Collects deliveries and checks that they are contiguous.
+#[derive(Default)]
+struct Sink {
+    log: Vec<Got>,
+    bytes: Vec<u8>,
+    gaps: Vec<(u64, u64)>,
+    end: u64,
+}
+
+impl Sink {
+    fn take(&mut self, d: Delivery<'_>) {
+        match d {
+            Delivery::Data { offset, bytes } => {
+                assert_eq!(offset, self.end, "data not contiguous");
+                assert!(!bytes.is_empty(), "empty data delivery");
+                self.end += bytes.len() as u64;
+                self.bytes.extend_from_slice(bytes);
+                self.log.push(Got::Data(offset, bytes.to_vec()));
+            }
+            Delivery::Gap { offset, len } => {
+                assert_eq!(offset, self.end, "gap not contiguous");
+                assert!(len > 0, "empty gap");
+                self.end += len;
+                self.gaps.push((offset, len));
+                self.log.push(Got::Gap(offset, len));
+            }
+        }
+    }
+
+    /// Every delivered data byte is the original byte at its offset.
+    fn assert_matches(&self, truth: &[u8]) {
+        for g in &self.log {
+            if let Got::Data(o, b) = g {
+                let o = *o as usize;
+                assert_eq!(Some(&b[..]), truth.get(o..o + b.len()), "data at {o}");
+            }
+        }
+    }
+}
+
+/// A stream with its config, budget, events and sink. Offsets map to
+/// sequence numbers `isn + 1 + offset`.
+struct H {
+    s: Stream,
+    cfg: ReassemblyConfig,
+    budget: Budget,
+    ev: StreamEvents,
+    out: Sink,
+    isn: u32,
+}
+
+impl H {
+    fn new(cfg: ReassemblyConfig, budget_cap: usize, isn: u32) -> Self {
+        H {
+            s: Stream::default(),
+            cfg,
+            budget: Budget::new(budget_cap),
+            ev: StreamEvents::default(),
+            out: Sink::default(),
+            isn,
+        }
+    }
+    fn with_syn(cfg: ReassemblyConfig, isn: u32) -> Self {
+        let mut h = H::new(cfg, usize::MAX, isn);
+        assert!(!h.raw(isn, true, false, b"", 0));
+        h
+    }
+    fn seq(&self, off: u64) -> u32 {
+        self.isn.wrapping_add(1).wrapping_add(off as u32)
+    }
+    fn raw(&mut self, seq: u32, syn: bool, fin: bool, payload: &[u8], missing: u32) -> bool {
+        let H {
+            s,
+            cfg,
+            budget,
+            ev,
+            out,
+            ..
+        } = self;
+        s.segment(seq, syn, fin, payload, missing, cfg, budget, ev, &mut |d| {
+            out.take(d)
+        })
+    }
+    fn at(&mut self, off: u64, payload: &[u8]) -> bool {
+        self.raw(self.seq(off), false, false, payload, 0)
+    }
+    fn fin_at(&mut self, off: u64, payload: &[u8]) -> bool {
+        self.raw(self.seq(off), false, true, payload, 0)
+    }
+    fn ack(&mut self, off: u64) {
+        let ack = self.seq(off);
+        let H {
+            s,
+            cfg,
+            budget,
+            ev,
+            out,
+            ..
+        } = self;
+        s.peer_acked(ack, cfg, budget, ev, &mut |d| out.take(d));
+    }
+    fn flush(&mut self) {
+        let H {
+            s,
+            cfg,
+            budget,
+            ev,
+            out,
+            ..
+        } = self;
+        s.flush(cfg, budget, ev, &mut |d| out.take(d));
+    }
+    /// Caps hold, and nothing deliverable is left held.
+    fn check_invariants(&self) {
+        assert!(self.s.held_bytes() <= self.cfg.max_held_bytes);
+        assert!(self.s.held.len() <= self.cfg.max_held_pieces);
+        assert!(self.budget.held <= self.budget.cap);
+        assert_eq!(self.budget.held, self.s.held_bytes());
+        let sum: usize = self.s.held.iter().map(|h| h.data.len()).sum();
+        assert_eq!(sum, self.s.held_bytes());
+        // Held pieces are sorted, disjoint, and all after the next offset
+        // (a piece at the next offset would be deliverable).
+        let mut prev_end = self.s.next_offset() + 1;
+        for h in &self.s.held {
+            assert!(!h.data.is_empty());
+            assert!(
+                h.offset >= prev_end,
+                "held piece at {} (next {})",
+                h.offset,
+                self.s.next_offset()
+            );
+            prev_end = h.end();
+        }
+        assert_eq!(self.out.end, self.s.next_offset());
+    }
+}
+
+fn roomy() -> ReassemblyConfig {
+    ReassemblyConfig {
+        max_held_bytes: 1 << 20,
+        max_held_pieces: 1 << 20,
+        ..ReassemblyConfig::default()
+    }
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn shuffle<T>(v: &mut [T], seed: u64) {
+    let mut st = seed;
+    for i in (1..v.len()).rev() {
+        let j = (splitmix(&mut st) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// Segments (start, end, fin) of a cut stream, plus duplicates and
+/// overlapping extras carrying the same bytes, shuffled.
+fn arrivals(
+    len: usize,
+    cuts: &[Index],
+    dups: &[Index],
+    extras: &[(Index, usize)],
+    seed: u64,
+) -> (Vec<(usize, usize)>, Vec<(usize, usize, bool)>) {
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(len + 1)).collect();
+    points.extend([0, len]);
+    points.sort_unstable();
+    points.dedup();
+    let segs: Vec<(usize, usize)> = points.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut items = segs.clone();
+    if !segs.is_empty() {
+        items.extend(dups.iter().map(|d| segs[d.index(segs.len())]));
+    }
+    if len > 0 {
+        for (i, l) in extras {
+            let a = i.index(len);
+            items.push((a, (a + l).min(len)));
+        }
+    }
+    let mut items: Vec<(usize, usize, bool)> =
+        items.into_iter().map(|(a, b)| (a, b, b == len)).collect();
+    if len == 0 {
+        items.push((0, 0, true));
+    }
+    shuffle(&mut items, seed);
+    (segs, items)
+}
+
+/// Feeds `items` (and first `first` without a SYN), flushes, and checks the
+/// stream came out whole with exactly one FIN completion.
+fn reassemble(
+    data: &[u8],
+    isn: u32,
+    window: usize,
+    first: Option<(usize, usize)>,
+    items: &[(usize, usize, bool)],
+) {
+    let cfg = ReassemblyConfig {
+        recent_window: window,
+        ..roomy()
+    };
+    let mut h = match first {
+        None => H::with_syn(cfg, isn),
+        Some(_) => H::new(cfg, usize::MAX, isn),
+    };
+    let mut finished_at = Vec::new();
+    for &(a, b, fin) in first
+        .map(|(a, b)| (a, b, b == data.len()))
+        .iter()
+        .chain(items)
+    {
+        let seq = h.seq(a as u64);
+        if h.raw(seq, false, fin, &data[a..b], 0) {
+            finished_at.push(h.out.end);
+        }
+        h.check_invariants();
+    }
+    assert_eq!(finished_at, vec![data.len() as u64], "FIN completion");
+    h.flush();
+    assert_eq!(h.out.bytes, data);
+    assert!(h.out.gaps.is_empty(), "gaps: {:?}", h.out.gaps);
+    assert_eq!(h.ev.overlaps_conflicting, 0);
+    assert_eq!((h.ev.gaps, h.ev.cap_gaps, h.ev.out_of_window), (0, 0, 0));
+    assert_eq!(h.budget.held, 0);
+    assert_eq!(h.s.held_bytes(), 0);
+    assert!(h.s.finished());
+}
+
+fn isn_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![any::<u32>(), (u32::MAX - 4096)..=u32::MAX, 0u32..16]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_arrival_order_reassembles_exactly(
+        data in prop::collection::vec(any::<u8>(), 0..4000),
+        isn in isn_strategy(),
+        cuts in prop::collection::vec(any::<Index>(), 0..48),
+        dups in prop::collection::vec(any::<Index>(), 0..12),
+        extras in prop::collection::vec((any::<Index>(), 1usize..600), 0..12),
+        seed in any::<u64>(),
+        window in prop_oneof![Just(0usize), 1usize..64, Just(2048usize)],
+    ) {
+        let (segs, items) = arrivals(data.len(), &cuts, &dups, &extras, seed);
+        // With a SYN first.
+        reassemble(&data, isn, window, None, &items);
+        // Picked up mid-stream at the stream's first segment.
+        if let Some(&first) = segs.first() {
+            reassemble(&data, isn, window, Some(first), &items);
+        }
+    }
+
+    /// A retransmission of in-order bytes is checked against the recent
+    /// window: one changed byte inside it is a conflict, bytes before it are
+    /// unverified.
+    #[test]
+    fn retransmission_checked_against_window(
+        data in prop::collection::vec(any::<u8>(), 1..3000),
+        isn in isn_strategy(),
+        cuts in prop::collection::vec(any::<Index>(), 0..16),
+        w in 1usize..300,
+        range in (any::<Index>(), any::<Index>()),
+        flip in prop::option::of(any::<Index>()),
+    ) {
+        let len = data.len();
+        let cfg = ReassemblyConfig { recent_window: w, ..roomy() };
+        let mut h = H::with_syn(cfg, isn);
+        let (segs, _) = arrivals(len, &cuts, &[], &[], 0);
+        for (a, b) in segs {
+            h.at(a as u64, &data[a..b]);
+        }
+        prop_assert_eq!(h.ev, StreamEvents::default());
+        let (x, y) = (range.0.index(len), range.1.index(len));
+        let (a, b) = (x.min(y), x.max(y) + 1);
+        let mut copy = data[a..b].to_vec();
+        let flipped = flip.map(|f| a + f.index(b - a));
+        if let Some(p) = flipped {
+            copy[p - a] ^= 0x5a;
+        }
+        let log_len = h.out.log.len();
+        prop_assert!(!h.at(a as u64, &copy));
+        prop_assert_eq!(h.out.log.len(), log_len);
+        let window_from = len.saturating_sub(w);
+        let compared_from = a.max(window_from);
+        let mut want = StreamEvents {
+            overlaps_unverified: u64::from(a < window_from),
+            ..StreamEvents::default()
+        };
+        if compared_from < b {
+            match flipped {
+                Some(p) if p >= compared_from => want.overlaps_conflicting = 1,
+                _ => want.overlaps_consistent = 1,
+            }
+        }
+        prop_assert_eq!(h.ev, want);
+    }
+
+    /// Random out-of-order segments and acks under small caps: the caps hold
+    /// after every call, delivered data is the original, and after the flush
+    /// every byte up to the furthest segment is data or gap.
+    #[test]
+    fn caps_are_never_exceeded(
+        data in prop::collection::vec(any::<u8>(), 1..3000),
+        isn in isn_strategy(),
+        ops in prop::collection::vec((any::<Index>(), 1usize..200, 0u8..8), 1..80),
+        max_held_bytes in 1usize..400,
+        max_held_pieces in 1usize..6,
+        budget_cap in 0usize..400,
+    ) {
+        let len = data.len();
+        let cfg = ReassemblyConfig { max_held_bytes, max_held_pieces, ..ReassemblyConfig::default() };
+        let mut h = H::new(cfg, budget_cap, isn);
+        assert!(!h.raw(isn, true, false, b"", 0));
+        let mut furthest = 0;
+        for (i, l, kind) in ops {
+            let a = i.index(len);
+            let b = (a + l).min(len);
+            if kind == 0 {
+                h.ack(b as u64);
+            } else {
+                h.at(a as u64, &data[a..b]);
+                furthest = furthest.max(b as u64);
+            }
+            h.check_invariants();
+        }
+        h.flush();
+        h.check_invariants();
+        h.out.assert_matches(&data);
+        prop_assert_eq!(h.out.end, furthest);
+        prop_assert_eq!(h.budget.held, 0);
+        prop_assert_eq!(h.ev.gap_bytes, h.out.gaps.iter().map(|g| g.1).sum::<u64>());
+    }
+}
+
+#[test]
+fn held_piece_keeps_first_bytes_against_later_copy() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 1000);
+    h.at(10, b"abcde");
+    h.at(10, b"zzzzz");
+    assert_eq!(h.ev.overlaps_conflicting, 1);
+    h.at(10, b"abcde");
+    assert_eq!(h.ev.overlaps_consistent, 1);
+    assert!(h.out.log.is_empty());
+    h.at(0, b"0123456789");
+    assert_eq!(h.out.bytes, b"0123456789abcde");
+    assert_eq!(h.ev.overlaps_conflicting, 1);
+}
+
+#[test]
+fn held_piece_wins_over_in_order_segment_covering_it() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 7);
+    h.at(5, b"FGHIJ");
+    h.at(0, b"abcdefghijklm");
+    assert_eq!(h.out.bytes, b"abcdeFGHIJklm");
+    assert_eq!(h.ev.overlaps_conflicting, 1);
+    assert_eq!(h.ev.overlaps_consistent, 0);
+    assert_eq!(h.s.held_bytes(), 0);
+}
+
+#[test]
+fn delivered_bytes_retransmitted() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), u32::MAX - 3);
+    h.at(0, b"hello world");
+    h.at(0, b"hello");
+    assert_eq!(h.ev.overlaps_consistent, 1);
+    assert_eq!(h.ev.overlaps_conflicting, 0);
+    h.at(6, b"WORLD");
+    assert_eq!(h.ev.overlaps_conflicting, 1);
+    // Overlapping the front: compared, then the new part delivered.
+    h.at(9, b"LD!!");
+    assert_eq!(h.ev.overlaps_conflicting, 2);
+    h.at(11, b"!!");
+    h.at(12, b"!.");
+    assert_eq!(h.ev.overlaps_consistent, 3);
+    assert_eq!(h.ev.overlaps_conflicting, 2);
+    assert_eq!(h.out.bytes, b"hello world!!.");
+    assert_eq!(h.ev.overlaps_unverified, 0);
+}
+
+#[test]
+fn retransmission_without_recent_window_is_unverified() {
+    let cfg = ReassemblyConfig {
+        recent_window: 0,
+        ..ReassemblyConfig::default()
+    };
+    let mut h = H::with_syn(cfg, 0);
+    h.at(0, b"hello world");
+    h.at(0, b"HELLO");
+    h.at(0, b"hello");
+    assert_eq!(h.ev.overlaps_unverified, 2);
+    assert_eq!(
+        (h.ev.overlaps_conflicting, h.ev.overlaps_consistent),
+        (0, 0)
+    );
+    assert_eq!(h.out.bytes, b"hello world");
+}
+
+#[test]
+fn snaplen_missing_bytes_become_a_gap() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 100);
+    h.raw(h.seq(0), false, false, b"abc", 5);
+    h.at(8, b"xyz");
+    assert_eq!(
+        h.out.log,
+        vec![
+            Got::Data(0, b"abc".to_vec()),
+            Got::Gap(3, 5),
+            Got::Data(8, b"xyz".to_vec())
+        ]
+    );
+    assert_eq!((h.ev.gaps, h.ev.gap_bytes), (1, 5));
+    assert_eq!(h.s.next_offset(), 11);
+}
+
+#[test]
+fn stream_cap_declares_gap_and_delivers_held() {
+    let cfg = ReassemblyConfig {
+        max_held_bytes: 10,
+        ..ReassemblyConfig::default()
+    };
+    let mut h = H::with_syn(cfg, 5);
+    h.at(20, b"ABCDEFGH");
+    assert_eq!(h.s.held_bytes(), 8);
+    h.at(40, b"vwxyz");
+    assert_eq!(h.ev.cap_gaps, 1);
+    assert_eq!(
+        h.out.log,
+        vec![
+            Got::Gap(0, 20),
+            Got::Data(20, b"ABCDEFGH".to_vec()),
+            Got::Gap(28, 12),
+            Got::Data(40, b"vwxyz".to_vec()),
+        ]
+    );
+    assert_eq!((h.s.held_bytes(), h.budget.held), (0, 0));
+    h.check_invariants();
+}
+
+#[test]
+fn piece_cap_declares_gap() {
+    let cfg = ReassemblyConfig {
+        max_held_pieces: 2,
+        ..ReassemblyConfig::default()
+    };
+    let mut h = H::with_syn(cfg, 5);
+    h.at(10, b"a");
+    h.at(20, b"b");
+    assert!(h.out.log.is_empty());
+    h.at(30, b"c");
+    assert_eq!(h.ev.cap_gaps, 1);
+    assert_eq!(h.out.gaps, vec![(0, 10), (11, 9), (21, 9)]);
+    assert_eq!(h.out.bytes, b"abc");
+    assert_eq!(h.s.held_bytes(), 0);
+}
+
+#[test]
+fn worker_budget_is_shared_by_streams() {
+    let cfg = ReassemblyConfig::default();
+    let mut budget = Budget::new(10);
+    let (mut a, mut b) = (Stream::default(), Stream::default());
+    let (mut ev, mut out_a, mut out_b) =
+        (StreamEvents::default(), Sink::default(), Sink::default());
+    a.segment(
+        0,
+        true,
+        false,
+        b"",
+        0,
+        &cfg,
+        &mut budget,
+        &mut ev,
+        &mut |d| out_a.take(d),
+    );
+    b.segment(
+        0,
+        true,
+        false,
+        b"",
+        0,
+        &cfg,
+        &mut budget,
+        &mut ev,
+        &mut |d| out_b.take(d),
+    );
+    a.segment(
+        11,
+        false,
+        false,
+        b"12345678",
+        0,
+        &cfg,
+        &mut budget,
+        &mut ev,
+        &mut |d| out_a.take(d),
+    );
+    assert_eq!((budget.held, a.held_bytes()), (8, 8));
+    b.segment(
+        11,
+        false,
+        false,
+        b"xyz",
+        0,
+        &cfg,
+        &mut budget,
+        &mut ev,
+        &mut |d| out_b.take(d),
+    );
+    assert_eq!(ev.cap_gaps, 1);
+    assert_eq!(
+        out_b.log,
+        vec![Got::Gap(0, 10), Got::Data(10, b"xyz".to_vec())]
+    );
+    assert!(out_a.log.is_empty());
+    assert_eq!((budget.held, a.held_bytes(), b.held_bytes()), (8, 8, 0));
+    assert_eq!(budget.peak, 8);
+    a.discard(&mut budget);
+    assert_eq!(budget.held, 0);
+}
+
+#[test]
+fn cap_reached_by_segment_overlapping_held_data_leaves_nothing_stuck() {
+    let cfg = ReassemblyConfig {
+        max_held_bytes: 12,
+        ..ReassemblyConfig::default()
+    };
+    let data: Vec<u8> = (0u8..40).collect();
+    let mut h = H::with_syn(cfg, 99);
+    h.at(10, &data[10..20]);
+    // Its head does not fit next to the held piece: cap reached.
+    h.at(5, &data[5..30]);
+    assert_eq!(h.ev.cap_gaps, 1);
+    h.check_invariants();
+    assert_eq!(h.s.next_offset(), 30);
+    h.out.assert_matches(&data);
+    assert!(h.fin_at(30, b""));
+}
+
+#[test]
+fn peer_ack_past_hole_declares_it() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), u32::MAX);
+    h.at(0, b"abc");
+    h.at(10, b"klm");
+    h.at(20, b"uv");
+    // Acks that do not pass the hole change nothing.
+    h.ack(3);
+    h.ack(8);
+    assert_eq!(h.out.log, vec![Got::Data(0, b"abc".to_vec())]);
+    assert_eq!(h.s.held_bytes(), 5);
+    // Acknowledging the whole hole proves it was received.
+    h.ack(10);
+    assert_eq!(
+        h.out.log[1..],
+        [Got::Gap(3, 7), Got::Data(10, b"klm".to_vec())]
+    );
+    assert_eq!(h.s.held_bytes(), 2);
+    h.ack(19);
+    assert_eq!(h.out.log.len(), 3);
+    h.ack(22);
+    assert_eq!(
+        h.out.log[3..],
+        [Got::Gap(13, 7), Got::Data(20, b"uv".to_vec())]
+    );
+    assert_eq!((h.s.held_bytes(), h.budget.held, h.ev.gaps), (0, 0, 2));
+}
+
+#[test]
+fn fin_completes_once() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 3);
+    assert!(!h.at(0, b"abc"));
+    assert!(h.fin_at(3, b"de"));
+    assert!(h.s.finished());
+    assert!(!h.fin_at(3, b"de"));
+    assert!(!h.fin_at(5, b""));
+    assert!(!h.at(0, b"abcde"));
+
+    // FIN before the missing data: completion comes with the data.
+    let mut h = H::with_syn(ReassemblyConfig::default(), u32::MAX - 1);
+    assert!(!h.fin_at(5, b""));
+    assert!(!h.at(3, b"de"));
+    assert!(!h.s.finished());
+    assert!(h.at(0, b"abc"));
+    assert!(!h.fin_at(5, b""));
+    assert_eq!(h.out.bytes, b"abcde");
+}
+
+#[test]
+fn far_ahead_segments_are_ignored() {
+    let cfg = ReassemblyConfig {
+        max_ahead: 100,
+        ..ReassemblyConfig::default()
+    };
+    let mut h = H::with_syn(cfg, 50);
+    h.at(101, b"x");
+    assert_eq!((h.ev.out_of_window, h.s.held_bytes()), (1, 0));
+    h.at(100, b"y");
+    assert_eq!((h.ev.out_of_window, h.s.held_bytes()), (1, 1));
+    // Entirely before the stream start.
+    h.raw(h.seq(0).wrapping_sub(10), false, false, b"old", 0);
+    assert_eq!(h.ev.out_of_window, 2);
+    assert!(h.out.log.is_empty());
+}
+
+#[test]
+fn huge_distances_never_allocate() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0x8000_0000);
+    h.at(1 << 30, &[7; 1000]);
+    assert_eq!(h.ev.out_of_window, 1);
+    assert_eq!((h.s.held_bytes(), h.budget.held), (0, 0));
+    // Within max_ahead: only the bytes are held, the distance is a gap.
+    h.at(60 << 20, b"tail");
+    assert_eq!((h.s.held_bytes(), h.budget.held), (4, 4));
+    h.flush();
+    assert_eq!(
+        h.out.log,
+        vec![Got::Gap(0, 60 << 20), Got::Data(60 << 20, b"tail".to_vec())]
+    );
+    // Bytes cut by the snap length: a gap, however many.
+    h.raw(h.seq((60 << 20) + 4), false, false, b"z", u32::MAX);
+    assert_eq!(h.s.next_offset(), (60 << 20) + 5 + u64::from(u32::MAX));
+    assert_eq!(h.s.recent.len(), h.cfg.recent_window);
+}
+
+#[test]
+fn acked_offset_across_wraparound() {
+    let mut s = Stream::default();
+    assert_eq!(s.acked_offset(5), None);
+    s.syn(u32::MAX - 2);
+    assert_eq!(s.acked_offset(u32::MAX - 1), Some(0));
+    assert_eq!(s.acked_offset(u32::MAX), Some(1));
+    assert_eq!(s.acked_offset(0), Some(2));
+    assert_eq!(s.acked_offset(10), Some(12));
+    assert_eq!(s.acked_offset(u32::MAX - 5), None);
+    // Offsets past 4 GiB (a huge snap-length gap) stay 64-bit.
+    let mut h = H::with_syn(ReassemblyConfig::default(), u32::MAX - 2);
+    h.raw(h.seq(0), false, false, b"a", u32::MAX);
+    let next = 1u64 << 32;
+    assert_eq!(h.s.next_offset(), next);
+    assert_eq!(h.s.acked_offset(h.seq(next)), Some(next));
+    assert_eq!(h.s.acked_offset(h.seq(next + 5)), Some(next + 5));
+    assert_eq!(h.s.acked_offset(h.seq(next - 3)), Some(next - 3));
+    h.at(next, b"bc");
+    assert_eq!(h.out.log.last(), Some(&Got::Data(next, b"bc".to_vec())));
+}
+
+#[test]
+fn midstream_retransmission_reaching_before_first_byte() {
+    let data = b"abcdefghijklmnopqrst";
+    // Picked up at byte 10 (offset 0), then a copy of bytes 0..20 arrives.
+    let mut h = H::new(ReassemblyConfig::default(), usize::MAX, 999);
+    h.raw(1010, false, false, &data[10..15], 0);
+    h.raw(1000, false, false, &data[..], 0);
+    assert_eq!(
+        h.out.log,
+        vec![
+            Got::Data(0, b"klmno".to_vec()),
+            Got::Data(5, b"pqrst".to_vec())
+        ]
+    );
+    assert_eq!(h.ev.overlaps_consistent, 1);
+    assert_eq!(h.ev.overlaps_conflicting, 0);
+}

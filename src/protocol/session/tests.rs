@@ -1,1 +1,711 @@
+use super::*;
+use crate::protocol::{Encoding, Field, ReplyCode, MAX_RECIPIENTS};
 
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
+
+fn ns(b: &[u8]) -> Vec<u8> {
+    let mut v = format!("{}:", b.len()).into_bytes();
+    v.extend_from_slice(b);
+    v.push(b',');
+    v
+}
+
+/// QMTP package: message (with its encoding byte), sender, recipient list.
+fn qmtp(enc: u8, body: &[u8], sender: &[u8], rcpts: &[&[u8]]) -> Vec<u8> {
+    let mut msg = vec![enc];
+    msg.extend_from_slice(body);
+    let mut out = ns(&msg);
+    out.extend(ns(sender));
+    let list: Vec<u8> = rcpts.iter().flat_map(|r| ns(r)).collect();
+    out.extend(ns(&list));
+    out
+}
+
+/// QMQP request: one netstring wrapping message, sender and recipients.
+fn qmqp(body: &[u8], sender: &[u8], rcpts: &[&[u8]]) -> Vec<u8> {
+    let mut inner = ns(body);
+    inner.extend(ns(sender));
+    for r in rcpts {
+        inner.extend(ns(r));
+    }
+    ns(&inner)
+}
+
+/// Reply netstring: code letter then text.
+fn reply(code: u8, text: &str) -> Vec<u8> {
+    let mut v = vec![code];
+    v.extend_from_slice(text.as_bytes());
+    ns(&v)
+}
+
+fn field(b: &[u8]) -> Field {
+    Field {
+        bytes: b.to_vec(),
+        truncated: false,
+        damaged: false,
+        wire_len: b.len() as u64,
+    }
+}
+
+fn rep(code: ReplyCode, text: &str, ts: u64, ack: Option<u64>) -> Reply {
+    Reply {
+        code,
+        text: field(text.as_bytes()),
+        ts,
+        acked_client_offset: ack,
+    }
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const C_ADDR: &str = "192.0.2.10:40000";
+
+/// A session with the SYN seen: direction 0 is the client.
+fn session(server_port: u16) -> Session {
+    Session::new(
+        [sock(C_ADDR), sock(&format!("198.51.100.1:{server_port}"))],
+        Some(CLIENT),
+        false,
+    )
+}
+
+fn eps(server_port: u16) -> Endpoints {
+    Endpoints {
+        client: sock(C_ADDR),
+        server: sock(&format!("198.51.100.1:{server_port}")),
+    }
+}
+
+fn txn(r: &Record) -> &Transaction {
+    match r {
+        Record::Transaction(t) => t,
+        other => panic!("expected a transaction, got {other:?}"),
+    }
+}
+
+fn anomaly(r: &Record) -> &Anomaly {
+    match r {
+        Record::Anomaly(a) => a,
+        other => panic!("expected an anomaly, got {other:?}"),
+    }
+}
+
+fn service(ep: Endpoints, protocol: Protocol, evidence: Evidence, ts: u64) -> Record {
+    Record::Service {
+        endpoints: ep,
+        protocol,
+        evidence,
+        ts,
+    }
+}
+
+fn rcpt_texts(t: &Transaction) -> Vec<String> {
+    let r = t.request.as_ref().unwrap();
+    r.recipients.iter().map(Field::text).collect()
+}
+
+fn codes(k: u64, z: u64, d: u64, missing: u64) -> CodeCounts {
+    CodeCounts { k, z, d, missing }
+}
+
+/// Feeds `stream` in direction `dir` cut at `cuts`, all at time `ts`.
+fn feed(
+    s: &mut Session,
+    dir: usize,
+    base: u64,
+    stream: &[u8],
+    cuts: &[usize],
+    ts: u64,
+    ack: Option<u64>,
+    out: &mut Vec<Record>,
+) -> Status {
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < stream.len()));
+    bounds.push(stream.len());
+    let mut status = Status::Continue;
+    for w in bounds.windows(2) {
+        status = s.data(dir, base + w[0] as u64, &stream[w[0]..w[1]], ts, ack, out);
+    }
+    status
+}
+
+fn pipelined_packages() -> [Vec<u8>; 3] {
+    [
+        qmtp(
+            b'\n',
+            b"Subject: one\n\n1:a, 22:b,\n",
+            b"alice@example.org",
+            &[b"r1@example.net", b"r2@example.net"],
+        ),
+        qmtp(b'\r', b"Subject: two\r\n\r\n", b"", &[b"r3@example.net"]),
+        qmtp(
+            b'\n',
+            b"three",
+            b"carol@example.org",
+            &[b"r4@example.com", b"r5@example.com", b"r6@example.com"],
+        ),
+    ]
+}
+
+const PIPELINED_REPLIES: [(u8, &str); 6] = [
+    (b'K', "ok 1"),
+    (b'Z', "busy, try later"),
+    (b'K', "ok 3"),
+    (b'D', "sorry, no mailbox here"),
+    (b'K', "ok 5"),
+    (b'K', "ok 6"),
+];
+
+/// Three packages sent before any reply, then all six replies; the client
+/// stream and the reply stream are cut at the given positions.
+fn run_pipelined(client_cuts: &[usize], reply_cuts: &[usize]) -> Vec<Record> {
+    let stream: Vec<u8> = pipelined_packages().concat();
+    let replies: Vec<u8> = PIPELINED_REPLIES
+        .iter()
+        .flat_map(|&(c, t)| reply(c, t))
+        .collect();
+    let mut s = session(209);
+    let mut out = Vec::new();
+    assert_eq!(
+        feed(&mut s, CLIENT, 0, &stream, client_cuts, 10, None, &mut out),
+        Status::Continue
+    );
+    assert!(out.is_empty(), "nothing before a reply: {out:?}");
+    let ack = Some(stream.len() as u64);
+    assert_eq!(
+        feed(&mut s, SERVER, 0, &replies, reply_cuts, 20, ack, &mut out),
+        Status::Continue
+    );
+    s.end_of_direction(CLIENT, 30, &mut out);
+    s.finish(31, &mut out);
+    out
+}
+
+#[test]
+fn pipelined_qmtp_packages_matched_in_order() {
+    let p = pipelined_packages();
+    let (l0, l1, l2) = (p[0].len() as u64, p[1].len() as u64, p[2].len() as u64);
+    let out = run_pipelined(&[l0 as usize, (l0 + l1) as usize], &[]);
+    assert_eq!(out.len(), 4, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
+    );
+    let ack = Some(l0 + l1 + l2);
+    let r = |i: usize| {
+        let (c, t) = PIPELINED_REPLIES[i];
+        Some(rep(ReplyCode::from_byte(c).unwrap(), t, 20, ack))
+    };
+    let t1 = txn(&out[1]);
+    let t2 = txn(&out[2]);
+    let t3 = txn(&out[3]);
+    assert_eq!((t1.index, t2.index, t3.index), (1, 2, 3));
+    assert_eq!(t1.replies, vec![r(0), r(1)]);
+    assert_eq!(t2.replies, vec![r(2)]);
+    assert_eq!(t3.replies, vec![r(3), r(4), r(5)]);
+    assert_eq!(t1.codes, codes(1, 1, 0, 0));
+    assert_eq!(t2.codes, codes(1, 0, 0, 0));
+    assert_eq!(t3.codes, codes(2, 0, 1, 0));
+    for t in [t1, t2, t3] {
+        assert_eq!(t.endpoints, eps(209));
+        assert_eq!(t.protocol, Protocol::Qmtp);
+        assert_eq!(t.reply, None);
+        assert!(t.session_confirmed);
+        assert_eq!(t.ts, 20);
+        assert!(t.complete());
+    }
+    let q1 = t1.request.as_ref().unwrap();
+    assert_eq!(q1.encoding, Some(Encoding::Lf));
+    assert_eq!(q1.message_bytes, 25);
+    assert_eq!(q1.sender, Some(field(b"alice@example.org")));
+    assert_eq!(rcpt_texts(t1), ["r1@example.net", "r2@example.net"]);
+    assert_eq!((q1.start_offset, q1.end_offset), (0, l0));
+    let q2 = t2.request.as_ref().unwrap();
+    assert_eq!(q2.encoding, Some(Encoding::Crlf));
+    assert_eq!(q2.sender, Some(field(b"")));
+    assert_eq!(rcpt_texts(t2), ["r3@example.net"]);
+    assert_eq!((q2.start_offset, q2.end_offset), (l0, l0 + l1));
+    let q3 = t3.request.as_ref().unwrap();
+    assert_eq!(q3.recipient_count, 3);
+    assert_eq!(
+        rcpt_texts(t3),
+        ["r4@example.com", "r5@example.com", "r6@example.com"]
+    );
+    assert_eq!((q3.start_offset, q3.end_offset), (l0 + l1, l0 + l1 + l2));
+}
+
+#[test]
+fn pipelined_replies_split_anywhere_give_same_records() {
+    let whole = run_pipelined(&[], &[]);
+    assert_eq!(whole.len(), 4);
+    let replies_len: usize = PIPELINED_REPLIES
+        .iter()
+        .map(|&(c, t)| reply(c, t).len())
+        .sum();
+    for cut in 1..replies_len {
+        assert_eq!(run_pipelined(&[], &[cut]), whole, "reply cut at {cut}");
+    }
+    let stream_len: usize = pipelined_packages().iter().map(Vec::len).sum();
+    for cut in 1..stream_len {
+        assert_eq!(run_pipelined(&[cut], &[]), whole, "client cut at {cut}");
+    }
+    // One byte at a time on both sides.
+    let all_s: Vec<usize> = (1..stream_len).collect();
+    let all_r: Vec<usize> = (1..replies_len).collect();
+    assert_eq!(run_pipelined(&all_s, &all_r), whole);
+}
+
+fn qmqp_request() -> Vec<u8> {
+    qmqp(
+        b"Subject: q\n\nbody, 3:x,\n",
+        b"sender@example.org",
+        &[b"a@example.net", b"b@example.net"],
+    )
+}
+
+fn check_qmqp_transaction(t: &Transaction, r: &Reply, len: u64) {
+    assert_eq!(t.protocol, Protocol::Qmqp);
+    assert_eq!(t.index, 1);
+    assert_eq!(t.reply.as_ref(), Some(r));
+    assert_eq!(t.replies, vec![Some(r.clone()), Some(r.clone())]);
+    assert!(t.session_confirmed);
+    assert!(t.complete());
+    let q = t.request.as_ref().unwrap();
+    assert_eq!(q.state, RequestState::Complete);
+    assert_eq!(q.encoding, None);
+    assert_eq!(q.message_bytes, 23);
+    assert_eq!(q.sender, Some(field(b"sender@example.org")));
+    assert_eq!(rcpt_texts(t), ["a@example.net", "b@example.net"]);
+    assert_eq!((q.start_offset, q.end_offset), (0, len));
+}
+
+#[test]
+fn qmqp_request_then_reply() {
+    let req = qmqp_request();
+    let len = req.len() as u64;
+    let mut s = session(628);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &req, 10, None, &mut out);
+    s.data(
+        SERVER,
+        0,
+        &reply(b'K', "ok 17 qp 3"),
+        20,
+        Some(len),
+        &mut out,
+    );
+    s.finish(30, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(eps(628), Protocol::Qmqp, Evidence::RequestAndReply, 20)
+    );
+    let r = rep(ReplyCode::K, "ok 17 qp 3", 20, Some(len));
+    let t = txn(&out[1]);
+    check_qmqp_transaction(t, &r, len);
+    assert_eq!(t.codes, codes(2, 0, 0, 0));
+    assert_eq!(t.ts, 20);
+}
+
+#[test]
+fn qmqp_server_speaks_first() {
+    // Postfix qmqpd refuses an unauthorised client before reading its request.
+    let req = qmqp_request();
+    let len = req.len() as u64;
+    let refusal = reply(b'D', "Error: unauthorized connection");
+    let mut s = session(628);
+    let mut out = Vec::new();
+    s.data(SERVER, 0, &refusal, 5, Some(0), &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    s.data(CLIENT, 0, &req, 10, Some(refusal.len() as u64), &mut out);
+    s.end_of_direction(SERVER, 11, &mut out);
+    s.finish(12, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(eps(628), Protocol::Qmqp, Evidence::RequestAndReply, 10)
+    );
+    let r = rep(ReplyCode::D, "Error: unauthorized connection", 5, Some(0));
+    let t = txn(&out[1]);
+    check_qmqp_transaction(t, &r, len);
+    assert_eq!(t.codes, codes(0, 0, 2, 0));
+    assert_eq!(t.ts, 5);
+}
+
+#[test]
+fn reply_to_smtp_garbage_is_reply_only_service() {
+    let mut s = session(628);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.data(CLIENT, 0, b"EHLO x\r\n", 10, None, &mut out),
+        Status::Continue
+    );
+    let d = reply(b'D', "netstring format error");
+    assert_eq!(
+        s.data(SERVER, 0, &d, 11, Some(8), &mut out),
+        Status::Continue
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    s.finish(12, &mut out);
+    let ep = eps(628);
+    let expected = vec![
+        service(ep, Protocol::Qmqp, Evidence::ReplyOnly, 12),
+        Record::Transaction(Box::new(Transaction {
+            endpoints: ep,
+            protocol: Protocol::Qmqp,
+            request: None,
+            replies: Vec::new(),
+            reply: Some(rep(ReplyCode::D, "netstring format error", 11, Some(8))),
+            codes: codes(0, 0, 1, 0),
+            index: 1,
+            session_confirmed: true,
+            ts: 11,
+        })),
+        Record::Anomaly(Box::new(Anomaly {
+            endpoints: ep,
+            protocol: Some(Protocol::Qmqp),
+            kind: "smtp_to_qm_server",
+            detail: "client sent \"EHLO x\\r\\n\"; the server answered with 1 reply netstring(s)"
+                .into(),
+            ts: 10,
+        })),
+    ];
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn wrong_protocol_sample_when_sniffer_spans_chunks() {
+    // The sniffer needs three bytes to say "not QMTP/QMQP": the sample must
+    // hold each client byte once.
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, b"1", 1, None, &mut out);
+    s.data(CLIENT, 1, b"2 foo", 2, None, &mut out);
+    s.finish(4, &mut out);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let a = anomaly(&out[0]);
+    assert_eq!(a.kind, "wrong_protocol_to_qm_server");
+    assert_eq!(
+        a.detail,
+        "client sent \"12 foo\"; the server sent no reply netstring"
+    );
+    assert_eq!(a.protocol, None);
+}
+
+#[test]
+fn smtp_on_port_25_rejected() {
+    // Server banner first.
+    let mut s = session(25);
+    let mut out = Vec::new();
+    let banner = b"220 mail.example.net ESMTP Postfix\r\n";
+    assert_eq!(s.data(SERVER, 0, banner, 1, None, &mut out), Status::Reject);
+    assert_eq!(
+        s.data(CLIENT, 0, b"EHLO x\r\n", 2, Some(36), &mut out),
+        Status::Reject
+    );
+    s.finish(3, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    // Client bytes first.
+    let mut s = session(25);
+    assert_eq!(
+        s.data(CLIENT, 0, b"EHLO x\r\n", 1, None, &mut out),
+        Status::Reject
+    );
+    assert_eq!(s.data(SERVER, 0, banner, 2, None, &mut out), Status::Reject);
+    s.end_of_direction(CLIENT, 3, &mut out);
+    s.finish(4, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+#[test]
+fn scgi_and_bencode_rejected() {
+    let scgi = b"70:CONTENT_LENGTH\x0027\x00SCGI\x001\x00REQUEST_METHOD\x00POST\x00REQUEST_URI\x00/deepthought\x00,";
+    let samples: [(&[u8], u16); 3] = [(scgi, 4000), (b"d4:spaml1:a1:bee", 6881), (b"4:spam", 6881)];
+    for (bytes, port) in samples {
+        // Whole, and byte by byte.
+        for cuts in [vec![], (1..bytes.len()).collect::<Vec<_>>()] {
+            let mut s = session(port);
+            let mut out = Vec::new();
+            let st = feed(&mut s, CLIENT, 0, bytes, &cuts, 1, None, &mut out);
+            assert_eq!(st, Status::Reject, "{bytes:?}");
+            assert_eq!(
+                s.data(SERVER, 0, b"Status: 200 OK\r\n", 2, None, &mut out),
+                Status::Reject
+            );
+            s.finish(3, &mut out);
+            assert!(out.is_empty(), "{out:#?}");
+        }
+    }
+}
+
+#[test]
+fn unanswered_package_reported_without_service() {
+    let p = qmtp(
+        b'\n',
+        b"hello",
+        b"a@example.org",
+        &[b"x@example.net", b"y@example.net"],
+    );
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p, 10, None, &mut out);
+    s.end_of_direction(CLIENT, 15, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    s.finish(50, &mut out);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let t = txn(&out[0]);
+    assert_eq!(t.replies, vec![None, None]);
+    assert_eq!(t.reply, None);
+    assert_eq!(t.codes, codes(0, 0, 0, 2));
+    assert!(!t.session_confirmed);
+    assert!(!t.complete());
+    assert_eq!(t.index, 1);
+    assert_eq!(t.ts, 10);
+    assert_eq!(t.request.as_ref().unwrap().state, RequestState::Complete);
+    assert_eq!(s.confirmed(), None);
+}
+
+#[test]
+fn package_without_recipients_gets_no_reply() {
+    let a = qmtp(b'\n', b"no one", b"a@example.org", &[]);
+    assert!(a.ends_with(b"0:,"));
+    let b = qmtp(
+        b'\n',
+        b"two",
+        b"b@example.org",
+        &[b"p@example.net", b"q@example.net"],
+    );
+    let mut stream = a.clone();
+    stream.extend_from_slice(&b);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &stream, 10, None, &mut out);
+    let mut replies = reply(b'K', "ok p");
+    replies.extend(reply(b'D', "no q"));
+    s.data(SERVER, 0, &replies, 20, Some(stream.len() as u64), &mut out);
+    s.finish(30, &mut out);
+    assert_eq!(out.len(), 4, "{out:#?}");
+    let ta = txn(&out[0]);
+    assert_eq!(ta.index, 1);
+    assert_eq!(ta.replies, vec![]);
+    assert_eq!(ta.codes, codes(0, 0, 0, 0));
+    assert_eq!(ta.request.as_ref().unwrap().recipient_count, 0);
+    assert_eq!(
+        out[1],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
+    );
+    let an = anomaly(&out[2]);
+    assert_eq!(an.kind, "qmtp_package_without_recipients");
+    assert_eq!(an.protocol, Some(Protocol::Qmtp));
+    let tb = txn(&out[3]);
+    assert_eq!(tb.index, 2);
+    let ack = Some(stream.len() as u64);
+    assert_eq!(
+        tb.replies,
+        vec![
+            Some(rep(ReplyCode::K, "ok p", 20, ack)),
+            Some(rep(ReplyCode::D, "no q", 20, ack))
+        ]
+    );
+    assert_eq!(rcpt_texts(tb), ["p@example.net", "q@example.net"]);
+    assert_eq!(tb.request.as_ref().unwrap().start_offset, a.len() as u64);
+}
+
+#[test]
+fn midstream_reply_to_unseen_package_is_not_matched() {
+    let stale = reply(b'K', "ok for a package we never saw");
+    let p = qmtp(b'\n', b"seen", b"a@example.org", &[b"x@example.net"]);
+    let mine = reply(b'Z', "greylisted");
+    let c = sock("192.0.2.7:51000");
+    let srv = sock("198.51.100.9:209");
+    let mut s = Session::new([c, srv], None, true);
+    let mut out = Vec::new();
+    // The server's reply to an earlier package: it acks up to where our view
+    // of the client stream begins.
+    s.data(SERVER, 0, &stale, 1, Some(0), &mut out);
+    assert_eq!(s.client_dir(), Some(CLIENT));
+    s.data(CLIENT, 0, &p, 2, Some(stale.len() as u64), &mut out);
+    let ack = Some(p.len() as u64);
+    s.data(SERVER, stale.len() as u64, &mine, 3, ack, &mut out);
+    s.finish(4, &mut out);
+    let ep = Endpoints {
+        client: c,
+        server: srv,
+    };
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(ep, Protocol::Qmtp, Evidence::RequestAndReply, 2)
+    );
+    let t = txn(&out[1]);
+    assert_eq!(t.endpoints, ep);
+    assert_eq!(t.index, 1);
+    assert_eq!(
+        t.replies,
+        vec![Some(rep(ReplyCode::Z, "greylisted", 3, ack))]
+    );
+    assert_eq!(rcpt_texts(t), ["x@example.net"]);
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+}
+
+#[test]
+fn midstream_roles_from_high_port_client() {
+    // Direction 0 is the server on 209; the client (high port) speaks first.
+    let srv = sock("198.51.100.9:209");
+    let c = sock("192.0.2.7:61000");
+    let p = qmtp(b'\r', b"x", b"s@example.org", &[b"r@example.net"]);
+    let ep = Endpoints {
+        client: c,
+        server: srv,
+    };
+    for server_first in [false, true] {
+        let mut s = Session::new([srv, c], None, true);
+        let mut out = Vec::new();
+        if server_first {
+            // A reply from direction 0 makes direction 1 the client.
+            s.data(0, 0, &reply(b'K', "old"), 1, Some(0), &mut out);
+            assert_eq!(s.client_dir(), Some(1));
+        }
+        s.data(1, 0, &p, 2, None, &mut out);
+        assert_eq!(s.client_dir(), Some(1));
+        let off = if server_first { 7 } else { 0 };
+        s.data(
+            0,
+            off,
+            &reply(b'K', "ok"),
+            3,
+            Some(p.len() as u64),
+            &mut out,
+        );
+        s.finish(4, &mut out);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!(
+            out[0],
+            service(
+                ep,
+                Protocol::Qmtp,
+                Evidence::RequestAndReply,
+                if server_first { 2 } else { 3 }
+            )
+        );
+        let t = txn(&out[1]);
+        assert_eq!(t.endpoints, ep);
+        assert_eq!(t.replies.len(), 1);
+        assert_eq!(t.replies[0].as_ref().unwrap().text.text(), "ok");
+    }
+}
+
+#[test]
+fn client_closes_mid_package_on_confirmed_session() {
+    let p1 = qmtp(b'\n', b"first", b"a@example.org", &[b"x@example.net"]);
+    let p2 = qmtp(
+        b'\n',
+        b"second",
+        b"b@example.org",
+        &[b"y@example.net", b"z@example.net"],
+    );
+    // Cut p2 right after its first recipient netstring.
+    let head = ns(b"\nsecond").len() + ns(b"b@example.org").len();
+    let list_len = ns(b"y@example.net").len() + ns(b"z@example.net").len();
+    let cut = head + format!("{list_len}:").len() + ns(b"y@example.net").len();
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p1, 10, None, &mut out);
+    let l1 = p1.len() as u64;
+    s.data(SERVER, 0, &reply(b'K', "ok"), 11, Some(l1), &mut out);
+    assert_eq!(out.len(), 2);
+    s.data(CLIENT, l1, &p2[..cut], 12, None, &mut out);
+    s.end_of_direction(CLIENT, 13, &mut out);
+    s.finish(14, &mut out);
+    assert_eq!(out.len(), 3, "{out:#?}");
+    let t = txn(&out[2]);
+    assert_eq!(t.index, 2);
+    assert!(t.session_confirmed);
+    assert!(!t.complete());
+    let q = t.request.as_ref().unwrap();
+    assert_eq!(q.state, RequestState::Truncated);
+    assert_eq!(q.sender, Some(field(b"b@example.org")));
+    assert_eq!(rcpt_texts(t), ["y@example.net"]);
+    assert_eq!((q.start_offset, q.end_offset), (l1, l1 + cut as u64));
+    assert_eq!(t.replies, vec![None]);
+    assert_eq!(t.codes, codes(0, 0, 0, 1));
+    assert_eq!(t.ts, 13);
+}
+
+#[test]
+fn recipients_beyond_cap_counted_and_replies_consumed() {
+    let n = MAX_RECIPIENTS + 2;
+    let names: Vec<String> = (0..n).map(|i| format!("r{i}@example.net")).collect();
+    let refs: Vec<&[u8]> = names.iter().map(|s| s.as_bytes()).collect();
+    let p1 = qmtp(b'\n', b"many", b"bulk@example.org", &refs);
+    let p2 = qmtp(b'\n', b"next", b"one@example.org", &[b"last@example.net"]);
+    let mut stream = p1.clone();
+    stream.extend_from_slice(&p2);
+    let mut replies: Vec<u8> = (0..n)
+        .flat_map(|i| reply(b'K', &format!("ok {i}")))
+        .collect();
+    replies.extend(reply(b'D', "no such user"));
+    let mut s = session(209);
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        CLIENT,
+        0,
+        &stream,
+        &[1448, 2896],
+        10,
+        None,
+        &mut out,
+    );
+    let ack = Some(stream.len() as u64);
+    let cuts: Vec<usize> = (1..replies.len() / 1000 + 1).map(|i| i * 1000).collect();
+    feed(&mut s, SERVER, 0, &replies, &cuts, 20, ack, &mut out);
+    s.finish(30, &mut out);
+    assert_eq!(out.len(), 3, "{}", out.len());
+    let t1 = txn(&out[1]);
+    let q1 = t1.request.as_ref().unwrap();
+    assert_eq!(q1.recipient_count, n as u64);
+    assert_eq!(q1.recipients.len(), MAX_RECIPIENTS);
+    assert_eq!(q1.recipients[MAX_RECIPIENTS - 1].text(), "r999@example.net");
+    assert_eq!(t1.replies.len(), MAX_RECIPIENTS);
+    assert!(t1.replies.iter().all(Option::is_some));
+    assert_eq!(t1.replies[999].as_ref().unwrap().text.text(), "ok 999");
+    assert_eq!(t1.codes, codes(n as u64, 0, 0, 0));
+    let t2 = txn(&out[2]);
+    assert_eq!(rcpt_texts(t2), ["last@example.net"]);
+    assert_eq!(
+        t2.replies,
+        vec![Some(rep(ReplyCode::D, "no such user", 20, ack))]
+    );
+    assert_eq!(t2.codes, codes(0, 0, 1, 0));
+}
+
+#[test]
+fn gap_in_message_body_costs_nothing() {
+    let body = vec![b'm'; 200];
+    let p = qmtp(b'\n', &body, b"a@example.org", &[b"x@example.net"]);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p[..20], 10, None, &mut out);
+    assert_eq!(s.gap(CLIENT, 100, 11, &mut out), Status::Continue);
+    s.data(CLIENT, 120, &p[120..], 12, None, &mut out);
+    let ack = Some(p.len() as u64);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 13, ack, &mut out);
+    s.finish(14, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 13)
+    );
+    let t = txn(&out[1]);
+    assert!(t.complete());
+    let q = t.request.as_ref().unwrap();
+    assert_eq!(q.message_gap_bytes, 100);
+    assert_eq!(q.message_bytes, 200);
+    assert_eq!(q.sender, Some(field(b"a@example.org")));
+    assert_eq!(rcpt_texts(t), ["x@example.net"]);
+    assert_eq!(t.replies, vec![Some(rep(ReplyCode::K, "ok", 13, ack))]);
+}
