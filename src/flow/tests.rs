@@ -1,1 +1,412 @@
+use super::*;
+use crate::decode::{addr_from_ip, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::protocol::{
+    CodeCounts, Encoding, Endpoints, Evidence, Protocol, ReplyCode, RequestState,
+};
 
+/// A QMTP package: message "\nabcd" (LF encoding), sender, one recipient.
+const PACKAGE: &[u8] = b"5:\nabcd,17:alice@example.org,19:15:bob@example.com,,";
+const REPLY: &[u8] = b"23:Kok 1795238274 qp 15868,";
+
+fn ns(b: &[u8]) -> Vec<u8> {
+    let mut v = format!("{}:", b.len()).into_bytes();
+    v.extend_from_slice(b);
+    v.push(b',');
+    v
+}
+
+#[test]
+fn sample_bytes_are_well_formed() {
+    let mut p = ns(b"\nabcd");
+    p.extend(ns(b"alice@example.org"));
+    p.extend(ns(&ns(b"bob@example.com")));
+    assert_eq!(PACKAGE, &p[..]);
+    assert_eq!(REPLY, &ns(b"Kok 1795238274 qp 15868")[..]);
+}
+
+type Pkt = (Segment, Vec<u8>);
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+/// One TCP connection; offsets are stream offsets of each direction.
+#[derive(Clone, Copy)]
+struct Conn {
+    c: SocketAddr,
+    s: SocketAddr,
+    cisn: u32,
+    sisn: u32,
+}
+
+impl Conn {
+    fn new(c: &str, s: &str) -> Self {
+        Conn {
+            c: sa(c),
+            s: sa(s),
+            cisn: u32::MAX - 20,
+            sisn: 0x1234_5678,
+        }
+    }
+    fn pkt(
+        ts: u64,
+        from: SocketAddr,
+        to: SocketAddr,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Pkt {
+        let seg = Segment {
+            ts,
+            src: addr_from_ip(from.ip()),
+            dst: addr_from_ip(to.ip()),
+            v4: from.is_ipv4(),
+            sport: from.port(),
+            dport: to.port(),
+            seq,
+            ack,
+            flags,
+            reassembled: false,
+            payload_start: 0,
+            payload_len: payload.len() as u32,
+            missing: 0,
+        };
+        (seg, payload.to_vec())
+    }
+    fn syn(&self, ts: u64) -> Pkt {
+        Self::pkt(ts, self.c, self.s, self.cisn, 0, TCP_SYN, b"")
+    }
+    fn syn_ack(&self, ts: u64) -> Pkt {
+        let ack = self.cisn.wrapping_add(1);
+        Self::pkt(ts, self.s, self.c, self.sisn, ack, TCP_SYN | TCP_ACK, b"")
+    }
+    /// Client to server: `off` into the client stream, acking `ack` of the server's.
+    fn c2s(&self, ts: u64, off: u64, ack: u64, flags: u8, payload: &[u8]) -> Pkt {
+        let seq = self.cisn.wrapping_add(1).wrapping_add(off as u32);
+        let ack = self.sisn.wrapping_add(1).wrapping_add(ack as u32);
+        Self::pkt(ts, self.c, self.s, seq, ack, flags | TCP_ACK, payload)
+    }
+    fn s2c(&self, ts: u64, off: u64, ack: u64, flags: u8, payload: &[u8]) -> Pkt {
+        let seq = self.sisn.wrapping_add(1).wrapping_add(off as u32);
+        let ack = self.cisn.wrapping_add(1).wrapping_add(ack as u32);
+        Self::pkt(ts, self.s, self.c, seq, ack, flags | TCP_ACK, payload)
+    }
+    /// SYN, SYN-ACK, ACK at ts 1000..3000.
+    fn handshake(&self) -> Vec<Pkt> {
+        vec![
+            self.syn(1000),
+            self.syn_ack(2000),
+            self.c2s(3000, 0, 0, 0, b""),
+        ]
+    }
+    /// Handshake, request at 4000, ack and reply (5000, 6000), FINs both
+    /// ways and the last ACK (7000..9000).
+    fn conversation(&self, req: &[u8], reply: &[u8]) -> Vec<Pkt> {
+        let (q, r) = (req.len() as u64, reply.len() as u64);
+        let mut v = self.handshake();
+        v.extend([
+            self.c2s(4000, 0, 0, 0, req),
+            self.s2c(5000, 0, q, 0, b""),
+            self.s2c(6000, 0, q, 0, reply),
+            self.c2s(7000, q, r, TCP_FIN, b""),
+            self.s2c(8000, r, q + 1, TCP_FIN, b""),
+            self.c2s(9000, q + 1, r + 1, 0, b""),
+        ]);
+        v
+    }
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            client: self.c,
+            server: self.s,
+        }
+    }
+}
+
+fn run(t: &mut FlowTable, pkts: &[Pkt]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (seg, payload) in pkts {
+        t.segment(seg, payload, &mut out);
+    }
+    out
+}
+
+/// The package, as sent by `conn`'s client, with the given replies.
+fn check_transaction(r: &Record, conn: &Conn, reply_ts: Option<u64>) {
+    let Record::Transaction(t) = r else {
+        panic!("not a transaction: {r:?}");
+    };
+    assert_eq!(t.endpoints, conn.endpoints());
+    assert_eq!(t.protocol, Protocol::Qmtp);
+    assert_eq!(t.index, 1);
+    let req = t.request.as_ref().expect("request");
+    assert_eq!(req.state, RequestState::Complete);
+    assert_eq!(req.encoding, Some(Encoding::Lf));
+    assert_eq!(req.message_bytes, 4);
+    assert_eq!(
+        req.sender.as_ref().map(|f| f.text()).as_deref(),
+        Some("alice@example.org")
+    );
+    let rcpts: Vec<String> = req.recipients.iter().map(|f| f.text()).collect();
+    assert_eq!(rcpts, ["bob@example.com"]);
+    assert_eq!(
+        (req.start_offset, req.end_offset),
+        (0, PACKAGE.len() as u64)
+    );
+    assert_eq!(t.replies.len(), 1);
+    assert_eq!(t.reply, None);
+    match reply_ts {
+        Some(ts) => {
+            let rep = t.replies[0].as_ref().expect("reply");
+            assert_eq!(rep.code, ReplyCode::K);
+            assert_eq!(rep.text.text(), "ok 1795238274 qp 15868");
+            assert_eq!(rep.ts, ts);
+            assert_eq!(rep.acked_client_offset, Some(PACKAGE.len() as u64));
+            assert_eq!(
+                t.codes,
+                CodeCounts {
+                    k: 1,
+                    ..CodeCounts::default()
+                }
+            );
+            assert!(t.complete());
+            assert!(t.session_confirmed);
+            assert_eq!(t.ts, ts);
+        }
+        None => {
+            assert_eq!(t.replies[0], None);
+            assert_eq!(
+                t.codes,
+                CodeCounts {
+                    missing: 1,
+                    ..CodeCounts::default()
+                }
+            );
+            assert!(!t.complete());
+            assert!(!t.session_confirmed);
+            assert_eq!(t.ts, 4000);
+        }
+    }
+}
+
+/// A full QMTP conversation's records: the service, then the transaction.
+fn check_qmtp(out: &[Record], conn: &Conn) {
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        Record::Service {
+            endpoints: conn.endpoints(),
+            protocol: Protocol::Qmtp,
+            evidence: Evidence::RequestAndReply,
+            ts: 6000,
+        }
+    );
+    check_transaction(&out[1], conn, Some(6000));
+}
+
+#[test]
+fn qmtp_conversation_yields_service_and_transaction() {
+    for conn in [
+        Conn::new("10.0.0.1:40000", "10.0.0.2:209"),
+        // The client is the higher address, and uses the lower port.
+        Conn::new("10.0.0.9:100", "10.0.0.2:209"),
+        Conn::new("10.0.0.1:100", "10.0.0.1:209"),
+        Conn::new("[2001:db8::2]:1025", "[2001:db8::1]:209"),
+    ] {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let out = run(&mut t, &conn.conversation(PACKAGE, REPLY));
+        check_qmtp(&out, &conn);
+        let st = &t.stats;
+        assert_eq!(
+            (st.flows_created, st.flows_candidate, st.flows_rejected),
+            (1, 1, 0)
+        );
+        assert_eq!(st.flows_closed, 1);
+        assert_eq!(st.reassembly, StreamEvents::default());
+        // The closed entry lingers, then expires without more records.
+        assert_eq!(t.len(), 1);
+        let mut more = Vec::new();
+        t.expire(9000 + FlowConfig::default().closed_linger_ns + 1, &mut more);
+        assert!(more.is_empty());
+        assert!(t.is_empty());
+        // The SYN missed: the SYN-ACK names the client.
+        let mut t = FlowTable::new(FlowConfig::default());
+        check_qmtp(&run(&mut t, &conn.conversation(PACKAGE, REPLY)[1..]), &conn);
+    }
+}
+
+#[test]
+fn client_bytes_reversed_give_same_records() {
+    let conn = Conn::new("192.0.2.7:2000", "192.0.2.1:209");
+    let mut t = FlowTable::new(FlowConfig::default());
+    let expected = run(&mut t, &conn.conversation(PACKAGE, REPLY));
+    check_qmtp(&expected, &conn);
+
+    let whole = conn.conversation(PACKAGE, REPLY);
+    let mut pkts = conn.handshake();
+    for (i, b) in PACKAGE.iter().enumerate().rev() {
+        pkts.push(conn.c2s(4000, i as u64, 0, 0, &[*b]));
+    }
+    pkts.extend(whole[4..].iter().cloned());
+    let mut t = FlowTable::new(FlowConfig::default());
+    let out = run(&mut t, &pkts);
+    assert_eq!(out, expected);
+    assert_eq!(t.held_bytes(), 0);
+    assert_eq!(t.stats.reassembly.gaps, 0);
+    assert_eq!(t.stats.flows_closed, 1);
+}
+
+#[test]
+fn other_protocols_rejected_at_first_payload() {
+    // HTTP: the client speaks first.
+    let http = Conn::new("10.1.0.1:50000", "10.1.0.2:80");
+    let pkts = http.conversation(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    );
+    // SMTP: the server speaks first.
+    let smtp = Conn::new("10.1.0.1:50001", "10.1.0.2:25");
+    let banner = b"220 mx.example.org ESMTP\r\n";
+    let ehlo = b"EHLO client.example.org\r\n";
+    let (b, e) = (banner.len() as u64, ehlo.len() as u64);
+    let mut smtp_pkts = smtp.handshake();
+    smtp_pkts.extend([
+        smtp.s2c(4000, 0, 0, 0, banner),
+        smtp.c2s(5000, 0, b, 0, ehlo),
+        smtp.s2c(6000, b, e, 0, b"250 ok\r\n"),
+        smtp.c2s(7000, e, b + 8, TCP_FIN, b""),
+        smtp.s2c(8000, b + 8, e + 1, TCP_FIN, b""),
+    ]);
+    for (pkts, first_payload) in [(pkts, 3), (smtp_pkts, 3)] {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = Vec::new();
+        for (i, (seg, payload)) in pkts.iter().enumerate() {
+            t.segment(seg, payload, &mut out);
+            let rejected = u64::from(i >= first_payload);
+            assert_eq!(t.stats.flows_rejected, rejected, "after packet {i}");
+            assert!(out.is_empty());
+        }
+        assert_eq!(t.stats.flows_candidate, 0);
+        assert_eq!(t.stats.flows_closed, 1);
+        assert_eq!(t.held_bytes(), 0);
+        t.finish_all(&mut out);
+        assert!(out.is_empty());
+        assert!(t.is_empty());
+    }
+}
+
+#[test]
+fn flow_cap_evicts_oldest() {
+    let cfg = FlowConfig {
+        max_flows: 3,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(cfg);
+    let mut out = Vec::new();
+    let mut keys = Vec::new();
+    for i in 0..10u16 {
+        let conn = Conn::new(&format!("10.2.0.1:{}", 40000 + i), "10.2.0.2:209");
+        let (seg, payload) = conn.syn(1000 + u64::from(i));
+        t.segment(&seg, &payload, &mut out);
+        keys.push(FlowKey::of(&seg).0);
+        assert!(t.len() <= 3);
+    }
+    assert_eq!(t.len(), 3);
+    assert_eq!((t.stats.flows_created, t.stats.flows_evicted_cap), (10, 7));
+    assert_eq!(t.stats.flows_peak, 3);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(t.index.contains_key(k), i >= 7, "flow {i}");
+    }
+    assert!(out.is_empty());
+}
+
+#[test]
+fn idle_flow_times_out_with_unanswered_package() {
+    let conn = Conn::new("10.3.0.1:40000", "10.3.0.2:209");
+    let cfg = FlowConfig::default();
+    let mut t = FlowTable::new(cfg);
+    let mut pkts = conn.handshake();
+    pkts.push(conn.c2s(4000, 0, 0, 0, PACKAGE));
+    let mut out = run(&mut t, &pkts);
+    assert!(out.is_empty());
+    t.expire(4000 + cfg.idle_timeout_ns, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(t.len(), 1);
+    t.expire(4000 + cfg.idle_timeout_ns + 1, &mut out);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    check_transaction(&out[0], &conn, None);
+    assert_eq!(t.stats.flows_timed_out, 1);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn finish_all_reports_open_flows() {
+    let open = Conn::new("10.4.0.1:40000", "10.4.0.2:209");
+    let done = Conn::new("10.4.0.1:40001", "10.4.0.2:209");
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut pkts = open.handshake();
+    pkts.push(open.c2s(4000, 0, 0, 0, PACKAGE));
+    let mut out = run(&mut t, &pkts);
+    out.extend(run(&mut t, &done.conversation(PACKAGE, REPLY)));
+    check_qmtp(&out, &done);
+    assert_eq!(t.len(), 2);
+    let mut rest = Vec::new();
+    t.finish_all(&mut rest);
+    assert_eq!(rest.len(), 1, "{rest:#?}");
+    check_transaction(&rest[0], &open, None);
+    assert!(t.is_empty());
+    assert_eq!(t.held_bytes(), 0);
+}
+
+#[test]
+fn rst_outside_window_is_ignored_and_reported() {
+    let conn = Conn::new("10.5.0.1:40000", "10.5.0.2:209");
+    let q = PACKAGE.len() as u64;
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut pkts = conn.handshake();
+    pkts.push(conn.c2s(4000, 0, 0, 0, PACKAGE));
+    pkts.push(conn.s2c(5000, 1_000_000, q, TCP_RST, b""));
+    let mut out = run(&mut t, &pkts);
+    // Held until the session is confirmed.
+    assert!(out.is_empty());
+    assert_eq!(t.stats.flows_closed, 0);
+    let whole = conn.conversation(PACKAGE, REPLY);
+    out.extend(run(&mut t, &whole[5..]));
+    assert_eq!(out.len(), 3, "{out:#?}");
+    check_qmtp(&[out[0].clone(), out[2].clone()], &conn);
+    let Record::Anomaly(a) = &out[1] else {
+        panic!("not an anomaly: {:?}", out[1]);
+    };
+    assert_eq!(a.kind, "tcp_rst_out_of_window");
+    assert_eq!(
+        (a.endpoints, a.protocol, a.ts),
+        (conn.endpoints(), Some(Protocol::Qmtp), 5000)
+    );
+    assert_eq!(t.stats.flows_closed, 1);
+}
+
+#[test]
+fn rst_in_window_ends_flow() {
+    let conn = Conn::new("10.5.0.1:40000", "10.5.0.2:209");
+    let q = PACKAGE.len() as u64;
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut pkts = conn.handshake();
+    pkts.push(conn.c2s(4000, 0, 0, 0, PACKAGE));
+    pkts.push(conn.s2c(5000, 0, q, TCP_RST, b""));
+    let out = run(&mut t, &pkts);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    check_transaction(&out[0], &conn, None);
+    assert_eq!(t.stats.flows_closed, 1);
+    // The reply after it belongs to a closed flow.
+    let whole = conn.conversation(PACKAGE, REPLY);
+    assert!(run(&mut t, &whole[5..]).is_empty());
+}
+
+#[test]
+fn qmtp_on_other_port_recognised() {
+    let conn = Conn::new("10.6.0.1:40000", "10.6.0.2:8025");
+    let mut t = FlowTable::new(FlowConfig::default());
+    let out = run(&mut t, &conn.conversation(PACKAGE, REPLY));
+    check_qmtp(&out, &conn);
+    assert_eq!((t.stats.flows_candidate, t.stats.flows_rejected), (1, 0));
+}

@@ -80,17 +80,20 @@ impl H {
         self.isn.wrapping_add(1).wrapping_add(off as u32)
     }
     fn raw(&mut self, seq: u32, syn: bool, fin: bool, payload: &[u8], missing: u32) -> bool {
-        let H {
-            s,
+        let (cfg, budget, ev, out) = (&self.cfg, &mut self.budget, &mut self.ev, &mut self.out);
+        let mut deliver = |d: Delivery<'_>| out.take(d);
+        let s = &mut self.s;
+        s.segment(
+            seq,
+            syn,
+            fin,
+            payload,
+            missing,
             cfg,
             budget,
             ev,
-            out,
-            ..
-        } = self;
-        s.segment(seq, syn, fin, payload, missing, cfg, budget, ev, &mut |d| {
-            out.take(d)
-        })
+            &mut deliver,
+        )
     }
     fn at(&mut self, off: u64, payload: &[u8]) -> bool {
         self.raw(self.seq(off), false, false, payload, 0)
@@ -100,26 +103,12 @@ impl H {
     }
     fn ack(&mut self, off: u64) {
         let ack = self.seq(off);
-        let H {
-            s,
-            cfg,
-            budget,
-            ev,
-            out,
-            ..
-        } = self;
-        s.peer_acked(ack, cfg, budget, ev, &mut |d| out.take(d));
+        let mut deliver = |d: Delivery<'_>| self.out.take(d);
+        (self.s).peer_acked(ack, &self.cfg, &mut self.budget, &mut self.ev, &mut deliver);
     }
     fn flush(&mut self) {
-        let H {
-            s,
-            cfg,
-            budget,
-            ev,
-            out,
-            ..
-        } = self;
-        s.flush(cfg, budget, ev, &mut |d| out.take(d));
+        let mut deliver = |d: Delivery<'_>| self.out.take(d);
+        (self.s).flush(&self.cfg, &mut self.budget, &mut self.ev, &mut deliver);
     }
     /// Caps hold, and nothing deliverable is left held.
     fn check_invariants(&self) {
@@ -146,6 +135,17 @@ impl H {
     }
 }
 
+fn dat(offset: u64, bytes: &[u8]) -> Got {
+    Got::Data(offset, bytes.to_vec())
+}
+
+/// The default config, changed by `f`.
+fn conf(f: impl FnOnce(&mut ReassemblyConfig)) -> ReassemblyConfig {
+    let mut c = ReassemblyConfig::default();
+    f(&mut c);
+    c
+}
+
 fn roomy() -> ReassemblyConfig {
     ReassemblyConfig {
         max_held_bytes: 1 << 20,
@@ -154,21 +154,21 @@ fn roomy() -> ReassemblyConfig {
     }
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn shuffle<T>(v: &mut [T], seed: u64) {
-    let mut st = seed;
+/// Fisher-Yates with a SplitMix64 generator.
+fn shuffle<T>(v: &mut [T], mut seed: u64) {
     for i in (1..v.len()).rev() {
-        let j = (splitmix(&mut st) % (i as u64 + 1)) as usize;
-        v.swap(i, j);
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        v.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
     }
 }
+
+/// Bytes `start..end` of the stream.
+type Span = (usize, usize);
+/// A span, and whether its segment carries the FIN.
+type Item = (usize, usize, bool);
 
 /// Segments (start, end, fin) of a cut stream, plus duplicates and
 /// overlapping extras carrying the same bytes, shuffled.
@@ -178,12 +178,12 @@ fn arrivals(
     dups: &[Index],
     extras: &[(Index, usize)],
     seed: u64,
-) -> (Vec<(usize, usize)>, Vec<(usize, usize, bool)>) {
+) -> (Vec<Span>, Vec<Item>) {
     let mut points: Vec<usize> = cuts.iter().map(|i| i.index(len + 1)).collect();
     points.extend([0, len]);
     points.sort_unstable();
     points.dedup();
-    let segs: Vec<(usize, usize)> = points.windows(2).map(|w| (w[0], w[1])).collect();
+    let segs: Vec<Span> = points.windows(2).map(|w| (w[0], w[1])).collect();
     let mut items = segs.clone();
     if !segs.is_empty() {
         items.extend(dups.iter().map(|d| segs[d.index(segs.len())]));
@@ -194,8 +194,7 @@ fn arrivals(
             items.push((a, (a + l).min(len)));
         }
     }
-    let mut items: Vec<(usize, usize, bool)> =
-        items.into_iter().map(|(a, b)| (a, b, b == len)).collect();
+    let mut items: Vec<Item> = items.into_iter().map(|(a, b)| (a, b, b == len)).collect();
     if len == 0 {
         items.push((0, 0, true));
     }
@@ -205,13 +204,7 @@ fn arrivals(
 
 /// Feeds `items` (and first `first` without a SYN), flushes, and checks the
 /// stream came out whole with exactly one FIN completion.
-fn reassemble(
-    data: &[u8],
-    isn: u32,
-    window: usize,
-    first: Option<(usize, usize)>,
-    items: &[(usize, usize, bool)],
-) {
+fn reassemble(data: &[u8], isn: u32, window: usize, first: Option<Span>, items: &[Item]) {
     let cfg = ReassemblyConfig {
         recent_window: window,
         ..roomy()
@@ -398,10 +391,7 @@ fn delivered_bytes_retransmitted() {
 
 #[test]
 fn retransmission_without_recent_window_is_unverified() {
-    let cfg = ReassemblyConfig {
-        recent_window: 0,
-        ..ReassemblyConfig::default()
-    };
+    let cfg = conf(|c| c.recent_window = 0);
     let mut h = H::with_syn(cfg, 0);
     h.at(0, b"hello world");
     h.at(0, b"HELLO");
@@ -421,11 +411,7 @@ fn snaplen_missing_bytes_become_a_gap() {
     h.at(8, b"xyz");
     assert_eq!(
         h.out.log,
-        vec![
-            Got::Data(0, b"abc".to_vec()),
-            Got::Gap(3, 5),
-            Got::Data(8, b"xyz".to_vec())
-        ]
+        vec![dat(0, b"abc"), Got::Gap(3, 5), dat(8, b"xyz")]
     );
     assert_eq!((h.ev.gaps, h.ev.gap_bytes), (1, 5));
     assert_eq!(h.s.next_offset(), 11);
@@ -433,10 +419,7 @@ fn snaplen_missing_bytes_become_a_gap() {
 
 #[test]
 fn stream_cap_declares_gap_and_delivers_held() {
-    let cfg = ReassemblyConfig {
-        max_held_bytes: 10,
-        ..ReassemblyConfig::default()
-    };
+    let cfg = conf(|c| c.max_held_bytes = 10);
     let mut h = H::with_syn(cfg, 5);
     h.at(20, b"ABCDEFGH");
     assert_eq!(h.s.held_bytes(), 8);
@@ -446,9 +429,9 @@ fn stream_cap_declares_gap_and_delivers_held() {
         h.out.log,
         vec![
             Got::Gap(0, 20),
-            Got::Data(20, b"ABCDEFGH".to_vec()),
+            dat(20, b"ABCDEFGH"),
             Got::Gap(28, 12),
-            Got::Data(40, b"vwxyz".to_vec()),
+            dat(40, b"vwxyz"),
         ]
     );
     assert_eq!((h.s.held_bytes(), h.budget.held), (0, 0));
@@ -457,10 +440,7 @@ fn stream_cap_declares_gap_and_delivers_held() {
 
 #[test]
 fn piece_cap_declares_gap() {
-    let cfg = ReassemblyConfig {
-        max_held_pieces: 2,
-        ..ReassemblyConfig::default()
-    };
+    let cfg = conf(|c| c.max_held_pieces = 2);
     let mut h = H::with_syn(cfg, 5);
     h.at(10, b"a");
     h.at(20, b"b");
@@ -474,74 +454,31 @@ fn piece_cap_declares_gap() {
 
 #[test]
 fn worker_budget_is_shared_by_streams() {
-    let cfg = ReassemblyConfig::default();
-    let mut budget = Budget::new(10);
-    let (mut a, mut b) = (Stream::default(), Stream::default());
-    let (mut ev, mut out_a, mut out_b) =
-        (StreamEvents::default(), Sink::default(), Sink::default());
-    a.segment(
-        0,
-        true,
-        false,
-        b"",
-        0,
-        &cfg,
-        &mut budget,
-        &mut ev,
-        &mut |d| out_a.take(d),
-    );
-    b.segment(
-        0,
-        true,
-        false,
-        b"",
-        0,
-        &cfg,
-        &mut budget,
-        &mut ev,
-        &mut |d| out_b.take(d),
-    );
-    a.segment(
-        11,
-        false,
-        false,
-        b"12345678",
-        0,
-        &cfg,
-        &mut budget,
-        &mut ev,
-        &mut |d| out_a.take(d),
-    );
-    assert_eq!((budget.held, a.held_bytes()), (8, 8));
-    b.segment(
-        11,
-        false,
-        false,
-        b"xyz",
-        0,
-        &cfg,
-        &mut budget,
-        &mut ev,
-        &mut |d| out_b.take(d),
-    );
-    assert_eq!(ev.cap_gaps, 1);
+    let mut a = H::new(ReassemblyConfig::default(), 10, 0);
+    let mut b = H::new(ReassemblyConfig::default(), 10, 0);
+    a.raw(0, true, false, b"", 0);
+    b.raw(0, true, false, b"", 0);
+    a.at(10, b"12345678");
+    assert_eq!((a.budget.held, a.s.held_bytes()), (8, 8));
+    // The worker's budget passes from stream to stream.
+    b.budget = a.budget;
+    b.at(10, b"xyz");
+    assert_eq!(b.ev.cap_gaps, 1);
+    assert_eq!(b.out.log, vec![Got::Gap(0, 10), dat(10, b"xyz")]);
+    assert!(a.out.log.is_empty());
     assert_eq!(
-        out_b.log,
-        vec![Got::Gap(0, 10), Got::Data(10, b"xyz".to_vec())]
+        (b.budget.held, a.s.held_bytes(), b.s.held_bytes()),
+        (8, 8, 0)
     );
-    assert!(out_a.log.is_empty());
-    assert_eq!((budget.held, a.held_bytes(), b.held_bytes()), (8, 8, 0));
-    assert_eq!(budget.peak, 8);
-    a.discard(&mut budget);
-    assert_eq!(budget.held, 0);
+    assert_eq!(b.budget.peak, 8);
+    a.budget = b.budget;
+    a.s.discard(&mut a.budget);
+    assert_eq!(a.budget.held, 0);
 }
 
 #[test]
 fn cap_reached_by_segment_overlapping_held_data_leaves_nothing_stuck() {
-    let cfg = ReassemblyConfig {
-        max_held_bytes: 12,
-        ..ReassemblyConfig::default()
-    };
+    let cfg = conf(|c| c.max_held_bytes = 12);
     let data: Vec<u8> = (0u8..40).collect();
     let mut h = H::with_syn(cfg, 99);
     h.at(10, &data[10..20]);
@@ -563,22 +500,16 @@ fn peer_ack_past_hole_declares_it() {
     // Acks that do not pass the hole change nothing.
     h.ack(3);
     h.ack(8);
-    assert_eq!(h.out.log, vec![Got::Data(0, b"abc".to_vec())]);
+    assert_eq!(h.out.log, vec![dat(0, b"abc")]);
     assert_eq!(h.s.held_bytes(), 5);
     // Acknowledging the whole hole proves it was received.
     h.ack(10);
-    assert_eq!(
-        h.out.log[1..],
-        [Got::Gap(3, 7), Got::Data(10, b"klm".to_vec())]
-    );
+    assert_eq!(h.out.log[1..], [Got::Gap(3, 7), dat(10, b"klm")]);
     assert_eq!(h.s.held_bytes(), 2);
     h.ack(19);
     assert_eq!(h.out.log.len(), 3);
     h.ack(22);
-    assert_eq!(
-        h.out.log[3..],
-        [Got::Gap(13, 7), Got::Data(20, b"uv".to_vec())]
-    );
+    assert_eq!(h.out.log[3..], [Got::Gap(13, 7), dat(20, b"uv")]);
     assert_eq!((h.s.held_bytes(), h.budget.held, h.ev.gaps), (0, 0, 2));
 }
 
@@ -604,10 +535,7 @@ fn fin_completes_once() {
 
 #[test]
 fn far_ahead_segments_are_ignored() {
-    let cfg = ReassemblyConfig {
-        max_ahead: 100,
-        ..ReassemblyConfig::default()
-    };
+    let cfg = conf(|c| c.max_ahead = 100);
     let mut h = H::with_syn(cfg, 50);
     h.at(101, b"x");
     assert_eq!((h.ev.out_of_window, h.s.held_bytes()), (1, 0));
@@ -631,7 +559,7 @@ fn huge_distances_never_allocate() {
     h.flush();
     assert_eq!(
         h.out.log,
-        vec![Got::Gap(0, 60 << 20), Got::Data(60 << 20, b"tail".to_vec())]
+        vec![Got::Gap(0, 60 << 20), dat(60 << 20, b"tail")]
     );
     // Bytes cut by the snap length: a gap, however many.
     h.raw(h.seq((60 << 20) + 4), false, false, b"z", u32::MAX);
@@ -658,7 +586,7 @@ fn acked_offset_across_wraparound() {
     assert_eq!(h.s.acked_offset(h.seq(next + 5)), Some(next + 5));
     assert_eq!(h.s.acked_offset(h.seq(next - 3)), Some(next - 3));
     h.at(next, b"bc");
-    assert_eq!(h.out.log.last(), Some(&Got::Data(next, b"bc".to_vec())));
+    assert_eq!(h.out.log.last(), Some(&dat(next, b"bc")));
 }
 
 #[test]
@@ -668,13 +596,7 @@ fn midstream_retransmission_reaching_before_first_byte() {
     let mut h = H::new(ReassemblyConfig::default(), usize::MAX, 999);
     h.raw(1010, false, false, &data[10..15], 0);
     h.raw(1000, false, false, &data[..], 0);
-    assert_eq!(
-        h.out.log,
-        vec![
-            Got::Data(0, b"klmno".to_vec()),
-            Got::Data(5, b"pqrst".to_vec())
-        ]
-    );
+    assert_eq!(h.out.log, vec![dat(0, b"klmno"), dat(5, b"pqrst")]);
     assert_eq!(h.ev.overlaps_consistent, 1);
     assert_eq!(h.ev.overlaps_conflicting, 0);
 }
