@@ -254,6 +254,10 @@ impl Decoder {
         let cut = wire_len.saturating_sub(frame.len() as u32);
         let (ipslice, _) = match LaxIpSlice::from_slice(ip) {
             Ok(v) => v,
+            // An IP header cut short is a truncated frame, as a cut TCP header is.
+            Err(etherparse::err::ip::LaxHeaderSliceError::Len(_)) => {
+                return self.skip(Skip::Truncated)
+            }
             Err(_) => return self.skip(Skip::BadIp),
         };
         let (src, dst, v4) = match &ipslice {

@@ -1,1 +1,433 @@
+use super::*;
 
+const SRC4: [u8; 4] = [192, 0, 2, 1];
+const DST4: [u8; 4] = [198, 51, 100, 2];
+const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+/// Where the frame sits in its buffer.
+const AT: usize = 1000;
+const TS: u64 = 77;
+const PAYLOAD: &[u8] = b"64:16:A simple message,18:sender@example.org,16:rcpt@example.net,,";
+
+/// A TCP header (with `opts`, a multiple of 4 bytes) followed by `payload`.
+fn tcp(
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    opts: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0);
+    let mut v = Vec::new();
+    v.extend_from_slice(&sport.to_be_bytes());
+    v.extend_from_slice(&dport.to_be_bytes());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&ack.to_be_bytes());
+    v.push((((20 + opts.len()) / 4) as u8) << 4);
+    v.push(flags);
+    v.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, checksum, urgent
+    v.extend_from_slice(opts);
+    v.extend_from_slice(payload);
+    v
+}
+
+fn simple_tcp(payload: &[u8]) -> Vec<u8> {
+    tcp(40000, 628, 0x1000_0001, 0x2000_0002, 0x18, &[], payload)
+}
+
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// IPv4 header (no options) + payload. `frag` is the flags/offset field.
+fn ipv4_with(src: [u8; 4], dst: [u8; 4], proto: u8, id: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = ip_checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
+    ipv4_with(SRC4, DST4, proto, 0x1234, 0x4000, payload)
+}
+
+/// IPv6 header + payload (which starts with header `next`).
+fn ipv6(next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&SRC6);
+    h.extend_from_slice(&DST6);
+    h.extend_from_slice(payload);
+    h
+}
+
+fn ether(ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    v.extend_from_slice(&ether_type.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Decodes `frame` placed at [`AT`] in a larger buffer; returns the buffer too.
+fn decode_in(d: &mut Decoder, lt: u32, frame: &[u8], wire_len: u32) -> (Decoded, Vec<u8>) {
+    let mut buf = vec![0xee; AT];
+    buf.extend_from_slice(frame);
+    buf.extend_from_slice(&[0xdd; 9]);
+    let r = d.decode(TS, lt, &buf[AT..AT + frame.len()], AT as u32, wire_len);
+    (r, buf)
+}
+
+fn seg(r: Decoded) -> Segment {
+    match r {
+        Decoded::Segment(s) => s,
+        other => panic!("expected a segment, got {other:?}"),
+    }
+}
+
+fn payload_in<'a>(s: &Segment, buf: &'a [u8]) -> &'a [u8] {
+    &buf[s.payload_start as usize..][..s.payload_len as usize]
+}
+
+fn v4_segment(payload_start: usize, payload_len: usize, flags: u8) -> Segment {
+    Segment {
+        ts: TS,
+        src: addr_from_ip(IpAddr::from(SRC4)),
+        dst: addr_from_ip(IpAddr::from(DST4)),
+        v4: true,
+        sport: 40000,
+        dport: 628,
+        seq: 0x1000_0001,
+        ack: 0x2000_0002,
+        flags,
+        reassembled: false,
+        payload_start: payload_start as u32,
+        payload_len: payload_len as u32,
+        missing: 0,
+    }
+}
+
+fn v6_segment(payload_start: usize, payload_len: usize, flags: u8) -> Segment {
+    Segment {
+        src: addr_from_ip(IpAddr::from(SRC6)),
+        dst: addr_from_ip(IpAddr::from(DST6)),
+        v4: false,
+        ..v4_segment(payload_start, payload_len, flags)
+    }
+}
+
+/// Decodes a whole frame and checks the segment and that its payload range
+/// holds exactly `PAYLOAD`.
+fn check(lt: u32, frame: &[u8], expected: Segment) {
+    let mut d = Decoder::default();
+    let (r, buf) = decode_in(&mut d, lt, frame, frame.len() as u32);
+    let s = seg(r);
+    assert_eq!(s, expected, "link type {lt}");
+    assert_eq!(payload_in(&s, &buf), PAYLOAD);
+    assert_eq!((d.stats.frames, d.stats.tcp_segments), (1, 1));
+    assert_eq!(d.stats.bytes, frame.len() as u64);
+}
+
+#[test]
+fn ethernet_ipv4_tcp_with_options() {
+    // NOP NOP timestamp: a 32-byte TCP header.
+    let opts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    let t = tcp(40000, 628, 0x1000_0001, 0x2000_0002, 0x18, &opts, PAYLOAD);
+    let frame = ether(0x0800, &ipv4(6, &t));
+    let e = v4_segment(AT + 14 + 20 + 32, PAYLOAD.len(), TCP_ACK);
+    check(LINKTYPE_ETHERNET, &frame, e);
+    assert_eq!(e.src_socket(), "192.0.2.1:40000".parse().unwrap());
+    assert_eq!(e.dst_socket(), "198.51.100.2:628".parse().unwrap());
+    assert!(e.ack_flag() && !e.syn() && !e.fin() && !e.rst());
+}
+
+#[test]
+fn ethernet_three_stacked_vlan_tags() {
+    let t = tcp(40000, 628, 0x1000_0001, 0x2000_0002, 0x11, &[], PAYLOAD);
+    let mut l3 = vec![
+        0x00, 0x0a, 0x81, 0x00, 0x00, 0x14, 0x81, 0x00, 0x00, 0x1e, 0x08, 0x00,
+    ];
+    l3.extend(ipv4(6, &t));
+    let frame = ether(0x88a8, &l3);
+    let e = v4_segment(AT + 14 + 12 + 20 + 20, PAYLOAD.len(), TCP_FIN | TCP_ACK);
+    check(LINKTYPE_ETHERNET, &frame, e);
+    assert!(e.fin());
+}
+
+#[test]
+fn linux_sll_and_sll2() {
+    let ip4 = ipv4(6, &simple_tcp(PAYLOAD));
+    let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+    sll.extend_from_slice(&ip4);
+    check(
+        LINKTYPE_LINUX_SLL,
+        &sll,
+        v4_segment(AT + 16 + 40, PAYLOAD.len(), TCP_ACK),
+    );
+
+    let t6 = tcp(40000, 628, 0x1000_0001, 0x2000_0002, 0x04, &[], PAYLOAD);
+    let mut sll2 = vec![
+        0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0,
+    ];
+    assert_eq!(sll2.len(), 20);
+    sll2.extend(ipv6(6, &t6));
+    let e = v6_segment(AT + 20 + 40 + 20, PAYLOAD.len(), TCP_RST);
+    check(LINKTYPE_LINUX_SLL2, &sll2, e);
+    assert!(e.rst());
+    assert_eq!(e.src_socket(), "[2001:db8::1]:40000".parse().unwrap());
+}
+
+#[test]
+fn bsd_null_loop_and_raw_ip() {
+    let ip4 = ipv4(6, &simple_tcp(PAYLOAD));
+    let ip6 = ipv6(6, &simple_tcp(PAYLOAD));
+    // NULL: AF_INET (2) in host byte order; LOOP: network byte order.
+    let mut null = vec![2, 0, 0, 0];
+    null.extend_from_slice(&ip4);
+    check(
+        LINKTYPE_NULL,
+        &null,
+        v4_segment(AT + 4 + 40, PAYLOAD.len(), TCP_ACK),
+    );
+    let mut lo6 = vec![0, 0, 0, 30];
+    lo6.extend_from_slice(&ip6);
+    check(
+        LINKTYPE_LOOP,
+        &lo6,
+        v6_segment(AT + 4 + 60, PAYLOAD.len(), TCP_ACK),
+    );
+    check(
+        LINKTYPE_RAW,
+        &ip4,
+        v4_segment(AT + 40, PAYLOAD.len(), TCP_ACK),
+    );
+    check(
+        LINKTYPE_RAW,
+        &ip6,
+        v6_segment(AT + 60, PAYLOAD.len(), TCP_ACK),
+    );
+    check(
+        LINKTYPE_IPV4,
+        &ip4,
+        v4_segment(AT + 40, PAYLOAD.len(), TCP_ACK),
+    );
+    check(
+        LINKTYPE_IPV6,
+        &ip6,
+        v6_segment(AT + 60, PAYLOAD.len(), TCP_ACK),
+    );
+}
+
+#[test]
+fn ipv6_hop_by_hop_before_tcp() {
+    // Hop-by-hop: next header TCP, length 0 (8 bytes), PadN over 6 bytes.
+    let mut ext = vec![6, 0, 1, 4, 0, 0, 0, 0];
+    ext.extend(simple_tcp(PAYLOAD));
+    let ip = ipv6(0, &ext);
+    check(
+        LINKTYPE_IPV6,
+        &ip,
+        v6_segment(AT + 40 + 8 + 20, PAYLOAD.len(), TCP_ACK),
+    );
+    let frame = ether(0x86dd, &ip);
+    check(
+        LINKTYPE_ETHERNET,
+        &frame,
+        v6_segment(AT + 14 + 68, PAYLOAD.len(), TCP_ACK),
+    );
+}
+
+#[test]
+fn truncated_ethernet_frame_at_every_length() {
+    let frame = ether(0x0800, &ipv4(6, &simple_tcp(PAYLOAD)));
+    let full = frame.len();
+    let hdr = 14 + 20 + 20;
+    let mut d = Decoder::default();
+    for cut in 0..=full {
+        let (r, buf) = decode_in(&mut d, LINKTYPE_ETHERNET, &frame[..cut], full as u32);
+        match r {
+            Decoded::Segment(s) => {
+                assert!(cut >= hdr, "segment from {cut} bytes");
+                assert_eq!(s.payload_len as usize, cut - hdr);
+                assert_eq!(s.missing as usize, full - cut, "cut {cut}");
+                assert_eq!(payload_in(&s, &buf), &PAYLOAD[..cut - hdr]);
+            }
+            Decoded::Skip(k) => {
+                assert!(cut < hdr, "cut {cut} skipped as {k:?}");
+                assert_eq!(k, Skip::Truncated, "cut {cut}");
+            }
+            Decoded::Reassembled(..) => panic!("cut {cut}"),
+        }
+    }
+    assert_eq!(d.stats.frames, full as u64 + 1);
+    assert_eq!(d.stats.skipped(Skip::Truncated), hdr as u64);
+    assert_eq!(d.stats.tcp_segments, (full - hdr + 1) as u64);
+    assert_eq!(d.stats.bytes, (full as u64) * (full as u64 + 1));
+}
+
+#[test]
+fn truncated_frames_of_every_link_type_never_panic() {
+    let mut vlan = vec![0, 1, 0x81, 0, 0, 2, 0x08, 0];
+    vlan.extend(ipv4(6, &simple_tcp(PAYLOAD)));
+    let mut hbh = vec![6, 0, 1, 4, 0, 0, 0, 0];
+    hbh.extend(simple_tcp(PAYLOAD));
+    let mut sll2 = vec![0x86, 0xdd];
+    sll2.extend_from_slice(&[0; 18]);
+    sll2.extend(ipv6(0, &hbh));
+    let mut null = vec![2, 0, 0, 0];
+    null.extend(ipv4(6, &simple_tcp(PAYLOAD)));
+    let frames = [
+        (LINKTYPE_ETHERNET, ether(0x88a8, &vlan)),
+        (LINKTYPE_LINUX_SLL2, sll2),
+        (LINKTYPE_NULL, null),
+        (LINKTYPE_RAW, ipv6(0, &hbh)),
+    ];
+    for (lt, frame) in frames {
+        let full = frame.len();
+        let hdr = full - PAYLOAD.len();
+        let mut d = Decoder::default();
+        for cut in 0..=full {
+            for wire in [cut, full] {
+                match decode_in(&mut d, lt, &frame[..cut], wire as u32).0 {
+                    Decoded::Segment(s) => {
+                        assert!(cut >= hdr, "lt {lt}: segment from {cut} bytes");
+                        assert_eq!(s.payload_len as usize, cut - hdr);
+                    }
+                    Decoded::Skip(_) => assert!(cut < hdr || wire == cut, "lt {lt} cut {cut}"),
+                    Decoded::Reassembled(..) => panic!("lt {lt} cut {cut}"),
+                }
+            }
+        }
+        let skipped: u64 = Skip::ALL.iter().map(|&k| d.stats.skipped(k)).sum();
+        assert_eq!(d.stats.frames, 2 * (full as u64 + 1));
+        assert_eq!(skipped + d.stats.tcp_segments, d.stats.frames, "lt {lt}");
+    }
+}
+
+#[test]
+fn snaplen_cut_counts_missing_payload() {
+    let frame = ether(0x0800, &ipv4(6, &simple_tcp(PAYLOAD)));
+    let keep = 14 + 40 + 10;
+    let mut d = Decoder::default();
+    let (r, buf) = decode_in(
+        &mut d,
+        LINKTYPE_ETHERNET,
+        &frame[..keep],
+        frame.len() as u32,
+    );
+    let s = seg(r);
+    let mut e = v4_segment(AT + 54, 10, TCP_ACK);
+    e.missing = (PAYLOAD.len() - 10) as u32;
+    assert_eq!(s, e);
+    assert_eq!(payload_in(&s, &buf), &PAYLOAD[..10]);
+    assert_eq!(d.stats.bytes, frame.len() as u64);
+}
+
+#[test]
+fn udp_arp_and_unknown_link_types_are_skipped() {
+    let mut d = Decoder::default();
+    let udp = [0x9c, 0x40, 0x00, 0x35, 0, 12, 0, 0, 1, 2, 3, 4];
+    let (r, _) = decode_in(
+        &mut d,
+        LINKTYPE_ETHERNET,
+        &ether(0x0800, &ipv4(17, &udp)),
+        46,
+    );
+    assert!(matches!(r, Decoded::Skip(Skip::NotTcp)), "{r:?}");
+    let (r, _) = decode_in(&mut d, LINKTYPE_IPV6, &ipv6(17, &udp), 52);
+    assert!(matches!(r, Decoded::Skip(Skip::NotTcp)), "{r:?}");
+    let arp = [
+        0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 2,
+    ];
+    let (r, _) = decode_in(&mut d, LINKTYPE_ETHERNET, &ether(0x0806, &arp), 42);
+    assert!(matches!(r, Decoded::Skip(Skip::NotIp)), "{r:?}");
+    // Raw link type whose first nibble is neither 4 nor 6.
+    let (r, _) = decode_in(&mut d, LINKTYPE_RAW, &[0x50; 40], 40);
+    assert!(matches!(r, Decoded::Skip(Skip::NotIp)), "{r:?}");
+    let ip = ipv4(6, &simple_tcp(PAYLOAD));
+    let (r, _) = decode_in(&mut d, 147, &ip, ip.len() as u32);
+    assert!(
+        matches!(r, Decoded::Skip(Skip::UnsupportedLinkType)),
+        "{r:?}"
+    );
+    assert!(!supported_link_type(147));
+    assert!(supported_link_type(LINKTYPE_LINUX_SLL2));
+    assert_eq!(link_payload(147, &ip), Err(Skip::UnsupportedLinkType));
+    assert_eq!(link_payload(LINKTYPE_RAW, &ip), Ok(&ip[..]));
+    assert_eq!(
+        link_payload(LINKTYPE_LINUX_SLL, &[0; 15]),
+        Err(Skip::Truncated)
+    );
+    assert_eq!(d.stats.frames, 5);
+    assert_eq!(d.stats.skipped(Skip::NotTcp), 2);
+    assert_eq!(d.stats.skipped(Skip::NotIp), 2);
+    assert_eq!(d.stats.skipped(Skip::UnsupportedLinkType), 1);
+    assert_eq!(d.stats.tcp_segments, 0);
+}
+
+#[test]
+fn ipv4_fragments_out_of_order_reassembled() {
+    let payload: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+    let whole = simple_tcp(&payload);
+    assert_eq!(whole.len(), 60);
+    // 0..24 and 24..48 with More Fragments, 48..60 last (offsets in 8-byte units).
+    let frag = |from: usize, to: usize, more: bool| {
+        let field = if more { 0x2000 } else { 0 } | (from / 8) as u16;
+        ether(
+            0x0800,
+            &ipv4_with(SRC4, DST4, 6, 0x4242, field, &whole[from..to]),
+        )
+    };
+    let frames = [frag(48, 60, false), frag(0, 24, true), frag(24, 48, true)];
+    let mut d = Decoder::default();
+    for f in &frames[..2] {
+        let (r, _) = decode_in(&mut d, LINKTYPE_ETHERNET, f, f.len() as u32);
+        assert!(matches!(r, Decoded::Skip(Skip::FragmentHeld)), "{r:?}");
+    }
+    let f = &frames[2];
+    let (r, _) = decode_in(&mut d, LINKTYPE_ETHERNET, f, f.len() as u32);
+    let Decoded::Reassembled(s, bytes) = r else {
+        panic!("expected reassembly, got {r:?}");
+    };
+    let mut e = v4_segment(20, 40, TCP_ACK);
+    e.reassembled = true;
+    assert_eq!(s, e);
+    assert_eq!(bytes, whole);
+    assert_eq!(&bytes[20..], &payload[..]);
+    assert_eq!(d.stats.skipped(Skip::FragmentHeld), 2);
+    assert_eq!(d.stats.tcp_segments, 1);
+    assert_eq!(d.stats.frames, 3);
+}
+
+#[test]
+fn flow_hash_is_direction_free() {
+    let mut d = Decoder::default();
+    let a = ether(0x0800, &ipv4(6, &simple_tcp(b"x")));
+    let b_tcp = tcp(628, 40000, 7, 8, 0x10, &[], b"");
+    let b = ether(0x0800, &ipv4_with(DST4, SRC4, 6, 1, 0x4000, &b_tcp));
+    let c_tcp = tcp(40001, 628, 7, 8, 0x10, &[], b"");
+    let c = ether(0x0800, &ipv4(6, &c_tcp));
+    let sa = seg(decode_in(&mut d, LINKTYPE_ETHERNET, &a, a.len() as u32).0);
+    let sb = seg(decode_in(&mut d, LINKTYPE_ETHERNET, &b, b.len() as u32).0);
+    let sc = seg(decode_in(&mut d, LINKTYPE_ETHERNET, &c, c.len() as u32).0);
+    assert_eq!((sb.sport, sb.dport), (628, 40000));
+    assert_eq!(sb.src_socket(), sa.dst_socket());
+    assert_eq!(sa.flow_hash(), sb.flow_hash());
+    assert_ne!(sa.flow_hash(), sc.flow_hash());
+}

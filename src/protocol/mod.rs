@@ -268,6 +268,16 @@ pub struct CodeCounts {
 }
 
 impl CodeCounts {
+    /// Counts `n` recipients answered with `code`.
+    pub fn add_n(&mut self, code: Option<ReplyCode>, n: u64) {
+        match code {
+            Some(ReplyCode::K) => self.k += n,
+            Some(ReplyCode::Z) => self.z += n,
+            Some(ReplyCode::D) => self.d += n,
+            None => self.missing += n,
+        }
+    }
+
     pub fn add(&mut self, code: Option<ReplyCode>) {
         match code {
             Some(ReplyCode::K) => self.k += 1,

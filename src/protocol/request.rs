@@ -159,7 +159,12 @@ impl RequestParser {
                     let enc = match d.first() {
                         Some(b'\n') => Encoding::Lf,
                         Some(b'\r') => Encoding::Crlf,
-                        _ => return Err("qmtp_bad_encoding_byte"),
+                        _ => {
+                            // The request ends at the offending byte, however
+                            // the stream was cut into chunks.
+                            self.offset -= d.len().saturating_sub(1) as u64;
+                            return Err("qmtp_bad_encoding_byte");
+                        }
                     };
                     if let Some(r) = self.current.as_mut() {
                         r.encoding = Some(enc);

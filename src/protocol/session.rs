@@ -535,14 +535,11 @@ impl Session {
         };
         match front.request.protocol {
             Protocol::Qmqp => {
-                front.codes.k = 0;
                 let n = front.request.recipient_count;
                 for slot in front.replies.iter_mut() {
                     *slot = Some(r.clone());
                 }
-                for _ in 0..n.min(u64::from(u32::MAX)) {
-                    front.codes.add(Some(r.code));
-                }
+                front.codes.add_n(Some(r.code), n);
                 front.answered = n;
                 if let Some(p) = self.pending.pop_front() {
                     self.emit(p, Some(r), out);
@@ -739,7 +736,8 @@ impl Session {
                 let mut codes = CodeCounts::default();
                 let replies = match &reply {
                     Some(r) => {
-                        codes.add(Some(r.code));
+                        // QMQP: the single reply answers every recipient.
+                        codes.add_n(Some(r.code), req.recipient_count);
                         vec![Some(r.clone()); stored]
                     }
                     None => vec![None; stored],
