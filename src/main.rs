@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use qmwatch::audit::{self, Format};
 use qmwatch::detect::policy::{Policy, PolicyBuilder};
-use qmwatch::flow::FlowConfig;
+use qmwatch::flow::{ChecksumMode, FlowConfig};
 use qmwatch::pipeline::{replay, ReplayConfig, ReplayReport};
 use qmwatch::sink::Output;
 
@@ -108,6 +108,11 @@ struct EngineArgs {
     /// Out-of-order bytes held for reassembly, all flows together (MiB).
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65_536))]
     reassembly_memory: u64,
+    /// TCP checksums: `auto` verifies a direction whose first packet has a
+    /// valid checksum and ignores one whose checksums are offloaded;
+    /// `verify` drops every bad segment; `ignore` never checks.
+    #[arg(long, value_enum, default_value_t = ChecksumMode::Auto)]
+    checksums: ChecksumMode,
 }
 
 impl EngineArgs {
@@ -116,6 +121,7 @@ impl EngineArgs {
             max_flows: self.max_flows as usize,
             idle_timeout_ns: self.flow_timeout * 1_000_000_000,
             held_bytes_cap: (self.reassembly_memory as usize).saturating_mul(1024 * 1024),
+            checksums: self.checksums,
             ..FlowConfig::default()
         }
     }

@@ -98,7 +98,12 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>) {
     for batch in rx.iter() {
         let t0 = Instant::now();
         for seg in &batch.segments {
-            table.segment(seg, batch.block.payload(seg), &mut out);
+            table.segment_checked(
+                seg,
+                batch.block.payload(seg),
+                Some(batch.block.tcp_segment(seg)),
+                &mut out,
+            );
         }
         table.expire(batch.now, &mut out);
         let n = batch.segments.len() as u64;
@@ -443,6 +448,11 @@ impl ReplayReport {
             ("zero_length_packet", r.zero_length_packets),
             ("snaplen_truncated_packet", r.truncated_packets),
             ("packet_without_flow", f.packets_without_flow),
+            ("tcp_bad_checksum_dropped", f.bad_checksum_dropped),
+            (
+                "directions_with_offloaded_checksums",
+                f.directions_checksum_offloaded,
+            ),
             ("ip_fragment_conflicting_overlap", d.fragments_conflicting),
             ("tcp_overlap_consistent", f.reassembly.overlaps_consistent),
             ("tcp_overlap_conflicting", f.reassembly.overlaps_conflicting),

@@ -262,3 +262,78 @@ fn conflicting_retransmission_keeps_findings_and_is_reported() {
         .collect();
     assert_eq!(kinds, ["tcp_overlap_conflict"]);
 }
+
+fn anomaly_kinds(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.anomaly")
+        .map(|e| e["qmwatch"]["anomaly"]["kind"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn checksums_valid_offloaded_and_inserted() {
+    // Derived from qmtp-open-relay-2209.pcap by fixtures/derived/make_variants.py.
+    let labels: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("qmtp-open-relay-2209.labels.json")).unwrap(),
+    )
+    .unwrap();
+    let valid = fixtures().join("derived/valid-checksums.pcap");
+    let inserted = fixtures().join("derived/badsum-insertion.pcap");
+    for mode in ["auto", "verify"] {
+        let (events, _, code) = run_qmwatch(
+            &[
+                "replay",
+                "--quiet",
+                "--checksums",
+                mode,
+                valid.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(code, 0);
+        assert_eq!(
+            our_transactions(&events),
+            label_transactions(&labels),
+            "{mode}"
+        );
+        assert!(anomaly_kinds(&events).is_empty());
+    }
+    // The endpoint drops the bad-checksum segment; so does qmwatch.
+    let (events, stderr, code) = run_qmwatch(
+        &["replay", "--checksums", "auto", inserted.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert_eq!(our_transactions(&events), label_transactions(&labels));
+    assert_eq!(anomaly_kinds(&events), ["tcp_bad_checksum"]);
+    assert!(stderr.contains("tcp_bad_checksum_dropped 1"), "{stderr}");
+    // Told to ignore checksums, it keeps the inserted bytes (first wins) and
+    // says the real segment disagreed.
+    let (events, _, _) = run_qmwatch(
+        &[
+            "replay",
+            "--quiet",
+            "--checksums",
+            "ignore",
+            inserted.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(our_transactions(&events), label_transactions(&labels));
+    assert_eq!(anomaly_kinds(&events), ["tcp_overlap_conflict"]);
+    // Offloaded (all invalid) checksums, as in every real fixture: auto accepts them;
+    // verify would drop everything.
+    let orig = fixtures().join("qmtp-open-relay-2209.pcap");
+    let (events, _, _) = run_qmwatch(
+        &[
+            "replay",
+            "--quiet",
+            "--checksums",
+            "verify",
+            orig.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(events.is_empty());
+}

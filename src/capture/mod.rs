@@ -50,6 +50,21 @@ impl Block {
     }
 }
 
+impl Block {
+    /// The whole TCP segment (header and captured payload) of `seg`, for
+    /// checksum verification.
+    pub fn tcp_segment(&self, seg: &Segment) -> &[u8] {
+        let buf = if seg.reassembled {
+            &self.extra
+        } else {
+            &self.data
+        };
+        let end = (seg.payload_start as usize).saturating_add(seg.payload_len as usize);
+        let start = (seg.payload_start as usize).saturating_sub(usize::from(seg.tcp_header_len));
+        buf.get(start..end).unwrap_or_default()
+    }
+}
+
 impl Drop for Block {
     fn drop(&mut self) {
         if let Some(pool) = &self.pool {

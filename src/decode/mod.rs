@@ -94,6 +94,8 @@ pub struct Segment {
     pub payload_len: u32,
     /// TCP payload bytes on the wire but cut by the snap length.
     pub missing: u32,
+    /// Length of the TCP header, which precedes the payload in the buffer.
+    pub tcp_header_len: u8,
 }
 
 impl Segment {
@@ -115,6 +117,37 @@ impl Segment {
     pub fn dst_socket(&self) -> SocketAddr {
         SocketAddr::new(ip_from_addr(self.dst, self.v4), self.dport)
     }
+    /// True when the TCP checksum over `tcp` (header and payload, as
+    /// captured) is correct. Only meaningful when nothing was cut.
+    pub fn checksum_ok(&self, tcp: &[u8]) -> bool {
+        let mut sum: u64 = 0;
+        let add = |sum: &mut u64, b: &[u8]| {
+            let mut chunks = b.chunks_exact(4);
+            for c in &mut chunks {
+                *sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            }
+            let rest = chunks.remainder();
+            let mut pad = [0u8; 4];
+            pad[..rest.len()].copy_from_slice(rest);
+            *sum += u64::from(u32::from_be_bytes(pad));
+        };
+        let (src, dst) = (self.src.to_be_bytes(), self.dst.to_be_bytes());
+        if self.v4 {
+            add(&mut sum, &src[12..]);
+            add(&mut sum, &dst[12..]);
+        } else {
+            add(&mut sum, &src);
+            add(&mut sum, &dst);
+        }
+        sum += 6 + tcp.len() as u64;
+        add(&mut sum, tcp);
+        // Fold 64 → 16 bits, one's complement.
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum == 0xffff
+    }
+
     /// Same value for both directions of a connection (for spreading flows
     /// over workers).
     pub fn flow_hash(&self) -> u64 {
@@ -419,6 +452,7 @@ fn tcp_segment(
         ack: tcp.acknowledgment_number(),
         flags,
         reassembled: false,
+        tcp_header_len: u8::try_from(hdr).unwrap_or(u8::MAX),
         payload_start: base.saturating_add(hdr),
         payload_len: payload.len() as u32,
         missing,

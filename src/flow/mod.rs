@@ -26,6 +26,27 @@ use crate::protocol::sniff::{Sniffer, Verdict};
 use crate::protocol::Record;
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
 
+/// Whether TCP checksums are verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ChecksumMode {
+    /// Per direction: verified if its first checksummed packet is valid,
+    /// ignored if it is not (offloaded checksums in captures taken on a
+    /// sending host or on loopback).
+    #[default]
+    Auto,
+    /// Always verified: bad segments are dropped.
+    Verify,
+    /// Never verified.
+    Ignore,
+}
+
+const CSUM_UNKNOWN: u8 = 0;
+const CSUM_VALID: u8 = 1;
+const CSUM_OFFLOADED: u8 = 2;
+const BAD_CSUM: &str = "tcp_bad_checksum";
+const BAD_CSUM_DETAIL: &str =
+    "a segment with a bad TCP checksum (which the endpoint drops) was ignored";
+
 /// Limits and timeouts of one worker's flow table.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowConfig {
@@ -37,6 +58,7 @@ pub struct FlowConfig {
     pub reassembly: ReassemblyConfig,
     /// Out-of-order bytes held by all flows of the worker.
     pub held_bytes_cap: usize,
+    pub checksums: ChecksumMode,
 }
 
 impl Default for FlowConfig {
@@ -47,6 +69,7 @@ impl Default for FlowConfig {
             closed_linger_ns: 5 * 1_000_000_000,
             reassembly: ReassemblyConfig::default(),
             held_bytes_cap: 64 * 1024 * 1024,
+            checksums: ChecksumMode::Auto,
         }
     }
 }
@@ -67,6 +90,8 @@ pub struct FlowStats {
     pub replies_to_unseen_requests: u64,
     pub anomalies_dropped_unconfirmed: u64,
     pub requests_dropped_unconfirmed: u64,
+    pub bad_checksum_dropped: u64,
+    pub directions_checksum_offloaded: u64,
 }
 
 impl FlowStats {
@@ -84,6 +109,8 @@ impl FlowStats {
         self.replies_to_unseen_requests += o.replies_to_unseen_requests;
         self.anomalies_dropped_unconfirmed += o.anomalies_dropped_unconfirmed;
         self.requests_dropped_unconfirmed += o.requests_dropped_unconfirmed;
+        self.bad_checksum_dropped += o.bad_checksum_dropped;
+        self.directions_checksum_offloaded += o.directions_checksum_offloaded;
     }
 }
 
@@ -158,6 +185,10 @@ struct Flow {
     /// Sequence number after the SYN of each direction (0 if none seen).
     syn_next: [u32; 2],
     syn_seen: u8,
+    /// Checksum state of each direction (CSUM_*).
+    csum: [u8; 2],
+    /// Bad-checksum segments dropped before the flow had a session.
+    bad_csum_early: u8,
     candidate: Option<Box<Candidate>>,
 }
 
@@ -286,6 +317,8 @@ impl FlowTable {
             fin: 0,
             syn_next: [0; 2],
             syn_seen: 0,
+            csum: [CSUM_UNKNOWN; 2],
+            bad_csum_early: 0,
             candidate: None,
         };
         let i = match self.free.pop() {
@@ -307,8 +340,21 @@ impl FlowTable {
         i
     }
 
-    /// Processes one segment whose payload bytes are `payload`.
+    /// Processes one segment whose payload bytes are `payload` (checksum
+    /// not verifiable: treated as correct).
     pub fn segment(&mut self, seg: &Segment, payload: &[u8], out: &mut Vec<Record>) {
+        self.segment_checked(seg, payload, None, out);
+    }
+
+    /// Processes one segment; `tcp` (header and payload, as captured) lets
+    /// the table verify the checksum per [`ChecksumMode`].
+    pub fn segment_checked(
+        &mut self,
+        seg: &Segment,
+        payload: &[u8],
+        tcp: Option<&[u8]>,
+        out: &mut Vec<Record>,
+    ) {
         let (key, dir) = FlowKey::of(seg);
         let i = match self.index.get(&key) {
             Some(&i) => i,
@@ -337,7 +383,66 @@ impl FlowTable {
             }
             State::Open => {
                 self.touch(i, LIST_OPEN);
+                if let Some(tcp) = tcp {
+                    if !self.checksum_accepts(i, dir, seg, tcp, out) {
+                        return;
+                    }
+                }
                 self.open_segment(i, dir, seg, payload, out);
+            }
+        }
+    }
+
+    /// Decides whether an endpoint would accept `seg` by its checksum. In
+    /// `Auto` mode each direction is judged by its first checksummed packet:
+    /// a valid one means checksums are real there, so a later invalid
+    /// segment (which the endpoint would drop) is dropped and reported; an
+    /// invalid first one means the capture has offloaded checksums for that
+    /// direction, which is then not checked again.
+    fn checksum_accepts(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        tcp: &[u8],
+        out: &mut Vec<Record>,
+    ) -> bool {
+        let mode = self.cfg.checksums;
+        if mode == ChecksumMode::Ignore || seg.missing > 0 || seg.reassembled {
+            return true;
+        }
+        let Some(flow) = self.slab.get_mut(i as usize) else {
+            return true;
+        };
+        let state = flow.csum.get(dir).copied().unwrap_or(CSUM_UNKNOWN);
+        if mode == ChecksumMode::Auto && state == CSUM_OFFLOADED {
+            return true;
+        }
+        let ok = seg.checksum_ok(tcp);
+        let slot = flow.csum.get_mut(dir);
+        match (ok, state, mode) {
+            (true, _, _) => {
+                if let Some(s) = slot {
+                    *s = CSUM_VALID;
+                }
+                true
+            }
+            (false, CSUM_UNKNOWN, ChecksumMode::Auto) => {
+                if let Some(s) = slot {
+                    *s = CSUM_OFFLOADED;
+                }
+                self.stats.directions_checksum_offloaded += 1;
+                true
+            }
+            (false, _, _) => {
+                self.stats.bad_checksum_dropped += 1;
+                match flow.candidate.as_mut() {
+                    Some(c) => c
+                        .session
+                        .anomaly(BAD_CSUM, BAD_CSUM_DETAIL.into(), seg.ts, out),
+                    None => flow.bad_csum_early = flow.bad_csum_early.saturating_add(1),
+                }
+                false
             }
         }
     }
@@ -431,6 +536,9 @@ impl FlowTable {
             let mut session = Session::new(addrs, flow.client_dir.map(usize::from), midstream);
             if known {
                 session.set_known_server();
+            }
+            if flow.bad_csum_early > 0 {
+                session.anomaly(BAD_CSUM, BAD_CSUM_DETAIL.into(), seg.ts, out);
             }
             let mut streams = [Stream::default(), Stream::default()];
             for (d, st) in streams.iter_mut().enumerate() {
