@@ -192,6 +192,7 @@ fn short_flows() -> Vec<Packet> {
                     payload_start: 0,
                     payload_len: payload.len() as u32,
                     missing: 0,
+                    tcp_header_len: 20,
                 },
                 payload,
             });

@@ -71,6 +71,7 @@ impl Conn {
             payload_start: 0,
             payload_len: payload.len() as u32,
             missing: 0,
+            tcp_header_len: 20,
         };
         (seg, payload.to_vec())
     }
