@@ -108,6 +108,11 @@ struct EngineArgs {
     /// Out-of-order bytes held for reassembly, all flows together (MiB).
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65_536))]
     reassembly_memory: u64,
+    /// Copied protocol state (addresses, reply texts) of all sessions
+    /// together (MiB); a session that would pass it is reported as far as it
+    /// got and dropped.
+    #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    session_memory: u64,
     /// TCP checksums: `auto` verifies a direction whose first packet has a
     /// valid checksum and ignores one whose checksums are offloaded;
     /// `verify` drops every bad segment; `ignore` never checks.
@@ -122,6 +127,7 @@ impl EngineArgs {
             idle_timeout_ns: self.flow_timeout * 1_000_000_000,
             held_bytes_cap: (self.reassembly_memory as usize).saturating_mul(1024 * 1024),
             checksums: self.checksums,
+            session_memory: (self.session_memory as usize).saturating_mul(1024 * 1024),
             ..FlowConfig::default()
         }
     }

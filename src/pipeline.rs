@@ -192,6 +192,7 @@ pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, 
         let mut fcfg = cfg.flow;
         fcfg.max_flows = (fcfg.max_flows / workers).max(1);
         fcfg.held_bytes_cap = (fcfg.held_bytes_cap / workers).max(1);
+        fcfg.session_memory = (fcfg.session_memory / workers).max(1);
         let h = thread::Builder::new()
             .name(format!("qmwatch-worker-{w}"))
             .spawn(move || worker(fcfg, rx, rtx))
@@ -449,6 +450,7 @@ impl ReplayReport {
             ("snaplen_truncated_packet", r.truncated_packets),
             ("packet_without_flow", f.packets_without_flow),
             ("tcp_bad_checksum_dropped", f.bad_checksum_dropped),
+            ("sessions_dropped_memory_cap", f.sessions_dropped_memcap),
             (
                 "directions_with_offloaded_checksums",
                 f.directions_checksum_offloaded,
@@ -484,7 +486,11 @@ impl ReplayReport {
                 skipped.join(", ")
             }
         );
-        let _ = writeln!(s, "  reassembly held bytes peak {}", f.held_bytes_peak);
+        let _ = writeln!(
+            s,
+            "  reassembly held bytes peak {}  session state bytes peak {}",
+            f.held_bytes_peak, f.session_bytes_peak
+        );
         let h = &self.ns_per_packet;
         if !h.is_empty() {
             let _ = writeln!(

@@ -58,6 +58,8 @@ pub struct FlowConfig {
     pub reassembly: ReassemblyConfig,
     /// Out-of-order bytes held by all flows of the worker.
     pub held_bytes_cap: usize,
+    /// Copied protocol state (addresses, reply texts) of all sessions.
+    pub session_memory: usize,
     pub checksums: ChecksumMode,
 }
 
@@ -69,6 +71,7 @@ impl Default for FlowConfig {
             closed_linger_ns: 5 * 1_000_000_000,
             reassembly: ReassemblyConfig::default(),
             held_bytes_cap: 64 * 1024 * 1024,
+            session_memory: 256 * 1024 * 1024,
             checksums: ChecksumMode::Auto,
         }
     }
@@ -92,6 +95,8 @@ pub struct FlowStats {
     pub requests_dropped_unconfirmed: u64,
     pub bad_checksum_dropped: u64,
     pub directions_checksum_offloaded: u64,
+    pub sessions_dropped_memcap: u64,
+    pub session_bytes_peak: u64,
 }
 
 impl FlowStats {
@@ -111,6 +116,8 @@ impl FlowStats {
         self.requests_dropped_unconfirmed += o.requests_dropped_unconfirmed;
         self.bad_checksum_dropped += o.bad_checksum_dropped;
         self.directions_checksum_offloaded += o.directions_checksum_offloaded;
+        self.sessions_dropped_memcap += o.sessions_dropped_memcap;
+        self.session_bytes_peak += o.session_bytes_peak;
     }
 }
 
@@ -168,6 +175,8 @@ const LIST_CLOSED: usize = 1;
 struct Candidate {
     streams: [Stream; 2],
     session: Session,
+    /// The session's stored bytes as last counted in `FlowTable::session_bytes`.
+    accounted: usize,
 }
 
 struct Flow {
@@ -201,6 +210,8 @@ pub struct FlowTable {
     heads: [u32; 2],
     tails: [u32; 2],
     budget: Budget,
+    /// Copied protocol state held by all sessions (see `session_memory`).
+    session_bytes: usize,
     /// Servers this worker confirmed, so that other protocols sent to them
     /// are reported.
     known_servers: FxHashSet<SocketAddr>,
@@ -217,6 +228,7 @@ impl FlowTable {
             heads: [NIL; 2],
             tails: [NIL; 2],
             budget: Budget::new(cfg.held_bytes_cap),
+            session_bytes: 0,
             known_servers: FxHashSet::default(),
             stats: FlowStats::default(),
         }
@@ -277,13 +289,18 @@ impl FlowTable {
         }
     }
 
+    /// Frees a candidate's reassembly and session memory from the budgets.
+    fn release(budget: &mut Budget, session_bytes: &mut usize, mut c: Box<Candidate>) {
+        c.streams[0].discard(budget);
+        c.streams[1].discard(budget);
+        *session_bytes = session_bytes.saturating_sub(c.accounted);
+    }
+
     fn remove(&mut self, i: u32) {
         self.unlink(i);
         if let Some(f) = self.slab.get_mut(i as usize) {
             if let Some(c) = f.candidate.take() {
-                let mut c = c;
-                c.streams[0].discard(&mut self.budget);
-                c.streams[1].discard(&mut self.budget);
+                Self::release(&mut self.budget, &mut self.session_bytes, c);
             }
             let key = f.key;
             self.index.remove(&key);
@@ -457,7 +474,9 @@ impl FlowTable {
         }
         if seg.rst() || f.fin == 3 {
             f.state = State::Closed;
-            f.candidate = None;
+            if let Some(c) = f.candidate.take() {
+                Self::release(&mut self.budget, &mut self.session_bytes, c);
+            }
             self.stats.flows_closed += 1;
             self.touch(i, LIST_CLOSED);
         }
@@ -472,11 +491,9 @@ impl FlowTable {
     }
 
     fn reject(&mut self, i: u32) {
-        let budget = &mut self.budget;
         if let Some(f) = self.slab.get_mut(i as usize) {
-            if let Some(mut c) = f.candidate.take() {
-                c.streams[0].discard(budget);
-                c.streams[1].discard(budget);
+            if let Some(c) = f.candidate.take() {
+                Self::release(&mut self.budget, &mut self.session_bytes, c);
             }
             f.state = State::Rejected;
             self.stats.flows_rejected += 1;
@@ -548,7 +565,11 @@ impl FlowTable {
                     }
                 }
             }
-            flow.candidate = Some(Box::new(Candidate { streams, session }));
+            flow.candidate = Some(Box::new(Candidate {
+                streams,
+                session,
+                accounted: 0,
+            }));
             self.stats.flows_candidate += 1;
         }
         self.feed_candidate(i, dir, seg, payload, out);
@@ -570,7 +591,9 @@ impl FlowTable {
         let Some(cand) = flow.candidate.as_mut() else {
             return;
         };
-        let Candidate { streams, session } = &mut **cand;
+        let Candidate {
+            streams, session, ..
+        } = &mut **cand;
         let (s0, s1) = streams.split_at_mut(1);
         let (mine, peer) = if dir == 0 {
             (&mut s0[0], &mut s1[0])
@@ -660,10 +683,41 @@ impl FlowTable {
         let both_done = (mine.finished() || flow.fin & (1 << dir) != 0)
             && (peer.finished() || flow.fin & (1 << (1 - dir)) != 0)
             && flow.fin == 3;
+        // Keep the worker's count of session memory current.
+        let now = session.stored_bytes();
+        let before = std::mem::replace(&mut cand.accounted, now);
+        self.session_bytes = self
+            .session_bytes
+            .saturating_sub(before)
+            .saturating_add(now);
+        self.stats.session_bytes_peak =
+            self.stats.session_bytes_peak.max(self.session_bytes as u64);
         merge_events(&mut self.stats.reassembly, &ev);
         self.stats.held_bytes_peak = self.stats.held_bytes_peak.max(self.budget.peak as u64);
         self.note_services(out);
         if status == Status::Reject {
+            return self.reject(i);
+        }
+        if self.session_bytes > self.cfg.session_memory {
+            // Over the cap: this session is reported as far as it got and
+            // no longer followed.
+            if let Some(c) = self
+                .slab
+                .get_mut(i as usize)
+                .and_then(|f| f.candidate.as_mut())
+            {
+                c.session.anomaly(
+                    "session_memory_cap",
+                    format!(
+                        "session state cap of {} bytes reached; session no longer followed",
+                        self.cfg.session_memory
+                    ),
+                    ts,
+                    out,
+                );
+            }
+            self.stats.sessions_dropped_memcap += 1;
+            self.finish_flow(i, ts, out);
             return self.reject(i);
         }
         if rst_ok || both_done {
@@ -694,7 +748,11 @@ impl FlowTable {
         let Some(mut cand) = flow.candidate.take() else {
             return;
         };
-        let Candidate { streams, session } = &mut *cand;
+        let Candidate {
+            streams,
+            session,
+            accounted,
+        } = &mut *cand;
         let mut ev = StreamEvents::default();
         for (dir, st) in streams.iter_mut().enumerate() {
             let mut status = Status::Continue;
@@ -713,6 +771,7 @@ impl FlowTable {
             st.discard(budget);
         }
         session.finish(ts, out);
+        self.session_bytes = self.session_bytes.saturating_sub(*accounted);
         let c = session.counters;
         self.stats.replies_to_unseen_requests += c.replies_to_unseen_requests;
         self.stats.anomalies_dropped_unconfirmed += c.anomalies_dropped_unconfirmed;

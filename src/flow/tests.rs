@@ -411,3 +411,50 @@ fn qmtp_on_other_port_recognised() {
     check_qmtp(&out, &conn);
     assert_eq!((t.stats.flows_candidate, t.stats.flows_rejected), (1, 0));
 }
+
+#[test]
+fn session_memory_cap_reports_and_drops_the_session() {
+    // Ten pipelined packages of 20 recipients with 3000-byte addresses: far
+    // past a 100 KiB session-memory cap before any reply.
+    let conn = Conn::new("203.0.113.9:40000", "198.51.100.25:209");
+    let mut stream = Vec::new();
+    for p in 0..10 {
+        let mut list = Vec::new();
+        for r in 0..20 {
+            let addr = format!("{}{p}-{r}@example.com", "a".repeat(3000));
+            list.extend(ns(addr.as_bytes()));
+        }
+        stream.extend(ns(b"\nbody"));
+        stream.extend(ns(b"s@example.org"));
+        stream.extend(ns(&list));
+    }
+    let cfg = FlowConfig {
+        session_memory: 100 * 1024,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(cfg);
+    let mut pkts = conn.handshake();
+    let mut off = 0u64;
+    for chunk in stream.chunks(1448) {
+        pkts.push(conn.c2s(4000 + off, off, 0, 0, chunk));
+        off += chunk.len() as u64;
+    }
+    let out = run(&mut t, &pkts);
+    assert_eq!(t.stats.sessions_dropped_memcap, 1);
+    assert!(
+        t.session_bytes <= 100 * 1024 + 70 * 1024,
+        "{}",
+        t.session_bytes
+    );
+    // Reported as far as it got: the packages parsed before the cap, unanswered.
+    let txns = out
+        .iter()
+        .filter(|r| matches!(r, Record::Transaction(_)))
+        .count();
+    assert!(txns >= 1, "{out:?}");
+    // And no longer followed: later packets of the flow add nothing.
+    let more = run(&mut t, &[conn.s2c(90_000, 0, off, 0, REPLY)]);
+    assert!(more.is_empty());
+    t.finish_all(&mut Vec::new());
+    assert_eq!(t.session_bytes, 0);
+}

@@ -20,13 +20,18 @@ pub mod sniff;
 use std::net::SocketAddr;
 
 /// Longest address or reply text copied; longer ones are cut and flagged.
-pub const MAX_FIELD_BYTES: usize = 1024;
+/// qmail refuses addresses of 1000 bytes or more: such an address is still
+/// reported whole, with the server's refusal.
+pub const MAX_FIELD_BYTES: usize = 4096;
 /// Recipients stored per transaction; more are counted, not stored.
 pub const MAX_RECIPIENTS: usize = 1000;
+/// Address bytes stored per transaction (sender and recipients); recipients
+/// past it are counted, not stored, like those past [`MAX_RECIPIENTS`].
+pub const MAX_REQUEST_FIELD_BYTES: usize = 64 * 1024;
 /// Pipelined packages awaiting replies per session; more are reported unanswered.
-pub const MAX_PENDING: usize = 64;
+pub const MAX_PENDING: usize = 32;
 /// Replies held before their request was parsed.
-pub const MAX_EARLY_REPLIES: usize = 1024;
+pub const MAX_EARLY_REPLIES: usize = 256;
 /// Bytes of a message's start kept to recognise scanner probes.
 pub const MESSAGE_PREFIX_BYTES: usize = 64;
 
@@ -116,6 +121,8 @@ pub struct Request {
     pub recipients: Vec<Field>,
     /// All recipients on the wire, stored or not.
     pub recipient_count: u64,
+    /// Bytes of the stored recipients.
+    pub recipient_bytes: usize,
     /// Client stream offsets of the request's first and one-past-last byte.
     pub start_offset: u64,
     pub end_offset: u64,
@@ -147,6 +154,7 @@ impl Request {
             sender: None,
             recipients: Vec::new(),
             recipient_count: 0,
+            recipient_bytes: 0,
             start_offset,
             end_offset: start_offset,
             first_ts: ts,
@@ -166,9 +174,18 @@ impl Request {
 
     pub fn add_recipient(&mut self, f: Field) {
         self.recipient_count += 1;
-        if self.recipients.len() < MAX_RECIPIENTS {
+        let total = self.recipient_bytes.saturating_add(f.bytes.len());
+        if self.recipients.len() < MAX_RECIPIENTS && total <= MAX_REQUEST_FIELD_BYTES {
+            self.recipient_bytes = total;
             self.recipients.push(f);
         }
+    }
+
+    /// Bytes of copied fields this request holds.
+    pub fn stored_bytes(&self) -> usize {
+        self.recipient_bytes
+            + self.sender.as_ref().map_or(0, |s| s.bytes.len())
+            + self.message_prefix.len()
     }
 }
 
@@ -348,11 +365,25 @@ mod tests {
     #[test]
     fn field_is_bounded() {
         let mut f = Field::default();
-        f.push(&[b'a'; 1000]);
-        f.push(&[b'b'; 1000]);
+        f.push(&[b'a'; 3000]);
+        assert!(!f.truncated);
+        f.push(&[b'b'; 3000]);
         assert_eq!(f.bytes.len(), MAX_FIELD_BYTES);
         assert!(f.truncated);
-        assert_eq!(f.wire_len, 2000);
+        assert_eq!(f.wire_len, 6000);
+    }
+
+    #[test]
+    fn request_field_bytes_are_bounded() {
+        let mut r = Request::new(Protocol::Qmtp, 0, 0);
+        for _ in 0..100 {
+            let mut f = Field::default();
+            f.push(&[b'x'; 4000]);
+            r.add_recipient(f);
+        }
+        assert_eq!(r.recipient_count, 100);
+        assert_eq!(r.recipients.len(), MAX_REQUEST_FIELD_BYTES / 4000);
+        assert!(r.stored_bytes() <= MAX_REQUEST_FIELD_BYTES);
     }
 
     #[test]

@@ -21,6 +21,10 @@ use super::{
     RequestState, Transaction, MAX_EARLY_REPLIES, MAX_PENDING,
 };
 
+/// Copied bytes (addresses, reply texts) a session may hold; replies past
+/// it keep their code but not their text (flagged truncated).
+pub const SESSION_STORED_BYTES: usize = 256 * 1024;
+
 /// Held anomalies of a session that is not confirmed yet.
 const MAX_HELD_ANOMALIES: usize = 16;
 /// Mid-stream flows: segments to try recognising before giving up.
@@ -72,6 +76,8 @@ struct Pending {
     replies: Vec<Option<Reply>>,
     answered: u64,
     codes: CodeCounts,
+    /// Bytes this pending transaction holds (for the session budget).
+    bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -103,6 +109,8 @@ pub struct Session {
     replies_seen: u64,
     first_request_offset: Option<u64>,
     txn_index: u32,
+    /// Bytes held by pending transactions.
+    pending_bytes: usize,
     pub counters: SessionCounters,
     scratch_requests: Vec<RequestEvent>,
     scratch_replies: Vec<Reply>,
@@ -134,10 +142,23 @@ impl Session {
             replies_seen: 0,
             first_request_offset: None,
             txn_index: 0,
+            pending_bytes: 0,
             counters: SessionCounters::default(),
             scratch_requests: Vec::new(),
             scratch_replies: Vec::new(),
         }
+    }
+
+    /// Copied bytes the session holds (addresses, reply texts), for the
+    /// worker's memory cap.
+    pub fn stored_bytes(&self) -> usize {
+        self.pending_bytes
+            + self
+                .early
+                .iter()
+                .map(|r| r.text.bytes.len() + 64)
+                .sum::<usize>()
+            + self.broken.iter().map(|r| r.stored_bytes()).sum::<usize>()
     }
 
     pub fn client_dir(&self) -> Option<usize> {
@@ -446,6 +467,7 @@ impl Session {
                         replies: Vec::new(),
                         answered: 0,
                         codes: CodeCounts::default(),
+                        bytes: 0,
                         request: req,
                     };
                     self.emit(p, None, out);
@@ -465,11 +487,14 @@ impl Session {
                 }
                 let stored = req.recipients.len();
                 let last_ts = req.last_ts;
+                let bytes = req.stored_bytes() + stored * std::mem::size_of::<Option<Reply>>();
+                self.pending_bytes += bytes;
                 self.pending.push_back(Pending {
                     request: req,
                     replies: vec![None; stored],
                     answered: 0,
                     codes: CodeCounts::default(),
+                    bytes,
                 });
                 // Replies that came first (a QMQP server speaking first):
                 // confirm before they are assigned, so the service record
@@ -518,6 +543,11 @@ impl Session {
                 return;
             }
             if self.early.len() < MAX_EARLY_REPLIES {
+                let mut r = r;
+                if self.stored_bytes().saturating_add(r.text.bytes.len()) > SESSION_STORED_BYTES {
+                    r.text.bytes = Vec::new();
+                    r.text.truncated = true;
+                }
                 self.early.push_back(r);
             } else {
                 self.counters.replies_to_unseen_requests += 1;
@@ -528,11 +558,23 @@ impl Session {
     }
 
     /// Gives `r` to the oldest pending request. False if none was waiting.
-    fn assign(&mut self, r: Reply, out: &mut Vec<Record>) -> bool {
+    fn assign(&mut self, mut r: Reply, out: &mut Vec<Record>) -> bool {
+        let copies = match self.pending.front() {
+            Some(f) if f.request.protocol == Protocol::Qmqp => f.replies.len().max(1),
+            _ => 1,
+        };
+        let cost = r.text.bytes.len().saturating_mul(copies);
+        if self.pending_bytes.saturating_add(cost) > SESSION_STORED_BYTES {
+            r.text.bytes = Vec::new();
+            r.text.truncated = true;
+        }
+        let cost = r.text.bytes.len().saturating_mul(copies);
         let Some(front) = self.pending.front_mut() else {
             self.early.push_front(r);
             return false;
         };
+        front.bytes += cost;
+        self.pending_bytes += cost;
         match front.request.protocol {
             Protocol::Qmqp => {
                 let n = front.request.recipient_count;
@@ -612,6 +654,7 @@ impl Session {
     }
 
     fn emit(&mut self, p: Pending, single: Option<Reply>, out: &mut Vec<Record>) {
+        self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
         let mut codes = p.codes;
         codes.missing = p.request.recipient_count.saturating_sub(p.answered);
         self.txn_index += 1;
@@ -748,6 +791,7 @@ impl Session {
                         replies,
                         answered,
                         codes,
+                        bytes: 0,
                     },
                     reply,
                     out,
