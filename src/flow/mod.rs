@@ -198,6 +198,11 @@ struct Flow {
     csum: [u8; 2],
     /// Bad-checksum segments dropped before the flow had a session.
     bad_csum_early: u8,
+    /// First bytes of a client that did not speak QMTP/QMQP, kept while the
+    /// server's first bytes are awaited (0: none).
+    client_sample_len: u8,
+    client_sample: [u8; 16],
+    client_sample_ts: u64,
     candidate: Option<Box<Candidate>>,
 }
 
@@ -336,6 +341,9 @@ impl FlowTable {
             syn_seen: 0,
             csum: [CSUM_UNKNOWN; 2],
             bad_csum_early: 0,
+            client_sample_len: 0,
+            client_sample: [0; 16],
+            client_sample_ts: 0,
             candidate: None,
         };
         let i = match self.free.pop() {
@@ -540,9 +548,28 @@ impl FlowTable {
             let addrs = Self::addrs(flow);
             let known =
                 self.known_servers.contains(&addrs[0]) || self.known_servers.contains(&addrs[1]);
+            let from_client = flow.client_dir == Some(dir as u8);
+            if flow.client_sample_len > 0 && from_client {
+                // Waiting for the server's answer to a non-QMTP/QMQP client.
+                return;
+            }
             if at_start && !std_port && !known {
                 let mut s = Sniffer::new();
                 if let (Some(Verdict::Other), _) = s.feed(payload) {
+                    if from_client && flow.client_sample_len == 0 {
+                        // A QMQP server answers garbage with a reply
+                        // netstring (Postfix qmqpd does): judge the flow by
+                        // the server's first bytes, still without allocating.
+                        let n = payload.len().min(flow.client_sample.len());
+                        if let (Some(dst), Some(src)) =
+                            (flow.client_sample.get_mut(..n), payload.get(..n))
+                        {
+                            dst.copy_from_slice(src);
+                        }
+                        flow.client_sample_len = n as u8;
+                        flow.client_sample_ts = seg.ts;
+                        return;
+                    }
                     return self.reject(i);
                 }
             }
@@ -556,6 +583,11 @@ impl FlowTable {
             }
             if flow.bad_csum_early > 0 {
                 session.anomaly(BAD_CSUM, BAD_CSUM_DETAIL.into(), seg.ts, out);
+            }
+            if flow.client_sample_len > 0 {
+                let n = usize::from(flow.client_sample_len);
+                let sample = flow.client_sample.get(..n).unwrap_or_default();
+                session.client_spoke_other(sample, flow.client_sample_ts);
             }
             let mut streams = [Stream::default(), Stream::default()];
             for (d, st) in streams.iter_mut().enumerate() {

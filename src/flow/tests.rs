@@ -278,7 +278,9 @@ fn other_protocols_rejected_at_first_payload() {
         smtp.c2s(7000, e, b + 8, TCP_FIN, b""),
         smtp.s2c(8000, b + 8, e + 1, TCP_FIN, b""),
     ]);
-    for (pkts, first_payload) in [(pkts, 3), (smtp_pkts, 3)] {
+    // HTTP is rejected at the server's first bytes (a QMQP server may answer
+    // a client's garbage with a reply netstring); SMTP at its banner.
+    for (pkts, first_payload) in [(pkts, 5), (smtp_pkts, 3)] {
         let mut t = FlowTable::new(FlowConfig::default());
         let mut out = Vec::new();
         for (i, (seg, payload)) in pkts.iter().enumerate() {
@@ -457,4 +459,62 @@ fn session_memory_cap_reports_and_drops_the_session() {
     assert!(more.is_empty());
     t.finish_all(&mut Vec::new());
     assert_eq!(t.session_bytes, 0);
+}
+
+#[test]
+fn garbage_to_a_qmqp_server_on_a_non_standard_port() {
+    // Postfix qmqpd answers garbage with a D reply netstring, on any port.
+    let conn = Conn::new("203.0.113.9:40000", "198.51.100.25:6628");
+    let reply = ns(b"Dnetstring format error while receiving QMQP packet header");
+    let mut t = FlowTable::new(FlowConfig::default());
+    let out = run(
+        &mut t,
+        &conn.conversation(b"EHLO client.example.org\r\n", &reply),
+    );
+    assert_eq!(t.stats.flows_candidate, 1);
+    let kinds: Vec<String> = out
+        .iter()
+        .map(|r| match r {
+            Record::Service {
+                protocol, evidence, ..
+            } => format!("service {protocol:?} {evidence:?}"),
+            Record::Transaction(t) => format!(
+                "txn request={} reply={:?}",
+                t.request.is_some(),
+                t.reply.as_ref().map(|r| r.code)
+            ),
+            Record::Anomaly(a) => format!("anomaly {}", a.kind),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "service Qmqp ReplyOnly",
+            "txn request=false reply=Some(D)",
+            "anomaly smtp_to_qm_server"
+        ]
+    );
+    if let Some(Record::Anomaly(a)) = out.last() {
+        assert!(a.detail.contains("EHLO client.exam"), "{}", a.detail);
+    }
+}
+
+#[test]
+fn ordinary_client_and_server_stay_cheap() {
+    // The client's first bytes alone do not reject on a non-standard port:
+    // the server's first bytes do, without a candidate ever being made.
+    let conn = Conn::new("203.0.113.9:40000", "198.51.100.25:8080");
+    let mut t = FlowTable::new(FlowConfig::default());
+    let out = run(
+        &mut t,
+        &conn.conversation(b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"),
+    );
+    assert!(out.is_empty());
+    assert_eq!((t.stats.flows_candidate, t.stats.flows_rejected), (0, 1));
+}
+
+#[test]
+fn a_flow_that_is_not_qmtp_costs_under_256_bytes() {
+    let entry = std::mem::size_of::<Flow>() + std::mem::size_of::<(FlowKey, u32)>() + 8;
+    assert!(entry <= 256, "{entry} bytes per tracked flow");
 }

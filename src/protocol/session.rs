@@ -189,6 +189,18 @@ impl Session {
         p == 209 || p == 628
     }
 
+    /// The client's first bytes (`sample`) were not QMTP/QMQP; the session
+    /// only watches whether the server answers with reply netstrings.
+    pub fn client_spoke_other(&mut self, sample: &[u8], ts: u64) {
+        self.wrong = Some(WrongProtocol {
+            sample: sample
+                .get(..sample.len().min(WRONG_PROTOCOL_SAMPLE))
+                .unwrap_or_default()
+                .to_vec(),
+            ts,
+        });
+    }
+
     /// Marks the server as one already confirmed elsewhere in this run.
     pub fn set_known_server(&mut self) {
         self.server_hint = true;
