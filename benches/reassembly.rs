@@ -193,6 +193,7 @@ fn short_flows() -> Vec<Packet> {
                     payload_len: payload.len() as u32,
                     missing: 0,
                     tcp_header_len: 20,
+                    fragment_conflict: false,
                 },
                 payload,
             });

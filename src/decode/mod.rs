@@ -96,6 +96,9 @@ pub struct Segment {
     pub missing: u32,
     /// Length of the TCP header, which precedes the payload in the buffer.
     pub tcp_header_len: u8,
+    /// Reassembled from IP fragments whose overlapping bytes differed (the
+    /// first were kept).
+    pub fragment_conflict: bool,
 }
 
 impl Segment {
@@ -360,6 +363,7 @@ impl Decoder {
                             self.stats.tcp_segments += 1;
                             let mut seg = seg;
                             seg.reassembled = true;
+                            seg.fragment_conflict = conflicting_overlap;
                             Decoded::Reassembled(seg, owned)
                         }
                         None => self.skip(Skip::BadTcp),
@@ -453,6 +457,7 @@ fn tcp_segment(
         flags,
         reassembled: false,
         tcp_header_len: u8::try_from(hdr).unwrap_or(u8::MAX),
+        fragment_conflict: false,
         payload_start: base.saturating_add(hdr),
         payload_len: payload.len() as u32,
         missing,

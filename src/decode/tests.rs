@@ -121,6 +121,7 @@ fn v4_segment(payload_start: usize, payload_len: usize, flags: u8) -> Segment {
         payload_len: payload_len as u32,
         missing: 0,
         tcp_header_len: 20,
+        fragment_conflict: false,
     }
 }
 

@@ -44,6 +44,9 @@ const CSUM_UNKNOWN: u8 = 0;
 const CSUM_VALID: u8 = 1;
 const CSUM_OFFLOADED: u8 = 2;
 const BAD_CSUM: &str = "tcp_bad_checksum";
+const FRAG_CONFLICT: &str = "ip_fragment_overlap_conflict";
+const FRAG_CONFLICT_DETAIL: &str =
+    "IP fragments overlapped with different bytes; the first were kept";
 const BAD_CSUM_DETAIL: &str =
     "a segment with a bad TCP checksum (which the endpoint drops) was ignored";
 
@@ -635,6 +638,9 @@ impl FlowTable {
         let mut ev = StreamEvents::default();
         let mut status = Status::Continue;
         let ts = seg.ts;
+        if seg.fragment_conflict {
+            session.anomaly(FRAG_CONFLICT, FRAG_CONFLICT_DETAIL.into(), ts, out);
+        }
         // The peer's holes that this ACK proves were received: declare them.
         if seg.ack_flag() {
             let peer_dir = 1 - dir;

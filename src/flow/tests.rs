@@ -72,6 +72,7 @@ impl Conn {
             payload_len: payload.len() as u32,
             missing: 0,
             tcp_header_len: 20,
+            fragment_conflict: false,
         };
         (seg, payload.to_vec())
     }
