@@ -1,78 +1,13 @@
 //! Runs the real `qmwatch` binary over every capture in `fixtures/` and
 //! compares its events with the ground-truth `.labels.json` beside it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 mod common;
 use common::*;
 
 use serde_json::Value;
-
-/// (client, server) -> transactions as (sender, [(rcpt, code, text)]) in order.
-type Txns = BTreeMap<(String, String), Vec<(Value, Vec<(String, Value, Value)>)>>;
-
-fn our_transactions(events: &[Value]) -> Txns {
-    let mut m: Txns = BTreeMap::new();
-    let mut tx: Vec<&Value> = events
-        .iter()
-        .filter(|e| dataset(e) == "qmwatch.transaction")
-        .collect();
-    tx.sort_by_key(|e| e["qmwatch"]["transaction"]["index"].as_u64());
-    for e in tx {
-        let key = (
-            endpoint(&e["source"]["ip"], &e["source"]["port"]),
-            endpoint(&e["destination"]["ip"], &e["destination"]["port"]),
-        );
-        let sender = e["email"]["from"]["address"].clone();
-        let replies = e["qmwatch"]["replies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["recipient"].as_str().unwrap().to_string(),
-                    r["code"].clone(),
-                    r["text"].clone(),
-                )
-            })
-            .collect();
-        m.entry(key).or_default().push((sender, replies));
-    }
-    m
-}
-
-fn label_transactions(labels: &Value) -> Txns {
-    let mut m: Txns = BTreeMap::new();
-    for s in labels["sessions"].as_array().unwrap() {
-        if s["protocol"] == "none" {
-            continue;
-        }
-        let key = (
-            s["client"].as_str().unwrap().to_string(),
-            s["server"].as_str().unwrap().to_string(),
-        );
-        for t in s["transactions"].as_array().unwrap() {
-            let replies = t["recipients"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| {
-                    let (code, text) = if r["reply"].is_null() {
-                        (Value::Null, Value::Null)
-                    } else {
-                        (r["reply"]["code"].clone(), r["reply"]["text"].clone())
-                    };
-                    (r["address"].as_str().unwrap().to_string(), code, text)
-                })
-                .collect();
-            m.entry(key.clone())
-                .or_default()
-                .push((t["sender"].clone(), replies));
-        }
-    }
-    m
-}
 
 fn check_capture(cap: &Path, extra_args: &[&str]) {
     let labels: Value =
@@ -261,14 +196,6 @@ fn conflicting_retransmission_keeps_findings_and_is_reported() {
         .map(|e| e["qmwatch"]["anomaly"]["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["tcp_overlap_conflict"]);
-}
-
-fn anomaly_kinds(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .filter(|e| dataset(e) == "qmwatch.anomaly")
-        .map(|e| e["qmwatch"]["anomaly"]["kind"].as_str().unwrap())
-        .collect()
 }
 
 #[test]

@@ -111,6 +111,8 @@ pub struct Session {
     txn_index: u32,
     /// Bytes held by pending transactions.
     pending_bytes: usize,
+    /// Mid-stream QMTP: replies are matched at the end (see `resolve_deferred`).
+    defer: bool,
     pub counters: SessionCounters,
     scratch_requests: Vec<RequestEvent>,
     scratch_replies: Vec<Reply>,
@@ -143,6 +145,7 @@ impl Session {
             first_request_offset: None,
             txn_index: 0,
             pending_bytes: 0,
+            defer: false,
             counters: SessionCounters::default(),
             scratch_requests: Vec::new(),
             scratch_replies: Vec::new(),
@@ -355,6 +358,7 @@ impl Session {
             };
             let start = self.sides[dir].sniff_offset.unwrap_or(offset);
             self.protocol = Some(protocol);
+            self.defer = self.midstream && protocol == Protocol::Qmtp;
             self.first_request_offset = Some(start);
             if protocol == Protocol::Qmtp {
                 // Replies held before the protocol was known: apply the test
@@ -512,9 +516,11 @@ impl Session {
                 // confirm before they are assigned, so the service record
                 // precedes the transaction.
                 self.try_confirm(last_ts, out);
-                while let Some(r) = self.early.pop_front() {
-                    if !self.assign(r, out) {
-                        break;
+                if !self.defer {
+                    while let Some(r) = self.early.pop_front() {
+                        if !self.assign(r, out) {
+                            break;
+                        }
                     }
                 }
             }
@@ -541,7 +547,12 @@ impl Session {
         self.replies_seen += 1;
         // Confirm first, so the service event precedes the transaction.
         self.try_confirm(r.ts, out);
-        if self.pending.is_empty() {
+        if self.defer && self.early.len() >= MAX_EARLY_REPLIES {
+            // Too many to hold: decide with what is known now.
+            let ts = r.ts;
+            self.resolve_deferred(ts, out);
+        }
+        if self.pending.is_empty() || self.defer {
             // A reply to bytes before our view of the stream (mid-stream
             // pickup) belongs to no request we saw.
             let before_view = match (r.acked_client_offset, self.first_request_offset) {
@@ -567,6 +578,44 @@ impl Session {
             return;
         }
         self.assign(r, out);
+    }
+
+    /// A QMTP session picked up mid-stream may see replies to packages sent
+    /// before the capture began, and a pipelining client's acknowledgement
+    /// numbers cannot tell them apart. Its replies are held until the flow
+    /// ends; then the leading surplus of replies over the recipients seen
+    /// belongs to unseen packages. When replies are short, which packages
+    /// they answer is ambiguous: none are matched, and that is reported.
+    fn resolve_deferred(&mut self, ts: u64, out: &mut Vec<Record>) {
+        self.defer = false;
+        let wanted: u64 = self
+            .pending
+            .iter()
+            .map(|p| p.request.recipient_count.saturating_sub(p.answered))
+            .sum();
+        let have = self.early.len() as u64;
+        if have >= wanted {
+            for _ in 0..have - wanted {
+                self.early.pop_front();
+                self.counters.replies_to_unseen_requests += 1;
+            }
+            while let Some(r) = self.early.pop_front() {
+                if !self.assign(r, out) {
+                    break;
+                }
+            }
+        } else {
+            self.counters.replies_to_unseen_requests += have;
+            self.early.clear();
+            self.anomaly(
+                "qmtp_midstream_replies_ambiguous",
+                format!(
+                    "picked up mid-stream: {have} replies for {wanted} recipients seen; which packages they answer is unknown, so none were matched"
+                ),
+                ts,
+                out,
+            );
+        }
     }
 
     /// Gives `r` to the oldest pending request. False if none was waiting.
@@ -770,6 +819,9 @@ impl Session {
         }
         if self.confirmed.is_none() && self.replies_seen > 0 {
             self.confirm(Evidence::ReplyOnly, ts, out);
+        }
+        if self.defer {
+            self.resolve_deferred(ts, out);
         }
         let confirmed = self.confirmed.is_some();
         while let Some(p) = self.pending.pop_front() {

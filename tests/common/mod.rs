@@ -2,6 +2,9 @@
 //! and running the real binary.
 #![allow(dead_code)]
 
+pub mod pcapio;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -85,4 +88,150 @@ pub fn policy_args(labels: &Value) -> Vec<String> {
         v.push(n.as_str().unwrap().to_string());
     }
     v
+}
+
+/// (client, server) -> transactions as (sender, [(rcpt, code, text)]) in order.
+pub type Txns = BTreeMap<(String, String), Vec<(Value, Vec<(String, Value, Value)>)>>;
+
+/// The transactions qmwatch reported, by session, in index order.
+pub fn our_transactions(events: &[Value]) -> Txns {
+    let mut m: Txns = BTreeMap::new();
+    let mut tx: Vec<&Value> = events
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.transaction")
+        .collect();
+    tx.sort_by_key(|e| e["qmwatch"]["transaction"]["index"].as_u64());
+    for e in tx {
+        let key = (
+            endpoint(&e["source"]["ip"], &e["source"]["port"]),
+            endpoint(&e["destination"]["ip"], &e["destination"]["port"]),
+        );
+        let sender = e["email"]["from"]["address"].clone();
+        let replies = e["qmwatch"]["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["recipient"].as_str().unwrap().to_string(),
+                    r["code"].clone(),
+                    r["text"].clone(),
+                )
+            })
+            .collect();
+        m.entry(key).or_default().push((sender, replies));
+    }
+    m
+}
+
+/// The transactions of a capture's labels, by session, in order.
+pub fn label_transactions(labels: &Value) -> Txns {
+    let mut m: Txns = BTreeMap::new();
+    for s in labels["sessions"].as_array().unwrap() {
+        if s["protocol"] == "none" {
+            continue;
+        }
+        let key = (
+            s["client"].as_str().unwrap().to_string(),
+            s["server"].as_str().unwrap().to_string(),
+        );
+        for t in s["transactions"].as_array().unwrap() {
+            let replies = t["recipients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let (code, text) = if r["reply"].is_null() {
+                        (Value::Null, Value::Null)
+                    } else {
+                        (r["reply"]["code"].clone(), r["reply"]["text"].clone())
+                    };
+                    (r["address"].as_str().unwrap().to_string(), code, text)
+                })
+                .collect();
+            m.entry(key.clone())
+                .or_default()
+                .push((t["sender"].clone(), replies));
+        }
+    }
+    m
+}
+
+/// A readable account of how two sets of transactions differ (empty when
+/// they do not).
+pub fn txn_diff(ours: &Txns, expected: &Txns) -> String {
+    let mut s = String::new();
+    let keys: std::collections::BTreeSet<_> = ours.keys().chain(expected.keys()).collect();
+    for k in keys {
+        let (a, b) = (ours.get(k), expected.get(k));
+        if a != b {
+            s.push_str(&format!(
+                "session {} -> {}:\n  got      {}\n  expected {}\n",
+                k.0,
+                k.1,
+                serde_json::to_string(&a).unwrap(),
+                serde_json::to_string(&b).unwrap()
+            ));
+        }
+    }
+    s
+}
+
+/// Anomaly kinds, in output order.
+pub fn anomaly_kinds(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.anomaly")
+        .map(|e| e["qmwatch"]["anomaly"]["kind"].as_str().unwrap_or(""))
+        .collect()
+}
+
+/// The (client, server) of an event.
+pub fn session_key(e: &Value) -> (String, String) {
+    (
+        endpoint(&e["source"]["ip"], &e["source"]["port"]),
+        endpoint(&e["destination"]["ip"], &e["destination"]["port"]),
+    )
+}
+
+/// The transaction events, by session and index.
+pub fn transaction_events(events: &[Value]) -> Vec<&Value> {
+    let mut v: Vec<&Value> = events
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.transaction")
+        .collect();
+    v.sort_by_key(|e| {
+        (
+            session_key(e),
+            e["qmwatch"]["transaction"]["index"].as_u64(),
+        )
+    });
+    v
+}
+
+/// The value `NAME N` in the summary (summed over occurrences; 0 when
+/// absent).
+pub fn summary_count(stderr: &str, name: &str) -> u64 {
+    let mut total = 0;
+    let mut from = 0;
+    while let Some(at) = stderr[from..].find(name) {
+        let start = from + at;
+        let end = start + name.len();
+        from = end;
+        let before_ok = stderr[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let rest = &stderr[end..];
+        if before_ok && rest.starts_with(' ') {
+            let digits: String = rest[1..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            if let Ok(n) = digits.parse::<u64>() {
+                total += n;
+            }
+        }
+    }
+    total
 }
