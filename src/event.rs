@@ -1,11 +1,15 @@
 //! Events: the JSON objects qmwatch writes, in Elastic Common Schema names.
 //!
-//! Owns: the mapping from detection results to nested ECS JSON (one object
-//! per line), packet-time timestamps in RFC 3339, and the Community ID v1 of
-//! each flow. `docs/events.md` documents every field.
+//! Owns: the mapping from detection results to nested ECS 8.x JSON (one
+//! object per line, ASCII only), packet-time timestamps in RFC 3339, the
+//! Community ID v1 of each flow, the stable `event.id` of each finding, and
+//! the `observer.*` fields ([`Observer`]). `docs/events.md` documents every
+//! field and `docs/events.schema.json` is the JSON Schema every event meets.
 //!
-//! Must not: decide what is worth reporting (that is `detect`), or do any
-//! per-packet work: events are built once per finding.
+//! Must not: decide what is worth reporting (that is `detect`), write
+//! anything (that is `sink`), or do any per-packet work: events are built
+//! once per finding. Nothing in an event may depend on wall-clock time or on
+//! thread scheduling, so that a replay gives the same ids every time.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -23,6 +27,134 @@ pub const DATASET_TRANSACTION: &str = "qmwatch.transaction";
 pub const DATASET_ANOMALY: &str = "qmwatch.anomaly";
 pub const DATASET_RELAY: &str = "qmwatch.relay";
 pub const DATASET_PROBE: &str = "qmwatch.probe";
+
+/// The ECS version the events follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.17.0";
+
+/// Who observed the traffic: the `observer.*` fields stamped on every event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observer {
+    /// `observer.hostname`; also the syslog HOSTNAME.
+    pub hostname: String,
+    /// `observer.ingress.interface.name`: the interface packets were
+    /// captured on. Live capture sets it; a replay has none.
+    pub ingress_interface: Option<String>,
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Observer::from_system()
+    }
+}
+
+impl Observer {
+    /// The machine's host name (kernel, then `/etc/hostname`, then
+    /// `$HOSTNAME`, else `localhost`), printable ASCII, at most 255 bytes.
+    pub fn from_system() -> Observer {
+        let from_files = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|s| sanitize_hostname(&s))
+            .find(|s| !s.is_empty());
+        let hostname = from_files
+            .or_else(|| {
+                std::env::var("HOSTNAME")
+                    .ok()
+                    .map(|s| sanitize_hostname(&s))
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "localhost".to_string());
+        Observer {
+            hostname,
+            ingress_interface: None,
+        }
+    }
+
+    /// Adds `observer.hostname` (and the ingress interface, in live capture).
+    pub fn stamp(&self, m: &mut Map<String, Value>) {
+        let o = m
+            .entry("observer")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(o) = o {
+            o.insert("hostname".into(), json!(self.hostname));
+            if let Some(i) = &self.ingress_interface {
+                o.insert("ingress".into(), json!({"interface": {"name": i}}));
+            }
+        }
+    }
+}
+
+/// Printable ASCII without spaces, at most 255 bytes.
+pub fn sanitize_hostname(s: &str) -> String {
+    s.trim()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect()
+}
+
+/// A stable event id: the first 128 bits of SHA-1 over the parts (each
+/// length-prefixed), in hex. The parts name the finding, never the time of
+/// the run, so the same finding in the same capture has the same id.
+pub fn stable_id(parts: &[&str]) -> String {
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    let mut s = String::with_capacity(32);
+    for b in d.iter().take(16) {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The id of a finding about one flow: dataset, Community ID, packet time
+/// (ns) and what distinguishes findings of the same flow and time.
+fn flow_id(dataset: &str, ep: &Endpoints, ts: u64, rest: &[&str]) -> String {
+    let cid = community_id(ep.client, ep.server);
+    let ts = ts.to_string();
+    let mut parts = vec![dataset, cid.as_str(), ts.as_str()];
+    parts.extend_from_slice(rest);
+    stable_id(&parts)
+}
+
+/// Serializes an event as one JSON line (no newline), ASCII only: anything
+/// outside printable ASCII in a string is a `\u` escape, so every transport
+/// (syslog included) carries it unchanged.
+pub fn to_json_line(m: &Map<String, Value>) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, AsciiFormatter);
+    serde::Serialize::serialize(m, &mut ser).ok()?;
+    String::from_utf8(buf).ok()
+}
+
+/// serde_json's compact formatter, with non-ASCII and DEL escaped.
+struct AsciiFormatter;
+
+impl serde_json::ser::Formatter for AsciiFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if c.is_ascii() && c != '\x7f' {
+                continue;
+            }
+            writer.write_all(fragment.get(start..i).unwrap_or_default().as_bytes())?;
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{u:04x}")?;
+            }
+            start = i + c.len_utf8();
+        }
+        writer.write_all(fragment.get(start..).unwrap_or_default().as_bytes())
+    }
+}
 
 /// Formats nanoseconds since the epoch as RFC 3339 UTC with microseconds.
 pub fn rfc3339(ns: u64) -> String {
@@ -95,6 +227,7 @@ pub fn base(
 ) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("@timestamp".into(), json!(rfc3339(ts)));
+    m.insert("ecs".into(), json!({"version": ECS_VERSION}));
     m.insert(
         "event".into(),
         json!({
@@ -127,9 +260,17 @@ pub fn base(
         json!(community_id(ep.client, ep.server)),
     );
     m.insert("network".into(), Value::Object(net));
+    let (c, sv) = (ep.client.ip().to_string(), ep.server.ip().to_string());
+    let related = if c == sv { vec![c] } else { vec![c, sv] };
+    m.insert("related".into(), json!({ "ip": related }));
     m.insert(
         "observer".into(),
-        json!({"type": "sensor", "product": "qmwatch", "vendor": "qmwatch"}),
+        json!({
+            "type": "sensor",
+            "product": "qmwatch",
+            "vendor": "qmwatch",
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
     );
     m
 }
@@ -162,14 +303,34 @@ pub fn service(
     sanctioned: bool,
 ) -> Map<String, Value> {
     let standard = ep.server.port() == protocol.standard_port();
+    let kind = if sanctioned { "event" } else { "alert" };
+    let category: &[&str] = if sanctioned {
+        &["network"]
+    } else {
+        &["network", "intrusion_detection"]
+    };
     let mut m = base(
         ts,
-        if sanctioned { "event" } else { "alert" },
+        kind,
         DATASET_SERVICE,
-        &["network"],
+        category,
         &["info", "protocol"],
         ep,
         Some(protocol),
+    );
+    set_event(&mut m, "action", json!("service_detected"));
+    // A service is one finding per server and protocol, whichever flow
+    // showed it first (with several workers that flow can differ).
+    let server = ep.server.to_string();
+    set_event(
+        &mut m,
+        "id",
+        json!(stable_id(&[
+            DATASET_SERVICE,
+            &server,
+            protocol.name(),
+            kind
+        ])),
     );
     let proto = protocol.name().to_uppercase();
     let port_word = if standard { "standard" } else { "non-standard" };
@@ -249,9 +410,21 @@ pub fn transaction(
     } else {
         "unknown"
     };
-    if let Value::Object(e) = m.entry("event").or_insert(Value::Null) {
-        e.insert("outcome".into(), json!(outcome));
-    }
+    set_event(&mut m, "outcome", json!(outcome));
+    set_event(
+        &mut m,
+        "action",
+        json!(match t.protocol {
+            Protocol::Qmtp => "qmtp_package",
+            Protocol::Qmqp => "qmqp_message",
+        }),
+    );
+    let index = t.index.to_string();
+    set_event(
+        &mut m,
+        "id",
+        json!(flow_id(DATASET_TRANSACTION, &t.endpoints, t.ts, &[&index])),
+    );
     let mut tx = Map::new();
     tx.insert("index".into(), json!(t.index));
     tx.insert("complete".into(), json!(t.complete()));
@@ -382,6 +555,12 @@ pub fn anomaly(
         ep,
         protocol,
     );
+    set_event(&mut m, "action", json!(kind));
+    set_event(
+        &mut m,
+        "id",
+        json!(flow_id(DATASET_ANOMALY, ep, ts, &[kind, detail])),
+    );
     m.insert(
         "message".into(),
         json!(format!(
@@ -400,6 +579,17 @@ fn severity(v: RelayVerdict, confident: bool) -> u64 {
         (RelayVerdict::Unanswered, _) => 50,
         (RelayVerdict::Deferred, _) => 40,
         (RelayVerdict::Refused, _) => 30,
+    }
+}
+
+/// ECS `event.type` of a relay alert: each value is one ECS expects for one
+/// of its categories (`allowed`/`denied` for intrusion_detection and
+/// network, `info` for email).
+fn relay_types(v: RelayVerdict) -> &'static [&'static str] {
+    match v {
+        RelayVerdict::OpenRelay => &["allowed", "info"],
+        RelayVerdict::Refused | RelayVerdict::Deferred => &["denied", "info"],
+        RelayVerdict::Unanswered => &["info"],
     }
 }
 
@@ -431,16 +621,20 @@ pub fn relay(
         "alert",
         DATASET_RELAY,
         &["email", "intrusion_detection", "network"],
-        &[
-            if a.verdict == RelayVerdict::OpenRelay {
-                "allowed"
-            } else {
-                "denied"
-            },
-            "indicator",
-        ],
+        relay_types(a.verdict),
         &t.endpoints,
         Some(t.protocol),
+    );
+    let index = t.index.to_string();
+    set_event(
+        &mut m,
+        "id",
+        json!(flow_id(
+            DATASET_RELAY,
+            &t.endpoints,
+            t.ts,
+            &[&index, a.verdict.name()]
+        )),
     );
     set_event(&mut m, "severity", json!(severity(a.verdict, a.confident)));
     set_event(
@@ -561,8 +755,39 @@ pub fn aggregate_relay(
         );
         set_event(&mut first, "severity", json!(severity(worst, true)));
         set_event(&mut first, "action", json!(worst.name()));
+        set_event(&mut first, "type", json!(relay_types(worst)));
+        set_event(
+            &mut first,
+            "outcome",
+            json!(match worst {
+                RelayVerdict::OpenRelay => "success",
+                RelayVerdict::Refused | RelayVerdict::Deferred => "failure",
+                RelayVerdict::Unanswered => "unknown",
+            }),
+        );
         first.insert("rule".into(), relay_rule(worst));
     }
+    // The aggregate is a finding of its own: its id is the first alert's,
+    // qualified by what was folded into it.
+    let first_id = first
+        .get("event")
+        .and_then(|e| e.get("id"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let (count_s, window_s) = (count.to_string(), (window_ns / 1_000_000_000).to_string());
+    set_event(
+        &mut first,
+        "id",
+        json!(stable_id(&[
+            DATASET_RELAY,
+            "aggregate",
+            &first_id,
+            &count_s,
+            &window_s,
+            worst.name()
+        ])),
+    );
     if let Some(Value::Object(q)) = first.get_mut("qmwatch") {
         if let Some(Value::Object(r)) = q.get_mut("relay") {
             r.insert("verdict".into(), json!(worst.name()));
@@ -589,11 +814,29 @@ pub fn probe(t: &Transaction, p: &Probe, client_trusted: bool) -> Map<String, Va
         "alert",
         DATASET_PROBE,
         &["intrusion_detection", "network"],
-        &["info", "indicator"],
+        &["info"],
         &t.endpoints,
         Some(t.protocol),
     );
     set_event(&mut m, "severity", json!(21));
+    set_event(&mut m, "action", json!("scanner_probe"));
+    let index = t.index.to_string();
+    set_event(
+        &mut m,
+        "id",
+        json!(flow_id(DATASET_PROBE, &t.endpoints, t.ts, &[&index])),
+    );
+    let outcome = if t.codes.k > 0 {
+        "success"
+    } else if t.codes.d + t.codes.z > 0 || t.reply.as_ref().is_some_and(|r| r.code.letter() != "K")
+    {
+        "failure"
+    } else if t.reply.is_some() {
+        "success"
+    } else {
+        "unknown"
+    };
+    set_event(&mut m, "outcome", json!(outcome));
     m.insert(
         "rule".into(),
         json!({"id": "qmwatch-scanner-probe", "name": "QMTP/QMQP scanner probe (Nessus/OpenVAS 11134)"}),

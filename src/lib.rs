@@ -18,3 +18,4 @@ pub mod flow;
 pub mod pipeline;
 pub mod protocol;
 pub mod sink;
+pub mod synth;

@@ -5,14 +5,16 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use qmwatch::audit::{self, Format};
 use qmwatch::detect::policy::{Policy, PolicyBuilder};
+use qmwatch::event::Observer;
 use qmwatch::flow::{ChecksumMode, FlowConfig};
-use qmwatch::pipeline::{replay, ReplayConfig, ReplayReport};
-use qmwatch::sink::Output;
+use qmwatch::pipeline::{replay_to, Delivery, ReplayConfig, ReplayReport};
+use qmwatch::sink::{syslog, Output, OutputConfig, Rotation};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -138,9 +140,8 @@ struct ReplayArgs {
     /// Capture files (pcap or pcapng), read in order; `-` reads standard input.
     #[arg(required = true, value_name = "CAPTURE")]
     files: Vec<String>,
-    /// Where to write events (JSON lines, appended); `-` is standard output.
-    #[arg(short, long, default_value = "-", value_name = "FILE")]
-    output: String,
+    #[command(flatten)]
+    outputs: OutputArgs,
     /// No progress bar and no summary on standard error.
     #[arg(short, long)]
     quiet: bool,
@@ -149,10 +150,89 @@ struct ReplayArgs {
     /// and last flow. Off by default: every relay attempt has its own alert.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     alert_window: Option<u64>,
+    /// Capture read size in bytes (tests use small blocks to see events
+    /// while a slow pipe is still being read).
+    #[arg(long, default_value_t = 1 << 20, hide = true, value_parser = clap::value_parser!(u64).range(64..=(1 << 30)))]
+    block_size: u64,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
     policy: PolicyArgs,
+}
+
+/// Where events go.
+#[derive(clap::Args, Debug)]
+struct OutputArgs {
+    /// Where to write events; repeatable, each output has its own queue and
+    /// thread. `-` is standard output; a path is a file of JSON lines
+    /// (appended, reopened on SIGHUP); `syslog+udp://HOST:PORT`,
+    /// `syslog+tcp://HOST:PORT` and `syslog+unix:///dev/log` send RFC 5424
+    /// syslog. Default: `-`.
+    #[arg(short, long = "output", value_name = "TARGET")]
+    output: Vec<String>,
+    /// Rotate file outputs when they would pass this size (MiB).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    rotate_size: Option<u64>,
+    /// Rotated files kept (FILE.1 … FILE.N) with --rotate-size.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rotate_keep: u64,
+    /// Events each output holds while it is slow or its collector is down;
+    /// a syslog output then drops the oldest (counted).
+    #[arg(long, default_value_t = qmwatch::sink::DEFAULT_QUEUE_EVENTS as u64, value_name = "EVENTS", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    output_queue: u64,
+    /// Syslog facility: a name (local0…local7, daemon, user, …) or 0-23.
+    #[arg(long, default_value = "local0", value_name = "FACILITY", value_parser = syslog::parse_facility)]
+    syslog_facility: u8,
+    /// Syslog APP-NAME.
+    #[arg(long, default_value = "qmwatch", value_name = "NAME", value_parser = syslog::check_app_name)]
+    syslog_app_name: String,
+    /// At the end of input, how long a syslog output keeps trying a
+    /// collector that is down before counting what is left as dropped.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    syslog_drain_timeout: u64,
+    /// Longest wait between reconnect attempts to a syslog collector.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    syslog_retry_max: u64,
+}
+
+impl OutputArgs {
+    /// The outputs of a replay, with SIGHUP registered to reopen files.
+    fn delivery(&self, observer: Observer) -> Result<Delivery, String> {
+        let names: Vec<&str> = if self.output.is_empty() {
+            vec!["-"]
+        } else {
+            self.output.iter().map(String::as_str).collect()
+        };
+        let mut outputs: Vec<OutputConfig> = Vec::new();
+        for n in names {
+            let output = Output::parse(n)?;
+            if outputs.iter().any(|o| o.output == output) {
+                return Err(format!("output {n} given twice"));
+            }
+            let mut c = OutputConfig::for_replay(output);
+            c.queue_events = self.output_queue as usize;
+            c.syslog = syslog::Options {
+                facility: self.syslog_facility,
+                app_name: self.syslog_app_name.clone(),
+                hostname: observer.hostname.clone(),
+                retry_max: Duration::from_secs(self.syslog_retry_max),
+                drain_timeout: Duration::from_secs(self.syslog_drain_timeout),
+                ..syslog::Options::default()
+            };
+            if let Output::File(_) = &c.output {
+                c.rotation = self.rotate_size.map(|mib| Rotation {
+                    max_bytes: mib.saturating_mul(1024 * 1024),
+                    keep: self.rotate_keep as usize,
+                });
+                let flag = Arc::new(AtomicBool::new(false));
+                signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flag))
+                    .map_err(|e| format!("cannot install SIGHUP handler: {e}"))?;
+                c.reopen = Some(flag);
+            }
+            outputs.push(c);
+        }
+        Ok(Delivery { outputs, observer })
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -209,39 +289,48 @@ fn stop_flag() -> Result<Arc<AtomicBool>, String> {
     Ok(stop)
 }
 
-fn start(
+struct Run<'a> {
     files: Vec<String>,
-    output: Output,
+    outputs: Option<&'a OutputArgs>,
     progress: bool,
-    engine: &EngineArgs,
-    policy: &PolicyArgs,
+    engine: &'a EngineArgs,
+    policy: &'a PolicyArgs,
     alert_window_ns: Option<u64>,
-) -> Result<ReplayReport, String> {
-    let policy = policy.build()?;
+    block_size: usize,
+}
+
+fn start(run: Run<'_>) -> Result<ReplayReport, String> {
+    let policy = run.policy.build()?;
     let stop = stop_flag()?;
-    let cfg = ReplayConfig {
-        files,
-        workers: usize::from(engine.workers),
-        output,
-        progress,
-        flow: engine.flow(),
-        block_size: 1 << 20,
-        policy: Arc::new(policy),
-        alert_window_ns,
+    let observer = Observer::from_system();
+    let delivery = match run.outputs {
+        Some(o) => o.delivery(observer)?,
+        None => Delivery::single(Output::Discard),
     };
-    replay(cfg, stop)
+    let cfg = ReplayConfig {
+        files: run.files,
+        workers: usize::from(run.engine.workers),
+        output: Output::Discard,
+        progress: run.progress,
+        flow: run.engine.flow(),
+        block_size: run.block_size,
+        policy: Arc::new(policy),
+        alert_window_ns: run.alert_window_ns,
+    };
+    replay_to(cfg, delivery, stop)
 }
 
 fn run_replay(a: ReplayArgs) -> ExitCode {
     let progress = !a.quiet && std::io::stderr().is_terminal();
-    match start(
-        a.files,
-        Output::parse(&a.output),
+    match start(Run {
+        files: a.files,
+        outputs: Some(&a.outputs),
         progress,
-        &a.engine,
-        &a.policy,
-        a.alert_window,
-    ) {
+        engine: &a.engine,
+        policy: &a.policy,
+        alert_window_ns: a.alert_window,
+        block_size: a.block_size as usize,
+    }) {
         Ok(report) => {
             if !a.quiet {
                 eprint!("{}", report.summary());
@@ -272,7 +361,15 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         }
     };
     let files = a.files.clone();
-    match start(a.files, Output::Discard, false, &a.engine, &a.policy, None) {
+    match start(Run {
+        files: a.files,
+        outputs: None,
+        progress: false,
+        engine: &a.engine,
+        policy: &a.policy,
+        alert_window_ns: None,
+        block_size: 1 << 20,
+    }) {
         Ok(report) => {
             print!("{}", audit::render(&report, &files, &policy_text, a.format));
             for e in &report.errors {

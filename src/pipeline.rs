@@ -4,7 +4,8 @@
 //! capture+decode ──Batch──▶ worker 0..N (flows, reassembly, protocol)
 //!                                  │ Vec<Record>
 //!                                  ▼
-//!                         detect ──lines──▶ sink
+//!                         detect ──Arc<Line>──▶ one bounded queue and
+//!                                               thread per output (sink)
 //! ```
 //!
 //! Owns: starting and joining the threads, the capture loop (read a block,
@@ -13,8 +14,9 @@
 //! when a worker falls behind, the capture loop waits (bounded channels).
 //!
 //! Must not: hold anything unbounded, or exit before every worker finished
-//! its flows and the sink flushed: on end of input or on a stop signal, every
-//! pending event is written.
+//! its flows and every output drained its queue: on end of input or on a
+//! stop signal, every pending event is written (or, for a collector that
+//! stays down, counted as dropped).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,9 +32,10 @@ use crate::capture::{Batch, Block, BufferPool};
 use crate::decode::{supported_link_type, DecodeStats, Decoded, Decoder, Segment};
 use crate::detect::policy::Policy;
 use crate::detect::{DetectStats, Detector};
+use crate::event::Observer;
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::protocol::Record;
-use crate::sink::{self, Output, SinkStats};
+use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 
 /// Everything a replay needs to know.
 #[derive(Clone, Debug)]
@@ -48,6 +51,24 @@ pub struct ReplayConfig {
     pub policy: Arc<Policy>,
     /// Fold repeated relay alerts into one per window (packet-time ns).
     pub alert_window_ns: Option<u64>,
+}
+
+/// Where a replay's events go, and the `observer.*` fields they carry.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Every output, each with its own queue and thread.
+    pub outputs: Vec<OutputConfig>,
+    pub observer: Observer,
+}
+
+impl Delivery {
+    /// One output with the replay defaults, observed by this host.
+    pub fn single(output: Output) -> Delivery {
+        Delivery {
+            outputs: vec![OutputConfig::for_replay(output)],
+            observer: Observer::from_system(),
+        }
+    }
 }
 
 /// What a worker reports when it is done.
@@ -69,7 +90,10 @@ pub struct ReplayReport {
     pub reader: ReaderStats,
     pub flows: FlowStats,
     pub detect: DetectStats,
+    /// Lines handed to the outputs (each event once).
     pub sink: SinkStats,
+    /// What each output did: written, dropped (by reason), outages.
+    pub outputs: Vec<OutputStats>,
     pub ns_per_packet: Histogram<u64>,
     pub wall: Duration,
     pub errors: Vec<String>,
@@ -131,11 +155,13 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>) {
     })));
 }
 
+/// Turns records into events, serializes each once and hands the line to
+/// every output's queue (which waits or drops as its output is configured).
 fn detect_loop(
     mut det: Detector,
     rx: Receiver<WorkerMsg>,
-    lines: Sender<Vec<String>>,
-) -> (DetectStats, Vec<WorkerReport>) {
+    mut fanout: Fanout,
+) -> (DetectStats, Vec<WorkerReport>, SinkStats) {
     let mut reports = Vec::new();
     let mut events = Vec::new();
     for msg in rx.iter() {
@@ -144,44 +170,41 @@ fn detect_loop(
                 for r in recs {
                     det.record(r, &mut events);
                 }
-                let batch: Vec<String> = events
-                    .drain(..)
-                    .filter_map(|m| serde_json::to_string(&m).ok())
-                    .collect();
-                if !batch.is_empty() && lines.send(batch).is_err() {
-                    break;
-                }
+                fanout.send_events(&mut events);
             }
             WorkerMsg::Done(r) => reports.push(*r),
         }
     }
     det.finish(&mut events);
-    let batch: Vec<String> = events
-        .drain(..)
-        .filter_map(|m| serde_json::to_string(&m).ok())
-        .collect();
-    if !batch.is_empty() {
-        let _ = lines.send(batch);
-    }
-    (det.stats, reports)
+    fanout.send_events(&mut events);
+    fanout.close();
+    (det.stats, reports, fanout.stats)
 }
 
-/// Runs a replay to the end of its files (or until `stop` is set).
+/// Runs a replay to the end of its files (or until `stop` is set), writing
+/// to `cfg.output` with the replay defaults.
 pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, String> {
+    let delivery = Delivery::single(cfg.output.clone());
+    replay_to(cfg, delivery, stop)
+}
+
+/// Runs a replay writing to every output of `delivery` (`cfg.output` is
+/// not used).
+pub fn replay_to(
+    cfg: ReplayConfig,
+    delivery: Delivery,
+    stop: Arc<AtomicBool>,
+) -> Result<ReplayReport, String> {
     let started = Instant::now();
-    let out = cfg.output.open().map_err(|e| e.to_string())?;
+    let (sinks, fanout) = Sinks::start(delivery.outputs)?;
     let workers = cfg.workers.clamp(1, 64);
-    let (line_tx, line_rx) = bounded::<Vec<String>>(64);
-    let sink_thread = thread::Builder::new()
-        .name("qmwatch-sink".into())
-        .spawn(move || sink::run(out, line_rx))
-        .map_err(|e| format!("cannot start sink thread: {e}"))?;
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
     let detect_thread = thread::Builder::new()
         .name("qmwatch-detect".into())
         .spawn({
-            let det = Detector::new(Arc::clone(&cfg.policy), cfg.alert_window_ns);
-            move || detect_loop(det, rec_rx, line_tx)
+            let det = Detector::new(Arc::clone(&cfg.policy), cfg.alert_window_ns)
+                .with_observer(delivery.observer);
+            move || detect_loop(det, rec_rx, fanout)
         })
         .map_err(|e| format!("cannot start detect thread: {e}"))?;
     let mut batch_txs = Vec::new();
@@ -331,20 +354,16 @@ pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, 
             errors.push("a worker thread panicked".into());
         }
     }
-    let (detect, reports) = detect_thread
-        .join()
-        .map_err(|_| "the detect thread panicked".to_string())?;
-    let sink = match sink_thread.join() {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            errors.push(format!("output: {e}"));
-            SinkStats::default()
+    let joined = detect_thread.join();
+    // The outputs drain whatever the detect thread queued (its queues were
+    // closed when it ended, even by a panic).
+    let outputs = sinks.finish();
+    let (detect, reports, sink) = joined.map_err(|_| "the detect thread panicked".to_string())?;
+    for o in &outputs {
+        if let Some(e) = &o.error {
+            errors.push(e.clone());
         }
-        Err(_) => {
-            errors.push("the sink thread panicked".into());
-            SinkStats::default()
-        }
-    };
+    }
     let mut hist = new_histogram();
     for r in &reports {
         flows.merge(&r.flows);
@@ -356,6 +375,7 @@ pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, 
         flows,
         detect,
         sink,
+        outputs,
         ns_per_packet: hist,
         wall: started.elapsed(),
         errors,
@@ -425,7 +445,7 @@ impl ReplayReport {
             .collect();
         let _ = writeln!(
             s,
-            "  events written {}: {}",
+            "  events {}: {}",
             self.sink.lines,
             if ev.is_empty() {
                 "none".into()
@@ -433,6 +453,21 @@ impl ReplayReport {
                 ev.join(", ")
             }
         );
+        for o in &self.outputs {
+            let _ = writeln!(
+                s,
+                "  output {}: written {}, dropped {} (queue full {}, undeliverable {}), outages {}, queue peak {}{}{}",
+                o.output,
+                o.written,
+                o.dropped(),
+                o.dropped_queue_full,
+                o.dropped_undeliverable,
+                o.outages,
+                o.queue_peak,
+                if o.rotations > 0 { format!(", rotations {}", o.rotations) } else { String::new() },
+                if o.reopens > 0 { format!(", reopens {}", o.reopens) } else { String::new() },
+            );
+        }
         let mut skipped: Vec<String> = crate::decode::Skip::ALL
             .iter()
             .filter(|k| d.skipped(**k) > 0)
@@ -455,7 +490,7 @@ impl ReplayReport {
                 "directions_with_offloaded_checksums",
                 f.directions_checksum_offloaded,
             ),
-            ("ip_fragment_conflicting_overlap", d.fragments_conflicting),
+            ("ip_fragment_overlap_conflict", d.fragments_conflicting),
             ("tcp_overlap_consistent", f.reassembly.overlaps_consistent),
             ("tcp_overlap_conflicting", f.reassembly.overlaps_conflicting),
             ("tcp_overlap_unverified", f.reassembly.overlaps_unverified),

@@ -852,7 +852,7 @@ fn ip_fragments_overlapping_with_different_bytes() {
                 fx,
                 "ip-fragments-conflict",
                 stderr,
-                "ip_fragment_conflicting_overlap",
+                "ip_fragment_overlap_conflict",
                 1,
             )
         },

@@ -193,6 +193,7 @@ pub struct Detector {
     window_ns: Option<u64>,
     sessions_seen: HashMap<(SocketAddr, SocketAddr), Protocol>,
     windows: HashMap<(IpAddr, SocketAddr), Window>,
+    observer: event::Observer,
     pub stats: DetectStats,
 }
 
@@ -211,8 +212,16 @@ impl Detector {
             window_ns,
             sessions_seen: HashMap::new(),
             windows: HashMap::new(),
+            observer: event::Observer::from_system(),
             stats: DetectStats::default(),
         }
+    }
+
+    /// Sets the `observer.*` fields stamped on every event (the host name
+    /// by default; live capture adds the interface).
+    pub fn with_observer(mut self, observer: event::Observer) -> Self {
+        self.observer = observer;
+        self
     }
 
     fn count(&mut self, dataset: &'static str) {
@@ -222,10 +231,11 @@ impl Detector {
     fn emit(
         &mut self,
         dataset: &'static str,
-        m: Map<String, Value>,
+        mut m: Map<String, Value>,
         out: &mut Vec<Map<String, Value>>,
     ) {
         self.count(dataset);
+        self.observer.stamp(&mut m);
         out.push(m);
     }
 

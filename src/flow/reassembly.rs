@@ -477,6 +477,7 @@ impl Stream {
         if cursor < end {
             fresh.push((cursor, end));
         }
+        let mut capped = false;
         for (a, b) in fresh {
             // A cap reached for an earlier piece may have delivered past it.
             if b <= self.next {
@@ -485,11 +486,22 @@ impl Stream {
             let n = (b - a) as usize;
             let fits_stream =
                 self.held_bytes + n <= cfg.max_held_bytes && self.held.len() < cfg.max_held_pieces;
-            if !fits_stream || !budget.take(n) {
-                // Give up on the hole: deliver what is held, declare gaps.
-                ev.cap_gaps += 1;
-                self.flush(cfg, budget, ev, deliver);
-                // This piece now starts at or after the stream: deliver it.
+            if capped || !fits_stream || !budget.take(n) {
+                // Give up on the holes: deliver what is held and the rest of
+                // this segment in offset order, declaring gaps between. Held
+                // data after this piece is flushed only once the segment is
+                // done: flushing it now would declare this piece's bytes,
+                // which are in hand, a gap.
+                if !capped {
+                    ev.cap_gaps += 1;
+                    capped = true;
+                }
+                // Held pieces before this one end at or before `a`.
+                while self.held.first().is_some_and(|h| h.offset < a) {
+                    let to = self.held.first().map_or(a, |h| h.offset);
+                    self.emit_gap(to, ev, deliver);
+                    self.drain_contiguous(cfg, budget, deliver);
+                }
                 if b <= self.next {
                     continue;
                 }
@@ -508,6 +520,9 @@ impl Stream {
             let pos = self.held.partition_point(|h| h.offset < a);
             self.held.insert(pos, Held { offset: a, data });
             self.held_bytes += n;
+        }
+        if capped {
+            self.flush(cfg, budget, ev, deliver);
         }
         // A cap reached above may have brought the stream up to a piece held
         // after it.
