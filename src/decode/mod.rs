@@ -381,9 +381,14 @@ impl Decoder {
                 LaxIpSlice::Ipv6(s) => u32::from(s.header().payload_length())
                     .saturating_sub(s.extensions().slice().len() as u32),
             };
-            declared
-                .saturating_sub(payload.payload.len() as u32)
-                .min(cut.max(declared))
+            let shortfall = declared.saturating_sub(payload.payload.len() as u32);
+            if shortfall > cut {
+                // The IP length claims bytes that were never on the wire:
+                // the receiver drops such a packet, and it must not move
+                // the stream ahead by a fake gap.
+                return self.skip(Skip::BadIp);
+            }
+            shortfall
         } else {
             0
         };

@@ -477,3 +477,20 @@ fn flow_hash_is_direction_free() {
     assert_eq!(sa.flow_hash(), sb.flow_hash());
     assert_ne!(sa.flow_hash(), sc.flow_hash());
 }
+
+#[test]
+fn an_ip_length_that_lies_is_not_a_snaplen_gap() {
+    // Captured whole (wire length = captured length) but the IPv4 total
+    // length claims 950 more bytes: malformed, skipped, never a "gap".
+    let t = tcp(40000, 628, 7, 9, 0x18, &[], PAYLOAD);
+    let mut ip = ipv4(6, &t);
+    let claimed = (ip.len() + 950) as u16;
+    ip[2..4].copy_from_slice(&claimed.to_be_bytes());
+    let frame = ether(0x0800, &ip);
+    let mut d = Decoder::default();
+    let (r, _) = decode_in(&mut d, LINKTYPE_ETHERNET, &frame, frame.len() as u32);
+    assert!(matches!(r, Decoded::Skip(Skip::BadIp)), "{r:?}");
+    // The same frame cut by the snap length from a 950-byte-longer packet is a gap.
+    let (r, _) = decode_in(&mut d, LINKTYPE_ETHERNET, &frame, frame.len() as u32 + 950);
+    assert_eq!(seg(r).missing, 950);
+}

@@ -318,7 +318,11 @@ impl Session {
         ts: u64,
         out: &mut Vec<Record>,
     ) -> Status {
-        if self.wrong.is_some() {
+        if let Some(w) = self.wrong.as_mut() {
+            // Complete the sample however the client's bytes were segmented.
+            let room = WRONG_PROTOCOL_SAMPLE.saturating_sub(w.sample.len());
+            w.sample
+                .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
             return Status::Continue;
         }
         if self.client.is_none() {

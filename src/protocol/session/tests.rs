@@ -689,3 +689,28 @@ fn gap_in_message_body_costs_nothing() {
     assert_eq!(rcpt_texts(t), ["x@example.net"]);
     assert_eq!(t.replies, vec![Some(rep(ReplyCode::K, "ok", 13, ack))]);
 }
+
+#[test]
+fn wrong_protocol_kind_does_not_depend_on_segmentation() {
+    for split in [1usize, 2, 5, 30] {
+        let c: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let s: SocketAddr = "198.51.100.25:209".parse().unwrap();
+        let mut sess = Session::new([c, s], Some(0), false);
+        let mut out = Vec::new();
+        let ehlo = b"EHLO client.example.org\r\n";
+        let mut off = 0u64;
+        for piece in ehlo.chunks(split) {
+            sess.data(0, off, piece, 1, None, &mut out);
+            off += piece.len() as u64;
+        }
+        sess.finish(2, &mut out);
+        let kinds: Vec<&str> = out
+            .iter()
+            .filter_map(|r| match r {
+                Record::Anomaly(a) => Some(a.kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, ["smtp_to_qm_server"], "split {split}");
+    }
+}
