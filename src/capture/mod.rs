@@ -68,8 +68,9 @@ impl Block {
 impl Drop for Block {
     fn drop(&mut self) {
         if let Some(pool) = &self.pool {
-            let mut data = std::mem::take(&mut self.data);
-            data.clear();
+            // Not cleared: the reader overwrites it, and a buffer that keeps
+            // its length is not zero-filled again.
+            let data = std::mem::take(&mut self.data);
             // A full pool just frees the buffer.
             let _ = pool.try_send(data);
         }

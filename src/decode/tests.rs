@@ -494,3 +494,57 @@ fn an_ip_length_that_lies_is_not_a_snaplen_gap() {
     let (r, _) = decode_in(&mut d, LINKTYPE_ETHERNET, &frame, frame.len() as u32 + 950);
     assert_eq!(seg(r).missing, 950);
 }
+
+#[test]
+fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
+    use crate::capture::file::{CaptureReader, PacketRecord};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.extend(
+        std::fs::read_dir(dir.join("derived"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    let mut fast = 0;
+    for f in files
+        .iter()
+        .filter(|p| p.to_string_lossy().contains(".pcap"))
+    {
+        let mut r = CaptureReader::new(
+            f.display().to_string(),
+            std::fs::File::open(f).unwrap(),
+            supported_link_type,
+        )
+        .unwrap();
+        let mut block = Vec::new();
+        let mut recs: Vec<PacketRecord> = Vec::new();
+        while r.next_block(&mut block, &mut recs).unwrap() {
+            for rec in recs.drain(..) {
+                let start = rec.data_start as usize;
+                let frame = &block[start..start + rec.caplen as usize];
+                let mut general = Decoder::default();
+                let Ok(ip) = link_payload(rec.link_type, frame) else {
+                    continue;
+                };
+                let slow = general.decode_ip(rec.ts_nanos, frame, ip, rec.data_start, rec.origlen);
+                match fast_tcp(rec.ts_nanos, frame, ip, rec.data_start) {
+                    Some(seg) => {
+                        fast += 1;
+                        assert!(
+                            matches!(slow, Decoded::Segment(s) if s == seg),
+                            "{f:?}: {seg:?} vs {slow:?}"
+                        );
+                    }
+                    None => assert!(
+                        !matches!(slow, Decoded::Segment(s) if s.missing == 0 && !s.reassembled && s.payload_len > 0 && frame.len() as u32 == rec.origlen && ip[0] >> 4 == 4),
+                        "{f:?}: fast path refused a plain segment"
+                    ),
+                }
+            }
+        }
+    }
+    assert!(fast > 300, "{fast}");
+}
