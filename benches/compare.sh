@@ -13,7 +13,9 @@
 #
 # Usage: benches/compare.sh FILE [RUNS]      (RUNS defaults to 5)
 # Environment: QMWATCH_ARGS adds arguments to both qmwatch runs (e.g. the
-# policy flags from a qmwatch-gen truth file); NO_BUILD=1 skips the build.
+# policy flags from a qmwatch-gen truth file); NO_BUILD=1 skips the build;
+# NO_TSHARK=1 leaves tshark out (its memory and time grow faster than the
+# file: on a 1 GiB capture one run takes many minutes and GBs of RAM).
 #
 # Make a capture with:
 #   cargo run --release --bin qmwatch-gen -- --profile mixed --bytes 1G \
@@ -28,6 +30,7 @@ usage() {
 file=$1
 runs=${2:-5}
 [ -r "$file" ] || { echo "$0: cannot read $file" >&2; exit 2; }
+file=$(cd "$(dirname -- "$file")" && pwd)/$(basename -- "$file")
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || usage
 
 cd "$(dirname "$0")/.."
@@ -61,7 +64,9 @@ if command -v tcpdump >/dev/null; then
 else
   echo "MISSING: tcpdump is not installed (apt-get install tcpdump): no baseline, no ratios" >&2
 fi
-if command -v tshark >/dev/null; then
+if [ "${NO_TSHARK:-0}" = 1 ]; then
+  echo "tshark: left out (NO_TSHARK=1)" >&2
+elif command -v tshark >/dev/null; then
   add "tshark-KZD" "tshark -r $(printf %q "$file") -Y 'tcp.payload matches \"^[1-9][0-9]*:[KZD]\"'"
 else
   echo "MISSING: tshark is not installed (apt-get install tshark): skipped" >&2
@@ -121,7 +126,7 @@ for ((i = 0; i < n; i++)); do
   rss="-"
   if [ -s "$tmp/rss.$i" ]; then rss="$(( $(maxof "$tmp/rss.$i") / 1024 )) MiB"; fi
   ratio="-"
-  if [ -n "$base_us" ]; then ratio=$(awk -v b="$base_us" -v t="$us" 'BEGIN {printf "%.2fx", b / t}'); fi
+  if [ -n "$base_us" ]; then ratio=$(awk -v b="$base_us" -v t="$us" 'BEGIN {printf "%.3gx", b / t}'); fi
   awk -v name="${names[$i]}" -v us="$us" -v bytes="$bytes" -v pk="$packets" -v ratio="$ratio" -v rss="$rss" \
     'BEGIN {s = us / 1e6; printf "%-12s %10.3f %10.2f %10.2f %12s %10s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, rss}'
 done

@@ -89,7 +89,8 @@ impl std::str::FromStr for Profile {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     /// Start flows until the capture is expected to reach this many bytes
-    /// (the result is within a few percent).
+    /// (each flow's size is estimated, and corrected as it is written): the
+    /// capture ends within about one flow of the target.
     Bytes(u64),
     /// Exactly this many flows (TCP connections and DNS exchanges).
     Flows(u64),

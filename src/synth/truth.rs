@@ -175,6 +175,17 @@ impl Codes {
     }
 }
 
+/// Reply netstrings by code.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Replies {
+    #[serde(rename = "K")]
+    pub k: u64,
+    #[serde(rename = "Z")]
+    pub z: u64,
+    #[serde(rename = "D")]
+    pub d: u64,
+}
+
 /// Relay attempts by verdict.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Verdicts {
@@ -208,7 +219,7 @@ pub struct QmCounts {
     /// Per recipient (QMQP: the message's reply counts for each recipient).
     pub codes: Codes,
     /// Reply netstrings on the wire.
-    pub reply_netstrings: Codes,
+    pub reply_netstrings: Replies,
     pub relay_attempts: Verdicts,
     pub relay_attempts_total: u64,
     /// Foreign recipients accepted (`K`) from untrusted clients.
@@ -301,7 +312,12 @@ impl Recorder {
             q.pipelined_sessions += 1;
         }
         for r in &s.replies {
-            q.reply_netstrings.add(Some(*r));
+            let n = &mut q.reply_netstrings;
+            match r {
+                Code::K => n.k += 1,
+                Code::Z => n.z += 1,
+                Code::D => n.d += 1,
+            }
         }
         if !s.replies.is_empty() && !s.transactions.is_empty() {
             q.confirmed_sessions.add(s.protocol);
