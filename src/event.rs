@@ -8,8 +8,11 @@
 //!
 //! Must not: decide what is worth reporting (that is `detect`), write
 //! anything (that is `sink`), or do any per-packet work: events are built
-//! once per finding. Nothing in an event may depend on wall-clock time or on
-//! thread scheduling, so that a replay gives the same ids every time.
+//! once per finding. Nothing in a finding may depend on wall-clock time or on
+//! thread scheduling, so that a replay gives the same ids every time. The
+//! sensor's own health — the `qmwatch.stats` metric and the `capture_loss`
+//! anomaly ([`stats`], [`capture_loss`]) — is about the run, not the
+//! traffic: those two carry wall-clock time and no flow.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,6 +30,7 @@ pub const DATASET_TRANSACTION: &str = "qmwatch.transaction";
 pub const DATASET_ANOMALY: &str = "qmwatch.anomaly";
 pub const DATASET_RELAY: &str = "qmwatch.relay";
 pub const DATASET_PROBE: &str = "qmwatch.probe";
+pub const DATASET_STATS: &str = "qmwatch.stats";
 
 /// The ECS version the events follow (`ecs.version`).
 pub const ECS_VERSION: &str = "8.17.0";
@@ -367,6 +371,122 @@ pub fn service(
             "standard_port": standard,
             "evidence": evidence,
             "sanctioned": sanctioned,
+        }),
+    );
+    m
+}
+
+/// The fields of an event about the sensor itself (no flow): `@timestamp`
+/// (wall clock), `ecs`, `event`, `observer`.
+fn host_base(
+    ts: u64,
+    kind: &str,
+    dataset: &str,
+    category: &[&str],
+    types: &[&str],
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("@timestamp".into(), json!(rfc3339(ts)));
+    m.insert("ecs".into(), json!({"version": ECS_VERSION}));
+    m.insert(
+        "event".into(),
+        json!({
+            "kind": kind,
+            "category": category,
+            "type": types,
+            "dataset": dataset,
+            "module": "qmwatch",
+        }),
+    );
+    m.insert(
+        "observer".into(),
+        json!({
+            "type": "sensor",
+            "product": "qmwatch",
+            "vendor": "qmwatch",
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    );
+    m
+}
+
+/// Which run a sensor event belongs to: host, interface, run start.
+#[derive(Clone, Debug)]
+pub struct RunId {
+    pub hostname: String,
+    pub interface: Option<String>,
+    /// Wall-clock start of the run (ns since the epoch).
+    pub started_ns: u64,
+}
+
+impl RunId {
+    fn id(&self, dataset: &str, seq: u64) -> String {
+        let (start, seq) = (self.started_ns.to_string(), seq.to_string());
+        stable_id(&[
+            dataset,
+            &self.hostname,
+            self.interface.as_deref().unwrap_or(""),
+            &start,
+            &seq,
+        ])
+    }
+}
+
+/// A `qmwatch.stats` metric event: the sensor's health at wall time `ts`.
+/// `stats` is the `qmwatch.stats` object (documented in docs/events.md).
+pub fn stats(ts: u64, run: &RunId, seq: u64, message: String, stats: Value) -> Map<String, Value> {
+    let mut m = host_base(ts, "metric", DATASET_STATS, &["network"], &["info"]);
+    set_event(&mut m, "action", json!("stats"));
+    set_event(&mut m, "id", json!(run.id(DATASET_STATS, seq)));
+    m.insert("message".into(), json!(message));
+    put_qmwatch(&mut m, "stats", stats);
+    m
+}
+
+/// What the capture-loss estimate measured over one interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CaptureLoss {
+    pub percent: f64,
+    pub acked_bytes: u64,
+    pub gap_bytes: u64,
+    pub threshold_percent: f64,
+    pub interval_seconds: f64,
+}
+
+/// A `qmwatch.anomaly` with action `capture_loss`: the sensor is missing
+/// traffic the hosts exchanged (no flow: it is about the sensor).
+pub fn capture_loss(ts: u64, run: &RunId, seq: u64, l: &CaptureLoss) -> Map<String, Value> {
+    let mut m = host_base(
+        ts,
+        "event",
+        DATASET_ANOMALY,
+        &["network", "intrusion_detection"],
+        &["info"],
+    );
+    set_event(&mut m, "action", json!("capture_loss"));
+    set_event(&mut m, "id", json!(run.id("capture_loss", seq)));
+    let detail = format!(
+        "{:.2} % of the TCP bytes acknowledged in the last {:.1} s were never captured ({} of {} bytes; threshold {} %): the sensor is blind to part of the traffic",
+        l.percent, l.interval_seconds, l.gap_bytes, l.acked_bytes, l.threshold_percent
+    );
+    m.insert(
+        "message".into(),
+        json!(format!("Anomaly capture_loss: {detail}")),
+    );
+    put_qmwatch(
+        &mut m,
+        "anomaly",
+        json!({"kind": "capture_loss", "detail": detail}),
+    );
+    put_qmwatch(
+        &mut m,
+        "capture_loss",
+        json!({
+            "percent": l.percent,
+            "acked_bytes": l.acked_bytes,
+            "gap_bytes": l.gap_bytes,
+            "threshold_percent": l.threshold_percent,
+            "interval_seconds": l.interval_seconds,
         }),
     );
     m

@@ -16,6 +16,8 @@ pub mod detect;
 pub mod event;
 pub mod flow;
 pub mod pipeline;
+#[cfg(feature = "live")]
+pub mod privileges;
 pub mod protocol;
 pub mod sink;
 pub mod synth;

@@ -13,7 +13,7 @@ use qmwatch::audit::{self, Format};
 use qmwatch::detect::policy::{Policy, PolicyBuilder};
 use qmwatch::event::Observer;
 use qmwatch::flow::{ChecksumMode, FlowConfig};
-use qmwatch::pipeline::{replay_to, Delivery, ReplayConfig, ReplayReport};
+use qmwatch::pipeline::{replay_with, Delivery, ReplayConfig, ReplayReport, RunOptions};
 use qmwatch::sink::{syslog, Output, OutputConfig, Rotation};
 
 #[derive(Parser, Debug)]
@@ -38,6 +38,10 @@ enum Command {
     /// Read capture files and print a report: servers, relay attempts, open
     /// relays. Exit status 0 clean, 1 findings, 2 error.
     Audit(AuditArgs),
+    /// Capture from a network interface (a SPAN/mirror port) and write
+    /// events as JSON lines until SIGINT/SIGTERM (needs a build with
+    /// `--features live`).
+    Live(Box<LiveArgs>),
 }
 
 /// The site policy, as flags (the policy file uses the same names).
@@ -154,10 +158,96 @@ struct ReplayArgs {
     /// while a slow pipe is still being read).
     #[arg(long, default_value_t = 1 << 20, hide = true, value_parser = clap::value_parser!(u64).range(64..=(1 << 30)))]
     block_size: u64,
+    /// Also write a `qmwatch.stats` event every DURATION of wall time and
+    /// one at the end (off by default: a replay's events are only its
+    /// findings).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stats_interval: Option<u64>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
     policy: PolicyArgs,
+}
+
+/// `qmwatch live`: options with sensor-grade defaults.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "The BPF filter, if any, is the trailing arguments joined with spaces, as \
+tcpdump takes it (e.g. `qmwatch live -i eth1 not port 22`). Without one every frame is \
+taken and everything but TCP is skipped cheaply; note that a filter such as `tcp` misses \
+VLAN-tagged frames unless written `tcp or (vlan and tcp)`.\n\n\
+Exit status: 0 after SIGINT/SIGTERM (every open session finished, its events and the \
+final statistics written); 2 on an error (missing interface, bad filter, no permission, \
+unwritable output, a capture that failed)."
+)]
+struct LiveArgs {
+    /// Interface to capture on (a SPAN/mirror port).
+    #[arg(short, long, value_name = "IFACE")]
+    interface: String,
+    /// Do not put the interface in promiscuous mode.
+    #[arg(long)]
+    no_promisc: bool,
+    /// Bytes captured of each frame (whole frames by default).
+    #[arg(long, default_value_t = 262_144, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(96..=262_144))]
+    snaplen: u32,
+    /// Kernel capture buffer in MiB, per capture handle (libpcap's default
+    /// of 2 MiB drops bursts; Zeek uses 128).
+    #[arg(long, default_value_t = 128, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=2047))]
+    buffer_size: u32,
+    /// Packet-buffer timeout in milliseconds: the longest the kernel and
+    /// qmwatch hold captured packets before processing them (events come
+    /// out within about this long after the reply packet).
+    #[arg(long, default_value_t = 100, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    timeout: u32,
+    /// libpcap immediate mode: every packet handed over at once. It turns
+    /// off the kernel's batched TPACKET_V3 ring (more CPU per packet); the
+    /// timeout already bounds the delay.
+    #[arg(long)]
+    immediate: bool,
+    /// Linux: one capture handle per worker, joined into one PACKET_FANOUT
+    /// group that hashes flows (both directions to the same worker), so no
+    /// capture thread sits between the kernel and the workers.
+    #[arg(long)]
+    fanout: bool,
+    /// After opening the interface, switch to this user, its group and
+    /// groups (as `tcpdump -Z`). Output files are opened after the switch.
+    #[arg(short = 'Z', long = "user", value_name = "USER")]
+    user: Option<String>,
+    /// A `qmwatch.stats` event every DURATION (e.g. 60s, 5m) and one at exit.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    stats_interval: u64,
+    /// Capture loss (acknowledged TCP bytes never captured, per statistics
+    /// interval) above which a `capture_loss` anomaly is raised, in percent;
+    /// judged only over at least 1 MiB acknowledged.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT", value_parser = parse_percent)]
+    capture_loss_threshold: f64,
+    /// Batches (blocks of up to 1 MiB of packets) each worker queue holds
+    /// before the capture thread drops, counted as queue drops; absorbs a
+    /// worker that is not scheduled for a moment. Tests use 1 to provoke
+    /// queue drops.
+    #[arg(long, default_value_t = 32, hide = true, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    queue_batches: u64,
+    /// No start line and no summary on standard error (errors still
+    /// printed).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Fold repeated relay alerts of one client through one server into one
+    /// alert per window (e.g. 60s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    alert_window: Option<u64>,
+    #[command(flatten)]
+    outputs: OutputArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// BPF capture filter (tcpdump syntax), as trailing arguments.
+    #[arg(
+        value_name = "FILTER",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    filter: Vec<String>,
 }
 
 /// Where events go.
@@ -196,8 +286,9 @@ struct OutputArgs {
 }
 
 impl OutputArgs {
-    /// The outputs of a replay, with SIGHUP registered to reopen files.
-    fn delivery(&self, observer: Observer) -> Result<Delivery, String> {
+    /// The outputs of a run, with SIGHUP registered to reopen files. Live
+    /// outputs never make the capture wait: a full queue drops the oldest.
+    fn delivery(&self, observer: Observer, live: bool) -> Result<Delivery, String> {
         let names: Vec<&str> = if self.output.is_empty() {
             vec!["-"]
         } else {
@@ -209,7 +300,11 @@ impl OutputArgs {
             if outputs.iter().any(|o| o.output == output) {
                 return Err(format!("output {n} given twice"));
             }
-            let mut c = OutputConfig::for_replay(output);
+            let mut c = if live {
+                OutputConfig::for_live(output)
+            } else {
+                OutputConfig::for_replay(output)
+            };
             c.queue_events = self.output_queue as usize;
             c.syslog = syslog::Options {
                 facility: self.syslog_facility,
@@ -249,6 +344,14 @@ struct AuditArgs {
     policy: PolicyArgs,
 }
 
+/// A percentage, 0 to 100.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("not a percentage: {s:?} (0 to 100)")),
+    }
+}
+
 /// Parses `90`, `90s`, `5m`, `2h`, `1d` into nanoseconds.
 fn parse_duration(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -277,6 +380,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Replay(a) => run_replay(a),
         Command::Audit(a) => run_audit(a),
+        Command::Live(a) => run_live(*a),
     }
 }
 
@@ -297,6 +401,7 @@ struct Run<'a> {
     policy: &'a PolicyArgs,
     alert_window_ns: Option<u64>,
     block_size: usize,
+    stats_interval_ns: Option<u64>,
 }
 
 fn start(run: Run<'_>) -> Result<ReplayReport, String> {
@@ -304,8 +409,12 @@ fn start(run: Run<'_>) -> Result<ReplayReport, String> {
     let stop = stop_flag()?;
     let observer = Observer::from_system();
     let delivery = match run.outputs {
-        Some(o) => o.delivery(observer)?,
+        Some(o) => o.delivery(observer, false)?,
         None => Delivery::single(Output::Discard),
+    };
+    let opts = RunOptions {
+        stats_interval: run.stats_interval_ns.map(Duration::from_nanos),
+        ..RunOptions::default()
     };
     let cfg = ReplayConfig {
         files: run.files,
@@ -317,7 +426,7 @@ fn start(run: Run<'_>) -> Result<ReplayReport, String> {
         policy: Arc::new(policy),
         alert_window_ns: run.alert_window_ns,
     };
-    replay_to(cfg, delivery, stop)
+    replay_with(cfg, delivery, opts, stop)
 }
 
 fn run_replay(a: ReplayArgs) -> ExitCode {
@@ -330,6 +439,7 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
         policy: &a.policy,
         alert_window_ns: a.alert_window,
         block_size: a.block_size as usize,
+        stats_interval_ns: a.stats_interval,
     }) {
         Ok(report) => {
             if !a.quiet {
@@ -369,6 +479,7 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         policy: &a.policy,
         alert_window_ns: None,
         block_size: 1 << 20,
+        stats_interval_ns: None,
     }) {
         Ok(report) => {
             print!("{}", audit::render(&report, &files, &policy_text, a.format));
@@ -382,4 +493,99 @@ fn run_audit(a: AuditArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+#[cfg(not(feature = "live"))]
+fn run_live(_: LiveArgs) -> ExitCode {
+    eprintln!(
+        "qmwatch: this build has no live capture: rebuild with `--features live` (needs libpcap-dev)"
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(feature = "live")]
+fn run_live(a: LiveArgs) -> ExitCode {
+    match live(a) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("qmwatch: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `qmwatch live`: open the interface, drop root, run until a stop signal.
+#[cfg(feature = "live")]
+fn live(a: LiveArgs) -> Result<ExitCode, String> {
+    use qmwatch::capture::live::{self as cap, LiveOptions};
+    use qmwatch::pipeline::live::LiveSource;
+    use qmwatch::pipeline::{run, Engine, LossThreshold};
+
+    let policy = a.policy.build()?;
+    let filter = a.filter.join(" ");
+    let opts = LiveOptions {
+        promisc: !a.no_promisc,
+        snaplen: a.snaplen,
+        buffer_bytes: a.buffer_size.saturating_mul(1 << 20),
+        timeout_ms: a.timeout,
+        immediate: a.immediate,
+        filter: (!filter.trim().is_empty()).then_some(filter),
+        ..LiveOptions::new(&a.interface)
+    };
+    let workers = usize::from(a.engine.workers);
+    let handles = cap::open(&opts, if a.fanout { workers } else { 1 })?;
+    if let Some(user) = &a.user {
+        qmwatch::privileges::drop_to(user)?;
+    }
+    let stop = stop_flag()?;
+    // SIGHUP must never end a sensor: it reopens file outputs, and is
+    // ignored when there is none.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("cannot install SIGHUP handler: {e}"))?;
+    let mut observer = Observer::from_system();
+    observer.ingress_interface = Some(a.interface.clone());
+    let delivery = a.outputs.delivery(observer, true)?;
+    let engine = Engine {
+        workers,
+        flow: a.engine.flow(),
+        policy: Arc::new(policy),
+        alert_window_ns: a.alert_window,
+    };
+    let run_opts = RunOptions {
+        stats_interval: Some(Duration::from_nanos(a.stats_interval)),
+        queue_batches: a.queue_batches as usize,
+        capture_loss: LossThreshold {
+            percent: a.capture_loss_threshold,
+            ..LossThreshold::default()
+        },
+    };
+    if !a.quiet {
+        let lt = handles.first().map(|h| h.link_type()).unwrap_or(0);
+        eprintln!(
+            "qmwatch: capturing on {} (link type {}, {} capture handle{}, {} worker{}); SIGINT/SIGTERM stops, SIGHUP reopens output files",
+            a.interface,
+            qmwatch::capture::file::link_type_name(lt).unwrap_or("?"),
+            handles.len(),
+            if handles.len() == 1 { "" } else { "s" },
+            workers,
+            if workers == 1 { "" } else { "s" },
+        );
+    }
+    let source = LiveSource::new(handles, Duration::from_millis(u64::from(a.timeout)));
+    let report = run(engine, delivery, run_opts, Box::new(source), stop)?;
+    if !a.quiet {
+        eprint!("{}", report.summary());
+    } else {
+        for e in &report.errors {
+            eprintln!("qmwatch: {e}");
+        }
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

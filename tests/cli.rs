@@ -148,3 +148,13 @@ fn output_file_is_appended() {
         serde_json::from_str::<serde_json::Value>(l).unwrap();
     }
 }
+
+#[cfg(not(feature = "live"))]
+#[test]
+fn live_in_a_build_without_it_says_how_to_get_it() {
+    let o = qmwatch(&["live", "-i", "eth0"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--features live"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -1,16 +1,23 @@
 //! Capture: where packets come from.
 //!
-//! Owns: capture sources (capture files in [`file`]; a live interface behind
-//! the `live` feature, later) and the buffers packets live in. Packets are
+//! Owns: capture sources (capture files in [`file`]; a live interface through
+//! libpcap in `live`, behind the `live` feature, with `fanout` joining
+//! several handles into one kernel `PACKET_FANOUT` group — the only module
+//! of qmwatch allowed `unsafe` code) and the buffers packets live in. Packets are
 //! read in large blocks that are shared, read-only, with every worker through
 //! an [`Arc<Block>`]; a worker sees a packet as a slice of its block, so no
-//! packet is copied between capture and classifier. A block's buffer goes
+//! packet is copied between capture and classifier (live capture copies each
+//! packet once, off the kernel's ring, into its block). A block's buffer goes
 //! back to a pool when the last worker drops it.
 //!
 //! Must not: decode packets, or block forever: every buffer and queue is
 //! bounded.
 
+#[cfg(all(feature = "live", target_os = "linux"))]
+pub mod fanout;
 pub mod file;
+#[cfg(feature = "live")]
+pub mod live;
 
 use std::sync::Arc;
 
@@ -97,7 +104,9 @@ impl BufferPool {
         BufferPool { tx, rx }
     }
 
-    /// A buffer from the pool, or a new one.
+    /// A buffer from the pool, or a new one. A pooled buffer keeps its
+    /// previous length and bytes (so it is not zero-filled again): clear it
+    /// before appending to it.
     pub fn get(&self, capacity: usize) -> Vec<u8> {
         self.rx
             .try_recv()

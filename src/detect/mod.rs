@@ -239,6 +239,17 @@ impl Detector {
         out.push(m);
     }
 
+    /// Emits an event about the sensor itself (statistics, capture loss):
+    /// counted by dataset and stamped with the observer like every event.
+    pub fn emit_sensor(
+        &mut self,
+        dataset: &'static str,
+        m: Map<String, Value>,
+        out: &mut Vec<Map<String, Value>>,
+    ) {
+        self.emit(dataset, m, out);
+    }
+
     /// Handles one record; pushes zero or more events.
     pub fn record(&mut self, rec: Record, out: &mut Vec<Map<String, Value>>) {
         let ts = match &rec {

@@ -11,9 +11,14 @@
 //! stays that cheap, never buffered or parsed again. Only candidate flows get
 //! the boxed reassembly and session state.
 //!
+//! Every flow, rejected ones included, also feeds the capture-loss estimate
+//! ([`LossTrack`]: a few sequence numbers per direction in the entry, no
+//! payload work), which counts acknowledged bytes the capture never saw.
+//!
 //! Must not: decode headers (it takes [`Segment`]s), apply site policy, or
 //! block: everything it reports goes into the caller's `Vec<Record>`.
 
+pub mod loss;
 pub mod reassembly;
 
 use std::net::SocketAddr;
@@ -24,6 +29,7 @@ use crate::decode::{Addr, Segment};
 use crate::protocol::session::{Session, Status};
 use crate::protocol::sniff::{Sniffer, Verdict};
 use crate::protocol::Record;
+use loss::LossTrack;
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
 
 /// Whether TCP checksums are verified.
@@ -100,6 +106,11 @@ pub struct FlowStats {
     pub directions_checksum_offloaded: u64,
     pub sessions_dropped_memcap: u64,
     pub session_bytes_peak: u64,
+    /// Capture-loss estimate: bytes acknowledged by a receiver (all TCP
+    /// flows with an entry, both directions).
+    pub loss_acked_bytes: u64,
+    /// Of those, bytes the capture never saw (see [`loss`]).
+    pub loss_gap_bytes: u64,
 }
 
 impl FlowStats {
@@ -121,6 +132,14 @@ impl FlowStats {
         self.directions_checksum_offloaded += o.directions_checksum_offloaded;
         self.sessions_dropped_memcap += o.sessions_dropped_memcap;
         self.session_bytes_peak += o.session_bytes_peak;
+        self.loss_acked_bytes += o.loss_acked_bytes;
+        self.loss_gap_bytes += o.loss_gap_bytes;
+    }
+
+    /// Estimated capture loss in percent (gap bytes over acknowledged
+    /// bytes), `None` before anything was acknowledged.
+    pub fn capture_loss_percent(&self) -> Option<f64> {
+        loss::percent(self.loss_gap_bytes, self.loss_acked_bytes)
     }
 }
 
@@ -206,6 +225,8 @@ struct Flow {
     client_sample_len: u8,
     client_sample: [u8; 16],
     client_sample_ts: u64,
+    /// Sequence and acknowledgement bookkeeping for the capture-loss estimate.
+    loss: LossTrack,
     candidate: Option<Box<Candidate>>,
 }
 
@@ -253,6 +274,11 @@ impl FlowTable {
     /// Out-of-order bytes held now.
     pub fn held_bytes(&self) -> usize {
         self.budget.held
+    }
+
+    /// Copied protocol state (addresses, reply texts) held by all sessions now.
+    pub fn session_bytes(&self) -> usize {
+        self.session_bytes
     }
 
     fn flow(&mut self, i: u32) -> Option<&mut Flow> {
@@ -347,6 +373,7 @@ impl FlowTable {
             client_sample_len: 0,
             client_sample: [0; 16],
             client_sample_ts: 0,
+            loss: LossTrack::default(),
             candidate: None,
         };
         let i = match self.free.pop() {
@@ -403,6 +430,9 @@ impl FlowTable {
         };
         flow.last_seen = flow.last_seen.max(seg.ts);
         let state = flow.state;
+        let (acked, gap) = flow.loss.observe(dir, seg);
+        self.stats.loss_acked_bytes += acked;
+        self.stats.loss_gap_bytes += gap;
         match state {
             State::Closed => {}
             State::Rejected => {

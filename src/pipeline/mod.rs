@@ -1,41 +1,56 @@
-//! Pipeline: the threads of a replay and the bounded channels between them.
+//! Pipeline: the threads of a run and the bounded channels between them.
 //!
 //! ```text
-//! capture+decode ──Batch──▶ worker 0..N (flows, reassembly, protocol)
-//!                                  │ Vec<Record>
-//!                                  ▼
-//!                         detect ──Arc<Line>──▶ one bounded queue and
-//!                                               thread per output (sink)
+//! source: capture + decode + hash ──Batch──▶ worker 0..N (flows, reassembly, protocol)
+//!   (replay: one thread reading files;            │ WorkerMsg: records, stats snapshots
+//!    live: one capture thread, or one             ▼
+//!    per worker with --fanout)            detect (+ stats) ──Arc<Line>──▶ one bounded
+//!                                                                         queue and thread
+//!                                                                         per output (sink)
 //! ```
 //!
-//! Owns: starting and joining the threads, the capture loop (read a block,
-//! decode its frames, hand each worker the segments of its flows), and
-//! collecting every stage's counters for the summary. Replay is lossless:
-//! when a worker falls behind, the capture loop waits (bounded channels).
+//! Owns: starting and joining the threads ([`run`]); the [`Source`] trait a
+//! capture loop implements (capture files in [`FileSource`], a live
+//! interface in `live::LiveSource`); the decode-and-hash step every source
+//! shares ([`Splitter`]); the worker queues ([`WorkerQueue`]: a replay waits
+//! for a worker that falls behind, lossless; live capture never waits — a
+//! full queue drops the batch and counts its packets); the workers; the
+//! detect thread with the periodic `qmwatch.stats` event ([`stats`]); and
+//! the summary.
 //!
-//! Must not: hold anything unbounded, or exit before every worker finished
-//! its flows and every output drained its queue: on end of input or on a
-//! stop signal, every pending event is written (or, for a collector that
-//! stays down, counted as dropped).
+//! Must not: hold anything unbounded, block a live capture thread, or exit
+//! before every worker finished its flows and every output drained its
+//! queue: on end of input or on a stop signal, every pending event is
+//! written (or, for a collector that stays down, counted as dropped).
 
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod replay;
+pub mod stats;
+mod summary;
+
+#[cfg(feature = "live")]
+pub mod live;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use hdrhistogram::Histogram;
 
-use crate::capture::file::{CaptureReader, PacketRecord, ReaderStats};
+use crate::capture::file::{PacketRecord, ReaderStats};
 use crate::capture::{Batch, Block, BufferPool};
-use crate::decode::{supported_link_type, DecodeStats, Decoded, Decoder, Segment};
+use crate::decode::{DecodeStats, Decoded, Decoder, Segment};
 use crate::detect::policy::Policy;
 use crate::detect::{DetectStats, Detector};
-use crate::event::Observer;
+use crate::event::{Observer, RunId};
 use crate::flow::{FlowConfig, FlowStats, FlowTable};
 use crate::protocol::Record;
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
+
+pub use replay::FileSource;
+pub use stats::LossThreshold;
+use stats::{StatsRun, WorkerSnapshot};
 
 /// Everything a replay needs to know.
 #[derive(Clone, Debug)]
@@ -53,7 +68,19 @@ pub struct ReplayConfig {
     pub alert_window_ns: Option<u64>,
 }
 
-/// Where a replay's events go, and the `observer.*` fields they carry.
+impl ReplayConfig {
+    /// The engine part of the configuration.
+    pub fn engine(&self) -> Engine {
+        Engine {
+            workers: self.workers,
+            flow: self.flow,
+            policy: Arc::clone(&self.policy),
+            alert_window_ns: self.alert_window_ns,
+        }
+    }
+}
+
+/// Where a run's events go, and the `observer.*` fields they carry.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     /// Every output, each with its own queue and thread.
@@ -71,23 +98,290 @@ impl Delivery {
     }
 }
 
+/// The workers, their flow tables and the detection settings of a run.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    /// Worker threads (1–64); each owns the flows that hash to it.
+    pub workers: usize,
+    /// Limits of the whole run (split evenly over the workers).
+    pub flow: FlowConfig,
+    pub policy: Arc<Policy>,
+    pub alert_window_ns: Option<u64>,
+}
+
+/// Batches a worker queue holds by default.
+pub const DEFAULT_QUEUE_BATCHES: usize = 8;
+
+/// How a run behaves, apart from its input and its engine.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// A `qmwatch.stats` event every interval and one at the end; `None`:
+    /// none at all (a replay's default, so its output is unchanged).
+    pub stats_interval: Option<Duration>,
+    /// Batches each worker's queue holds (a batch is one block's segments
+    /// for that worker).
+    pub queue_batches: usize,
+    /// When the capture-loss estimate raises a `capture_loss` anomaly
+    /// (evaluated at each statistics interval).
+    pub capture_loss: LossThreshold,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            stats_interval: None,
+            queue_batches: DEFAULT_QUEUE_BATCHES,
+            capture_loss: LossThreshold::default(),
+        }
+    }
+}
+
+/// Counters the capture side publishes while it runs: relaxed atomics, one
+/// update per block, read by the statistics.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    /// Frames taken off the ring or read from the file.
+    pub packets: AtomicU64,
+    /// Their length on the wire.
+    pub bytes: AtomicU64,
+    /// Dropped by the kernel: its ring was full (libpcap `ps_drop`).
+    pub kernel_drops: AtomicU64,
+    /// Dropped by the interface or its driver (libpcap `ps_ifdrop`).
+    pub interface_drops: AtomicU64,
+    /// TCP segments dropped because a worker's queue was full (live only).
+    pub queue_drops: AtomicU64,
+    /// Batches those segments were in.
+    pub queue_dropped_batches: AtomicU64,
+}
+
+/// A copy of [`CaptureCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub kernel_drops: u64,
+    pub interface_drops: u64,
+    pub queue_drops: u64,
+    pub queue_dropped_batches: u64,
+}
+
+impl CaptureCounters {
+    pub fn totals(&self) -> CaptureTotals {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CaptureTotals {
+            packets: g(&self.packets),
+            bytes: g(&self.bytes),
+            kernel_drops: g(&self.kernel_drops),
+            interface_drops: g(&self.interface_drops),
+            queue_drops: g(&self.queue_drops),
+            queue_dropped_batches: g(&self.queue_dropped_batches),
+        }
+    }
+}
+
+/// A worker is gone (it panicked): the source must stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerGone;
+
+/// One worker's input queue, as a source sees it.
+#[derive(Clone)]
+pub struct WorkerQueue {
+    tx: Sender<Batch>,
+    lossless: bool,
+    counters: Arc<CaptureCounters>,
+}
+
+impl WorkerQueue {
+    /// Hands a batch to the worker. Lossless (replay): waits while the
+    /// queue is full. Otherwise (live): never waits — a full queue drops the
+    /// batch and counts its segments as queue drops.
+    pub fn send(&self, batch: Batch) -> Result<(), WorkerGone> {
+        if self.lossless {
+            return self.tx.send(batch).map_err(|_| WorkerGone);
+        }
+        match self.tx.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(b)) => {
+                if !b.segments.is_empty() {
+                    let c = &self.counters;
+                    c.queue_drops
+                        .fetch_add(b.segments.len() as u64, Ordering::Relaxed);
+                    c.queue_dropped_batches.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(WorkerGone),
+        }
+    }
+}
+
+/// What a source is given: one queue per worker, the counters it
+/// publishes, and the stop flag (SIGINT/SIGTERM).
+pub struct Feed {
+    pub queues: Vec<WorkerQueue>,
+    pub counters: Arc<CaptureCounters>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a source reports at its end.
+#[derive(Clone, Debug, Default)]
+pub struct SourceReport {
+    pub decode: DecodeStats,
+    pub reader: ReaderStats,
+    pub errors: Vec<String>,
+    /// Stopped by a signal before the end of its input.
+    pub interrupted: bool,
+    /// Capture file bytes read (replay).
+    pub capture_bytes: u64,
+}
+
+/// Where packets come from: a capture loop that reads blocks, runs them
+/// through a [`Splitter`] and hands the batches to the worker queues.
+pub trait Source {
+    /// `replay`, `live` or `live_fanout` (the summary's title and the
+    /// stats' `mode`).
+    fn mode(&self) -> &'static str;
+    /// True: a full worker queue makes the source wait (replay). False: the
+    /// batch is dropped and counted (live capture never blocks the ring).
+    fn lossless(&self) -> bool;
+    /// Live capture: packet time is the clock, so idle workers expire flows
+    /// by the wall clock and detection latency is measured.
+    fn live(&self) -> bool;
+    /// Reads until the input ends or `feed.stop` is set. Dropping the
+    /// queues (at return) tells the workers the input ended.
+    fn run(self: Box<Self>, feed: Feed) -> SourceReport;
+}
+
+/// The decode-and-hash step: decodes every frame of a block, hashes each
+/// TCP segment's flow symmetrically (both directions to the same worker),
+/// and hands each worker the segments of its flows, sharing the block.
+pub struct Splitter {
+    decoder: Decoder,
+    per_worker: Vec<Vec<Segment>>,
+    send_empty: bool,
+    counters: Arc<CaptureCounters>,
+}
+
+impl Splitter {
+    /// `send_empty`: every worker gets a batch for every block, even with no
+    /// segment of its own, so that its packet-time clock advances (replay);
+    /// live workers follow the wall clock instead.
+    pub fn new(workers: usize, send_empty: bool, counters: Arc<CaptureCounters>) -> Splitter {
+        Splitter {
+            decoder: Decoder::default(),
+            per_worker: (0..workers.max(1)).map(|_| Vec::new()).collect(),
+            send_empty,
+            counters,
+        }
+    }
+
+    /// Decodes the frames `records` of `buf` and hands each queue its
+    /// batch. `buf` goes back to `pool` when the last worker is done.
+    pub fn dispatch(
+        &mut self,
+        buf: Vec<u8>,
+        records: &[PacketRecord],
+        pool: &BufferPool,
+        queues: &[WorkerQueue],
+    ) -> Result<(), WorkerGone> {
+        let workers = queues.len().min(self.per_worker.len()).max(1);
+        let mut extra = Vec::new();
+        let mut now = 0u64;
+        let mut wire = 0u64;
+        for r in records {
+            now = now.max(r.ts_nanos);
+            wire += u64::from(r.origlen.max(r.caplen));
+            let start = r.data_start as usize;
+            let frame = buf
+                .get(start..start.saturating_add(r.caplen as usize))
+                .unwrap_or_default();
+            let seg =
+                match self
+                    .decoder
+                    .decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen)
+                {
+                    Decoded::Segment(s) => s,
+                    Decoded::Reassembled(mut s, bytes) => {
+                        s.payload_start = s.payload_start.saturating_add(extra.len() as u32);
+                        extra.extend_from_slice(&bytes);
+                        s
+                    }
+                    Decoded::Skip(_) => continue,
+                };
+            let w = if workers == 1 {
+                0
+            } else {
+                (seg.flow_hash() % workers as u64) as usize
+            };
+            if let Some(v) = self.per_worker.get_mut(w) {
+                v.push(seg);
+            }
+        }
+        self.decoder.expire(now);
+        self.counters
+            .packets
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(wire, Ordering::Relaxed);
+        let mut block = Block::new(buf, Some(pool.returner()));
+        block.extra = extra;
+        let block = Arc::new(block);
+        for (w, q) in queues.iter().enumerate() {
+            let segments = self
+                .per_worker
+                .get_mut(w)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if segments.is_empty() && !self.send_empty {
+                continue;
+            }
+            q.send(Batch {
+                block: Arc::clone(&block),
+                segments,
+                now,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The decoder's counters.
+    pub fn decode_stats(&self) -> &DecodeStats {
+        &self.decoder.stats
+    }
+}
+
 /// What a worker reports when it is done.
 pub struct WorkerReport {
     pub flows: FlowStats,
     pub segments: u64,
     /// Nanoseconds per packet, averaged over each batch.
     pub ns_per_packet: Histogram<u64>,
+    /// Its last statistics (the final `qmwatch.stats`).
+    pub last: WorkerSnapshot,
 }
 
 enum WorkerMsg {
-    Records(Vec<Record>),
+    /// Records of one batch; `trigger_ns` is the capture time of the latest
+    /// packet that produced one (0: none, e.g. a timeout).
+    Records {
+        records: Vec<Record>,
+        trigger_ns: u64,
+    },
+    /// Answer to a statistics request (`epoch`).
+    Snapshot {
+        epoch: u64,
+        snap: Box<WorkerSnapshot>,
+    },
     Done(Box<WorkerReport>),
 }
 
-/// Counters of a whole replay, for the summary.
+/// Counters of a whole run, for the summary (and the audit report).
 pub struct ReplayReport {
+    /// `replay`, `live` or `live_fanout`.
+    pub mode: &'static str,
     pub decode: DecodeStats,
     pub reader: ReaderStats,
+    /// Packets, bytes and every kind of capture drop.
+    pub capture: CaptureTotals,
     pub flows: FlowStats,
     pub detect: DetectStats,
     /// Lines handed to the outputs (each event once).
@@ -102,7 +396,10 @@ pub struct ReplayReport {
     pub capture_bytes: u64,
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// The report of any run (replay or live).
+pub type RunReport = ReplayReport;
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 ns .. 60 s, 3 significant digits; creation cannot fail with these bounds.
     Histogram::new_with_bounds(1, 60_000_000_000, 3)
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()))
@@ -114,69 +411,202 @@ fn unreachable_histogram() -> Histogram<u64> {
     Histogram::new(1).unwrap_or_else(|_| std::process::abort())
 }
 
-fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>) {
+/// Nanoseconds since the Unix epoch, by the wall clock.
+pub(crate) fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How often an idle worker looks at the clock and at statistics requests.
+const WORKER_TICK: Duration = Duration::from_millis(100);
+
+struct WorkerCtl {
+    id: usize,
+    /// Expire flows by the wall clock when no batch comes.
+    live: bool,
+    /// Statistics requests: a new value asks for a snapshot.
+    epoch: Option<Arc<AtomicU64>>,
+}
+
+fn snapshot(
+    worker: usize,
+    table: &FlowTable,
+    segments: u64,
+    batches: u64,
+    batch_ns: Histogram<u64>,
+) -> WorkerSnapshot {
+    WorkerSnapshot {
+        worker,
+        flows: table.stats.clone(),
+        tracked: table.len() as u64,
+        held_bytes: table.held_bytes() as u64,
+        session_bytes: table.session_bytes() as u64,
+        segments,
+        batches,
+        batch_ns,
+    }
+}
+
+fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: WorkerCtl) {
     let mut table = FlowTable::new(cfg);
     let mut out: Vec<Record> = Vec::new();
     let mut hist = new_histogram();
+    let mut batch_ns = new_histogram();
     let mut segments = 0u64;
-    for batch in rx.iter() {
-        let t0 = Instant::now();
-        for seg in &batch.segments {
-            table.segment_checked(
-                seg,
-                batch.block.payload(seg),
-                Some(batch.block.tcp_segment(seg)),
-                &mut out,
-            );
+    let mut batches = 0u64;
+    let mut clock = 0u64;
+    let mut seen_epoch = 0u64;
+    let poll = ctl.live || ctl.epoch.is_some();
+    loop {
+        let next = if poll {
+            match rx.recv_timeout(WORKER_TICK) {
+                Ok(b) => Some(b),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(b) => Some(b),
+                Err(_) => break,
+            }
+        };
+        let mut trigger_ns = 0u64;
+        match next {
+            Some(batch) => {
+                let t0 = Instant::now();
+                for seg in &batch.segments {
+                    let before = out.len();
+                    table.segment_checked(
+                        seg,
+                        batch.block.payload(seg),
+                        Some(batch.block.tcp_segment(seg)),
+                        &mut out,
+                    );
+                    if out.len() > before {
+                        trigger_ns = trigger_ns.max(seg.ts);
+                    }
+                }
+                clock = clock.max(batch.now);
+                table.expire(clock, &mut out);
+                let n = batch.segments.len() as u64;
+                let ns = t0.elapsed().as_nanos() as u64;
+                segments += n;
+                batches += 1;
+                if let Some(per) = ns.checked_div(n) {
+                    let _ = hist.record(per.max(1));
+                }
+                let _ = batch_ns.record(ns.max(1));
+                drop(batch);
+            }
+            None if ctl.live => {
+                // Nothing came: live packet time is the wall clock.
+                clock = clock.max(wall_ns());
+                table.expire(clock, &mut out);
+            }
+            None => {}
         }
-        table.expire(batch.now, &mut out);
-        let n = batch.segments.len() as u64;
-        segments += n;
-        if let Some(ns) = (t0.elapsed().as_nanos() as u64).checked_div(n) {
-            let _ = hist.record(ns.max(1));
-        }
-        drop(batch);
         if !out.is_empty()
             && tx
-                .send(WorkerMsg::Records(std::mem::take(&mut out)))
+                .send(WorkerMsg::Records {
+                    records: std::mem::take(&mut out),
+                    trigger_ns,
+                })
                 .is_err()
         {
             return;
         }
+        if let Some(ep) = &ctl.epoch {
+            let e = ep.load(Ordering::Relaxed);
+            if e != seen_epoch {
+                seen_epoch = e;
+                let h = std::mem::replace(&mut batch_ns, new_histogram());
+                let snap = Box::new(snapshot(ctl.id, &table, segments, batches, h));
+                let msg = WorkerMsg::Snapshot { epoch: e, snap };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        }
     }
     table.finish_all(&mut out);
     if !out.is_empty() {
-        let _ = tx.send(WorkerMsg::Records(out));
+        let _ = tx.send(WorkerMsg::Records {
+            records: out,
+            trigger_ns: 0,
+        });
     }
+    let last = snapshot(ctl.id, &table, segments, batches, batch_ns);
     let _ = tx.send(WorkerMsg::Done(Box::new(WorkerReport {
         flows: table.stats.clone(),
         segments,
         ns_per_packet: hist,
+        last,
     })));
 }
 
 /// Turns records into events, serializes each once and hands the line to
-/// every output's queue (which waits or drops as its output is configured).
+/// every output's queue (which waits or drops as its output is
+/// configured); writes the statistics when they are due.
 fn detect_loop(
     mut det: Detector,
     rx: Receiver<WorkerMsg>,
     mut fanout: Fanout,
+    mut stats: Option<StatsRun>,
 ) -> (DetectStats, Vec<WorkerReport>, SinkStats) {
     let mut reports = Vec::new();
     let mut events = Vec::new();
-    for msg in rx.iter() {
+    loop {
+        let msg = match stats.as_ref().map(StatsRun::deadline) {
+            Some(deadline) => match rx.recv_deadline(deadline) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
         match msg {
-            WorkerMsg::Records(recs) => {
-                for r in recs {
+            Some(WorkerMsg::Records {
+                records,
+                trigger_ns,
+            }) => {
+                for r in records {
                     det.record(r, &mut events);
                 }
+                let n = events.len() as u64;
                 fanout.send_events(&mut events);
+                if let Some(s) = stats.as_mut() {
+                    s.note_events(n, trigger_ns);
+                }
             }
-            WorkerMsg::Done(r) => reports.push(*r),
+            Some(WorkerMsg::Snapshot { epoch, snap }) => {
+                if let Some(s) = stats.as_mut() {
+                    s.snapshot(epoch, *snap);
+                }
+            }
+            Some(WorkerMsg::Done(r)) => {
+                if let Some(s) = stats.as_mut() {
+                    s.worker_done(&r.last);
+                }
+                reports.push(*r);
+            }
+            None => {}
+        }
+        if let Some(s) = stats.as_mut() {
+            s.tick(&mut det, &mut events);
+            fanout.send_events(&mut events);
         }
     }
     det.finish(&mut events);
     fanout.send_events(&mut events);
+    if let Some(s) = stats.as_mut() {
+        s.finish(&mut det, &mut events);
+        fanout.send_events(&mut events);
+    }
     fanout.close();
     (det.stats, reports, fanout.stats)
 }
@@ -195,159 +625,103 @@ pub fn replay_to(
     delivery: Delivery,
     stop: Arc<AtomicBool>,
 ) -> Result<ReplayReport, String> {
+    replay_with(cfg, delivery, RunOptions::default(), stop)
+}
+
+/// Runs a replay with explicit run options (statistics on, for one).
+pub fn replay_with(
+    cfg: ReplayConfig,
+    delivery: Delivery,
+    opts: RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<ReplayReport, String> {
+    let source = FileSource {
+        files: cfg.files.clone(),
+        block_size: cfg.block_size,
+        progress: cfg.progress,
+    };
+    run(cfg.engine(), delivery, opts, Box::new(source), stop)
+}
+
+/// Runs the pipeline on `source` until its input ends or `stop` is set:
+/// starts the outputs, the detect thread and the workers, runs the source
+/// in this thread, then waits until every worker finished its flows and
+/// every output drained its queue.
+pub fn run(
+    engine: Engine,
+    delivery: Delivery,
+    opts: RunOptions,
+    source: Box<dyn Source>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunReport, String> {
     let started = Instant::now();
+    let mode = source.mode();
+    let live = source.live();
+    let lossless = source.lossless();
     let (sinks, fanout) = Sinks::start(delivery.outputs)?;
-    let workers = cfg.workers.clamp(1, 64);
+    let workers = engine.workers.clamp(1, 64);
+    let counters = Arc::new(CaptureCounters::default());
+    let epoch = opts.stats_interval.map(|_| Arc::new(AtomicU64::new(0)));
+    let stats_run = match (opts.stats_interval, &epoch) {
+        (Some(interval), Some(ep)) => Some(StatsRun::new(stats::StatsSetup {
+            interval,
+            epoch: Arc::clone(ep),
+            capture: Arc::clone(&counters),
+            outputs: sinks.counters(),
+            run: RunId {
+                hostname: delivery.observer.hostname.clone(),
+                interface: delivery.observer.ingress_interface.clone(),
+                started_ns: wall_ns(),
+            },
+            workers,
+            mode,
+            measure_latency: live,
+            threshold: opts.capture_loss,
+        })),
+        _ => None,
+    };
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
     let detect_thread = thread::Builder::new()
         .name("qmwatch-detect".into())
         .spawn({
-            let det = Detector::new(Arc::clone(&cfg.policy), cfg.alert_window_ns)
+            let det = Detector::new(Arc::clone(&engine.policy), engine.alert_window_ns)
                 .with_observer(delivery.observer);
-            move || detect_loop(det, rec_rx, fanout)
+            move || detect_loop(det, rec_rx, fanout, stats_run)
         })
         .map_err(|e| format!("cannot start detect thread: {e}"))?;
-    let mut batch_txs = Vec::new();
+    let mut queues = Vec::new();
     let mut worker_threads = Vec::new();
     for w in 0..workers {
-        let (tx, rx) = bounded::<Batch>(8);
+        let (tx, rx) = bounded::<Batch>(opts.queue_batches.max(1));
         let rtx = rec_tx.clone();
-        let mut fcfg = cfg.flow;
+        let mut fcfg = engine.flow;
         fcfg.max_flows = (fcfg.max_flows / workers).max(1);
         fcfg.held_bytes_cap = (fcfg.held_bytes_cap / workers).max(1);
         fcfg.session_memory = (fcfg.session_memory / workers).max(1);
+        let ctl = WorkerCtl {
+            id: w,
+            live,
+            epoch: epoch.clone(),
+        };
         let h = thread::Builder::new()
             .name(format!("qmwatch-worker-{w}"))
-            .spawn(move || worker(fcfg, rx, rtx))
+            .spawn(move || worker(fcfg, rx, rtx, ctl))
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
-        batch_txs.push(tx);
+        queues.push(WorkerQueue {
+            tx,
+            lossless,
+            counters: Arc::clone(&counters),
+        });
         worker_threads.push(h);
     }
     drop(rec_tx);
 
-    let total: u64 = cfg
-        .files
-        .iter()
-        .filter(|f| f.as_str() != "-")
-        .filter_map(|f| std::fs::metadata(f).ok().map(|m| m.len()))
-        .sum();
-    let bar = if cfg.progress {
-        let b = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {bar:40} {bytes_per_sec} eta {eta}",
-        ) {
-            b.set_style(style);
-        }
-        Some(b)
-    } else {
-        None
-    };
-
-    let mut decoder = Decoder::default();
-    let mut reader_stats = ReaderStats::default();
-    let mut errors = Vec::new();
-    let mut capture_bytes = 0u64;
-    let pool = BufferPool::new(workers * 8 + 8);
-    let mut records: Vec<PacketRecord> = Vec::new();
-    let mut per_worker: Vec<Vec<Segment>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut interrupted = false;
-    let mut done_before = 0u64;
-    'files: for name in &cfg.files {
-        let input: Box<dyn Read> = if name == "-" {
-            Box::new(std::io::stdin())
-        } else {
-            match std::fs::File::open(name) {
-                Ok(f) => Box::new(f),
-                Err(e) => {
-                    errors.push(format!("{name}: cannot open: {e}"));
-                    continue;
-                }
-            }
-        };
-        let mut reader = match CaptureReader::new(name.clone(), input, supported_link_type) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(e.to_string());
-                continue;
-            }
-        };
-        reader.set_block_size(cfg.block_size);
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                interrupted = true;
-                break 'files;
-            }
-            let mut buf = pool.get(cfg.block_size);
-            records.clear();
-            let step = reader.next_block(&mut buf, &mut records);
-            let mut extra = Vec::new();
-            let mut now = 0u64;
-            for r in &records {
-                now = now.max(r.ts_nanos);
-                let start = r.data_start as usize;
-                let frame = buf
-                    .get(start..start.saturating_add(r.caplen as usize))
-                    .unwrap_or_default();
-                let seg =
-                    match decoder.decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen) {
-                        Decoded::Segment(s) => s,
-                        Decoded::Reassembled(mut s, bytes) => {
-                            s.payload_start = s.payload_start.saturating_add(extra.len() as u32);
-                            extra.extend_from_slice(&bytes);
-                            s
-                        }
-                        Decoded::Skip(_) => continue,
-                    };
-                let w = if workers == 1 {
-                    0
-                } else {
-                    (seg.flow_hash() % workers as u64) as usize
-                };
-                if let Some(v) = per_worker.get_mut(w) {
-                    v.push(seg);
-                }
-            }
-            decoder.expire(now);
-            let mut block = Block::new(buf, Some(pool.returner()));
-            block.extra = extra;
-            let block = Arc::new(block);
-            for (w, tx) in batch_txs.iter().enumerate() {
-                let segments = per_worker
-                    .get_mut(w)
-                    .map(std::mem::take)
-                    .unwrap_or_default();
-                let batch = Batch {
-                    block: Arc::clone(&block),
-                    segments,
-                    now,
-                };
-                if tx.send(batch).is_err() {
-                    errors.push("a worker stopped unexpectedly".into());
-                    break 'files;
-                }
-            }
-            drop(block);
-            let pos = done_before + reader.bytes_consumed();
-            if let Some(b) = &bar {
-                b.set_position(pos);
-            }
-            match step {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    errors.push(e.to_string());
-                    break;
-                }
-            }
-        }
-        capture_bytes += reader.bytes_consumed();
-        done_before += reader.bytes_consumed();
-        merge_reader(&mut reader_stats, reader.stats());
-    }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    drop(batch_txs);
+    let src = source.run(Feed {
+        queues,
+        counters: Arc::clone(&counters),
+        stop,
+    });
+    let mut errors = src.errors;
     let mut flows = FlowStats::default();
     for h in worker_threads {
         if h.join().is_err() {
@@ -370,8 +744,10 @@ pub fn replay_to(
         let _ = hist.add(&r.ns_per_packet);
     }
     Ok(ReplayReport {
-        decode: decoder.stats.clone(),
-        reader: reader_stats,
+        mode,
+        decode: src.decode,
+        reader: src.reader,
+        capture: counters.totals(),
         flows,
         detect,
         sink,
@@ -379,173 +755,8 @@ pub fn replay_to(
         ns_per_packet: hist,
         wall: started.elapsed(),
         errors,
-        interrupted,
+        interrupted: src.interrupted,
         workers,
-        capture_bytes,
+        capture_bytes: src.capture_bytes,
     })
-}
-
-fn merge_reader(a: &mut ReaderStats, b: &ReaderStats) {
-    a.records += b.records;
-    a.bytes_read += b.bytes_read;
-    a.skipped_unsupported_link += b.skipped_unsupported_link;
-    a.skipped_unknown_blocks += b.skipped_unknown_blocks;
-    a.skipped_bad_interface += b.skipped_bad_interface;
-    a.zero_length_packets += b.zero_length_packets;
-    a.truncated_packets += b.truncated_packets;
-}
-
-impl ReplayReport {
-    /// The end-of-replay summary, for stderr.
-    pub fn summary(&self) -> String {
-        use std::fmt::Write as _;
-        let mut s = String::new();
-        let secs = self.wall.as_secs_f64().max(1e-9);
-        let d = &self.decode;
-        let _ = writeln!(s, "qmwatch replay summary");
-        let _ = writeln!(
-            s,
-            "  packets {}  bytes {}  tcp segments {}  workers {}",
-            d.frames, d.bytes, d.tcp_segments, self.workers
-        );
-        let _ = writeln!(
-            s,
-            "  wall {:.3} s  {:.3} Gbit/s  {:.0} packets/s  (capture file bytes {})",
-            secs,
-            d.bytes as f64 * 8.0 / secs / 1e9,
-            d.frames as f64 / secs,
-            self.capture_bytes
-        );
-        let f = &self.flows;
-        let _ = writeln!(
-            s,
-            "  flows {} (candidates {}, rejected as not QMTP/QMQP {}, closed {}, timed out {}, evicted at cap {}, peak tracked {})",
-            f.flows_created, f.flows_candidate, f.flows_rejected, f.flows_closed, f.flows_timed_out, f.flows_evicted_cap, f.flows_peak
-        );
-        let sess: Vec<String> = self
-            .detect
-            .sessions_by_protocol
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  confirmed sessions: {}",
-            if sess.is_empty() {
-                "none".into()
-            } else {
-                sess.join(", ")
-            }
-        );
-        let ev: Vec<String> = self
-            .detect
-            .events_by_dataset
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  events {}: {}",
-            self.sink.lines,
-            if ev.is_empty() {
-                "none".into()
-            } else {
-                ev.join(", ")
-            }
-        );
-        for o in &self.outputs {
-            let _ = writeln!(
-                s,
-                "  output {}: written {}, dropped {} (queue full {}, undeliverable {}), outages {}, queue peak {}{}{}",
-                o.output,
-                o.written,
-                o.dropped(),
-                o.dropped_queue_full,
-                o.dropped_undeliverable,
-                o.outages,
-                o.queue_peak,
-                if o.rotations > 0 { format!(", rotations {}", o.rotations) } else { String::new() },
-                if o.reopens > 0 { format!(", reopens {}", o.reopens) } else { String::new() },
-            );
-        }
-        let mut skipped: Vec<String> = crate::decode::Skip::ALL
-            .iter()
-            .filter(|k| d.skipped(**k) > 0)
-            .map(|k| format!("{} {}", k.name(), d.skipped(*k)))
-            .collect();
-        let r = &self.reader;
-        for (name, n) in [
-            (
-                "unsupported_link_type_interface",
-                r.skipped_unsupported_link,
-            ),
-            ("pcapng_unknown_block", r.skipped_unknown_blocks),
-            ("pcapng_bad_interface", r.skipped_bad_interface),
-            ("zero_length_packet", r.zero_length_packets),
-            ("snaplen_truncated_packet", r.truncated_packets),
-            ("packet_without_flow", f.packets_without_flow),
-            ("tcp_bad_checksum_dropped", f.bad_checksum_dropped),
-            ("sessions_dropped_memory_cap", f.sessions_dropped_memcap),
-            (
-                "directions_with_offloaded_checksums",
-                f.directions_checksum_offloaded,
-            ),
-            ("ip_fragment_overlap_conflict", d.fragments_conflicting),
-            ("tcp_overlap_consistent", f.reassembly.overlaps_consistent),
-            ("tcp_overlap_conflicting", f.reassembly.overlaps_conflicting),
-            ("tcp_overlap_unverified", f.reassembly.overlaps_unverified),
-            ("tcp_out_of_window", f.reassembly.out_of_window),
-            ("tcp_gaps", f.reassembly.gaps),
-            ("tcp_gap_bytes", f.reassembly.gap_bytes),
-            ("reassembly_cap_gaps", f.reassembly.cap_gaps),
-            ("replies_to_unseen_requests", f.replies_to_unseen_requests),
-            (
-                "unconfirmed_anomalies_dropped",
-                f.anomalies_dropped_unconfirmed,
-            ),
-            (
-                "unconfirmed_partial_requests_dropped",
-                f.requests_dropped_unconfirmed,
-            ),
-        ] {
-            if n > 0 {
-                skipped.push(format!("{name} {n}"));
-            }
-        }
-        let _ = writeln!(
-            s,
-            "  skipped/dropped: {}",
-            if skipped.is_empty() {
-                "nothing".into()
-            } else {
-                skipped.join(", ")
-            }
-        );
-        let _ = writeln!(
-            s,
-            "  reassembly held bytes peak {}  session state bytes peak {}",
-            f.held_bytes_peak, f.session_bytes_peak
-        );
-        let h = &self.ns_per_packet;
-        if !h.is_empty() {
-            let _ = writeln!(
-                s,
-                "  worker time per packet (ns, per-batch mean): p50 {} p99 {} max {} over {} batches",
-                h.value_at_quantile(0.5),
-                h.value_at_quantile(0.99),
-                h.max(),
-                h.len()
-            );
-        }
-        if self.interrupted {
-            let _ = writeln!(
-                s,
-                "  interrupted: input not read to the end; all pending events were written"
-            );
-        }
-        for e in &self.errors {
-            let _ = writeln!(s, "  error: {e}");
-        }
-        s
-    }
 }

@@ -1,0 +1,136 @@
+//! The replay source: capture files read in blocks, in this thread.
+//!
+//! Owns: opening each file in turn (`-` is standard input), the progress
+//! bar, and handing every block to the [`Splitter`]. Lossless: when a
+//! worker falls behind, reading waits.
+//!
+//! Must not: stop at a bad file (the error is recorded and the next file
+//! read), or read on after the stop flag is set.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{Feed, Source, SourceReport, Splitter};
+use crate::capture::file::{CaptureReader, PacketRecord, ReaderStats};
+use crate::capture::BufferPool;
+use crate::decode::supported_link_type;
+
+/// Capture files, read in order as one capture.
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    /// Capture files; `-` is standard input.
+    pub files: Vec<String>,
+    /// Bytes read per block.
+    pub block_size: usize,
+    /// A progress bar on standard error.
+    pub progress: bool,
+}
+
+impl Source for FileSource {
+    fn mode(&self) -> &'static str {
+        "replay"
+    }
+
+    fn lossless(&self) -> bool {
+        true
+    }
+
+    fn live(&self) -> bool {
+        false
+    }
+
+    fn run(self: Box<Self>, feed: Feed) -> SourceReport {
+        let workers = feed.queues.len().max(1);
+        let mut splitter = Splitter::new(workers, true, Arc::clone(&feed.counters));
+        let total: u64 = self
+            .files
+            .iter()
+            .filter(|f| f.as_str() != "-")
+            .filter_map(|f| std::fs::metadata(f).ok().map(|m| m.len()))
+            .sum();
+        let bar = if self.progress {
+            let b = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} {bar:40} {bytes_per_sec} eta {eta}",
+            ) {
+                b.set_style(style);
+            }
+            Some(b)
+        } else {
+            None
+        };
+
+        let mut report = SourceReport::default();
+        let pool = BufferPool::new(workers * 8 + 8);
+        let mut records: Vec<PacketRecord> = Vec::new();
+        let mut done_before = 0u64;
+        'files: for name in &self.files {
+            let input: Box<dyn Read> = if name == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                match std::fs::File::open(name) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        report.errors.push(format!("{name}: cannot open: {e}"));
+                        continue;
+                    }
+                }
+            };
+            let mut reader = match CaptureReader::new(name.clone(), input, supported_link_type) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            reader.set_block_size(self.block_size);
+            loop {
+                if feed.stop.load(Ordering::Relaxed) {
+                    report.interrupted = true;
+                    break 'files;
+                }
+                let mut buf = pool.get(self.block_size);
+                records.clear();
+                let step = reader.next_block(&mut buf, &mut records);
+                if splitter
+                    .dispatch(buf, &records, &pool, &feed.queues)
+                    .is_err()
+                {
+                    report.errors.push("a worker stopped unexpectedly".into());
+                    break 'files;
+                }
+                let pos = done_before + reader.bytes_consumed();
+                if let Some(b) = &bar {
+                    b.set_position(pos);
+                }
+                match step {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        report.errors.push(e.to_string());
+                        break;
+                    }
+                }
+            }
+            report.capture_bytes += reader.bytes_consumed();
+            done_before += reader.bytes_consumed();
+            merge_reader(&mut report.reader, reader.stats());
+        }
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        report.decode = splitter.decode_stats().clone();
+        report
+    }
+}
+
+fn merge_reader(a: &mut ReaderStats, b: &ReaderStats) {
+    a.records += b.records;
+    a.bytes_read += b.bytes_read;
+    a.skipped_unsupported_link += b.skipped_unsupported_link;
+    a.skipped_unknown_blocks += b.skipped_unknown_blocks;
+    a.skipped_bad_interface += b.skipped_bad_interface;
+    a.zero_length_packets += b.zero_length_packets;
+    a.truncated_packets += b.truncated_packets;
+}
