@@ -191,7 +191,6 @@ struct Window {
 pub struct Detector {
     policy: Arc<Policy>,
     window_ns: Option<u64>,
-    sessions_seen: HashMap<(SocketAddr, SocketAddr), Protocol>,
     windows: HashMap<(IpAddr, SocketAddr), Window>,
     observer: event::Observer,
     pub stats: DetectStats,
@@ -210,7 +209,6 @@ impl Detector {
         Detector {
             policy,
             window_ns,
-            sessions_seen: HashMap::new(),
             windows: HashMap::new(),
             observer: event::Observer::from_system(),
             stats: DetectStats::default(),
@@ -265,17 +263,12 @@ impl Detector {
                 evidence,
                 ts,
             } => {
-                if self
-                    .sessions_seen
-                    .insert((endpoints.client, endpoints.server), protocol)
-                    .is_none()
-                {
-                    *self
-                        .stats
-                        .sessions_by_protocol
-                        .entry(protocol.name())
-                        .or_default() += 1;
-                }
+                // A session confirms once: one Service record per session.
+                *self
+                    .stats
+                    .sessions_by_protocol
+                    .entry(protocol.name())
+                    .or_default() += 1;
                 let key = (endpoints.server, protocol);
                 let inv = &mut self.stats.inventory;
                 if let Some(s) = inv.servers.get_mut(&key) {

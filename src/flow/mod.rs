@@ -77,7 +77,7 @@ impl Default for FlowConfig {
         FlowConfig {
             max_flows: 1_000_000,
             idle_timeout_ns: 600 * 1_000_000_000,
-            closed_linger_ns: 5 * 1_000_000_000,
+            closed_linger_ns: 1_000_000_000,
             reassembly: ReassemblyConfig::default(),
             held_bytes_cap: 64 * 1024 * 1024,
             session_memory: 256 * 1024 * 1024,
@@ -243,7 +243,7 @@ pub struct FlowTable {
     session_bytes: usize,
     /// Servers this worker confirmed, so that other protocols sent to them
     /// are reported.
-    known_servers: FxHashSet<SocketAddr>,
+    known_servers: FxHashSet<(Addr, u16)>,
     pub stats: FlowStats,
 }
 
@@ -466,7 +466,10 @@ impl FlowTable {
         out: &mut Vec<Record>,
     ) -> bool {
         let mode = self.cfg.checksums;
-        if mode == ChecksumMode::Ignore || seg.missing > 0 || seg.reassembled {
+        // Only segments that carry bytes, open a direction or end the flow
+        // matter; a bare ACK or FIN is not worth summing.
+        let matters = seg.payload_len > 0 || seg.syn() || seg.rst();
+        if mode == ChecksumMode::Ignore || seg.missing > 0 || seg.reassembled || !matters {
             return true;
         }
         let Some(flow) = self.slab.get_mut(i as usize) else {
@@ -578,9 +581,9 @@ impl FlowTable {
                     || flow.syn_next.get(dir).copied() == Some(seg.seq));
             let k = flow.key;
             let std_port = [209, 628].contains(&k.lo_port) || [209, 628].contains(&k.hi_port);
-            let addrs = Self::addrs(flow);
-            let known =
-                self.known_servers.contains(&addrs[0]) || self.known_servers.contains(&addrs[1]);
+            let known = !self.known_servers.is_empty()
+                && (self.known_servers.contains(&(k.lo, k.lo_port))
+                    || self.known_servers.contains(&(k.hi, k.hi_port)));
             let from_client = flow.client_dir == Some(dir as u8);
             if flow.client_sample_len > 0 && from_client {
                 // Waiting for the server's answer to a non-QMTP/QMQP client.
@@ -609,6 +612,7 @@ impl FlowTable {
             let Some(flow) = self.slab.get_mut(i as usize) else {
                 return;
             };
+            let addrs = Self::addrs(flow);
             let midstream = flow.syn_seen == 0;
             let mut session = Session::new(addrs, flow.client_dir.map(usize::from), midstream);
             if known {
@@ -801,7 +805,8 @@ impl FlowTable {
     fn note_services(&mut self, out: &[Record]) {
         for r in out.iter().rev().take(8) {
             if let Record::Service { endpoints, .. } = r {
-                self.known_servers.insert(endpoints.server);
+                let ip = crate::decode::addr_from_ip(endpoints.server.ip());
+                self.known_servers.insert((ip, endpoints.server.port()));
             }
         }
     }
