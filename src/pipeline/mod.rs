@@ -326,10 +326,15 @@ impl Splitter {
         block.extra = extra;
         let block = Arc::new(block);
         for (w, q) in queues.iter().enumerate() {
+            // Hand the batch over and start the next with the same room, so
+            // a block's segments are not regrown from empty every time.
             let segments = self
                 .per_worker
                 .get_mut(w)
-                .map(std::mem::take)
+                .map(|v| {
+                    let room = v.len();
+                    std::mem::replace(v, Vec::with_capacity(room))
+                })
                 .unwrap_or_default();
             if segments.is_empty() && !self.send_empty {
                 continue;
