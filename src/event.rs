@@ -232,19 +232,7 @@ pub fn base(
     ep: &Endpoints,
     protocol: Option<Protocol>,
 ) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("@timestamp".into(), json!(rfc3339(ts)));
-    m.insert("ecs".into(), json!({"version": ECS_VERSION}));
-    m.insert(
-        "event".into(),
-        json!({
-            "kind": kind,
-            "category": category,
-            "type": types,
-            "dataset": dataset,
-            "module": "qmwatch",
-        }),
-    );
+    let mut m = host_base(ts, kind, dataset, category, types);
     m.insert(
         "source".into(),
         json!({"ip": ep.client.ip().to_string(), "port": ep.client.port()}),
@@ -270,15 +258,6 @@ pub fn base(
     let (c, sv) = (ep.client.ip().to_string(), ep.server.ip().to_string());
     let related = if c == sv { vec![c] } else { vec![c, sv] };
     m.insert("related".into(), json!({ "ip": related }));
-    m.insert(
-        "observer".into(),
-        json!({
-            "type": "sensor",
-            "product": "qmwatch",
-            "vendor": "qmwatch",
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
-    );
     m
 }
 
@@ -379,8 +358,8 @@ pub fn service(
     m
 }
 
-/// The fields of an event about the sensor itself (no flow): `@timestamp`
-/// (wall clock), `ecs`, `event`, `observer`.
+/// The fields every event has: `@timestamp`, `ecs`, `event`, `observer`
+/// (an event about the sensor itself has nothing more; see [`base`]).
 fn host_base(
     ts: u64,
     kind: &str,

@@ -678,17 +678,8 @@ impl FlowTable {
         // The peer's holes that this ACK proves were received: declare them.
         if seg.ack_flag() {
             let peer_dir = 1 - dir;
-            let mut deliver_peer = |d: Delivery<'_>| {
-                if status == Status::Reject {
-                    return;
-                }
-                status = match d {
-                    Delivery::Data { offset, bytes } => {
-                        session.data(peer_dir, offset, bytes, ts, None, out)
-                    }
-                    Delivery::Gap { len, .. } => session.gap(peer_dir, len, ts, out),
-                };
-            };
+            let mut deliver_peer =
+                |d: Delivery<'_>| hand_over(session, &mut status, peer_dir, d, ts, None, out);
             peer.peer_acked(seg.ack, &cfg, budget, &mut ev, &mut deliver_peer);
         }
         let peer_ack = if seg.ack_flag() {
@@ -696,17 +687,8 @@ impl FlowTable {
         } else {
             None
         };
-        let mut deliver = |d: Delivery<'_>| {
-            if status == Status::Reject {
-                return;
-            }
-            status = match d {
-                Delivery::Data { offset, bytes } => {
-                    session.data(dir, offset, bytes, ts, peer_ack, out)
-                }
-                Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
-            };
-        };
+        let mut deliver =
+            |d: Delivery<'_>| hand_over(session, &mut status, dir, d, ts, peer_ack, out);
         let before = ev;
         let ended = mine.segment(
             seg.seq,
@@ -829,17 +811,8 @@ impl FlowTable {
         let mut ev = StreamEvents::default();
         for (dir, st) in streams.iter_mut().enumerate() {
             let mut status = Status::Continue;
-            let mut deliver = |d: Delivery<'_>| {
-                if status == Status::Reject {
-                    return;
-                }
-                status = match d {
-                    Delivery::Data { offset, bytes } => {
-                        session.data(dir, offset, bytes, ts, None, out)
-                    }
-                    Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
-                };
-            };
+            let mut deliver =
+                |d: Delivery<'_>| hand_over(session, &mut status, dir, d, ts, None, out);
             st.flush(&cfg, budget, &mut ev, &mut deliver);
             st.discard(budget);
         }
@@ -894,6 +867,26 @@ impl FlowTable {
             self.remove(h);
         }
     }
+}
+
+/// Hands one delivery of direction `dir` to the session, unless the session
+/// already rejected the flow.
+fn hand_over(
+    session: &mut Session,
+    status: &mut Status,
+    dir: usize,
+    d: Delivery<'_>,
+    ts: u64,
+    peer_ack: Option<u64>,
+    out: &mut Vec<Record>,
+) {
+    if *status == Status::Reject {
+        return;
+    }
+    *status = match d {
+        Delivery::Data { offset, bytes } => session.data(dir, offset, bytes, ts, peer_ack, out),
+        Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
+    };
 }
 
 fn merge_events(a: &mut StreamEvents, b: &StreamEvents) {
