@@ -832,7 +832,11 @@ impl Session {
             self.emit(p, None, out);
         }
         for req in std::mem::take(&mut self.broken) {
-            if confirmed {
+            // A request cut short after a complete message netstring and the
+            // start of a sender is QMTP/QMQP by its structure even when the
+            // server never answered (it drops such a package silently).
+            let structured = req.state == RequestState::Truncated && req.sender.is_some();
+            if confirmed || structured {
                 let reply = if req.protocol == Protocol::Qmqp {
                     self.early.pop_front()
                 } else {

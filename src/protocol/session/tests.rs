@@ -714,3 +714,33 @@ fn wrong_protocol_kind_does_not_depend_on_segmentation() {
         assert_eq!(kinds, ["smtp_to_qm_server"], "split {split}");
     }
 }
+
+#[test]
+fn a_package_cut_after_its_message_is_reported_even_unanswered() {
+    let c: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    let s: SocketAddr = "198.51.100.25:8025".parse().unwrap();
+    // Message netstring whole, sender started, then the client stops.
+    let cut = b"5:\nabcd,20:spammer@exam";
+    let mut sess = Session::new([c, s], Some(0), false);
+    let mut out = Vec::new();
+    sess.data(0, 0, cut, 1, None, &mut out);
+    sess.finish(2, &mut out);
+    let txns: Vec<&Transaction> = out
+        .iter()
+        .filter_map(|r| match r {
+            Record::Transaction(t) => Some(&**t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(txns.len(), 1, "{out:?}");
+    let req = txns[0].request.as_ref().unwrap();
+    assert_eq!(req.state, RequestState::Truncated);
+    assert_eq!(req.sender.as_ref().unwrap().bytes, b"spammer@exam");
+    assert!(!txns[0].session_confirmed);
+    // A look-alike cut inside its first netstring stays unreported.
+    let mut sess = Session::new([c, s], Some(0), false);
+    let mut out = Vec::new();
+    sess.data(0, 0, b"12:\nabc", 1, None, &mut out);
+    sess.finish(2, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
