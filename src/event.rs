@@ -80,7 +80,7 @@ impl Observer {
             .entry("observer")
             .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(o) = o {
-            o.insert("hostname".into(), json!(self.hostname));
+            o.insert("hostname".into(), Value::String(self.hostname.clone()));
             if let Some(i) = &self.ingress_interface {
                 o.insert("ingress".into(), json!({"interface": {"name": i}}));
             }
@@ -103,36 +103,169 @@ pub fn sanitize_hostname(s: &str) -> String {
 pub fn stable_id(parts: &[&str]) -> String {
     let mut h = Sha1::new();
     for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p.as_bytes());
+        id_part(&mut h, p);
     }
+    id_hex(h)
+}
+
+/// Feeds one length-prefixed part of a stable id.
+fn id_part(h: &mut Sha1, p: &str) {
+    h.update((p.len() as u64).to_be_bytes());
+    h.update(p.as_bytes());
+}
+
+/// The first 128 bits of the digest, in lower-case hex.
+fn id_hex(h: Sha1) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = h.finalize();
     let mut s = String::with_capacity(32);
-    for b in d.iter().take(16) {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{b:02x}");
+    for &b in d.iter().take(16) {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
 }
 
 /// The id of a finding about one flow: dataset, Community ID, packet time
 /// (ns) and what distinguishes findings of the same flow and time.
-fn flow_id(dataset: &str, ep: &Endpoints, ts: u64, rest: &[&str]) -> String {
-    let cid = community_id(ep.client, ep.server);
-    let ts = ts.to_string();
-    let mut parts = vec![dataset, cid.as_str(), ts.as_str()];
-    parts.extend_from_slice(rest);
-    stable_id(&parts)
+/// `m` is the event [`base`] built for that flow: its Community ID is
+/// reused rather than computed again.
+fn flow_id(dataset: &str, m: &Map<String, Value>, ts: u64, rest: &[&str]) -> String {
+    let cid = m
+        .get("network")
+        .and_then(|n| n.get("community_id"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut h = Sha1::new();
+    id_part(&mut h, dataset);
+    id_part(&mut h, cid);
+    let mut digits = [0u8; 20];
+    id_part(&mut h, decimal(ts, &mut digits));
+    for p in rest {
+        id_part(&mut h, p);
+    }
+    id_hex(h)
+}
+
+/// `n` in decimal, written into `buf` (as `n.to_string()` would).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// Serializes an event as one JSON line (no newline), ASCII only: anything
 /// outside printable ASCII in a string is a `\u` escape, so every transport
-/// (syslog included) carries it unchanged.
+/// (syslog included) carries it unchanged. The bytes are exactly those of
+/// serde_json's compact serializer with [`AsciiFormatter`], written directly.
 pub fn to_json_line(m: &Map<String, Value>) -> Option<String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, AsciiFormatter);
-    serde::Serialize::serialize(m, &mut ser).ok()?;
-    String::from_utf8(buf).ok()
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        write_object(m, &mut b)?;
+        std::str::from_utf8(&b).ok().map(str::to_owned)
+    })
+}
+
+fn write_object(m: &Map<String, Value>, out: &mut Vec<u8>) -> Option<()> {
+    out.push(b'{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(k, out);
+        out.push(b':');
+        write_value(v, out)?;
+    }
+    out.push(b'}');
+    Some(())
+}
+
+fn write_value(v: &Value, out: &mut Vec<u8>) -> Option<()> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => match n.as_u64() {
+            Some(u) => {
+                let mut digits = [0u8; 20];
+                out.extend_from_slice(decimal(u, &mut digits).as_bytes());
+            }
+            None => {
+                let mut ser = serde_json::Serializer::with_formatter(&mut *out, AsciiFormatter);
+                serde::Serialize::serialize(n, &mut ser).ok()?;
+            }
+        },
+        Value::String(s) => write_str(s, out),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, e) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(e, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(o) => write_object(o, out)?,
+    }
+    Some(())
+}
+
+/// A JSON string as serde_json writes it (`"`, `\\` and control bytes
+/// escaped, the short forms where JSON has them), with non-ASCII and DEL
+/// as `\u` escapes of their UTF-16 units ([`AsciiFormatter`]).
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    // PLAIN[b]: byte b is written as it is.
+    const PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0x20;
+        while b < 0x7f {
+            t[b] = b != b'"' as usize && b != b'\\' as usize;
+            b += 1;
+        }
+        t
+    };
+    if bytes.iter().all(|&b| PLAIN[usize::from(b)]) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\x08' => out.extend_from_slice(b"\\b"),
+            '\x0c' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 || c as u32 >= 0x7f => {
+                let mut units = [0u16; 2];
+                for &u in c.encode_utf16(&mut units).iter() {
+                    out.extend_from_slice(b"\\u");
+                    for shift in [12, 8, 4, 0] {
+                        out.push(HEX[usize::from((u >> shift) & 0xf)]);
+                    }
+                }
+            }
+            c => out.push(c as u8),
+        }
+    }
+    out.push(b'"');
 }
 
 /// serde_json's compact formatter, with non-ASCII and DEL escaped.
@@ -163,6 +296,15 @@ impl serde_json::ser::Formatter for AsciiFormatter {
     }
 }
 
+/// The reference serialization [`to_json_line`] must match byte for byte.
+#[cfg(test)]
+fn to_json_line_serde(m: &Map<String, Value>) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, AsciiFormatter);
+    serde::Serialize::serialize(m, &mut ser).ok()?;
+    String::from_utf8(buf).ok()
+}
+
 /// Formats nanoseconds since the epoch as RFC 3339 UTC with microseconds.
 pub fn rfc3339(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
@@ -170,12 +312,29 @@ pub fn rfc3339(ns: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    if !(0..=9999).contains(&y) {
+        return format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60
+        );
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(d));
+    put(11, 2, rem / 3600);
+    put(14, 2, (rem % 3600) / 60);
+    put(17, 2, rem % 60);
+    put(20, 6, micros);
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -193,33 +352,42 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+fn ip_bytes(ip: &IpAddr, buf: &mut [u8; 16]) -> usize {
     match ip {
-        IpAddr::V4(v) => v.octets().to_vec(),
-        IpAddr::V6(v) => v.octets().to_vec(),
+        IpAddr::V4(v) => {
+            buf[..4].copy_from_slice(&v.octets());
+            4
+        }
+        IpAddr::V6(v) => {
+            buf.copy_from_slice(&v.octets());
+            16
+        }
     }
 }
 
 /// Community ID v1 (seed 0) of a TCP flow: the same string whichever side
 /// is given first, so a SIEM can join qmwatch with Zeek, Suricata or others.
 pub fn community_id(a: SocketAddr, b: SocketAddr) -> String {
-    let (ia, ib) = (ip_bytes(a.ip()), ip_bytes(b.ip()));
-    let ((sa, pa), (sb, pb)) = if (ia.as_slice(), a.port()) <= (ib.as_slice(), b.port()) {
+    let (mut ba, mut bb) = ([0u8; 16], [0u8; 16]);
+    let la = ip_bytes(&a.ip(), &mut ba);
+    let lb = ip_bytes(&b.ip(), &mut bb);
+    let (ia, ib) = (&ba[..la], &bb[..lb]);
+    let ((sa, pa), (sb, pb)) = if (ia, a.port()) <= (ib, b.port()) {
         ((ia, a.port()), (ib, b.port()))
     } else {
         ((ib, b.port()), (ia, a.port()))
     };
     let mut h = Sha1::new();
     h.update(0u16.to_be_bytes());
-    h.update(&sa);
-    h.update(&sb);
+    h.update(sa);
+    h.update(sb);
     h.update([6u8, 0u8]);
     h.update(pa.to_be_bytes());
     h.update(pb.to_be_bytes());
-    format!(
-        "1:{}",
-        base64::engine::general_purpose::STANDARD.encode(h.finalize())
-    )
+    let mut s = String::with_capacity(30);
+    s.push_str("1:");
+    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), &mut s);
+    s
 }
 
 /// The fields every event carries.
@@ -233,14 +401,14 @@ pub fn base(
     protocol: Option<Protocol>,
 ) -> Map<String, Value> {
     let mut m = host_base(ts, kind, dataset, category, types);
-    m.insert(
-        "source".into(),
-        json!({"ip": ep.client.ip().to_string(), "port": ep.client.port()}),
-    );
-    m.insert(
-        "destination".into(),
-        json!({"ip": ep.server.ip().to_string(), "port": ep.server.port()}),
-    );
+    let (c, sv) = (ep.client.ip().to_string(), ep.server.ip().to_string());
+    let related = if c == sv {
+        vec![Value::String(c.clone())]
+    } else {
+        vec![Value::String(c.clone()), Value::String(sv.clone())]
+    };
+    m.insert("source".into(), ip_port(c, ep.client.port()));
+    m.insert("destination".into(), ip_port(sv, ep.server.port()));
     let mut net = Map::new();
     net.insert("transport".into(), json!("tcp"));
     net.insert(
@@ -255,10 +423,18 @@ pub fn base(
         json!(community_id(ep.client, ep.server)),
     );
     m.insert("network".into(), Value::Object(net));
-    let (c, sv) = (ep.client.ip().to_string(), ep.server.ip().to_string());
-    let related = if c == sv { vec![c] } else { vec![c, sv] };
-    m.insert("related".into(), json!({ "ip": related }));
+    let mut rel = Map::new();
+    rel.insert("ip".into(), Value::Array(related));
+    m.insert("related".into(), Value::Object(rel));
     m
+}
+
+/// `{"ip": ip, "port": port}`.
+fn ip_port(ip: String, port: u16) -> Value {
+    let mut o = Map::new();
+    o.insert("ip".into(), Value::String(ip));
+    o.insert("port".into(), Value::from(port));
+    Value::Object(o)
 }
 
 fn reply_json(r: &Reply) -> Value {
@@ -367,27 +543,38 @@ fn host_base(
     category: &[&str],
     types: &[&str],
 ) -> Map<String, Value> {
+    fn strs(v: &[&str]) -> Value {
+        Value::Array(v.iter().map(|s| Value::String((*s).into())).collect())
+    }
+    fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+        let mut o = Map::new();
+        for (k, v) in fields {
+            o.insert(k.into(), v);
+        }
+        Value::Object(o)
+    }
+    let s = |v: &str| Value::String(v.into());
     let mut m = Map::new();
-    m.insert("@timestamp".into(), json!(rfc3339(ts)));
-    m.insert("ecs".into(), json!({"version": ECS_VERSION}));
+    m.insert("@timestamp".into(), Value::String(rfc3339(ts)));
+    m.insert("ecs".into(), object([("version", s(ECS_VERSION))]));
     m.insert(
         "event".into(),
-        json!({
-            "kind": kind,
-            "category": category,
-            "type": types,
-            "dataset": dataset,
-            "module": "qmwatch",
-        }),
+        object([
+            ("kind", s(kind)),
+            ("category", strs(category)),
+            ("type", strs(types)),
+            ("dataset", s(dataset)),
+            ("module", s("qmwatch")),
+        ]),
     );
     m.insert(
         "observer".into(),
-        json!({
-            "type": "sensor",
-            "product": "qmwatch",
-            "vendor": "qmwatch",
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
+        object([
+            ("type", s("sensor")),
+            ("product", s("qmwatch")),
+            ("vendor", s("qmwatch")),
+            ("version", s(env!("CARGO_PKG_VERSION"))),
+        ]),
     );
     m
 }
@@ -522,11 +709,8 @@ pub fn transaction(
         }),
     );
     let index = t.index.to_string();
-    set_event(
-        &mut m,
-        "id",
-        json!(flow_id(DATASET_TRANSACTION, &t.endpoints, t.ts, &[&index])),
-    );
+    let id = flow_id(DATASET_TRANSACTION, &m, t.ts, &[&index]);
+    set_event(&mut m, "id", Value::String(id));
     let mut tx = Map::new();
     tx.insert("index".into(), json!(t.index));
     tx.insert("complete".into(), json!(t.complete()));
@@ -658,11 +842,8 @@ pub fn anomaly(
         protocol,
     );
     set_event(&mut m, "action", json!(kind));
-    set_event(
-        &mut m,
-        "id",
-        json!(flow_id(DATASET_ANOMALY, ep, ts, &[kind, detail])),
-    );
+    let id = flow_id(DATASET_ANOMALY, &m, ts, &[kind, detail]);
+    set_event(&mut m, "id", Value::String(id));
     m.insert(
         "message".into(),
         json!(format!(
@@ -728,16 +909,13 @@ pub fn relay(
         Some(t.protocol),
     );
     let index = t.index.to_string();
-    set_event(
-        &mut m,
-        "id",
-        json!(flow_id(
+    let id = flow_id(
             DATASET_RELAY,
-            &t.endpoints,
+            &m,
             t.ts,
             &[&index, a.verdict.name()]
-        )),
-    );
+        );
+    set_event(&mut m, "id", Value::String(id));
     set_event(&mut m, "severity", json!(severity(a.verdict, a.confident)));
     set_event(
         &mut m,
@@ -923,11 +1101,8 @@ pub fn probe(t: &Transaction, p: &Probe, client_trusted: bool) -> Map<String, Va
     set_event(&mut m, "severity", json!(21));
     set_event(&mut m, "action", json!("scanner_probe"));
     let index = t.index.to_string();
-    set_event(
-        &mut m,
-        "id",
-        json!(flow_id(DATASET_PROBE, &t.endpoints, t.ts, &[&index])),
-    );
+    let id = flow_id(DATASET_PROBE, &m, t.ts, &[&index]);
+    set_event(&mut m, "id", Value::String(id));
     let outcome = if t.codes.k > 0 {
         "success"
     } else if t.codes.d + t.codes.z > 0 || t.reply.as_ref().is_some_and(|r| r.code.letter() != "K")
@@ -992,6 +1167,23 @@ mod tests {
         let b: SocketAddr = "66.35.250.204:80".parse().unwrap();
         assert_eq!(community_id(a, b), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
         assert_eq!(community_id(b, a), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
+    }
+
+    #[test]
+    fn json_line_matches_serde() {
+        let v = json!({
+            "a": "plain",
+            "b": "quote \" backslash \\ ctl \u{1} \u{8} \u{c} \n \r \t \u{1f} del \u{7f} e\u{e9} \u{1F600} \u{2028}",
+            "n": [0, 1, u64::MAX, -5, i64::MIN, 1.5, 0.1, 1e300, -0.0, 100.0],
+            "o": {"x": null, "y": true, "z": false, "\u{e9}k\"": []},
+            "e": {},
+        });
+        let Value::Object(m) = v else { unreachable!() };
+        assert_eq!(to_json_line(&m), to_json_line_serde(&m));
+        for ns in [0, 1, 999, 1_795_238_274_123_456_789, u64::MAX] {
+            let mut d = [0u8; 20];
+            assert_eq!(decimal(ns, &mut d), ns.to_string());
+        }
     }
 
     #[test]
