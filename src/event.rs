@@ -909,12 +909,7 @@ pub fn relay(
         Some(t.protocol),
     );
     let index = t.index.to_string();
-    let id = flow_id(
-            DATASET_RELAY,
-            &m,
-            t.ts,
-            &[&index, a.verdict.name()]
-        );
+    let id = flow_id(DATASET_RELAY, &m, t.ts, &[&index, a.verdict.name()]);
     set_event(&mut m, "id", Value::String(id));
     set_event(&mut m, "severity", json!(severity(a.verdict, a.confident)));
     set_event(
