@@ -192,6 +192,8 @@ pub struct Detector {
     policy: Arc<Policy>,
     window_ns: Option<u64>,
     windows: HashMap<(IpAddr, SocketAddr), Window>,
+    /// Start of the oldest open window: nothing is due before it ends.
+    earliest_window: u64,
     observer: event::Observer,
     pub stats: DetectStats,
 }
@@ -210,6 +212,7 @@ impl Detector {
             policy,
             window_ns,
             windows: HashMap::new(),
+            earliest_window: u64::MAX,
             observer: event::Observer::from_system(),
             stats: DetectStats::default(),
         }
@@ -391,6 +394,7 @@ impl Detector {
         }
         let mut verdicts = BTreeMap::new();
         verdicts.insert(verdict.name(), 1);
+        self.earliest_window = self.earliest_window.min(t.ts);
         self.windows.insert(
             key,
             Window {
@@ -413,6 +417,11 @@ impl Detector {
         if self.windows.is_empty() {
             return;
         }
+        // Scanning every window per record would be quadratic under a flood
+        // of distinct relaying clients: look only when the oldest is due.
+        if now.is_some_and(|n| self.earliest_window.saturating_add(len) >= n) {
+            return;
+        }
         let due: Vec<(IpAddr, SocketAddr)> = self
             .windows
             .iter()
@@ -422,6 +431,12 @@ impl Detector {
         let mut due_windows: Vec<Window> =
             due.iter().filter_map(|k| self.windows.remove(k)).collect();
         due_windows.sort_by_key(|w| w.start);
+        self.earliest_window = self
+            .windows
+            .values()
+            .map(|w| w.start)
+            .min()
+            .unwrap_or(u64::MAX);
         for w in due_windows {
             let m = event::aggregate_relay(
                 w.first,
