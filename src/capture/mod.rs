@@ -2,8 +2,8 @@
 //!
 //! Owns: capture sources (capture files in [`file`]; a live interface through
 //! libpcap in `live`, behind the `live` feature, with `fanout` joining
-//! several handles into one kernel `PACKET_FANOUT` group — the only module
-//! of qmwatch allowed `unsafe` code) and the buffers packets live in. Packets are
+//! several handles into one kernel `PACKET_FANOUT` group — with
+//! `flow::prefetch`, the only code of qmwatch allowed `unsafe`) and the buffers packets live in. Packets are
 //! read in large blocks that are shared, read-only, with every worker through
 //! an [`Arc<Block>`]; a worker sees a packet as a slice of its block, so no
 //! packet is copied between capture and classifier (live capture copies each
@@ -90,6 +90,20 @@ pub struct Batch {
     pub block: Arc<Block>,
     pub segments: Vec<Segment>,
     pub now: u64,
+    /// Where the emptied segment list goes back for reuse: a fresh list of
+    /// a megabyte per block would cost page faults on every block.
+    pub recycle: Option<Sender<Vec<Segment>>>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.recycle {
+            let mut v = std::mem::take(&mut self.segments);
+            v.clear();
+            // A full pool just frees the list.
+            let _ = pool.try_send(v);
+        }
+    }
 }
 
 /// A pool of reusable block buffers.

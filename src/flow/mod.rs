@@ -19,11 +19,13 @@
 //! block: everything it reports goes into the caller's `Vec<Record>`.
 
 pub mod loss;
+mod prefetch;
 pub mod reassembly;
 
 use std::net::SocketAddr;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use hashbrown::HashTable;
+use rustc_hash::FxHashSet;
 
 use crate::decode::{Addr, Segment};
 use crate::protocol::session::{Session, Status};
@@ -153,6 +155,20 @@ struct FlowKey {
 }
 
 impl FlowKey {
+    /// The key's hash for the index: a multiply-fold mix of its fields,
+    /// cheap and with good high bits (the index's tags come from them).
+    fn hash(&self) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let fold = |a: u64, b: u64| {
+            let m = u128::from(a ^ K).wrapping_mul(u128::from(b ^ 0x2d35_8dcc_aa6c_78a5));
+            (m as u64) ^ ((m >> 64) as u64)
+        };
+        let ports = (u64::from(self.lo_port) << 16) | u64::from(self.hi_port);
+        let a = fold(self.lo as u64, (self.lo >> 64) as u64 ^ ports);
+        let b = fold(self.hi as u64, (self.hi >> 64) as u64);
+        fold(a, b)
+    }
+
     /// The key, and the segment's direction: 0 from `lo`, 1 from `hi`.
     fn of(s: &Segment) -> (FlowKey, usize) {
         if (s.src, s.sport) <= (s.dst, s.dport) {
@@ -207,6 +223,10 @@ struct Flow {
     prev: u32,
     next: u32,
     last_seen: u64,
+    /// Packet time at which the entry took its place in the open list (at
+    /// most `last_seen`): the list is in this order, not in `last_seen`
+    /// order, because activity does not move an entry.
+    queued: u64,
     state: State,
     list: u8,
     /// Direction that sent the SYN (the client), if seen.
@@ -230,10 +250,19 @@ struct Flow {
     candidate: Option<Box<Candidate>>,
 }
 
+/// An index entry: the flow's slab position and 32 bits of its key's hash,
+/// so that the index stays small (8 bytes a flow, cache-friendly) and a
+/// look-up reads the slab only for a likely match.
+#[derive(Clone, Copy)]
+struct Slot {
+    tag: u32,
+    flow: u32,
+}
+
 /// The flow table of one worker.
 pub struct FlowTable {
     cfg: FlowConfig,
-    index: FxHashMap<FlowKey, u32>,
+    index: HashTable<Slot>,
     slab: Vec<Flow>,
     free: Vec<u32>,
     heads: [u32; 2],
@@ -251,7 +280,7 @@ impl FlowTable {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            index: FxHashMap::default(),
+            index: HashTable::new(),
             slab: Vec::new(),
             free: Vec::new(),
             heads: [NIL; 2],
@@ -279,6 +308,35 @@ impl FlowTable {
     /// Copied protocol state (addresses, reply texts) held by all sessions now.
     pub fn session_bytes(&self) -> usize {
         self.session_bytes
+    }
+
+    /// The slab position of the flow with `key` (whose hash is `h`).
+    fn lookup(&self, key: &FlowKey, h: u64) -> Option<u32> {
+        let slab = &self.slab;
+        let tag = (h >> 32) as u32;
+        self.index
+            .find(h, |s| {
+                s.tag == tag && slab.get(s.flow as usize).is_some_and(|f| f.key == *key)
+            })
+            .map(|s| s.flow)
+    }
+
+    fn index_insert(&mut self, key: &FlowKey, i: u32) {
+        let slab = &self.slab;
+        let h = key.hash();
+        let slot = Slot {
+            tag: (h >> 32) as u32,
+            flow: i,
+        };
+        self.index.insert_unique(h, slot, |s| {
+            slab.get(s.flow as usize).map_or(0, |f| f.key.hash())
+        });
+    }
+
+    fn index_remove(&mut self, key: &FlowKey, i: u32) {
+        if let Ok(e) = self.index.find_entry(key.hash(), |s| s.flow == i) {
+            e.remove();
+        }
     }
 
     fn flow(&mut self, i: u32) -> Option<&mut Flow> {
@@ -337,7 +395,7 @@ impl FlowTable {
                 Self::release(&mut self.budget, &mut self.session_bytes, c);
             }
             let key = f.key;
-            self.index.remove(&key);
+            self.index_remove(&key, i);
             self.free.push(i);
         }
     }
@@ -348,7 +406,7 @@ impl FlowTable {
             let victim = if self.heads[LIST_CLOSED] != NIL {
                 self.heads[LIST_CLOSED]
             } else {
-                self.heads[LIST_OPEN]
+                self.least_recent_open()
             };
             if victim != NIL {
                 self.stats.flows_evicted_cap += 1;
@@ -362,6 +420,7 @@ impl FlowTable {
             prev: NIL,
             next: NIL,
             last_seen: ts,
+            queued: ts,
             state: State::Open,
             list: LIST_OPEN as u8,
             client_dir: None,
@@ -388,11 +447,34 @@ impl FlowTable {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.index.insert(key, i);
+        self.index_insert(&key, i);
         self.push_tail(i, LIST_OPEN);
         self.stats.flows_created += 1;
         self.stats.flows_peak = self.stats.flows_peak.max(self.index.len() as u64);
         i
+    }
+
+    /// Starts bringing the entry of `seg`'s flow, and `bytes` (its TCP
+    /// header and payload), into cache: called for a segment a few places
+    /// ahead of the one being processed. Only a hint: the look-up matches
+    /// by hash tag alone and never changes the table.
+    #[inline]
+    pub fn prefetch(&self, seg: &Segment, bytes: &[u8]) {
+        let (key, _) = FlowKey::of(seg);
+        let h = key.hash();
+        let tag = (h >> 32) as u32;
+        if let Some(s) = self.index.find(h, |s| s.tag == tag) {
+            let p = self
+                .slab
+                .as_ptr()
+                .wrapping_add(s.flow as usize)
+                .cast::<u8>();
+            // An entry spans up to three cache lines.
+            prefetch::prefetch(p);
+            prefetch::prefetch(p.wrapping_add(64));
+            prefetch::prefetch(p.wrapping_add(128));
+        }
+        prefetch::prefetch(bytes.as_ptr());
     }
 
     /// Processes one segment whose payload bytes are `payload` (checksum
@@ -411,8 +493,8 @@ impl FlowTable {
         out: &mut Vec<Record>,
     ) {
         let (key, dir) = FlowKey::of(seg);
-        let i = match self.index.get(&key) {
-            Some(&i) => i,
+        let i = match self.lookup(&key, key.hash()) {
+            Some(i) => i,
             None => {
                 if !seg.syn() && payload.is_empty() {
                     self.stats.packets_without_flow += 1;
@@ -435,12 +517,11 @@ impl FlowTable {
         self.stats.loss_gap_bytes += gap;
         match state {
             State::Closed => {}
-            State::Rejected => {
-                self.touch(i, LIST_OPEN);
-                self.track_teardown(i, dir, seg);
-            }
+            // An open flow is not moved in its list on every packet (that
+            // would touch two other random entries per packet): `last_seen`
+            // is enough, and `expire` re-queues flows that were active.
+            State::Rejected => self.track_teardown(i, dir, seg),
             State::Open => {
-                self.touch(i, LIST_OPEN);
                 if let Some(tcp) = tcp {
                     if !self.checksum_accepts(i, dir, seg, tcp, out) {
                         return;
@@ -837,17 +918,52 @@ impl FlowTable {
                 _ => break,
             }
         }
+        // The open list is in `queued` order: once its head was queued
+        // within the timeout, no entry can have been idle that long. An
+        // entry active since it was queued goes to the tail (at most once
+        // per timeout), so this stays cheap per packet.
+        let idle = self.cfg.idle_timeout_ns;
         loop {
             let h = self.heads[LIST_OPEN];
-            match self.slab.get(h as usize) {
-                Some(f) if f.last_seen.saturating_add(self.cfg.idle_timeout_ns) < now => {
-                    self.stats.flows_timed_out += 1;
-                    self.finish_flow(h, now, out);
-                    self.remove(h);
+            let Some(f) = self.slab.get_mut(h as usize) else {
+                break;
+            };
+            if f.queued.saturating_add(idle) >= now {
+                break;
+            }
+            if f.last_seen.saturating_add(idle) < now {
+                self.stats.flows_timed_out += 1;
+                self.finish_flow(h, now, out);
+                self.remove(h);
+            } else {
+                f.queued = f.last_seen;
+                self.requeue(h);
+            }
+        }
+    }
+
+    /// Moves an open entry to the tail of the open list.
+    fn requeue(&mut self, i: u32) {
+        self.unlink(i);
+        self.push_tail(i, LIST_OPEN);
+    }
+
+    /// The open flow to evict when the table is full: the head of the open
+    /// list, after re-queueing a few heads that were active since they were
+    /// queued (a bounded search: the result approximates the least recently
+    /// active flow).
+    fn least_recent_open(&mut self) -> u32 {
+        for _ in 0..8 {
+            let h = self.heads[LIST_OPEN];
+            match self.slab.get_mut(h as usize) {
+                Some(f) if f.last_seen > f.queued && self.tails[LIST_OPEN] != h => {
+                    f.queued = f.last_seen;
+                    self.requeue(h);
                 }
                 _ => break,
             }
         }
+        self.heads[LIST_OPEN]
     }
 
     /// End of input: every open flow is finished and reported.
@@ -858,6 +974,8 @@ impl FlowTable {
             order.push((i, f.last_seen));
             i = f.next;
         }
+        // Least recently active first (the list is in queued order).
+        order.sort_by_key(|&(_, ts)| ts);
         for (i, ts) in order {
             self.finish_flow(i, ts, out);
             self.remove(i);

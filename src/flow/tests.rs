@@ -319,7 +319,7 @@ fn flow_cap_evicts_oldest() {
     assert_eq!((t.stats.flows_created, t.stats.flows_evicted_cap), (10, 7));
     assert_eq!(t.stats.flows_peak, 3);
     for (i, k) in keys.iter().enumerate() {
-        assert_eq!(t.index.contains_key(k), i >= 7, "flow {i}");
+        assert_eq!(t.lookup(k, k.hash()).is_some(), i >= 7, "flow {i}");
     }
     assert!(out.is_empty());
 }
@@ -516,6 +516,67 @@ fn ordinary_client_and_server_stay_cheap() {
 
 #[test]
 fn a_flow_that_is_not_qmtp_costs_under_256_bytes() {
-    let entry = std::mem::size_of::<Flow>() + std::mem::size_of::<(FlowKey, u32)>() + 8;
+    // The index holds a slot and a control byte per bucket, at a load of
+    // 7/16 at worst (just after it doubled).
+    let index = (std::mem::size_of::<Slot>() + 1) * 16 / 7 + 1;
+    let entry = std::mem::size_of::<Flow>() + index;
     assert!(entry <= 256, "{entry} bytes per tracked flow");
+}
+
+#[test]
+fn flow_cap_evicts_the_least_recently_active_not_the_oldest() {
+    let cfg = FlowConfig {
+        max_flows: 3,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(cfg);
+    let mut out = Vec::new();
+    let conns: Vec<Conn> = (0..4u16)
+        .map(|i| Conn::new(&format!("10.2.1.1:{}", 40000 + i), "10.2.1.2:209"))
+        .collect();
+    let key = |c: &Conn| {
+        let (seg, _) = c.syn(0);
+        FlowKey::of(&seg).0
+    };
+    for (i, c) in conns.iter().take(3).enumerate() {
+        let (seg, payload) = c.syn(1000 + i as u64);
+        t.segment(&seg, &payload, &mut out);
+    }
+    // The oldest flow is active again: the next one in age goes instead.
+    let (seg, payload) = conns[0].syn(2000);
+    t.segment(&seg, &payload, &mut out);
+    let (seg, payload) = conns[3].syn(3000);
+    t.segment(&seg, &payload, &mut out);
+    let present: Vec<bool> = conns
+        .iter()
+        .map(|c| t.lookup(&key(c), key(c).hash()).is_some())
+        .collect();
+    assert_eq!(present, [true, false, true, true]);
+}
+
+#[test]
+fn an_active_flow_does_not_time_out_however_long_ago_it_began() {
+    let cfg = FlowConfig {
+        idle_timeout_ns: 100,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(cfg);
+    let mut out = Vec::new();
+    let a = Conn::new("10.2.2.1:40000", "10.2.2.2:209");
+    let b = Conn::new("10.2.2.1:40001", "10.2.2.2:209");
+    let (seg, payload) = a.syn(0);
+    t.segment(&seg, &payload, &mut out);
+    let (seg, payload) = b.syn(10);
+    t.segment(&seg, &payload, &mut out);
+    // `a` stays active every 50 ns; `b` goes quiet.
+    for now in (50..=1000).step_by(50) {
+        let (seg, payload) = a.syn(now);
+        t.segment(&seg, &payload, &mut out);
+        t.expire(now, &mut out);
+    }
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.stats.flows_timed_out, 1);
+    let (seg, _) = a.syn(0);
+    let k = FlowKey::of(&seg).0;
+    assert!(t.lookup(&k, k.hash()).is_some());
 }

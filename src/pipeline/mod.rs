@@ -260,6 +260,9 @@ pub struct Splitter {
     per_worker: Vec<Vec<Segment>>,
     send_empty: bool,
     counters: Arc<CaptureCounters>,
+    /// Segment lists that workers are done with (bounded: a few per worker).
+    recycled: Receiver<Vec<Segment>>,
+    recycle: Sender<Vec<Segment>>,
 }
 
 impl Splitter {
@@ -267,11 +270,14 @@ impl Splitter {
     /// segment of its own, so that its packet-time clock advances (replay);
     /// live workers follow the wall clock instead.
     pub fn new(workers: usize, send_empty: bool, counters: Arc<CaptureCounters>) -> Splitter {
+        let (recycle, recycled) = crossbeam_channel::bounded(4 * workers.max(1) + 4);
         Splitter {
             decoder: Decoder::default(),
             per_worker: (0..workers.max(1)).map(|_| Vec::new()).collect(),
             send_empty,
             counters,
+            recycled,
+            recycle,
         }
     }
 
@@ -326,23 +332,26 @@ impl Splitter {
         block.extra = extra;
         let block = Arc::new(block);
         for (w, q) in queues.iter().enumerate() {
-            // Hand the batch over and start the next with the same room, so
-            // a block's segments are not regrown from empty every time.
-            let segments = self
-                .per_worker
-                .get_mut(w)
-                .map(|v| {
-                    let room = v.len();
-                    std::mem::replace(v, Vec::with_capacity(room))
-                })
-                .unwrap_or_default();
-            if segments.is_empty() && !self.send_empty {
+            // Hand the batch over and start the next with a list a worker
+            // gave back (or one with the same room), so that a block's
+            // segments are not regrown, nor fresh pages touched, every time.
+            let Some(v) = self.per_worker.get_mut(w) else {
+                continue;
+            };
+            if v.is_empty() && !self.send_empty {
                 continue;
             }
+            let room = v.len();
+            let next = self
+                .recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(room));
+            let segments = std::mem::replace(v, next);
             q.send(Batch {
                 block: Arc::clone(&block),
                 segments,
                 now,
+                recycle: Some(self.recycle.clone()),
             })?;
         }
         Ok(())
@@ -454,6 +463,10 @@ fn snapshot(
     }
 }
 
+/// How many segments ahead a worker prefetches flow entries: enough to
+/// cover a memory access with the work of the segments in between.
+const PREFETCH_AHEAD: usize = 8;
+
 fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: WorkerCtl) {
     let mut table = FlowTable::new(cfg);
     let mut out: Vec<Record> = Vec::new();
@@ -481,7 +494,10 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
         match next {
             Some(batch) => {
                 let t0 = Instant::now();
-                for seg in &batch.segments {
+                for (j, seg) in batch.segments.iter().enumerate() {
+                    if let Some(ahead) = batch.segments.get(j + PREFETCH_AHEAD) {
+                        table.prefetch(ahead, batch.block.tcp_segment(ahead));
+                    }
                     let before = out.len();
                     table.segment_checked(
                         seg,
