@@ -194,6 +194,7 @@ fn short_flows() -> Vec<Packet> {
                     missing: 0,
                     tcp_header_len: 20,
                     fragment_conflict: false,
+                    flow_tag: 0,
                 },
                 payload,
             });

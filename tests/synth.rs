@@ -415,3 +415,16 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
         assert_eq!(b1.len() as u64, u(&t1["capture"]["file_bytes"]));
     }
 }
+
+/// The check at the benchmark sizes: detection counts equal the
+/// ground truth on large files, at 1 and 2 workers. Slow (generates a
+/// few hundred MiB per profile in a temporary directory):
+/// `QMWATCH_SYNTH_SIZE=512M cargo test --release --test synth -- --ignored`.
+#[test]
+#[ignore]
+fn large_files_match_truth() {
+    let size = std::env::var("QMWATCH_SYNTH_SIZE").unwrap_or_else(|_| "256M".into());
+    for (profile, seed) in [("mixed", 1), ("qmtp-heavy", 1), ("small-flows", 1)] {
+        profile_matches_truth(profile, seed, &size);
+    }
+}

@@ -99,6 +99,9 @@ pub struct Segment {
     /// Reassembled from IP fragments whose overlapping bytes differed (the
     /// first were kept).
     pub fragment_conflict: bool,
+    /// The flow's tag in the flow tables (`flow::flow_tag`), set by the
+    /// capture thread; 0 means not computed.
+    pub flow_tag: u32,
 }
 
 impl Segment {
@@ -120,46 +123,34 @@ impl Segment {
     pub fn dst_socket(&self) -> SocketAddr {
         SocketAddr::new(ip_from_addr(self.dst, self.v4), self.dport)
     }
+    /// Whether the checksum matters: a segment that carries bytes, opens a
+    /// direction or ends the flow (a bare ACK or FIN is not worth summing),
+    /// and is whole.
+    pub fn checksum_matters(&self) -> bool {
+        (self.payload_len > 0 || self.syn() || self.rst()) && self.missing == 0 && !self.reassembled
+    }
+
     /// True when the TCP checksum over `tcp` (header and payload, as
     /// captured) is correct. Only meaningful when nothing was cut.
     pub fn checksum_ok(&self, tcp: &[u8]) -> bool {
-        let mut sum: u64 = 0;
-        let add = |sum: &mut u64, b: &[u8]| {
-            let mut chunks = b.chunks_exact(4);
-            for c in &mut chunks {
-                *sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        // The pseudo-header (addresses, protocol 6, TCP length) is summed
+        // as big-endian 16-bit words; the segment in native order, eight
+        // bytes at a time. RFC 1071: a sum of byte-swapped words is the
+        // byte-swapped sum, so the two meet after swapping the first.
+        let halves = |x: u32| u64::from(x >> 16) + u64::from(x & 0xffff);
+        let words = |a: u128, v4: bool| -> u64 {
+            if v4 {
+                halves(a as u32)
+            } else {
+                halves(a as u32)
+                    + halves((a >> 32) as u32)
+                    + halves((a >> 64) as u32)
+                    + halves((a >> 96) as u32)
             }
-            let rest = chunks.remainder();
-            let mut pad = [0u8; 4];
-            pad[..rest.len()].copy_from_slice(rest);
-            *sum += u64::from(u32::from_be_bytes(pad));
         };
-        let (src, dst) = (self.src.to_be_bytes(), self.dst.to_be_bytes());
-        if self.v4 {
-            add(&mut sum, &src[12..]);
-            add(&mut sum, &dst[12..]);
-        } else {
-            add(&mut sum, &src);
-            add(&mut sum, &dst);
-        }
-        sum += 6 + tcp.len() as u64;
-        add(&mut sum, tcp);
-        // Fold 64 → 16 bits, one's complement.
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        sum == 0xffff
-    }
-
-    /// Same value for both directions of a connection (for spreading flows
-    /// over workers).
-    pub fn flow_hash(&self) -> u64 {
-        let a = (self.src, self.sport);
-        let b = (self.dst, self.dport);
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        let mut h = rustc_hash::FxHasher::default();
-        std::hash::Hash::hash(&(lo, hi), &mut h);
-        std::hash::Hasher::finish(&h)
+        let pseudo = words(self.src, self.v4) + words(self.dst, self.v4) + 6 + tcp.len() as u64;
+        let pseudo = u64::from(u16::from_be(fold16(pseudo)));
+        fold16(pseudo + ones_sum(tcp)) == 0xffff
     }
 }
 
@@ -434,6 +425,45 @@ impl Decoder {
     }
 }
 
+/// The sum of `b` as native-order 32-bit words (the last one padded with
+/// zeros), for the TCP checksum.
+#[inline]
+fn ones_sum(b: &[u8]) -> u64 {
+    let mut sum = 0u64;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let v = u64::from_ne_bytes(w);
+        sum += (v & 0xffff_ffff) + (v >> 32);
+    }
+    // Up to seven bytes left: a word of four, one of two, a last byte (its
+    // 16-bit word padded with zero). Each starts at an even offset, so all
+    // add up in the same native order.
+    let mut rest = chunks.remainder();
+    if let [a, b, c, d, more @ ..] = rest {
+        sum += u64::from(u32::from_ne_bytes([*a, *b, *c, *d]));
+        rest = more;
+    }
+    if let [a, b, more @ ..] = rest {
+        sum += u64::from(u16::from_ne_bytes([*a, *b]));
+        rest = more;
+    }
+    if let [a] = rest {
+        sum += u64::from(u16::from_ne_bytes([*a, 0]));
+    }
+    sum
+}
+
+/// A one's-complement sum folded to 16 bits.
+#[inline]
+fn fold16(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 fn be32(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at + 4)?;
     Some(u32::from_be_bytes([
@@ -509,6 +539,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
         missing: 0,
         tcp_header_len: hdr as u8,
         fragment_conflict: false,
+        flow_tag: 0,
     })
 }
 
@@ -563,6 +594,7 @@ fn tcp_segment(
         payload_start: base.saturating_add(hdr),
         payload_len: payload.len() as u32,
         missing,
+        flow_tag: 0,
     })
 }
 

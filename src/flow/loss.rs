@@ -181,6 +181,7 @@ mod tests {
             missing: 0,
             tcp_header_len: 20,
             fragment_conflict: false,
+            flow_tag: 0,
         }
     }
 

@@ -18,19 +18,20 @@
 //! Must not: decode headers (it takes [`Segment`]s), apply site policy, or
 //! block: everything it reports goes into the caller's `Vec<Record>`.
 
+mod index;
 pub mod loss;
 mod prefetch;
 pub mod reassembly;
 
 use std::net::SocketAddr;
 
-use hashbrown::HashTable;
 use rustc_hash::FxHashSet;
 
 use crate::decode::{Addr, Segment};
 use crate::protocol::session::{Session, Status};
 use crate::protocol::sniff::{Sniffer, Verdict};
 use crate::protocol::Record;
+use index::FlowIndex;
 use loss::LossTrack;
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
 
@@ -145,6 +146,36 @@ impl FlowStats {
     }
 }
 
+/// The random seed of every flow tag in this process: tags are not
+/// predictable from outside, so nobody can choose addresses that all land
+/// in one index bucket.
+static TAG_SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x716d_7761_7463_6800u64)
+});
+
+/// The tag of `seg`'s flow in the flow tables (the same for both
+/// directions). The capture thread computes it once per segment, to pick
+/// the worker and to spare the worker the work.
+pub fn flow_tag(seg: &Segment) -> u32 {
+    FlowKey::of(seg).0.tag()
+}
+
+/// The worker (of `workers`) that owns the flow with `tag`: from the tag's
+/// high bits, as the index uses its low bits.
+pub fn worker_of(tag: u32, workers: usize) -> usize {
+    ((u64::from(tag) * workers as u64) >> 32) as usize
+}
+
+/// `seg`'s flow tag: the one the capture thread computed, else from `key`.
+fn seg_tag(seg: &Segment, key: &FlowKey) -> u32 {
+    if seg.flow_tag != 0 {
+        seg.flow_tag
+    } else {
+        key.tag()
+    }
+}
+
 /// Both directions of a connection map to the same key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FlowKey {
@@ -155,18 +186,20 @@ struct FlowKey {
 }
 
 impl FlowKey {
-    /// The key's hash for the index: a multiply-fold mix of its fields,
-    /// cheap and with good high bits (the index's tags come from them).
-    fn hash(&self) -> u64 {
+    /// The key's 32-bit tag in the index: a multiply-fold mix of its
+    /// fields and the process's random seed.
+    fn tag(&self) -> u32 {
+        let seed = *TAG_SEED;
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let fold = |a: u64, b: u64| {
             let m = u128::from(a ^ K).wrapping_mul(u128::from(b ^ 0x2d35_8dcc_aa6c_78a5));
             (m as u64) ^ ((m >> 64) as u64)
         };
         let ports = (u64::from(self.lo_port) << 16) | u64::from(self.hi_port);
-        let a = fold(self.lo as u64, (self.lo >> 64) as u64 ^ ports);
-        let b = fold(self.hi as u64, (self.hi >> 64) as u64);
-        fold(a, b)
+        let a = fold(self.lo as u64 ^ seed, (self.lo >> 64) as u64 ^ ports);
+        let b = fold(self.hi as u64, (self.hi >> 64) as u64 ^ seed);
+        let h = fold(a, b);
+        (h >> 32) as u32 ^ h as u32
     }
 
     /// The key, and the segment's direction: 0 from `lo`, 1 from `hi`.
@@ -250,19 +283,10 @@ struct Flow {
     candidate: Option<Box<Candidate>>,
 }
 
-/// An index entry: the flow's slab position and 32 bits of its key's hash,
-/// so that the index stays small (8 bytes a flow, cache-friendly) and a
-/// look-up reads the slab only for a likely match.
-#[derive(Clone, Copy)]
-struct Slot {
-    tag: u32,
-    flow: u32,
-}
-
 /// The flow table of one worker.
 pub struct FlowTable {
     cfg: FlowConfig,
-    index: HashTable<Slot>,
+    index: FlowIndex,
     slab: Vec<Flow>,
     free: Vec<u32>,
     heads: [u32; 2],
@@ -280,7 +304,7 @@ impl FlowTable {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            index: HashTable::new(),
+            index: FlowIndex::new(),
             slab: Vec::new(),
             free: Vec::new(),
             heads: [NIL; 2],
@@ -310,33 +334,15 @@ impl FlowTable {
         self.session_bytes
     }
 
-    /// The slab position of the flow with `key` (whose hash is `h`).
-    fn lookup(&self, key: &FlowKey, h: u64) -> Option<u32> {
+    /// The slab position of the flow with `key`, whose tag is `tag`.
+    fn lookup(&self, key: &FlowKey, tag: u32) -> Option<u32> {
         let slab = &self.slab;
-        let tag = (h >> 32) as u32;
         self.index
-            .find(h, |s| {
-                s.tag == tag && slab.get(s.flow as usize).is_some_and(|f| f.key == *key)
-            })
-            .map(|s| s.flow)
-    }
-
-    fn index_insert(&mut self, key: &FlowKey, i: u32) {
-        let slab = &self.slab;
-        let h = key.hash();
-        let slot = Slot {
-            tag: (h >> 32) as u32,
-            flow: i,
-        };
-        self.index.insert_unique(h, slot, |s| {
-            slab.get(s.flow as usize).map_or(0, |f| f.key.hash())
-        });
+            .find(tag, |i| slab.get(i as usize).is_some_and(|f| f.key == *key))
     }
 
     fn index_remove(&mut self, key: &FlowKey, i: u32) {
-        if let Ok(e) = self.index.find_entry(key.hash(), |s| s.flow == i) {
-            e.remove();
-        }
+        self.index.remove(key.tag(), i);
     }
 
     fn flow(&mut self, i: u32) -> Option<&mut Flow> {
@@ -400,7 +406,7 @@ impl FlowTable {
         }
     }
 
-    fn create(&mut self, key: FlowKey, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
+    fn create(&mut self, key: FlowKey, tag: u32, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
         if self.index.len() >= self.cfg.max_flows.max(1) {
             // Oldest closed entry first, else the least recently active flow.
             let victim = if self.heads[LIST_CLOSED] != NIL {
@@ -447,34 +453,45 @@ impl FlowTable {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.index_insert(&key, i);
+        self.index.insert(tag, i);
         self.push_tail(i, LIST_OPEN);
         self.stats.flows_created += 1;
         self.stats.flows_peak = self.stats.flows_peak.max(self.index.len() as u64);
         i
     }
 
-    /// Starts bringing the entry of `seg`'s flow, and `bytes` (its TCP
-    /// header and payload), into cache: called for a segment a few places
-    /// ahead of the one being processed. Only a hint: the look-up matches
-    /// by hash tag alone and never changes the table.
+    /// First prefetch stage, for a segment far ahead of the one being
+    /// processed: the index bucket where its flow's look-up starts.
     #[inline]
-    pub fn prefetch(&self, seg: &Segment, bytes: &[u8]) {
-        let (key, _) = FlowKey::of(seg);
-        let h = key.hash();
-        let tag = (h >> 32) as u32;
-        if let Some(s) = self.index.find(h, |s| s.tag == tag) {
-            let p = self
-                .slab
-                .as_ptr()
-                .wrapping_add(s.flow as usize)
-                .cast::<u8>();
+    pub fn prefetch_bucket(&self, seg: &Segment) {
+        // Only with the capture thread's tag: computing one here would cost
+        // more than the hint saves.
+        if seg.flow_tag != 0 {
+            prefetch::prefetch(self.index.bucket_ptr(seg.flow_tag));
+        }
+    }
+
+    /// Second prefetch stage, for a segment a few places ahead: its flow's
+    /// entry (found by tag alone, a hint) and, if its checksum may be
+    /// verified, `tcp` (its header and payload). Never changes the table.
+    #[inline]
+    pub fn prefetch_entry(&self, seg: &Segment, tcp: &[u8]) {
+        if seg.flow_tag == 0 {
+            return;
+        }
+        if let Some(i) = self.index.probe_tag(seg.flow_tag) {
+            let p = self.slab.as_ptr().wrapping_add(i as usize).cast::<u8>();
             // An entry spans up to three cache lines.
             prefetch::prefetch(p);
             prefetch::prefetch(p.wrapping_add(64));
             prefetch::prefetch(p.wrapping_add(128));
         }
-        prefetch::prefetch(bytes.as_ptr());
+        if seg.checksum_matters() {
+            prefetch::prefetch(tcp.as_ptr());
+            if tcp.len() > 64 {
+                prefetch::prefetch(tcp.as_ptr().wrapping_add(64));
+            }
+        }
     }
 
     /// Processes one segment whose payload bytes are `payload` (checksum
@@ -493,7 +510,8 @@ impl FlowTable {
         out: &mut Vec<Record>,
     ) {
         let (key, dir) = FlowKey::of(seg);
-        let i = match self.lookup(&key, key.hash()) {
+        let tag = seg_tag(seg, &key);
+        let i = match self.lookup(&key, tag) {
             Some(i) => i,
             None => {
                 if !seg.syn() && payload.is_empty() {
@@ -504,7 +522,7 @@ impl FlowTable {
                     self.stats.packets_without_flow += 1;
                     return;
                 }
-                self.create(key, seg.v4, seg.ts, out)
+                self.create(key, tag, seg.v4, seg.ts, out)
             }
         };
         let Some(flow) = self.flow(i) else {
@@ -547,10 +565,7 @@ impl FlowTable {
         out: &mut Vec<Record>,
     ) -> bool {
         let mode = self.cfg.checksums;
-        // Only segments that carry bytes, open a direction or end the flow
-        // matter; a bare ACK or FIN is not worth summing.
-        let matters = seg.payload_len > 0 || seg.syn() || seg.rst();
-        if mode == ChecksumMode::Ignore || seg.missing > 0 || seg.reassembled || !matters {
+        if mode == ChecksumMode::Ignore || !seg.checksum_matters() {
             return true;
         }
         let Some(flow) = self.slab.get_mut(i as usize) else {

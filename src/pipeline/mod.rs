@@ -44,7 +44,7 @@ use crate::decode::{DecodeStats, Decoded, Decoder, Segment};
 use crate::detect::policy::Policy;
 use crate::detect::{DetectStats, Detector};
 use crate::event::{Observer, RunId};
-use crate::flow::{FlowConfig, FlowStats, FlowTable};
+use crate::flow::{flow_tag, worker_of, FlowConfig, FlowStats, FlowTable};
 use crate::protocol::Record;
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 
@@ -314,11 +314,9 @@ impl Splitter {
                     }
                     Decoded::Skip(_) => continue,
                 };
-            let w = if workers == 1 {
-                0
-            } else {
-                (seg.flow_hash() % workers as u64) as usize
-            };
+            let mut seg = seg;
+            seg.flow_tag = flow_tag(&seg);
+            let w = worker_of(seg.flow_tag, workers);
             if let Some(v) = self.per_worker.get_mut(w) {
                 v.push(seg);
             }
@@ -463,8 +461,9 @@ fn snapshot(
     }
 }
 
-/// How many segments ahead a worker prefetches flow entries: enough to
-/// cover a memory access with the work of the segments in between.
+/// How many segments ahead a worker prefetches flow entries (and, twice as
+/// far, index buckets): enough to cover a memory access with the work of
+/// the segments in between.
 const PREFETCH_AHEAD: usize = 8;
 
 fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: WorkerCtl) {
@@ -495,8 +494,11 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
             Some(batch) => {
                 let t0 = Instant::now();
                 for (j, seg) in batch.segments.iter().enumerate() {
+                    if let Some(far) = batch.segments.get(j + 2 * PREFETCH_AHEAD) {
+                        table.prefetch_bucket(far);
+                    }
                     if let Some(ahead) = batch.segments.get(j + PREFETCH_AHEAD) {
-                        table.prefetch(ahead, batch.block.tcp_segment(ahead));
+                        table.prefetch_entry(ahead, batch.block.tcp_segment(ahead));
                     }
                     let before = out.len();
                     table.segment_checked(
