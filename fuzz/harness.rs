@@ -118,7 +118,11 @@ pub fn decode_frame(data: &[u8]) {
                 let tcp = block.tcp_segment(&seg);
                 assert_eq!(tcp, &buf[start - hdr..end]);
                 let _ = seg.checksum_ok(tcp);
-                let _ = (seg.src_socket(), seg.dst_socket(), qmwatch::flow::flow_tag(&seg));
+                let _ = (
+                    seg.src_socket(),
+                    seg.dst_socket(),
+                    qmwatch::flow::flow_tag(&seg),
+                );
             }
             Decoded::Reassembled(seg, bytes) => {
                 assert!(seg.reassembled);

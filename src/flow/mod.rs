@@ -108,6 +108,8 @@ pub struct FlowStats {
     pub bad_checksum_dropped: u64,
     pub directions_checksum_offloaded: u64,
     pub sessions_dropped_memcap: u64,
+    /// Confirmed servers past [`MAX_KNOWN_SERVERS`], not remembered.
+    pub known_servers_not_remembered: u64,
     pub session_bytes_peak: u64,
     /// Capture-loss estimate: bytes acknowledged by a receiver (all TCP
     /// flows with an entry, both directions).
@@ -134,6 +136,7 @@ impl FlowStats {
         self.bad_checksum_dropped += o.bad_checksum_dropped;
         self.directions_checksum_offloaded += o.directions_checksum_offloaded;
         self.sessions_dropped_memcap += o.sessions_dropped_memcap;
+        self.known_servers_not_remembered += o.known_servers_not_remembered;
         self.session_bytes_peak += o.session_bytes_peak;
         self.loss_acked_bytes += o.loss_acked_bytes;
         self.loss_gap_bytes += o.loss_gap_bytes;
@@ -158,7 +161,24 @@ static TAG_SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
 /// directions). The capture thread computes it once per segment, to pick
 /// the worker and to spare the worker the work.
 pub fn flow_tag(seg: &Segment) -> u32 {
-    FlowKey::of(seg).0.tag()
+    tag_of(seg.src, seg.sport, seg.dst, seg.dport)
+}
+
+/// A multiply-fold mix of each endpoint with the process's random seed,
+/// the two combined by addition: the same whichever endpoint comes first,
+/// so no ordering of the endpoints is needed.
+fn tag_of(a: Addr, a_port: u16, b: Addr, b_port: u16) -> u32 {
+    let seed = *TAG_SEED;
+    let fold = |x: u64, y: u64| {
+        let m = u128::from(x ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(u128::from(y ^ seed));
+        (m as u64) ^ ((m >> 64) as u64)
+    };
+    let endpoint = |addr: Addr, port: u16| fold(addr as u64 ^ u64::from(port), (addr >> 64) as u64);
+    let h = fold(
+        endpoint(a, a_port).wrapping_add(endpoint(b, b_port)),
+        0x2d35_8dcc_aa6c_78a5,
+    );
+    (h >> 32) as u32 ^ h as u32
 }
 
 /// The worker (of `workers`) that owns the flow with `tag`: from the tag's
@@ -186,20 +206,9 @@ struct FlowKey {
 }
 
 impl FlowKey {
-    /// The key's 32-bit tag in the index: a multiply-fold mix of its
-    /// fields and the process's random seed.
+    /// The key's 32-bit tag in the index (see [`tag_of`]).
     fn tag(&self) -> u32 {
-        let seed = *TAG_SEED;
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let fold = |a: u64, b: u64| {
-            let m = u128::from(a ^ K).wrapping_mul(u128::from(b ^ 0x2d35_8dcc_aa6c_78a5));
-            (m as u64) ^ ((m >> 64) as u64)
-        };
-        let ports = (u64::from(self.lo_port) << 16) | u64::from(self.hi_port);
-        let a = fold(self.lo as u64 ^ seed, (self.lo >> 64) as u64 ^ ports);
-        let b = fold(self.hi as u64, (self.hi >> 64) as u64 ^ seed);
-        let h = fold(a, b);
-        (h >> 32) as u32 ^ h as u32
+        tag_of(self.lo, self.lo_port, self.hi, self.hi_port)
     }
 
     /// The key, and the segment's direction: 0 from `lo`, 1 from `hi`.
@@ -239,6 +248,9 @@ enum State {
 }
 
 const NIL: u32 = u32::MAX;
+/// Confirmed servers a worker remembers (so that later flows to them are
+/// parsed whatever their first bytes): a cap, as servers come from traffic.
+pub const MAX_KNOWN_SERVERS: usize = 65_536;
 const LIST_OPEN: usize = 0;
 const LIST_CLOSED: usize = 1;
 
@@ -297,6 +309,9 @@ pub struct FlowTable {
     /// Servers this worker confirmed, so that other protocols sent to them
     /// are reported.
     known_servers: FxHashSet<(Addr, u16)>,
+    /// Bit p: some known server listens on port p (most flows are ruled
+    /// out by this alone, without hashing).
+    known_ports: Vec<u64>,
     pub stats: FlowStats,
 }
 
@@ -312,6 +327,7 @@ impl FlowTable {
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
             known_servers: FxHashSet::default(),
+            known_ports: vec![0; 1024],
             stats: FlowStats::default(),
         }
     }
@@ -677,9 +693,13 @@ impl FlowTable {
                     || flow.syn_next.get(dir).copied() == Some(seg.seq));
             let k = flow.key;
             let std_port = [209, 628].contains(&k.lo_port) || [209, 628].contains(&k.hi_port);
-            let known = !self.known_servers.is_empty()
-                && (self.known_servers.contains(&(k.lo, k.lo_port))
-                    || self.known_servers.contains(&(k.hi, k.hi_port)));
+            let port_known = |p: u16| {
+                self.known_ports
+                    .get(usize::from(p >> 6))
+                    .is_some_and(|w| w & (1 << (p & 63)) != 0)
+            };
+            let known = (port_known(k.lo_port) && self.known_servers.contains(&(k.lo, k.lo_port)))
+                || (port_known(k.hi_port) && self.known_servers.contains(&(k.hi, k.hi_port)));
             let from_client = flow.client_dir == Some(dir as u8);
             if flow.client_sample_len > 0 && from_client {
                 // Waiting for the server's answer to a non-QMTP/QMQP client.
@@ -884,7 +904,17 @@ impl FlowTable {
         for r in out.iter().rev().take(8) {
             if let Record::Service { endpoints, .. } = r {
                 let ip = crate::decode::addr_from_ip(endpoints.server.ip());
-                self.known_servers.insert((ip, endpoints.server.port()));
+                let port = endpoints.server.port();
+                if self.known_servers.len() >= MAX_KNOWN_SERVERS {
+                    if !self.known_servers.contains(&(ip, port)) {
+                        self.stats.known_servers_not_remembered += 1;
+                    }
+                    continue;
+                }
+                self.known_servers.insert((ip, port));
+                if let Some(w) = self.known_ports.get_mut(usize::from(port >> 6)) {
+                    *w |= 1 << (port & 63);
+                }
             }
         }
     }

@@ -582,3 +582,41 @@ fn an_active_flow_does_not_time_out_however_long_ago_it_began() {
     let k = FlowKey::of(&seg).0;
     assert!(t.lookup(&k, k.tag()).is_some());
 }
+
+#[test]
+fn the_capture_threads_tag_is_the_keys_tag() {
+    for (c, sv) in [
+        ("192.0.2.1:40000", "198.51.100.2:209"),
+        ("198.51.100.2:209", "192.0.2.1:40000"),
+        ("[2001:db8::1]:5", "[2001:db8::2]:628"),
+        ("192.0.2.7:1", "192.0.2.7:1"),
+    ] {
+        let (seg, _) = Conn::new(c, sv).syn(0);
+        let (key, _) = FlowKey::of(&seg);
+        assert_eq!(flow_tag(&seg), key.tag(), "{c} {sv}");
+    }
+}
+
+#[test]
+fn remembered_servers_are_capped_and_counted() {
+    let mut t = FlowTable::new(FlowConfig::default());
+    let service = |n: usize| Record::Service {
+        endpoints: Endpoints {
+            client: "192.0.2.1:40000".parse().unwrap(),
+            server: SocketAddr::new(
+                std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | n as u128).into(),
+                10000 + (n % 1000) as u16,
+            ),
+        },
+        protocol: Protocol::Qmtp,
+        evidence: Evidence::RequestAndReply,
+        ts: 0,
+    };
+    for n in 0..MAX_KNOWN_SERVERS + 10 {
+        t.note_services(&[service(n)]);
+    }
+    // Already known: not counted again.
+    t.note_services(&[service(0)]);
+    assert_eq!(t.known_servers.len(), MAX_KNOWN_SERVERS);
+    assert_eq!(t.stats.known_servers_not_remembered, 10);
+}

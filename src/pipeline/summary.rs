@@ -116,6 +116,10 @@ impl ReplayReport {
             ("tcp_bad_checksum_dropped", f.bad_checksum_dropped),
             ("sessions_dropped_memory_cap", f.sessions_dropped_memcap),
             (
+                "known_servers_not_remembered",
+                f.known_servers_not_remembered,
+            ),
+            (
                 "directions_with_offloaded_checksums",
                 f.directions_checksum_offloaded,
             ),
