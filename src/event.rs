@@ -25,6 +25,129 @@ use crate::detect::probe::Probe;
 use crate::detect::{RelayAttempt, RelayVerdict};
 use crate::protocol::{Endpoints, Protocol, Reply, RequestState, Transaction};
 
+mod typed;
+use typed::{
+    Address, Codes, Common, Ecs, Email, EventFields, ForeignRecipient, Ingress, IpPort, Name,
+    Network, ObserverFields, PolicyFields, RecipientReply, Related, RelayFields, RelayQmwatch,
+    ReplyFields, Rule, TransactionFields, TransactionQmwatch,
+};
+pub use typed::{RelayEvent, TransactionEvent};
+
+/// One event, as the detector hands it to the outputs: the two kinds
+/// written for every package are typed records (see [`typed`]); the rest
+/// are JSON objects.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Object(Map<String, Value>),
+    Transaction(Box<TransactionEvent>),
+    Relay(Box<RelayEvent>),
+}
+
+impl Event {
+    /// Adds the `observer.*` fields of `o` (host name, interface).
+    pub fn stamp(&mut self, o: &Observer) {
+        let fields = match self {
+            Event::Object(m) => return o.stamp(m),
+            Event::Transaction(t) => &mut t.observer,
+            Event::Relay(r) => &mut r.observer,
+        };
+        fields.hostname = Some(o.hostname.clone());
+        fields.ingress = o.ingress_interface.as_ref().map(|i| Ingress {
+            interface: Name { name: i.clone() },
+        });
+    }
+
+    /// One JSON line (no newline), ASCII only; see [`to_json_line`].
+    pub fn to_json_line(&self) -> Option<String> {
+        match self {
+            Event::Object(m) => to_json_line(m),
+            Event::Transaction(t) => typed_json_line(t),
+            Event::Relay(r) => typed_json_line(r),
+        }
+    }
+
+    /// The event as a JSON object (tests; relay alerts held for folding).
+    pub fn into_object(self) -> Map<String, Value> {
+        let v = match self {
+            Event::Object(m) => return m,
+            Event::Transaction(t) => serde_json::to_value(t),
+            Event::Relay(r) => serde_json::to_value(r),
+        };
+        match v {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// `event.dataset`.
+    pub fn dataset(&self) -> &str {
+        match self {
+            Event::Object(m) => m
+                .get("event")
+                .and_then(|e| e.get("dataset"))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            Event::Transaction(t) => t.event.dataset,
+            Event::Relay(r) => r.event.dataset,
+        }
+    }
+
+    /// `event.kind`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Event::Object(m) => m
+                .get("event")
+                .and_then(|e| e.get("kind"))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            Event::Transaction(t) => t.event.kind,
+            Event::Relay(r) => r.event.kind,
+        }
+    }
+
+    /// `event.severity`, when the event has one.
+    pub fn severity(&self) -> Option<u64> {
+        match self {
+            Event::Object(m) => m
+                .get("event")
+                .and_then(|e| e.get("severity"))
+                .and_then(Value::as_u64),
+            Event::Transaction(t) => t.event.severity,
+            Event::Relay(r) => r.event.severity,
+        }
+    }
+
+    /// `@timestamp`.
+    pub fn timestamp(&self) -> &str {
+        match self {
+            Event::Object(m) => m.get("@timestamp").and_then(Value::as_str).unwrap_or(""),
+            Event::Transaction(t) => &t.timestamp,
+            Event::Relay(r) => &r.timestamp,
+        }
+    }
+}
+
+impl From<Map<String, Value>> for Event {
+    fn from(m: Map<String, Value>) -> Self {
+        Event::Object(m)
+    }
+}
+
+/// A typed event as one JSON line, through serde_json with the same
+/// formatter as [`to_json_line`] (so the same bytes as its map).
+fn typed_json_line<T: serde::Serialize>(e: &T) -> Option<String> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        let mut ser = serde_json::Serializer::with_formatter(&mut *b, AsciiFormatter);
+        e.serialize(&mut ser).ok()?;
+        std::str::from_utf8(&b).ok().map(str::to_owned)
+    })
+}
+
 pub const DATASET_SERVICE: &str = "qmwatch.service";
 pub const DATASET_TRANSACTION: &str = "qmwatch.transaction";
 pub const DATASET_ANOMALY: &str = "qmwatch.anomaly";
@@ -136,6 +259,11 @@ fn flow_id(dataset: &str, m: &Map<String, Value>, ts: u64, rest: &[&str]) -> Str
         .and_then(|n| n.get("community_id"))
         .and_then(Value::as_str)
         .unwrap_or("");
+    flow_id_of(dataset, cid, ts, rest)
+}
+
+/// [`flow_id`] from the flow's Community ID.
+fn flow_id_of(dataset: &str, cid: &str, ts: u64, rest: &[&str]) -> String {
     let mut h = Sha1::new();
     id_part(&mut h, dataset);
     id_part(&mut h, cid);
@@ -437,14 +565,6 @@ fn ip_port(ip: String, port: u16) -> Value {
     Value::Object(o)
 }
 
-fn reply_json(r: &Reply) -> Value {
-    json!({
-        "code": r.code.letter(),
-        "text": r.text.text(),
-        "text_truncated": r.text.truncated,
-    })
-}
-
 /// Adds `key: value` into the `qmwatch` object of `m`.
 pub fn put_qmwatch(m: &mut Map<String, Value>, key: &str, value: Value) {
     let q = m
@@ -677,21 +797,58 @@ pub fn flow_ref(ts: u64, ep: &Endpoints) -> Value {
     })
 }
 
+/// The fields every flow event shares (see [`base`], which builds the same
+/// as a map).
+fn common(ts: u64, ep: &Endpoints, protocol: Protocol) -> Common {
+    let (c, sv) = (ep.client.ip().to_string(), ep.server.ip().to_string());
+    let related = if c == sv {
+        vec![c.clone()]
+    } else {
+        vec![c.clone(), sv.clone()]
+    };
+    Common {
+        timestamp: rfc3339(ts),
+        source: IpPort {
+            ip: c,
+            port: ep.client.port(),
+        },
+        destination: IpPort {
+            ip: sv,
+            port: ep.server.port(),
+        },
+        network: Network {
+            community_id: community_id(ep.client, ep.server),
+            protocol: protocol.name(),
+            transport: "tcp",
+            ip_version: if ep.server.is_ipv4() { "ipv4" } else { "ipv6" },
+        },
+        observer: ObserverFields {
+            hostname: None,
+            ingress: None,
+            product: "qmwatch",
+            kind: "sensor",
+            vendor: "qmwatch",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        related: Related { ip: related },
+    }
+}
+
+fn reply_fields(r: &Reply) -> ReplyFields {
+    ReplyFields {
+        code: r.code.letter(),
+        text: r.text.text(),
+        text_truncated: r.text.truncated,
+    }
+}
+
 /// A `qmwatch.transaction` event.
 pub fn transaction(
     t: &Transaction,
     client_trusted: bool,
     relay: Option<RelayVerdict>,
-) -> Map<String, Value> {
-    let mut m = base(
-        t.ts,
-        "event",
-        DATASET_TRANSACTION,
-        &["email", "network"],
-        &["protocol", "info"],
-        &t.endpoints,
-        Some(t.protocol),
-    );
+) -> TransactionEvent {
+    let c = common(t.ts, &t.endpoints, t.protocol);
     let outcome = if t.codes.d + t.codes.z + t.codes.missing == 0 && t.codes.k > 0 {
         "success"
     } else if t.codes.k == 0 && t.codes.d + t.codes.z > 0 {
@@ -699,129 +856,130 @@ pub fn transaction(
     } else {
         "unknown"
     };
-    set_event(&mut m, "outcome", json!(outcome));
-    set_event(
-        &mut m,
-        "action",
-        json!(match t.protocol {
-            Protocol::Qmtp => "qmtp_package",
-            Protocol::Qmqp => "qmqp_message",
-        }),
-    );
     let index = t.index.to_string();
-    let id = flow_id(DATASET_TRANSACTION, &m, t.ts, &[&index]);
-    set_event(&mut m, "id", Value::String(id));
-    let mut tx = Map::new();
-    tx.insert("index".into(), json!(t.index));
-    tx.insert("complete".into(), json!(t.complete()));
-    tx.insert("session_confirmed".into(), json!(t.session_confirmed));
-    tx.insert("client_trusted".into(), json!(client_trusted));
-    tx.insert("relay_attempt".into(), json!(relay.is_some()));
-    tx.insert(
-        "open_relay".into(),
-        json!(relay == Some(RelayVerdict::OpenRelay)),
+    let id = flow_id_of(
+        DATASET_TRANSACTION,
+        &c.network.community_id,
+        t.ts,
+        &[&index],
     );
-    let mut email = Map::new();
-    match &t.request {
+    let mut tx = TransactionFields {
+        bounce: None,
+        client_trusted,
+        codes: Codes {
+            d: t.codes.d,
+            k: t.codes.k,
+            z: t.codes.z,
+            missing: t.codes.missing,
+        },
+        complete: t.complete(),
+        encoding: None,
+        index: t.index,
+        message_bytes: None,
+        message_gap_bytes: None,
+        open_relay: relay == Some(RelayVerdict::OpenRelay),
+        recipient_count: None,
+        recipients_not_stored: None,
+        relay_attempt: relay.is_some(),
+        request_state: "absent".to_string(),
+        sender_truncated: false,
+        session_confirmed: t.session_confirmed,
+    };
+    let (email, replies, message) = match &t.request {
         Some(r) => {
-            let state = match r.state {
+            tx.request_state = match r.state {
                 RequestState::Complete => "complete".to_string(),
                 RequestState::Truncated => "truncated".to_string(),
                 RequestState::Malformed(k) => format!("malformed:{k}"),
             };
-            tx.insert("request_state".into(), json!(state));
-            tx.insert("message_bytes".into(), json!(r.message_bytes));
-            if r.message_gap_bytes > 0 {
-                tx.insert("message_gap_bytes".into(), json!(r.message_gap_bytes));
-            }
-            if let Some(enc) = r.encoding {
-                tx.insert("encoding".into(), json!(enc.name()));
-            }
-            tx.insert("recipient_count".into(), json!(r.recipient_count));
-            if r.recipient_count > r.recipients.len() as u64 {
-                tx.insert(
-                    "recipients_not_stored".into(),
-                    json!(r.recipient_count - r.recipients.len() as u64),
-                );
-            }
-            if let Some(s) = &r.sender {
-                email.insert("from".into(), json!({"address": s.text()}));
-                if s.truncated {
-                    tx.insert("sender_truncated".into(), json!(true));
-                }
-                tx.insert("bounce".into(), json!(s.wire_len == 0));
-            }
-            let to: Vec<String> = r.recipients.iter().map(|f| f.text()).collect();
-            email.insert("to".into(), json!({"address": to}));
-            let replies: Vec<Value> = r
+            tx.message_bytes = Some(r.message_bytes);
+            tx.message_gap_bytes = (r.message_gap_bytes > 0).then_some(r.message_gap_bytes);
+            tx.encoding = r.encoding.map(|e| e.name());
+            tx.recipient_count = Some(r.recipient_count);
+            let stored = r.recipients.len() as u64;
+            tx.recipients_not_stored =
+                (r.recipient_count > stored).then(|| r.recipient_count - stored);
+            let from = r.sender.as_ref().map(|s| {
+                tx.sender_truncated = s.truncated;
+                tx.bounce = Some(s.wire_len == 0);
+                Address { address: s.text() }
+            });
+            let email = Email {
+                from,
+                to: Address {
+                    address: r.recipients.iter().map(|f| f.text()).collect(),
+                },
+            };
+            let replies = r
                 .recipients
                 .iter()
                 .zip(t.replies.iter())
-                .map(|(rc, rep)| {
-                    let mut o = Map::new();
-                    o.insert("recipient".into(), json!(rc.text()));
-                    match rep {
-                        Some(rep) => {
-                            o.insert("code".into(), json!(rep.code.letter()));
-                            o.insert("text".into(), json!(rep.text.text()));
-                        }
-                        None => {
-                            o.insert("code".into(), Value::Null);
-                            o.insert("text".into(), Value::Null);
-                        }
-                    }
-                    if rc.truncated {
-                        o.insert("recipient_truncated".into(), json!(true));
-                    }
-                    Value::Object(o)
+                .map(|(rc, rep)| RecipientReply {
+                    code: rep.as_ref().map(|r| r.code.letter()),
+                    recipient: rc.text(),
+                    recipient_truncated: rc.truncated,
+                    text: rep.as_ref().map(|r| r.text.text()),
                 })
                 .collect();
-            put_qmwatch(&mut m, "replies", Value::Array(replies));
             let verb = match t.protocol {
                 Protocol::Qmtp => "package",
                 Protocol::Qmqp => "message",
             };
-            m.insert(
-                "message".into(),
-                json!(format!(
-                    "{} {verb} from {} to {} ({} recipient(s)): {} K, {} Z, {} D, {} unanswered",
-                    t.protocol.name().to_uppercase(),
-                    t.endpoints.client,
-                    t.endpoints.server,
-                    r.recipient_count,
-                    t.codes.k,
-                    t.codes.z,
-                    t.codes.d,
-                    t.codes.missing
-                )),
+            let message = format!(
+                "{} {verb} from {} to {} ({} recipient(s)): {} K, {} Z, {} D, {} unanswered",
+                t.protocol.name().to_uppercase(),
+                t.endpoints.client,
+                t.endpoints.server,
+                r.recipient_count,
+                t.codes.k,
+                t.codes.z,
+                t.codes.d,
+                t.codes.missing
             );
+            (Some(email), replies, message)
         }
         None => {
-            tx.insert("request_state".into(), json!("absent"));
-            put_qmwatch(&mut m, "replies", json!([]));
-            m.insert(
-                "message".into(),
-                json!(format!(
-                    "{} server {} replied to {} without a readable request",
-                    t.protocol.name().to_uppercase(),
-                    t.endpoints.server,
-                    t.endpoints.client
-                )),
+            let message = format!(
+                "{} server {} replied to {} without a readable request",
+                t.protocol.name().to_uppercase(),
+                t.endpoints.server,
+                t.endpoints.client
             );
+            (None, Vec::new(), message)
         }
+    };
+    TransactionEvent {
+        timestamp: c.timestamp,
+        destination: c.destination,
+        ecs: Ecs {
+            version: ECS_VERSION,
+        },
+        email,
+        event: EventFields {
+            action: match t.protocol {
+                Protocol::Qmtp => "qmtp_package",
+                Protocol::Qmqp => "qmqp_message",
+            },
+            category: &["email", "network"],
+            dataset: DATASET_TRANSACTION,
+            id,
+            kind: "event",
+            module: "qmwatch",
+            outcome,
+            severity: None,
+            types: &["protocol", "info"],
+        },
+        message,
+        network: c.network,
+        observer: c.observer,
+        qmwatch: TransactionQmwatch {
+            replies,
+            reply: t.reply.as_ref().map(reply_fields),
+            transaction: tx,
+        },
+        related: c.related,
+        source: c.source,
     }
-    tx.insert(
-        "codes".into(),
-        json!({"K": t.codes.k, "Z": t.codes.z, "D": t.codes.d, "missing": t.codes.missing}),
-    );
-    if !email.is_empty() {
-        m.insert("email".into(), Value::Object(email));
-    }
-    if let Some(r) = &t.reply {
-        put_qmwatch(&mut m, "reply", reply_json(r));
-    }
-    put_qmwatch(&mut m, "transaction", Value::Object(tx));
-    m
 }
 
 /// A `qmwatch.anomaly` event.
@@ -876,7 +1034,7 @@ fn relay_types(v: RelayVerdict) -> &'static [&'static str] {
     }
 }
 
-fn relay_rule(v: RelayVerdict) -> Value {
+fn relay_rule(v: RelayVerdict) -> Rule {
     let (id, name) = match v {
         RelayVerdict::OpenRelay => (
             "qmwatch-relay-open",
@@ -889,7 +1047,11 @@ fn relay_rule(v: RelayVerdict) -> Value {
             "Relay attempt with no reply seen",
         ),
     };
-    json!({"id": id, "name": name, "category": "QMTP Open Relay (passive counterpart of Nessus 38789)"})
+    Rule {
+        category: "QMTP Open Relay (passive counterpart of Nessus 38789)",
+        id,
+        name,
+    }
 }
 
 /// A `qmwatch.relay` alert: an untrusted client named a non-local recipient.
@@ -898,60 +1060,42 @@ pub fn relay(
     a: &RelayAttempt<'_>,
     policy: &Policy,
     probe: Option<&Probe>,
-) -> Map<String, Value> {
-    let mut m = base(
-        t.ts,
-        "alert",
-        DATASET_RELAY,
-        &["email", "intrusion_detection", "network"],
-        relay_types(a.verdict),
-        &t.endpoints,
-        Some(t.protocol),
-    );
+) -> RelayEvent {
+    let c = common(t.ts, &t.endpoints, t.protocol);
     let index = t.index.to_string();
-    let id = flow_id(DATASET_RELAY, &m, t.ts, &[&index, a.verdict.name()]);
-    set_event(&mut m, "id", Value::String(id));
-    set_event(&mut m, "severity", json!(severity(a.verdict, a.confident)));
-    set_event(
-        &mut m,
-        "outcome",
-        json!(match a.verdict {
-            RelayVerdict::OpenRelay => "success",
-            RelayVerdict::Refused | RelayVerdict::Deferred => "failure",
-            RelayVerdict::Unanswered => "unknown",
-        }),
+    let id = flow_id_of(
+        DATASET_RELAY,
+        &c.network.community_id,
+        t.ts,
+        &[&index, a.verdict.name()],
     );
-    set_event(&mut m, "action", json!(a.verdict.name()));
-    m.insert("rule".into(), relay_rule(a.verdict));
-    let foreign: Vec<Value> = a
+    let foreign = a
         .foreign
         .iter()
-        .map(|(r, rep)| match rep {
-            Some(rep) => {
-                json!({"recipient": r, "code": rep.code.letter(), "text": rep.text.text()})
-            }
-            None => json!({"recipient": r, "code": null, "text": null}),
+        .map(|(r, rep)| ForeignRecipient {
+            code: rep.map(|rep| rep.code.letter()),
+            recipient: r.clone(),
+            text: rep.map(|rep| rep.text.text()),
         })
         .collect();
-    let to: Vec<&str> = a.foreign.iter().map(|(r, _)| r.as_str()).collect();
     let sender = t
         .request
         .as_ref()
         .and_then(|r| r.sender.as_ref())
         .map(|s| s.text());
-    let mut email = Map::new();
-    if let Some(s) = &sender {
-        email.insert("from".into(), json!({"address": s}));
-    }
-    email.insert("to".into(), json!({"address": to}));
-    m.insert("email".into(), Value::Object(email));
+    let email = Email {
+        from: sender.map(|s| Address { address: s }),
+        to: Address {
+            address: a.foreign.iter().map(|(r, _)| r.clone()).collect(),
+        },
+    };
     let proto = t.protocol.name().to_uppercase();
     let who = match probe {
         Some(p) => format!("{} scanner {}", p.scanner, t.endpoints.client.ip()),
         None => t.endpoints.client.ip().to_string(),
     };
     let first = a.foreign.first().map(|(r, _)| r.as_str()).unwrap_or("");
-    let msg = match a.verdict {
+    let message = match a.verdict {
         RelayVerdict::OpenRelay => {
             let accepted: Vec<&str> = a
                 .foreign
@@ -978,26 +1122,50 @@ pub fn relay(
             t.endpoints.server
         ),
     };
-    m.insert("message".into(), json!(msg));
-    let mut relay = Map::new();
-    relay.insert("verdict".into(), json!(a.verdict.name()));
-    relay.insert("foreign_recipients".into(), Value::Array(foreign));
-    relay.insert("local_recipients".into(), json!(a.local_count));
-    relay.insert("confident".into(), json!(a.confident));
-    relay.insert("transaction_index".into(), json!(t.index));
-    relay.insert(
-        "policy".into(),
-        json!({
-            "description": policy.describe(),
-            "local_domains_defaulted": policy.local_domains_defaulted,
-            "trusted_networks_defaulted": policy.trusted_defaulted,
-        }),
-    );
-    if let Some(p) = probe {
-        relay.insert("scanner".into(), json!(p.scanner));
+    RelayEvent {
+        timestamp: c.timestamp,
+        destination: c.destination,
+        ecs: Ecs {
+            version: ECS_VERSION,
+        },
+        email,
+        event: EventFields {
+            action: a.verdict.name(),
+            category: &["email", "intrusion_detection", "network"],
+            dataset: DATASET_RELAY,
+            id,
+            kind: "alert",
+            module: "qmwatch",
+            outcome: match a.verdict {
+                RelayVerdict::OpenRelay => "success",
+                RelayVerdict::Refused | RelayVerdict::Deferred => "failure",
+                RelayVerdict::Unanswered => "unknown",
+            },
+            severity: Some(severity(a.verdict, a.confident)),
+            types: relay_types(a.verdict),
+        },
+        message,
+        network: c.network,
+        observer: c.observer,
+        qmwatch: RelayQmwatch {
+            relay: RelayFields {
+                confident: a.confident,
+                foreign_recipients: foreign,
+                local_recipients: a.local_count,
+                policy: PolicyFields {
+                    description: policy.describe(),
+                    local_domains_defaulted: policy.local_domains_defaulted,
+                    trusted_networks_defaulted: policy.trusted_defaulted,
+                },
+                scanner: probe.map(|p| p.scanner.clone()),
+                transaction_index: t.index,
+                verdict: a.verdict.name(),
+            },
+        },
+        related: c.related,
+        rule: relay_rule(a.verdict),
+        source: c.source,
     }
-    put_qmwatch(&mut m, "relay", Value::Object(relay));
-    m
 }
 
 /// Several relay alerts of one client through one server, folded into one.
@@ -1040,7 +1208,10 @@ pub fn aggregate_relay(
                 RelayVerdict::Unanswered => "unknown",
             }),
         );
-        first.insert("rule".into(), relay_rule(worst));
+        first.insert(
+            "rule".into(),
+            serde_json::to_value(relay_rule(worst)).unwrap_or(Value::Null),
+        );
     }
     // The aggregate is a finding of its own: its id is the first alert's,
     // qualified by what was folded into it.

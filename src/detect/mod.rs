@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::event;
+use crate::event::{self, Event};
 use crate::protocol::{Protocol, Record, Reply, ReplyCode, Transaction};
 use policy::{domain_of, is_reserved_example, Policy};
 
@@ -229,15 +229,11 @@ impl Detector {
         *self.stats.events_by_dataset.entry(dataset).or_default() += 1;
     }
 
-    fn emit(
-        &mut self,
-        dataset: &'static str,
-        mut m: Map<String, Value>,
-        out: &mut Vec<Map<String, Value>>,
-    ) {
+    fn emit(&mut self, dataset: &'static str, e: impl Into<Event>, out: &mut Vec<Event>) {
         self.count(dataset);
-        self.observer.stamp(&mut m);
-        out.push(m);
+        let mut e = e.into();
+        e.stamp(&self.observer);
+        out.push(e);
     }
 
     /// Emits an event about the sensor itself (statistics, capture loss):
@@ -246,13 +242,13 @@ impl Detector {
         &mut self,
         dataset: &'static str,
         m: Map<String, Value>,
-        out: &mut Vec<Map<String, Value>>,
+        out: &mut Vec<Event>,
     ) {
         self.emit(dataset, m, out);
     }
 
     /// Handles one record; pushes zero or more events.
-    pub fn record(&mut self, rec: Record, out: &mut Vec<Map<String, Value>>) {
+    pub fn record(&mut self, rec: Record, out: &mut Vec<Event>) {
         let ts = match &rec {
             Record::Service { ts, .. } => *ts,
             Record::Transaction(t) => t.ts,
@@ -311,7 +307,7 @@ impl Detector {
         }
     }
 
-    fn transaction(&mut self, t: &Transaction, out: &mut Vec<Map<String, Value>>) {
+    fn transaction(&mut self, t: &Transaction, out: &mut Vec<Event>) {
         self.stats.transactions += 1;
         let policy = Arc::clone(&self.policy);
         let client_trusted = policy.is_trusted(t.endpoints.client.ip());
@@ -326,8 +322,12 @@ impl Detector {
             s.transactions += 1;
             note_client(s, t.endpoints.client.ip(), t.ts);
         }
-        let m = event::transaction(t, client_trusted, attempt.as_ref().map(|a| a.verdict));
-        self.emit(event::DATASET_TRANSACTION, m, out);
+        let e = event::transaction(t, client_trusted, attempt.as_ref().map(|a| a.verdict));
+        self.emit(
+            event::DATASET_TRANSACTION,
+            Event::Transaction(Box::new(e)),
+            out,
+        );
         if let Some(p) = &probe {
             *self
                 .stats
@@ -362,20 +362,14 @@ impl Detector {
                 }
             }
         }
-        let m = event::relay(t, &a, &policy, probe.as_ref());
+        let e = Event::Relay(Box::new(event::relay(t, &a, &policy, probe.as_ref())));
         match self.window_ns {
-            None => self.emit(event::DATASET_RELAY, m, out),
-            Some(_) => self.windowed(t, a.verdict, m, out),
+            None => self.emit(event::DATASET_RELAY, e, out),
+            Some(_) => self.windowed(t, a.verdict, e, out),
         }
     }
 
-    fn windowed(
-        &mut self,
-        t: &Transaction,
-        verdict: RelayVerdict,
-        m: Map<String, Value>,
-        out: &mut Vec<Map<String, Value>>,
-    ) {
+    fn windowed(&mut self, t: &Transaction, verdict: RelayVerdict, e: Event, out: &mut Vec<Event>) {
         let key = (t.endpoints.client.ip(), t.endpoints.server);
         let flow = event::flow_ref(t.ts, &t.endpoints);
         if let Some(w) = self.windows.get_mut(&key) {
@@ -389,7 +383,7 @@ impl Detector {
         if self.windows.len() >= MAX_WINDOWS {
             // Too many windows open: report this one alone rather than hold it.
             self.stats.windows_dropped_cap += 1;
-            self.emit(event::DATASET_RELAY, m, out);
+            self.emit(event::DATASET_RELAY, e, out);
             return;
         }
         let mut verdicts = BTreeMap::new();
@@ -399,7 +393,8 @@ impl Detector {
             key,
             Window {
                 start: t.ts,
-                first: m,
+                // Folded into the window's alert later: kept as an object.
+                first: e.into_object(),
                 first_flow: flow.clone(),
                 last_flow: flow,
                 count: 1,
@@ -410,7 +405,7 @@ impl Detector {
     }
 
     /// Emits the windows that ended before `now` (all of them with `None`).
-    fn close_windows(&mut self, now: Option<u64>, out: &mut Vec<Map<String, Value>>) {
+    fn close_windows(&mut self, now: Option<u64>, out: &mut Vec<Event>) {
         let Some(len) = self.window_ns else {
             return;
         };
@@ -452,7 +447,7 @@ impl Detector {
     }
 
     /// End of input: everything held is written.
-    pub fn finish(&mut self, out: &mut Vec<Map<String, Value>>) {
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
         self.close_windows(None, out);
     }
 }

@@ -128,7 +128,8 @@ fn defaulted_policy_is_said_and_confidence_follows_example_domains() {
     let mut out = Vec::new();
     let mut d = Detector::new(Arc::new(p), None);
     d.record(Record::Transaction(Box::new(t)), &mut out);
-    let relay = out
+    let objs = objects(&out);
+    let relay = objs
         .iter()
         .find(|e| e["event"]["dataset"] == "qmwatch.relay")
         .unwrap();
@@ -159,20 +160,23 @@ fn window_folds_repeated_alerts() {
         ))),
         &mut out,
     );
-    let relays = |out: &Vec<Map<String, Value>>| {
-        out.iter()
+    let relays = |out: &Vec<Event>| {
+        objects(out)
+            .iter()
             .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
             .count()
     };
     assert_eq!(relays(&out), 0, "held until the window closes");
     assert_eq!(
-        out.iter()
+        objects(&out)
+            .iter()
             .filter(|e| e["event"]["dataset"] == "qmwatch.transaction")
             .count(),
         6
     );
     d.finish(&mut out);
-    let r: Vec<&Map<String, Value>> = out
+    let objs = objects(&out);
+    let r: Vec<&Value> = objs
         .iter()
         .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
         .collect();
@@ -197,14 +201,16 @@ fn window_closes_on_packet_time() {
     t.ts = 30_000_000_000;
     d.record(Record::Transaction(Box::new(t)), &mut out);
     assert_eq!(
-        out.iter()
+        objects(&out)
+            .iter()
             .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
             .count(),
         1
     );
     d.finish(&mut out);
     assert_eq!(
-        out.iter()
+        objects(&out)
+            .iter()
             .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
             .count(),
         2
@@ -237,9 +243,96 @@ fn sanctioned_services_are_inventory_others_alerts() {
         );
     }
     assert_eq!(out.len(), 2);
+    let out = objects(&out);
     assert_eq!(out[0]["event"]["kind"], "event");
     assert_eq!(out[0]["qmwatch"]["service"]["sanctioned"], true);
     assert_eq!(out[1]["event"]["kind"], "alert");
     assert_eq!(out[1]["qmwatch"]["service"]["sanctioned"], false);
     assert_eq!(d.stats.inventory.unsanctioned_services(), 1);
+}
+
+/// The events as JSON objects, as the outputs write them.
+fn objects(out: &[Event]) -> Vec<Value> {
+    out.iter()
+        .map(|e| Value::Object(e.clone().into_object()))
+        .collect()
+}
+
+/// The typed transaction and relay events write exactly the bytes their
+/// JSON objects would (fields in sorted order, the same formatting), for
+/// every shape they take.
+#[test]
+fn typed_events_write_what_their_objects_would() {
+    use crate::event::{to_json_line, Observer};
+    let mut shapes = Vec::new();
+    for verdict_codes in [
+        vec![("a@example.com", Some(ReplyCode::K))],
+        vec![
+            ("a@example.com", Some(ReplyCode::D)),
+            ("b@example.net", None),
+        ],
+        vec![("a@example.com", Some(ReplyCode::Z))],
+        vec![("a@example.com", None)],
+        vec![("x@example.net", Some(ReplyCode::K))],
+    ] {
+        shapes.push(txn("203.0.113.9:4000", &verdict_codes));
+    }
+    // Odd shapes: no request, truncated and malformed requests, a bounce,
+    // recipients not stored, a cut sender, text needing escapes, IPv6, a
+    // QMQP reply, a scanner's probe.
+    let mut t = txn("203.0.113.9:4001", &[("a@example.com", Some(ReplyCode::K))]);
+    t.request = None;
+    t.reply = Some(reply(ReplyCode::D));
+    shapes.push(t);
+    let mut t = txn(
+        "[2001:db8::9]:4002",
+        &[("\u{e9}\"\\\u{1}@example.com", None)],
+    );
+    if let Some(r) = t.request.as_mut() {
+        r.state = RequestState::Truncated;
+        r.sender = Some(Field {
+            truncated: true,
+            ..field("")
+        });
+        r.recipient_count = 5000;
+        r.message_gap_bytes = 7;
+        r.encoding = Some(crate::protocol::Encoding::Lf);
+    }
+    shapes.push(t);
+    let mut t = txn("203.0.113.9:4003", &[("a@example.com", Some(ReplyCode::K))]);
+    if let Some(r) = t.request.as_mut() {
+        r.state = RequestState::Malformed("netstring_bad_length");
+        r.protocol = Protocol::Qmqp;
+        r.recipients[0].truncated = true;
+    }
+    t.protocol = Protocol::Qmqp;
+    t.reply = Some(reply(ReplyCode::K));
+    shapes.push(t);
+    let mut t = txn("203.0.113.9:4004", &[("a@example.com", Some(ReplyCode::K))]);
+    if let Some(r) = t.request.as_mut() {
+        r.message_prefix = b"\ntest".to_vec();
+    }
+    shapes.push(t);
+
+    let observer = Observer {
+        hostname: "sensor-1".into(),
+        ingress_interface: Some("eth1".into()),
+    };
+    let mut typed = 0;
+    for policy in [site(), policy::PolicyBuilder::new().build()] {
+        let mut d = Detector::new(Arc::new(policy), None).with_observer(observer.clone());
+        let mut out = Vec::new();
+        for t in &shapes {
+            d.record(Record::Transaction(Box::new(t.clone())), &mut out);
+        }
+        for e in out {
+            if matches!(e, Event::Object(_)) {
+                continue;
+            }
+            typed += 1;
+            let line = e.to_json_line().unwrap();
+            assert_eq!(Some(line.clone()), to_json_line(&e.into_object()), "{line}");
+        }
+    }
+    assert!(typed > 20, "{typed}");
 }

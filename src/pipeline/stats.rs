@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 
 use super::{new_histogram, wall_ns, CaptureCounters, CaptureTotals};
 use crate::detect::Detector;
-use crate::event::{self, CaptureLoss, RunId};
+use crate::event::{self, CaptureLoss, Event, RunId};
 use crate::flow::{loss, FlowStats};
 use crate::sink::OutputCounters;
 
@@ -236,7 +236,7 @@ impl StatsRun {
 
     /// Asks the workers for snapshots when statistics are due, and writes
     /// them once every worker answered (or [`GRACE`] passed).
-    pub fn tick(&mut self, det: &mut Detector, out: &mut Vec<Map<String, Value>>) {
+    pub fn tick(&mut self, det: &mut Detector, out: &mut Vec<Event>) {
         let now = Instant::now();
         match self.pending {
             None if now >= self.next_due => {
@@ -254,7 +254,7 @@ impl StatsRun {
         }
     }
 
-    fn emit_due(&mut self, det: &mut Detector, out: &mut Vec<Map<String, Value>>) {
+    fn emit_due(&mut self, det: &mut Detector, out: &mut Vec<Event>) {
         self.emit(det, out, false);
         self.pending = None;
         let now = Instant::now();
@@ -265,11 +265,11 @@ impl StatsRun {
     }
 
     /// The end of the run: every worker is done; the final statistics.
-    pub fn finish(&mut self, det: &mut Detector, out: &mut Vec<Map<String, Value>>) {
+    pub fn finish(&mut self, det: &mut Detector, out: &mut Vec<Event>) {
         self.emit(det, out, true);
     }
 
-    fn emit(&mut self, det: &mut Detector, out: &mut Vec<Map<String, Value>>, last: bool) {
+    fn emit(&mut self, det: &mut Detector, out: &mut Vec<Event>, last: bool) {
         let now = Instant::now();
         let ts = wall_ns();
         let secs = now.duration_since(self.last_emit).as_secs_f64();

@@ -34,6 +34,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::event::Event;
+
 pub use queue::{Overflow, Queue};
 
 /// Lines a queue holds by default (per output).
@@ -95,9 +97,14 @@ pub struct Line {
 
 impl Line {
     /// Serializes an event; `None` only if serialization fails.
-    pub fn from_event(m: &Map<String, Value>) -> Option<Line> {
-        let json = crate::event::to_json_line(m)?;
-        Some(Line::with_meta(json, m))
+    pub fn from_event(e: &Event) -> Option<Line> {
+        let json = e.to_json_line()?;
+        Some(Line {
+            severity: syslog::severity_of(e.kind(), e.severity(), e.dataset()),
+            dataset: e.dataset().to_string(),
+            timestamp: e.timestamp().to_string(),
+            json,
+        })
     }
 
     /// A line from JSON text (tests, tools): the metadata is read from it.
@@ -280,7 +287,7 @@ pub struct Fanout {
 
 impl Fanout {
     /// Serializes events (once each) and queues them on every output.
-    pub fn send_events(&mut self, events: &mut Vec<Map<String, Value>>) {
+    pub fn send_events(&mut self, events: &mut Vec<Event>) {
         for m in events.drain(..) {
             match Line::from_event(&m) {
                 Some(l) => self.send(Arc::new(l)),
