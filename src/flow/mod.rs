@@ -23,6 +23,7 @@ pub mod loss;
 mod prefetch;
 pub mod reassembly;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use rustc_hash::FxHashSet;
@@ -251,8 +252,17 @@ const NIL: u32 = u32::MAX;
 /// Confirmed servers a worker remembers (so that later flows to them are
 /// parsed whatever their first bytes): a cap, as servers come from traffic.
 pub const MAX_KNOWN_SERVERS: usize = 65_536;
-const LIST_OPEN: usize = 0;
-const LIST_CLOSED: usize = 1;
+/// How many closed entries ahead `expire` prefetches.
+const CLOSED_PREFETCH_AHEAD: usize = 8;
+
+/// A closed flow waiting out its linger, in the order flows closed.
+#[derive(Clone, Copy, Debug)]
+struct ClosedEntry {
+    flow: u32,
+    tag: u32,
+    /// Packet time of its last packet when queued.
+    at: u64,
+}
 
 /// State of a flow that may be QMTP/QMQP.
 struct Candidate {
@@ -273,7 +283,10 @@ struct Flow {
     /// order, because activity does not move an entry.
     queued: u64,
     state: State,
-    list: u8,
+    /// In the open list (closed flows are in the closed queue instead).
+    listed: bool,
+    /// Its tag in the index.
+    tag: u32,
     /// Direction that sent the SYN (the client), if seen.
     client_dir: Option<u8>,
     /// Bit d: direction d sent its FIN.
@@ -301,8 +314,12 @@ pub struct FlowTable {
     index: FlowIndex,
     slab: Vec<Flow>,
     free: Vec<u32>,
-    heads: [u32; 2],
-    tails: [u32; 2],
+    /// The open list (see `expire`), linked through the entries.
+    head: u32,
+    tail: u32,
+    /// Closed flows lingering, oldest first: a queue rather than a list so
+    /// that `expire` can prefetch the entries it is about to remove.
+    closed: VecDeque<ClosedEntry>,
     budget: Budget,
     /// Copied protocol state held by all sessions (see `session_memory`).
     session_bytes: usize,
@@ -322,8 +339,9 @@ impl FlowTable {
             index: FlowIndex::new(),
             slab: Vec::new(),
             free: Vec::new(),
-            heads: [NIL; 2],
-            tails: [NIL; 2],
+            head: NIL,
+            tail: NIL,
+            closed: VecDeque::new(),
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
             known_servers: FxHashSet::default(),
@@ -357,50 +375,66 @@ impl FlowTable {
             .find(tag, |i| slab.get(i as usize).is_some_and(|f| f.key == *key))
     }
 
-    fn index_remove(&mut self, key: &FlowKey, i: u32) {
-        self.index.remove(key.tag(), i);
-    }
-
     fn flow(&mut self, i: u32) -> Option<&mut Flow> {
         self.slab.get_mut(i as usize)
     }
 
+    /// Takes an entry out of the open list, if it is in it.
     fn unlink(&mut self, i: u32) {
-        let Some(f) = self.slab.get(i as usize) else {
+        let Some(f) = self.slab.get_mut(i as usize) else {
             return;
         };
-        let (prev, next, list) = (f.prev, f.next, usize::from(f.list));
+        if !f.listed {
+            return;
+        }
+        f.listed = false;
+        let (prev, next) = (f.prev, f.next);
         match self.flow(prev) {
             Some(p) => p.next = next,
-            None => self.heads[list] = next,
+            None => self.head = next,
         }
         match self.flow(next) {
             Some(n) => n.prev = prev,
-            None => self.tails[list] = prev,
+            None => self.tail = prev,
         }
     }
 
-    fn push_tail(&mut self, i: u32, list: usize) {
-        let tail = self.tails[list];
+    /// Appends an entry to the open list.
+    fn push_tail(&mut self, i: u32) {
+        let tail = self.tail;
         if let Some(f) = self.flow(i) {
             f.prev = tail;
             f.next = NIL;
-            f.list = list as u8;
+            f.listed = true;
         }
         match self.flow(tail) {
             Some(t) => t.next = i,
-            None => self.heads[list] = i,
+            None => self.head = i,
         }
-        self.tails[list] = i;
+        self.tail = i;
     }
 
-    fn touch(&mut self, i: u32, list: usize) {
-        let same_tail = self.tails[list] == i
-            && self.slab.get(i as usize).map(|f| usize::from(f.list)) == Some(list);
-        if !same_tail {
-            self.unlink(i);
-            self.push_tail(i, list);
+    /// The connection ended: the entry lingers in the closed queue to
+    /// absorb stray packets, then goes.
+    fn close(&mut self, i: u32, ts: u64) {
+        let Some(f) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        if f.state == State::Closed {
+            return;
         }
+        f.state = State::Closed;
+        if let Some(c) = f.candidate.take() {
+            Self::release(&mut self.budget, &mut self.session_bytes, c);
+        }
+        let entry = ClosedEntry {
+            flow: i,
+            tag: f.tag,
+            at: ts,
+        };
+        self.unlink(i);
+        self.closed.push_back(entry);
+        self.stats.flows_closed += 1;
     }
 
     /// Frees a candidate's reassembly and session memory from the budgets.
@@ -416,8 +450,8 @@ impl FlowTable {
             if let Some(c) = f.candidate.take() {
                 Self::release(&mut self.budget, &mut self.session_bytes, c);
             }
-            let key = f.key;
-            self.index_remove(&key, i);
+            let tag = f.tag;
+            self.index.remove(tag, i);
             self.free.push(i);
         }
     }
@@ -425,10 +459,9 @@ impl FlowTable {
     fn create(&mut self, key: FlowKey, tag: u32, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
         if self.index.len() >= self.cfg.max_flows.max(1) {
             // Oldest closed entry first, else the least recently active flow.
-            let victim = if self.heads[LIST_CLOSED] != NIL {
-                self.heads[LIST_CLOSED]
-            } else {
-                self.least_recent_open()
+            let victim = match self.closed.pop_front() {
+                Some(c) => c.flow,
+                None => self.least_recent_open(),
             };
             if victim != NIL {
                 self.stats.flows_evicted_cap += 1;
@@ -444,7 +477,8 @@ impl FlowTable {
             last_seen: ts,
             queued: ts,
             state: State::Open,
-            list: LIST_OPEN as u8,
+            listed: false,
+            tag,
             client_dir: None,
             fin: 0,
             syn_next: [0; 2],
@@ -470,7 +504,7 @@ impl FlowTable {
             }
         };
         self.index.insert(tag, i);
-        self.push_tail(i, LIST_OPEN);
+        self.push_tail(i);
         self.stats.flows_created += 1;
         self.stats.flows_peak = self.stats.flows_peak.max(self.index.len() as u64);
         i
@@ -629,12 +663,7 @@ impl FlowTable {
             f.fin |= 1 << dir;
         }
         if seg.rst() || f.fin == 3 {
-            f.state = State::Closed;
-            if let Some(c) = f.candidate.take() {
-                Self::release(&mut self.budget, &mut self.session_bytes, c);
-            }
-            self.stats.flows_closed += 1;
-            self.touch(i, LIST_CLOSED);
+            self.close(i, seg.ts);
         }
     }
 
@@ -892,11 +921,7 @@ impl FlowTable {
         }
         if rst_ok || both_done {
             self.finish_flow(i, ts, out);
-            if let Some(f) = self.flow(i) {
-                f.state = State::Closed;
-            }
-            self.stats.flows_closed += 1;
-            self.touch(i, LIST_CLOSED);
+            self.close(i, ts);
         }
     }
 
@@ -954,13 +979,24 @@ impl FlowTable {
 
     /// Finishes flows idle past their timeout at packet time `now`.
     pub fn expire(&mut self, now: u64, out: &mut Vec<Record>) {
-        loop {
-            let h = self.heads[LIST_CLOSED];
-            match self.slab.get(h as usize) {
-                Some(f) if f.last_seen.saturating_add(self.cfg.closed_linger_ns) < now => {
-                    self.remove(h)
+        let linger = self.cfg.closed_linger_ns;
+        while let Some(&c) = self.closed.front() {
+            if c.at.saturating_add(linger) >= now {
+                break;
+            }
+            if let Some(a) = self.closed.get(CLOSED_PREFETCH_AHEAD) {
+                prefetch::prefetch(self.slab.as_ptr().wrapping_add(a.flow as usize));
+                prefetch::prefetch(self.index.bucket_ptr(a.tag));
+            }
+            self.closed.pop_front();
+            match self.slab.get(c.flow as usize) {
+                // Packets came after it closed: it lingers from the last.
+                Some(f) if f.last_seen.saturating_add(linger) >= now => {
+                    let at = f.last_seen;
+                    self.closed.push_back(ClosedEntry { at, ..c });
                 }
-                _ => break,
+                Some(_) => self.remove(c.flow),
+                None => {}
             }
         }
         // The open list is in `queued` order: once its head was queued
@@ -969,7 +1005,7 @@ impl FlowTable {
         // per timeout), so this stays cheap per packet.
         let idle = self.cfg.idle_timeout_ns;
         loop {
-            let h = self.heads[LIST_OPEN];
+            let h = self.head;
             let Some(f) = self.slab.get_mut(h as usize) else {
                 break;
             };
@@ -990,7 +1026,7 @@ impl FlowTable {
     /// Moves an open entry to the tail of the open list.
     fn requeue(&mut self, i: u32) {
         self.unlink(i);
-        self.push_tail(i, LIST_OPEN);
+        self.push_tail(i);
     }
 
     /// The open flow to evict when the table is full: the head of the open
@@ -999,22 +1035,22 @@ impl FlowTable {
     /// active flow).
     fn least_recent_open(&mut self) -> u32 {
         for _ in 0..8 {
-            let h = self.heads[LIST_OPEN];
+            let h = self.head;
             match self.slab.get_mut(h as usize) {
-                Some(f) if f.last_seen > f.queued && self.tails[LIST_OPEN] != h => {
+                Some(f) if f.last_seen > f.queued && self.tail != h => {
                     f.queued = f.last_seen;
                     self.requeue(h);
                 }
                 _ => break,
             }
         }
-        self.heads[LIST_OPEN]
+        self.head
     }
 
     /// End of input: every open flow is finished and reported.
     pub fn finish_all(&mut self, out: &mut Vec<Record>) {
         let mut order = Vec::new();
-        let mut i = self.heads[LIST_OPEN];
+        let mut i = self.head;
         while let Some(f) = self.slab.get(i as usize) {
             order.push((i, f.last_seen));
             i = f.next;
@@ -1025,9 +1061,8 @@ impl FlowTable {
             self.finish_flow(i, ts, out);
             self.remove(i);
         }
-        while self.heads[LIST_CLOSED] != NIL {
-            let h = self.heads[LIST_CLOSED];
-            self.remove(h);
+        while let Some(c) = self.closed.pop_front() {
+            self.remove(c.flow);
         }
     }
 }

@@ -620,3 +620,51 @@ fn remembered_servers_are_capped_and_counted() {
     assert_eq!(t.known_servers.len(), MAX_KNOWN_SERVERS);
     assert_eq!(t.stats.known_servers_not_remembered, 10);
 }
+
+#[test]
+fn a_closed_flow_lingers_from_its_last_packet_and_goes_first_at_the_cap() {
+    let linger = 1000;
+    let cfg = FlowConfig {
+        closed_linger_ns: linger,
+        max_flows: 3,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(cfg);
+    let mut out = Vec::new();
+    let a = Conn::new("10.4.0.1:40000", "10.4.0.2:80");
+    let b = Conn::new("10.4.0.1:40001", "10.4.0.2:80");
+    let c = Conn::new("10.4.0.1:40002", "10.4.0.2:80");
+    let present = |t: &FlowTable, conn: &Conn| {
+        let (k, _) = FlowKey::of(&conn.syn(0).0);
+        t.lookup(&k, k.tag()).is_some()
+    };
+    for (conn, ts) in [(&a, 0), (&b, 10)] {
+        let (seg, p) = conn.syn(ts);
+        t.segment(&seg, &p, &mut out);
+        let (seg, p) = conn.c2s(ts + 1, 0, 0, TCP_RST, b"");
+        t.segment(&seg, &p, &mut out);
+    }
+    assert_eq!(t.stats.flows_closed, 2);
+    // A stray packet on `a` after it closed: it lingers from there.
+    let (seg, p) = a.c2s(900, 0, 0, TCP_ACK, b"");
+    t.segment(&seg, &p, &mut out);
+    t.expire(1500, &mut out);
+    assert!(present(&t, &a) && !present(&t, &b));
+    t.expire(1901, &mut out);
+    assert!(!present(&t, &a));
+    // At the cap, a closed entry goes before any open flow.
+    let (seg, p) = a.syn(2000);
+    t.segment(&seg, &p, &mut out);
+    let (seg, p) = b.syn(2001);
+    t.segment(&seg, &p, &mut out);
+    let (seg, p) = b.c2s(2002, 0, 0, TCP_RST, b"");
+    t.segment(&seg, &p, &mut out);
+    let (seg, p) = c.syn(2003);
+    t.segment(&seg, &p, &mut out);
+    let d = Conn::new("10.4.0.1:40003", "10.4.0.2:80");
+    let (seg, p) = d.syn(2004);
+    t.segment(&seg, &p, &mut out);
+    assert_eq!(t.len(), 3);
+    assert!(present(&t, &a) && !present(&t, &b) && present(&t, &c) && present(&t, &d));
+    assert_eq!(t.stats.flows_evicted_cap, 1);
+}
