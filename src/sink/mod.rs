@@ -288,11 +288,27 @@ pub struct Fanout {
 impl Fanout {
     /// Serializes events (once each) and queues them on every output.
     pub fn send_events(&mut self, events: &mut Vec<Event>) {
-        for m in events.drain(..) {
-            match Line::from_event(&m) {
-                Some(l) => self.send(Arc::new(l)),
+        let mut lines = Vec::with_capacity(events.len());
+        for e in events.drain(..) {
+            match Line::from_event(&e) {
+                Some(l) => lines.push(Arc::new(l)),
                 None => self.stats.unserializable += 1,
             }
+        }
+        self.send_all(&lines);
+    }
+
+    /// Queues lines on every output, all at once.
+    pub fn send_all(&mut self, lines: &[Arc<Line>]) {
+        if lines.is_empty() {
+            return;
+        }
+        for l in lines {
+            self.stats.lines += 1;
+            self.stats.bytes += l.json.len() as u64 + 1;
+        }
+        for q in &self.queues {
+            q.push_all(lines);
         }
     }
 

@@ -35,6 +35,11 @@ struct State {
     closed: bool,
     /// The consumer is gone: lines are counted as undeliverable.
     abandoned: bool,
+    /// The consumer waits for lines / producers wait for room: only then
+    /// is the other side woken (a wake-up is a system call; a replay
+    /// queues thousands of lines a second).
+    consumer_waiting: bool,
+    producers_waiting: usize,
 }
 
 /// A bounded multi-line queue between the detect thread and one output.
@@ -70,6 +75,8 @@ impl Queue {
                 bytes: 0,
                 closed: false,
                 abandoned: false,
+                consumer_waiting: false,
+                producers_waiting: 0,
             }),
             changed: Condvar::new(),
             max_items: max_items.max(1),
@@ -92,49 +99,70 @@ impl Queue {
 
     /// Queues a line, waiting for room or dropping the oldest as configured.
     pub fn push(&self, line: Arc<Line>) {
-        let size = line.json.len();
+        self.push_all(std::slice::from_ref(&line));
+    }
+
+    /// Queues lines in order (one lock and at most one wake-up for all of
+    /// them when there is room), waiting for room or dropping the oldest as
+    /// configured.
+    pub fn push_all(&self, lines: &[Arc<Line>]) {
         let mut st = self.lock();
-        if self.overflow == Overflow::Block {
-            while !st.abandoned && !self.fits(&st, size) {
-                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        if st.abandoned {
-            self.counters
-                .dropped_undeliverable
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        while !self.fits(&st, size) {
-            match st.items.pop_front() {
-                Some(old) => {
-                    st.bytes = st.bytes.saturating_sub(old.json.len());
-                    self.counters
-                        .dropped_queue_full
-                        .fetch_add(1, Ordering::Relaxed);
+        for line in lines {
+            let size = line.json.len();
+            if self.overflow == Overflow::Block {
+                while !st.abandoned && !self.fits(&st, size) {
+                    // The consumer must hear of what is queued before this
+                    // producer sleeps, or both would wait.
+                    if st.consumer_waiting {
+                        self.changed.notify_all();
+                    }
+                    st.producers_waiting += 1;
+                    st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                    st.producers_waiting -= 1;
                 }
-                None => break,
             }
+            if st.abandoned {
+                self.counters
+                    .dropped_undeliverable
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            while !self.fits(&st, size) {
+                match st.items.pop_front() {
+                    Some(old) => {
+                        st.bytes = st.bytes.saturating_sub(old.json.len());
+                        self.counters
+                            .dropped_queue_full
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => break,
+                }
+            }
+            st.bytes = st.bytes.saturating_add(size);
+            st.items.push_back(Arc::clone(line));
+            self.counters.queued.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .queue_peak
+                .fetch_max(st.items.len() as u64, Ordering::Relaxed);
         }
-        st.bytes = st.bytes.saturating_add(size);
-        st.items.push_back(line);
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .queue_peak
-            .fetch_max(st.items.len() as u64, Ordering::Relaxed);
+        let wake = st.consumer_waiting;
         drop(st);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Takes up to `max` lines, waiting at most `wait` for the first.
     pub fn pop(&self, max: usize, wait: Duration) -> Pop {
         let mut st = self.lock();
         if st.items.is_empty() && !st.closed {
+            st.consumer_waiting = true;
             st = self
                 .changed
                 .wait_timeout(st, wait)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|e| e.into_inner().0);
+            st.consumer_waiting = false;
         }
         if st.items.is_empty() {
             return if st.closed { Pop::Closed } else { Pop::Idle };
@@ -143,8 +171,11 @@ impl Queue {
         let taken: Vec<Arc<Line>> = st.items.drain(..n).collect();
         let freed: usize = taken.iter().map(|l| l.json.len()).sum();
         st.bytes = st.bytes.saturating_sub(freed);
+        let wake = st.producers_waiting > 0;
         drop(st);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
         Pop::Lines(taken)
     }
 
@@ -252,6 +283,35 @@ mod tests {
         assert_eq!(got.last().map(String::as_str), Some("49"));
         assert_eq!(c.dropped_queue_full.load(Ordering::Relaxed), 0);
         assert!(c.queue_peak.load(Ordering::Relaxed) <= 2);
+    }
+
+    #[test]
+    fn lines_pushed_together_arrive_in_order_through_a_small_queue() {
+        let c = Arc::new(OutputCounters::default());
+        let q = Arc::new(Queue::new(3, 1 << 20, Overflow::Block, Arc::clone(&c)));
+        let producer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                for batch in 0..20 {
+                    let lines: Vec<Arc<Line>> =
+                        (0..7).map(|i| line(&(batch * 7 + i).to_string())).collect();
+                    q.push_all(&lines);
+                }
+                q.close();
+            })
+        };
+        let mut got = Vec::new();
+        loop {
+            match q.pop(2, Duration::from_millis(50)) {
+                Pop::Lines(v) => got.extend(v.iter().map(|l| l.json.clone())),
+                Pop::Idle => {}
+                Pop::Closed => break,
+            }
+        }
+        producer.join().unwrap();
+        let want: Vec<String> = (0..140).map(|i: i32| i.to_string()).collect();
+        assert_eq!(got, want);
+        assert!(c.queue_peak.load(Ordering::Relaxed) <= 3);
     }
 
     #[test]
