@@ -521,7 +521,8 @@ fn a_flow_that_is_not_qmtp_costs_under_256_bytes() {
     // (shrinking keeps it over an eighth full; a flood that has gone is
     // paid until it shrinks).
     let index = 8 * 4;
-    let entry = std::mem::size_of::<Flow>() + index;
+    // A closed flow also has its place in the closed queue.
+    let entry = std::mem::size_of::<Flow>() + index + std::mem::size_of::<ClosedEntry>();
     assert!(entry <= 256, "{entry} bytes per tracked flow");
 }
 
