@@ -167,18 +167,28 @@ pub fn flow_tag(seg: &Segment) -> u32 {
 
 /// A multiply-fold mix of each endpoint with the process's random seed,
 /// the two combined by addition: the same whichever endpoint comes first,
-/// so no ordering of the endpoints is needed.
+/// so no ordering of the endpoints is needed. The port is mixed in only
+/// after the address is (not xor-ed into it), so that structured traffic —
+/// addresses and ports counting up together, as in a SYN flood — cannot
+/// cancel out into equal tags.
 fn tag_of(a: Addr, a_port: u16, b: Addr, b_port: u16) -> u32 {
     let seed = *TAG_SEED;
     let fold = |x: u64, y: u64| {
-        let m = u128::from(x ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(u128::from(y ^ seed));
+        let m = u128::from(x).wrapping_mul(u128::from(y));
         (m as u64) ^ ((m >> 64) as u64)
     };
-    let endpoint = |addr: Addr, port: u16| fold(addr as u64 ^ u64::from(port), (addr >> 64) as u64);
-    let h = fold(
-        endpoint(a, a_port).wrapping_add(endpoint(b, b_port)),
-        0x2d35_8dcc_aa6c_78a5,
-    );
+    let endpoint = |addr: Addr, port: u16| {
+        let h = fold(
+            addr as u64 ^ seed,
+            (addr >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15,
+        );
+        fold(
+            h ^ 0x2d35_8dcc_aa6c_78a5,
+            u64::from(port) ^ seed.rotate_left(32) ^ 0xa076_1d64_78bd_642f,
+        )
+    };
+    let sum = endpoint(a, a_port).wrapping_add(endpoint(b, b_port));
+    let h = fold(sum ^ 0xe703_7ed1_a0b4_28db, seed ^ 0x8ebc_6af0_9c88_c6e3);
     (h >> 32) as u32 ^ h as u32
 }
 

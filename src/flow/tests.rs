@@ -669,3 +669,34 @@ fn a_closed_flow_lingers_from_its_last_packet_and_goes_first_at_the_cap() {
     assert!(present(&t, &a) && !present(&t, &b) && present(&t, &c) && present(&t, &d));
     assert_eq!(t.stats.flows_evicted_cap, 1);
 }
+
+#[test]
+fn structured_floods_do_not_collide_in_tags() {
+    // Addresses and ports counting up together (a SYN flood's shape), v4
+    // and v6: tags must look random (200,000 flows in 2^32 tags: a handful
+    // of collisions by chance, never clusters).
+    for v6 in [false, true] {
+        let mut tags = std::collections::HashSet::new();
+        let n = 200_000u32;
+        for i in 0..n {
+            let b = i.to_be_bytes();
+            let client = if v6 {
+                format!(
+                    "[2001:db8::{:x}:{:x}]:{}",
+                    i >> 16,
+                    i & 0xffff,
+                    1024 + i % 60000
+                )
+            } else {
+                format!("10.{}.{}.{}:{}", b[1], b[2], b[3], 1024 + i % 60000)
+            };
+            let (seg, _) = Conn::new(&client, "192.0.2.9:209").syn(0);
+            tags.insert(flow_tag(&seg));
+        }
+        assert!(
+            tags.len() as u32 >= n - 50,
+            "{} distinct of {n}",
+            tags.len()
+        );
+    }
+}

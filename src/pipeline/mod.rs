@@ -260,7 +260,9 @@ pub struct Splitter {
     per_worker: Vec<Vec<Segment>>,
     send_empty: bool,
     counters: Arc<CaptureCounters>,
-    /// Segment lists that workers are done with (bounded: a few per worker).
+    /// Segment lists that workers are done with (bounded: about one per
+    /// worker is enough to spare the capture thread fresh lists; each may
+    /// hold a megabyte or more of segments).
     recycled: Receiver<Vec<Segment>>,
     recycle: Sender<Vec<Segment>>,
 }
@@ -270,7 +272,7 @@ impl Splitter {
     /// segment of its own, so that its packet-time clock advances (replay);
     /// live workers follow the wall clock instead.
     pub fn new(workers: usize, send_empty: bool, counters: Arc<CaptureCounters>) -> Splitter {
-        let (recycle, recycled) = crossbeam_channel::bounded(4 * workers.max(1) + 4);
+        let (recycle, recycled) = crossbeam_channel::bounded(workers.max(1) + 1);
         Splitter {
             decoder: Decoder::default(),
             per_worker: (0..workers.max(1)).map(|_| Vec::new()).collect(),
