@@ -346,14 +346,14 @@ fn syn_flood_flow_table_stays_at_its_cap() {
 }
 
 #[test]
-#[ignore = "heavy: 3,000,000 SYNs, ~17 s and ~330 MB in a debug build"]
+#[ignore = "heavy: 3,000,000 SYNs, ~225 MB; seconds in release, longer in a debug build"]
 fn syn_flood_three_million_at_the_default_cap() {
     // Three million distinct SYNs against the default table of 1,000,000
     // flows: the table fills, then evicts; memory is what a full table
-    // costs: measured ~333 MiB peak RSS (~340 bytes a flow: the slab entry
-    // plus the hash index, which at 1M keys has 2M 64-byte buckets). The
-    // bound here is that full table with room to spare, not the 300 MB of
-    // the other cases.
+    // costs: measured ~223 MiB peak RSS (~230 bytes a flow: the 176-byte
+    // slab entry plus the index, 2M 8-byte slots at 1M flows). The bound
+    // here is that full table with room to spare, not the 300 MB of the
+    // other cases.
     let n = 3_000_000u64;
     let mut args = policy();
     args.push("-");
