@@ -79,39 +79,37 @@ impl Event {
         }
     }
 
-    /// `event.dataset`.
-    pub fn dataset(&self) -> &str {
+    /// `event.<key>` of an object event.
+    fn object_event_field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+        m.get("event").and_then(|e| e.get(key))
+    }
+
+    /// `event.<key>`, a string: from the object, or by `typed` from a
+    /// typed event's fields.
+    fn event_str(&self, key: &str, typed: fn(&EventFields) -> &'static str) -> &str {
         match self {
-            Event::Object(m) => m
-                .get("event")
-                .and_then(|e| e.get("dataset"))
+            Event::Object(m) => Self::object_event_field(m, key)
                 .and_then(Value::as_str)
                 .unwrap_or(""),
-            Event::Transaction(t) => t.event.dataset,
-            Event::Relay(r) => r.event.dataset,
+            Event::Transaction(t) => typed(&t.event),
+            Event::Relay(r) => typed(&r.event),
         }
+    }
+
+    /// `event.dataset`.
+    pub fn dataset(&self) -> &str {
+        self.event_str("dataset", |e| e.dataset)
     }
 
     /// `event.kind`.
     pub fn kind(&self) -> &str {
-        match self {
-            Event::Object(m) => m
-                .get("event")
-                .and_then(|e| e.get("kind"))
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-            Event::Transaction(t) => t.event.kind,
-            Event::Relay(r) => r.event.kind,
-        }
+        self.event_str("kind", |e| e.kind)
     }
 
     /// `event.severity`, when the event has one.
     pub fn severity(&self) -> Option<u64> {
         match self {
-            Event::Object(m) => m
-                .get("event")
-                .and_then(|e| e.get("severity"))
-                .and_then(Value::as_u64),
+            Event::Object(m) => Self::object_event_field(m, "severity").and_then(Value::as_u64),
             Event::Transaction(t) => t.event.severity,
             Event::Relay(r) => r.event.severity,
         }

@@ -73,18 +73,7 @@ impl FlowIndex {
     /// The first position whose slot carries `tag` (a likely match, for
     /// prefetching; the key is not checked).
     pub fn probe_tag(&self, tag: u32) -> Option<u32> {
-        let mask = self.mask();
-        let mut i = self.home(tag);
-        loop {
-            let s = *self.slots.get(i)?;
-            if s == EMPTY {
-                return None;
-            }
-            if tag_of(s) == tag {
-                return Some(pos_of(s));
-            }
-            i = (i + 1) & mask;
-        }
+        self.find(tag, |_| true)
     }
 
     /// The position whose slot carries `tag` and for which `is_key` holds.
