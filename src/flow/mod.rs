@@ -2,8 +2,8 @@
 //!
 //! Owns: the bidirectional flows of one worker (keyed by the 5-tuple, both
 //! directions in one entry), who is client and server (from the SYN), idle
-//! timeouts on packet time, the cap on tracked flows (oldest idle evicted
-//! first), and feeding each direction's [`reassembly::Stream`] into the flow's
+//! timeouts on packet time, the cap on tracked flows (closed flows evicted
+//! first, then about the least recently active), and feeding each direction's [`reassembly::Stream`] into the flow's
 //! protocol [`Session`].
 //!
 //! A flow costs its table entry (well under 256 bytes) until its first
