@@ -3,12 +3,14 @@
 //! Owns: capture sources (capture files in [`file`]; a live interface through
 //! libpcap in `live`, behind the `live` feature, with `fanout` joining
 //! several handles into one kernel `PACKET_FANOUT` group — with
-//! `flow::prefetch`, the only code of qmwatch allowed `unsafe`) and the buffers packets live in. Packets are
-//! read in large blocks that are shared, read-only, with every worker through
-//! an [`Arc<Block>`]; a worker sees a packet as a slice of its block, so no
-//! packet is copied between capture and classifier (live capture copies each
-//! packet once, off the kernel's ring, into its block). A block's buffer goes
-//! back to a pool when the last worker drops it.
+//! `flow::prefetch`, the only code of qmwatch allowed `unsafe`) and the
+//! buffers packets live in. Packets are read in large blocks that are
+//! shared, read-only, with every worker through an [`Arc<Block>`]; a worker
+//! sees a packet as a slice of its block, so no packet is copied between
+//! capture and classifier (live capture copies each packet once, off the
+//! kernel's ring, into its block). A block's buffer goes back to a pool when
+//! the last worker drops it, and a batch's segment list back to the capture
+//! thread.
 //!
 //! Must not: decode packets, or block forever: every buffer and queue is
 //! bounded.

@@ -3,8 +3,8 @@
 //! Owns: the bidirectional flows of one worker (keyed by the 5-tuple, both
 //! directions in one entry), who is client and server (from the SYN), idle
 //! timeouts on packet time, the cap on tracked flows (closed flows evicted
-//! first, then about the least recently active), and feeding each direction's [`reassembly::Stream`] into the flow's
-//! protocol [`Session`].
+//! first, then about the least recently active), and feeding each
+//! direction's [`reassembly::Stream`] into the flow's protocol [`Session`].
 //!
 //! A flow costs its table entry (well under 256 bytes) until its first
 //! payload; if those bytes are not QMTP/QMQP-like the flow is *rejected* and

@@ -303,7 +303,7 @@ impl Splitter {
             let frame = buf
                 .get(start..start.saturating_add(r.caplen as usize))
                 .unwrap_or_default();
-            let seg =
+            let mut seg =
                 match self
                     .decoder
                     .decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen)
@@ -316,7 +316,6 @@ impl Splitter {
                     }
                     Decoded::Skip(_) => continue,
                 };
-            let mut seg = seg;
             seg.flow_tag = flow_tag(&seg);
             let w = worker_of(seg.flow_tag, workers);
             if let Some(v) = self.per_worker.get_mut(w) {
