@@ -292,9 +292,9 @@ struct Flow {
     /// most `last_seen`): the list is in this order, not in `last_seen`
     /// order, because activity does not move an entry.
     queued: u64,
+    /// Every flow but a closed one is in the open list; closed ones are in
+    /// the closed queue.
     state: State,
-    /// In the open list (closed flows are in the closed queue instead).
-    listed: bool,
     /// Its tag in the index.
     tag: u32,
     /// Direction that sent the SYN (the client), if seen.
@@ -389,15 +389,11 @@ impl FlowTable {
         self.slab.get_mut(i as usize)
     }
 
-    /// Takes an entry out of the open list, if it is in it.
+    /// Takes an entry (not closed) out of the open list.
     fn unlink(&mut self, i: u32) {
-        let Some(f) = self.slab.get_mut(i as usize) else {
+        let Some(f) = self.slab.get(i as usize) else {
             return;
         };
-        if !f.listed {
-            return;
-        }
-        f.listed = false;
         let (prev, next) = (f.prev, f.next);
         match self.flow(prev) {
             Some(p) => p.next = next,
@@ -415,7 +411,6 @@ impl FlowTable {
         if let Some(f) = self.flow(i) {
             f.prev = tail;
             f.next = NIL;
-            f.listed = true;
         }
         match self.flow(tail) {
             Some(t) => t.next = i,
@@ -442,6 +437,7 @@ impl FlowTable {
             tag: f.tag,
             at: ts,
         };
+        // Its links are still those of the open list.
         self.unlink(i);
         self.closed.push_back(entry);
         self.stats.flows_closed += 1;
@@ -455,7 +451,13 @@ impl FlowTable {
     }
 
     fn remove(&mut self, i: u32) {
-        self.unlink(i);
+        if self
+            .slab
+            .get(i as usize)
+            .is_some_and(|f| f.state != State::Closed)
+        {
+            self.unlink(i);
+        }
         if let Some(f) = self.slab.get_mut(i as usize) {
             if let Some(c) = f.candidate.take() {
                 Self::release(&mut self.budget, &mut self.session_bytes, c);
@@ -487,7 +489,6 @@ impl FlowTable {
             last_seen: ts,
             queued: ts,
             state: State::Open,
-            listed: false,
             tag,
             client_dir: None,
             fin: 0,
