@@ -188,13 +188,9 @@ fn short_flows() -> Vec<Packet> {
                     seq,
                     ack,
                     flags,
-                    reassembled: false,
-                    payload_start: 0,
                     payload_len: payload.len() as u32,
-                    missing: 0,
                     tcp_header_len: 20,
-                    fragment_conflict: false,
-                    flow_tag: 0,
+                    ..Segment::default()
                 },
                 payload,
             });

@@ -77,7 +77,7 @@ pub fn ip_from_addr(a: Addr, v4: bool) -> IpAddr {
 /// One TCP segment, described by value. Its payload is
 /// `buffer[payload_start .. payload_start + payload_len]` of the block it
 /// came from (or of the batch's side buffer when `reassembled`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
     pub ts: u64,
     pub src: Addr,

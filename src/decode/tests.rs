@@ -116,13 +116,10 @@ fn v4_segment(payload_start: usize, payload_len: usize, flags: u8) -> Segment {
         seq: 0x1000_0001,
         ack: 0x2000_0002,
         flags,
-        reassembled: false,
         payload_start: payload_start as u32,
         payload_len: payload_len as u32,
-        missing: 0,
         tcp_header_len: 20,
-        fragment_conflict: false,
-        flow_tag: 0,
+        ..Segment::default()
     }
 }
 

@@ -166,7 +166,6 @@ mod tests {
 
     fn seg(seq: u32, ack: u32, flags: u8, len: u32) -> Segment {
         Segment {
-            ts: 0,
             src: 1,
             dst: 2,
             v4: true,
@@ -175,13 +174,9 @@ mod tests {
             seq,
             ack,
             flags,
-            reassembled: false,
-            payload_start: 0,
             payload_len: len,
-            missing: 0,
             tcp_header_len: 20,
-            fragment_conflict: false,
-            flow_tag: 0,
+            ..Segment::default()
         }
     }
 
