@@ -75,7 +75,7 @@ fn run_stream(data: &[u8], pieces: &[Piece], cfg: &ReassemblyConfig) -> (u64, St
     let mut delivered = 0u64;
     let mut deliver = |d: Delivery<'_>| match d {
         Delivery::Data { bytes, .. } => delivered += bytes.len() as u64,
-        Delivery::Gap { len, .. } => delivered += len,
+        Delivery::Gap { len, .. } | Delivery::Skip { len, .. } => delivered += len,
     };
     for p in pieces {
         let payload = &data[p.from..p.to];

@@ -972,6 +972,7 @@ pub fn reassembly_model(data: &[u8]) {
         let mut deliver = |d: Delivery<'_>| match d {
             Delivery::Data { offset, bytes } => seen.push(Seen::Data(offset, bytes.to_vec())),
             Delivery::Gap { offset, len } => seen.push(Seen::Gap(offset, len)),
+            Delivery::Skip { .. } => panic!("no skip range was set"),
         };
         match kind & 3 {
             0 | 1 => {
@@ -1062,6 +1063,7 @@ pub fn reassembly_model(data: &[u8]) {
     let mut deliver = |d: Delivery<'_>| match d {
         Delivery::Data { offset, bytes } => seen.push(Seen::Data(offset, bytes.to_vec())),
         Delivery::Gap { offset, len } => seen.push(Seen::Gap(offset, len)),
+        Delivery::Skip { .. } => panic!("no skip range was set"),
     };
     stream.flush(&cfg, &mut budget, &mut ev, &mut deliver);
     model.deliveries(&seen, &ev_before, &ev);

@@ -31,7 +31,7 @@ use rustc_hash::FxHashSet;
 use crate::decode::{Addr, Segment};
 use crate::protocol::session::{Session, Status};
 use crate::protocol::sniff::{Sniffer, Verdict};
-use crate::protocol::Record;
+use crate::protocol::{Anomaly, Endpoints, Record};
 use index::FlowIndex;
 use loss::LossTrack;
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
@@ -117,12 +117,16 @@ pub struct FlowStats {
     pub loss_acked_bytes: u64,
     /// Of those, bytes the capture never saw (see [`loss`]).
     pub loss_gap_bytes: u64,
+    /// Flows judged by their first bytes that later got another copy of
+    /// them, with other content that looks like QMTP/QMQP (reported).
+    pub first_bytes_conflicts: u64,
 }
 
 impl FlowStats {
     pub fn merge(&mut self, o: &FlowStats) {
         self.flows_created += o.flows_created;
         self.flows_rejected += o.flows_rejected;
+        self.first_bytes_conflicts += o.first_bytes_conflicts;
         self.flows_candidate += o.flows_candidate;
         self.flows_evicted_cap += o.flows_evicted_cap;
         self.flows_timed_out += o.flows_timed_out;
@@ -313,6 +317,12 @@ struct Flow {
     client_sample_len: u8,
     client_sample: [u8; 16],
     client_sample_ts: u64,
+    /// The sample above also serves a flow rejected by its first bytes:
+    /// the direction (`sample_dir`) and sequence number (`sample_seq`) they
+    /// came in, so that a second copy of them with other content, which
+    /// could have been what the endpoint took, is noticed (once).
+    sample_dir: u8,
+    sample_seq: u32,
     /// Sequence and acknowledgement bookkeeping for the capture-loss estimate.
     loss: LossTrack,
     candidate: Option<Box<Candidate>>,
@@ -499,6 +509,8 @@ impl FlowTable {
             client_sample_len: 0,
             client_sample: [0; 16],
             client_sample_ts: 0,
+            sample_dir: 0,
+            sample_seq: 0,
             loss: LossTrack::default(),
             candidate: None,
         };
@@ -591,6 +603,7 @@ impl FlowTable {
         };
         flow.last_seen = flow.last_seen.max(seg.ts);
         let state = flow.state;
+        let sampled = flow.client_sample_len > 0;
         let (acked, gap) = flow.loss.observe(dir, seg);
         self.stats.loss_acked_bytes += acked;
         self.stats.loss_gap_bytes += gap;
@@ -599,7 +612,12 @@ impl FlowTable {
             // An open flow is not moved in its list on every packet (that
             // would touch two other random entries per packet): `last_seen`
             // is enough, and `expire` re-queues flows that were active.
-            State::Rejected => self.track_teardown(i, dir, seg),
+            State::Rejected => {
+                if sampled && !payload.is_empty() {
+                    self.first_bytes_again(i, dir, seg, payload, out);
+                }
+                self.track_teardown(i, dir, seg)
+            }
             State::Open => {
                 if let Some(tcp) = tcp {
                     if !self.checksum_accepts(i, dir, seg, tcp, out) {
@@ -663,6 +681,71 @@ impl FlowTable {
                 false
             }
         }
+    }
+
+    /// A flow judged by its first bytes (rejected, or waiting for the
+    /// server's answer to a client that did not speak QMTP/QMQP) got
+    /// another copy of those bytes with other content. Which copy the
+    /// endpoint took is unknown (an overlap or chaff evasion: garbage
+    /// first, the real request after). If the other copy looks like
+    /// QMTP/QMQP, the flow is reported with `tcp_overlap_conflict`
+    /// straight away — it will never be a confirmed session — and the
+    /// sample is dropped so that this is said once.
+    fn first_bytes_again(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Record>,
+    ) {
+        let Some(flow) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        if usize::from(flow.sample_dir) != dir || flow.client_sample_len == 0 {
+            return;
+        }
+        let n = usize::from(flow.client_sample_len);
+        let at = seg.seq.wrapping_sub(flow.sample_seq) as usize;
+        if at >= n {
+            return;
+        }
+        // The sample with this segment's bytes laid over it.
+        let mut other = [0u8; 16];
+        let Some(sample) = flow.client_sample.get(..n) else {
+            return;
+        };
+        other[..n].copy_from_slice(sample);
+        let take = payload.len().min(n - at);
+        let (Some(dst), Some(src)) = (other.get_mut(at..at + take), payload.get(..take)) else {
+            return;
+        };
+        if dst == src {
+            return;
+        }
+        dst.copy_from_slice(src);
+        let mut sniff = Sniffer::new();
+        if sniff.feed(other.get(..n).unwrap_or_default()).0 == Some(Verdict::Other) {
+            return;
+        }
+        flow.client_sample_len = 0;
+        let [a, b] = Self::addrs(flow);
+        let client_is_a = match flow.client_dir {
+            Some(c) => c == 0,
+            None => dir == 0,
+        };
+        let (client, server) = if client_is_a { (a, b) } else { (b, a) };
+        self.stats.first_bytes_conflicts += 1;
+        out.push(Record::Anomaly(Box::new(Anomaly {
+            endpoints: Endpoints { client, server },
+            protocol: None,
+            kind: "tcp_overlap_conflict",
+            detail: "the first bytes of a direction came twice with different content; \
+                     the flow was judged by the first copy (not QMTP/QMQP), \
+                     the other looks like QMTP/QMQP"
+                .into(),
+            ts: seg.ts,
+        })));
     }
 
     /// FIN/RST bookkeeping for flows that are not parsed.
@@ -743,7 +826,7 @@ impl FlowTable {
             let from_client = flow.client_dir == Some(dir as u8);
             if flow.client_sample_len > 0 && from_client {
                 // Waiting for the server's answer to a non-QMTP/QMQP client.
-                return;
+                return self.first_bytes_again(i, dir, seg, payload, out);
             }
             if at_start && !std_port && !known {
                 let mut s = Sniffer::new();
@@ -760,8 +843,22 @@ impl FlowTable {
                         }
                         flow.client_sample_len = n as u8;
                         flow.client_sample_ts = seg.ts;
+                        flow.sample_dir = dir as u8;
+                        flow.sample_seq = seg.seq;
                         return;
                     }
+                    // Keep what the judgement rested on (see
+                    // `first_bytes_again`).
+                    let n = payload.len().min(flow.client_sample.len());
+                    if let (Some(dst), Some(src)) =
+                        (flow.client_sample.get_mut(..n), payload.get(..n))
+                    {
+                        dst.copy_from_slice(src);
+                    }
+                    flow.client_sample_len = n as u8;
+                    flow.client_sample_ts = seg.ts;
+                    flow.sample_dir = dir as u8;
+                    flow.sample_seq = seg.seq;
                     return self.reject(i);
                 }
             }
@@ -843,6 +940,12 @@ impl FlowTable {
         } else {
             None
         };
+        // Out-of-order bytes inside a body the parser skips need no storage.
+        let (skip_from, skip_to) = session
+            .skippable(dir)
+            .filter(|&(from, _)| from >= mine.next_offset())
+            .unwrap_or((0, 0));
+        mine.set_skip(skip_from, skip_to);
         let mut deliver =
             |d: Delivery<'_>| hand_over(session, &mut status, dir, d, ts, peer_ack, out);
         let before = ev;
@@ -906,6 +1009,15 @@ impl FlowTable {
         self.stats.held_bytes_peak = self.stats.held_bytes_peak.max(self.budget.peak as u64);
         self.note_services(out);
         if status == Status::Reject {
+            if let Some(c) = self
+                .slab
+                .get_mut(i as usize)
+                .and_then(|f| f.candidate.as_mut())
+            {
+                for a in c.session.take_evasion_signs() {
+                    out.push(Record::Anomaly(Box::new(a)));
+                }
+            }
             return self.reject(i);
         }
         if self.session_bytes > self.cfg.session_memory {
@@ -1095,6 +1207,7 @@ fn hand_over(
     *status = match d {
         Delivery::Data { offset, bytes } => session.data(dir, offset, bytes, ts, peer_ack, out),
         Delivery::Gap { len, .. } => session.gap(dir, len, ts, out),
+        Delivery::Skip { len, .. } => session.skip(dir, len, ts, out),
     };
 }
 

@@ -13,21 +13,31 @@
 //!   plain retransmission. Already delivered bytes are compared against a
 //!   small window of recent bytes ([`ReassemblyConfig::recent_window`]).
 //! - Sequence numbers wrap; offsets are 64-bit from the first byte seen.
-//! - Out-of-order bytes are held up to a per-stream and a per-worker cap;
-//!   when a cap would be passed, the hole before the held data is declared a
-//!   gap and everything held is delivered.
+//! - Out-of-order bytes are held up to a per-stream and a per-worker cap,
+//!   both in bytes: each held piece is charged its bytes plus
+//!   [`PIECE_COST`], so tiny segments cost what they really take. When a cap
+//!   would be passed, the hole before the held data is declared a gap and
+//!   everything held is delivered.
+//! - Bytes the parser has said it will skip ([`Stream::set_skip`]: the rest
+//!   of a message body) are not stored when they arrive out of order: only
+//!   the range they cover is kept, and it is handed over as
+//!   [`Delivery::Skip`]. A large message in tiny segments in any order costs
+//!   a few bytes per hole, not its size.
 //! - A hole is also declared a gap when the receiver acknowledges past it (the
 //!   bytes were received but the sensor lost them) and at the end of the flow.
 //!
 //! Must not: allocate by anything but bytes actually held (never by a sequence
 //! distance), hold more than its caps, or know about protocols.
 
+use std::collections::VecDeque;
+
 /// Limits of one stream.
 #[derive(Clone, Copy, Debug)]
 pub struct ReassemblyConfig {
     /// Out-of-order bytes held per stream.
     pub max_held_bytes: usize,
-    /// Out-of-order pieces held per stream.
+    /// Out-of-order pieces held per stream: a backstop only, memory is
+    /// bounded by `max_held_bytes` (each piece is charged [`PIECE_COST`]).
     pub max_held_pieces: usize,
     /// Recently delivered bytes kept to check retransmissions (0: off).
     pub recent_window: usize,
@@ -39,12 +49,16 @@ impl Default for ReassemblyConfig {
     fn default() -> Self {
         ReassemblyConfig {
             max_held_bytes: 256 * 1024,
-            max_held_pieces: 256,
+            max_held_pieces: 65_536,
             recent_window: 2048,
             max_ahead: 64 * 1024 * 1024,
         }
     }
 }
+
+/// What holding one out-of-order piece costs besides its bytes (its entry
+/// and allocation), charged against the caps.
+pub const PIECE_COST: usize = 48;
 
 /// Out-of-order bytes held by all streams of one worker.
 #[derive(Clone, Copy, Debug)]
@@ -80,8 +94,20 @@ impl Budget {
 /// What the stream hands to the protocol layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery<'a> {
-    Data { offset: u64, bytes: &'a [u8] },
-    Gap { offset: u64, len: u64 },
+    Data {
+        offset: u64,
+        bytes: &'a [u8],
+    },
+    Gap {
+        offset: u64,
+        len: u64,
+    },
+    /// Bytes that arrived, inside a range the parser said it skips
+    /// ([`Stream::set_skip`]); their content was not kept.
+    Skip {
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// Things worth counting or reporting that reassembly saw.
@@ -98,15 +124,25 @@ pub struct StreamEvents {
     pub cap_gaps: u64,
 }
 
+/// An out-of-order piece: its bytes, or only its extent when it lies in a
+/// range the parser skips (`data` empty).
 #[derive(Clone, Debug)]
 struct Held {
     offset: u64,
+    len: u64,
     data: Vec<u8>,
 }
 
 impl Held {
     fn end(&self) -> u64 {
-        self.offset + self.data.len() as u64
+        self.offset + self.len
+    }
+    fn skipped(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// What the piece is charged against the caps.
+    fn cost(&self) -> usize {
+        self.data.len() + PIECE_COST
     }
 }
 
@@ -118,8 +154,11 @@ pub struct Stream {
     base: u32,
     /// Next offset to deliver.
     next: u64,
-    held: Vec<Held>,
+    held: VecDeque<Held>,
+    /// What `held` is charged (bytes plus [`PIECE_COST`] per piece).
     held_bytes: usize,
+    /// Offsets `[skip.0, skip.1)` lie in a message body the parser skips.
+    skip: (u64, u64),
     fin: Option<u64>,
     /// Ring of the last delivered bytes: byte at offset `o` sits at `o % len`.
     recent: Vec<u8>,
@@ -142,8 +181,22 @@ impl Stream {
         matches!(self.fin, Some(f) if self.next >= f)
     }
 
+    /// What the held pieces are charged: their bytes plus [`PIECE_COST`]
+    /// each.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// Pieces held out of order.
+    pub fn held_pieces(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The parser will skip stream offsets `[from, to)` (the rest of a
+    /// message body) without looking at them: out-of-order bytes there need
+    /// not be stored.
+    pub fn set_skip(&mut self, from: u64, to: u64) {
+        self.skip = (from, to);
     }
 
     /// Starts the stream at a SYN: data begins at `seq + 1`.
@@ -373,23 +426,27 @@ impl Stream {
         let mut cursor = start + skip;
         while cursor < end {
             // A held piece at the cursor wins over the new bytes.
-            if let Some(first) = self.held.first() {
+            if let Some(first) = self.held.front() {
                 if first.offset <= cursor {
-                    let piece = self.held.remove(0);
-                    self.held_bytes -= piece.data.len();
-                    budget.give(piece.data.len());
+                    let Some(piece) = self.pop_held(budget) else {
+                        break;
+                    };
                     let pend = piece.end();
                     if pend > cursor {
-                        let from = (cursor - piece.offset) as usize;
-                        let fresh = piece.data.get(from..).unwrap_or_default();
-                        compare_overlap(cursor, fresh, start, payload, ev);
-                        self.emit_data(cursor, fresh, cfg, deliver);
+                        if piece.skipped() {
+                            self.emit_skip(pend, deliver);
+                        } else {
+                            let from = (cursor - piece.offset) as usize;
+                            let fresh = piece.data.get(from..).unwrap_or_default();
+                            compare_overlap(cursor, fresh, start, payload, ev);
+                            self.emit_data(cursor, fresh, cfg, deliver);
+                        }
                         cursor = pend;
                     }
                     continue;
                 }
             }
-            let limit = self.held.first().map_or(end, |h| h.offset.min(end));
+            let limit = self.held.front().map_or(end, |h| h.offset.min(end));
             if cursor < captured_end {
                 let upto = limit.min(captured_end);
                 let a = (cursor - start) as usize;
@@ -412,19 +469,45 @@ impl Stream {
         budget: &mut Budget,
         deliver: &mut F,
     ) {
-        while let Some(first) = self.held.first() {
+        while let Some(first) = self.held.front() {
             if first.offset > self.next {
                 break;
             }
-            let piece = self.held.remove(0);
-            self.held_bytes -= piece.data.len();
-            budget.give(piece.data.len());
+            let Some(piece) = self.pop_held(budget) else {
+                break;
+            };
             if piece.end() > self.next {
-                let from = (self.next - piece.offset) as usize;
-                let at = self.next;
-                self.emit_data(at, piece.data.get(from..).unwrap_or_default(), cfg, deliver);
+                if piece.skipped() {
+                    self.emit_skip(piece.end(), deliver);
+                } else {
+                    let from = (self.next - piece.offset) as usize;
+                    let at = self.next;
+                    self.emit_data(at, piece.data.get(from..).unwrap_or_default(), cfg, deliver);
+                }
             }
         }
+    }
+
+    /// Takes the first held piece off, giving back what it was charged.
+    fn pop_held(&mut self, budget: &mut Budget) -> Option<Held> {
+        let piece = self.held.pop_front()?;
+        self.held_bytes = self.held_bytes.saturating_sub(piece.cost());
+        budget.give(piece.cost());
+        Some(piece)
+    }
+
+    /// Hands over `[next, upto)` as skipped: it arrived, inside a body the
+    /// parser skips, and was not kept.
+    fn emit_skip<F: FnMut(Delivery<'_>)>(&mut self, upto: u64, deliver: &mut F) {
+        if upto <= self.next {
+            return;
+        }
+        deliver(Delivery::Skip {
+            offset: self.next,
+            len: upto - self.next,
+        });
+        self.next = upto;
+        self.recent_from = upto;
     }
 
     /// Stores the parts of an out-of-order segment not already held.
@@ -445,7 +528,10 @@ impl Stream {
         // Pieces of [start, end) not covered by held data.
         let mut fresh: Vec<(u64, u64)> = Vec::new();
         let mut cursor = start;
-        for h in &self.held {
+        // Pieces ending at or before `start` cannot overlap: start the scan
+        // past them (held pieces are sorted and disjoint).
+        let first = self.held.partition_point(|h| h.end() <= start);
+        for h in self.held.range(first..) {
             if h.end() <= cursor {
                 continue;
             }
@@ -458,7 +544,8 @@ impl Stream {
             // Overlap with the held piece: compare.
             let o_from = cursor.max(h.offset);
             let o_to = end.min(h.end());
-            if o_to > o_from {
+            // A skipped piece kept no bytes to compare with.
+            if o_to > o_from && !h.skipped() {
                 let a = h
                     .data
                     .get((o_from - h.offset) as usize..(o_to - h.offset) as usize);
@@ -477,15 +564,38 @@ impl Stream {
         if cursor < end {
             fresh.push((cursor, end));
         }
+        // Cut the fresh pieces at the edges of the skipped range, so each
+        // lies wholly inside it or wholly outside.
+        let (skip_from, skip_to) = self.skip;
+        if skip_to > skip_from {
+            let mut cut = Vec::with_capacity(fresh.len() + 2);
+            for (a, b) in fresh {
+                let mut a = a;
+                for edge in [skip_from, skip_to] {
+                    if a < edge && edge < b {
+                        cut.push((a, edge));
+                        a = edge;
+                    }
+                }
+                cut.push((a, b));
+            }
+            fresh = cut;
+        }
         let mut capped = false;
         for (a, b) in fresh {
             // A cap reached for an earlier piece may have delivered past it.
             if b <= self.next {
                 continue;
             }
-            let n = (b - a) as usize;
+            // Inside the range the parser skips, only the extent is kept.
+            let (skip_from, skip_to) = self.skip;
+            let skipped = a >= skip_from && b <= skip_to;
+            let n = if skipped { 0 } else { (b - a) as usize } + PIECE_COST;
             let fits_stream =
                 self.held_bytes + n <= cfg.max_held_bytes && self.held.len() < cfg.max_held_pieces;
+            if !capped && skipped && self.extend_skipped(a, b, budget) {
+                continue;
+            }
             if capped || !fits_stream || !budget.take(n) {
                 // Give up on the holes: deliver what is held and the rest of
                 // this segment in offset order, declaring gaps between. Held
@@ -497,8 +607,8 @@ impl Stream {
                     capped = true;
                 }
                 // Held pieces before this one end at or before `a`.
-                while self.held.first().is_some_and(|h| h.offset < a) {
-                    let to = self.held.first().map_or(a, |h| h.offset);
+                while self.held.front().is_some_and(|h| h.offset < a) {
+                    let to = self.held.front().map_or(a, |h| h.offset);
                     self.emit_gap(to, ev, deliver);
                     self.drain_contiguous(cfg, budget, deliver);
                 }
@@ -513,12 +623,23 @@ impl Stream {
                 self.emit_data(a, bytes.unwrap_or_default(), cfg, deliver);
                 continue;
             }
-            let data = payload
-                .get((a - start) as usize..(b - start) as usize)
-                .unwrap_or_default()
-                .to_vec();
+            let data = if skipped {
+                Vec::new()
+            } else {
+                payload
+                    .get((a - start) as usize..(b - start) as usize)
+                    .unwrap_or_default()
+                    .to_vec()
+            };
             let pos = self.held.partition_point(|h| h.offset < a);
-            self.held.insert(pos, Held { offset: a, data });
+            self.held.insert(
+                pos,
+                Held {
+                    offset: a,
+                    len: b - a,
+                    data,
+                },
+            );
             self.held_bytes += n;
         }
         if capped {
@@ -545,7 +666,7 @@ impl Stream {
         let Some(acked) = self.acked_offset(ack) else {
             return;
         };
-        while let Some(first) = self.held.first() {
+        while let Some(first) = self.held.front() {
             if first.offset > acked || first.offset <= self.next {
                 break;
             }
@@ -564,11 +685,47 @@ impl Stream {
         ev: &mut StreamEvents,
         deliver: &mut F,
     ) {
-        while let Some(first) = self.held.first() {
+        while let Some(first) = self.held.front() {
             let to = first.offset;
             self.emit_gap(to, ev, deliver);
             self.drain_contiguous(cfg, budget, deliver);
         }
+    }
+
+    /// Grows a skipped piece that `[a, b)` touches at either end, so that a
+    /// body in tiny segments in any order stays a few pieces. False when no
+    /// skipped piece borders it.
+    fn extend_skipped(&mut self, a: u64, b: u64, budget: &mut Budget) -> bool {
+        let pos = self.held.partition_point(|h| h.offset < a);
+        if let Some(prev) = pos.checked_sub(1).and_then(|p| self.held.get_mut(p)) {
+            if prev.skipped() && prev.end() == a {
+                prev.len += b - a;
+                // It may now touch the next piece too: merge them.
+                let end = prev.end();
+                if self
+                    .held
+                    .get(pos)
+                    .is_some_and(|n| n.skipped() && n.offset == end)
+                {
+                    if let Some(n) = self.held.remove(pos) {
+                        self.held_bytes = self.held_bytes.saturating_sub(PIECE_COST);
+                        budget.give(PIECE_COST);
+                        if let Some(prev) = self.held.get_mut(pos - 1) {
+                            prev.len += n.len;
+                        }
+                    }
+                }
+                return true;
+            }
+        }
+        if let Some(next) = self.held.get_mut(pos) {
+            if next.skipped() && next.offset == b {
+                next.offset = a;
+                next.len += b - a;
+                return true;
+            }
+        }
+        false
     }
 
     /// Frees held bytes without delivering them (flow rejected or evicted).

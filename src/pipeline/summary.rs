@@ -127,6 +127,7 @@ impl ReplayReport {
             ("tcp_overlap_consistent", f.reassembly.overlaps_consistent),
             ("tcp_overlap_conflicting", f.reassembly.overlaps_conflicting),
             ("tcp_overlap_unverified", f.reassembly.overlaps_unverified),
+            ("tcp_first_bytes_conflicts", f.first_bytes_conflicts),
             ("tcp_out_of_window", f.reassembly.out_of_window),
             ("tcp_gaps", f.reassembly.gaps),
             ("tcp_gap_bytes", f.reassembly.gap_bytes),

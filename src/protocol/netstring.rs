@@ -128,6 +128,15 @@ impl Tokenizer {
             )
     }
 
+    /// Content bytes of the current netstring not yet read, when inside one
+    /// that was not entered (0 anywhere else).
+    pub fn body_remaining(&self) -> u64 {
+        match self.state {
+            State::Body { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     /// The error that stopped the tokenizer, if any.
     pub fn error(&self) -> Option<NetstringError> {
         match self.state {

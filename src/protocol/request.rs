@@ -10,7 +10,7 @@
 //! [`super::MAX_FIELD_BYTES`] of a field, or store more than
 //! [`super::MAX_RECIPIENTS`] recipients.
 
-use super::netstring::{NetstringError, Token, Tokenizer};
+use super::netstring::{Token, Tokenizer};
 use super::{Encoding, Field, Protocol, Request, RequestState};
 
 /// Where in a request the parser is.
@@ -264,6 +264,34 @@ impl RequestParser {
         self.field = Field::default();
     }
 
+    /// The stream offsets `[from, to)` that this parser will skip without
+    /// looking at them: the rest of the current message body after the
+    /// prefix kept for probe recognition. `None` outside a message body.
+    pub fn skippable(&self) -> Option<(u64, u64)> {
+        if self.failed || !matches!(self.slot, Slot::Message | Slot::QmqpItem(0)) {
+            return None;
+        }
+        let remaining = self.tok.body_remaining();
+        let kept = self.current.as_ref().map_or(0, |r| {
+            super::MESSAGE_PREFIX_BYTES.saturating_sub(r.message_prefix.len()) as u64
+        });
+        (remaining > kept).then(|| (self.offset + kept, self.offset + remaining))
+    }
+
+    /// `n` bytes of the client stream arrived inside the range
+    /// [`RequestParser::skippable`] gave, and were not kept: the parser
+    /// moves past them as it would have (nothing was lost).
+    pub fn skip(&mut self, n: u64, ts: u64, out: &mut Vec<RequestEvent>) {
+        if self.failed {
+            return;
+        }
+        match self.tok.gap(n) {
+            Ok(()) => self.offset += n,
+            // Not inside a body after all: treat it as lost bytes.
+            Err(_) => self.lose(n, ts, out),
+        }
+    }
+
     /// `n` bytes of the client stream were lost. Free inside a message; a
     /// lost address byte marks the field damaged; anywhere else the request
     /// cannot be followed and is reported truncated.
@@ -289,16 +317,20 @@ impl RequestParser {
                     }
                 }
             }
-            Err(NetstringError::LostSync) | Err(_) => {
-                self.offset += n;
-                self.failed = true;
-                if let Some(mut r) = self.current.take() {
-                    r.state = RequestState::Truncated;
-                    r.last_ts = ts;
-                    r.end_offset = self.offset;
-                    out.push(RequestEvent::Request(r));
-                }
-            }
+            Err(_) => self.lose(n, ts, out),
+        }
+    }
+
+    /// `n` bytes lost where the request cannot be followed: it is reported
+    /// truncated and the parser stops.
+    fn lose(&mut self, n: u64, ts: u64, out: &mut Vec<RequestEvent>) {
+        self.offset += n;
+        self.failed = true;
+        if let Some(mut r) = self.current.take() {
+            r.state = RequestState::Truncated;
+            r.last_ts = ts;
+            r.end_offset = self.offset;
+            out.push(RequestEvent::Request(r));
         }
     }
 

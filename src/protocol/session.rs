@@ -118,6 +118,10 @@ pub struct Session {
     scratch_replies: Vec<Reply>,
 }
 
+/// Anomaly kinds that say the bytes seen may differ from the bytes an
+/// endpoint took: reported even for a flow rejected as not QMTP/QMQP.
+pub const EVASION_SIGNS: &[&str] = &["tcp_overlap_conflict", "ip_fragment_overlap_conflict"];
+
 impl Session {
     /// `addrs[d]` is the source of direction `d`; `client_dir` comes from the
     /// SYN when it was seen. `server_hint` says the server side is already
@@ -204,6 +208,18 @@ impl Session {
         });
     }
 
+    /// Anomalies held by a session that was then rejected as not
+    /// QMTP/QMQP, which are evasion signatures: the bytes that made it look
+    /// like something else may not be the bytes the endpoint took, so the
+    /// flow is reported even though it was never confirmed.
+    pub fn take_evasion_signs(&mut self) -> Vec<Anomaly> {
+        if self.rejected {
+            std::mem::take(&mut self.held)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Marks the server as one already confirmed elsewhere in this run.
     pub fn set_known_server(&mut self) {
         self.server_hint = true;
@@ -235,7 +251,9 @@ impl Session {
         self.rejected = true;
         self.pending.clear();
         self.early.clear();
-        self.held.clear();
+        // Evasion signatures stay for the flow layer to report (see
+        // `take_evasion_signs`); the rest went with the session.
+        self.held.retain(|a| EVASION_SIGNS.contains(&a.kind));
         self.broken.clear();
         self.client = None;
         self.server = None;
@@ -743,6 +761,35 @@ impl Session {
             request: Some(p.request),
         };
         out.push(Record::Transaction(Box::new(t)));
+    }
+
+    /// The stream offsets of direction `dir` that the client parser will
+    /// skip unread (the rest of a message body), if any.
+    pub fn skippable(&self, dir: usize) -> Option<(u64, u64)> {
+        if self.rejected || self.client_dir != Some(dir) {
+            return None;
+        }
+        self.client.as_ref()?.skippable()
+    }
+
+    /// `n` bytes of direction `dir` arrived inside the range
+    /// [`Session::skippable`] gave and were not kept.
+    pub fn skip(&mut self, dir: usize, n: u64, ts: u64, out: &mut Vec<Record>) -> Status {
+        if self.rejected {
+            return Status::Reject;
+        }
+        match self.client.as_mut() {
+            Some(p) if self.client_dir == Some(dir) => {
+                let mut events = std::mem::take(&mut self.scratch_requests);
+                p.skip(n, ts, &mut events);
+                self.on_requests(&mut events, ts, out);
+                self.scratch_requests = events;
+                Status::Continue
+            }
+            // Only a client parser hands out skip ranges; anything else is
+            // lost bytes.
+            _ => self.gap(dir, n, ts, out),
+        }
     }
 
     /// Bytes of direction `dir` were lost at `offset`.

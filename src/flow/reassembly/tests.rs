@@ -7,6 +7,7 @@ use proptest::sample::Index;
 enum Got {
     Data(u64, Vec<u8>),
     Gap(u64, u64),
+    Skip(u64, u64),
 }
 
 /// Collects deliveries and checks that they are contiguous.
@@ -34,6 +35,12 @@ impl Sink {
                 self.end += len;
                 self.gaps.push((offset, len));
                 self.log.push(Got::Gap(offset, len));
+            }
+            Delivery::Skip { offset, len } => {
+                assert_eq!(offset, self.end, "skip not contiguous");
+                assert!(len > 0, "empty skip");
+                self.end += len;
+                self.log.push(Got::Skip(offset, len));
             }
         }
     }
@@ -116,13 +123,14 @@ impl H {
         assert!(self.s.held.len() <= self.cfg.max_held_pieces);
         assert!(self.budget.held <= self.budget.cap);
         assert_eq!(self.budget.held, self.s.held_bytes());
-        let sum: usize = self.s.held.iter().map(|h| h.data.len()).sum();
+        let sum: usize = self.s.held.iter().map(Held::cost).sum();
         assert_eq!(sum, self.s.held_bytes());
         // Held pieces are sorted, disjoint, and all after the next offset
         // (a piece at the next offset would be deliverable).
         let mut prev_end = self.s.next_offset() + 1;
         for h in &self.s.held {
-            assert!(!h.data.is_empty());
+            assert!(h.len > 0);
+            assert!(h.skipped() || h.data.len() as u64 == h.len);
             assert!(
                 h.offset >= prev_end,
                 "held piece at {} (next {})",
@@ -419,10 +427,10 @@ fn snaplen_missing_bytes_become_a_gap() {
 
 #[test]
 fn stream_cap_declares_gap_and_delivers_held() {
-    let cfg = conf(|c| c.max_held_bytes = 10);
+    let cfg = conf(|c| c.max_held_bytes = PIECE_COST + 10);
     let mut h = H::with_syn(cfg, 5);
     h.at(20, b"ABCDEFGH");
-    assert_eq!(h.s.held_bytes(), 8);
+    assert_eq!(h.s.held_bytes(), PIECE_COST + 8);
     h.at(40, b"vwxyz");
     assert_eq!(h.ev.cap_gaps, 1);
     assert_eq!(
@@ -454,12 +462,13 @@ fn piece_cap_declares_gap() {
 
 #[test]
 fn worker_budget_is_shared_by_streams() {
-    let mut a = H::new(ReassemblyConfig::default(), 10, 0);
-    let mut b = H::new(ReassemblyConfig::default(), 10, 0);
+    let mut a = H::new(ReassemblyConfig::default(), PIECE_COST + 10, 0);
+    let mut b = H::new(ReassemblyConfig::default(), PIECE_COST + 10, 0);
     a.raw(0, true, false, b"", 0);
     b.raw(0, true, false, b"", 0);
     a.at(10, b"12345678");
-    assert_eq!((a.budget.held, a.s.held_bytes()), (8, 8));
+    let cost = PIECE_COST + 8;
+    assert_eq!((a.budget.held, a.s.held_bytes()), (cost, cost));
     // The worker's budget passes from stream to stream.
     b.budget = a.budget;
     b.at(10, b"xyz");
@@ -468,9 +477,9 @@ fn worker_budget_is_shared_by_streams() {
     assert!(a.out.log.is_empty());
     assert_eq!(
         (b.budget.held, a.s.held_bytes(), b.s.held_bytes()),
-        (8, 8, 0)
+        (cost, cost, 0)
     );
-    assert_eq!(b.budget.peak, 8);
+    assert_eq!(b.budget.peak, cost);
     a.budget = b.budget;
     a.s.discard(&mut a.budget);
     assert_eq!(a.budget.held, 0);
@@ -478,7 +487,7 @@ fn worker_budget_is_shared_by_streams() {
 
 #[test]
 fn cap_reached_by_segment_overlapping_held_data_leaves_nothing_stuck() {
-    let cfg = conf(|c| c.max_held_bytes = 12);
+    let cfg = conf(|c| c.max_held_bytes = PIECE_COST + 12);
     let data: Vec<u8> = (0u8..40).collect();
     let mut h = H::with_syn(cfg, 99);
     h.at(10, &data[10..20]);
@@ -501,11 +510,11 @@ fn peer_ack_past_hole_declares_it() {
     h.ack(3);
     h.ack(8);
     assert_eq!(h.out.log, vec![dat(0, b"abc")]);
-    assert_eq!(h.s.held_bytes(), 5);
+    assert_eq!(h.s.held_bytes(), 2 * PIECE_COST + 5);
     // Acknowledging the whole hole proves it was received.
     h.ack(10);
     assert_eq!(h.out.log[1..], [Got::Gap(3, 7), dat(10, b"klm")]);
-    assert_eq!(h.s.held_bytes(), 2);
+    assert_eq!(h.s.held_bytes(), PIECE_COST + 2);
     h.ack(19);
     assert_eq!(h.out.log.len(), 3);
     h.ack(22);
@@ -540,7 +549,7 @@ fn far_ahead_segments_are_ignored() {
     h.at(101, b"x");
     assert_eq!((h.ev.out_of_window, h.s.held_bytes()), (1, 0));
     h.at(100, b"y");
-    assert_eq!((h.ev.out_of_window, h.s.held_bytes()), (1, 1));
+    assert_eq!((h.ev.out_of_window, h.s.held_bytes()), (1, PIECE_COST + 1));
     // Entirely before the stream start.
     h.raw(h.seq(0).wrapping_sub(10), false, false, b"old", 0);
     assert_eq!(h.ev.out_of_window, 2);
@@ -555,7 +564,10 @@ fn huge_distances_never_allocate() {
     assert_eq!((h.s.held_bytes(), h.budget.held), (0, 0));
     // Within max_ahead: only the bytes are held, the distance is a gap.
     h.at(60 << 20, b"tail");
-    assert_eq!((h.s.held_bytes(), h.budget.held), (4, 4));
+    assert_eq!(
+        (h.s.held_bytes(), h.budget.held),
+        (PIECE_COST + 4, PIECE_COST + 4)
+    );
     h.flush();
     assert_eq!(
         h.out.log,
@@ -599,4 +611,78 @@ fn midstream_retransmission_reaching_before_first_byte() {
     assert_eq!(h.out.log, vec![dat(0, b"klmno"), dat(5, b"pqrst")]);
     assert_eq!(h.ev.overlaps_consistent, 1);
     assert_eq!(h.ev.overlaps_conflicting, 0);
+}
+
+/// Tiny segments in random order: caps are in bytes (each piece charged
+/// its cost), so a few kilobytes in one-byte segments lose nothing.
+#[test]
+fn one_byte_segments_in_random_order_lose_nothing() {
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    shuffle(&mut order, 11);
+    let mut h = H::with_syn(ReassemblyConfig::default(), 77);
+    for &i in &order {
+        h.at(i as u64, &data[i..=i]);
+        h.check_invariants();
+    }
+    assert_eq!((h.ev.cap_gaps, h.ev.gaps), (0, 0));
+    assert_eq!(h.out.bytes, data);
+}
+
+/// Inside the range the parser skips, out-of-order bytes keep only their
+/// extent: a 256 KiB body in 64-byte segments in random order stays under
+/// a 64 KiB cap (its bytes alone would not fit), loses nothing and is
+/// handed over as skipped.
+#[test]
+fn skipped_body_in_random_tiny_segments_costs_only_its_holes() {
+    let body = 256u64 << 10;
+    let cfg = conf(|c| c.max_held_bytes = 64 * 1024);
+    let mut h = H::with_syn(cfg, 1234);
+    h.at(0, b"header");
+    h.s.set_skip(6, 6 + body);
+    let mut offs: Vec<u64> = (0..body / 64).map(|k| 6 + k * 64).collect();
+    shuffle(&mut offs, 5);
+    let piece = [0x5au8; 64];
+    let mut peak = 0;
+    for &o in &offs {
+        h.at(o, &piece);
+        peak = peak.max(h.s.held_bytes());
+        h.check_invariants();
+    }
+    h.at(6 + body, b"tail");
+    assert_eq!((h.ev.cap_gaps, h.ev.gaps), (0, 0));
+    assert!(peak < 64 * 1024, "peak {peak}");
+    let skipped: u64 = h
+        .out
+        .log
+        .iter()
+        .map(|g| if let Got::Skip(_, n) = g { *n } else { 0 })
+        .sum();
+    // What arrived in order was handed over as data; the rest was skipped.
+    assert_eq!(skipped + h.out.bytes.len() as u64, 6 + body + 4);
+    assert!(skipped > body / 2, "skipped {skipped}");
+    assert_eq!(&h.out.bytes[..6], b"header");
+    assert!(h.out.bytes.ends_with(b"tail"));
+    assert_eq!(h.s.next_offset(), 6 + body + 4);
+}
+
+/// Bytes past the skipped range are still kept whole, even from a segment
+/// that straddles its end.
+#[test]
+fn bytes_after_the_skipped_range_are_kept() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 9);
+    h.at(0, b"ab");
+    h.s.set_skip(2, 10);
+    h.at(6, b"ghijKLMN");
+    h.at(2, b"cdef");
+    assert_eq!(
+        h.out.log,
+        vec![
+            dat(0, b"ab"),
+            dat(2, b"cdef"),
+            Got::Skip(6, 4),
+            dat(10, b"KLMN")
+        ]
+    );
+    h.check_invariants();
 }
