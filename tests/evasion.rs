@@ -17,6 +17,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -1186,5 +1187,118 @@ fn pipelined_sessions_picked_up_after_the_first_package_get_no_foreign_replies()
             })
         },
         true,
+    );
+}
+
+/// One TCP connection, handshake to teardown: the client sends
+/// `request`, the server answers `answer` and closes first.
+fn conversation(
+    client: (IpAddr, u16),
+    server: (IpAddr, u16),
+    ts0: u64,
+    request: &[u8],
+    answer: &[u8],
+) -> Vec<Frame> {
+    let (cs, ss) = (1_000u32, 50_000u32);
+    let seg = |from_client: bool, i: u64, seq: u32, ack: u32, flags: u8, payload: &[u8]| {
+        let (a, b) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        frame(&Tcp {
+            ts_ns: ts0 + i * 1_000_000,
+            src: a.0,
+            dst: b.0,
+            ttl: 64,
+            ip_id: i as u16,
+            sport: a.1,
+            dport: b.1,
+            seq,
+            ack,
+            flags,
+            window: 65_535,
+            options: Vec::new(),
+            payload: payload.to_vec(),
+            bad_checksum: false,
+            no_checksum: false,
+        })
+    };
+    let (rq, an) = (request.len() as u32, answer.len() as u32);
+    vec![
+        seg(true, 0, cs, 0, TCP_SYN, b""),
+        seg(false, 1, ss, cs + 1, TCP_SYN | TCP_ACK, b""),
+        seg(true, 2, cs + 1, ss + 1, TCP_ACK, b""),
+        seg(true, 3, cs + 1, ss + 1, TCP_ACK | TCP_PSH, request),
+        seg(false, 4, ss + 1, cs + 1 + rq, TCP_ACK | TCP_PSH, answer),
+        seg(false, 5, ss + 1 + an, cs + 1 + rq, TCP_ACK | TCP_FIN, b""),
+        seg(true, 6, cs + 1 + rq, ss + 2 + an, TCP_ACK | TCP_FIN, b""),
+        seg(false, 7, ss + 2 + an, cs + 2 + rq, TCP_ACK, b""),
+    ]
+}
+
+/// A server's protocol is a property of the server: once 127.0.0.1:628 is
+/// confirmed as QMQP (Postfix qmqpd), a QMTP-form scanner probe sent to it
+/// and answered with qmqpd's one `D` reply netstring (which would also read
+/// as a one-recipient QMTP reply) is another protocol spoken to that QMQP
+/// server: the service is listed once, as QMQP, and no relay is judged
+/// through QMTP.
+#[test]
+fn a_qmtp_probe_to_a_known_qmqp_server_is_read_as_qmqp() {
+    let fx = all_fixtures()
+        .iter()
+        .find(|f| f.name == "qmqp-postfix-authorized")
+        .unwrap();
+    let mut frames = rebuilt(fx);
+    let last = frames.iter().map(|f| f.ts_ns).max().unwrap();
+    let mut probe = Vec::new();
+    let body = b"\nFrom: nessus@example.org\nTo: postmaster@example.com\n\nNessus is probing this server.\n";
+    probe.extend_from_slice(format!("{}:", body.len()).as_bytes());
+    probe.extend_from_slice(body);
+    probe.extend_from_slice(b",18:nessus@example.org,26:22:postmaster@example.com,,");
+    let answer = b"59:Dnetstring format error while receiving QMQP packet header,";
+    let scanner: IpAddr = "127.66.0.9".parse().unwrap();
+    let server: IpAddr = "127.0.0.1".parse().unwrap();
+    frames.extend(conversation(
+        (scanner, 40_404),
+        (server, 628),
+        last + 1_000_000_000,
+        &probe,
+        answer,
+    ));
+    let (events, _) = run(fx, "qmtp-probe-to-qmqp", &frames, &[]);
+    let services: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| dataset(e) == "qmwatch.service")
+        .map(|e| {
+            (
+                endpoint(&e["destination"]["ip"], &e["destination"]["port"]),
+                e["network"]["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        vec![("127.0.0.1:628".to_string(), "qmqp".to_string())],
+        "{events:#?}"
+    );
+    let probe_key = ("127.66.0.9:40404".to_string(), "127.0.0.1:628".to_string());
+    let qmtp_from_probe: Vec<&Value> = events
+        .iter()
+        .filter(|e| session_key(e) == probe_key && e["network"]["protocol"] == "qmtp")
+        .collect();
+    assert!(qmtp_from_probe.is_empty(), "{qmtp_from_probe:#?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| dataset(e) == "qmwatch.relay" && session_key(e) == probe_key),
+        "a relay judged through the wrong protocol"
+    );
+    // The scanner's session is not silent: the wrong protocol is reported.
+    assert!(
+        events
+            .iter()
+            .any(|e| session_key(e) == probe_key && dataset(e) == "qmwatch.anomaly"),
+        "{events:#?}"
     );
 }

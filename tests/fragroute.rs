@@ -12,7 +12,9 @@
 //! - `anomaly`: findings differ, and every flow whose findings differ (or
 //!   the server of a service that went missing) carries an anomaly;
 //! - `MISSED`: a finding lost or changed with no anomaly on its flow, or
-//!   anything reported from a negative capture.
+//!   anything reported from a negative capture;
+//! - `partial (consistent)` (captures cut mid-session only): less than the
+//!   clean capture, and nothing that contradicts it.
 //!
 //! The table goes to `$QMWATCH_EVASION_TABLE` (default
 //! `target/evasion-table.md`); docs/evasion.md holds a copy. Without
@@ -175,6 +177,8 @@ fn anomalies(events: &[Value]) -> (BTreeSet<(String, String)>, BTreeSet<String>)
 #[derive(Debug)]
 enum Cell {
     Same,
+    /// A cut capture reported less, all of it consistent with the clean one.
+    Partial,
     Anomaly(BTreeSet<String>),
     Missed(String),
 }
@@ -183,6 +187,7 @@ impl Cell {
     fn text(&self) -> String {
         match self {
             Cell::Same => "same".into(),
+            Cell::Partial => "partial (consistent)".into(),
             Cell::Anomaly(k) => format!(
                 "anomaly ({})",
                 k.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -216,15 +221,17 @@ fn judge(
     let keys: BTreeSet<&(String, String)> = got.keys().chain(base.keys()).collect();
     let mut missed = Vec::new();
     let mut differ = false;
+    let mut spared = false;
     for k in keys {
         let (g, b) = (got.get(k), base.get(k));
         if g == b {
             continue;
         }
-        differ = true;
         if spare(k, g, b) {
+            spared = true;
             continue;
         }
+        differ = true;
         // A service reported beyond the base's is a false positive, always.
         let extra_service =
             k.0 == "*" && g.is_some_and(|g| g.iter().any(|s| !b.is_some_and(|b| b.contains(s))));
@@ -250,6 +257,8 @@ fn judge(
         Cell::Missed(missed.join("\n  "))
     } else if differ || !kinds.is_empty() {
         Cell::Anomaly(kinds)
+    } else if spared {
+        Cell::Partial
     } else {
         Cell::Same
     }

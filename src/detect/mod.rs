@@ -173,6 +173,9 @@ pub struct DetectStats {
     pub anomalies_by_kind: BTreeMap<String, u64>,
     pub relay_alerts_aggregated: u64,
     pub windows_dropped_cap: u64,
+    /// Sessions that confirmed a server already reported as the other
+    /// protocol (not reported again).
+    pub service_protocol_conflicts: u64,
     pub inventory: Inventory,
 }
 
@@ -272,6 +275,16 @@ impl Detector {
                 let inv = &mut self.stats.inventory;
                 if let Some(s) = inv.servers.get_mut(&key) {
                     note_client(s, endpoints.client.ip(), ts);
+                    return;
+                }
+                // One port, one server program: a server already reported as
+                // the other protocol (a session whose bytes fit both, such as
+                // a QMTP probe answered by a QMQP server's one reply) is not
+                // a second service.
+                let other = (endpoints.server, protocol.other());
+                if let Some(s) = inv.servers.get_mut(&other) {
+                    note_client(s, endpoints.client.ip(), ts);
+                    self.stats.service_protocol_conflicts += 1;
                     return;
                 }
                 let sanctioned = self.policy.is_sanctioned(endpoints.server, protocol);

@@ -26,12 +26,12 @@ pub mod reassembly;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 use crate::decode::{Addr, Segment};
 use crate::protocol::session::{Session, Status};
 use crate::protocol::sniff::{Sniffer, Verdict};
-use crate::protocol::{Anomaly, Endpoints, Record};
+use crate::protocol::{Anomaly, Endpoints, Protocol, Record};
 use index::FlowIndex;
 use loss::LossTrack;
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
@@ -345,7 +345,7 @@ pub struct FlowTable {
     session_bytes: usize,
     /// Servers this worker confirmed, so that other protocols sent to them
     /// are reported.
-    known_servers: FxHashSet<(Addr, u16)>,
+    known_servers: FxHashMap<(Addr, u16), Protocol>,
     /// Bit p: some known server listens on port p (most flows are ruled
     /// out by this alone, without hashing).
     known_ports: Vec<u64>,
@@ -364,7 +364,7 @@ impl FlowTable {
             closed: VecDeque::new(),
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
-            known_servers: FxHashSet::default(),
+            known_servers: FxHashMap::default(),
             known_ports: vec![0; 1024],
             stats: FlowStats::default(),
         }
@@ -821,8 +821,15 @@ impl FlowTable {
                     .get(usize::from(p >> 6))
                     .is_some_and(|w| w & (1 << (p & 63)) != 0)
             };
-            let known = (port_known(k.lo_port) && self.known_servers.contains(&(k.lo, k.lo_port)))
-                || (port_known(k.hi_port) && self.known_servers.contains(&(k.hi, k.hi_port)));
+            let known_as = |a: Addr, p: u16| {
+                if port_known(p) {
+                    self.known_servers.get(&(a, p)).copied()
+                } else {
+                    None
+                }
+            };
+            let known_protocol = known_as(k.lo, k.lo_port).or_else(|| known_as(k.hi, k.hi_port));
+            let known = known_protocol.is_some();
             let from_client = flow.client_dir == Some(dir as u8);
             if flow.client_sample_len > 0 && from_client {
                 // Waiting for the server's answer to a non-QMTP/QMQP client.
@@ -868,8 +875,8 @@ impl FlowTable {
             let addrs = Self::addrs(flow);
             let midstream = flow.syn_seen == 0;
             let mut session = Session::new(addrs, flow.client_dir.map(usize::from), midstream);
-            if known {
-                session.set_known_server();
+            if let Some(p) = known_protocol {
+                session.set_known_server_protocol(p);
             }
             if flow.bad_csum_early > 0 {
                 session.anomaly(BAD_CSUM, BAD_CSUM_DETAIL.into(), seg.ts, out);
@@ -1050,16 +1057,22 @@ impl FlowTable {
 
     fn note_services(&mut self, out: &[Record]) {
         for r in out.iter().rev().take(8) {
-            if let Record::Service { endpoints, .. } = r {
+            if let Record::Service {
+                endpoints,
+                protocol,
+                ..
+            } = r
+            {
                 let ip = crate::decode::addr_from_ip(endpoints.server.ip());
                 let port = endpoints.server.port();
                 if self.known_servers.len() >= MAX_KNOWN_SERVERS {
-                    if !self.known_servers.contains(&(ip, port)) {
+                    if !self.known_servers.contains_key(&(ip, port)) {
                         self.stats.known_servers_not_remembered += 1;
                     }
                     continue;
                 }
-                self.known_servers.insert((ip, port));
+                // The first protocol confirmed stays the server's.
+                self.known_servers.entry((ip, port)).or_insert(*protocol);
                 if let Some(w) = self.known_ports.get_mut(usize::from(port >> 6)) {
                     *w |= 1 << (port & 63);
                 }

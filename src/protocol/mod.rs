@@ -43,6 +43,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// QMQP for QMTP and the other way round.
+    pub fn other(self) -> Protocol {
+        match self {
+            Protocol::Qmtp => Protocol::Qmqp,
+            Protocol::Qmqp => Protocol::Qmtp,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Qmtp => "qmtp",

@@ -95,6 +95,9 @@ pub struct Session {
     midstream: bool,
     sides: [Side; 2],
     server_hint: bool,
+    /// The protocol the server was confirmed as elsewhere in this run: bytes
+    /// that fit both are read as that protocol.
+    server_protocol: Option<Protocol>,
     client: Option<RequestParser>,
     server: Option<ReplyParser>,
     protocol: Option<Protocol>,
@@ -134,6 +137,7 @@ impl Session {
             midstream,
             sides: [Side::new(midstream), Side::new(midstream)],
             server_hint: false,
+            server_protocol: None,
             client: None,
             server: None,
             protocol: None,
@@ -223,6 +227,15 @@ impl Session {
     /// Marks the server as one already confirmed elsewhere in this run.
     pub fn set_known_server(&mut self) {
         self.server_hint = true;
+    }
+
+    /// Marks the server as confirmed elsewhere in this run as `protocol`: a
+    /// request of the other protocol sent to it is another protocol spoken
+    /// to this server (a QMQP server answers a QMTP package with one reply
+    /// netstring, which would also read as a one-recipient QMTP reply).
+    pub fn set_known_server_protocol(&mut self, protocol: Protocol) {
+        self.server_hint = true;
+        self.server_protocol = Some(protocol);
     }
 
     /// Records an anomaly found below the protocol layer (reassembly).
@@ -348,10 +361,17 @@ impl Session {
                 None => return Status::Continue,
                 Some(v) => v,
             };
-            let protocol = match verdict {
-                Verdict::Qmtp => Protocol::Qmtp,
-                Verdict::Qmqp => Protocol::Qmqp,
-                Verdict::Reply | Verdict::Other => {
+            let sniffed = match verdict {
+                Verdict::Qmtp => Some(Protocol::Qmtp),
+                Verdict::Qmqp => Some(Protocol::Qmqp),
+                Verdict::Reply | Verdict::Other => None,
+            };
+            // A request of the other protocol to a known server is not that
+            // server's protocol: handled as any other protocol spoken to it.
+            let sniffed = sniffed.filter(|p| self.server_protocol.is_none_or(|s| s == *p));
+            let protocol = match sniffed {
+                Some(p) => p,
+                None => {
                     if self.midstream && self.sides[dir].resync_left > 0 {
                         return self.retry_or_reject(dir);
                     }
@@ -726,6 +746,9 @@ impl Session {
 
     /// Protocol of a server seen only through its replies.
     fn guess_protocol(&self) -> Protocol {
+        if let Some(p) = self.server_protocol {
+            return p;
+        }
         match self.endpoints().server.port() {
             209 => Protocol::Qmtp,
             628 => Protocol::Qmqp,
@@ -868,7 +891,13 @@ impl Session {
         if let Some(c) = self.client_dir {
             self.end_of_direction(c, ts, out);
         }
-        if self.confirmed.is_none() && self.replies_seen > 0 {
+        // Replies alone confirm a server only when the flow was seen from
+        // its start (or the server is already known): picked up mid-stream,
+        // a lone netstring from one side whose first byte is K, Z or D is
+        // not evidence of anything (SCGI and other netstring protocols send
+        // such strings).
+        let replies_prove = !self.midstream || self.server_hint;
+        if self.confirmed.is_none() && self.replies_seen > 0 && replies_prove {
             self.confirm(Evidence::ReplyOnly, ts, out);
         }
         if self.defer {

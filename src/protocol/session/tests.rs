@@ -744,3 +744,34 @@ fn a_package_cut_after_its_message_is_reported_even_unanswered() {
     sess.finish(2, &mut out);
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// Picked up mid-stream (no SYN), a lone netstring from one side whose
+/// first content byte is K, Z or D proves nothing: an SCGI exchange whose
+/// start was not captured must not become a QMQP service. From a server
+/// already confirmed, they do.
+#[test]
+fn midstream_lone_reply_netstring_is_not_a_service() {
+    let srv = sock("198.51.100.20:4000");
+    let c = sock("192.0.2.30:51000");
+    // The tail of an SCGI request body, then a netstring response.
+    let tail = b"ntent-Type: text/plain\r\n\r\nhello";
+    let answer = ns(b"Done: 3 items");
+    for (known, reported) in [(false, false), (true, true)] {
+        let mut s = Session::new([c, srv], None, true);
+        if known {
+            s.set_known_server();
+        }
+        let mut out = Vec::new();
+        s.data(0, 0, tail, 1, None, &mut out);
+        s.data(1, 0, &answer, 2, Some(tail.len() as u64), &mut out);
+        s.finish(3, &mut out);
+        let services = out
+            .iter()
+            .filter(|r| matches!(r, Record::Service { .. }))
+            .count();
+        assert_eq!(services, usize::from(reported), "known {known}: {out:#?}");
+        if !reported {
+            assert!(out.is_empty(), "{out:#?}");
+        }
+    }
+}
