@@ -603,7 +603,11 @@ impl FlowTable {
         };
         flow.last_seen = flow.last_seen.max(seg.ts);
         let state = flow.state;
-        let sampled = flow.client_sample_len > 0;
+        // Only a segment at the start of the sampled direction can hold a
+        // second copy of a rejected flow's first bytes.
+        let sampled = flow.client_sample_len > 0
+            && usize::from(flow.sample_dir) == dir
+            && seg.seq.wrapping_sub(flow.sample_seq) < u32::from(flow.client_sample_len);
         let (acked, gap) = flow.loss.observe(dir, seg);
         self.stats.loss_acked_bytes += acked;
         self.stats.loss_gap_bytes += gap;
