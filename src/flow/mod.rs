@@ -603,11 +603,6 @@ impl FlowTable {
         };
         flow.last_seen = flow.last_seen.max(seg.ts);
         let state = flow.state;
-        // Only a segment at the start of the sampled direction can hold a
-        // second copy of a rejected flow's first bytes.
-        let sampled = flow.client_sample_len > 0
-            && usize::from(flow.sample_dir) == dir
-            && seg.seq.wrapping_sub(flow.sample_seq) < u32::from(flow.client_sample_len);
         let (acked, gap) = flow.loss.observe(dir, seg);
         self.stats.loss_acked_bytes += acked;
         self.stats.loss_gap_bytes += gap;
@@ -617,7 +612,14 @@ impl FlowTable {
             // would touch two other random entries per packet): `last_seen`
             // is enough, and `expire` re-queues flows that were active.
             State::Rejected => {
-                if sampled && !payload.is_empty() {
+                // Only a segment at the start of the sampled direction can
+                // hold a second copy of a rejected flow's first bytes.
+                let again = self.slab.get(i as usize).is_some_and(|f| {
+                    f.client_sample_len > 0
+                        && usize::from(f.sample_dir) == dir
+                        && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
+                });
+                if again && !payload.is_empty() {
                     self.first_bytes_again(i, dir, seg, payload, out);
                 }
                 self.track_teardown(i, dir, seg)
@@ -695,6 +697,8 @@ impl FlowTable {
     /// QMTP/QMQP, the flow is reported with `tcp_overlap_conflict`
     /// straight away — it will never be a confirmed session — and the
     /// sample is dropped so that this is said once.
+    #[cold]
+    #[inline(never)]
     fn first_bytes_again(
         &mut self,
         i: u32,
