@@ -1302,3 +1302,103 @@ fn a_qmtp_probe_to_a_known_qmqp_server_is_read_as_qmqp() {
         "{events:#?}"
     );
 }
+
+/// A ~300 KB QMTP package in 64-byte segments in random order (as
+/// fragroute's `tcp_seg 64` and `order random` make them, over a wider
+/// window), and its reply in 1-byte segments reversed: the body is skipped
+/// by length, so out-of-order bytes inside it keep only their extent; the
+/// transaction is reported whole, no cap reached.
+#[test]
+fn a_large_package_in_tiny_segments_in_random_order_loses_nothing() {
+    let client: (IpAddr, u16) = ("192.0.2.44".parse().unwrap(), 50_123);
+    let server: (IpAddr, u16) = ("198.51.100.25".parse().unwrap(), 209);
+    let mut body = b"\n".to_vec();
+    while body.len() < 300_000 {
+        body.extend_from_slice(b"Subject: a long message from the test suite\n");
+    }
+    let mut request = format!("{}:", body.len()).into_bytes();
+    request.extend_from_slice(&body);
+    request.extend_from_slice(b",19:mallory@example.org,22:18:victim@example.com,,");
+    let answer = b"22:Kok 1700000000 qp 4242,".to_vec();
+    let (cs, ss) = (7_000u32, 90_000u32);
+    let mut ts = 1_700_000_000_000_000_000u64;
+    let mut frames = Vec::new();
+    let mut seg = |from_client: bool, seq: u32, ack: u32, flags: u8, payload: &[u8]| {
+        let (a, b) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        ts += 1_000;
+        frames.push(frame(&Tcp {
+            ts_ns: ts,
+            src: a.0,
+            dst: b.0,
+            ttl: 64,
+            ip_id: 0,
+            sport: a.1,
+            dport: b.1,
+            seq,
+            ack,
+            flags,
+            window: 65_535,
+            options: Vec::new(),
+            payload: payload.to_vec(),
+            bad_checksum: false,
+            no_checksum: false,
+        }));
+    };
+    let (rq, an) = (request.len() as u32, answer.len() as u32);
+    seg(true, cs, 0, TCP_SYN, b"");
+    seg(false, ss, cs + 1, TCP_SYN | TCP_ACK, b"");
+    seg(true, cs + 1, ss + 1, TCP_ACK, b"");
+    // The first 64 KB (with the package's header) shuffled, then the rest
+    // of the body, ~240 KB, shuffled as one: held as bytes, with what each
+    // piece costs, that would pass the 256 KiB stream cap.
+    let mut rng = Rng::new(42);
+    let mut pieces: Vec<usize> = Vec::new();
+    for (from, to) in [(0, 65_536), (65_536, request.len())] {
+        let mut w: Vec<usize> = (from..to).step_by(64).collect();
+        rng.shuffle(&mut w);
+        pieces.extend(w);
+    }
+    for at in pieces {
+        let end = (at + 64).min(request.len());
+        seg(true, cs + 1 + at as u32, ss + 1, TCP_ACK, &request[at..end]);
+    }
+    for at in (0..answer.len()).rev() {
+        let ack = cs + 1 + rq;
+        seg(false, ss + 1 + at as u32, ack, TCP_ACK, &answer[at..=at]);
+    }
+    seg(true, cs + 1 + rq, ss + 1 + an, TCP_ACK | TCP_FIN, b"");
+    seg(false, ss + 1 + an, cs + 2 + rq, TCP_ACK | TCP_FIN, b"");
+    seg(true, cs + 2 + rq, ss + 2 + an, TCP_ACK, b"");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large-random.pcap");
+    write_pcap(&path, &frames);
+    let p = path.to_str().unwrap();
+    let (events, stderr, code) = run_qmwatch(&["replay", "--local-domain", "example.net", p], None);
+    assert_eq!(code, 0, "{stderr}");
+    let txns = our_transactions(&events);
+    let key = (
+        "192.0.2.44:50123".to_string(),
+        "198.51.100.25:209".to_string(),
+    );
+    let got = txns
+        .get(&key)
+        .unwrap_or_else(|| panic!("{events:#?}\n{stderr}"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "mallory@example.org");
+    assert_eq!(
+        got[0].1,
+        vec![(
+            "victim@example.com".to_string(),
+            Value::from("K"),
+            Value::from("ok 1700000000 qp 4242")
+        )]
+    );
+    assert_eq!(summary_count(&stderr, "reassembly_cap_gaps"), 0, "{stderr}");
+    assert_eq!(summary_count(&stderr, "tcp_gaps"), 0, "{stderr}");
+    assert!(anomaly_kinds(&events).is_empty(), "{events:#?}");
+}
