@@ -54,6 +54,33 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
+/// [`Segment::frag_notes`]: reassembled from IP fragments whose overlapping
+/// bytes differed (the first were kept).
+pub const FRAG_NOTE_CONFLICT: u8 = 1;
+/// Fragments of a datagram of this flow (or, when its first fragment never
+/// arrived, of this address pair) were dropped by a cap, an eviction or the
+/// timeout: its bytes were never seen.
+pub const FRAG_NOTE_DROPPED: u8 = 2;
+/// Reassembled from non-final fragments shorter than [`TINY_FRAGMENT_V4`] /
+/// [`TINY_FRAGMENT_V6`] bytes, which no real network produces: an evasion
+/// signature (Snort's frag3 reports it).
+pub const FRAG_NOTE_TINY: u8 = 4;
+/// IPv4's minimum MTU is 68 bytes (RFC 791): with a 20-byte header, every
+/// link carries 48 bytes of fragment, so a shorter non-final fragment was
+/// cut on purpose.
+pub const TINY_FRAGMENT_V4: usize = 48;
+/// IPv6 links carry 1280 bytes (RFC 8200) and only the source fragments, so
+/// non-final fragments are about 1232 bytes; 1024 leaves room for extension
+/// headers.
+pub const TINY_FRAGMENT_V6: usize = 1024;
+/// Notes of dropped datagrams waiting for a segment of their flow.
+const MAX_FRAG_NOTES: usize = 256;
+/// A note that knows only the address pair flags this many segments of the
+/// pair (they may belong to other connections of the same hosts).
+const PAIR_NOTE_SEGMENTS: u8 = 16;
+/// A note no segment claimed within this much packet time is given up.
+const FRAG_NOTE_TIMEOUT_NS: u64 = 120_000_000_000;
+
 /// An IP address stored as 128 bits (IPv4 mapped), cheap to hash and compare.
 pub type Addr = u128;
 
@@ -96,9 +123,15 @@ pub struct Segment {
     pub missing: u32,
     /// Length of the TCP header, which precedes the payload in the buffer.
     pub tcp_header_len: u8,
-    /// Reassembled from IP fragments whose overlapping bytes differed (the
-    /// first were kept).
-    pub fragment_conflict: bool,
+    /// What IP defragmentation noticed about this segment's flow
+    /// (`FRAG_NOTE_*` bits): fragments of it that overlapped with different
+    /// bytes, were dropped, or were tiny.
+    pub frag_notes: u8,
+    /// IPv4 TTL or IPv6 hop limit; 0 when unknown (reassembled datagrams).
+    pub ttl: u8,
+    /// Whether the TCP header carries a timestamp option, and its TSval.
+    pub has_tsval: bool,
+    pub tsval: u32,
     /// The flow's tag in the flow tables (`flow::flow_tag`), set by the
     /// capture thread; 0 means not computed.
     pub flow_tag: u32,
@@ -203,6 +236,15 @@ pub struct DecodeStats {
     pub tcp_segments: u64,
     pub skipped: [u64; 8],
     pub fragments_conflicting: u64,
+    /// Datagrams reassembled from tiny fragments ([`FRAG_NOTE_TINY`]).
+    pub fragments_tiny: u64,
+    /// TCP datagrams dropped incomplete by a defragmentation cap, an
+    /// eviction or the timeout.
+    pub fragment_datagrams_lost: u64,
+    /// Of those, the ones no segment of their flow could be told about
+    /// (the note table was full, the note timed out, or the input ended
+    /// first; datagrams still incomplete at the end are counted too).
+    pub fragment_losses_unreported: u64,
 }
 
 impl DecodeStats {
@@ -217,6 +259,9 @@ impl DecodeStats {
             *a += b;
         }
         self.fragments_conflicting += o.fragments_conflicting;
+        self.fragments_tiny += o.fragments_tiny;
+        self.fragment_datagrams_lost += o.fragment_datagrams_lost;
+        self.fragment_losses_unreported += o.fragment_losses_unreported;
     }
 }
 
@@ -230,9 +275,44 @@ pub enum Decoded {
     Skip(Skip),
 }
 
-/// The decoder: stateless but for IP fragment reassembly and counters.
+/// A dropped datagram waiting to flag a segment of its flow.
+#[derive(Clone, Copy, Debug)]
+struct FragNote {
+    src: Addr,
+    dst: Addr,
+    /// The datagram's (source, destination) ports, if its head arrived.
+    ports: Option<(u16, u16)>,
+    notes: u8,
+    /// Segments flagged so far (a pair note flags several).
+    flagged: u8,
+    /// Packet time the note was made.
+    at: u64,
+}
+
+impl FragNote {
+    /// Whether `seg` (either direction) is of this note's flow or pair.
+    fn matches(&self, seg: &Segment) -> bool {
+        let (fwd, rev) = match self.ports {
+            Some((sp, dp)) => (
+                seg.sport == sp && seg.dport == dp,
+                seg.sport == dp && seg.dport == sp,
+            ),
+            None => (true, true),
+        };
+        (fwd && seg.src == self.src && seg.dst == self.dst)
+            || (rev && seg.src == self.dst && seg.dst == self.src)
+    }
+}
+
+/// The decoder: stateless but for IP fragment reassembly, the notes of
+/// datagrams it lost, and counters.
 pub struct Decoder {
     defrag: Defragmenter,
+    /// Bounded by [`MAX_FRAG_NOTES`]; empty almost always, so the per-segment
+    /// cost is one length test.
+    notes: Vec<FragNote>,
+    /// Notes given up (table full, timed out) without flagging a segment.
+    notes_unreported: u64,
     pub stats: DecodeStats,
 }
 
@@ -246,8 +326,83 @@ impl Decoder {
     pub fn new(cfg: DefragConfig) -> Self {
         Decoder {
             defrag: Defragmenter::new(cfg),
+            notes: Vec::new(),
+            notes_unreported: 0,
             stats: DecodeStats::default(),
         }
+    }
+
+    /// Turns the defragmenter's lost-datagram reports into notes for the
+    /// next segments of their flows.
+    fn collect_lost(&mut self, now: u64) {
+        while let Some(lost) = self.defrag.take_lost() {
+            self.stats.fragment_datagrams_lost += 1;
+            let v4 = lost.key.src.is_ipv4();
+            let tiny = if v4 {
+                TINY_FRAGMENT_V4
+            } else {
+                TINY_FRAGMENT_V6
+            };
+            let mut notes = FRAG_NOTE_DROPPED;
+            if lost.smallest_fragment < tiny {
+                notes |= FRAG_NOTE_TINY;
+            }
+            let note = FragNote {
+                src: addr_from_ip(lost.key.src),
+                dst: addr_from_ip(lost.key.dst),
+                ports: lost.head.map(|h| {
+                    (
+                        u16::from_be_bytes([h[0], h[1]]),
+                        u16::from_be_bytes([h[2], h[3]]),
+                    )
+                }),
+                notes,
+                flagged: 0,
+                at: now,
+            };
+            // One note per flow (or pair) is enough.
+            if let Some(n) = self
+                .notes
+                .iter_mut()
+                .find(|n| (n.src, n.dst, n.ports) == (note.src, note.dst, note.ports))
+            {
+                n.notes |= note.notes;
+                n.at = now;
+                n.flagged = 0;
+            } else if self.notes.len() < MAX_FRAG_NOTES {
+                self.notes.push(note);
+            } else {
+                self.notes_unreported += 1;
+            }
+        }
+        self.update_unreported();
+    }
+
+    /// Flags `seg` with the notes of its flow (and of its address pair),
+    /// consuming a flow's note and counting a pair's.
+    #[inline(never)]
+    fn apply_notes(&mut self, seg: &mut Segment) {
+        let mut i = 0;
+        while let Some(n) = self.notes.get_mut(i) {
+            if n.matches(seg) {
+                seg.frag_notes |= n.notes;
+                n.flagged = n.flagged.saturating_add(1);
+                if n.ports.is_some() || n.flagged >= PAIR_NOTE_SEGMENTS {
+                    self.notes.swap_remove(i);
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        self.update_unreported();
+    }
+
+    /// Notes given up, pending, and datagrams still incomplete: what no
+    /// flow has been told (yet); at end of input, what none will be.
+    fn update_unreported(&mut self) {
+        let pending = self.notes.iter().filter(|n| n.flagged == 0).count();
+        self.stats.fragment_losses_unreported =
+            self.notes_unreported + pending as u64 + self.defrag.held_datagrams() as u64;
     }
 
     pub fn defrag_stats(&self) -> &defrag::DefragStats {
@@ -281,11 +436,20 @@ impl Decoder {
         // Most packets are plain IPv4/IPv6 over TCP: read them by hand;
         // anything else (options, extension headers, fragments, truncation,
         // other protocols) takes the general path below.
-        if let Some(seg) = fast_tcp(ts, frame, ip, frame_start) {
+        if let Some(mut seg) = fast_tcp(ts, frame, ip, frame_start) {
             self.stats.tcp_segments += 1;
+            if !self.notes.is_empty() {
+                self.apply_notes(&mut seg);
+            }
             return Decoded::Segment(seg);
         }
-        self.decode_ip(ts, frame, ip, frame_start, wire_len)
+        let mut d = self.decode_ip(ts, frame, ip, frame_start, wire_len);
+        if !self.notes.is_empty() {
+            if let Decoded::Segment(seg) | Decoded::Reassembled(seg, _) = &mut d {
+                self.apply_notes(seg);
+            }
+        }
+        d
     }
 
     /// The general path: any IP packet, with etherparse. Kept out of line
@@ -308,16 +472,18 @@ impl Decoder {
             }
             Err(_) => return self.skip(Skip::BadIp),
         };
-        let (src, dst, v4) = match &ipslice {
+        let (src, dst, v4, ttl) = match &ipslice {
             LaxIpSlice::Ipv4(s) => (
                 IpAddr::V4(s.header().source_addr()),
                 IpAddr::V4(s.header().destination_addr()),
                 true,
+                s.header().ttl(),
             ),
             LaxIpSlice::Ipv6(s) => (
                 IpAddr::V6(s.header().source_addr()),
                 IpAddr::V6(s.header().destination_addr()),
                 false,
+                s.header().hop_limit(),
             ),
         };
         let payload = ipslice.payload();
@@ -359,15 +525,27 @@ impl Decoder {
                 protocol: 6,
                 id,
             };
-            return match self.defrag.push(ts, key, offset, more, payload.payload) {
+            let d = match self.defrag.push(ts, key, offset, more, payload.payload) {
                 DefragOutcome::Held => self.skip(Skip::FragmentHeld),
                 DefragOutcome::Dropped(_) => self.skip(Skip::FragmentDropped),
                 DefragOutcome::Complete {
                     payload: whole,
                     conflicting_overlap,
+                    smallest_fragment,
                 } => {
+                    let mut notes = 0;
                     if conflicting_overlap {
                         self.stats.fragments_conflicting += 1;
+                        notes |= FRAG_NOTE_CONFLICT;
+                    }
+                    let tiny = if v4 {
+                        TINY_FRAGMENT_V4
+                    } else {
+                        TINY_FRAGMENT_V6
+                    };
+                    if smallest_fragment < tiny {
+                        self.stats.fragments_tiny += 1;
+                        notes |= FRAG_NOTE_TINY;
                     }
                     let owned = whole.to_vec();
                     match tcp_segment(ts, src, dst, v4, &owned, 0, 0) {
@@ -375,13 +553,17 @@ impl Decoder {
                             self.stats.tcp_segments += 1;
                             let mut seg = seg;
                             seg.reassembled = true;
-                            seg.fragment_conflict = conflicting_overlap;
+                            seg.frag_notes = notes;
+                            // The fragments' TTLs may differ: unknown.
+                            seg.ttl = 0;
                             Decoded::Reassembled(seg, owned)
                         }
                         None => self.skip(Skip::BadTcp),
                     }
                 }
             };
+            self.collect_lost(ts);
+            return d;
         }
         // Bytes of the IP payload lost to the snap length.
         let missing = if payload.incomplete {
@@ -409,8 +591,9 @@ impl Decoder {
             return self.skip(Skip::BadIp);
         };
         match tcp_segment(ts, src, dst, v4, payload.payload, base, missing) {
-            Some(seg) => {
+            Some(mut seg) => {
                 self.stats.tcp_segments += 1;
+                seg.ttl = ttl;
                 Decoded::Segment(seg)
             }
             None => self.skip(if payload.incomplete {
@@ -421,9 +604,24 @@ impl Decoder {
         }
     }
 
-    /// Drops fragments older than the timeout.
+    /// Drops fragments older than the timeout, and notes of lost
+    /// datagrams that no segment claimed in time.
     pub fn expire(&mut self, now: u64) {
         self.defrag.expire(now);
+        self.collect_lost(now);
+        if self.notes.is_empty() {
+            return;
+        }
+        let mut given_up = 0;
+        self.notes.retain(|n| {
+            let keep = now.saturating_sub(n.at) <= FRAG_NOTE_TIMEOUT_NS;
+            if !keep && n.flagged == 0 {
+                given_up += 1;
+            }
+            keep
+        });
+        self.notes_unreported += given_up;
+        self.update_unreported();
     }
 }
 
@@ -476,7 +674,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
     // at constant offsets.
     let be16 = |b: [u8; 2]| u16::from_be_bytes(b);
     let first = *ip.first()?;
-    let (src, dst, v4, tcp_at, tcp_end) = match first >> 4 {
+    let (src, dst, v4, ttl, tcp_at, tcp_end) = match first >> 4 {
         4 => {
             let h: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
             let ihl = usize::from(first & 0x0f) * 4;
@@ -494,7 +692,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
                 u128::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]])) | 0xffff_0000_0000;
             let dst =
                 u128::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]])) | 0xffff_0000_0000;
-            (src, dst, true, ihl, total)
+            (src, dst, true, h[8], ihl, total)
         }
         6 => {
             let h: &[u8; 40] = ip.get(..40)?.try_into().ok()?;
@@ -510,6 +708,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
                 u128::from_be_bytes(a),
                 u128::from_be_bytes(b),
                 false,
+                h[7],
                 40,
                 40 + plen,
             )
@@ -524,6 +723,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
     }
     let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
     let base = offset_in(frame, tcp)?;
+    let tsval = tcp_tsval(tcp, hdr);
     Some(Segment {
         ts,
         src,
@@ -539,9 +739,41 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
         payload_len: (tcp.len() - hdr) as u32,
         missing: 0,
         tcp_header_len: hdr as u8,
-        fragment_conflict: false,
+        frag_notes: 0,
+        ttl,
+        has_tsval: tsval.is_some(),
+        tsval: tsval.unwrap_or(0),
         flow_tag: 0,
     })
+}
+
+/// The TSval of the TCP timestamp option (RFC 7323), if the header of
+/// `hdr` bytes at the start of `tcp` has one. Linux puts it at a fixed
+/// place (after two NOPs; in a SYN after MSS and SACK-permitted), so that
+/// is tried first; otherwise the options (at most 40 bytes) are walked.
+#[inline]
+fn tcp_tsval(tcp: &[u8], hdr: usize) -> Option<u32> {
+    let opts = tcp.get(20..hdr)?;
+    match opts {
+        [1, 1, 8, 10, a, b, c, d, _, _, _, _, ..]
+        | [2, 4, _, _, 4, 2, 8, 10, a, b, c, d, _, _, _, _, ..] => {
+            return Some(u32::from_be_bytes([*a, *b, *c, *d]))
+        }
+        [] => return None,
+        _ => {}
+    }
+    let mut rest = opts;
+    loop {
+        match rest {
+            [] | [0, ..] => return None,
+            [1, more @ ..] => rest = more,
+            [8, 10, a, b, c, d, _, _, _, _, ..] => {
+                return Some(u32::from_be_bytes([*a, *b, *c, *d]))
+            }
+            [_, len, ..] if *len >= 2 => rest = rest.get(usize::from(*len)..)?,
+            _ => return None,
+        }
+    }
 }
 
 /// Offset of `inner` inside `outer`, both slices of the same buffer.
@@ -566,6 +798,7 @@ fn tcp_segment(
     let tcp = TcpSlice::from_slice(tcp_bytes).ok()?;
     let hdr = tcp.header_slice().len() as u32;
     let payload = tcp.payload();
+    let tsval = tcp_tsval(tcp_bytes, hdr as usize);
     let mut flags = 0u8;
     if tcp.fin() {
         flags |= TCP_FIN;
@@ -591,7 +824,10 @@ fn tcp_segment(
         flags,
         reassembled: false,
         tcp_header_len: u8::try_from(hdr).unwrap_or(u8::MAX),
-        fragment_conflict: false,
+        frag_notes: 0,
+        ttl: 0,
+        has_tsval: tsval.is_some(),
+        tsval: tsval.unwrap_or(0),
         payload_start: base.saturating_add(hdr),
         payload_len: payload.len() as u32,
         missing,

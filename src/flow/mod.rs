@@ -828,7 +828,7 @@ impl FlowTable {
         let mut ev = StreamEvents::default();
         let mut status = Status::Continue;
         let ts = seg.ts;
-        if seg.fragment_conflict {
+        if seg.frag_notes & crate::decode::FRAG_NOTE_CONFLICT != 0 {
             session.anomaly(FRAG_CONFLICT, FRAG_CONFLICT_DETAIL.into(), ts, out);
         }
         // The peer's holes that this ACK proves were received: declare them.
