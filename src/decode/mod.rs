@@ -170,6 +170,13 @@ impl Segment {
         // as big-endian 16-bit words; the segment in native order, eight
         // bytes at a time. RFC 1071: a sum of byte-swapped words is the
         // byte-swapped sum, so the two meet after swapping the first.
+        let pseudo = u64::from(u16::from_be(self.pseudo_sum(tcp.len())));
+        fold16(pseudo + ones_sum(tcp)) == 0xffff
+    }
+
+    /// The folded sum of the TCP pseudo-header (addresses, protocol 6, TCP
+    /// length), as a big-endian value.
+    fn pseudo_sum(&self, tcp_len: usize) -> u16 {
         let halves = |x: u32| u64::from(x >> 16) + u64::from(x & 0xffff);
         let words = |a: u128, v4: bool| -> u64 {
             if v4 {
@@ -181,9 +188,21 @@ impl Segment {
                     + halves((a >> 96) as u32)
             }
         };
-        let pseudo = words(self.src, self.v4) + words(self.dst, self.v4) + 6 + tcp.len() as u64;
-        let pseudo = u64::from(u16::from_be(fold16(pseudo)));
-        fold16(pseudo + ones_sum(tcp)) == 0xffff
+        fold16(words(self.src, self.v4) + words(self.dst, self.v4) + 6 + tcp_len as u64)
+    }
+
+    /// True when the checksum field holds what a sender that offloads
+    /// checksums leaves for its NIC: the pseudo-header sum (Linux, the
+    /// BSDs), or its complement. Such a segment was captured on its way
+    /// out, before the NIC filled the field; any other wrong value is a
+    /// corrupted or forged segment, which the receiver drops.
+    pub fn checksum_offloaded(&self, tcp: &[u8]) -> bool {
+        let Some(field) = tcp.get(16..18) else {
+            return false;
+        };
+        let field = u16::from_be_bytes([field[0], field[1]]);
+        let pseudo = self.pseudo_sum(tcp.len());
+        field == pseudo || field == !pseudo
     }
 }
 
