@@ -129,7 +129,9 @@ pub struct Segment {
     pub frag_notes: u8,
     /// IPv4 TTL or IPv6 hop limit; 0 when unknown (reassembled datagrams).
     pub ttl: u8,
-    /// Whether the TCP header carries a timestamp option, and its TSval.
+    /// Whether the TCP header carries a timestamp option, and its TSval
+    /// (read only where the flow layer judges it: segments with data, SYN,
+    /// FIN or RST).
     pub has_tsval: bool,
     pub tsval: u32,
     /// The flow's tag in the flow tables (`flow::flow_tag`), set by the
@@ -446,6 +448,41 @@ impl Decoder {
         frame_start: u32,
         wire_len: u32,
     ) -> Decoded {
+        if self.notes.is_empty() {
+            self.decode_frame(ts, link_type, frame, frame_start, wire_len)
+        } else {
+            self.decode_noted(ts, link_type, frame, frame_start, wire_len)
+        }
+    }
+
+    /// [`Decoder::decode`] while notes of lost datagrams wait: the rare
+    /// case, kept out of line so that the usual one returns its segment
+    /// without a copy.
+    #[inline(never)]
+    fn decode_noted(
+        &mut self,
+        ts: u64,
+        link_type: u32,
+        frame: &[u8],
+        frame_start: u32,
+        wire_len: u32,
+    ) -> Decoded {
+        let mut d = self.decode_frame(ts, link_type, frame, frame_start, wire_len);
+        if let Decoded::Segment(seg) | Decoded::Reassembled(seg, _) = &mut d {
+            self.apply_notes(seg);
+        }
+        d
+    }
+
+    #[inline(always)]
+    fn decode_frame(
+        &mut self,
+        ts: u64,
+        link_type: u32,
+        frame: &[u8],
+        frame_start: u32,
+        wire_len: u32,
+    ) -> Decoded {
         self.stats.frames += 1;
         self.stats.bytes += u64::from(wire_len.max(frame.len() as u32));
         let ip = match link_payload(link_type, frame) {
@@ -455,20 +492,11 @@ impl Decoder {
         // Most packets are plain IPv4/IPv6 over TCP: read them by hand;
         // anything else (options, extension headers, fragments, truncation,
         // other protocols) takes the general path below.
-        if let Some(mut seg) = fast_tcp(ts, frame, ip, frame_start) {
+        if let Some(seg) = fast_tcp(ts, frame, ip, frame_start) {
             self.stats.tcp_segments += 1;
-            if !self.notes.is_empty() {
-                self.apply_notes(&mut seg);
-            }
             return Decoded::Segment(seg);
         }
-        let mut d = self.decode_ip(ts, frame, ip, frame_start, wire_len);
-        if !self.notes.is_empty() {
-            if let Decoded::Segment(seg) | Decoded::Reassembled(seg, _) = &mut d {
-                self.apply_notes(seg);
-            }
-        }
-        d
+        self.decode_ip(ts, frame, ip, frame_start, wire_len)
     }
 
     /// The general path: any IP packet, with etherparse. Kept out of line
@@ -687,7 +715,7 @@ fn fold16(mut sum: u64) -> u16 {
 /// whole TCP segment: read directly. `None` sends the packet down the
 /// general path, which gives the same result for these packets (a test
 /// checks it on every fixture frame).
-#[inline]
+#[inline(always)]
 fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segment> {
     // Fixed-size views of the headers: one bounds check each, then fields
     // at constant offsets.
@@ -742,7 +770,12 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
     }
     let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
     let base = offset_in(frame, tcp)?;
-    let tsval = tcp_tsval(tcp, hdr);
+    // Bare ACKs (about half the packets) are not judged by timestamp.
+    let tsval = if tcp.len() > hdr || flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+        tcp_tsval(tcp, hdr)
+    } else {
+        None
+    };
     Some(Segment {
         ts,
         src,
@@ -770,16 +803,25 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
 /// `hdr` bytes at the start of `tcp` has one. Linux puts it at a fixed
 /// place (after two NOPs; in a SYN after MSS and SACK-permitted), so that
 /// is tried first; otherwise the options (at most 40 bytes) are walked.
-#[inline]
+#[inline(always)]
 fn tcp_tsval(tcp: &[u8], hdr: usize) -> Option<u32> {
-    let opts = tcp.get(20..hdr)?;
-    match opts {
-        [1, 1, 8, 10, a, b, c, d, _, _, _, _, ..]
-        | [2, 4, _, _, 4, 2, 8, 10, a, b, c, d, _, _, _, _, ..] => {
-            return Some(u32::from_be_bytes([*a, *b, *c, *d]))
-        }
-        [] => return None,
-        _ => {}
+    // The option takes 10 bytes: a header without 12 bytes of options
+    // (they come in 4-byte words) has none.
+    if hdr < 32 {
+        return None;
+    }
+    let o: &[u8; 12] = tcp.get(20..32)?.try_into().ok()?;
+    if o[..4] == [1, 1, 8, 10] {
+        return Some(u32::from_be_bytes([o[4], o[5], o[6], o[7]]));
+    }
+    tcp_tsval_walk(tcp.get(20..hdr)?)
+}
+
+/// The TSval among TCP options laid out otherwise.
+#[inline(never)]
+fn tcp_tsval_walk(opts: &[u8]) -> Option<u32> {
+    if let [2, 4, _, _, 4, 2, 8, 10, a, b, c, d, _, _, _, _, ..] = opts {
+        return Some(u32::from_be_bytes([*a, *b, *c, *d]));
     }
     let mut rest = opts;
     loop {
@@ -817,7 +859,11 @@ fn tcp_segment(
     let tcp = TcpSlice::from_slice(tcp_bytes).ok()?;
     let hdr = tcp.header_slice().len() as u32;
     let payload = tcp.payload();
-    let tsval = tcp_tsval(tcp_bytes, hdr as usize);
+    let tsval = if !payload.is_empty() || tcp.syn() || tcp.fin() || tcp.rst() {
+        tcp_tsval(tcp_bytes, hdr as usize)
+    } else {
+        None
+    };
     let mut flags = 0u8;
     if tcp.fin() {
         flags |= TCP_FIN;

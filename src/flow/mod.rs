@@ -709,13 +709,13 @@ impl FlowTable {
         }
         // A checksum left to the NIC holds the pseudo-header sum (Linux,
         // and the BSDs): cheap to recognise, so it is tried first where
-        // checksums are offloaded.
-        let offloaded =
-            mode == ChecksumMode::Auto && state != CSUM_VALID && seg.checksum_offloaded(tcp);
-        if offloaded && state == CSUM_OFFLOADED {
+        // checksums are offloaded, and only after a failed sum elsewhere.
+        let auto = mode == ChecksumMode::Auto;
+        if auto && state == CSUM_OFFLOADED && seg.checksum_offloaded(tcp) {
             return true;
         }
-        let ok = !offloaded && seg.checksum_ok(tcp);
+        let ok = seg.checksum_ok(tcp);
+        let offloaded = !ok && auto && state == CSUM_UNKNOWN && seg.checksum_offloaded(tcp);
         let slot = flow.csum.get_mut(dir);
         match (ok, state, mode) {
             (true, _, _) => {
@@ -775,9 +775,22 @@ impl FlowTable {
         let Some(flow) = self.slab.get_mut(i as usize) else {
             return true;
         };
+        let judged = payload_len > 0 || seg.missing > 0 || seg.fin() || seg.rst();
+        if !judged && !seg.syn() {
+            // A bare ACK (most packets): it only gives a direction its first
+            // TTL; TS.Recent follows the data segments, which is enough.
+            if let Some(r) = flow.ttl_ref.get_mut(dir) {
+                if *r == 0 {
+                    *r = seg.ttl;
+                }
+            }
+            if seg.frag_notes != 0 && flow.candidate.is_none() {
+                flow.early |= seg.frag_notes;
+            }
+            return true;
+        }
         let bit = 1u8 << dir;
         let first_syn = seg.syn() && flow.syn_seen & bit == 0;
-        let judged = payload_len > 0 || seg.missing > 0 || seg.fin() || seg.rst();
         let mut chaff = 0;
         if seg.ttl != 0 {
             if let Some(r) = flow.ttl_ref.get_mut(dir) {
