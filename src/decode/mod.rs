@@ -11,12 +11,16 @@
 //! (every malformed frame is a counted [`Skip`]).
 
 pub mod defrag;
+mod notes;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, TcpSlice};
 
 use self::defrag::{DefragConfig, DefragOutcome, Defragmenter, FragmentKey};
+use self::notes::{FragNote, FragNotes};
+#[cfg(test)]
+use self::notes::{FRAG_NOTE_TIMEOUT_NS, PAIR_NOTE_SEGMENTS};
 
 pub const LINKTYPE_NULL: u32 = 0;
 pub const LINKTYPE_ETHERNET: u32 = 1;
@@ -73,13 +77,6 @@ pub const TINY_FRAGMENT_V4: usize = 48;
 /// non-final fragments are about 1232 bytes; 1024 leaves room for extension
 /// headers.
 pub const TINY_FRAGMENT_V6: usize = 1024;
-/// Notes of dropped datagrams waiting for a segment of their flow.
-const MAX_FRAG_NOTES: usize = 256;
-/// A note that knows only the address pair flags this many segments of the
-/// pair (they may belong to other connections of the same hosts).
-const PAIR_NOTE_SEGMENTS: u8 = 16;
-/// A note no segment claimed within this much packet time is given up.
-const FRAG_NOTE_TIMEOUT_NS: u64 = 120_000_000_000;
 
 /// An IP address stored as 128 bits (IPv4 mapped), cheap to hash and compare.
 pub type Addr = u128;
@@ -296,44 +293,12 @@ pub enum Decoded {
     Skip(Skip),
 }
 
-/// A dropped datagram waiting to flag a segment of its flow.
-#[derive(Clone, Copy, Debug)]
-struct FragNote {
-    src: Addr,
-    dst: Addr,
-    /// The datagram's (source, destination) ports, if its head arrived.
-    ports: Option<(u16, u16)>,
-    notes: u8,
-    /// Segments flagged so far (a pair note flags several).
-    flagged: u8,
-    /// Packet time the note was made.
-    at: u64,
-}
-
-impl FragNote {
-    /// Whether `seg` (either direction) is of this note's flow or pair.
-    fn matches(&self, seg: &Segment) -> bool {
-        let (fwd, rev) = match self.ports {
-            Some((sp, dp)) => (
-                seg.sport == sp && seg.dport == dp,
-                seg.sport == dp && seg.dport == sp,
-            ),
-            None => (true, true),
-        };
-        (fwd && seg.src == self.src && seg.dst == self.dst)
-            || (rev && seg.src == self.dst && seg.dst == self.src)
-    }
-}
-
 /// The decoder: stateless but for IP fragment reassembly, the notes of
 /// datagrams it lost, and counters.
 pub struct Decoder {
     defrag: Defragmenter,
-    /// Bounded by [`MAX_FRAG_NOTES`]; empty almost always, so the per-segment
-    /// cost is one length test.
-    notes: Vec<FragNote>,
-    /// Notes given up (table full, timed out) without flagging a segment.
-    notes_unreported: u64,
+    /// Empty almost always, so the per-segment cost is one test.
+    notes: FragNotes,
     pub stats: DecodeStats,
 }
 
@@ -347,8 +312,7 @@ impl Decoder {
     pub fn new(cfg: DefragConfig) -> Self {
         Decoder {
             defrag: Defragmenter::new(cfg),
-            notes: Vec::new(),
-            notes_unreported: 0,
+            notes: FragNotes::default(),
             stats: DecodeStats::default(),
         }
     }
@@ -368,33 +332,19 @@ impl Decoder {
             if lost.smallest_fragment < tiny {
                 notes |= FRAG_NOTE_TINY;
             }
-            let note = FragNote {
-                src: addr_from_ip(lost.key.src),
-                dst: addr_from_ip(lost.key.dst),
-                ports: lost.head.map(|h| {
-                    (
-                        u16::from_be_bytes([h[0], h[1]]),
-                        u16::from_be_bytes([h[2], h[3]]),
-                    )
-                }),
+            let ports = lost.head.map(|h| {
+                (
+                    u16::from_be_bytes([h[0], h[1]]),
+                    u16::from_be_bytes([h[2], h[3]]),
+                )
+            });
+            self.notes.add(FragNote::new(
+                addr_from_ip(lost.key.src),
+                addr_from_ip(lost.key.dst),
+                ports,
                 notes,
-                flagged: 0,
-                at: now,
-            };
-            // One note per flow (or pair) is enough.
-            if let Some(n) = self
-                .notes
-                .iter_mut()
-                .find(|n| (n.src, n.dst, n.ports) == (note.src, note.dst, note.ports))
-            {
-                n.notes |= note.notes;
-                n.at = now;
-                n.flagged = 0;
-            } else if self.notes.len() < MAX_FRAG_NOTES {
-                self.notes.push(note);
-            } else {
-                self.notes_unreported += 1;
-            }
+                now,
+            ));
         }
         self.update_unreported();
     }
@@ -403,27 +353,15 @@ impl Decoder {
     /// consuming a flow's note and counting a pair's.
     #[inline(never)]
     fn apply_notes(&mut self, seg: &mut Segment) {
-        let mut i = 0;
-        while let Some(n) = self.notes.get_mut(i) {
-            if n.matches(seg) {
-                seg.frag_notes |= n.notes;
-                n.flagged = n.flagged.saturating_add(1);
-                if n.ports.is_some() || n.flagged >= PAIR_NOTE_SEGMENTS {
-                    self.notes.swap_remove(i);
-                    continue;
-                }
-            }
-            i += 1;
-        }
+        self.notes.apply(seg);
         self.update_unreported();
     }
 
     /// Notes given up, pending, and datagrams still incomplete: what no
     /// flow has been told (yet); at end of input, what none will be.
     fn update_unreported(&mut self) {
-        let pending = self.notes.iter().filter(|n| n.flagged == 0).count();
         self.stats.fragment_losses_unreported =
-            self.notes_unreported + pending as u64 + self.defrag.held_datagrams() as u64;
+            self.notes.unreported() + self.defrag.held_datagrams() as u64;
     }
 
     pub fn defrag_stats(&self) -> &defrag::DefragStats {
@@ -656,18 +594,9 @@ impl Decoder {
     pub fn expire(&mut self, now: u64) {
         self.defrag.expire(now);
         self.collect_lost(now);
-        if self.notes.is_empty() {
-            return;
+        if !self.notes.is_empty() {
+            self.notes.expire(now);
         }
-        let mut given_up = 0;
-        self.notes.retain(|n| {
-            let keep = now.saturating_sub(n.at) <= FRAG_NOTE_TIMEOUT_NS;
-            if !keep && n.flagged == 0 {
-                given_up += 1;
-            }
-            keep
-        });
-        self.notes_unreported += given_up;
         self.update_unreported();
     }
 }

@@ -973,7 +973,8 @@ impl FlowTable {
             if flow.bad_csum_early > 0 {
                 session.anomaly(BAD_CSUM, BAD_CSUM_DETAIL.into(), seg.ts, out);
             }
-            if flow.early & NOTE_FRAG_CONFLICT != 0 {
+            // This segment's own notes are raised when it is fed below.
+            if flow.early & !seg.frag_notes & NOTE_FRAG_CONFLICT != 0 {
                 session.anomaly(FRAG_CONFLICT, FRAG_CONFLICT_DETAIL.into(), seg.ts, out);
             }
             let reported = raise_notes(&mut session, flow.early, seg.ts, out);
