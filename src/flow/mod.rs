@@ -792,14 +792,10 @@ impl FlowTable {
         let bit = 1u8 << dir;
         let first_syn = seg.syn() && flow.syn_seen & bit == 0;
         let mut chaff = 0;
-        if seg.ttl != 0 {
-            if let Some(r) = flow.ttl_ref.get_mut(dir) {
-                if *r == 0 || first_syn {
-                    *r = seg.ttl;
-                } else if seg.ttl < *r && judged {
-                    chaff = NOTE_TTL;
-                }
-            }
+        let ttl_ref = flow.ttl_ref.get(dir).copied().unwrap_or(0);
+        let sets_ttl = seg.ttl != 0 && (ttl_ref == 0 || first_syn);
+        if seg.ttl != 0 && !sets_ttl && seg.ttl < ttl_ref && judged {
+            chaff = NOTE_TTL;
         }
         let data = payload_len > 0 || seg.missing > 0;
         if chaff == 0 && seg.syn() {
@@ -841,6 +837,11 @@ impl FlowTable {
             }
         }
         if chaff == 0 {
+            if sets_ttl {
+                if let Some(r) = flow.ttl_ref.get_mut(dir) {
+                    *r = seg.ttl;
+                }
+            }
             if seg.frag_notes != 0 && flow.candidate.is_none() {
                 flow.early |= seg.frag_notes;
             }
