@@ -122,8 +122,18 @@ pub struct Session {
 }
 
 /// Anomaly kinds that say the bytes seen may differ from the bytes an
-/// endpoint took: reported even for a flow rejected as not QMTP/QMQP.
-pub const EVASION_SIGNS: &[&str] = &["tcp_overlap_conflict", "ip_fragment_overlap_conflict"];
+/// endpoint took (two contents for the same bytes, bytes lost, segments
+/// judged chaff and left out): reported even for a flow that was never
+/// confirmed or was rejected as not QMTP/QMQP. A bad checksum is not among
+/// them: the endpoint drops such a segment just as qmwatch does.
+pub const EVASION_SIGNS: &[&str] = &[
+    "tcp_overlap_conflict",
+    "ip_fragment_overlap_conflict",
+    "ip_fragments_dropped",
+    "tcp_ttl_insertion",
+    "tcp_chaff_flags",
+    "tcp_paws_failed",
+];
 
 impl Session {
     /// `addrs[d]` is the source of direction `d`; `client_dir` comes from the
@@ -980,8 +990,15 @@ impl Session {
                 }
             }
         } else {
-            self.counters.anomalies_dropped_unconfirmed += self.held.len() as u64;
-            self.held.clear();
+            // Evasion signatures are reported even so: the session may be
+            // unconfirmed because of what they did to its bytes.
+            for a in std::mem::take(&mut self.held) {
+                if EVASION_SIGNS.contains(&a.kind) {
+                    out.push(Record::Anomaly(Box::new(a)));
+                } else {
+                    self.counters.anomalies_dropped_unconfirmed += 1;
+                }
+            }
         }
         if let Some(w) = self.wrong.take() {
             if confirmed || self.server_hint || self.server_port_is_standard() {
