@@ -817,8 +817,13 @@ impl FlowTable {
             return;
         }
         dst.copy_from_slice(src);
+        // Only bytes that are recognisably QMTP/QMQP (not merely undecided
+        // in a short sample) make this worth saying.
         let mut sniff = Sniffer::new();
-        if sniff.feed(other.get(..n).unwrap_or_default()).0 == Some(Verdict::Other) {
+        if matches!(
+            sniff.feed(other.get(..n).unwrap_or_default()).0,
+            None | Some(Verdict::Other)
+        ) {
             return;
         }
         flow.client_sample_len = 0;

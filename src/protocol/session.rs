@@ -98,6 +98,9 @@ pub struct Session {
     /// The protocol the server was confirmed as elsewhere in this run: bytes
     /// that fit both are read as that protocol.
     server_protocol: Option<Protocol>,
+    /// The server's first bytes were another protocol's: the flow is no
+    /// QMTP/QMQP flow, evasion signatures or not.
+    server_other: bool,
     client: Option<RequestParser>,
     server: Option<ReplyParser>,
     protocol: Option<Protocol>,
@@ -148,6 +151,7 @@ impl Session {
             sides: [Side::new(midstream), Side::new(midstream)],
             server_hint: false,
             server_protocol: None,
+            server_other: false,
             client: None,
             server: None,
             protocol: None,
@@ -227,7 +231,7 @@ impl Session {
     /// like something else may not be the bytes the endpoint took, so the
     /// flow is reported even though it was never confirmed.
     pub fn take_evasion_signs(&mut self) -> Vec<Anomaly> {
-        if self.rejected {
+        if self.rejected && !self.server_other {
             std::mem::take(&mut self.held)
         } else {
             Vec::new()
@@ -275,7 +279,7 @@ impl Session {
         self.pending.clear();
         self.early.clear();
         // Evasion signatures stay for the flow layer to report (see
-        // `take_evasion_signs`); the rest went with the session.
+        // `take_evasion_signs`); the rest go.
         self.held.retain(|a| EVASION_SIGNS.contains(&a.kind));
         self.broken.clear();
         self.client = None;
@@ -487,6 +491,10 @@ impl Session {
                         return self.retry_or_reject(dir);
                     }
                     if self.confirmed.is_none() {
+                        // The server itself speaks another protocol (an SMTP
+                        // banner, an HTTP response): whatever tricks its
+                        // bytes showed, this is no QMTP/QMQP flow.
+                        self.server_other = true;
                         return self.reject();
                     }
                     return Status::Continue;
