@@ -572,6 +572,39 @@ fn other_ports_are_not_qmtp_qmqp() {
 }
 
 #[test]
+fn unanswered_connection_attempts_are_no_answer() {
+    // A listener whose accept queue is full: Linux drops further SYNs, so
+    // connecting times out, as with a filtering firewall.
+    use socket2::{Domain, Socket, Type};
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            held.push(c);
+        }
+    }
+    let a = addr.to_string();
+    let o = check(&["--format", "json", &a]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let c = result_of(&events(&o), &a).clone();
+    assert_eq!(c["qmwatch"]["check"]["result"], "no_answer", "{c:#}");
+    assert_eq!(c["event"]["outcome"], "failure");
+    // One clear line for the unreachable target.
+    let err = stderr(&o);
+    assert_eq!(
+        err.trim(),
+        format!("qmwatch: {a}: no answer: the connection attempt timed out after 1 s")
+    );
+    let o = check(&[&a]);
+    assert!(stdout(&o).contains(&format!("{a}  no answer: the connection attempt timed out")));
+    drop(held);
+}
+
+#[test]
 fn ipv6_and_networks() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipped: no IPv6 loopback");

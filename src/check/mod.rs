@@ -326,7 +326,7 @@ pub fn check_policy(mut p: Policy) -> Policy {
         p.trusted.clear();
         p.trusted_defaulted = false;
         p.sources
-            .push("active check: no trusted network configured".to_string());
+            .push("active check (only configured trusted networks count)".to_string());
     }
     p
 }

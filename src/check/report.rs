@@ -306,10 +306,10 @@ pub fn text(reports: &[PortReport], cfg: &Config, policy: &Policy) -> String {
     let open: Vec<&PortReport> = reports.iter().filter(|r| r.open_relay()).collect();
     let _ = write!(
         s,
-        "summary: {} QMTP, {} QMQP service{} ({} unexpected)",
+        "summary: {services} QMTP/QMQP service{} ({} QMTP, {} QMQP; {} unexpected)",
+        plural(services),
         count(Finding::Qmtp),
         count(Finding::Qmqp),
-        plural(services),
         unexpected.len()
     );
     if cfg.relay_test {
