@@ -323,6 +323,23 @@ fn silent_server() -> SocketAddr {
     addr
 }
 
+/// Closes every connection without a byte: at once (as tcpserver refusing
+/// a client), or once the client has sent something.
+fn closing_server(at_once: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            if !at_once {
+                c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let _ = c.read(&mut [0u8; 64]);
+            }
+        }
+    });
+    addr
+}
+
 // ---------------------------------------------------------------------------
 // Tests that need nothing but loopback.
 
@@ -530,8 +547,18 @@ fn other_ports_are_not_qmtp_qmqp() {
     let http = http_server().to_string();
     let silent = silent_server().to_string();
     let closed = format!("127.0.0.1:{}", closed_port());
+    let hangs_up = closing_server(true).to_string();
+    let hangs_up_later = closing_server(false).to_string();
     let t = Instant::now();
-    let o = check(&["--format", "json", &http, &silent, &closed]);
+    let o = check(&[
+        "--format",
+        "json",
+        &http,
+        &silent,
+        &closed,
+        &hangs_up,
+        &hangs_up_later,
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let evs = events(&o);
     let h = &result_of(&evs, &http)["qmwatch"]["check"];
@@ -552,6 +579,11 @@ fn other_ports_are_not_qmtp_qmqp() {
     let c = result_of(&evs, &closed);
     assert_eq!(c["qmwatch"]["check"]["result"], "closed");
     assert!(c.get("source").is_none(), "no connection, no source");
+    for (a, proof) in [(&hangs_up, "greeting"), (&hangs_up_later, "")] {
+        let c = &result_of(&evs, a)["qmwatch"]["check"];
+        assert_eq!(c["result"], "closes_without_answer", "{c:#}");
+        assert_eq!(c["proof"].as_str().unwrap_or(""), proof, "{c:#}");
+    }
     assert!(dataset(&evs, "qmwatch.service").is_empty());
     for e in &evs {
         assert_eq!(e["observer"]["type"], "active_check");
@@ -774,7 +806,7 @@ impl Postfix {
         );
         std::fs::write(d.join("conf/master.cf"), master).unwrap();
         let p = Postfix { dir, qmqp, smtp };
-        let o = Command::new("postfix")
+        let o = Command::new("/usr/sbin/postfix")
             .arg("-c")
             .arg(p.conf())
             .arg("start")
@@ -816,7 +848,7 @@ impl Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix")
+        let _ = Command::new("/usr/sbin/postfix")
             .arg("-c")
             .arg(self.conf())
             .arg("stop")

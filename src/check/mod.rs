@@ -450,9 +450,12 @@ fn detect(r: &mut PortReport, cfg: &Config) {
     if name_from(r, r.steps.len() - 1) {
         return;
     }
+    // The greeting wait always ends in a timeout when the server is
+    // silent: only the answers to requests tell silence from closing.
     let timed_out = r
         .steps
         .iter()
+        .filter(|s| s.probe != "greeting")
         .any(|s| s.end == End::Timeout && s.received.is_empty());
     if timed_out {
         r.finding = Finding::Silent;
