@@ -362,6 +362,11 @@ error before anything is sent.\n\n\
 Detection sends no request that can deliver mail. --relay-test sends one message per \
 QMTP/QMQP service found, from the null envelope sender, to an undeliverable recipient at \
 a .invalid domain unless --relay-recipient names another.\n\n\
+In a check no network is trusted unless --trusted-net (or the policy file) names it: the \
+passive defaults (private, loopback, link-local) do not apply. A K to the relay test from \
+a trusted source is reported as accepted for a trusted client, not as an open relay.\n\n\
+Events: with --format json they go to each -o (standard output when none); with the text \
+report they go only to the -o given.\n\n\
 Exit status: 0 nothing found; 1 a QMTP/QMQP service that is not --sanctioned, or an open \
 relay; 2 error (bad target or flag, unusable --source, unwritable output)."
 )]

@@ -364,6 +364,10 @@ fn bad_targets_are_one_line_errors_and_nothing_is_sent() {
         (vec!["--source", "bogus", "127.0.0.1"], "--source"),
         (vec!["--source", "192.0.2.1", "127.0.0.1"], "cannot bind"),
         (
+            vec!["-o", "/nonexistent/dir/events.json", "127.0.0.1"],
+            "/nonexistent/dir",
+        ),
+        (
             vec![
                 "--relay-test",
                 "--relay-recipient",
