@@ -641,6 +641,60 @@ fn unanswered_connection_attempts_are_no_answer() {
 }
 
 #[test]
+fn tls_server_is_named() {
+    if !available(
+        "openssl",
+        Command::new("openssl").arg("version").output().is_ok(),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let o = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let port = closed_port();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+        ])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "openssl s_server did not start");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let a = format!("127.0.0.1:{port}");
+    let o = check(&["--format", "json", &a]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let evs = events(&o);
+    let c = &result_of(&evs, &a)["qmwatch"]["check"];
+    assert_eq!(c["result"], "tls", "{c:#}");
+    assert_eq!(c["proof"], "tls_client_hello");
+}
+
+#[test]
 fn ipv6_and_networks() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipped: no IPv6 loopback");
