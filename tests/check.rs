@@ -1035,7 +1035,10 @@ fn real_postfix_qmqpd_and_smtpd() {
         "{out}"
     );
     // The two relay tests that got K are the only mail Postfix queued.
-    thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pf.queued() < 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(pf.queued(), 2, "{}", pf.log());
     assert!(pf.log().contains("from=<>"), "null sender:\n{}", pf.log());
 }
