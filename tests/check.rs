@@ -168,6 +168,9 @@ struct QmailReplies {
     ok: Vec<u8>,
     rcpthosts: Vec<u8>,
     unacceptable_sender: Vec<u8>,
+    /// Not from a capture: qmail's text when qmail-queue fails for a
+    /// reason other than a permanent one (qmail.c, `qmail_close`).
+    temporary: Vec<u8>,
 }
 
 fn raw_reply(labels: &str, code: &str) -> Vec<u8> {
@@ -198,6 +201,7 @@ fn qmail_replies() -> QmailReplies {
         ok: raw_reply("qmtp-open-relay-2209.labels.json", "K"),
         rcpthosts: raw_reply("qmtp-closed-relay-209.labels.json", "D"),
         unacceptable_sender: format!("{}:{text},", text.len()).into_bytes(),
+        temporary: b"30:Zqq temporary problem (#4.3.0),".to_vec(),
     }
 }
 
@@ -219,6 +223,20 @@ struct Seen {
     codes: String,
 }
 
+/// What the server does with a package it does not refuse for its sender.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Relaying {
+    /// RELAYCLIENT for everyone: every recipient accepted.
+    Open,
+    /// Only `example.net` recipients accepted, others refused.
+    Closed,
+    /// qmail-queue failing: every such package deferred.
+    Defers,
+    /// Never answers such a package (a queue that hangs), and keeps the
+    /// connection until the client closes it.
+    Hangs,
+}
+
 struct QmtpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -229,6 +247,15 @@ impl QmtpServer {
     /// `open`: RELAYCLIENT for everyone (the open relay on 2209 in the
     /// fixtures); otherwise only `example.net` recipients are accepted.
     fn start(bind: &str, open: bool, writes: Writes) -> QmtpServer {
+        let relaying = if open {
+            Relaying::Open
+        } else {
+            Relaying::Closed
+        };
+        QmtpServer::start_relaying(bind, relaying, writes)
+    }
+
+    fn start_relaying(bind: &str, relaying: Relaying, writes: Writes) -> QmtpServer {
         let l = TcpListener::bind(bind).unwrap();
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
@@ -240,7 +267,7 @@ impl QmtpServer {
                 match l.accept() {
                     Ok((c, _)) => {
                         let se = Arc::clone(&se);
-                        thread::spawn(move || qmtp_session(c, open, writes, &se));
+                        thread::spawn(move || qmtp_session(c, relaying, writes, &se));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(5))
@@ -265,7 +292,7 @@ impl Drop for QmtpServer {
 
 /// One connection, as qmail-qmtpd: packages answered one netstring per
 /// recipient; anything that is not a package closes without a byte.
-fn qmtp_session(mut c: TcpStream, open: bool, writes: Writes, seen: &Mutex<Vec<Seen>>) {
+fn qmtp_session(mut c: TcpStream, relaying: Relaying, writes: Writes, seen: &Mutex<Vec<Seen>>) {
     let r = qmail_replies();
     c.set_nonblocking(false).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -284,13 +311,18 @@ fn qmtp_session(mut c: TcpStream, open: bool, writes: Writes, seen: &Mutex<Vec<S
                 return;
             }
             let sender_len = req.sender.as_ref().map_or(0, |s| s.wire_len);
+            if sender_len < 1000 && relaying == Relaying::Hangs {
+                continue;
+            }
             let mut answer = Vec::new();
             let mut codes = String::new();
             for rcpt in &req.recipients {
                 let local = rcpt.text().to_ascii_lowercase().ends_with("@example.net");
                 let reply = if sender_len >= 1000 {
                     &r.unacceptable_sender
-                } else if open || local {
+                } else if relaying == Relaying::Defers {
+                    &r.temporary
+                } else if relaying == Relaying::Open || local {
                     &r.ok
                 } else {
                     &r.rcpthosts
@@ -346,6 +378,19 @@ fn http_server() -> SocketAddr {
                     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
             });
+        }
+    });
+    addr
+}
+
+/// Speaks first with `banner`, then closes.
+fn banner_server(banner: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let _ = c.write_all(banner);
         }
     });
     addr
@@ -588,6 +633,56 @@ fn qmtp_relay_test_verdicts() {
         out.contains("refused — D \"sorry, that domain isn't in my list"),
         "{out}"
     );
+}
+
+#[test]
+fn deferred_and_unanswered_relay_tests() {
+    let defers = QmtpServer::start_relaying("127.0.0.1:0", Relaying::Defers, Writes::Whole);
+    let hangs = QmtpServer::start_relaying("127.0.0.1:0", Relaying::Hangs, Writes::Whole);
+    let (da, ha) = (defers.addr.to_string(), hangs.addr.to_string());
+    let o = check(&["--relay-test", "--format", "json", &da, &ha]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let evs = events(&o);
+    let rt = &result_of(&evs, &da)["qmwatch"]["check"]["relay_test"];
+    assert_eq!(rt["verdict"], "deferred", "{rt:#}");
+    assert_eq!(rt["reply"]["code"], "Z");
+    assert_eq!(rt["reply"]["text"], "qq temporary problem (#4.3.0)");
+    let rt = &result_of(&evs, &ha)["qmwatch"]["check"]["relay_test"];
+    assert_eq!(rt["verdict"], "unanswered", "{rt:#}");
+    assert!(rt.get("reply").is_none(), "{rt:#}");
+    assert_eq!(rt["probe"]["end"], "timeout");
+    assert_eq!(rt["probe"]["received_bytes"], 0);
+    let mut verdicts: Vec<&str> = dataset(&evs, "qmwatch.relay")
+        .iter()
+        .map(|e| e["qmwatch"]["relay"]["verdict"].as_str().unwrap())
+        .collect();
+    verdicts.sort();
+    assert_eq!(verdicts, ["deferred", "unanswered"]);
+    let o = check(&["--relay-test", &da, &ha]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("deferred — Z \"qq temporary problem (#4.3.0)\""),
+        "{out}"
+    );
+    assert!(out.contains("unanswered — no reply (timeout)"), "{out}");
+}
+
+#[test]
+fn banners_of_other_protocols() {
+    let ssh = banner_server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n").to_string();
+    let imap = banner_server(b"* OK [CAPABILITY IMAP4rev1] Dovecot ready.\r\n").to_string();
+    let binary = banner_server(b"\x00\xff\x7fqm\r\n").to_string();
+    let o = check(&["--format", "json", &ssh, &imap, &binary]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let evs = events(&o);
+    for (a, result) in [(&ssh, "ssh"), (&imap, "other"), (&binary, "other")] {
+        let c = &result_of(&evs, a)["qmwatch"]["check"];
+        assert_eq!(c["result"], result, "{c:#}");
+        assert_eq!(c["proof"], "greeting", "{c:#}");
+    }
+    let c = &result_of(&evs, &binary)["qmwatch"]["check"];
+    assert_eq!(c["probes"][0]["received"], "\\x00\\xff\\x7fqm\\r\\n");
+    assert_eq!(c["probes"][0]["received_bytes"], 7);
 }
 
 #[test]
