@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,11 +58,55 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn events(o: &Output) -> Vec<Value> {
-    stdout(o)
+/// `docs/events.schema.json`, with formats (ip, date-time) checked.
+fn validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("docs/events.schema.json")).unwrap(),
+        )
+        .unwrap();
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("the schema itself is invalid: {e}"))
+    })
+}
+
+fn schema_errors(e: &Value) -> Vec<String> {
+    validator()
+        .iter_errors(e)
+        .map(|x| format!("{x} at {}", x.instance_path()))
+        .collect()
+}
+
+/// Every event, as written, is valid against the schema.
+fn assert_valid(evs: &[Value]) {
+    for e in evs {
+        let errs = schema_errors(e);
+        assert!(
+            errs.is_empty(),
+            "{} {}: invalid event:\n{}\n{e:#}",
+            e["event"]["dataset"],
+            e["qmwatch"]["check"]["result"],
+            errs.join("\n")
+        );
+    }
+}
+
+/// The JSON lines of `text`, each checked against the schema.
+fn parse_events(text: &str) -> Vec<Value> {
+    let evs: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l}: {e}")))
-        .collect()
+        .collect();
+    assert_valid(&evs);
+    evs
+}
+
+/// The events on standard output, each checked against the schema.
+fn events(o: &Output) -> Vec<Value> {
+    parse_events(&stdout(o))
 }
 
 fn dataset<'a>(evs: &'a [Value], name: &str) -> Vec<&'a Value> {
@@ -124,6 +168,9 @@ struct QmailReplies {
     ok: Vec<u8>,
     rcpthosts: Vec<u8>,
     unacceptable_sender: Vec<u8>,
+    /// Not from a capture: qmail's text when qmail-queue fails for a
+    /// reason other than a permanent one (qmail.c, `qmail_close`).
+    temporary: Vec<u8>,
 }
 
 fn raw_reply(labels: &str, code: &str) -> Vec<u8> {
@@ -154,6 +201,7 @@ fn qmail_replies() -> QmailReplies {
         ok: raw_reply("qmtp-open-relay-2209.labels.json", "K"),
         rcpthosts: raw_reply("qmtp-closed-relay-209.labels.json", "D"),
         unacceptable_sender: format!("{}:{text},", text.len()).into_bytes(),
+        temporary: b"30:Zqq temporary problem (#4.3.0),".to_vec(),
     }
 }
 
@@ -175,6 +223,20 @@ struct Seen {
     codes: String,
 }
 
+/// What the server does with a package it does not refuse for its sender.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Relaying {
+    /// RELAYCLIENT for everyone: every recipient accepted.
+    Open,
+    /// Only `example.net` recipients accepted, others refused.
+    Closed,
+    /// qmail-queue failing: every such package deferred.
+    Defers,
+    /// Never answers such a package (a queue that hangs), and keeps the
+    /// connection until the client closes it.
+    Hangs,
+}
+
 struct QmtpServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -185,6 +247,15 @@ impl QmtpServer {
     /// `open`: RELAYCLIENT for everyone (the open relay on 2209 in the
     /// fixtures); otherwise only `example.net` recipients are accepted.
     fn start(bind: &str, open: bool, writes: Writes) -> QmtpServer {
+        let relaying = if open {
+            Relaying::Open
+        } else {
+            Relaying::Closed
+        };
+        QmtpServer::start_relaying(bind, relaying, writes)
+    }
+
+    fn start_relaying(bind: &str, relaying: Relaying, writes: Writes) -> QmtpServer {
         let l = TcpListener::bind(bind).unwrap();
         l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap();
@@ -196,7 +267,7 @@ impl QmtpServer {
                 match l.accept() {
                     Ok((c, _)) => {
                         let se = Arc::clone(&se);
-                        thread::spawn(move || qmtp_session(c, open, writes, &se));
+                        thread::spawn(move || qmtp_session(c, relaying, writes, &se));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(5))
@@ -221,7 +292,7 @@ impl Drop for QmtpServer {
 
 /// One connection, as qmail-qmtpd: packages answered one netstring per
 /// recipient; anything that is not a package closes without a byte.
-fn qmtp_session(mut c: TcpStream, open: bool, writes: Writes, seen: &Mutex<Vec<Seen>>) {
+fn qmtp_session(mut c: TcpStream, relaying: Relaying, writes: Writes, seen: &Mutex<Vec<Seen>>) {
     let r = qmail_replies();
     c.set_nonblocking(false).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -240,13 +311,18 @@ fn qmtp_session(mut c: TcpStream, open: bool, writes: Writes, seen: &Mutex<Vec<S
                 return;
             }
             let sender_len = req.sender.as_ref().map_or(0, |s| s.wire_len);
+            if sender_len < 1000 && relaying == Relaying::Hangs {
+                continue;
+            }
             let mut answer = Vec::new();
             let mut codes = String::new();
             for rcpt in &req.recipients {
                 let local = rcpt.text().to_ascii_lowercase().ends_with("@example.net");
                 let reply = if sender_len >= 1000 {
                     &r.unacceptable_sender
-                } else if open || local {
+                } else if relaying == Relaying::Defers {
+                    &r.temporary
+                } else if relaying == Relaying::Open || local {
                     &r.ok
                 } else {
                     &r.rcpthosts
@@ -302,6 +378,19 @@ fn http_server() -> SocketAddr {
                     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
             });
+        }
+    });
+    addr
+}
+
+/// Speaks first with `banner`, then closes.
+fn banner_server(banner: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let _ = c.write_all(banner);
         }
     });
     addr
@@ -547,6 +636,56 @@ fn qmtp_relay_test_verdicts() {
 }
 
 #[test]
+fn deferred_and_unanswered_relay_tests() {
+    let defers = QmtpServer::start_relaying("127.0.0.1:0", Relaying::Defers, Writes::Whole);
+    let hangs = QmtpServer::start_relaying("127.0.0.1:0", Relaying::Hangs, Writes::Whole);
+    let (da, ha) = (defers.addr.to_string(), hangs.addr.to_string());
+    let o = check(&["--relay-test", "--format", "json", &da, &ha]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let evs = events(&o);
+    let rt = &result_of(&evs, &da)["qmwatch"]["check"]["relay_test"];
+    assert_eq!(rt["verdict"], "deferred", "{rt:#}");
+    assert_eq!(rt["reply"]["code"], "Z");
+    assert_eq!(rt["reply"]["text"], "qq temporary problem (#4.3.0)");
+    let rt = &result_of(&evs, &ha)["qmwatch"]["check"]["relay_test"];
+    assert_eq!(rt["verdict"], "unanswered", "{rt:#}");
+    assert!(rt.get("reply").is_none(), "{rt:#}");
+    assert_eq!(rt["probe"]["end"], "timeout");
+    assert_eq!(rt["probe"]["received_bytes"], 0);
+    let mut verdicts: Vec<&str> = dataset(&evs, "qmwatch.relay")
+        .iter()
+        .map(|e| e["qmwatch"]["relay"]["verdict"].as_str().unwrap())
+        .collect();
+    verdicts.sort();
+    assert_eq!(verdicts, ["deferred", "unanswered"]);
+    let o = check(&["--relay-test", &da, &ha]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("deferred — Z \"qq temporary problem (#4.3.0)\""),
+        "{out}"
+    );
+    assert!(out.contains("unanswered — no reply (timeout)"), "{out}");
+}
+
+#[test]
+fn banners_of_other_protocols() {
+    let ssh = banner_server(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n").to_string();
+    let imap = banner_server(b"* OK [CAPABILITY IMAP4rev1] Dovecot ready.\r\n").to_string();
+    let binary = banner_server(b"\x00\xff\x7fqm\r\n").to_string();
+    let o = check(&["--format", "json", &ssh, &imap, &binary]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let evs = events(&o);
+    for (a, result) in [(&ssh, "ssh"), (&imap, "other"), (&binary, "other")] {
+        let c = &result_of(&evs, a)["qmwatch"]["check"];
+        assert_eq!(c["result"], result, "{c:#}");
+        assert_eq!(c["proof"], "greeting", "{c:#}");
+    }
+    let c = &result_of(&evs, &binary)["qmwatch"]["check"];
+    assert_eq!(c["probes"][0]["received"], "\\x00\\xff\\x7fqm\\r\\n");
+    assert_eq!(c["probes"][0]["received_bytes"], 7);
+}
+
+#[test]
 fn other_ports_are_not_qmtp_qmqp() {
     let http = http_server().to_string();
     let silent = silent_server().to_string();
@@ -736,42 +875,155 @@ fn events_have_the_passive_field_names() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(o.stdout.is_empty(), "events went to the file");
-    let evs: Vec<Value> = std::fs::read_to_string(&file)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("docs/events.schema.json")).unwrap(),
-    )
-    .unwrap();
-    let v = jsonschema::options().build(&schema).unwrap();
+    // Each event as written, observer.type active_check included, is
+    // valid against the schema the passive events are.
+    let evs = parse_events(&std::fs::read_to_string(&file).unwrap());
     let mut kinds = Vec::new();
     for e in &evs {
         assert_eq!(e["observer"]["type"], "active_check");
-        let ds = e["event"]["dataset"].as_str().unwrap();
-        if ds == "qmwatch.check" {
-            continue;
-        }
-        // Apart from who observed it, a passive event of the same kind.
-        let mut p = e.clone();
-        p["observer"]["type"] = Value::from("sensor");
-        let errs: Vec<String> = v
-            .iter_errors(&p)
-            .map(|x| format!("{x} at {}", x.instance_path()))
-            .collect();
-        assert!(errs.is_empty(), "{ds}: {errs:?}\n{e:#}");
-        kinds.push(ds.to_string());
+        kinds.push(e["event"]["dataset"].as_str().unwrap().to_string());
     }
     kinds.sort();
     assert_eq!(
         kinds,
-        ["qmwatch.relay", "qmwatch.service", "qmwatch.transaction"]
+        [
+            "qmwatch.check",
+            "qmwatch.relay",
+            "qmwatch.service",
+            "qmwatch.transaction"
+        ]
     );
     // A text report with -o: the report on stdout, the events in the file.
     let o = check(&["-o", file.to_str().unwrap(), &a]);
     assert!(stdout(&o).contains("QMTP service"));
-    assert!(std::fs::read_to_string(&file).unwrap().lines().count() > evs.len());
+    let all = parse_events(&std::fs::read_to_string(&file).unwrap());
+    assert!(all.len() > evs.len());
+}
+
+/// The schema allows what the check writes and nothing more: an event
+/// changed in one field is rejected.
+#[test]
+fn the_schema_holds_check_events_to_what_the_check_writes() {
+    type Mutation = (&'static str, fn(&mut Value));
+    let rejected = |e: &Value, mutations: &[Mutation]| {
+        for (what, m) in mutations {
+            let mut x = e.clone();
+            m(&mut x);
+            assert!(!schema_errors(&x).is_empty(), "accepted: {what}\n{x:#}");
+        }
+    };
+
+    // A closed port: no connection, so no source and no flow.
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let evs = events(&check(&["--format", "json", &closed]));
+    let c = result_of(&evs, &closed).clone();
+    assert_eq!(c["qmwatch"]["check"]["result"], "closed");
+    rejected(
+        &c,
+        &[
+            ("a Community ID without a connection", |e| {
+                e["network"]["community_id"] = "1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into()
+            }),
+            ("a source without a connection", |e| {
+                e["source"] = serde_json::json!({"ip": "127.0.0.1", "port": 40000})
+            }),
+            ("observer.type sensor", |e| {
+                e["observer"]["type"] = "sensor".into()
+            }),
+            ("an unknown observer.type", |e| {
+                e["observer"]["type"] = "scanner".into()
+            }),
+            ("an unknown result", |e| {
+                e["qmwatch"]["check"]["result"] = "filtered".into()
+            }),
+            ("closed as a failure", |e| {
+                e["event"]["outcome"] = "failure".into()
+            }),
+            ("an unknown field", |e| {
+                e["qmwatch"]["check"]["extra"] = 1.into()
+            }),
+            ("an unknown end", |e| {
+                e["qmwatch"]["check"]["probes"][0]["end"] = "eof".into()
+            }),
+            ("sanctioned without a service", |e| {
+                e["qmwatch"]["check"]["sanctioned"] = true.into()
+            }),
+            ("a protocol without a service", |e| {
+                e["network"]["protocol"] = "qmtp".into()
+            }),
+            ("an alert", |e| {
+                e["event"]["kind"] = "alert".into();
+                e["event"]["severity"] = 21.into();
+                e["rule"] = serde_json::json!({"id": "qmwatch-check", "name": "check"});
+            }),
+            ("no probes", |e| {
+                e["qmwatch"]["check"]["probes"] = serde_json::json!([])
+            }),
+        ],
+    );
+
+    // An open QMTP relay: every kind of event the check writes.
+    let s = QmtpServer::start("127.0.0.1:0", true, Writes::Whole);
+    let a = s.addr.to_string();
+    let evs = events(&check(&["--relay-test", "--format", "json", &a]));
+    let c = result_of(&evs, &a).clone();
+    assert_eq!(c["qmwatch"]["check"]["relay_test"]["verdict"], "open_relay");
+    rejected(
+        &c,
+        &[
+            ("a connection without a source", |e| {
+                e.as_object_mut().unwrap().remove("source");
+            }),
+            ("a connection without a Community ID", |e| {
+                e["network"].as_object_mut().unwrap().remove("community_id");
+            }),
+            ("the other protocol", |e| {
+                e["network"]["protocol"] = "qmqp".into()
+            }),
+            ("a service without replies", |e| {
+                e["qmwatch"]["check"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("replies");
+            }),
+            ("service false for QMTP", |e| {
+                e["qmwatch"]["check"]["service"] = false.into()
+            }),
+            ("an unknown verdict", |e| {
+                e["qmwatch"]["check"]["relay_test"]["verdict"] = "maybe".into()
+            }),
+            ("refused with K", |e| {
+                e["qmwatch"]["check"]["relay_test"]["verdict"] = "refused".into()
+            }),
+            ("an open relay for a trusted client", |e| {
+                e["qmwatch"]["check"]["relay_test"]["client_trusted"] = true.into()
+            }),
+            ("a relay-test step among the detection probes", |e| {
+                e["qmwatch"]["check"]["probes"][0]["probe"] = "relay_test".into()
+            }),
+        ],
+    );
+    for ds in ["qmwatch.service", "qmwatch.transaction", "qmwatch.relay"] {
+        let e = dataset(&evs, ds)[0].clone();
+        rejected(
+            &e,
+            &[
+                ("an active check's capture interface", |e| {
+                    e["observer"]["ingress"] = serde_json::json!({"interface": {"name": "lo"}})
+                }),
+                ("an unknown observer.type", |e| {
+                    e["observer"]["type"] = "scanner".into()
+                }),
+            ],
+        );
+    }
+    let relay = dataset(&evs, "qmwatch.relay")[0].clone();
+    rejected(
+        &relay,
+        &[("another scanner named by the check", |e| {
+            e["qmwatch"]["relay"]["scanner"] = "nessus".into()
+        })],
+    );
 }
 
 // ---------------------------------------------------------------------------

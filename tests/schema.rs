@@ -231,6 +231,16 @@ fn the_schema_rejects_a_wrong_type_or_a_missing_field() {
         ("recipients not a list", |e| {
             e["email"]["to"]["address"] = "a@example.com".into()
         }),
+        ("an unknown observer.type", |e| {
+            e["observer"]["type"] = "scanner".into()
+        }),
+        (
+            "a relay alert no active check wrote, as active_check",
+            |e| e["observer"]["type"] = "active_check".into(),
+        ),
+        ("the check's dataset from the sensor", |e| {
+            e["event"]["dataset"] = "qmwatch.check".into()
+        }),
     ];
     for (what, m) in mutations {
         let mut e = relay.clone();
