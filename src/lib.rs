@@ -14,6 +14,7 @@ pub mod capture;
 pub mod decode;
 pub mod detect;
 pub mod event;
+pub mod exit;
 pub mod flow;
 pub mod pipeline;
 #[cfg(feature = "live")]
