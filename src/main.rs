@@ -222,6 +222,11 @@ struct LiveArgs {
     /// judged only over at least 1 MiB acknowledged.
     #[arg(long, default_value_t = 5.0, value_name = "PERCENT", value_parser = parse_percent)]
     capture_loss_threshold: f64,
+    /// No packet at all on the interface for DURATION raises a
+    /// `capture_silent` anomaly (a SPAN session removed looks like a quiet
+    /// network otherwise), and packets again a `capture_resumed`.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    idle_alarm: u64,
     /// Batches (blocks of up to 1 MiB of packets) each worker queue holds
     /// before the capture thread drops, counted as queue drops; absorbs a
     /// worker that is not scheduled for a moment. Tests use 1 to provoke
@@ -602,6 +607,7 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
             percent: a.capture_loss_threshold,
             ..LossThreshold::default()
         },
+        idle_alarm: Some(Duration::from_nanos(a.idle_alarm)),
     };
     if !a.quiet {
         let lt = handles.first().map(|h| h.link_type()).unwrap_or(0);

@@ -276,7 +276,7 @@ fn svg(h: &mut String, s: &crate::detect::ServerInfo, name: &str, lo: u64, hi: u
     let scale = (BASE - TOP) / f64::from(max);
     let _ = writeln!(
         h,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {HEIGHT}\" width=\"{W}\" height=\"{HEIGHT}\" role=\"img\" aria-label=\"activity of {}\">",
+        "<svg viewBox=\"0 0 {W} {HEIGHT}\" width=\"{W}\" height=\"{HEIGHT}\" role=\"img\" aria-label=\"activity of {}\">",
         esc(name)
     );
     let _ = writeln!(
@@ -460,8 +460,8 @@ mod tests {
         assert!(!html.contains('\u{1}'));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("\\x01"));
-        // Nothing is fetched: no URL but the SVG namespace.
-        assert_eq!(html.matches("http").count(), 2, "{html}");
+        // Nothing is fetched: no URL at all.
+        assert_eq!(html.matches("http").count(), 1, "{html}");
         assert!(html.contains("http-equiv=\"Content-Security-Policy\""));
     }
 
