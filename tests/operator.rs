@@ -649,3 +649,23 @@ mod idle {
         assert!(ev.iter().any(|e| dataset(e) == "qmwatch.transaction"));
     }
 }
+
+#[test]
+fn the_packaged_example_policy_is_valid_and_judges() {
+    // docs/examples/site.toml is installed as /etc/qmwatch/site.toml, which
+    // the unit passes with --policy: a bad entry would keep the sensor down.
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples/site.toml");
+    let o = qmwatch(&[
+        "audit",
+        "--format",
+        "json",
+        "--policy",
+        &policy.to_string_lossy(),
+        &fixture("qmtp-open-relay-2209.pcap"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = report["policy"].as_str().unwrap();
+    assert!(p.contains("site.toml"), "{p}");
+    assert!(report["relay_attempts"]["open_relay"].as_u64().unwrap() > 0);
+}
