@@ -95,7 +95,7 @@ impl IdleAlarm {
                 if quiet >= self.idle {
                     let s = Silence {
                         idle_alarm_seconds: self.idle.as_secs_f64(),
-                        silent_seconds: quiet.as_secs_f64(),
+                        silent_seconds: millis(quiet.as_secs_f64()),
                         last_packet_ns: last,
                     };
                     self.emit(false, &s, wall, det, out);
@@ -123,5 +123,10 @@ impl IdleAlarm {
 }
 
 fn secs(ns: u64) -> f64 {
-    Duration::from_nanos(ns).as_secs_f64()
+    millis(Duration::from_nanos(ns).as_secs_f64())
+}
+
+/// Seconds to the millisecond: the wall clock says no more.
+fn millis(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
 }
