@@ -474,9 +474,19 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         Err(e) => return exit::fail(&e),
     };
     // The report file is opened before anything is read, so that a path
-    // that cannot be written fails at once (as `tcpdump -w` does).
+    // that cannot be written fails at once; it is emptied only when the
+    // report is written (`-o capture.pcap` by mistake loses nothing).
+    let existed = a
+        .output
+        .as_ref()
+        .is_some_and(|p| std::fs::metadata(p).is_ok());
     let mut out_file = match &a.output {
-        Some(p) => match std::fs::File::create(p) {
+        Some(p) => match std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+        {
             Ok(f) => Some(f),
             Err(e) => return exit::fail(&format!("{p}: cannot write the report: {e}")),
         },
@@ -498,7 +508,7 @@ fn run_audit(a: AuditArgs) -> ExitCode {
     };
     if exit::nothing_read(&report) {
         // No report of nothing: an empty report file would read as clean.
-        if let Some(p) = &a.output {
+        if let (Some(p), false) = (&a.output, existed) {
             drop(out_file.take());
             let _ = std::fs::remove_file(p);
         }
@@ -508,7 +518,8 @@ fn run_audit(a: AuditArgs) -> ExitCode {
     let text = audit::render(&report, &files, &policy_text, a.format);
     let written = match (&mut out_file, &a.output) {
         (Some(f), Some(p)) => f
-            .write_all(text.as_bytes())
+            .set_len(0)
+            .and_then(|()| f.write_all(text.as_bytes()))
             .and_then(|()| f.flush())
             .map_err(|e| format!("{p}: cannot write the report: {e}")),
         _ => {

@@ -61,6 +61,23 @@ fn a_missing_file_is_one_line_like_tcpdump_and_no_summary() {
         let o = qmwatch(&[sub, "/nonexistent/missing.pcap"]);
         one_line_error(&o, "/nonexistent/missing.pcap: No such file or directory");
     }
+    // A report file is only written when there is a report: an earlier
+    // file stays as it was, and none is left behind.
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.html");
+    std::fs::write(&kept, "earlier report").unwrap();
+    let new = dir.path().join("new.html");
+    for out in [&kept, &new] {
+        let o = qmwatch(&[
+            "audit",
+            "-o",
+            &out.to_string_lossy(),
+            "/nonexistent/missing.pcap",
+        ]);
+        one_line_error(&o, "/nonexistent/missing.pcap: No such file or directory");
+    }
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "earlier report");
+    assert!(!new.exists());
 }
 
 #[test]
