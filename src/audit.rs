@@ -91,6 +91,7 @@ pub fn json_report(r: &ReplayReport, files: &[String], policy: &str) -> serde_js
                 "clients": s.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                 "clients_truncated": s.clients_capped,
                 "evidence": s.evidence,
+                "timeline": timeline_json(&s.timeline),
             })
         })
         .collect();
@@ -123,6 +124,28 @@ pub fn json_report(r: &ReplayReport, files: &[String], policy: &str) -> serde_js
         "probes": inv.probes,
         "errors": r.errors,
         "packets": r.decode.frames,
+    })
+}
+
+/// A server's timeline: the bucket width and every bucket with something
+/// in it (its start, and a count per series).
+fn timeline_json(t: &crate::detect::timeline::Timeline) -> serde_json::Value {
+    use crate::detect::timeline::SERIES;
+    let buckets: Vec<_> = t
+        .buckets()
+        .filter(|(_, b)| b.iter().any(|v| *v > 0))
+        .map(|(start, b)| {
+            let mut m = serde_json::Map::new();
+            m.insert("start".into(), json!(rfc3339(start)));
+            for (name, v) in SERIES.iter().zip(b) {
+                m.insert((*name).into(), json!(v));
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    json!({
+        "bucket_seconds": t.width_ns() / 1_000_000_000,
+        "buckets": buckets,
     })
 }
 

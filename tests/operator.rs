@@ -685,4 +685,18 @@ fn the_packaged_example_policy_is_valid_and_judges() {
     let p = report["policy"].as_str().unwrap();
     assert!(p.contains("site.toml"), "{p}");
     assert!(report["relay_attempts"]["open_relay"].as_u64().unwrap() > 0);
+    // The JSON report carries the timelines the HTML page draws: every
+    // transaction and relay attempt is in one bucket.
+    let t = &report["servers"][0]["timeline"];
+    assert_eq!(t["bucket_seconds"], 1, "{t}");
+    let sum = |k: &str| -> u64 {
+        t["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[k].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("transactions"), report["servers"][0]["transactions"]);
+    assert_eq!(sum("open_relay"), report["relay_attempts"]["open_relay"]);
 }
