@@ -130,3 +130,61 @@ fn secs(ns: u64) -> f64 {
 fn millis(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::policy::PolicyBuilder;
+
+    fn actions(out: &[Event]) -> Vec<String> {
+        out.iter()
+            .filter_map(|e| match e {
+                Event::Object(m) => m["event"]["action"].as_str().map(String::from),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Calls `check` once its deadline has passed.
+    fn check_when_due(a: &mut IdleAlarm, det: &mut Detector, out: &mut Vec<Event>) {
+        while Instant::now() < a.deadline() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        a.check(det, out);
+    }
+
+    #[test]
+    fn one_alarm_per_silence_and_one_when_packets_return() {
+        let counters = Arc::new(CaptureCounters::default());
+        let run = RunId {
+            hostname: "sensor".into(),
+            interface: Some("eth1".into()),
+            started_ns: wall_ns(),
+        };
+        let mut det = Detector::new(Arc::new(PolicyBuilder::new().build()), None);
+        let mut a = IdleAlarm::new(Duration::from_millis(100), Arc::clone(&counters), run);
+        let mut out = Vec::new();
+        // Traffic keeps it quiet.
+        for _ in 0..3 {
+            counters.packets.fetch_add(1, Ordering::Relaxed);
+            counters.last_packet_ns.store(wall_ns(), Ordering::Relaxed);
+            a.check(&mut det, &mut out);
+        }
+        assert!(out.is_empty());
+        let last = counters.last_packet_ns.load(Ordering::Relaxed);
+        check_when_due(&mut a, &mut det, &mut out);
+        check_when_due(&mut a, &mut det, &mut out);
+        check_when_due(&mut a, &mut det, &mut out);
+        assert_eq!(actions(&out), ["capture_silent"]);
+        counters.packets.fetch_add(1, Ordering::Relaxed);
+        counters.last_packet_ns.store(wall_ns(), Ordering::Relaxed);
+        check_when_due(&mut a, &mut det, &mut out);
+        assert_eq!(actions(&out), ["capture_silent", "capture_resumed"]);
+        let Event::Object(m) = &out[1] else {
+            panic!("not an object")
+        };
+        let s = &m["qmwatch"]["capture_silence"];
+        assert_eq!(s["last_packet"], crate::event::rfc3339(last));
+        assert!(s["silent_seconds"].as_f64().unwrap_or(0.0) >= 0.1, "{s}");
+    }
+}
