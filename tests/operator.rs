@@ -252,7 +252,9 @@ fn chromium() -> Option<&'static str> {
 /// `--screenshot=FILE`): nothing fetched, a profile of its own.
 fn headless(browser: &str, page: &Path, mode: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(browser)
+    // A browser that hangs must not hang the suite.
+    let out = Command::new("timeout")
+        .args(["120", browser])
         .args([
             "--headless",
             "--no-sandbox",
