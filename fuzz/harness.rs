@@ -68,7 +68,8 @@ pub fn decode_frame(data: &[u8]) {
             max_datagrams: 3,
             max_fragments_per_datagram: 6,
             max_datagram_bytes: 2048,
-            max_total_bytes: 1024,
+            max_datagram_memory: 4096,
+            max_total_memory: 8192,
             timeout_nanos: 30_000_000_000,
         }
     } else {

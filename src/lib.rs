@@ -7,10 +7,13 @@
 //! ```
 //!
 //! [`pipeline`] runs the stages on threads joined by bounded channels.
+//! [`check`] is the active side: it connects to servers itself, and hands
+//! its findings to the same `event` builders.
 #![deny(unsafe_code)]
 
 pub mod audit;
 pub mod capture;
+pub mod check;
 pub mod decode;
 pub mod detect;
 pub mod event;

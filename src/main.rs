@@ -2,14 +2,17 @@
 #![deny(unsafe_code)]
 
 use std::io::{IsTerminal, Write as _};
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use qmwatch::audit::{self, Format};
+use qmwatch::check::{self, net as check_net, report as check_report, target as check_target};
 use qmwatch::detect::policy::{Policy, PolicyBuilder};
 use qmwatch::event::Observer;
 use qmwatch::exit;
@@ -43,6 +46,11 @@ enum Command {
     /// events as JSON lines until SIGINT/SIGTERM (needs a build with
     /// `--features live`).
     Live(Box<LiveArgs>),
+    /// Connect to servers and find out whether QMTP or QMQP is there
+    /// (without delivering mail) and, with --relay-test, whether it relays
+    /// for this client. Exit status 0 nothing found, 1 an unsanctioned
+    /// service or an open relay, 2 error.
+    Check(Box<CheckArgs>),
 }
 
 /// The site policy, as flags (the policy file uses the same names).
@@ -354,6 +362,75 @@ struct AuditArgs {
     policy: PolicyArgs,
 }
 
+/// `qmwatch check`: the active re-test.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Targets: HOST (a name or an address: the --ports are checked), HOST:PORT, \
+[IPv6]:PORT, or a network in CIDR form (192.0.2.0/28; IPv4 network and broadcast \
+addresses left out). Only the addresses named, a name's own addresses, and those inside a \
+named network are contacted, at most --max-targets distinct addresses; a bad target is an \
+error before anything is sent.\n\n\
+Detection sends no request that can deliver mail. --relay-test sends one message per \
+QMTP/QMQP service found, from the null envelope sender, to an undeliverable recipient at \
+a .invalid domain unless --relay-recipient names another.\n\n\
+In a check no network is trusted unless --trusted-net (or the policy file) names it: the \
+passive defaults (private, loopback, link-local) do not apply. A K to the relay test from \
+a trusted source is reported as accepted for a trusted client, not as an open relay.\n\n\
+Events: with --format json they go to each -o (standard output when none); with the text \
+report they go only to the -o given.\n\n\
+Exit status: 0 nothing found; 1 a QMTP/QMQP service that is not --sanctioned, or an open \
+relay; 2 error (bad target or flag, unusable --source, unwritable output)."
+)]
+struct CheckArgs {
+    /// What to check (see below).
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Ports checked on a target named without one, comma-separated.
+    #[arg(long, default_value = "209,628", value_name = "PORTS")]
+    ports: String,
+    /// Also try to relay one message through each QMTP/QMQP service found.
+    #[arg(long)]
+    relay_test: bool,
+    /// The relay test's recipient (default relay-test@qmwatch-check.invalid,
+    /// which cannot be delivered). Must not be in a --local-domain.
+    #[arg(long, value_name = "ADDRESS")]
+    relay_recipient: Option<String>,
+    /// Local address every connection is made from (the test runs "from a
+    /// different network" where this host has one).
+    #[arg(long, value_name = "ADDR")]
+    source: Option<String>,
+    /// Wait for a connection to be accepted (e.g. 3s, 500ms).
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = check::parse_timeout)]
+    connect_timeout: Duration,
+    /// Wait for a server that speaks first (an SMTP banner, Postfix qmqpd
+    /// refusing this client after its 1 s error delay).
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = check::parse_timeout)]
+    greeting_wait: Duration,
+    /// Wait for the answer to each request.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = check::parse_timeout)]
+    read_timeout: Duration,
+    /// Ports checked at once.
+    #[arg(long, default_value_t = check::DEFAULT_CONCURRENCY as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    concurrency: u64,
+    /// Distinct addresses a check may contact, at most.
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    max_targets: u64,
+    /// `text`: a report on standard output; `json`: the events as JSON
+    /// lines (to --output, standard output by default).
+    // The audit's Format also has `html`, which a check does not write.
+    #[arg(
+        long,
+        default_value = "text",
+        value_parser = clap::builder::PossibleValuesParser::new(["text", "json"])
+            .map(|s| if s == "json" { Format::Json } else { Format::Text })
+    )]
+    format: Format,
+    #[command(flatten)]
+    outputs: OutputArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
 /// A percentage, 0 to 100.
 fn parse_percent(s: &str) -> Result<f64, String> {
     match s.trim().trim_end_matches('%').parse::<f64>() {
@@ -403,7 +480,78 @@ fn main() -> ExitCode {
         Command::Replay(a) => run_replay(a),
         Command::Audit(a) => run_audit(a),
         Command::Live(a) => run_live(*a),
+        Command::Check(a) => match run_check(*a) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => exit::fail(&e),
+        },
     }
+}
+
+/// `qmwatch check`: everything that can be wrong with the command line is
+/// found before the first connection.
+fn run_check(a: CheckArgs) -> Result<u8, String> {
+    let policy = check::check_policy(a.policy.build()?);
+    let ports = check_target::parse_ports(&a.ports)?;
+    let source = match &a.source {
+        Some(s) => Some(
+            s.trim_matches(['[', ']'])
+                .parse::<IpAddr>()
+                .map_err(|_| format!("--source {s:?}: not an IP address"))?,
+        ),
+        None => None,
+    };
+    let recipient = a
+        .relay_recipient
+        .clone()
+        .unwrap_or_else(|| check::wire::DEFAULT_RELAY_RECIPIENT.to_string());
+    check::check_recipient(&recipient, &policy)?;
+    if let Some(src) = source {
+        check_net::check_source(src)?;
+    }
+    let jobs = check_target::expand(&a.targets, &ports, a.max_targets as usize, source)?;
+    let observer = Observer::from_system();
+    // Outputs are opened before anything is sent: an unwritable file is an
+    // error with nothing done.
+    let events_wanted = a.format == Format::Json || !a.outputs.output.is_empty();
+    let mut sinks = None;
+    if events_wanted {
+        let delivery = a.outputs.delivery(observer.clone(), false)?;
+        sinks = Some(qmwatch::sink::Sinks::start(delivery.outputs)?);
+    }
+    let cfg = check::Config {
+        timeouts: check::Timeouts {
+            connect: a.connect_timeout,
+            greeting: a.greeting_wait,
+            read: a.read_timeout,
+        },
+        source,
+        relay_test: a.relay_test,
+        relay_recipient: recipient,
+        concurrency: a.concurrency as usize,
+        hostname: observer.hostname.clone(),
+    };
+    let run_ns = check::now_ns();
+    let reports = check::run(&jobs, &cfg, &policy)?;
+    if a.format == Format::Text {
+        print!("{}", check_report::text(&reports, &cfg, &policy));
+    } else {
+        // The report is not on the terminal: one line per target that
+        // could not be reached.
+        for r in reports.iter().filter(|r| r.finding.unreached()) {
+            eprintln!("qmwatch: {}: {}", r.job.addr, r.detail);
+        }
+    }
+    if let Some((sinks, mut fanout)) = sinks {
+        let mut events = check_report::events(&reports, &policy, &observer, run_ns);
+        fanout.send_events(&mut events);
+        drop(fanout);
+        for s in sinks.finish() {
+            if let Some(e) = s.error {
+                return Err(format!("output {}: {e}", s.output));
+            }
+        }
+    }
+    Ok(check::exit_status(&reports))
 }
 
 fn stop_flag() -> Result<Arc<AtomicBool>, String> {

@@ -70,16 +70,19 @@ fn saved_inputs_pass_every_target() {
 /// hand, a gap: they were never delivered.
 #[test]
 fn cap_hit_never_declares_bytes_in_hand_a_gap() {
-    use qmwatch::flow::reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
+    use qmwatch::flow::reassembly::{
+        Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, PIECE_COST,
+    };
 
     let cfg = ReassemblyConfig {
-        max_held_bytes: 64,
+        max_held_bytes: 1024,
         max_held_pieces: 2,
         recent_window: 16,
         max_ahead: 64 << 20,
     };
-    // The worker's budget: 64 bytes, 32 of them held by other flows.
-    let mut budget = Budget::new(64);
+    // The worker's budget: room for one 30-byte piece (charged with its
+    // cost) beside the 32 bytes held by other flows, not for two.
+    let mut budget = Budget::new(32 + 30 + PIECE_COST + 10);
     budget.held = 32;
     let mut ev = StreamEvents::default();
     let mut st = Stream::default();
@@ -104,7 +107,7 @@ fn cap_hit_never_declares_bytes_in_hand_a_gap() {
         &mut ev,
         &mut deliver,
     );
-    // Stream offsets 101..131: held (30 bytes, the budget now at 62).
+    // Stream offsets 101..131: held (30 bytes and the piece's cost).
     let later = data(101, 30);
     st.segment(
         isn + 1 + 101,

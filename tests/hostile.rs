@@ -378,6 +378,66 @@ fn syn_flood_three_million_at_the_default_cap() {
     );
 }
 
+/// IPv4 fragments (protocol TCP) that never complete: `datagrams`
+/// datagrams, each `per` 8-byte fragments with More Fragments set, one per
+/// 2 KiB (so that each costs a page of the defragmenter), the first at
+/// offset 0 (its bytes look like ports 40000 → 209).
+fn fragment_flood(datagrams: u32, per: u16) -> Producer {
+    Box::new(move |w| {
+        let mut pw = PcapWriter::new(w)?;
+        let mut n = 0u64;
+        for id in 0..datagrams {
+            for k in 0..per {
+                let offset_units = k * 256; // 2 KiB apart
+                let mut ip = vec![0x45, 0, 0, 28];
+                ip.extend_from_slice(&(id as u16).to_be_bytes());
+                ip.extend_from_slice(&(0x2000 | offset_units).to_be_bytes());
+                ip.extend_from_slice(&[64, 6, 0, 0]);
+                ip.extend_from_slice(&CLIENT);
+                ip.extend_from_slice(&SERVER);
+                ip.extend_from_slice(&[0x9c, 0x40, 0, 209, 0, 0, 0, 1]);
+                n += 1;
+                let f = ethernet(&ip);
+                pw.record(T0 + n * 1000, &f, f.len() as u32)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn ip_fragments_that_never_complete_stay_within_the_defragmentation_caps() {
+    // 4,000 datagrams of 32 scattered fragments: each would hold 32 pages
+    // (about 33 KiB charged), 130 MiB in all; 4 MiB are allowed, so the
+    // oldest datagrams are evicted, and every loss is counted (none can be
+    // told to a flow: there is none).
+    let mut args = policy();
+    args.push("-");
+    let o = qmwatch(&args, Some(fragment_flood(4000, 32)));
+    ok(&o);
+    report(
+        "fragment-flood-4000x32",
+        "4 MiB charged, 1024 datagrams",
+        &o,
+    );
+    assert!(o.events.is_empty());
+    assert_eq!(
+        summary_count(&o.stderr, "ip_fragment_held"),
+        4000 * 32,
+        "{}",
+        o.stderr
+    );
+    let lost = summary_count(&o.stderr, "ip_fragment_datagrams_lost");
+    // About 120 datagrams fit in 4 MiB; the rest were evicted.
+    assert!(lost > 3800 && lost < 4000, "{}", o.stderr);
+    assert_eq!(
+        summary_count(&o.stderr, "ip_fragment_losses_not_on_a_flow"),
+        4000,
+        "{}",
+        o.stderr
+    );
+}
+
 /// `flows` connections to port 209, each sending `bytes` of data one byte
 /// past its first (a hole at offset 0 that is never filled), in segments
 /// of 1000 bytes.

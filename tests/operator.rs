@@ -205,7 +205,13 @@ fn generate_assets_writes_man_pages_and_completions() {
     let dir = tempfile::tempdir().unwrap();
     let o = qmwatch(&["generate-assets", &dir.path().to_string_lossy()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    for page in ["qmwatch", "qmwatch-replay", "qmwatch-audit", "qmwatch-live"] {
+    for page in [
+        "qmwatch",
+        "qmwatch-replay",
+        "qmwatch-audit",
+        "qmwatch-live",
+        "qmwatch-check",
+    ] {
         let p = dir.path().join("man").join(format!("{page}.1"));
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
         assert!(text.starts_with(".ie \\n(.g .ds Aq"), "{p:?} is not roff");

@@ -288,3 +288,33 @@ fn event_ids_are_stable_across_runs_and_worker_counts() {
         );
     }
 }
+
+/// The anomaly kinds of insertion and fragmentation evasions are allowed
+/// (the events themselves are made by tests/evasion.rs and the unit tests;
+/// here one real anomaly event is renamed to each).
+#[test]
+fn the_schema_allows_every_evasion_anomaly_kind() {
+    let v = validator();
+    let cap = root().join("fixtures/derived/retransmit-conflict.pcap");
+    let events = replay(&cap, &[]);
+    let a = events
+        .iter()
+        .find(|e| e["event"]["dataset"] == "qmwatch.anomaly")
+        .expect("an anomaly")
+        .clone();
+    for kind in [
+        "ip_fragments_dropped",
+        "ip_tiny_fragments",
+        "tcp_ttl_insertion",
+        "tcp_chaff_flags",
+        "tcp_paws_failed",
+        "tcp_bad_checksum",
+        "ip_fragment_overlap_conflict",
+    ] {
+        let mut e = a.clone();
+        e["event"]["action"] = kind.into();
+        e["qmwatch"]["anomaly"]["kind"] = kind.into();
+        let errs = errors(&v, &e);
+        assert!(errs.is_empty(), "{kind}: {}", errs.join("\n"));
+    }
+}

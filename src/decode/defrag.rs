@@ -2,39 +2,53 @@
 //!
 //! This module owns one job: holding IP fragments until their datagram is
 //! whole, within fixed caps (datagrams at once, fragments per datagram,
-//! bytes per datagram, bytes held in total), on packet time (the capture
+//! memory per datagram, memory in total), on packet time (the capture
 //! timestamps the caller passes in, never the wall clock). A complete
 //! datagram is handed back as one contiguous payload, borrowed until the next
-//! call.
+//! call. Datagrams dropped incomplete (timeout, eviction, a cap) are reported
+//! through [`Defragmenter::take_lost`], so that the flow they belonged to can
+//! be told.
 //!
 //! It must not:
 //! - parse IP headers: the caller extracts the key, the byte offset, the
 //!   More-Fragments flag and the fragment's payload;
-//! - allocate by a claimed length: memory grows only with fragment bytes
-//!   actually received and stored, and those are counted against
-//!   [`DefragConfig::max_total_bytes`] at all times;
+//! - allocate by a claimed length: memory grows only by pages that received
+//!   bytes, and each page is charged (with its bookkeeping) against
+//!   [`DefragConfig::max_datagram_memory`] and
+//!   [`DefragConfig::max_total_memory`] before it is allocated;
 //! - let a later fragment overwrite bytes already held: overlapping bytes are
 //!   compared instead, and agreeing vs differing overlaps are counted
 //!   (differing overlaps are the IDS-evasion trick of Ptacek & Newsham, 1998);
+//! - do work quadratic in the number of fragments: a datagram is a map of
+//!   1 KiB pages, each with a bitmap of which 8-byte units arrived (every
+//!   offset and every non-final length is a multiple of 8), so a fragment
+//!   costs O(its length / 8 + log pages) whatever the order;
 //! - panic on any input.
 //!
 //! Policies chosen here:
-//! - Eviction at [`DefragConfig::max_datagrams`]: the datagram whose first
-//!   fragment arrived earliest (by packet time, ties by arrival order) is
-//!   dropped, in O(log n).
+//! - Eviction at [`DefragConfig::max_datagrams`], and when the memory in
+//!   total would pass its cap: the datagram whose first fragment arrived
+//!   earliest (by packet time, ties by arrival order) is dropped, in
+//!   O(log n), as Linux does.
+//! - A fragment that would take its datagram past
+//!   [`DefragConfig::max_datagram_memory`] or
+//!   [`DefragConfig::max_fragments_per_datagram`] drops the whole datagram:
+//!   it can no longer complete, so holding the rest would only cost memory.
 //! - Timeout: a datagram is dropped once its age since its *first* fragment
 //!   exceeds [`DefragConfig::timeout_nanos`] (as RFC 8200 and Linux do), so
 //!   a slow trickle of fragments cannot keep it alive forever. Time need not
 //!   be monotonic: a timestamp that goes backwards simply expires nothing.
-//! - A [`DropReason::Malformed`] fragment is dropped and counted, and the
-//!   datagram it belongs to is *kept* unchanged: the first final fragment
-//!   fixes the end just as the first bytes fix the data, so a spoofed
-//!   fragment cannot destroy a datagram in progress.
-//! - A fragment refused by a cap leaves its datagram unchanged too (an
-//!   overlap it showed is still counted and flagged: it was seen on the wire).
+//! - A [`DropReason::Malformed`] or [`DropReason::TooLarge`] fragment (one
+//!   an endpoint drops too) is dropped and counted, and the datagram it
+//!   belongs to is *kept* unchanged: the first final fragment fixes the end
+//!   just as the first bytes fix the data, so a spoofed fragment cannot
+//!   destroy a datagram in progress.
+//! - The fragment count cap counts fragments that added bytes; a fragment
+//!   wholly inside bytes already held (a duplicate) stores nothing and is
+//!   not counted against it (only compared and counted as an overlap).
 //! - Overlap counters count fragments, not bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 
 /// Identifies the datagram a fragment belongs to (RFC 791 / RFC 8200).
@@ -46,19 +60,54 @@ pub struct FragmentKey {
     pub id: u32,
 }
 
+/// Bytes of datagram payload per page.
+const PAGE: usize = 1024;
+/// 8-byte units per page, and the 64-bit words of its coverage bitmap.
+const UNITS: usize = PAGE / 8;
+const WORDS: usize = UNITS / 64;
+
+/// A page of a datagram's payload and which of its 8-byte units arrived.
+struct Page {
+    data: [u8; PAGE],
+    covered: [u64; WORDS],
+}
+
+impl Page {
+    fn has(&self, unit: usize) -> bool {
+        self.covered
+            .get(unit / 64)
+            .is_some_and(|w| w & (1 << (unit % 64)) != 0)
+    }
+}
+
+/// Memory charged for one page: its allocation and its place in the page
+/// map (a B-tree entry, rounded up).
+pub const PAGE_COST: usize = std::mem::size_of::<Page>() + 64;
+/// Memory charged for one datagram besides its pages: its state, its
+/// entries in the key map and in the age order (rounded up).
+pub const DATAGRAM_COST: usize = std::mem::size_of::<Datagram>() + 128;
+
+/// Lost-datagram reports held until [`Defragmenter::take_lost`] (the caller
+/// drains them after every call); past it they are counted, not kept.
+const MAX_LOST: usize = 64;
+
 /// Caps and timeout. A cap of 0 for `max_datagrams` or
 /// `max_fragments_per_datagram` is treated as 1.
 #[derive(Clone, Copy, Debug)]
 pub struct DefragConfig {
     /// Datagrams being reassembled at once.
     pub max_datagrams: usize,
-    /// Fragments accepted into one datagram (duplicates included).
+    /// Fragments that added bytes to one datagram. 8,192 is a 64 KiB
+    /// datagram in 8-byte fragments, which endpoints accept.
     pub max_fragments_per_datagram: usize,
     /// Largest reassembled payload accepted: a fragment ending beyond it is
     /// dropped as [`DropReason::TooLarge`].
     pub max_datagram_bytes: usize,
-    /// All fragment bytes held, summed over datagrams.
-    pub max_total_bytes: usize,
+    /// Memory one datagram may be charged ([`PAGE_COST`] per page touched,
+    /// plus [`DATAGRAM_COST`]).
+    pub max_datagram_memory: usize,
+    /// Memory charged to all datagrams together.
+    pub max_total_memory: usize,
     /// Packet-time age (since the first fragment) after which an incomplete
     /// datagram is dropped.
     pub timeout_nanos: u64,
@@ -68,9 +117,11 @@ impl Default for DefragConfig {
     fn default() -> Self {
         DefragConfig {
             max_datagrams: 1024,
-            max_fragments_per_datagram: 64,
+            max_fragments_per_datagram: 8192,
             max_datagram_bytes: 65535,
-            max_total_bytes: 4 * 1024 * 1024,
+            // A full 64 KiB datagram (64 pages) fits with room to spare.
+            max_datagram_memory: 128 * 1024,
+            max_total_memory: 4 * 1024 * 1024,
             timeout_nanos: 30_000_000_000,
         }
     }
@@ -88,13 +139,19 @@ pub struct DefragStats {
     pub timed_out: u64,
     /// Oldest incomplete datagrams evicted because `max_datagrams` was reached.
     pub evicted_datagram_cap: u64,
-    /// Fragments refused because `max_total_bytes` would be exceeded.
+    /// Oldest incomplete datagrams evicted to keep within `max_total_memory`.
+    pub evicted_memory_cap: u64,
+    /// Fragments refused because `max_total_memory` would be exceeded even
+    /// with every older datagram evicted (their datagram was dropped).
     pub dropped_total_bytes_cap: u64,
+    /// Fragments refused because their datagram would pass
+    /// `max_datagram_memory` (their datagram was dropped).
+    pub dropped_datagram_memory: u64,
     /// Fragments whose end lies beyond `max_datagram_bytes` (or beyond any
     /// representable offset).
     pub dropped_too_large: u64,
     /// Fragments refused because their datagram already had
-    /// `max_fragments_per_datagram` fragments.
+    /// `max_fragments_per_datagram` fragments (their datagram was dropped).
     pub dropped_too_many_fragments: u64,
     /// Fragments that overlapped bytes already held, all overlapping bytes
     /// equal (harmless retransmission). Counted per fragment, not per byte.
@@ -108,6 +165,9 @@ pub struct DefragStats {
     /// fragment with a different end, data beyond a known end, or a final
     /// fragment ending before data already held.
     pub malformed: u64,
+    /// Lost-datagram reports not kept because the caller had not taken the
+    /// earlier ones.
+    pub lost_reports_dropped: u64,
 }
 
 /// What [`Defragmenter::push`] did with a fragment.
@@ -119,10 +179,12 @@ pub enum DefragOutcome<'a> {
     /// IP header(s), i.e. starting with the transport header). Borrowed from
     /// the defragmenter; valid until the next call.
     /// `conflicting_overlap` says whether any overlap in this datagram had
-    /// differing bytes.
+    /// differing bytes; `smallest_fragment` is the length of its shortest
+    /// non-final fragment (`usize::MAX` if it had none).
     Complete {
         payload: &'a [u8],
         conflicting_overlap: bool,
+        smallest_fragment: usize,
     },
     /// The fragment was not stored (reason counted in stats).
     Dropped(DropReason),
@@ -133,132 +195,166 @@ pub enum DefragOutcome<'a> {
 pub enum DropReason {
     TooLarge,
     TooManyFragments,
+    DatagramMemory,
     TotalBytesCap,
     Malformed,
 }
 
-/// A stored run of bytes at `start` in the datagram payload.
-#[derive(Debug)]
-struct Run {
-    start: usize,
-    data: Vec<u8>,
+/// A datagram dropped incomplete (timeout, eviction, a cap), or a first
+/// fragment refused by a cap: its traffic will never be seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lost {
+    pub key: FragmentKey,
+    /// The first four payload bytes (the TCP ports), if they had arrived.
+    pub head: Option<[u8; 4]>,
+    /// Length of its shortest non-final fragment (`usize::MAX` if none).
+    pub smallest_fragment: usize,
 }
 
 /// Order key: (packet time of the first fragment, arrival sequence number).
 type OrderKey = (u64, u64);
 
-#[derive(Debug)]
 struct Datagram {
     order: OrderKey,
-    /// Sorted by `start`, pairwise disjoint, all within `[0, max_end)`.
-    runs: Vec<Run>,
-    /// Sum of the runs' lengths: the bytes this datagram holds.
+    /// Page index → page; only pages that received bytes exist.
+    pages: BTreeMap<usize, Box<Page>>,
+    /// 8-byte units covered (the final fragment's last one may be partial).
+    units: usize,
+    /// Payload bytes stored.
     bytes: usize,
+    /// Memory charged: [`DATAGRAM_COST`] plus [`PAGE_COST`] per page.
+    memory: usize,
     /// Highest end offset stored so far (0 if nothing stored).
     max_end: usize,
     /// Payload length, once a final fragment has been accepted.
     end: Option<usize>,
-    /// Fragments accepted into this datagram.
+    /// Fragments that added bytes.
     fragments: usize,
     /// Whether any overlap had differing bytes.
     conflicting: bool,
+    /// Shortest non-final fragment accepted.
+    smallest: usize,
 }
 
-/// The part `[from, to)` (absolute offsets) of `bytes`, which sits at `base`;
-/// `None` if that is not inside `bytes`.
-fn slice_at(bytes: &[u8], base: usize, from: usize, to: usize) -> Option<&[u8]> {
-    bytes.get(from.checked_sub(base)?..to.checked_sub(base)?)
-}
-
-/// How a fragment relates to the bytes a datagram already holds.
-struct Overlay {
-    /// Parts of the fragment not yet held, as absolute `[start, end)` ranges,
-    /// ascending.
-    new_ranges: Vec<(usize, usize)>,
+/// What storing a fragment would do, found without changing anything.
+#[derive(Default)]
+struct Scan {
+    new_units: usize,
     new_bytes: usize,
+    new_pages: usize,
     overlapped: bool,
     conflicting: bool,
 }
 
 impl Datagram {
-    /// Compares `data` at `start` with the held runs, without changing anything.
-    fn overlay(&self, start: usize, data: &[u8]) -> Overlay {
-        let end = start.saturating_add(data.len());
-        let mut ov = Overlay {
-            new_ranges: Vec::new(),
-            new_bytes: 0,
-            overlapped: false,
+    fn new(order: OrderKey) -> Self {
+        Datagram {
+            order,
+            pages: BTreeMap::new(),
+            units: 0,
+            bytes: 0,
+            memory: DATAGRAM_COST,
+            max_end: 0,
+            end: None,
+            fragments: 0,
             conflicting: false,
-        };
-        let mut cursor = start;
-        for run in &self.runs {
-            if cursor >= end {
-                break;
-            }
-            let run_end = run.start.saturating_add(run.data.len());
-            if run_end <= cursor {
-                continue;
-            }
-            if run.start >= end {
-                break;
-            }
-            if run.start > cursor {
-                ov.new_ranges.push((cursor, run.start));
-                ov.new_bytes = ov
-                    .new_bytes
-                    .saturating_add(run.start.saturating_sub(cursor));
-                cursor = run.start;
-            }
-            // Here run.start <= cursor < min(run_end, end).
-            let overlap_end = run_end.min(end);
-            let held = slice_at(&run.data, run.start, cursor, overlap_end);
-            let incoming = slice_at(data, start, cursor, overlap_end);
-            ov.overlapped = true;
-            if held != incoming {
-                ov.conflicting = true;
-            }
-            cursor = overlap_end;
+            smallest: usize::MAX,
         }
-        if cursor < end {
-            ov.new_ranges.push((cursor, end));
-            ov.new_bytes = ov.new_bytes.saturating_add(end.saturating_sub(cursor));
-        }
-        ov
     }
 
-    /// Stores the parts of `data` (at `start`) listed in `ranges`, which must
-    /// come from [`Datagram::overlay`] on the current runs. Returns the number
-    /// of bytes stored.
-    fn store(&mut self, start: usize, data: &[u8], ranges: &[(usize, usize)]) -> usize {
-        let mut stored = 0usize;
-        for &(from, to) in ranges {
-            let Some(piece) = slice_at(data, start, from, to) else {
-                continue;
-            };
-            let at = self.runs.partition_point(|r| r.start < from);
-            self.runs.insert(
-                at,
-                Run {
-                    start: from,
-                    data: piece.to_vec(),
-                },
-            );
-            self.bytes = self.bytes.saturating_add(piece.len());
-            stored = stored.saturating_add(piece.len());
-            self.max_end = self.max_end.max(to);
+    /// Compares `data` at `start` (a multiple of 8) with what is held.
+    /// Cost: one step per 8-byte unit, one map look-up per page.
+    fn scan(&self, start: usize, data: &[u8]) -> Scan {
+        let mut s = Scan::default();
+        let end = start.saturating_add(data.len());
+        let mut at = start;
+        while at < end {
+            let index = at / PAGE;
+            let page_end = index.saturating_add(1).saturating_mul(PAGE).min(end);
+            match self.pages.get(&index) {
+                None => {
+                    s.new_pages += 1;
+                    s.new_units += (page_end - at).div_ceil(8);
+                    s.new_bytes += page_end - at;
+                }
+                Some(page) => {
+                    while at < page_end {
+                        let to = (at + 8 - at % 8).min(page_end);
+                        if page.has((at % PAGE) / 8) {
+                            s.overlapped = true;
+                            let held = page.data.get(at % PAGE..(at % PAGE) + (to - at));
+                            let incoming = data.get(at - start..to - start);
+                            if held != incoming {
+                                s.conflicting = true;
+                            }
+                        } else {
+                            s.new_units += 1;
+                            s.new_bytes += to - at;
+                        }
+                        at = to;
+                    }
+                }
+            }
+            at = page_end;
         }
-        stored
+        s
     }
 
-    /// All of `[0, end)` is covered. Runs are disjoint and lie within
-    /// `[0, end)` once the end is known, so counting bytes suffices.
+    /// Stores the bytes of `data` at `start` that are not held yet. The
+    /// caller has charged the pages [`Datagram::scan`] said are needed.
+    fn store(&mut self, start: usize, data: &[u8], scan: &Scan) {
+        let end = start.saturating_add(data.len());
+        let mut at = start;
+        while at < end {
+            let index = at / PAGE;
+            let page_end = index.saturating_add(1).saturating_mul(PAGE).min(end);
+            let page = self.pages.entry(index).or_insert_with(|| {
+                Box::new(Page {
+                    data: [0; PAGE],
+                    covered: [0; WORDS],
+                })
+            });
+            while at < page_end {
+                let to = (at + 8 - at % 8).min(page_end);
+                let unit = (at % PAGE) / 8;
+                if !page.has(unit) {
+                    if let (Some(dst), Some(src)) = (
+                        page.data.get_mut(at % PAGE..(at % PAGE) + (to - at)),
+                        data.get(at - start..to - start),
+                    ) {
+                        dst.copy_from_slice(src);
+                    }
+                    if let Some(w) = page.covered.get_mut(unit / 64) {
+                        *w |= 1 << (unit % 64);
+                    }
+                }
+                at = to;
+            }
+        }
+        self.units += scan.new_units;
+        self.bytes += scan.new_bytes;
+        self.memory += scan.new_pages * PAGE_COST;
+        self.max_end = self.max_end.max(end);
+    }
+
+    /// All of `[0, end)` is covered: units never lie beyond the end once it
+    /// is known, so counting them suffices.
     fn is_complete(&self) -> bool {
-        self.end == Some(self.bytes)
+        self.end.is_some_and(|e| self.units == e.div_ceil(8))
+    }
+
+    /// The first four payload bytes, if they arrived.
+    fn head(&self) -> Option<[u8; 4]> {
+        let page = self.pages.get(&0)?;
+        if !page.has(0) || self.end.is_some_and(|e| e < 4) {
+            return None;
+        }
+        let h = page.data.get(..4)?;
+        Some([*h.first()?, *h.get(1)?, *h.get(2)?, *h.get(3)?])
     }
 }
 
 /// Reassembles IP fragments within the caps of a [`DefragConfig`].
-#[derive(Debug)]
 pub struct Defragmenter {
     cfg: DefragConfig,
     /// std's randomly keyed hasher: keys are attacker-chosen.
@@ -267,9 +363,23 @@ pub struct Defragmenter {
     order: BTreeMap<OrderKey, FragmentKey>,
     next_seq: u64,
     held_bytes: usize,
+    held_memory: usize,
     /// Reassembled payload of the last completed datagram.
     out: Vec<u8>,
+    lost: VecDeque<Lost>,
     stats: DefragStats,
+}
+
+impl std::fmt::Debug for Defragmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Defragmenter")
+            .field("cfg", &self.cfg)
+            .field("datagrams", &self.datagrams.len())
+            .field("held_bytes", &self.held_bytes)
+            .field("held_memory", &self.held_memory)
+            .field("stats", &self.stats)
+            .finish()
+    }
 }
 
 impl Defragmenter {
@@ -286,7 +396,9 @@ impl Defragmenter {
             order: BTreeMap::new(),
             next_seq: 0,
             held_bytes: 0,
+            held_memory: 0,
             out: Vec::new(),
+            lost: VecDeque::new(),
             stats: DefragStats::default(),
         }
     }
@@ -326,15 +438,27 @@ impl Defragmenter {
                 return DefragOutcome::Complete {
                     payload: &self.out,
                     conflicting_overlap: false,
+                    smallest_fragment: usize::MAX,
                 };
             }
-            return self.start_datagram(now_nanos, key, start, end, more, data);
+            // Room for a new datagram: the oldest goes when the count is full.
+            while self.datagrams.len() >= self.cfg.max_datagrams {
+                let Some((&order, &oldest)) = self.order.first_key_value() else {
+                    break;
+                };
+                self.remove(order, oldest, true);
+                self.stats.evicted_datagram_cap = self.stats.evicted_datagram_cap.saturating_add(1);
+            }
+            let order = (now_nanos, self.next_seq);
+            self.next_seq = self.next_seq.wrapping_add(1);
+            self.datagrams.insert(key, Datagram::new(order));
+            self.order.insert(order, key);
+            self.held_memory = self.held_memory.saturating_add(DATAGRAM_COST);
         }
 
         let cfg = self.cfg;
-        let stats = &mut self.stats;
         let Some(dg) = self.datagrams.get_mut(&key) else {
-            return DefragOutcome::Held; // unreachable: checked above
+            return DefragOutcome::Held; // unreachable: inserted above
         };
 
         // The first final fragment fixes the end; later ones must agree.
@@ -343,33 +467,61 @@ impl Defragmenter {
             None => !more && dg.max_end > end,
         };
         if malformed {
+            // Never a new datagram: with no end and nothing held, any
+            // fragment fits.
             return self.drop_fragment(DropReason::Malformed);
         }
-        if dg.fragments >= cfg.max_fragments_per_datagram {
-            return self.drop_fragment(DropReason::TooManyFragments);
-        }
 
-        let ov = dg.overlay(start, data);
-        if ov.overlapped {
+        let scan = dg.scan(start, data);
+        if scan.overlapped {
             // Recorded even if a cap refuses the new bytes below: the
             // conflict was observed on the wire either way.
-            if ov.conflicting {
+            if scan.conflicting {
                 dg.conflicting = true;
-                stats.overlaps_conflicting = stats.overlaps_conflicting.saturating_add(1);
+                self.stats.overlaps_conflicting = self.stats.overlaps_conflicting.saturating_add(1);
             } else {
-                stats.overlaps_consistent = stats.overlaps_consistent.saturating_add(1);
+                self.stats.overlaps_consistent = self.stats.overlaps_consistent.saturating_add(1);
             }
         }
-        if ov.new_bytes > cfg.max_total_bytes.saturating_sub(self.held_bytes) {
-            return self.drop_fragment(DropReason::TotalBytesCap);
+        if more {
+            dg.smallest = dg.smallest.min(data.len());
         }
-
-        let stored = dg.store(start, data, &ov.new_ranges);
-        dg.fragments = dg.fragments.saturating_add(1);
+        let order = dg.order;
+        if scan.new_units > 0 && dg.fragments >= cfg.max_fragments_per_datagram {
+            self.remove(order, key, true);
+            return self.drop_fragment(DropReason::TooManyFragments);
+        }
+        let need = scan.new_pages.saturating_mul(PAGE_COST);
+        if dg.memory.saturating_add(need) > cfg.max_datagram_memory {
+            self.remove(order, key, true);
+            return self.drop_fragment(DropReason::DatagramMemory);
+        }
+        // Over the total: older datagrams go first, as in Linux; if this
+        // one is the oldest left, it is the one dropped.
+        while self.held_memory.saturating_add(need) > cfg.max_total_memory {
+            match self.order.first_key_value() {
+                Some((&o, &k)) if k != key => {
+                    self.remove(o, k, true);
+                    self.stats.evicted_memory_cap = self.stats.evicted_memory_cap.saturating_add(1);
+                }
+                _ => {
+                    self.remove(order, key, true);
+                    return self.drop_fragment(DropReason::TotalBytesCap);
+                }
+            }
+        }
+        let Some(dg) = self.datagrams.get_mut(&key) else {
+            return DefragOutcome::Held; // unreachable: only others were evicted
+        };
+        if scan.new_units > 0 {
+            dg.store(start, data, &scan);
+            dg.fragments = dg.fragments.saturating_add(1);
+        }
         if !more {
             dg.end = Some(end);
         }
-        self.held_bytes = self.held_bytes.saturating_add(stored);
+        self.held_bytes = self.held_bytes.saturating_add(scan.new_bytes);
+        self.held_memory = self.held_memory.saturating_add(need);
 
         if dg.is_complete() {
             self.finish(key)
@@ -386,9 +538,15 @@ impl Defragmenter {
             if now_nanos.saturating_sub(created) <= self.cfg.timeout_nanos {
                 break;
             }
-            self.remove((created, seq), key);
+            self.remove((created, seq), key, true);
             self.stats.timed_out = self.stats.timed_out.saturating_add(1);
         }
+    }
+
+    /// The oldest report of a datagram lost incomplete, if any. The caller
+    /// should take them after every call; at most 64 wait.
+    pub fn take_lost(&mut self) -> Option<Lost> {
+        self.lost.pop_front()
     }
 
     #[must_use]
@@ -396,11 +554,17 @@ impl Defragmenter {
         &self.stats
     }
 
-    /// Fragment bytes currently stored, summed over datagrams; never more
-    /// than `max_total_bytes`.
+    /// Payload bytes currently stored, summed over datagrams.
     #[must_use]
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
+    }
+
+    /// Memory currently charged (pages and per-datagram state); never more
+    /// than `max_total_memory`.
+    #[must_use]
+    pub fn held_memory(&self) -> usize {
+        self.held_memory
     }
 
     /// Incomplete datagrams currently held; never more than `max_datagrams`.
@@ -433,54 +597,6 @@ impl Defragmenter {
         Ok((start, end))
     }
 
-    fn start_datagram(
-        &mut self,
-        now_nanos: u64,
-        key: FragmentKey,
-        start: usize,
-        end: usize,
-        more: bool,
-        data: &[u8],
-    ) -> DefragOutcome<'_> {
-        if data.len() > self.cfg.max_total_bytes.saturating_sub(self.held_bytes) {
-            return self.drop_fragment(DropReason::TotalBytesCap);
-        }
-        while self.datagrams.len() >= self.cfg.max_datagrams {
-            let Some((&order, &oldest)) = self.order.first_key_value() else {
-                break;
-            };
-            self.remove(order, oldest);
-            self.stats.evicted_datagram_cap = self.stats.evicted_datagram_cap.saturating_add(1);
-        }
-        let order = (now_nanos, self.next_seq);
-        self.next_seq = self.next_seq.wrapping_add(1);
-        let runs = if data.is_empty() {
-            Vec::new()
-        } else {
-            vec![Run {
-                start,
-                data: data.to_vec(),
-            }]
-        };
-        self.datagrams.insert(
-            key,
-            Datagram {
-                order,
-                runs,
-                bytes: data.len(),
-                max_end: end,
-                end: if more { None } else { Some(end) },
-                fragments: 1,
-                conflicting: false,
-            },
-        );
-        self.order.insert(order, key);
-        self.held_bytes = self.held_bytes.saturating_add(data.len());
-        // A new datagram is complete at once only if it starts at 0 and is
-        // final, which `push` answers before getting here.
-        DefragOutcome::Held
-    }
-
     /// Removes a complete datagram and returns its assembled payload.
     fn finish(&mut self, key: FragmentKey) -> DefragOutcome<'_> {
         let Some(dg) = self.datagrams.remove(&key) else {
@@ -488,24 +604,44 @@ impl Defragmenter {
         };
         self.order.remove(&dg.order);
         self.held_bytes = self.held_bytes.saturating_sub(dg.bytes);
+        self.held_memory = self.held_memory.saturating_sub(dg.memory);
+        let end = dg.end.unwrap_or(0);
         self.out.clear();
-        self.out.reserve(dg.bytes);
-        for run in &dg.runs {
-            debug_assert_eq!(run.start, self.out.len(), "runs must tile the payload");
-            self.out.extend_from_slice(&run.data);
+        self.out.reserve(end);
+        for (&index, page) in &dg.pages {
+            let base = index.saturating_mul(PAGE);
+            debug_assert_eq!(base, self.out.len(), "pages must tile the payload");
+            let n = end.saturating_sub(base).min(PAGE);
+            self.out
+                .extend_from_slice(page.data.get(..n).unwrap_or_default());
         }
         self.stats.datagrams_completed = self.stats.datagrams_completed.saturating_add(1);
         DefragOutcome::Complete {
             payload: &self.out,
             conflicting_overlap: dg.conflicting,
+            smallest_fragment: dg.smallest,
         }
     }
 
-    /// Removes an incomplete datagram (timeout or eviction).
-    fn remove(&mut self, order: OrderKey, key: FragmentKey) {
+    /// Removes an incomplete datagram; `report`: it is lost (timeout,
+    /// eviction, cap), so the caller will be told.
+    fn remove(&mut self, order: OrderKey, key: FragmentKey, report: bool) {
         self.order.remove(&order);
         if let Some(dg) = self.datagrams.remove(&key) {
             self.held_bytes = self.held_bytes.saturating_sub(dg.bytes);
+            self.held_memory = self.held_memory.saturating_sub(dg.memory);
+            if report {
+                if self.lost.len() >= MAX_LOST {
+                    self.stats.lost_reports_dropped =
+                        self.stats.lost_reports_dropped.saturating_add(1);
+                } else {
+                    self.lost.push_back(Lost {
+                        key,
+                        head: dg.head(),
+                        smallest_fragment: dg.smallest,
+                    });
+                }
+            }
         }
     }
 
@@ -514,6 +650,7 @@ impl Defragmenter {
         let counter = match reason {
             DropReason::TooLarge => &mut s.dropped_too_large,
             DropReason::TooManyFragments => &mut s.dropped_too_many_fragments,
+            DropReason::DatagramMemory => &mut s.dropped_datagram_memory,
             DropReason::TotalBytesCap => &mut s.dropped_total_bytes_cap,
             DropReason::Malformed => &mut s.malformed,
         };
@@ -613,6 +750,7 @@ mod tests {
             DefragOutcome::Complete {
                 payload,
                 conflicting_overlap,
+                ..
             } => (payload.to_vec(), conflicting_overlap),
             other => panic!("last fragment did not complete: {other:?}"),
         }
@@ -634,6 +772,7 @@ mod tests {
             DefragOutcome::Complete {
                 payload,
                 conflicting_overlap,
+                ..
             } => {
                 assert_eq!(payload, &p[..]);
                 assert!(!conflicting_overlap);
@@ -686,20 +825,11 @@ mod tests {
     }
 
     #[test]
-    fn tiny_eight_byte_fragments_up_to_the_fragment_cap() {
-        let mut d = Defragmenter::new(DefragConfig::default());
-        // 64 fragments: exactly the default cap.
-        let p = payload(64 * 8, 5);
-        let mut frags = split(&p, 8);
-        assert_eq!(frags.len(), 64);
-        Rng::new(5).shuffle(&mut frags);
-        let (got, _) = feed_all(&mut d, key(1), &frags);
-        assert_eq!(got, p);
-    }
-
-    #[test]
-    fn too_many_fragments_dropped() {
-        let mut d = Defragmenter::new(DefragConfig::default());
+    fn too_many_fragments_drops_the_datagram_and_reports_it() {
+        let mut d = Defragmenter::new(DefragConfig {
+            max_fragments_per_datagram: 64,
+            ..DefragConfig::default()
+        });
         let p = payload(65 * 8, 6);
         let frags = split(&p, 8);
         for f in &frags[..64] {
@@ -708,15 +838,31 @@ mod tests {
                 DefragOutcome::Held
             );
         }
+        // A duplicate adds nothing and is not counted against the cap.
+        let f = &frags[3];
+        assert_eq!(
+            d.push(0, key(1), f.offset, f.more, &f.data),
+            DefragOutcome::Held
+        );
+        assert_eq!(d.take_lost(), None);
         let f = &frags[64];
         assert_eq!(
             d.push(0, key(1), f.offset, f.more, &f.data),
             DefragOutcome::Dropped(DropReason::TooManyFragments)
         );
         assert_eq!(d.stats().dropped_too_many_fragments, 1);
-        assert_eq!(d.held_bytes(), 64 * 8);
+        // It could never complete: it is dropped whole, and reported with
+        // its first four bytes (the ports).
+        assert_eq!(
+            (d.held_bytes(), d.held_memory(), d.held_datagrams()),
+            (0, 0, 0)
+        );
+        let lost = d.take_lost().expect("reported");
+        assert_eq!(lost.key, key(1));
+        assert_eq!(lost.head, Some([p[0], p[1], p[2], p[3]]));
+        assert_eq!(lost.smallest_fragment, 8);
+        assert_eq!(d.take_lost(), None);
     }
-
     #[test]
     fn consistent_overlaps_counted_and_result_exact() {
         let mut d = Defragmenter::new(DefragConfig::default());
@@ -748,6 +894,7 @@ mod tests {
             DefragOutcome::Complete {
                 payload,
                 conflicting_overlap,
+                ..
             } => {
                 let mut want = vec![0xAA; 16];
                 want.extend_from_slice(&[0xBB; 8]);
@@ -771,6 +918,7 @@ mod tests {
             DefragOutcome::Complete {
                 payload,
                 conflicting_overlap,
+                ..
             } => {
                 assert_eq!(&payload[..8], &benign[..8]);
                 assert_eq!(&payload[8..16], &evil);
@@ -800,6 +948,7 @@ mod tests {
             DefragOutcome::Complete {
                 payload,
                 conflicting_overlap,
+                ..
             } => {
                 assert!(conflicting_overlap);
                 assert_eq!(&payload[..8], &[1; 8]);
@@ -900,42 +1049,72 @@ mod tests {
     }
 
     #[test]
-    fn total_bytes_cap_refuses_and_counts() {
+    fn total_memory_cap_evicts_oldest_then_refuses() {
+        // Room for two datagrams of one page each.
+        let cap = 2 * (DATAGRAM_COST + PAGE_COST);
         let mut d = Defragmenter::new(DefragConfig {
-            max_total_bytes: 100,
+            max_total_memory: cap,
             ..DefragConfig::default()
         });
         assert_eq!(d.push(0, key(1), 0, true, &[1; 64]), DefragOutcome::Held);
+        assert_eq!(d.held_memory(), DATAGRAM_COST + PAGE_COST);
+        // More bytes in the same page cost nothing more.
+        assert_eq!(d.push(0, key(1), 64, true, &[1; 64]), DefragOutcome::Held);
+        assert_eq!(d.held_memory(), DATAGRAM_COST + PAGE_COST);
+        assert_eq!(d.push(1, key(2), 0, true, &[2; 64]), DefragOutcome::Held);
+        assert_eq!(d.held_memory(), cap);
+        // A third datagram evicts the oldest (key 1), which is reported.
+        assert_eq!(d.push(2, key(3), 8, true, &[3; 8]), DefragOutcome::Held);
+        assert_eq!(d.stats().evicted_memory_cap, 1);
         assert_eq!(
-            d.push(0, key(2), 0, true, &[2; 64]),
-            DefragOutcome::Dropped(DropReason::TotalBytesCap)
+            d.take_lost().map(|l| (l.key, l.head)),
+            Some((key(1), Some([1; 4])))
         );
-        assert_eq!(
-            d.push(0, key(1), 64, true, &[1; 40]),
-            DefragOutcome::Dropped(DropReason::TotalBytesCap)
-        );
-        assert_eq!(d.stats().dropped_total_bytes_cap, 2);
-        assert_eq!(d.held_bytes(), 64);
+        assert_eq!(d.held_memory(), cap);
+        assert_eq!(d.held_bytes(), 72);
+        // Key 3 (now the youngest) wants a second page: key 2 goes.
+        assert_eq!(d.push(3, key(3), 2048, true, &[3; 8]), DefragOutcome::Held);
+        assert_eq!(d.take_lost().map(|l| l.key), Some(key(2)));
         assert_eq!(d.held_datagrams(), 1);
-        // A duplicate adds no bytes and is still accepted.
-        assert_eq!(d.push(0, key(1), 0, true, &[1; 64]), DefragOutcome::Held);
-        // Exactly filling the cap is allowed.
-        assert_eq!(d.push(0, key(1), 64, true, &[1; 32]), DefragOutcome::Held);
-        assert_eq!(d.held_bytes(), 96);
-        match d.push(0, key(1), 96, false, &[1; 4]) {
-            DefragOutcome::Complete { payload, .. } => assert_eq!(payload, &[1; 100][..]),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(d.held_bytes(), 0);
+        // A third page cannot fit even alone: key 3 itself is dropped.
+        assert_eq!(
+            d.push(4, key(3), 4096, true, &[3; 8]),
+            DefragOutcome::Dropped(DropReason::TotalBytesCap)
+        );
+        assert_eq!(d.stats().dropped_total_bytes_cap, 1);
+        let lost = d.take_lost().expect("reported");
+        assert_eq!((lost.key, lost.head), (key(3), None));
+        assert_eq!(
+            (d.held_memory(), d.held_bytes(), d.held_datagrams()),
+            (0, 0, 0)
+        );
     }
 
+    #[test]
+    fn datagram_memory_cap_drops_the_datagram() {
+        let mut d = Defragmenter::new(DefragConfig {
+            max_datagram_memory: DATAGRAM_COST + 2 * PAGE_COST,
+            ..DefragConfig::default()
+        });
+        // Eight-byte fragments scattered one per page: each costs a page.
+        assert_eq!(d.push(0, key(1), 0, true, &[1; 8]), DefragOutcome::Held);
+        assert_eq!(d.push(0, key(1), 4096, true, &[1; 8]), DefragOutcome::Held);
+        assert_eq!(
+            d.push(0, key(1), 8192, true, &[1; 8]),
+            DefragOutcome::Dropped(DropReason::DatagramMemory)
+        );
+        assert_eq!(d.stats().dropped_datagram_memory, 1);
+        assert_eq!(d.take_lost().map(|l| l.key), Some(key(1)));
+        assert_eq!((d.held_memory(), d.held_datagrams()), (0, 0));
+    }
     #[test]
     fn random_fragments_never_exceed_caps() {
         let cfg = DefragConfig {
             max_datagrams: 40,
             max_fragments_per_datagram: 16,
             max_datagram_bytes: 65535,
-            max_total_bytes: 20_000,
+            max_datagram_memory: DATAGRAM_COST + 6 * PAGE_COST,
+            max_total_memory: 40 * (DATAGRAM_COST + 2 * PAGE_COST),
             timeout_nanos: 2 * SEC,
         };
         let mut d = Defragmenter::new(cfg);
@@ -944,6 +1123,10 @@ mod tests {
         let mut completed = 0u64;
         for i in 0..20_000 {
             now += rng.below(1_000_000) as u64;
+            if rng.below(500) == 0 {
+                // A lull: whatever is held times out.
+                now += 3 * SEC;
+            }
             let k = if rng.below(2) == 0 {
                 key(rng.below(100) as u32)
             } else {
@@ -968,14 +1151,16 @@ mod tests {
                 DefragOutcome::Held | DefragOutcome::Dropped(_) => {}
             }
             assert!(
-                d.held_bytes() <= cfg.max_total_bytes,
+                d.held_memory() <= cfg.max_total_memory,
                 "push {i}: {}",
-                d.held_bytes()
+                d.held_memory()
             );
+            assert!(d.held_bytes() <= d.held_memory());
+            while d.take_lost().is_some() {}
             assert!(d.held_datagrams() <= cfg.max_datagrams);
             if rng.below(100) == 0 {
                 d.expire(now);
-                assert!(d.held_bytes() <= cfg.max_total_bytes);
+                assert!(d.held_memory() <= cfg.max_total_memory);
             }
         }
         let s = d.stats();
@@ -983,13 +1168,18 @@ mod tests {
         assert_eq!(s.datagrams_completed, completed);
         assert!(completed > 0);
         // The loop really exercised the caps and drop paths.
-        assert!(s.dropped_total_bytes_cap > 0, "{s:?}");
+        assert!(s.evicted_memory_cap > 0, "{s:?}");
+        assert!(
+            s.dropped_too_many_fragments + s.dropped_datagram_memory > 0,
+            "{s:?}"
+        );
         assert!(s.evicted_datagram_cap > 0, "{s:?}");
         assert!(s.dropped_too_large > 0, "{s:?}");
         assert!(s.malformed > 0, "{s:?}");
         assert!(s.timed_out > 0, "{s:?}");
         d.expire(u64::MAX);
         assert_eq!(d.held_bytes(), 0);
+        assert_eq!(d.held_memory(), 0);
         assert_eq!(d.held_datagrams(), 0);
     }
 
@@ -1112,6 +1302,7 @@ mod tests {
             DefragOutcome::Complete {
                 payload,
                 conflicting_overlap,
+                ..
             } => {
                 let mut want = vec![1; 8];
                 want.extend_from_slice(&[2; 8]);
@@ -1155,9 +1346,178 @@ mod tests {
             d.push(0, key(1), 8, false, &[0; 8]),
             DefragOutcome::Dropped(DropReason::TooManyFragments)
         );
+        assert_eq!(d.held_datagrams(), 0);
         assert_eq!(d.push(0, key(2), 0, true, &[0; 8]), DefragOutcome::Held);
+        assert_eq!(d.push(0, key(3), 0, true, &[0; 8]), DefragOutcome::Held);
         assert_eq!(d.held_datagrams(), 1);
         assert_eq!(d.stats().evicted_datagram_cap, 1);
+    }
+
+    /// A 64 KiB datagram in 8,192 eight-byte fragments (fragroute
+    /// `ip_frag 8`), in order, reversed and shuffled, IPv4 and IPv6: whole,
+    /// with the memory charged as pages, and the smallest fragment told.
+    #[test]
+    fn sixty_four_kib_in_eight_byte_fragments_any_order() {
+        let p = payload(65535, 77);
+        let frags = split(&p, 8);
+        assert_eq!(frags.len(), 8192);
+        for (name, k) in [("v4", key(1)), ("v6", key6(1))] {
+            for order in ["in order", "reversed", "shuffled"] {
+                let mut d = Defragmenter::new(DefragConfig::default());
+                let mut f = frags.clone();
+                match order {
+                    "reversed" => f.reverse(),
+                    "shuffled" => Rng::new(9).shuffle(&mut f),
+                    _ => {}
+                }
+                let (init, last) = f.split_at(f.len() - 1);
+                let mut peak = 0;
+                for x in init {
+                    assert_eq!(d.push(0, k, x.offset, x.more, &x.data), DefragOutcome::Held);
+                    peak = peak.max(d.held_memory());
+                }
+                assert_eq!(peak, DATAGRAM_COST + 64 * PAGE_COST, "{name} {order}");
+                assert!(peak <= DefragConfig::default().max_datagram_memory);
+                let x = &last[0];
+                match d.push(0, k, x.offset, x.more, &x.data) {
+                    DefragOutcome::Complete {
+                        payload,
+                        conflicting_overlap,
+                        smallest_fragment,
+                    } => {
+                        assert!(payload == &p[..], "{name} {order}");
+                        assert!(!conflicting_overlap);
+                        assert_eq!(smallest_fragment, 8);
+                    }
+                    other => panic!("{name} {order}: {other:?}"),
+                }
+                assert_eq!(
+                    (d.held_memory(), d.held_bytes(), d.held_datagrams()),
+                    (0, 0, 0)
+                );
+                assert_eq!(d.take_lost(), None);
+            }
+        }
+    }
+
+    /// Four such datagrams in flight at once, interleaved, each with every
+    /// fragment duplicated: duplicates are not counted against the
+    /// fragment cap, and the work stays linear (this runs in well under a
+    /// second even unoptimised).
+    #[test]
+    fn interleaved_tiny_fragments_with_duplicates() {
+        let mut d = Defragmenter::new(DefragConfig::default());
+        let ps: Vec<Vec<u8>> = (0..4).map(|i| payload(65535 - i * 100, i as u64)).collect();
+        let lists: Vec<Vec<Frag>> = ps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut f = split(p, 8);
+                let dup = f.clone();
+                f.extend(dup);
+                Rng::new(i as u64 + 1).shuffle(&mut f);
+                f
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let mut done = 0;
+        for step in 0..lists.iter().map(Vec::len).max().unwrap_or(0) {
+            for (i, l) in lists.iter().enumerate() {
+                let Some(x) = l.get(step) else { continue };
+                if let DefragOutcome::Complete { payload, .. } =
+                    d.push(0, key(10 + i as u32), x.offset, x.more, &x.data)
+                {
+                    assert!(payload == &ps[i][..]);
+                    done += 1;
+                }
+            }
+        }
+        // Each completed once; later duplicates start datagrams that wait.
+        assert!(done >= 4, "{done}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert!(d.stats().overlaps_consistent > 0);
+        assert_eq!(d.stats().dropped_too_many_fragments, 0);
+    }
+
+    #[test]
+    fn tiny_fragment_conflict_keeps_first_bytes() {
+        let mut d = Defragmenter::new(DefragConfig::default());
+        let p = payload(4096, 3);
+        let mut f = split(&p, 8);
+        f.reverse();
+        // A forged copy of fragment 100 arrives before the real one.
+        let forged = frag(800, true, &[0xee; 8]);
+        assert_eq!(
+            d.push(0, key(1), forged.offset, true, &forged.data),
+            DefragOutcome::Held
+        );
+        let mut result = None;
+        for x in &f {
+            if let DefragOutcome::Complete {
+                payload,
+                conflicting_overlap,
+                ..
+            } = d.push(0, key(1), x.offset, x.more, &x.data)
+            {
+                result = Some((payload.to_vec(), conflicting_overlap));
+            }
+        }
+        let (got, conflict) = result.expect("completes");
+        assert!(conflict);
+        assert_eq!(&got[800..808], &[0xee; 8]);
+        assert_eq!(&got[..800], &p[..800]);
+        assert_eq!(&got[808..], &p[808..]);
+        assert_eq!(d.stats().overlaps_conflicting, 1);
+    }
+
+    #[test]
+    fn timeout_and_eviction_report_lost_datagrams() {
+        let mut d = Defragmenter::new(DefragConfig {
+            max_datagrams: 2,
+            ..DefragConfig::default()
+        });
+        // Reversed: the head (ports) never arrived.
+        assert_eq!(d.push(0, key(1), 16, false, &[1; 8]), DefragOutcome::Held);
+        assert_eq!(
+            d.push(0, key6(2), 0, true, &[9, 8, 7, 6, 5, 4, 3, 2]),
+            DefragOutcome::Held
+        );
+        // A third datagram evicts key 1.
+        assert_eq!(d.push(1, key(3), 0, true, &[3; 16]), DefragOutcome::Held);
+        let lost = d.take_lost().expect("evicted");
+        assert_eq!(
+            (lost.key, lost.head, lost.smallest_fragment),
+            (key(1), None, usize::MAX)
+        );
+        assert_eq!(d.take_lost(), None);
+        d.expire(31 * SEC);
+        let a = d.take_lost().expect("timed out");
+        let b = d.take_lost().expect("timed out");
+        assert_eq!(
+            (a.key, a.head, a.smallest_fragment),
+            (key6(2), Some([9, 8, 7, 6]), 8)
+        );
+        assert_eq!(
+            (b.key, b.head, b.smallest_fragment),
+            (key(3), Some([3; 4]), 16)
+        );
+        assert_eq!(d.take_lost(), None);
+        assert_eq!(d.held_memory(), 0);
+    }
+
+    #[test]
+    fn lost_reports_are_bounded() {
+        let mut d = Defragmenter::new(DefragConfig::default());
+        for id in 0..100 {
+            assert_eq!(d.push(0, key(id), 0, true, &[0; 8]), DefragOutcome::Held);
+        }
+        d.expire(u64::MAX);
+        let mut n = 0;
+        while d.take_lost().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_LOST);
+        assert_eq!(d.stats().lost_reports_dropped, 100 - MAX_LOST as u64);
     }
 
     /// Splits `p` at the given cut points (in units of 8 bytes).
@@ -1210,7 +1570,7 @@ mod tests {
             for f in &frags {
                 match d.push(0, key(9), f.offset, f.more, &f.data) {
                     DefragOutcome::Held => prop_assert!(result.is_none()),
-                    DefragOutcome::Complete { payload, conflicting_overlap } => {
+                    DefragOutcome::Complete { payload, conflicting_overlap, .. } => {
                         prop_assert!(result.is_none(), "completed twice");
                         prop_assert!(!conflicting_overlap);
                         result = Some(payload.to_vec());

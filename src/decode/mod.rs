@@ -11,12 +11,16 @@
 //! (every malformed frame is a counted [`Skip`]).
 
 pub mod defrag;
+mod notes;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxIpSlice, TcpSlice};
 
 use self::defrag::{DefragConfig, DefragOutcome, Defragmenter, FragmentKey};
+use self::notes::{FragNote, FragNotes};
+#[cfg(test)]
+use self::notes::{FRAG_NOTE_TIMEOUT_NS, PAIR_NOTE_SEGMENTS};
 
 pub const LINKTYPE_NULL: u32 = 0;
 pub const LINKTYPE_ETHERNET: u32 = 1;
@@ -53,6 +57,26 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+
+/// [`Segment::frag_notes`]: reassembled from IP fragments whose overlapping
+/// bytes differed (the first were kept).
+pub const FRAG_NOTE_CONFLICT: u8 = 1;
+/// Fragments of a datagram of this flow (or, when its first fragment never
+/// arrived, of this address pair) were dropped by a cap, an eviction or the
+/// timeout: its bytes were never seen.
+pub const FRAG_NOTE_DROPPED: u8 = 2;
+/// Reassembled from non-final fragments shorter than [`TINY_FRAGMENT_V4`] /
+/// [`TINY_FRAGMENT_V6`] bytes, which no real network produces: an evasion
+/// signature (Snort's frag3 reports it).
+pub const FRAG_NOTE_TINY: u8 = 4;
+/// IPv4's minimum MTU is 68 bytes (RFC 791): with a 20-byte header, every
+/// link carries 48 bytes of fragment, so a shorter non-final fragment was
+/// cut on purpose.
+pub const TINY_FRAGMENT_V4: usize = 48;
+/// IPv6 links carry 1280 bytes (RFC 8200) and only the source fragments, so
+/// non-final fragments are about 1232 bytes; 1024 leaves room for extension
+/// headers.
+pub const TINY_FRAGMENT_V6: usize = 1024;
 
 /// An IP address stored as 128 bits (IPv4 mapped), cheap to hash and compare.
 pub type Addr = u128;
@@ -96,9 +120,17 @@ pub struct Segment {
     pub missing: u32,
     /// Length of the TCP header, which precedes the payload in the buffer.
     pub tcp_header_len: u8,
-    /// Reassembled from IP fragments whose overlapping bytes differed (the
-    /// first were kept).
-    pub fragment_conflict: bool,
+    /// What IP defragmentation noticed about this segment's flow
+    /// (`FRAG_NOTE_*` bits): fragments of it that overlapped with different
+    /// bytes, were dropped, or were tiny.
+    pub frag_notes: u8,
+    /// IPv4 TTL or IPv6 hop limit; 0 when unknown (reassembled datagrams).
+    pub ttl: u8,
+    /// Whether the TCP header carries a timestamp option, and its TSval
+    /// (read only where the flow layer judges it: segments with data, SYN,
+    /// FIN or RST).
+    pub has_tsval: bool,
+    pub tsval: u32,
     /// The flow's tag in the flow tables (`flow::flow_tag`), set by the
     /// capture thread; 0 means not computed.
     pub flow_tag: u32,
@@ -137,6 +169,13 @@ impl Segment {
         // as big-endian 16-bit words; the segment in native order, eight
         // bytes at a time. RFC 1071: a sum of byte-swapped words is the
         // byte-swapped sum, so the two meet after swapping the first.
+        let pseudo = u64::from(u16::from_be(self.pseudo_sum(tcp.len())));
+        fold16(pseudo + ones_sum(tcp)) == 0xffff
+    }
+
+    /// The folded sum of the TCP pseudo-header (addresses, protocol 6, TCP
+    /// length), as a big-endian value.
+    fn pseudo_sum(&self, tcp_len: usize) -> u16 {
         let halves = |x: u32| u64::from(x >> 16) + u64::from(x & 0xffff);
         let words = |a: u128, v4: bool| -> u64 {
             if v4 {
@@ -148,9 +187,21 @@ impl Segment {
                     + halves((a >> 96) as u32)
             }
         };
-        let pseudo = words(self.src, self.v4) + words(self.dst, self.v4) + 6 + tcp.len() as u64;
-        let pseudo = u64::from(u16::from_be(fold16(pseudo)));
-        fold16(pseudo + ones_sum(tcp)) == 0xffff
+        fold16(words(self.src, self.v4) + words(self.dst, self.v4) + 6 + tcp_len as u64)
+    }
+
+    /// True when the checksum field holds what a sender that offloads
+    /// checksums leaves for its NIC: the pseudo-header sum (Linux, the
+    /// BSDs), or its complement. Such a segment was captured on its way
+    /// out, before the NIC filled the field; any other wrong value is a
+    /// corrupted or forged segment, which the receiver drops.
+    pub fn checksum_offloaded(&self, tcp: &[u8]) -> bool {
+        let Some(field) = tcp.get(16..18) else {
+            return false;
+        };
+        let field = u16::from_be_bytes([field[0], field[1]]);
+        let pseudo = self.pseudo_sum(tcp.len());
+        field == pseudo || field == !pseudo
     }
 }
 
@@ -203,6 +254,15 @@ pub struct DecodeStats {
     pub tcp_segments: u64,
     pub skipped: [u64; 8],
     pub fragments_conflicting: u64,
+    /// Datagrams reassembled from tiny fragments ([`FRAG_NOTE_TINY`]).
+    pub fragments_tiny: u64,
+    /// TCP datagrams dropped incomplete by a defragmentation cap, an
+    /// eviction or the timeout.
+    pub fragment_datagrams_lost: u64,
+    /// Of those, the ones no segment of their flow could be told about
+    /// (the note table was full, the note timed out, or the input ended
+    /// first; datagrams still incomplete at the end are counted too).
+    pub fragment_losses_unreported: u64,
 }
 
 impl DecodeStats {
@@ -217,6 +277,9 @@ impl DecodeStats {
             *a += b;
         }
         self.fragments_conflicting += o.fragments_conflicting;
+        self.fragments_tiny += o.fragments_tiny;
+        self.fragment_datagrams_lost += o.fragment_datagrams_lost;
+        self.fragment_losses_unreported += o.fragment_losses_unreported;
     }
 }
 
@@ -230,9 +293,12 @@ pub enum Decoded {
     Skip(Skip),
 }
 
-/// The decoder: stateless but for IP fragment reassembly and counters.
+/// The decoder: stateless but for IP fragment reassembly, the notes of
+/// datagrams it lost, and counters.
 pub struct Decoder {
     defrag: Defragmenter,
+    /// Empty almost always, so the per-segment cost is one test.
+    notes: FragNotes,
     pub stats: DecodeStats,
 }
 
@@ -246,8 +312,56 @@ impl Decoder {
     pub fn new(cfg: DefragConfig) -> Self {
         Decoder {
             defrag: Defragmenter::new(cfg),
+            notes: FragNotes::default(),
             stats: DecodeStats::default(),
         }
+    }
+
+    /// Turns the defragmenter's lost-datagram reports into notes for the
+    /// next segments of their flows.
+    fn collect_lost(&mut self, now: u64) {
+        while let Some(lost) = self.defrag.take_lost() {
+            self.stats.fragment_datagrams_lost += 1;
+            let v4 = lost.key.src.is_ipv4();
+            let tiny = if v4 {
+                TINY_FRAGMENT_V4
+            } else {
+                TINY_FRAGMENT_V6
+            };
+            let mut notes = FRAG_NOTE_DROPPED;
+            if lost.smallest_fragment < tiny {
+                notes |= FRAG_NOTE_TINY;
+            }
+            let ports = lost.head.map(|h| {
+                (
+                    u16::from_be_bytes([h[0], h[1]]),
+                    u16::from_be_bytes([h[2], h[3]]),
+                )
+            });
+            self.notes.add(FragNote::new(
+                addr_from_ip(lost.key.src),
+                addr_from_ip(lost.key.dst),
+                ports,
+                notes,
+                now,
+            ));
+        }
+        self.update_unreported();
+    }
+
+    /// Flags `seg` with the notes of its flow (and of its address pair),
+    /// consuming a flow's note and counting a pair's.
+    #[inline(never)]
+    fn apply_notes(&mut self, seg: &mut Segment) {
+        self.notes.apply(seg);
+        self.update_unreported();
+    }
+
+    /// Notes given up, pending, and datagrams still incomplete: what no
+    /// flow has been told (yet); at end of input, what none will be.
+    fn update_unreported(&mut self) {
+        self.stats.fragment_losses_unreported =
+            self.notes.unreported() + self.defrag.held_datagrams() as u64;
     }
 
     pub fn defrag_stats(&self) -> &defrag::DefragStats {
@@ -265,6 +379,41 @@ impl Decoder {
     /// is the frame's offset in its buffer, so that the segment's payload can
     /// be located there.
     pub fn decode(
+        &mut self,
+        ts: u64,
+        link_type: u32,
+        frame: &[u8],
+        frame_start: u32,
+        wire_len: u32,
+    ) -> Decoded {
+        if self.notes.is_empty() {
+            self.decode_frame(ts, link_type, frame, frame_start, wire_len)
+        } else {
+            self.decode_noted(ts, link_type, frame, frame_start, wire_len)
+        }
+    }
+
+    /// [`Decoder::decode`] while notes of lost datagrams wait: the rare
+    /// case, kept out of line so that the usual one returns its segment
+    /// without a copy.
+    #[inline(never)]
+    fn decode_noted(
+        &mut self,
+        ts: u64,
+        link_type: u32,
+        frame: &[u8],
+        frame_start: u32,
+        wire_len: u32,
+    ) -> Decoded {
+        let mut d = self.decode_frame(ts, link_type, frame, frame_start, wire_len);
+        if let Decoded::Segment(seg) | Decoded::Reassembled(seg, _) = &mut d {
+            self.apply_notes(seg);
+        }
+        d
+    }
+
+    #[inline(always)]
+    fn decode_frame(
         &mut self,
         ts: u64,
         link_type: u32,
@@ -308,16 +457,18 @@ impl Decoder {
             }
             Err(_) => return self.skip(Skip::BadIp),
         };
-        let (src, dst, v4) = match &ipslice {
+        let (src, dst, v4, ttl) = match &ipslice {
             LaxIpSlice::Ipv4(s) => (
                 IpAddr::V4(s.header().source_addr()),
                 IpAddr::V4(s.header().destination_addr()),
                 true,
+                s.header().ttl(),
             ),
             LaxIpSlice::Ipv6(s) => (
                 IpAddr::V6(s.header().source_addr()),
                 IpAddr::V6(s.header().destination_addr()),
                 false,
+                s.header().hop_limit(),
             ),
         };
         let payload = ipslice.payload();
@@ -359,15 +510,27 @@ impl Decoder {
                 protocol: 6,
                 id,
             };
-            return match self.defrag.push(ts, key, offset, more, payload.payload) {
+            let d = match self.defrag.push(ts, key, offset, more, payload.payload) {
                 DefragOutcome::Held => self.skip(Skip::FragmentHeld),
                 DefragOutcome::Dropped(_) => self.skip(Skip::FragmentDropped),
                 DefragOutcome::Complete {
                     payload: whole,
                     conflicting_overlap,
+                    smallest_fragment,
                 } => {
+                    let mut notes = 0;
                     if conflicting_overlap {
                         self.stats.fragments_conflicting += 1;
+                        notes |= FRAG_NOTE_CONFLICT;
+                    }
+                    let tiny = if v4 {
+                        TINY_FRAGMENT_V4
+                    } else {
+                        TINY_FRAGMENT_V6
+                    };
+                    if smallest_fragment < tiny {
+                        self.stats.fragments_tiny += 1;
+                        notes |= FRAG_NOTE_TINY;
                     }
                     let owned = whole.to_vec();
                     match tcp_segment(ts, src, dst, v4, &owned, 0, 0) {
@@ -375,13 +538,17 @@ impl Decoder {
                             self.stats.tcp_segments += 1;
                             let mut seg = seg;
                             seg.reassembled = true;
-                            seg.fragment_conflict = conflicting_overlap;
+                            seg.frag_notes = notes;
+                            // The fragments' TTLs may differ: unknown.
+                            seg.ttl = 0;
                             Decoded::Reassembled(seg, owned)
                         }
                         None => self.skip(Skip::BadTcp),
                     }
                 }
             };
+            self.collect_lost(ts);
+            return d;
         }
         // Bytes of the IP payload lost to the snap length.
         let missing = if payload.incomplete {
@@ -409,8 +576,9 @@ impl Decoder {
             return self.skip(Skip::BadIp);
         };
         match tcp_segment(ts, src, dst, v4, payload.payload, base, missing) {
-            Some(seg) => {
+            Some(mut seg) => {
                 self.stats.tcp_segments += 1;
+                seg.ttl = ttl;
                 Decoded::Segment(seg)
             }
             None => self.skip(if payload.incomplete {
@@ -421,9 +589,15 @@ impl Decoder {
         }
     }
 
-    /// Drops fragments older than the timeout.
+    /// Drops fragments older than the timeout, and notes of lost
+    /// datagrams that no segment claimed in time.
     pub fn expire(&mut self, now: u64) {
         self.defrag.expire(now);
+        self.collect_lost(now);
+        if !self.notes.is_empty() {
+            self.notes.expire(now);
+        }
+        self.update_unreported();
     }
 }
 
@@ -470,13 +644,13 @@ fn fold16(mut sum: u64) -> u16 {
 /// whole TCP segment: read directly. `None` sends the packet down the
 /// general path, which gives the same result for these packets (a test
 /// checks it on every fixture frame).
-#[inline]
+#[inline(always)]
 fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segment> {
     // Fixed-size views of the headers: one bounds check each, then fields
     // at constant offsets.
     let be16 = |b: [u8; 2]| u16::from_be_bytes(b);
     let first = *ip.first()?;
-    let (src, dst, v4, tcp_at, tcp_end) = match first >> 4 {
+    let (src, dst, v4, ttl, tcp_at, tcp_end) = match first >> 4 {
         4 => {
             let h: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
             let ihl = usize::from(first & 0x0f) * 4;
@@ -494,7 +668,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
                 u128::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]])) | 0xffff_0000_0000;
             let dst =
                 u128::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]])) | 0xffff_0000_0000;
-            (src, dst, true, ihl, total)
+            (src, dst, true, h[8], ihl, total)
         }
         6 => {
             let h: &[u8; 40] = ip.get(..40)?.try_into().ok()?;
@@ -510,6 +684,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
                 u128::from_be_bytes(a),
                 u128::from_be_bytes(b),
                 false,
+                h[7],
                 40,
                 40 + plen,
             )
@@ -524,6 +699,12 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
     }
     let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
     let base = offset_in(frame, tcp)?;
+    // Bare ACKs (about half the packets) are not judged by timestamp.
+    let tsval = if tcp.len() > hdr || flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+        tcp_tsval(tcp, hdr)
+    } else {
+        None
+    };
     Some(Segment {
         ts,
         src,
@@ -539,9 +720,50 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
         payload_len: (tcp.len() - hdr) as u32,
         missing: 0,
         tcp_header_len: hdr as u8,
-        fragment_conflict: false,
+        frag_notes: 0,
+        ttl,
+        has_tsval: tsval.is_some(),
+        tsval: tsval.unwrap_or(0),
         flow_tag: 0,
     })
+}
+
+/// The TSval of the TCP timestamp option (RFC 7323), if the header of
+/// `hdr` bytes at the start of `tcp` has one. Linux puts it at a fixed
+/// place (after two NOPs; in a SYN after MSS and SACK-permitted), so that
+/// is tried first; otherwise the options (at most 40 bytes) are walked.
+#[inline(always)]
+fn tcp_tsval(tcp: &[u8], hdr: usize) -> Option<u32> {
+    // The option takes 10 bytes: a header without 12 bytes of options
+    // (they come in 4-byte words) has none.
+    if hdr < 32 {
+        return None;
+    }
+    let o: &[u8; 12] = tcp.get(20..32)?.try_into().ok()?;
+    if o[..4] == [1, 1, 8, 10] {
+        return Some(u32::from_be_bytes([o[4], o[5], o[6], o[7]]));
+    }
+    tcp_tsval_walk(tcp.get(20..hdr)?)
+}
+
+/// The TSval among TCP options laid out otherwise.
+#[inline(never)]
+fn tcp_tsval_walk(opts: &[u8]) -> Option<u32> {
+    if let [2, 4, _, _, 4, 2, 8, 10, a, b, c, d, _, _, _, _, ..] = opts {
+        return Some(u32::from_be_bytes([*a, *b, *c, *d]));
+    }
+    let mut rest = opts;
+    loop {
+        match rest {
+            [] | [0, ..] => return None,
+            [1, more @ ..] => rest = more,
+            [8, 10, a, b, c, d, _, _, _, _, ..] => {
+                return Some(u32::from_be_bytes([*a, *b, *c, *d]))
+            }
+            [_, len, ..] if *len >= 2 => rest = rest.get(usize::from(*len)..)?,
+            _ => return None,
+        }
+    }
 }
 
 /// Offset of `inner` inside `outer`, both slices of the same buffer.
@@ -566,6 +788,11 @@ fn tcp_segment(
     let tcp = TcpSlice::from_slice(tcp_bytes).ok()?;
     let hdr = tcp.header_slice().len() as u32;
     let payload = tcp.payload();
+    let tsval = if !payload.is_empty() || tcp.syn() || tcp.fin() || tcp.rst() {
+        tcp_tsval(tcp_bytes, hdr as usize)
+    } else {
+        None
+    };
     let mut flags = 0u8;
     if tcp.fin() {
         flags |= TCP_FIN;
@@ -591,7 +818,10 @@ fn tcp_segment(
         flags,
         reassembled: false,
         tcp_header_len: u8::try_from(hdr).unwrap_or(u8::MAX),
-        fragment_conflict: false,
+        frag_notes: 0,
+        ttl: 0,
+        has_tsval: tsval.is_some(),
+        tsval: tsval.unwrap_or(0),
         payload_start: base.saturating_add(hdr),
         payload_len: payload.len() as u32,
         missing,

@@ -119,6 +119,7 @@ fn v4_segment(payload_start: usize, payload_len: usize, flags: u8) -> Segment {
         payload_start: payload_start as u32,
         payload_len: payload_len as u32,
         tcp_header_len: 20,
+        ttl: 64,
         ..Segment::default()
     }
 }
@@ -193,6 +194,8 @@ fn ethernet_ipv4_tcp_with_options() {
     let frame = ether(0x0800, &ipv4(6, &t));
     let e = Segment {
         tcp_header_len: 32,
+        has_tsval: true,
+        tsval: 1,
         ..v4_segment(AT + 14 + 20 + 32, PAYLOAD.len(), TCP_ACK)
     };
     check(LINKTYPE_ETHERNET, &frame, e);
@@ -451,6 +454,9 @@ fn ipv4_fragments_out_of_order_reassembled() {
     };
     let mut e = v4_segment(20, 40, TCP_ACK);
     e.reassembled = true;
+    // The TTL of a reassembled datagram is unknown; 24-byte fragments are tiny.
+    e.ttl = 0;
+    e.frag_notes = FRAG_NOTE_TINY;
     assert_eq!(s, e);
     assert_eq!(bytes, whole);
     assert_eq!(&bytes[20..], &payload[..]);
@@ -606,5 +612,194 @@ proptest::proptest! {
         if fix {
             proptest::prop_assert!(seg.checksum_ok(&tcp));
         }
+    }
+}
+
+/// IPv6 with a fragment header (next header TCP) carrying `chunk`.
+fn ipv6_fragment(id: u32, offset: usize, more: bool, chunk: &[u8]) -> Vec<u8> {
+    let mut fh = vec![6, 0];
+    fh.extend_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
+    fh.extend_from_slice(&id.to_be_bytes());
+    fh.extend_from_slice(chunk);
+    ipv6(44, &fh)
+}
+
+fn v4_fragment(id: u16, whole: &[u8], from: usize, to: usize) -> Vec<u8> {
+    let more = to < whole.len();
+    let field = if more { 0x2000 } else { 0 } | (from / 8) as u16;
+    ether(
+        0x0800,
+        &ipv4_with(SRC4, DST4, 6, id, field, &whole[from..to]),
+    )
+}
+
+#[test]
+fn ipv6_eight_byte_fragments_reversed_are_tiny() {
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let whole = simple_tcp(&payload);
+    let mut d = Decoder::default();
+    let mut from = (whole.len() - 1) / 8 * 8;
+    let mut got = None;
+    loop {
+        let to = (from + 8).min(whole.len());
+        let f = ether(
+            0x86dd,
+            &ipv6_fragment(7, from, to < whole.len(), &whole[from..to]),
+        );
+        match decode_in(&mut d, LINKTYPE_ETHERNET, &f, f.len() as u32).0 {
+            Decoded::Skip(Skip::FragmentHeld) => {}
+            Decoded::Reassembled(s, bytes) => got = Some((s, bytes)),
+            other => panic!("{other:?}"),
+        }
+        if from == 0 {
+            break;
+        }
+        from -= 8;
+    }
+    let (s, bytes) = got.expect("reassembled");
+    assert_eq!(bytes, whole);
+    assert_eq!(s.frag_notes, FRAG_NOTE_TINY);
+    assert!(!s.v4);
+    assert_eq!(d.stats.fragments_tiny, 1);
+    assert_eq!(d.stats.fragment_losses_unreported, 0);
+}
+
+#[test]
+fn full_size_fragments_are_not_tiny() {
+    let payload = vec![7u8; 2900];
+    let whole = simple_tcp(&payload);
+    let mut d = Decoder::default();
+    let a = v4_fragment(1, &whole, 0, 1480);
+    let b = v4_fragment(1, &whole, 1480, whole.len());
+    assert!(matches!(
+        decode_in(&mut d, LINKTYPE_ETHERNET, &a, a.len() as u32).0,
+        Decoded::Skip(Skip::FragmentHeld)
+    ));
+    let Decoded::Reassembled(s, _) = decode_in(&mut d, LINKTYPE_ETHERNET, &b, b.len() as u32).0
+    else {
+        panic!("not reassembled");
+    };
+    assert_eq!(s.frag_notes, 0);
+    assert_eq!(d.stats.fragments_tiny, 0);
+}
+
+/// A datagram that times out flags the next segment of its 4-tuple (its
+/// first fragment, with the ports, was held), in either direction.
+#[test]
+fn timed_out_datagram_flags_next_segment_of_its_flow() {
+    let whole = simple_tcp(&[1u8; 100]);
+    let mut d = Decoder::default();
+    let a = v4_fragment(9, &whole, 0, 64);
+    assert!(matches!(
+        decode_in(&mut d, LINKTYPE_ETHERNET, &a, a.len() as u32).0,
+        Decoded::Skip(Skip::FragmentHeld)
+    ));
+    assert_eq!(
+        d.stats.fragment_losses_unreported, 1,
+        "held at end of input"
+    );
+    d.expire(TS + 31_000_000_000);
+    assert_eq!(d.stats.fragment_datagrams_lost, 1);
+    assert_eq!(d.stats.fragment_losses_unreported, 1, "not told yet");
+    // Another connection of the same hosts is not flagged.
+    let other = ether(0x0800, &ipv4(6, &tcp(40001, 628, 1, 2, 0x10, &[], b"")));
+    assert_eq!(
+        seg(decode_in(&mut d, LINKTYPE_ETHERNET, &other, 60).0).frag_notes,
+        0
+    );
+    // The reply of the flow itself is.
+    let reply = tcp(628, 40000, 7, 8, 0x10, &[], b"");
+    let reply = ether(0x0800, &ipv4_with(DST4, SRC4, 6, 1, 0x4000, &reply));
+    let s = seg(decode_in(&mut d, LINKTYPE_ETHERNET, &reply, 60).0);
+    assert_eq!(s.frag_notes, FRAG_NOTE_DROPPED);
+    assert_eq!(d.stats.fragment_losses_unreported, 0);
+    // Consumed: the next one is not.
+    let s = seg(decode_in(&mut d, LINKTYPE_ETHERNET, &reply, 60).0);
+    assert_eq!(s.frag_notes, 0);
+}
+
+/// The head never arrived (reversed fragments): the address pair's next
+/// segments are flagged, tiny fragments named too.
+#[test]
+fn lost_datagram_without_ports_flags_the_address_pair() {
+    let whole = simple_tcp(&[1u8; 100]);
+    let mut d = Decoder::new(defrag::DefragConfig {
+        max_fragments_per_datagram: 2,
+        ..defrag::DefragConfig::default()
+    });
+    for from in [96, 88, 80] {
+        let f = v4_fragment(3, &whole, from, (from + 8).min(whole.len()));
+        let _ = decode_in(&mut d, LINKTYPE_ETHERNET, &f, f.len() as u32);
+    }
+    assert_eq!(d.defrag_stats().dropped_too_many_fragments, 1);
+    assert_eq!(d.stats.fragment_datagrams_lost, 1);
+    let other = ether(0x0800, &ipv4(6, &tcp(40001, 628, 1, 2, 0x10, &[], b"")));
+    for _ in 0..PAIR_NOTE_SEGMENTS {
+        let s = seg(decode_in(&mut d, LINKTYPE_ETHERNET, &other, 60).0);
+        assert_eq!(s.frag_notes, FRAG_NOTE_DROPPED | FRAG_NOTE_TINY);
+    }
+    let s = seg(decode_in(&mut d, LINKTYPE_ETHERNET, &other, 60).0);
+    assert_eq!(s.frag_notes, 0);
+    assert_eq!(d.stats.fragment_losses_unreported, 0);
+}
+
+#[test]
+fn unclaimed_notes_time_out_and_are_counted() {
+    let whole = simple_tcp(&[1u8; 100]);
+    let mut d = Decoder::default();
+    let a = v4_fragment(9, &whole, 0, 64);
+    let _ = decode_in(&mut d, LINKTYPE_ETHERNET, &a, a.len() as u32);
+    d.expire(TS + 31_000_000_000);
+    d.expire(TS + 31_000_000_000 + FRAG_NOTE_TIMEOUT_NS + 1);
+    assert!(d.notes.is_empty());
+    assert_eq!(d.stats.fragment_losses_unreported, 1);
+}
+
+#[test]
+fn timestamp_option_found_in_any_layout() {
+    let mut t = tcp(
+        1,
+        2,
+        3,
+        4,
+        0x10,
+        &[1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 0, 9],
+        b"",
+    );
+    assert_eq!(tcp_tsval(&t, 32), Some(256));
+    // A Linux SYN: MSS, SACK permitted, timestamp, NOP, window scale.
+    t = tcp(
+        1,
+        2,
+        3,
+        4,
+        0x02,
+        &[
+            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 5, 0, 0, 0, 0, 1, 3, 3, 7,
+        ],
+        b"",
+    );
+    assert_eq!(tcp_tsval(&t, 40), Some(5));
+    // Timestamp first, padded with EOL (fragroute's chaff).
+    t = tcp(
+        1,
+        2,
+        3,
+        4,
+        0x10,
+        &[8, 10, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0],
+        b"",
+    );
+    assert_eq!(tcp_tsval(&t, 32), Some(7));
+    // None, a bad length, a cut option: no value and no panic.
+    t = tcp(1, 2, 3, 4, 0x10, &[1, 1, 1, 0], b"");
+    assert_eq!(tcp_tsval(&t, 24), None);
+    t = tcp(1, 2, 3, 4, 0x10, &[3, 1, 8, 10], b"");
+    assert_eq!(tcp_tsval(&t, 24), None);
+    t = tcp(1, 2, 3, 4, 0x10, &[1, 1, 8, 10, 0, 0, 0, 1], b"");
+    assert_eq!(tcp_tsval(&t, 28), None);
+    assert_eq!(tcp_tsval(&t, 60), None);
+    for len in 0..t.len() {
+        let _ = tcp_tsval(&t[..len], 28);
     }
 }

@@ -5,7 +5,10 @@
 //! `"\nMessage-ID: <1234567890.666.NAME@example.org>"`, its sender is
 //! `NAME@example.org` and its only recipient `postmaster@example.com`, or on
 //! QMQP, where the scanner wraps its QMTP package in one more netstring, the
-//! literal recipient `22:postmaster@example.com,`.
+//! literal recipient `22:postmaster@example.com,`. And qmwatch's own active
+//! check (`qmwatch check`), whose every request's message starts with the
+//! header [`CHECK_HEADER`] (after QMTP's encoding byte), whatever its
+//! envelope: the null sender, a deliberately unacceptable one, or none.
 //!
 //! Must not: read more of the message than the bounded prefix the parser kept.
 
@@ -22,8 +25,18 @@ pub struct Probe {
 
 const MESSAGE_ID: &[u8] = b"Message-ID: <1234567890.666.";
 
+/// The first header of every message `qmwatch check` sends; the rest of
+/// the line says which request it is (`detect` or `relay-test`).
+pub const CHECK_HEADER: &[u8] = b"X-Qmwatch-Check: ";
+
+/// The scanner name qmwatch's own check traffic is reported under.
+pub const CHECK_SCANNER: &str = "qmwatch";
+
 /// Returns the probe `req` is, if it is one.
 pub fn recognise(req: &Request) -> Option<Probe> {
+    if let Some(p) = recognise_check(req) {
+        return Some(p);
+    }
     let p = req.message_prefix.as_slice();
     let p = p
         .strip_prefix(b"\r\n")
@@ -55,6 +68,23 @@ pub fn recognise(req: &Request) -> Option<Probe> {
     Some(Probe {
         scanner: name,
         form,
+    })
+}
+
+/// qmwatch's own check: the header first in the message (QMTP: after the
+/// encoding byte), in the QMTP or plain QMQP form.
+fn recognise_check(req: &Request) -> Option<Probe> {
+    let p = req.message_prefix.as_slice();
+    let p = match req.protocol {
+        Protocol::Qmtp => p.get(1..)?,
+        Protocol::Qmqp => p,
+    };
+    if !p.starts_with(CHECK_HEADER) {
+        return None;
+    }
+    Some(Probe {
+        scanner: CHECK_SCANNER.to_string(),
+        form: req.protocol.name(),
     })
 }
 
@@ -112,6 +142,26 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(p.scanner, "openvas");
+    }
+
+    #[test]
+    fn qmwatch_check_names_itself_whatever_the_envelope() {
+        let msg = b"\nX-Qmwatch-Check: relay-test\nSubject: qmwatch relay test\n";
+        let p = recognise(&req(
+            Protocol::Qmtp,
+            msg,
+            "",
+            "relay-test@qmwatch-check.invalid",
+        ))
+        .unwrap();
+        assert_eq!((p.scanner.as_str(), p.form), ("qmwatch", "qmtp"));
+        let p = recognise(&req(Protocol::Qmqp, &msg[1..], "", "a@example.invalid")).unwrap();
+        assert_eq!((p.scanner.as_str(), p.form), ("qmwatch", "qmqp"));
+        // QMQP has no encoding byte: a leading LF is not the check's form.
+        assert!(recognise(&req(Protocol::Qmqp, msg, "", "a@example.invalid")).is_none());
+        // The header must come first.
+        let late = b"\nSubject: hi\nX-Qmwatch-Check: relay-test\n";
+        assert!(recognise(&req(Protocol::Qmtp, late, "", "a@example.invalid")).is_none());
     }
 
     #[test]

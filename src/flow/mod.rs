@@ -52,13 +52,55 @@ pub enum ChecksumMode {
 
 const CSUM_UNKNOWN: u8 = 0;
 const CSUM_VALID: u8 = 1;
+/// Offloaded, the field holding the pseudo-header sum: any other wrong
+/// value is a corrupted segment.
 const CSUM_OFFLOADED: u8 = 2;
+/// Offloaded in some other form (the field left zero or stale): nothing to
+/// tell a corrupted segment by, so none is checked.
+const CSUM_OFFLOADED_OTHER: u8 = 3;
 const BAD_CSUM: &str = "tcp_bad_checksum";
 const FRAG_CONFLICT: &str = "ip_fragment_overlap_conflict";
 const FRAG_CONFLICT_DETAIL: &str =
     "IP fragments overlapped with different bytes; the first were kept";
 const BAD_CSUM_DETAIL: &str =
     "a segment with a bad TCP checksum (which the endpoint drops) was ignored";
+
+// Anomalies raised at most once per flow (bits of `Flow::early` and
+// `Candidate::reported`); the fragment bits are `Segment::frag_notes`'.
+const NOTE_FRAG_CONFLICT: u8 = crate::decode::FRAG_NOTE_CONFLICT;
+const NOTE_FRAG_DROPPED: u8 = crate::decode::FRAG_NOTE_DROPPED;
+const NOTE_FRAG_TINY: u8 = crate::decode::FRAG_NOTE_TINY;
+const NOTE_TTL: u8 = 8;
+const NOTE_FLAGS: u8 = 16;
+const NOTE_PAWS: u8 = 32;
+/// (bit, kind, detail) of the anomalies raised once per flow.
+const NOTES: [(u8, &str, &str); 5] = [
+    (
+        NOTE_FRAG_DROPPED,
+        "ip_fragments_dropped",
+        "IP fragments of this flow were dropped (defragmentation cap, eviction or timeout): its bytes were not seen",
+    ),
+    (
+        NOTE_FRAG_TINY,
+        "ip_tiny_fragments",
+        "a segment was reassembled from IP fragments shorter than any real link needs (an evasion signature); its bytes were used",
+    ),
+    (
+        NOTE_TTL,
+        "tcp_ttl_insertion",
+        "a segment with a lower TTL/hop limit than its direction's (which may expire before the receiver) was ignored",
+    ),
+    (
+        NOTE_FLAGS,
+        "tcp_chaff_flags",
+        "a segment the endpoint drops (data without ACK, or a SYN inside an established flow) was ignored",
+    ),
+    (
+        NOTE_PAWS,
+        "tcp_paws_failed",
+        "a segment whose TCP timestamp is older than its direction's (PAWS, RFC 7323), which the endpoint drops, was ignored",
+    ),
+];
 
 /// Limits and timeouts of one worker's flow table.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +150,11 @@ pub struct FlowStats {
     pub requests_dropped_unconfirmed: u64,
     pub bad_checksum_dropped: u64,
     pub directions_checksum_offloaded: u64,
+    /// Segments ignored as insertion chaff: TTL below the direction's,
+    /// flags an endpoint drops, TCP timestamp failing PAWS.
+    pub ttl_insertion_dropped: u64,
+    pub chaff_flags_dropped: u64,
+    pub paws_dropped: u64,
     pub sessions_dropped_memcap: u64,
     /// Confirmed servers past [`MAX_KNOWN_SERVERS`], not remembered.
     pub known_servers_not_remembered: u64,
@@ -140,6 +187,9 @@ impl FlowStats {
         self.requests_dropped_unconfirmed += o.requests_dropped_unconfirmed;
         self.bad_checksum_dropped += o.bad_checksum_dropped;
         self.directions_checksum_offloaded += o.directions_checksum_offloaded;
+        self.ttl_insertion_dropped += o.ttl_insertion_dropped;
+        self.chaff_flags_dropped += o.chaff_flags_dropped;
+        self.paws_dropped += o.paws_dropped;
         self.sessions_dropped_memcap += o.sessions_dropped_memcap;
         self.known_servers_not_remembered += o.known_servers_not_remembered;
         self.session_bytes_peak += o.session_bytes_peak;
@@ -284,6 +334,8 @@ struct Candidate {
     session: Session,
     /// The session's stored bytes as last counted in `FlowTable::session_bytes`.
     accounted: usize,
+    /// `NOTE_*` anomalies already raised on this flow.
+    reported: u8,
 }
 
 struct Flow {
@@ -312,6 +364,15 @@ struct Flow {
     csum: [u8; 2],
     /// Bad-checksum segments dropped before the flow had a session.
     bad_csum_early: u8,
+    /// `NOTE_*` anomalies seen before the flow had a session.
+    early: u8,
+    /// Reference TTL / hop limit of each direction (its SYN's, else its
+    /// first packet's; 0: none yet).
+    ttl_ref: [u8; 2],
+    /// TS.Recent of each direction (RFC 7323), valid where `ts_known` has
+    /// the direction's bit.
+    ts_recent: [u32; 2],
+    ts_known: u8,
     /// First bytes of a client that did not speak QMTP/QMQP, kept while the
     /// server's first bytes are awaited (0: none).
     client_sample_len: u8,
@@ -506,6 +567,10 @@ impl FlowTable {
             syn_seen: 0,
             csum: [CSUM_UNKNOWN; 2],
             bad_csum_early: 0,
+            early: 0,
+            ttl_ref: [0; 2],
+            ts_recent: [0; 2],
+            ts_known: 0,
             client_sample_len: 0,
             client_sample: [0; 16],
             client_sample_ts: 0,
@@ -603,11 +668,6 @@ impl FlowTable {
         };
         flow.last_seen = flow.last_seen.max(seg.ts);
         let state = flow.state;
-        // Only a segment at the start of the sampled direction can hold a
-        // second copy of a rejected flow's first bytes.
-        let sampled = flow.client_sample_len > 0
-            && usize::from(flow.sample_dir) == dir
-            && seg.seq.wrapping_sub(flow.sample_seq) < u32::from(flow.client_sample_len);
         let (acked, gap) = flow.loss.observe(dir, seg);
         self.stats.loss_acked_bytes += acked;
         self.stats.loss_gap_bytes += gap;
@@ -617,7 +677,14 @@ impl FlowTable {
             // would touch two other random entries per packet): `last_seen`
             // is enough, and `expire` re-queues flows that were active.
             State::Rejected => {
-                if sampled && !payload.is_empty() {
+                // Only a segment at the start of the sampled direction can
+                // hold a second copy of a rejected flow's first bytes.
+                let again = self.slab.get(i as usize).is_some_and(|f| {
+                    f.client_sample_len > 0
+                        && usize::from(f.sample_dir) == dir
+                        && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
+                });
+                if again && !payload.is_empty() {
                     self.first_bytes_again(i, dir, seg, payload, out);
                 }
                 self.track_teardown(i, dir, seg)
@@ -627,6 +694,9 @@ impl FlowTable {
                     if !self.checksum_accepts(i, dir, seg, tcp, out) {
                         return;
                     }
+                }
+                if !self.chaff_accepts(i, dir, seg, payload.len(), out) {
+                    return;
                 }
                 self.open_segment(i, dir, seg, payload, out);
             }
@@ -638,7 +708,10 @@ impl FlowTable {
     /// a valid one means checksums are real there, so a later invalid
     /// segment (which the endpoint would drop) is dropped and reported; an
     /// invalid first one means the capture has offloaded checksums for that
-    /// direction, which is then not checked again.
+    /// direction. If it held the pseudo-header sum (what Linux leaves for
+    /// the NIC), later segments must hold it too, or be valid: any other
+    /// value is corrupted, dropped and reported. Otherwise (zero, stale)
+    /// the direction is not checked again.
     fn checksum_accepts(
         &mut self,
         i: u32,
@@ -655,21 +728,35 @@ impl FlowTable {
             return true;
         };
         let state = flow.csum.get(dir).copied().unwrap_or(CSUM_UNKNOWN);
-        if mode == ChecksumMode::Auto && state == CSUM_OFFLOADED {
+        if mode == ChecksumMode::Auto && state == CSUM_OFFLOADED_OTHER {
+            return true;
+        }
+        // A checksum left to the NIC holds the pseudo-header sum (Linux,
+        // and the BSDs): cheap to recognise, so it is tried first where
+        // checksums are offloaded, and only after a failed sum elsewhere.
+        let auto = mode == ChecksumMode::Auto;
+        if auto && state == CSUM_OFFLOADED && seg.checksum_offloaded(tcp) {
             return true;
         }
         let ok = seg.checksum_ok(tcp);
+        let offloaded = !ok && auto && state == CSUM_UNKNOWN && seg.checksum_offloaded(tcp);
         let slot = flow.csum.get_mut(dir);
         match (ok, state, mode) {
             (true, _, _) => {
-                if let Some(s) = slot {
-                    *s = CSUM_VALID;
+                if state == CSUM_UNKNOWN {
+                    if let Some(s) = slot {
+                        *s = CSUM_VALID;
+                    }
                 }
                 true
             }
             (false, CSUM_UNKNOWN, ChecksumMode::Auto) => {
                 if let Some(s) = slot {
-                    *s = CSUM_OFFLOADED;
+                    *s = if offloaded {
+                        CSUM_OFFLOADED
+                    } else {
+                        CSUM_OFFLOADED_OTHER
+                    };
                 }
                 self.stats.directions_checksum_offloaded += 1;
                 true
@@ -695,6 +782,8 @@ impl FlowTable {
     /// QMTP/QMQP, the flow is reported with `tcp_overlap_conflict`
     /// straight away — it will never be a confirmed session — and the
     /// sample is dropped so that this is said once.
+    #[cold]
+    #[inline(never)]
     fn first_bytes_again(
         &mut self,
         i: u32,
@@ -728,8 +817,13 @@ impl FlowTable {
             return;
         }
         dst.copy_from_slice(src);
+        // Only bytes that are recognisably QMTP/QMQP (not merely undecided
+        // in a short sample) make this worth saying.
         let mut sniff = Sniffer::new();
-        if sniff.feed(other.get(..n).unwrap_or_default()).0 == Some(Verdict::Other) {
+        if matches!(
+            sniff.feed(other.get(..n).unwrap_or_default()).0,
+            None | Some(Verdict::Other)
+        ) {
             return;
         }
         flow.client_sample_len = 0;
@@ -750,6 +844,118 @@ impl FlowTable {
                 .into(),
             ts: seg.ts,
         })));
+    }
+
+    /// Decides whether an endpoint would take `seg` (of an open flow) by
+    /// what fragroute-style insertion chaff gets wrong, given that its
+    /// checksum is right:
+    /// - a TTL / hop limit below its direction's reference (its SYN's, else
+    ///   its first packet's): it may expire before the receiver;
+    /// - data without ACK (only a SYN may carry that), or a SYN inside an
+    ///   established flow (another ISN than the direction's SYN had, or any
+    ///   SYN in a flow picked up mid-stream that already has a session);
+    /// - a TCP timestamp older than TS.Recent (PAWS, RFC 7323 §5), where
+    ///   TS.Recent follows only segments at or before the next expected
+    ///   byte (§4.3), so a segment the network reordered is not dropped.
+    ///
+    /// Such a segment is ignored and reported, once per flow and kind.
+    /// Only segments that carry data, FIN or RST are judged.
+    fn chaff_accepts(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        payload_len: usize,
+        out: &mut Vec<Record>,
+    ) -> bool {
+        let Some(flow) = self.slab.get_mut(i as usize) else {
+            return true;
+        };
+        let judged = payload_len > 0 || seg.missing > 0 || seg.fin() || seg.rst();
+        if !judged && !seg.syn() {
+            // A bare ACK (most packets): it only gives a direction its first
+            // TTL; TS.Recent follows the data segments, which is enough.
+            if let Some(r) = flow.ttl_ref.get_mut(dir) {
+                if *r == 0 {
+                    *r = seg.ttl;
+                }
+            }
+            if seg.frag_notes != 0 && flow.candidate.is_none() {
+                flow.early |= seg.frag_notes;
+            }
+            return true;
+        }
+        let bit = 1u8 << dir;
+        let first_syn = seg.syn() && flow.syn_seen & bit == 0;
+        let mut chaff = 0;
+        let ttl_ref = flow.ttl_ref.get(dir).copied().unwrap_or(0);
+        let sets_ttl = seg.ttl != 0 && (ttl_ref == 0 || first_syn);
+        if seg.ttl != 0 && !sets_ttl && seg.ttl < ttl_ref && judged {
+            chaff = NOTE_TTL;
+        }
+        let data = payload_len > 0 || seg.missing > 0;
+        if chaff == 0 && seg.syn() {
+            let isn = flow.syn_next.get(dir).map(|n| n.wrapping_sub(1));
+            let other_isn = flow.syn_seen & bit != 0 && isn != Some(seg.seq);
+            let midstream = flow.syn_seen == 0 && flow.candidate.is_some();
+            if other_isn || midstream {
+                chaff = NOTE_FLAGS;
+            }
+        } else if chaff == 0 && data && !seg.ack_flag() && !seg.rst() {
+            chaff = NOTE_FLAGS;
+        }
+        if chaff == 0 && seg.has_tsval {
+            let known = flow.ts_known & bit != 0;
+            let recent = flow.ts_recent.get(dir).copied().unwrap_or(0);
+            let older = (seg.tsval.wrapping_sub(recent) as i32) < 0;
+            if known && older && data && !seg.rst() {
+                chaff = NOTE_PAWS;
+            } else if !older || !known {
+                let in_order = if seg.syn() {
+                    first_syn
+                } else {
+                    match flow.candidate.as_ref() {
+                        Some(c) => c.streams.get(dir).is_some_and(|st| {
+                            st.offset_of(seg.seq)
+                                .is_some_and(|o| o <= i128::from(st.next_offset()))
+                        }),
+                        None => {
+                            flow.syn_seen & bit != 0 && flow.syn_next.get(dir) == Some(&seg.seq)
+                        }
+                    }
+                };
+                if in_order {
+                    if let Some(r) = flow.ts_recent.get_mut(dir) {
+                        *r = seg.tsval;
+                    }
+                    flow.ts_known |= bit;
+                }
+            }
+        }
+        if chaff == 0 {
+            if sets_ttl {
+                if let Some(r) = flow.ttl_ref.get_mut(dir) {
+                    *r = seg.ttl;
+                }
+            }
+            if seg.frag_notes != 0 && flow.candidate.is_none() {
+                flow.early |= seg.frag_notes;
+            }
+            return true;
+        }
+        match chaff {
+            NOTE_TTL => self.stats.ttl_insertion_dropped += 1,
+            NOTE_FLAGS => self.stats.chaff_flags_dropped += 1,
+            _ => self.stats.paws_dropped += 1,
+        }
+        match flow.candidate.as_mut() {
+            Some(c) => {
+                let new = (chaff | seg.frag_notes) & !c.reported;
+                c.reported |= raise_notes(&mut c.session, new, seg.ts, out);
+            }
+            None => flow.early |= chaff | seg.frag_notes,
+        }
+        false
     }
 
     /// FIN/RST bookkeeping for flows that are not parsed.
@@ -885,6 +1091,11 @@ impl FlowTable {
             if flow.bad_csum_early > 0 {
                 session.anomaly(BAD_CSUM, BAD_CSUM_DETAIL.into(), seg.ts, out);
             }
+            // This segment's own notes are raised when it is fed below.
+            if flow.early & !seg.frag_notes & NOTE_FRAG_CONFLICT != 0 {
+                session.anomaly(FRAG_CONFLICT, FRAG_CONFLICT_DETAIL.into(), seg.ts, out);
+            }
+            let reported = raise_notes(&mut session, flow.early, seg.ts, out);
             if flow.client_sample_len > 0 {
                 let n = usize::from(flow.client_sample_len);
                 let sample = flow.client_sample.get(..n).unwrap_or_default();
@@ -902,6 +1113,7 @@ impl FlowTable {
                 streams,
                 session,
                 accounted: 0,
+                reported,
             }));
             self.stats.flows_candidate += 1;
         }
@@ -925,7 +1137,10 @@ impl FlowTable {
             return;
         };
         let Candidate {
-            streams, session, ..
+            streams,
+            session,
+            reported,
+            ..
         } = &mut **cand;
         let (s0, s1) = streams.split_at_mut(1);
         let (mine, peer) = if dir == 0 {
@@ -936,8 +1151,11 @@ impl FlowTable {
         let mut ev = StreamEvents::default();
         let mut status = Status::Continue;
         let ts = seg.ts;
-        if seg.fragment_conflict {
+        if seg.frag_notes & NOTE_FRAG_CONFLICT != 0 {
             session.anomaly(FRAG_CONFLICT, FRAG_CONFLICT_DETAIL.into(), ts, out);
+        }
+        if seg.frag_notes & !*reported & (NOTE_FRAG_DROPPED | NOTE_FRAG_TINY) != 0 {
+            *reported |= raise_notes(session, seg.frag_notes & !*reported, ts, out);
         }
         // The peer's holes that this ACK proves were received: declare them.
         if seg.ack_flag() {
@@ -1098,6 +1316,7 @@ impl FlowTable {
             streams,
             session,
             accounted,
+            ..
         } = &mut *cand;
         let mut ev = StreamEvents::default();
         for (dir, st) in streams.iter_mut().enumerate() {
@@ -1205,6 +1424,19 @@ impl FlowTable {
             self.remove(c.flow);
         }
     }
+}
+
+/// Raises the once-per-flow anomalies of `notes` (`NOTE_*` bits); returns
+/// the bits raised.
+fn raise_notes(session: &mut Session, notes: u8, ts: u64, out: &mut Vec<Record>) -> u8 {
+    let mut raised = 0;
+    for (bit, kind, detail) in NOTES {
+        if notes & bit != 0 {
+            session.anomaly(kind, detail.into(), ts, out);
+            raised |= bit;
+        }
+    }
+    raised
 }
 
 /// Hands one delivery of direction `dir` to the session, unless the session

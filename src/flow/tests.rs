@@ -696,3 +696,272 @@ fn structured_floods_do_not_collide_in_tags() {
         );
     }
 }
+
+/// Anomaly kinds in `out`, and the other records.
+fn split_anomalies(out: Vec<Record>) -> (Vec<&'static str>, Vec<Record>) {
+    let mut kinds = Vec::new();
+    let mut rest = Vec::new();
+    for r in out {
+        match r {
+            Record::Anomaly(a) => kinds.push(a.kind),
+            r => rest.push(r),
+        }
+    }
+    (kinds, rest)
+}
+
+/// Every packet with TTL 64 and, if `ts`, a TCP timestamp that grows with
+/// the packet time (per direction, as a sender's clock does).
+fn stamped(pkts: Vec<Pkt>, ts: bool) -> Vec<Pkt> {
+    pkts.into_iter()
+        .map(|(mut s, p)| {
+            s.ttl = 64;
+            if ts {
+                s.has_tsval = true;
+                s.tsval = 0x7000_0000u32.wrapping_add((s.ts / 1000) as u32);
+            }
+            (s, p)
+        })
+        .collect()
+}
+
+/// The conversation with `chaff` sent just before the request (index 3).
+fn with_chaff(conn: &Conn, chaff: Vec<Pkt>, ts: bool) -> Vec<Pkt> {
+    let mut v = stamped(conn.conversation(PACKAGE, REPLY), ts);
+    for (k, c) in chaff.into_iter().enumerate() {
+        v.insert(3 + k, c);
+    }
+    v
+}
+
+#[test]
+fn chaff_with_a_lower_ttl_is_ignored_and_named() {
+    let conn = Conn::new("192.0.2.10:40000", "198.51.100.20:209");
+    let (mut chaff, p) = conn.c2s(3500, 0, 0, 0, &[b'9'; PACKAGE.len()]);
+    chaff.ttl = 1;
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest) = split_anomalies(run(&mut t, &with_chaff(&conn, vec![(chaff, p)], false)));
+    check_qmtp(&rest, &conn);
+    assert_eq!(kinds, ["tcp_ttl_insertion"]);
+    assert_eq!(t.stats.ttl_insertion_dropped, 1);
+    // A higher TTL (a shorter path) is not chaff; nor is an unknown one.
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut v = stamped(conn.conversation(PACKAGE, REPLY), false);
+    v[3].0.ttl = 128;
+    v[5].0.ttl = 0;
+    let (kinds, rest) = split_anomalies(run(&mut t, &v));
+    check_qmtp(&rest, &conn);
+    assert!(kinds.is_empty(), "{kinds:?}");
+}
+
+#[test]
+fn chaff_without_ack_or_with_another_syn_is_ignored_and_named() {
+    let conn = Conn::new("192.0.2.10:40001", "198.51.100.20:209");
+    // fragroute `tcp_chaff null`: no flags at all, other bytes.
+    let (mut null, p) = conn.c2s(3500, 0, 0, 0, &[b'9'; PACKAGE.len()]);
+    null.flags = 0;
+    // `tcp_chaff syn`: a SYN with another ISN, here with data too.
+    let syn = Conn::pkt(3600, conn.c, conn.s, 0x0bad_cafe, 0, TCP_SYN, b"1:x,");
+    let mut t = FlowTable::new(FlowConfig::default());
+    let pkts = with_chaff(&conn, vec![(null, p), syn], false);
+    let (kinds, rest) = split_anomalies(run(&mut t, &pkts));
+    check_qmtp(&rest, &conn);
+    // Once per flow.
+    assert_eq!(kinds, ["tcp_chaff_flags"]);
+    assert_eq!(t.stats.chaff_flags_dropped, 2);
+}
+
+#[test]
+fn a_retransmitted_syn_is_not_chaff() {
+    let conn = Conn::new("192.0.2.10:40002", "198.51.100.20:209");
+    let mut v = conn.conversation(PACKAGE, REPLY);
+    v.insert(1, conn.syn(1500));
+    v.insert(3, conn.syn_ack(2500));
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest) = split_anomalies(run(&mut t, &v));
+    check_qmtp(&rest, &conn);
+    assert!(kinds.is_empty(), "{kinds:?}");
+    assert_eq!(t.stats.chaff_flags_dropped, 0);
+}
+
+#[test]
+fn a_syn_in_a_flow_picked_up_mid_stream_is_chaff() {
+    let conn = Conn::new("192.0.2.10:40003", "198.51.100.20:209");
+    let v = conn.conversation(PACKAGE, REPLY);
+    // No handshake; a SYN from the server's side after the request.
+    let mut pkts: Vec<Pkt> = v[3..].to_vec();
+    pkts.insert(1, Conn::pkt(4500, conn.s, conn.c, 77, 0, TCP_SYN, b""));
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest) = split_anomalies(run(&mut t, &pkts));
+    assert!(kinds.contains(&"tcp_chaff_flags"), "{kinds:?}");
+    assert!(rest.iter().any(|r| matches!(r, Record::Transaction(_))));
+}
+
+#[test]
+fn chaff_failing_paws_is_ignored_and_named() {
+    let conn = Conn::new("192.0.2.10:40004", "198.51.100.20:209");
+    // fragroute `tcp_chaff paws`: TSval 0, other bytes.
+    let (mut chaff, p) = conn.c2s(3500, 0, 0, 0, &[b'9'; PACKAGE.len()]);
+    chaff.ttl = 64;
+    chaff.has_tsval = true;
+    chaff.tsval = 0;
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest) = split_anomalies(run(&mut t, &with_chaff(&conn, vec![(chaff, p)], true)));
+    check_qmtp(&rest, &conn);
+    assert_eq!(kinds, ["tcp_paws_failed"]);
+    assert_eq!(t.stats.paws_dropped, 1);
+}
+
+/// Segments the network reordered carry older timestamps than segments
+/// already seen, but TS.Recent only follows in-order segments (RFC 7323
+/// §4.3): nothing is dropped.
+#[test]
+fn reordered_segments_with_older_timestamps_pass_paws() {
+    let conn = Conn::new("192.0.2.10:40005", "198.51.100.20:209");
+    let q = PACKAGE.len() as u64;
+    let mut v = stamped(conn.handshake(), true);
+    let mut parts = Vec::new();
+    for (k, chunk) in PACKAGE.chunks(10).enumerate() {
+        let off = 10 * k as u64;
+        parts.push(conn.c2s(4000 + 1000 * off, off, 0, 0, chunk));
+    }
+    let mut parts = stamped(parts, true);
+    parts.reverse();
+    v.extend(parts);
+    v.extend(stamped(
+        vec![
+            conn.s2c(90_000, 0, q, 0, REPLY),
+            conn.c2s(91_000, q, REPLY.len() as u64, TCP_FIN, b""),
+            conn.s2c(92_000, REPLY.len() as u64, q + 1, TCP_FIN, b""),
+        ],
+        true,
+    ));
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest) = split_anomalies(run(&mut t, &v));
+    assert!(kinds.is_empty(), "{kinds:?}");
+    assert_eq!(t.stats.paws_dropped, 0);
+    assert!(
+        rest.iter().any(|r| matches!(r, Record::Transaction(_))),
+        "{rest:#?}"
+    );
+    // A retransmission of an old segment carries a new timestamp: fine too.
+    assert_eq!(t.stats.reassembly.gaps, 0);
+}
+
+/// TCP header (20 bytes, no options) and payload of `seg` with the
+/// checksum field set to `field`.
+fn tcp_bytes(seg: &Segment, payload: &[u8], field: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&seg.sport.to_be_bytes());
+    v.extend_from_slice(&seg.dport.to_be_bytes());
+    v.extend_from_slice(&seg.seq.to_be_bytes());
+    v.extend_from_slice(&seg.ack.to_be_bytes());
+    v.extend_from_slice(&[5 << 4, seg.flags, 0xff, 0xff]);
+    v.extend_from_slice(&field.to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(payload);
+    v
+}
+
+/// RFC 1071 sum of big-endian words, folded.
+fn fold_sum(words: impl Iterator<Item = u16>) -> u16 {
+    let mut s: u64 = words.map(u64::from).sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+fn pseudo(seg: &Segment, len: usize) -> u16 {
+    let a = (seg.src as u32, seg.dst as u32);
+    fold_sum(
+        [
+            (a.0 >> 16) as u16,
+            a.0 as u16,
+            (a.1 >> 16) as u16,
+            a.1 as u16,
+            6,
+            len as u16,
+        ]
+        .into_iter(),
+    )
+}
+
+fn valid_field(seg: &Segment, payload: &[u8]) -> u16 {
+    let t = tcp_bytes(seg, payload, 0);
+    let words = t
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+    !fold_sum([pseudo(seg, t.len())].into_iter().chain(words))
+}
+
+#[test]
+fn offloaded_checksums_told_from_corrupted_ones() {
+    let conn = Conn::new("192.0.2.10:40006", "198.51.100.20:209");
+    let (chaff, p) = conn.c2s(3500, 0, 0, 0, &[b'9'; PACKAGE.len()]);
+    let pkts = with_chaff(&conn, vec![(chaff, p)], false);
+    // As captured on the sending host: every field holds the pseudo-header
+    // sum (Linux; its complement is accepted too), the chaff a random value.
+    for complement in [false, true] {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = Vec::new();
+        for (k, (seg, payload)) in pkts.iter().enumerate() {
+            let len = 20 + payload.len();
+            let mut field = pseudo(seg, len);
+            if complement {
+                field = !field;
+            }
+            if k == 3 {
+                field = field.wrapping_add(0x1357);
+            }
+            let tcp = tcp_bytes(seg, payload, field);
+            t.segment_checked(seg, payload, Some(&tcp), &mut out);
+        }
+        let (kinds, rest) = split_anomalies(out);
+        check_qmtp(&rest, &conn);
+        assert_eq!(kinds, ["tcp_bad_checksum"]);
+        assert_eq!(t.stats.bad_checksum_dropped, 1);
+        assert_eq!(t.stats.directions_checksum_offloaded, 2);
+    }
+    // Valid checksums in an offloaded direction are fine (software
+    // retransmissions), and a direction whose fields are zero cannot be
+    // judged: nothing is dropped there.
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut out = Vec::new();
+    for (k, (seg, payload)) in pkts.iter().enumerate() {
+        if k == 3 {
+            continue;
+        }
+        let from_client = seg.sport == conn.c.port();
+        let field = if from_client {
+            0
+        } else if k % 2 == 0 {
+            valid_field(seg, payload)
+        } else {
+            pseudo(seg, 20 + payload.len())
+        };
+        let tcp = tcp_bytes(seg, payload, field);
+        t.segment_checked(seg, payload, Some(&tcp), &mut out);
+    }
+    let (kinds, rest) = split_anomalies(out);
+    check_qmtp(&rest, &conn);
+    assert!(kinds.is_empty(), "{kinds:?}");
+}
+
+#[test]
+fn fragment_notes_become_anomalies_once_per_flow() {
+    use crate::decode::{FRAG_NOTE_DROPPED, FRAG_NOTE_TINY};
+    let conn = Conn::new("192.0.2.10:40007", "198.51.100.20:209");
+    let mut v = conn.conversation(PACKAGE, REPLY);
+    // The server's ACK (before the flow has a session) learns that a
+    // datagram of the flow was lost; the request was reassembled from tiny
+    // fragments, and so was the reply.
+    v[1].0.frag_notes = FRAG_NOTE_DROPPED;
+    v[3].0.frag_notes = FRAG_NOTE_TINY;
+    v[5].0.frag_notes = FRAG_NOTE_TINY | FRAG_NOTE_DROPPED;
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (mut kinds, rest) = split_anomalies(run(&mut t, &v));
+    check_qmtp(&rest, &conn);
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["ip_fragments_dropped", "ip_tiny_fragments"]);
+}

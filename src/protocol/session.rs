@@ -98,6 +98,9 @@ pub struct Session {
     /// The protocol the server was confirmed as elsewhere in this run: bytes
     /// that fit both are read as that protocol.
     server_protocol: Option<Protocol>,
+    /// The server's first bytes were another protocol's: the flow is no
+    /// QMTP/QMQP flow, evasion signatures or not.
+    server_other: bool,
     client: Option<RequestParser>,
     server: Option<ReplyParser>,
     protocol: Option<Protocol>,
@@ -122,8 +125,18 @@ pub struct Session {
 }
 
 /// Anomaly kinds that say the bytes seen may differ from the bytes an
-/// endpoint took: reported even for a flow rejected as not QMTP/QMQP.
-pub const EVASION_SIGNS: &[&str] = &["tcp_overlap_conflict", "ip_fragment_overlap_conflict"];
+/// endpoint took (two contents for the same bytes, bytes lost, segments
+/// judged chaff and left out): reported even for a flow that was never
+/// confirmed or was rejected as not QMTP/QMQP. A bad checksum is not among
+/// them: the endpoint drops such a segment just as qmwatch does.
+pub const EVASION_SIGNS: &[&str] = &[
+    "tcp_overlap_conflict",
+    "ip_fragment_overlap_conflict",
+    "ip_fragments_dropped",
+    "tcp_ttl_insertion",
+    "tcp_chaff_flags",
+    "tcp_paws_failed",
+];
 
 impl Session {
     /// `addrs[d]` is the source of direction `d`; `client_dir` comes from the
@@ -138,6 +151,7 @@ impl Session {
             sides: [Side::new(midstream), Side::new(midstream)],
             server_hint: false,
             server_protocol: None,
+            server_other: false,
             client: None,
             server: None,
             protocol: None,
@@ -217,7 +231,7 @@ impl Session {
     /// like something else may not be the bytes the endpoint took, so the
     /// flow is reported even though it was never confirmed.
     pub fn take_evasion_signs(&mut self) -> Vec<Anomaly> {
-        if self.rejected {
+        if self.rejected && !self.server_other {
             std::mem::take(&mut self.held)
         } else {
             Vec::new()
@@ -265,7 +279,7 @@ impl Session {
         self.pending.clear();
         self.early.clear();
         // Evasion signatures stay for the flow layer to report (see
-        // `take_evasion_signs`); the rest went with the session.
+        // `take_evasion_signs`); the rest go.
         self.held.retain(|a| EVASION_SIGNS.contains(&a.kind));
         self.broken.clear();
         self.client = None;
@@ -477,6 +491,10 @@ impl Session {
                         return self.retry_or_reject(dir);
                     }
                     if self.confirmed.is_none() {
+                        // The server itself speaks another protocol (an SMTP
+                        // banner, an HTTP response): whatever tricks its
+                        // bytes showed, this is no QMTP/QMQP flow.
+                        self.server_other = true;
                         return self.reject();
                     }
                     return Status::Continue;
@@ -980,8 +998,15 @@ impl Session {
                 }
             }
         } else {
-            self.counters.anomalies_dropped_unconfirmed += self.held.len() as u64;
-            self.held.clear();
+            // Evasion signatures are reported even so: the session may be
+            // unconfirmed because of what they did to its bytes.
+            for a in std::mem::take(&mut self.held) {
+                if EVASION_SIGNS.contains(&a.kind) {
+                    out.push(Record::Anomaly(Box::new(a)));
+                } else {
+                    self.counters.anomalies_dropped_unconfirmed += 1;
+                }
+            }
         }
         if let Some(w) = self.wrong.take() {
             if confirmed || self.server_hint || self.server_port_is_standard() {

@@ -1,0 +1,375 @@
+//! What a check tells: a report to read, and ECS events with the passive
+//! events' field names.
+//!
+//! Owns: the text report; the events — per port a `qmwatch.check` event
+//! (the result, each probe's bytes sent and answer escaped), and with the
+//! passive side's own builders a `qmwatch.service` event per QMTP/QMQP
+//! service found, a `qmwatch.transaction` event per relay test and a
+//! `qmwatch.relay` alert when the tester is outside the trusted networks —
+//! so a SIEM rule written for the sensor fires on the check too. Every
+//! event says `observer.type: active_check` and has an id of its own run.
+//!
+//! Must not: judge (the verdicts come from `check` and `detect`), or put
+//! unescaped server bytes in a report.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use serde_json::{json, Map, Value};
+
+use super::{
+    classify, target, Config, Finding, PortReport, RelayResult, Step, DATASET_CHECK, OBSERVER_TYPE,
+};
+use crate::detect::policy::Policy;
+use crate::detect::{judge, probe};
+use crate::event::{self, Event, Observer};
+use crate::protocol::{Endpoints, Reply};
+
+/// Escaped answer bytes kept per probe in an event.
+const EVIDENCE_BYTES: usize = 1024;
+
+fn reply_json(r: &Reply) -> Value {
+    json!({"code": r.code.letter(), "text": r.text.text(), "text_truncated": r.text.truncated})
+}
+
+fn step_json(s: &Step) -> Value {
+    let mut o = Map::new();
+    o.insert("probe".into(), json!(s.probe));
+    if let Some(l) = s.local {
+        o.insert("source".into(), json!(l.to_string()));
+    }
+    o.insert("sent_bytes".into(), json!(s.sent));
+    o.insert("received_bytes".into(), json!(s.received.len()));
+    o.insert(
+        "received".into(),
+        json!(classify::escaped(&s.received, EVIDENCE_BYTES)),
+    );
+    o.insert("end".into(), json!(s.end.name()));
+    if let Some(e) = s.error.as_ref().or(s.send_error.as_ref()) {
+        o.insert("error".into(), json!(e));
+    }
+    o.insert(
+        "elapsed_ms".into(),
+        json!(u64::try_from(s.elapsed.as_millis()).unwrap_or(u64::MAX)),
+    );
+    Value::Object(o)
+}
+
+/// The local address the finding was seen from, if a connection was made.
+fn local_of(r: &PortReport) -> Option<SocketAddr> {
+    r.proof_step()
+        .and_then(|s| s.local)
+        .or_else(|| r.steps.iter().find_map(|s| s.local))
+}
+
+/// The `qmwatch.check` event of one port.
+fn check_event(r: &PortReport, run_ns: u64) -> Map<String, Value> {
+    let server = r.job.addr;
+    let local = local_of(r);
+    let client =
+        local.unwrap_or_else(|| SocketAddr::new(target::unspecified_like(&server.ip()), 0));
+    let ep = Endpoints { client, server };
+    let mut m = event::base(
+        r.ts,
+        "event",
+        DATASET_CHECK,
+        &["network"],
+        &["info"],
+        &ep,
+        r.finding.protocol(),
+    );
+    if local.is_none() {
+        // No connection was made: there is no source and no flow.
+        m.remove("source");
+        if let Some(Value::Object(n)) = m.get_mut("network") {
+            n.remove("community_id");
+        }
+        m.insert("related".into(), json!({"ip": [server.ip().to_string()]}));
+    }
+    event::set_event(&mut m, "action", json!("active_check"));
+    event::set_event(
+        &mut m,
+        "outcome",
+        json!(if r.finding.unreached() {
+            "failure"
+        } else {
+            "success"
+        }),
+    );
+    let (srv, run) = (server.to_string(), run_ns.to_string());
+    event::set_event(
+        &mut m,
+        "id",
+        json!(event::stable_id(&[DATASET_CHECK, &srv, &run])),
+    );
+    m.insert("message".into(), json!(format!("{server}: {}", r.detail)));
+    let mut c = Map::new();
+    c.insert("target".into(), json!(r.job.target));
+    c.insert("result".into(), json!(r.finding.name()));
+    c.insert("detail".into(), json!(r.detail));
+    c.insert("service".into(), json!(r.finding.protocol().is_some()));
+    if r.finding.protocol().is_some() {
+        c.insert("sanctioned".into(), json!(r.sanctioned));
+        if let Some(e) = r.evidence {
+            c.insert("evidence".into(), json!(e.name()));
+        }
+        c.insert(
+            "replies".into(),
+            Value::Array(r.replies.iter().map(reply_json).collect()),
+        );
+    }
+    if let Some(s) = r.proof_step() {
+        c.insert("proof".into(), json!(s.probe));
+    }
+    c.insert(
+        "probes".into(),
+        Value::Array(r.steps.iter().map(step_json).collect()),
+    );
+    if let Some(t) = &r.relay {
+        let mut o = Map::new();
+        o.insert("verdict".into(), json!(t.result.name()));
+        o.insert("protocol".into(), json!(t.protocol.name()));
+        o.insert("recipient".into(), json!(t.recipient));
+        o.insert("client_trusted".into(), json!(t.client_trusted));
+        if let Some(rep) = &t.reply {
+            o.insert("reply".into(), reply_json(rep));
+        }
+        o.insert("probe".into(), step_json(&t.step));
+        c.insert("relay_test".into(), Value::Object(o));
+    }
+    event::put_qmwatch(&mut m, "check", Value::Object(c));
+    m
+}
+
+/// Marks an event as the active check's: `observer.type`, and an id of
+/// this run (the passive side's ids name findings in a capture; a re-test
+/// is a new observation, not a duplicate to fold away).
+fn as_check(e: Event, observer: &Observer, run_ns: u64) -> Event {
+    let mut e = e;
+    e.stamp(observer);
+    let mut m = e.into_object();
+    if let Some(Value::Object(o)) = m.get_mut("observer") {
+        o.insert("type".into(), json!(OBSERVER_TYPE));
+    }
+    let old = m
+        .get("event")
+        .and_then(|v| v.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let run = run_ns.to_string();
+    event::set_event(
+        &mut m,
+        "id",
+        json!(event::stable_id(&[OBSERVER_TYPE, &old, &run])),
+    );
+    Event::Object(m)
+}
+
+/// Every event of a check, port by port.
+pub fn events(
+    reports: &[PortReport],
+    policy: &Policy,
+    observer: &Observer,
+    run_ns: u64,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    for r in reports {
+        let mut check = check_event(r, run_ns);
+        observer.stamp(&mut check);
+        if let Some(Value::Object(o)) = check.get_mut("observer") {
+            o.insert("type".into(), json!(OBSERVER_TYPE));
+        }
+        out.push(Event::Object(check));
+        if let (Some(p), Some(ev)) = (r.finding.protocol(), r.evidence) {
+            let local = local_of(r)
+                .unwrap_or_else(|| SocketAddr::new(target::unspecified_like(&r.job.addr.ip()), 0));
+            let ep = Endpoints {
+                client: local,
+                server: r.job.addr,
+            };
+            let m = event::service(r.ts, &ep, p, ev.name(), r.sanctioned);
+            out.push(as_check(Event::Object(m), observer, run_ns));
+        }
+        let Some(t) = r.relay.as_ref().and_then(|t| t.transaction.as_ref()) else {
+            continue;
+        };
+        let attempt = judge(t, policy);
+        let trusted = policy.is_trusted(t.endpoints.client.ip());
+        let e = event::transaction(t, trusted, attempt.as_ref().map(|a| a.verdict));
+        out.push(as_check(Event::Transaction(Box::new(e)), observer, run_ns));
+        if let Some(a) = attempt {
+            let pr = t.request.as_ref().and_then(probe::recognise);
+            let e = event::relay(t, &a, policy, pr.as_ref());
+            out.push(as_check(Event::Relay(Box::new(e)), observer, run_ns));
+        }
+    }
+    out
+}
+
+fn verdict_words(r: RelayResult) -> &'static str {
+    match r {
+        RelayResult::OpenRelay => "OPEN RELAY",
+        RelayResult::AcceptedTrusted => "accepted for a trusted client (not an open relay)",
+        RelayResult::Refused => "refused",
+        RelayResult::Deferred => "deferred",
+        RelayResult::Unanswered => "unanswered",
+    }
+}
+
+/// The report a person reads.
+pub fn text(reports: &[PortReport], cfg: &Config, policy: &Policy) -> String {
+    let mut s = String::new();
+    let mut targets: Vec<&str> = reports.iter().map(|r| r.job.target.as_str()).collect();
+    targets.dedup();
+    let t = cfg.timeouts;
+    let _ = writeln!(
+        s,
+        "qmwatch check: {} port{} on {} target{} (connect timeout {}, greeting wait {}, read timeout {}{})",
+        reports.len(),
+        plural(reports.len()),
+        targets.len(),
+        plural(targets.len()),
+        super::seconds(t.connect),
+        super::seconds(t.greeting),
+        super::seconds(t.read),
+        match cfg.source {
+            Some(ip) => format!(", from {ip}"),
+            None => String::new(),
+        }
+    );
+    let _ = writeln!(s, "policy: {}", policy.describe());
+    s.push('\n');
+    for r in reports {
+        let named = if r.job.target == r.job.addr.ip().to_string()
+            || r.job.target == r.job.addr.to_string()
+        {
+            String::new()
+        } else {
+            format!(" ({})", r.job.target)
+        };
+        match r.finding.protocol() {
+            Some(p) => {
+                let _ = writeln!(
+                    s,
+                    "{}{named}  {} service, {}",
+                    r.job.addr,
+                    p.name().to_uppercase(),
+                    if r.sanctioned {
+                        "sanctioned"
+                    } else {
+                        "UNEXPECTED (not sanctioned)"
+                    }
+                );
+                let _ = writeln!(s, "    {}", r.detail);
+            }
+            None => {
+                let _ = writeln!(s, "{}{named}  {}", r.job.addr, r.detail);
+            }
+        }
+        if let Some(t) = &r.relay {
+            let from = t
+                .step
+                .local
+                .map(|l| l.ip().to_string())
+                .unwrap_or_else(|| "?".into());
+            let answer = match &t.reply {
+                Some(rep) => format!(
+                    "{} \"{}\"",
+                    rep.code.letter(),
+                    classify::escaped(&rep.text.bytes, 200)
+                ),
+                None if t.step.received.is_empty() => match &t.step.error {
+                    Some(e) => format!("no reply ({e})"),
+                    None => format!("no reply ({})", t.step.end.name().replace('_', " ")),
+                },
+                None => format!(
+                    "no reply netstring: \"{}\"",
+                    classify::escaped(&t.step.received, 200)
+                ),
+            };
+            let _ = writeln!(
+                s,
+                "    relay test from {from} to {}: {} — {answer}",
+                t.recipient,
+                verdict_words(t.result)
+            );
+        }
+    }
+    s.push('\n');
+    let count = |f: Finding| reports.iter().filter(|r| r.finding == f).count();
+    let services = reports
+        .iter()
+        .filter(|r| r.finding.protocol().is_some())
+        .count();
+    let unexpected: Vec<&PortReport> = reports.iter().filter(|r| r.unexpected_service()).collect();
+    let open: Vec<&PortReport> = reports.iter().filter(|r| r.open_relay()).collect();
+    let _ = write!(
+        s,
+        "summary: {services} QMTP/QMQP service{} ({} QMTP, {} QMQP; {} unexpected)",
+        plural(services),
+        count(Finding::Qmtp),
+        count(Finding::Qmqp),
+        unexpected.len()
+    );
+    if cfg.relay_test {
+        let mut by: Vec<String> = Vec::new();
+        for v in [
+            RelayResult::OpenRelay,
+            RelayResult::AcceptedTrusted,
+            RelayResult::Refused,
+            RelayResult::Deferred,
+            RelayResult::Unanswered,
+        ] {
+            let n = reports
+                .iter()
+                .filter(|r| r.relay.as_ref().is_some_and(|t| t.result == v))
+                .count();
+            if n > 0 {
+                by.push(format!("{n} {}", v.name()));
+            }
+        }
+        let _ = write!(
+            s,
+            "; relay tests: {}",
+            if by.is_empty() {
+                "none run".to_string()
+            } else {
+                by.join(", ")
+            }
+        );
+    }
+    let others = reports.len() - services;
+    let closed = count(Finding::Closed);
+    let unreached = reports.iter().filter(|r| r.finding.unreached()).count();
+    let _ = writeln!(
+        s,
+        "; {others} other port{} ({closed} closed, {unreached} unreachable or not answering)",
+        plural(others)
+    );
+    if unexpected.is_empty() && open.is_empty() {
+        let _ = writeln!(s, "result: nothing found (exit status 0)");
+    } else {
+        let mut what: Vec<String> = unexpected
+            .iter()
+            .map(|r| {
+                format!(
+                    "unexpected {} service on {}",
+                    r.finding.name().to_uppercase(),
+                    r.job.addr
+                )
+            })
+            .collect();
+        what.extend(open.iter().map(|r| format!("open relay at {}", r.job.addr)));
+        let _ = writeln!(s, "result: FOUND {} (exit status 1)", what.join(", "));
+    }
+    s
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
