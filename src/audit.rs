@@ -1,11 +1,14 @@
 //! The audit report: what a person reads in one glance after a replay.
 //!
 //! Owns: rendering the detector's inventory (servers, relay attempts by
-//! verdict, open relays with their evidence) as text or as one JSON
-//! document, and the exit status a pipeline acts on: 0 clean, 1 when an
+//! verdict, open relays with their evidence) as text, as one JSON
+//! document, or as one self-contained HTML page ([`html`]), and the exit
+//! status a pipeline acts on: 0 clean, 1 when an
 //! unsanctioned service or an open relay was seen, 2 on error.
 //!
 //! Must not: judge anything itself — every verdict comes from `detect`.
+
+pub mod html;
 
 use std::fmt::Write as _;
 
@@ -20,6 +23,7 @@ use crate::pipeline::ReplayReport;
 pub enum Format {
     Text,
     Json,
+    Html,
 }
 
 /// 0 clean, 1 findings, 2 error.
@@ -37,6 +41,14 @@ pub fn exit_status(r: &ReplayReport) -> u8 {
 pub fn render(r: &ReplayReport, files: &[String], policy: &str, format: Format) -> String {
     match format {
         Format::Text => text(r, files, policy),
+        Format::Html => html::render(&html::Page {
+            inventory: &r.detect.inventory,
+            files,
+            policy,
+            errors: &r.errors,
+            packets: r.decode.frames,
+            status: exit_status(r),
+        }),
         Format::Json => {
             let mut s =
                 serde_json::to_string_pretty(&json_report(r, files, policy)).unwrap_or_default();
@@ -79,6 +91,7 @@ pub fn json_report(r: &ReplayReport, files: &[String], policy: &str) -> serde_js
                 "clients": s.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                 "clients_truncated": s.clients_capped,
                 "evidence": s.evidence,
+                "timeline": timeline_json(&s.timeline),
             })
         })
         .collect();
@@ -111,6 +124,28 @@ pub fn json_report(r: &ReplayReport, files: &[String], policy: &str) -> serde_js
         "probes": inv.probes,
         "errors": r.errors,
         "packets": r.decode.frames,
+    })
+}
+
+/// A server's timeline: the bucket width and every bucket with something
+/// in it (its start, and a count per series).
+fn timeline_json(t: &crate::detect::timeline::Timeline) -> serde_json::Value {
+    use crate::detect::timeline::SERIES;
+    let buckets: Vec<_> = t
+        .buckets()
+        .filter(|(_, b)| b.iter().any(|v| *v > 0))
+        .map(|(start, b)| {
+            let mut m = serde_json::Map::new();
+            m.insert("start".into(), json!(rfc3339(start)));
+            for (name, v) in SERIES.iter().zip(b) {
+                m.insert((*name).into(), json!(v));
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    json!({
+        "bucket_seconds": t.width_ns() / 1_000_000_000,
+        "buckets": buckets,
     })
 }
 

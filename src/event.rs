@@ -779,6 +779,74 @@ pub fn capture_loss(ts: u64, run: &RunId, seq: u64, l: &CaptureLoss) -> Map<Stri
     m
 }
 
+/// A silence of the capture (`--idle-alarm`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Silence {
+    /// The alarm threshold, seconds.
+    pub idle_alarm_seconds: f64,
+    /// How long no packet came: up to now (`capture_silent`), or from the
+    /// last packet before the silence to the first after it
+    /// (`capture_resumed`).
+    pub silent_seconds: f64,
+    /// Wall-clock time (ns) of the last packet before the silence; `None`
+    /// when none came since the start.
+    pub last_packet_ns: Option<u64>,
+}
+
+/// A `qmwatch.anomaly` with action `capture_silent` (no packet for the
+/// idle alarm: the mirror port may be gone) or, `resumed`, action
+/// `capture_resumed` (packets again). About the sensor: no flow.
+pub fn capture_silence(
+    ts: u64,
+    run: &RunId,
+    seq: u64,
+    resumed: bool,
+    s: &Silence,
+) -> Map<String, Value> {
+    let kind = if resumed {
+        "capture_resumed"
+    } else {
+        "capture_silent"
+    };
+    let mut m = host_base(
+        ts,
+        "event",
+        DATASET_ANOMALY,
+        &["network", "intrusion_detection"],
+        &["info"],
+    );
+    set_event(&mut m, "action", json!(kind));
+    set_event(&mut m, "id", json!(run.id(kind, seq)));
+    let on = run
+        .interface
+        .as_deref()
+        .map(|i| format!(" on {i}"))
+        .unwrap_or_default();
+    let detail = if resumed {
+        format!(
+            "packets again{on} after {:.1} s without any: the sensor sees traffic again",
+            s.silent_seconds
+        )
+    } else {
+        format!(
+            "no packet{on} for {:.1} s (idle alarm {} s): the sensor is blind (a SPAN session removed, a cable or port down) or the network is quiet",
+            s.silent_seconds, s.idle_alarm_seconds
+        )
+    };
+    m.insert("message".into(), json!(format!("Anomaly {kind}: {detail}")));
+    put_qmwatch(&mut m, "anomaly", json!({"kind": kind, "detail": detail}));
+    put_qmwatch(
+        &mut m,
+        "capture_silence",
+        json!({
+            "idle_alarm_seconds": s.idle_alarm_seconds,
+            "silent_seconds": s.silent_seconds,
+            "last_packet": s.last_packet_ns.map(rfc3339),
+        }),
+    );
+    m
+}
+
 /// Sets `event.<key>`.
 pub fn set_event(m: &mut Map<String, Value>, key: &str, v: Value) {
     if let Some(Value::Object(e)) = m.get_mut("event") {

@@ -17,6 +17,7 @@ pub mod check;
 pub mod decode;
 pub mod detect;
 pub mod event;
+pub mod exit;
 pub mod flow;
 pub mod pipeline;
 #[cfg(feature = "live")]

@@ -1,19 +1,21 @@
 //! The `qmwatch` command line.
 #![deny(unsafe_code)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::builder::TypedValueParser as _;
+use clap::{CommandFactory, Parser, Subcommand};
 
 use qmwatch::audit::{self, Format};
 use qmwatch::check::{self, net as check_net, report as check_report, target as check_target};
 use qmwatch::detect::policy::{Policy, PolicyBuilder};
 use qmwatch::event::Observer;
+use qmwatch::exit;
 use qmwatch::flow::{ChecksumMode, FlowConfig};
 use qmwatch::pipeline::{replay_with, Delivery, ReplayConfig, ReplayReport, RunOptions};
 use qmwatch::sink::{syslog, Output, OutputConfig, Rotation};
@@ -228,6 +230,11 @@ struct LiveArgs {
     /// judged only over at least 1 MiB acknowledged.
     #[arg(long, default_value_t = 5.0, value_name = "PERCENT", value_parser = parse_percent)]
     capture_loss_threshold: f64,
+    /// No packet at all on the interface for DURATION raises a
+    /// `capture_silent` anomaly (a SPAN session removed looks like a quiet
+    /// network otherwise), and packets again a `capture_resumed`.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    idle_alarm: u64,
     /// Batches (blocks of up to 1 MiB of packets) each worker queue holds
     /// before the capture thread drops, counted as queue drops; absorbs a
     /// worker that is not scheduled for a moment. Tests use 1 to provoke
@@ -342,9 +349,13 @@ struct AuditArgs {
     /// Capture files (pcap or pcapng), read in order; `-` reads standard input.
     #[arg(required = true, value_name = "CAPTURE")]
     files: Vec<String>,
-    /// Report format.
+    /// Report format: `html` is one self-contained page (no script, no
+    /// font or image fetched) to attach to a ticket.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -406,7 +417,13 @@ struct CheckArgs {
     max_targets: u64,
     /// `text`: a report on standard output; `json`: the events as JSON
     /// lines (to --output, standard output by default).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    // The audit's Format also has `html`, which a check does not write.
+    #[arg(
+        long,
+        default_value = "text",
+        value_parser = clap::builder::PossibleValuesParser::new(["text", "json"])
+            .map(|s| if s == "json" { Format::Json } else { Format::Text })
+    )]
     format: Format,
     #[command(flatten)]
     outputs: OutputArgs,
@@ -446,17 +463,26 @@ fn parse_duration(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `qmwatch generate-assets DIR` (packaging) is kept out of the parser
+    // so that it shows in no man page, help or completion.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "generate-assets") {
+        return match (args.next(), args.next()) {
+            (Some(dir), None) => generate_assets(std::path::Path::new(&dir)),
+            _ => exit::fail("usage: qmwatch generate-assets DIR"),
+        };
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return exit::clap_error(e, &Cli::command()),
+    };
     match cli.command {
         Command::Replay(a) => run_replay(a),
         Command::Audit(a) => run_audit(a),
         Command::Live(a) => run_live(*a),
         Command::Check(a) => match run_check(*a) {
             Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                eprintln!("qmwatch: {e}");
-                ExitCode::from(2)
-            }
+            Err(e) => exit::fail(&e),
         },
     }
 }
@@ -585,37 +611,37 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
         block_size: a.block_size as usize,
         stats_interval_ns: a.stats_interval,
     }) {
-        Ok(report) => {
-            if !a.quiet {
-                eprint!("{}", report.summary());
-            } else {
-                for e in &report.errors {
-                    eprintln!("qmwatch: {e}");
-                }
-            }
-            if report.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            }
-        }
-        Err(e) => {
-            eprintln!("qmwatch: {e}");
-            ExitCode::from(2)
-        }
+        Ok(report) => exit::finish_run(&report, a.quiet),
+        Err(e) => exit::fail(&e),
     }
 }
 
 fn run_audit(a: AuditArgs) -> ExitCode {
     let policy_text = match a.policy.build() {
         Ok(p) => p.describe(),
-        Err(e) => {
-            eprintln!("qmwatch: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit::fail(&e),
+    };
+    // The report file is opened before anything is read, so that a path
+    // that cannot be written fails at once; it is emptied only when the
+    // report is written (`-o capture.pcap` by mistake loses nothing).
+    let existed = a
+        .output
+        .as_ref()
+        .is_some_and(|p| std::fs::metadata(p).is_ok());
+    let mut out_file = match &a.output {
+        Some(p) => match std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+        {
+            Ok(f) => Some(f),
+            Err(e) => return exit::fail(&format!("{p}: cannot write the report: {e}")),
+        },
+        None => None,
     };
     let files = a.files.clone();
-    match start(Run {
+    let report = match start(Run {
         files: a.files,
         outputs: None,
         progress: false,
@@ -625,36 +651,71 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         block_size: 1 << 20,
         stats_interval_ns: None,
     }) {
-        Ok(report) => {
-            print!("{}", audit::render(&report, &files, &policy_text, a.format));
-            for e in &report.errors {
-                eprintln!("qmwatch: {e}");
-            }
-            ExitCode::from(audit::exit_status(&report))
+        Ok(r) => r,
+        Err(e) => return exit::fail(&e),
+    };
+    if exit::nothing_read(&report) {
+        // No report of nothing: an empty report file would read as clean.
+        if let (Some(p), false) = (&a.output, existed) {
+            drop(out_file.take());
+            let _ = std::fs::remove_file(p);
         }
-        Err(e) => {
-            eprintln!("qmwatch: {e}");
-            ExitCode::from(2)
+        exit::report_errors(&report.errors, false);
+        return ExitCode::from(exit::FAILURE);
+    }
+    let text = audit::render(&report, &files, &policy_text, a.format);
+    let written = match (&mut out_file, &a.output) {
+        (Some(f), Some(p)) => f
+            .set_len(0)
+            .and_then(|()| f.write_all(text.as_bytes()))
+            .and_then(|()| f.flush())
+            .map_err(|e| format!("{p}: cannot write the report: {e}")),
+        _ => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes())
+                .and_then(|()| o.flush())
+                .map_err(|e| format!("standard output: {e}"))
+        }
+    };
+    exit::report_errors(&report.errors, true);
+    if let Err(e) = written {
+        return exit::fail(&e);
+    }
+    ExitCode::from(audit::exit_status(&report))
+}
+
+/// `qmwatch generate-assets DIR`: DIR/man/*.1 (clap_mangen) and
+/// DIR/completions/{qmwatch.bash,_qmwatch,qmwatch.fish} (clap_complete),
+/// made from the parser of this very binary; `debian/build-deb` runs it.
+fn generate_assets(dir: &std::path::Path) -> ExitCode {
+    let man = dir.join("man");
+    let comp = dir.join("completions");
+    let made = std::fs::create_dir_all(&man)
+        .and_then(|()| std::fs::create_dir_all(&comp))
+        .and_then(|()| clap_mangen::generate_to(Cli::command(), &man));
+    if let Err(e) = made {
+        return exit::fail(&format!("{}: {e}", dir.display()));
+    }
+    use clap_complete::Shell;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let mut cmd = Cli::command();
+        if let Err(e) = clap_complete::generate_to(shell, &mut cmd, "qmwatch", &comp) {
+            return exit::fail(&format!("{}: {e}", comp.display()));
         }
     }
+    ExitCode::SUCCESS
 }
 
 #[cfg(not(feature = "live"))]
 fn run_live(_: LiveArgs) -> ExitCode {
-    eprintln!(
-        "qmwatch: this build has no live capture: rebuild with `--features live` (needs libpcap-dev)"
-    );
-    ExitCode::from(2)
+    exit::fail("this build has no live capture: rebuild with `--features live` (needs libpcap-dev)")
 }
 
 #[cfg(feature = "live")]
 fn run_live(a: LiveArgs) -> ExitCode {
     match live(a) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("qmwatch: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => exit::fail(&e),
     }
 }
 
@@ -705,6 +766,7 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
             percent: a.capture_loss_threshold,
             ..LossThreshold::default()
         },
+        idle_alarm: Some(Duration::from_nanos(a.idle_alarm)),
     };
     if !a.quiet {
         let lt = handles.first().map(|h| h.link_type()).unwrap_or(0);
@@ -720,16 +782,5 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
     }
     let source = LiveSource::new(handles, Duration::from_millis(u64::from(a.timeout)));
     let report = run(engine, delivery, run_opts, Box::new(source), stop)?;
-    if !a.quiet {
-        eprint!("{}", report.summary());
-    } else {
-        for e in &report.errors {
-            eprintln!("qmwatch: {e}");
-        }
-    }
-    Ok(if report.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(exit::finish_run(&report, a.quiet))
 }

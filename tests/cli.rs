@@ -35,9 +35,19 @@ fn not_a_capture_is_a_clear_error() {
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let o = qmwatch(&["replay", "--quiet", "/nonexistent/capture.pcap"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/capture.pcap"));
+    // As tcpdump says it, and without a summary of nothing (quiet or not).
+    for quiet in [true, false] {
+        let mut args = vec!["replay", "/nonexistent/capture.pcap"];
+        if quiet {
+            args.push("--quiet");
+        }
+        let o = qmwatch(&args);
+        assert_eq!(o.status.code(), Some(2));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "qmwatch: /nonexistent/capture.pcap: No such file or directory\n"
+        );
+    }
 }
 
 #[test]
@@ -119,10 +129,15 @@ fn a_bad_file_does_not_stop_the_others() {
 
 #[test]
 fn bad_flags_are_rejected() {
-    let o = qmwatch(&["replay", "--workers", "0", "x.pcap"]);
-    assert_eq!(o.status.code(), Some(2));
-    let o = qmwatch(&["replay"]);
-    assert_eq!(o.status.code(), Some(2));
+    for args in [&["replay", "--workers", "0", "x.pcap"][..], &["replay"]] {
+        let o = qmwatch(args);
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.starts_with("qmwatch: ") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@
 
 pub mod policy;
 pub mod probe;
+pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,9 @@ const MAX_SERVERS: usize = 100_000;
 const MAX_CLIENTS_PER_SERVER: usize = 1024;
 /// Open-relay evidence kept for the audit report.
 const MAX_OPEN_RELAY_EVIDENCE: usize = 10_000;
+/// Servers whose activity over time is kept for the audit report (each
+/// at most 48 buckets of 20 bytes).
+const MAX_TIMELINES: usize = 4096;
 /// Relay windows open at once.
 const MAX_WINDOWS: usize = 100_000;
 
@@ -132,6 +136,9 @@ pub struct ServerInfo {
     pub clients_capped: bool,
     pub sanctioned: bool,
     pub evidence: &'static str,
+    /// Transactions and relay attempts by verdict over time (empty when
+    /// more than `MAX_TIMELINES` servers were seen).
+    pub timeline: timeline::Timeline,
 }
 
 /// One open relay, with its evidence.
@@ -155,9 +162,26 @@ pub struct Inventory {
     pub open_relays: Vec<OpenRelay>,
     pub open_relays_total: u64,
     pub probes: BTreeMap<String, u64>,
+    /// Servers with a timeline.
+    pub timelines: usize,
 }
 
 impl Inventory {
+    /// Counts `series` (an index into [`timeline::SERIES`]) for a server.
+    fn note_time(&mut self, key: &(SocketAddr, Protocol), ts: u64, series: usize) {
+        let room = self.timelines < MAX_TIMELINES;
+        let Some(s) = self.servers.get_mut(key) else {
+            return;
+        };
+        if s.timeline.is_empty() {
+            if !room {
+                return;
+            }
+            self.timelines += 1;
+        }
+        s.timeline.add(ts, series);
+    }
+
     pub fn unsanctioned_services(&self) -> usize {
         self.servers.values().filter(|s| !s.sanctioned).count()
     }
@@ -297,6 +321,7 @@ impl Detector {
                         clients_capped: false,
                         sanctioned,
                         evidence: evidence.name(),
+                        timeline: timeline::Timeline::default(),
                     };
                     note_client(&mut info, endpoints.client.ip(), ts);
                     inv.servers.insert(key, info);
@@ -335,6 +360,8 @@ impl Detector {
             s.transactions += 1;
             note_client(s, t.endpoints.client.ip(), t.ts);
         }
+        let server_key = (t.endpoints.server, t.protocol);
+        self.stats.inventory.note_time(&server_key, t.ts, 0);
         let e = event::transaction(t, client_trusted, attempt.as_ref().map(|a| a.verdict));
         self.emit(
             event::DATASET_TRANSACTION,
@@ -356,6 +383,13 @@ impl Detector {
         };
         let inv = &mut self.stats.inventory;
         *inv.relay_attempts.entry(a.verdict.name()).or_default() += 1;
+        let series = match a.verdict {
+            RelayVerdict::OpenRelay => 1,
+            RelayVerdict::Refused => 2,
+            RelayVerdict::Deferred => 3,
+            RelayVerdict::Unanswered => 4,
+        };
+        inv.note_time(&server_key, t.ts, series);
         if a.verdict == RelayVerdict::OpenRelay {
             for (rcpt, reply) in &a.foreign {
                 let Some(r) = reply.filter(|r| r.code == ReplyCode::K) else {

@@ -23,6 +23,7 @@
 //! queue: on end of input or on a stop signal, every pending event is
 //! written (or, for a collector that stays down, counted as dropped).
 
+mod idle;
 mod replay;
 pub mod stats;
 mod summary;
@@ -124,6 +125,9 @@ pub struct RunOptions {
     /// When the capture-loss estimate raises a `capture_loss` anomaly
     /// (evaluated at each statistics interval).
     pub capture_loss: LossThreshold,
+    /// Live capture: no packet for this long raises `capture_silent`, and
+    /// packets again `capture_resumed` (`None`: never).
+    pub idle_alarm: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -132,6 +136,7 @@ impl Default for RunOptions {
             stats_interval: None,
             queue_batches: DEFAULT_QUEUE_BATCHES,
             capture_loss: LossThreshold::default(),
+            idle_alarm: None,
         }
     }
 }
@@ -152,6 +157,9 @@ pub struct CaptureCounters {
     pub queue_drops: AtomicU64,
     /// Batches those segments were in.
     pub queue_dropped_batches: AtomicU64,
+    /// Wall clock (ns) when the latest block with packets was handed over
+    /// (0: none yet); the idle alarm watches it.
+    pub last_packet_ns: AtomicU64,
 }
 
 /// A copy of [`CaptureCounters`].
@@ -327,6 +335,11 @@ impl Splitter {
             .packets
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.bytes.fetch_add(wire, Ordering::Relaxed);
+        if !records.is_empty() {
+            self.counters
+                .last_packet_ns
+                .fetch_max(wall_ns(), Ordering::Relaxed);
+        }
         let mut block = Block::new(buf, Some(pool.returner()));
         block.extra = extra;
         let block = Arc::new(block);
@@ -578,11 +591,19 @@ fn detect_loop(
     rx: Receiver<WorkerMsg>,
     mut fanout: Fanout,
     mut stats: Option<StatsRun>,
+    mut idle: Option<idle::IdleAlarm>,
 ) -> (DetectStats, Vec<WorkerReport>, SinkStats) {
     let mut reports = Vec::new();
     let mut events = Vec::new();
     loop {
-        let msg = match stats.as_ref().map(StatsRun::deadline) {
+        let deadline = match (
+            stats.as_ref().map(StatsRun::deadline),
+            idle.as_ref().map(idle::IdleAlarm::deadline),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let msg = match deadline {
             Some(deadline) => match rx.recv_deadline(deadline) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -622,6 +643,10 @@ fn detect_loop(
         }
         if let Some(s) = stats.as_mut() {
             s.tick(&mut det, &mut events);
+            fanout.send_events(&mut events);
+        }
+        if let Some(i) = idle.as_mut() {
+            i.check(&mut det, &mut events);
             fanout.send_events(&mut events);
         }
     }
@@ -704,13 +729,25 @@ pub fn run(
         })),
         _ => None,
     };
+    let idle = match opts.idle_alarm {
+        Some(d) if live => Some(idle::IdleAlarm::new(
+            d,
+            Arc::clone(&counters),
+            RunId {
+                hostname: delivery.observer.hostname.clone(),
+                interface: delivery.observer.ingress_interface.clone(),
+                started_ns: wall_ns(),
+            },
+        )),
+        _ => None,
+    };
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
     let detect_thread = thread::Builder::new()
         .name("qmwatch-detect".into())
         .spawn({
             let det = Detector::new(Arc::clone(&engine.policy), engine.alert_window_ns)
                 .with_observer(delivery.observer);
-            move || detect_loop(det, rec_rx, fanout, stats_run)
+            move || detect_loop(det, rec_rx, fanout, stats_run, idle)
         })
         .map_err(|e| format!("cannot start detect thread: {e}"))?;
     let mut queues = Vec::new();

@@ -70,9 +70,15 @@ impl Source for FileSource {
                 Box::new(std::io::stdin())
             } else {
                 match std::fs::File::open(name) {
+                    // A directory opens on Linux and fails at the first read:
+                    // say what it is, as tcpdump does.
+                    Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+                        report.errors.push(format!("{name}: Is a directory"));
+                        continue;
+                    }
                     Ok(f) => Box::new(f),
                     Err(e) => {
-                        report.errors.push(format!("{name}: cannot open: {e}"));
+                        report.errors.push(format!("{name}: {e}"));
                         continue;
                     }
                 }

@@ -3,7 +3,7 @@
 use super::ReplayReport;
 
 impl ReplayReport {
-    /// The end-of-replay summary, for stderr.
+    /// The end-of-run summary, for stderr (without the errors).
     pub fn summary(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
@@ -186,9 +186,8 @@ impl ReplayReport {
                 "  interrupted: input not read to the end; all pending events were written"
             );
         }
-        for e in &self.errors {
-            let _ = writeln!(s, "  error: {e}");
-        }
+        // Errors are not part of the summary: `exit::finish_run` prints each
+        // on its own `qmwatch: error:` line after it.
         s
     }
 }

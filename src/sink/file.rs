@@ -88,13 +88,14 @@ impl Writer {
     /// that stopped it, if any.
     pub fn run(mut self, queue: &Queue, counters: &OutputCounters) -> Option<String> {
         loop {
-            if let Some(flag) = &self.reopen {
-                if flag.swap(false, Ordering::Relaxed) {
-                    self.reopen_file(counters);
-                }
-            }
+            self.reopen_if_asked(counters);
             let lines = match queue.pop(BATCH, IDLE_WAIT) {
-                Pop::Lines(v) => v,
+                Pop::Lines(v) => {
+                    // A SIGHUP that came while waiting for these lines:
+                    // they belong in the new file.
+                    self.reopen_if_asked(counters);
+                    v
+                }
                 Pop::Idle => {
                     if let Err(e) = self.flush(counters) {
                         return self.fail(e, queue, counters, 0);
@@ -166,6 +167,16 @@ impl Writer {
             return None;
         }
         Some(format!("output {}: {e}", self.name()))
+    }
+
+    fn reopen_if_asked(&mut self, counters: &OutputCounters) {
+        if self
+            .reopen
+            .as_ref()
+            .is_some_and(|f| f.swap(false, Ordering::Relaxed))
+        {
+            self.reopen_file(counters);
+        }
     }
 
     /// Reopens the file at its path (it may have been moved away).
