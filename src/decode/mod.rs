@@ -835,7 +835,20 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 /// Returns the IP packet inside a frame of the given link type.
+#[inline]
 pub fn link_payload(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> {
+    // Untagged Ethernet carrying IPv4/IPv6, nearly every frame: one look
+    // instead of the general match below (same result).
+    if link_type == LINKTYPE_ETHERNET {
+        if let (Some([0x08, 0x00] | [0x86, 0xdd]), Some(ip)) = (frame.get(12..14), frame.get(14..))
+        {
+            return Ok(ip);
+        }
+    }
+    link_payload_general(link_type, frame)
+}
+
+fn link_payload_general(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> {
     match link_type {
         LINKTYPE_ETHERNET => {
             let et = be16(frame, 12).ok_or(Skip::Truncated)?;
