@@ -293,6 +293,14 @@ impl Splitter {
         queues: &[WorkerQueue],
     ) -> Result<(), WorkerGone> {
         let workers = queues.len().min(self.per_worker.len()).max(1);
+        // Room for the whole block in each list, so that no list grows (and
+        // copies itself) midway; capacity never written costs no memory. A
+        // list is empty here: replaced, not grown (`realloc` copies it all).
+        for v in &mut self.per_worker {
+            if v.capacity() < records.len() && v.is_empty() {
+                *v = Vec::with_capacity(records.len());
+            }
+        }
         let mut extra = Vec::new();
         let mut now = 0u64;
         let mut wire = 0u64;
