@@ -679,12 +679,14 @@ impl FlowTable {
             State::Rejected => {
                 // Only a segment at the start of the sampled direction can
                 // hold a second copy of a rejected flow's first bytes.
-                let again = self.slab.get(i as usize).is_some_and(|f| {
-                    f.client_sample_len > 0
-                        && usize::from(f.sample_dir) == dir
-                        && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
-                });
-                if again && !payload.is_empty() {
+                // Most segments here carry no data: test that first.
+                let again = !payload.is_empty()
+                    && self.slab.get(i as usize).is_some_and(|f| {
+                        f.client_sample_len > 0
+                            && usize::from(f.sample_dir) == dir
+                            && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
+                    });
+                if again {
                     self.first_bytes_again(i, dir, seg, payload, out);
                 }
                 self.track_teardown(i, dir, seg)
@@ -1025,7 +1027,8 @@ impl FlowTable {
                 && (flow.syn_seen & (1 << dir) == 0
                     || flow.syn_next.get(dir).copied() == Some(seg.seq));
             let k = flow.key;
-            let std_port = [209, 628].contains(&k.lo_port) || [209, 628].contains(&k.hi_port);
+            // `matches!`, not `[..].contains`: the latter was left an out-of-line call.
+            let std_port = matches!(k.lo_port, 209 | 628) || matches!(k.hi_port, 209 | 628);
             let port_known = |p: u16| {
                 self.known_ports
                     .get(usize::from(p >> 6))
