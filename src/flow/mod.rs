@@ -1082,6 +1082,24 @@ impl FlowTable {
                     return self.reject(i);
                 }
             }
+            self.start_candidate(i, seg, known_protocol, out);
+        }
+        self.feed_candidate(i, dir, seg, payload, out);
+    }
+
+    /// Gives a flow that may be QMTP/QMQP its reassembly and session state.
+    /// Out of line (rare next to the segments that pass through the open
+    /// path), so that its frame and registers do not weigh on them.
+    #[cold]
+    #[inline(never)]
+    fn start_candidate(
+        &mut self,
+        i: u32,
+        seg: &Segment,
+        known_protocol: Option<Protocol>,
+        out: &mut Vec<Record>,
+    ) {
+        {
             let Some(flow) = self.slab.get_mut(i as usize) else {
                 return;
             };
@@ -1120,9 +1138,11 @@ impl FlowTable {
             }));
             self.stats.flows_candidate += 1;
         }
-        self.feed_candidate(i, dir, seg, payload, out);
     }
 
+    /// A segment of a candidate flow: reassembly, then the session. Out of
+    /// line for the same reason as `start_candidate`.
+    #[inline(never)]
     fn feed_candidate(
         &mut self,
         i: u32,
