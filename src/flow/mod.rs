@@ -707,7 +707,7 @@ impl FlowTable {
                         return;
                     }
                 }
-                if !self.chaff_accepts(i, dir, seg, payload.len(), out) {
+                if !self.chaff_accepts(i, dir, seg, payload.len(), tcp, out) {
                     return;
                 }
                 self.open_segment(i, dir, seg, payload, out);
@@ -878,6 +878,7 @@ impl FlowTable {
         dir: usize,
         seg: &Segment,
         payload_len: usize,
+        tcp: Option<&[u8]>,
         out: &mut Vec<Record>,
     ) -> bool {
         let Some(flow) = self.slab.get_mut(i as usize) else {
@@ -916,10 +917,12 @@ impl FlowTable {
         } else if chaff == 0 && data && !seg.ack_flag() && !seg.rst() {
             chaff = NOTE_FLAGS;
         }
-        if chaff == 0 && seg.has_tsval {
+        // The timestamp is read from the header only here, where it counts.
+        let tsval = if chaff == 0 { seg.tsval_in(tcp) } else { None };
+        if let Some(tsval) = tsval {
             let known = flow.ts_known & bit != 0;
             let recent = flow.ts_recent.get(dir).copied().unwrap_or(0);
-            let older = (seg.tsval.wrapping_sub(recent) as i32) < 0;
+            let older = (tsval.wrapping_sub(recent) as i32) < 0;
             if known && older && data && !seg.rst() {
                 chaff = NOTE_PAWS;
             } else if !older || !known {
@@ -938,7 +941,7 @@ impl FlowTable {
                 };
                 if in_order {
                     if let Some(r) = flow.ts_recent.get_mut(dir) {
-                        *r = seg.tsval;
+                        *r = tsval;
                     }
                     flow.ts_known |= bit;
                 }
