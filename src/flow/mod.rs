@@ -1153,9 +1153,7 @@ impl FlowTable {
         }
     }
 
-    /// A segment of a candidate flow: reassembly, then the session. Out of
-    /// line for the same reason as `start_candidate`.
-    #[inline(never)]
+    /// A segment of a candidate flow: reassembly, then the session.
     fn feed_candidate(
         &mut self,
         i: u32,
