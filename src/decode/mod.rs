@@ -126,9 +126,9 @@ pub struct Segment {
     pub frag_notes: u8,
     /// IPv4 TTL or IPv6 hop limit; 0 when unknown (reassembled datagrams).
     pub ttl: u8,
-    /// Whether the TCP header carries a timestamp option, and its TSval
-    /// (read only where the flow layer judges it: segments with data, SYN,
-    /// FIN or RST).
+    /// A TSval given by a caller that has no header bytes to read it from
+    /// (`FlowTable::segment`); decode leaves it unset, see
+    /// [`Segment::tsval_in`].
     pub has_tsval: bool,
     pub tsval: u32,
     /// The flow's tag in the flow tables (`flow::flow_tag`), set by the
@@ -160,6 +160,22 @@ impl Segment {
     /// and is whole.
     pub fn checksum_matters(&self) -> bool {
         (self.payload_len > 0 || self.syn() || self.rst()) && self.missing == 0 && !self.reassembled
+    }
+
+    /// The TSval of the segment's TCP timestamp option, if it has one, from
+    /// its header bytes `tcp` (header and payload, as captured), or the one
+    /// given in `tsval`. Read on demand, by the flow layer for the segments
+    /// of open flows it judges, rather than by decode for every segment;
+    /// segments without captured data, SYN, FIN or RST have none to judge.
+    #[inline]
+    pub fn tsval_in(&self, tcp: Option<&[u8]>) -> Option<u32> {
+        if self.has_tsval {
+            return Some(self.tsval);
+        }
+        if self.payload_len == 0 && self.flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 {
+            return None;
+        }
+        tcp_tsval(tcp?, usize::from(self.tcp_header_len))
     }
 
     /// True when the TCP checksum over `tcp` (header and payload, as
@@ -699,12 +715,6 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
     }
     let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
     let base = offset_in(frame, tcp)?;
-    // Bare ACKs (about half the packets) are not judged by timestamp.
-    let tsval = if tcp.len() > hdr || flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
-        tcp_tsval(tcp, hdr)
-    } else {
-        None
-    };
     Some(Segment {
         ts,
         src,
@@ -722,8 +732,8 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
         tcp_header_len: hdr as u8,
         frag_notes: 0,
         ttl,
-        has_tsval: tsval.is_some(),
-        tsval: tsval.unwrap_or(0),
+        has_tsval: false,
+        tsval: 0,
         flow_tag: 0,
     })
 }
@@ -743,15 +753,16 @@ fn tcp_tsval(tcp: &[u8], hdr: usize) -> Option<u32> {
     if o[..4] == [1, 1, 8, 10] {
         return Some(u32::from_be_bytes([o[4], o[5], o[6], o[7]]));
     }
+    // A Linux SYN: MSS, SACK-permitted, then the timestamp (TSecr included).
+    if hdr >= 36 && o[..2] == [2, 4] && o[4..8] == [4, 2, 8, 10] {
+        return Some(u32::from_be_bytes([o[8], o[9], o[10], o[11]]));
+    }
     tcp_tsval_walk(tcp.get(20..hdr)?)
 }
 
 /// The TSval among TCP options laid out otherwise.
 #[inline(never)]
 fn tcp_tsval_walk(opts: &[u8]) -> Option<u32> {
-    if let [2, 4, _, _, 4, 2, 8, 10, a, b, c, d, _, _, _, _, ..] = opts {
-        return Some(u32::from_be_bytes([*a, *b, *c, *d]));
-    }
     let mut rest = opts;
     loop {
         match rest {
@@ -788,11 +799,6 @@ fn tcp_segment(
     let tcp = TcpSlice::from_slice(tcp_bytes).ok()?;
     let hdr = tcp.header_slice().len() as u32;
     let payload = tcp.payload();
-    let tsval = if !payload.is_empty() || tcp.syn() || tcp.fin() || tcp.rst() {
-        tcp_tsval(tcp_bytes, hdr as usize)
-    } else {
-        None
-    };
     let mut flags = 0u8;
     if tcp.fin() {
         flags |= TCP_FIN;
@@ -820,8 +826,8 @@ fn tcp_segment(
         tcp_header_len: u8::try_from(hdr).unwrap_or(u8::MAX),
         frag_notes: 0,
         ttl: 0,
-        has_tsval: tsval.is_some(),
-        tsval: tsval.unwrap_or(0),
+        has_tsval: false,
+        tsval: 0,
         payload_start: base.saturating_add(hdr),
         payload_len: payload.len() as u32,
         missing,
@@ -835,7 +841,20 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 /// Returns the IP packet inside a frame of the given link type.
+#[inline]
 pub fn link_payload(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> {
+    // Untagged Ethernet carrying IPv4/IPv6, nearly every frame: one look
+    // instead of the general match below (same result).
+    if link_type == LINKTYPE_ETHERNET {
+        if let (Some([0x08, 0x00] | [0x86, 0xdd]), Some(ip)) = (frame.get(12..14), frame.get(14..))
+        {
+            return Ok(ip);
+        }
+    }
+    link_payload_general(link_type, frame)
+}
+
+fn link_payload_general(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> {
     match link_type {
         LINKTYPE_ETHERNET => {
             let et = be16(frame, 12).ok_or(Skip::Truncated)?;

@@ -194,11 +194,12 @@ fn ethernet_ipv4_tcp_with_options() {
     let frame = ether(0x0800, &ipv4(6, &t));
     let e = Segment {
         tcp_header_len: 32,
-        has_tsval: true,
-        tsval: 1,
         ..v4_segment(AT + 14 + 20 + 32, PAYLOAD.len(), TCP_ACK)
     };
     check(LINKTYPE_ETHERNET, &frame, e);
+    // The timestamp is read from the header bytes when asked for.
+    assert_eq!(e.tsval_in(Some(&t)), Some(1));
+    assert_eq!(e.tsval_in(None), None);
     assert_eq!(e.src_socket(), "192.0.2.1:40000".parse().unwrap());
     assert_eq!(e.dst_socket(), "198.51.100.2:628".parse().unwrap());
     assert!(e.ack_flag() && !e.syn() && !e.fin() && !e.rst());

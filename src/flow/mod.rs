@@ -262,12 +262,22 @@ fn seg_tag(seg: &Segment, key: &FlowKey) -> u32 {
 }
 
 /// Both directions of a connection map to the same key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq)]
 struct FlowKey {
     lo: Addr,
     hi: Addr,
     lo_port: u16,
     hi_port: u16,
+}
+
+impl PartialEq for FlowKey {
+    /// One test over all the parts, without branches: compared part by
+    /// part, the look-up of every packet ran short of registers.
+    #[inline]
+    fn eq(&self, o: &Self) -> bool {
+        let ports = |k: &FlowKey| u32::from(k.lo_port) << 16 | u32::from(k.hi_port);
+        (self.lo ^ o.lo) | (self.hi ^ o.hi) | u128::from(ports(self) ^ ports(o)) == 0
+    }
 }
 
 impl FlowKey {
@@ -679,12 +689,14 @@ impl FlowTable {
             State::Rejected => {
                 // Only a segment at the start of the sampled direction can
                 // hold a second copy of a rejected flow's first bytes.
-                let again = self.slab.get(i as usize).is_some_and(|f| {
-                    f.client_sample_len > 0
-                        && usize::from(f.sample_dir) == dir
-                        && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
-                });
-                if again && !payload.is_empty() {
+                // Most segments here carry no data: test that first.
+                let again = !payload.is_empty()
+                    && self.slab.get(i as usize).is_some_and(|f| {
+                        f.client_sample_len > 0
+                            && usize::from(f.sample_dir) == dir
+                            && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
+                    });
+                if again {
                     self.first_bytes_again(i, dir, seg, payload, out);
                 }
                 self.track_teardown(i, dir, seg)
@@ -695,7 +707,7 @@ impl FlowTable {
                         return;
                     }
                 }
-                if !self.chaff_accepts(i, dir, seg, payload.len(), out) {
+                if !self.chaff_accepts(i, dir, seg, payload.len(), tcp, out) {
                     return;
                 }
                 self.open_segment(i, dir, seg, payload, out);
@@ -866,6 +878,7 @@ impl FlowTable {
         dir: usize,
         seg: &Segment,
         payload_len: usize,
+        tcp: Option<&[u8]>,
         out: &mut Vec<Record>,
     ) -> bool {
         let Some(flow) = self.slab.get_mut(i as usize) else {
@@ -904,10 +917,12 @@ impl FlowTable {
         } else if chaff == 0 && data && !seg.ack_flag() && !seg.rst() {
             chaff = NOTE_FLAGS;
         }
-        if chaff == 0 && seg.has_tsval {
+        // The timestamp is read from the header only here, where it counts.
+        let tsval = if chaff == 0 { seg.tsval_in(tcp) } else { None };
+        if let Some(tsval) = tsval {
             let known = flow.ts_known & bit != 0;
             let recent = flow.ts_recent.get(dir).copied().unwrap_or(0);
-            let older = (seg.tsval.wrapping_sub(recent) as i32) < 0;
+            let older = (tsval.wrapping_sub(recent) as i32) < 0;
             if known && older && data && !seg.rst() {
                 chaff = NOTE_PAWS;
             } else if !older || !known {
@@ -926,7 +941,7 @@ impl FlowTable {
                 };
                 if in_order {
                     if let Some(r) = flow.ts_recent.get_mut(dir) {
-                        *r = seg.tsval;
+                        *r = tsval;
                     }
                     flow.ts_known |= bit;
                 }
@@ -1025,7 +1040,8 @@ impl FlowTable {
                 && (flow.syn_seen & (1 << dir) == 0
                     || flow.syn_next.get(dir).copied() == Some(seg.seq));
             let k = flow.key;
-            let std_port = [209, 628].contains(&k.lo_port) || [209, 628].contains(&k.hi_port);
+            // `matches!`, not `[..].contains`: the latter was left an out-of-line call.
+            let std_port = matches!(k.lo_port, 209 | 628) || matches!(k.hi_port, 209 | 628);
             let port_known = |p: u16| {
                 self.known_ports
                     .get(usize::from(p >> 6))
@@ -1079,6 +1095,24 @@ impl FlowTable {
                     return self.reject(i);
                 }
             }
+            self.start_candidate(i, seg, known_protocol, out);
+        }
+        self.feed_candidate(i, dir, seg, payload, out);
+    }
+
+    /// Gives a flow that may be QMTP/QMQP its reassembly and session state.
+    /// Out of line (rare next to the segments that pass through the open
+    /// path), so that its frame and registers do not weigh on them.
+    #[cold]
+    #[inline(never)]
+    fn start_candidate(
+        &mut self,
+        i: u32,
+        seg: &Segment,
+        known_protocol: Option<Protocol>,
+        out: &mut Vec<Record>,
+    ) {
+        {
             let Some(flow) = self.slab.get_mut(i as usize) else {
                 return;
             };
@@ -1117,9 +1151,9 @@ impl FlowTable {
             }));
             self.stats.flows_candidate += 1;
         }
-        self.feed_candidate(i, dir, seg, payload, out);
     }
 
+    /// A segment of a candidate flow: reassembly, then the session.
     fn feed_candidate(
         &mut self,
         i: u32,

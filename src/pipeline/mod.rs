@@ -301,6 +301,14 @@ impl Splitter {
         queues: &[WorkerQueue],
     ) -> Result<(), WorkerGone> {
         let workers = queues.len().min(self.per_worker.len()).max(1);
+        // Room for the whole block in each list, so that no list grows (and
+        // copies itself) midway; capacity never written costs no memory. A
+        // list is empty here: replaced, not grown (`realloc` copies it all).
+        for v in &mut self.per_worker {
+            if v.capacity() < records.len() && v.is_empty() {
+                *v = Vec::with_capacity(records.len());
+            }
+        }
         let mut extra = Vec::new();
         let mut now = 0u64;
         let mut wire = 0u64;
@@ -311,23 +319,24 @@ impl Splitter {
             let frame = buf
                 .get(start..start.saturating_add(r.caplen as usize))
                 .unwrap_or_default();
-            let mut seg =
-                match self
-                    .decoder
-                    .decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen)
-                {
-                    Decoded::Segment(s) => s,
-                    Decoded::Reassembled(mut s, bytes) => {
-                        s.payload_start = s.payload_start.saturating_add(extra.len() as u32);
-                        extra.extend_from_slice(&bytes);
-                        s
-                    }
-                    Decoded::Skip(_) => continue,
-                };
-            seg.flow_tag = flow_tag(&seg);
+            // The segment is tagged where decode left it and copied once,
+            // into its worker's list (moved out first, it was copied twice).
+            let mut d =
+                self.decoder
+                    .decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen);
+            let seg = match &mut d {
+                Decoded::Segment(s) => s,
+                Decoded::Reassembled(s, bytes) => {
+                    s.payload_start = s.payload_start.saturating_add(extra.len() as u32);
+                    extra.extend_from_slice(bytes);
+                    s
+                }
+                Decoded::Skip(_) => continue,
+            };
+            seg.flow_tag = flow_tag(seg);
             let w = worker_of(seg.flow_tag, workers);
             if let Some(v) = self.per_worker.get_mut(w) {
-                v.push(seg);
+                v.push(*seg);
             }
         }
         self.decoder.expire(now);
