@@ -1205,6 +1205,35 @@ fn pipelined_sessions_picked_up_after_the_first_package_get_no_foreign_replies()
     );
 }
 
+/// A TCP segment from `from` to `to` (valid checksums, TTL 64).
+fn tcp_seg(
+    ts_ns: u64,
+    from: (IpAddr, u16),
+    to: (IpAddr, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Frame {
+    frame(&Tcp {
+        ts_ns,
+        src: from.0,
+        dst: to.0,
+        ttl: 64,
+        ip_id: 0,
+        sport: from.1,
+        dport: to.1,
+        seq,
+        ack,
+        flags,
+        window: 65_535,
+        options: Vec::new(),
+        payload: payload.to_vec(),
+        bad_checksum: false,
+        no_checksum: false,
+    })
+}
+
 /// One TCP connection, handshake to teardown: the client sends
 /// `request`, the server answers `answer` and closes first.
 fn conversation(
@@ -1221,23 +1250,7 @@ fn conversation(
         } else {
             (server, client)
         };
-        frame(&Tcp {
-            ts_ns: ts0 + i * 1_000_000,
-            src: a.0,
-            dst: b.0,
-            ttl: 64,
-            ip_id: i as u16,
-            sport: a.1,
-            dport: b.1,
-            seq,
-            ack,
-            flags,
-            window: 65_535,
-            options: Vec::new(),
-            payload: payload.to_vec(),
-            bad_checksum: false,
-            no_checksum: false,
-        })
+        tcp_seg(ts0 + i * 1_000_000, a, b, seq, ack, flags, payload)
     };
     let (rq, an) = (request.len() as u32, answer.len() as u32);
     vec![
@@ -1345,23 +1358,7 @@ fn a_large_package_in_tiny_segments_in_random_order_loses_nothing() {
             (server, client)
         };
         ts += 1_000;
-        frames.push(frame(&Tcp {
-            ts_ns: ts,
-            src: a.0,
-            dst: b.0,
-            ttl: 64,
-            ip_id: 0,
-            sport: a.1,
-            dport: b.1,
-            seq,
-            ack,
-            flags,
-            window: 65_535,
-            options: Vec::new(),
-            payload: payload.to_vec(),
-            bad_checksum: false,
-            no_checksum: false,
-        }));
+        frames.push(tcp_seg(ts, a, b, seq, ack, flags, payload));
     };
     let (rq, an) = (request.len() as u32, answer.len() as u32);
     seg(true, cs, 0, TCP_SYN, b"");

@@ -399,6 +399,25 @@ struct Flow {
     candidate: Option<Box<Candidate>>,
 }
 
+impl Flow {
+    /// Keeps the first bytes of direction `dir` a judgement rests on (at
+    /// most the sample's 16), once: the client's while the server's answer
+    /// is awaited, or those of a flow rejected by them.
+    fn keep_sample(&mut self, dir: usize, seg: &Segment, payload: &[u8]) {
+        if self.client_sample_len > 0 {
+            return;
+        }
+        let n = payload.len().min(self.client_sample.len());
+        if let (Some(dst), Some(src)) = (self.client_sample.get_mut(..n), payload.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.client_sample_len = n as u8;
+        self.client_sample_ts = seg.ts;
+        self.sample_dir = dir as u8;
+        self.sample_seq = seg.seq;
+    }
+}
+
 /// The flow table of one worker.
 pub struct FlowTable {
     cfg: FlowConfig,
@@ -1064,34 +1083,15 @@ impl FlowTable {
             if at_start && !std_port && !known {
                 let mut s = Sniffer::new();
                 if let (Some(Verdict::Other), _) = s.feed(payload) {
-                    if from_client && flow.client_sample_len == 0 {
+                    // Keep what the judgement rests on (see
+                    // `first_bytes_again`).
+                    flow.keep_sample(dir, seg, payload);
+                    if from_client {
                         // A QMQP server answers garbage with a reply
                         // netstring (Postfix qmqpd does): judge the flow by
                         // the server's first bytes, still without allocating.
-                        let n = payload.len().min(flow.client_sample.len());
-                        if let (Some(dst), Some(src)) =
-                            (flow.client_sample.get_mut(..n), payload.get(..n))
-                        {
-                            dst.copy_from_slice(src);
-                        }
-                        flow.client_sample_len = n as u8;
-                        flow.client_sample_ts = seg.ts;
-                        flow.sample_dir = dir as u8;
-                        flow.sample_seq = seg.seq;
                         return;
                     }
-                    // Keep what the judgement rested on (see
-                    // `first_bytes_again`).
-                    let n = payload.len().min(flow.client_sample.len());
-                    if let (Some(dst), Some(src)) =
-                        (flow.client_sample.get_mut(..n), payload.get(..n))
-                    {
-                        dst.copy_from_slice(src);
-                    }
-                    flow.client_sample_len = n as u8;
-                    flow.client_sample_ts = seg.ts;
-                    flow.sample_dir = dir as u8;
-                    flow.sample_seq = seg.seq;
                     return self.reject(i);
                 }
             }
