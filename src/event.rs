@@ -1334,6 +1334,65 @@ mod tests {
     }
 
     #[test]
+    fn community_id_matches_reference_implementation() {
+        // Values from the spec's reference implementation (Python
+        // `communityid` 1.5, TCP, seed 0). Each case is checked in both
+        // orders: the id must not depend on which side is the client.
+        let cases = [
+            // Lower address with the higher port: ordering by port first
+            // would swap the endpoints and give a different id.
+            (
+                "192.0.2.1:40000",
+                "192.0.2.2:209",
+                "1:hSSxeEyfVOrgTHOSu2dBbsrs900=",
+            ),
+            // Same address: the ports decide the order.
+            (
+                "198.51.100.1:40000",
+                "198.51.100.1:209",
+                "1:ynVfBs99wiYpCClcGts25d9Jl80=",
+            ),
+            // Equal ports: the addresses decide the order.
+            (
+                "203.0.113.5:628",
+                "203.0.113.9:628",
+                "1:Txlxqt2ohkJTQ57O6ssyVGG+0kI=",
+            ),
+            (
+                "1.2.3.4:1122",
+                "5.6.7.8:3344",
+                "1:wCb3OG7yAFWelaUydu0D+125CLM=",
+            ),
+            (
+                "[2001:db8::1]:40000",
+                "[2001:db8::2]:209",
+                "1:VD6R9YIA/wawptNWgxu+Lhm7+DI=",
+            ),
+            // Addresses equal in their first 8 bytes: all 16 must be hashed.
+            (
+                "[2001:db8::1]:50000",
+                "[2001:db8::1:0:0:1]:628",
+                "1:IfA8/S4FxH3deP+zxliAHUR2e0E=",
+            ),
+            (
+                "[2001:db8::1]:50000",
+                "[2001:db8::1]:628",
+                "1:0aHzq6zuwyGQXXGLlHz/NoM+LVM=",
+            ),
+            (
+                "[fe80::1]:1122",
+                "[fe80::2]:3344",
+                "1:z4Cp91yf8hKQyZMv3qo7NH6sE3k=",
+            ),
+        ];
+        for (a, b, want) in cases {
+            let (a, b): (SocketAddr, SocketAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            assert_eq!(community_id(a, b), want, "{a} -> {b}");
+            assert_eq!(community_id(b, a), want, "{b} -> {a}");
+        }
+    }
+
+    #[test]
     fn json_line_matches_serde() {
         let v = json!({
             "a": "plain",

@@ -608,3 +608,34 @@ proptest::proptest! {
         }
     }
 }
+
+/// A TCP checksum over documentation IPv6 addresses, computed outside the
+/// project (Python, RFC 793 words): all 16 bytes of both addresses are in
+/// the pseudo-header, so a change in either half of either address fails.
+#[test]
+fn ipv6_checksum_covers_whole_addresses() {
+    let ip6 = |s: &str| addr_from_ip(s.parse::<IpAddr>().unwrap());
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&40000u16.to_be_bytes());
+    tcp.extend_from_slice(&209u16.to_be_bytes());
+    tcp.extend_from_slice(&1u32.to_be_bytes());
+    tcp.extend_from_slice(&1u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0x76, 0x94, 0, 0]);
+    tcp.extend_from_slice(b"8:\nhello,");
+    let seg = |src: &str, dst: &str| Segment {
+        src: ip6(src),
+        dst: ip6(dst),
+        v4: false,
+        ..v4_segment(0, 0, TCP_ACK)
+    };
+    assert!(seg("2001:db8::7", "2001:db8::ffff:0:0:25").checksum_ok(&tcp));
+    for (src, dst) in [
+        ("2001:db9::7", "2001:db8::ffff:0:0:25"),
+        ("2001:db8::8", "2001:db8::ffff:0:0:25"),
+        ("2001:db8::7", "2001:db8:1:0:ffff::25"),
+        ("2001:db8::7", "2001:db8::ffff:0:0:26"),
+        ("2001:db8::7", "2001:db8::fffe:0:0:25"),
+    ] {
+        assert!(!seg(src, dst).checksum_ok(&tcp), "{src} {dst}");
+    }
+}

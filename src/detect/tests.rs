@@ -336,3 +336,96 @@ fn typed_events_write_what_their_objects_would() {
     }
     assert!(typed > 20, "{typed}");
 }
+
+#[test]
+fn mixed_replies_take_the_most_serious_verdict() {
+    let p = site();
+    use ReplyCode::*;
+    let j = |r: &[(&str, Option<ReplyCode>)]| {
+        judge(&txn("203.0.113.9:4000", r), &p).map(|a| (a.verdict, a.foreign.len(), a.local_count))
+    };
+    // One K among Zs is an open relay whatever the order: the message went out.
+    for r in [
+        [("a@example.com", Some(K)), ("b@example.org", Some(Z))],
+        [("a@example.com", Some(Z)), ("b@example.org", Some(K))],
+    ] {
+        assert_eq!(j(&r), Some((RelayVerdict::OpenRelay, 2, 0)), "{r:?}");
+    }
+    assert_eq!(
+        j(&[("a@example.com", Some(D)), ("b@example.org", Some(K))]),
+        Some((RelayVerdict::OpenRelay, 2, 0))
+    );
+    // Z beats D and silence; D beats silence.
+    assert_eq!(
+        j(&[("a@example.com", None), ("b@example.org", Some(Z))]),
+        Some((RelayVerdict::Deferred, 2, 0))
+    );
+    assert_eq!(
+        j(&[("a@example.com", None), ("b@example.org", Some(D))]),
+        Some((RelayVerdict::Refused, 2, 0))
+    );
+    // A K for a local recipient is not relaying; a foreign Z is deferred.
+    assert_eq!(
+        j(&[("joe@example.net", Some(K)), ("b@example.org", Some(Z))]),
+        Some((RelayVerdict::Deferred, 1, 1))
+    );
+}
+
+/// One client through one server, within one window: the folded alert
+/// carries the worst verdict, whichever came first.
+#[test]
+fn window_folds_to_the_worst_verdict() {
+    use ReplyCode::*;
+    let run = |codes: &[Option<ReplyCode>]| {
+        let mut d = Detector::new(Arc::new(site()), Some(60_000_000_000));
+        let mut out = Vec::new();
+        for (i, c) in codes.iter().enumerate() {
+            let mut t = txn(
+                &format!("203.0.113.9:{}", 4000 + i),
+                &[("a@example.com", *c)],
+            );
+            t.ts = 1_000_000_000 * (i as u64 + 1);
+            d.record(Record::Transaction(Box::new(t)), &mut out);
+        }
+        d.finish(&mut out);
+        let r: Vec<Value> = objects(&out)
+            .into_iter()
+            .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
+            .collect();
+        assert_eq!(r.len(), 1, "{codes:?}");
+        assert_eq!(r[0]["qmwatch"]["aggregate"]["count"], codes.len());
+        r.into_iter().next().unwrap()
+    };
+    let a = run(&[Some(D), Some(K), Some(D)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "open_relay");
+    assert_eq!(a["event"]["action"], "open_relay");
+    assert_eq!(a["event"]["outcome"], "success");
+    assert_eq!(a["event"]["severity"], 90);
+    assert_eq!(a["event"]["type"], serde_json::json!(["allowed", "info"]));
+    assert_eq!(a["rule"]["id"], "qmwatch-relay-open");
+    assert_eq!(
+        a["qmwatch"]["aggregate"]["verdicts"],
+        serde_json::json!({"open_relay": 1, "refused": 2})
+    );
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 relay attempts from 203.0.113.9 through 198.51.100.25:209 within 60 s (worst: open_relay)"),
+        "{}",
+        a["message"]
+    );
+    // Without an open relay: deferred is worse than refused, unanswered
+    // worse than deferred (nothing seen might have been accepted).
+    let a = run(&[Some(D), Some(Z)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "deferred");
+    assert_eq!(a["event"]["severity"], 40);
+    assert_eq!(a["event"]["outcome"], "failure");
+    let a = run(&[Some(Z), None, Some(D)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "unanswered");
+    assert_eq!(a["event"]["outcome"], "unknown");
+    assert_eq!(a["event"]["severity"], 50);
+    // Worst first, milder after: still the worst.
+    let a = run(&[Some(K), Some(D)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "open_relay");
+}
