@@ -148,13 +148,13 @@ fn capture() -> Vec<u8> {
     pcap_bytes(&frames)
 }
 
-fn run(extra: &[&str]) -> Vec<Value> {
+/// The events, and the summary from stderr.
+fn run(extra: &[&str]) -> (Vec<Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdict-mix.pcap");
     std::fs::write(&path, capture()).unwrap();
     let mut args = vec![
         "replay",
-        "--quiet",
         "--local-domain",
         "example.net",
         "--trusted-net",
@@ -164,7 +164,7 @@ fn run(extra: &[&str]) -> Vec<Value> {
     args.push(path.to_str().unwrap());
     let (events, stderr, code) = run_qmwatch(&args, None);
     assert_eq!(code, 0, "{stderr}");
-    events
+    (events, stderr)
 }
 
 fn relays(events: &[Value]) -> Vec<&Value> {
@@ -184,7 +184,10 @@ fn from<'a>(events: &'a [&'a Value], ip: &str) -> Vec<&'a Value> {
 
 #[test]
 fn each_attempt_gets_its_verdict_and_the_right_ids() {
-    let events = run(&[]);
+    // Checksums verified: a bad one is dropped, not taken for offloading.
+    // The IPv6 ones cover the whole 2001:db8:: addresses.
+    let (events, summary) = run(&["--checksums", "verify"]);
+    assert_eq!(summary_count(&summary, "tcp_bad_checksum_dropped"), 0);
     let txns = transaction_events(&events);
     assert_eq!(txns.len(), 5);
     let codes: Vec<Vec<&str>> = txns
@@ -266,7 +269,7 @@ fn each_attempt_gets_its_verdict_and_the_right_ids() {
 
 #[test]
 fn a_window_whose_verdicts_change_reports_the_worst() {
-    let events = run(&["--alert-window", "60s"]);
+    let (events, _) = run(&["--alert-window", "60s"]);
     let r = relays(&events);
     assert_eq!(r.len(), 3, "{r:?}");
     let a = from(&r, "192.0.2.7");
