@@ -663,3 +663,31 @@ fn servers_past_the_inventory_cap_are_counted_not_stored() {
     // Still reported: every new server is an event.
     assert_eq!(d.stats.services, MAX_SERVERS as u64 + 1);
 }
+
+#[test]
+fn every_event_carries_the_observer_and_sensor_events_are_counted() {
+    let observer = crate::event::Observer {
+        hostname: "sensor-1.example.net".into(),
+        ingress_interface: Some("eth1".into()),
+    };
+    let mut d = Detector::default().with_observer(observer);
+    let mut out = Vec::new();
+    d.record(
+        service("203.0.113.9:4000", "198.51.100.25:209", Protocol::Qmtp, 1),
+        &mut out,
+    );
+    let stats = serde_json::json!({"event": {"dataset": "qmwatch.stats"}});
+    let Value::Object(m) = stats else {
+        unreachable!()
+    };
+    d.emit_sensor(crate::event::DATASET_STATS, m, &mut out);
+    assert_eq!(out.len(), 2);
+    for e in objects(&out) {
+        assert_eq!(e["observer"]["hostname"], "sensor-1.example.net", "{e}");
+        assert_eq!(e["observer"]["ingress"]["interface"]["name"], "eth1");
+    }
+    assert_eq!(
+        d.stats.events_by_dataset.get(crate::event::DATASET_STATS),
+        Some(&1)
+    );
+}
