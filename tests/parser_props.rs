@@ -12,6 +12,7 @@ use qmwatch::protocol::request::{RequestEvent, RequestParser};
 use qmwatch::protocol::sniff::{Sniffer, Verdict};
 use qmwatch::protocol::{
     Encoding, Field, Protocol, Reply, ReplyCode, Request, RequestState, MAX_FIELD_BYTES,
+    MESSAGE_PREFIX_BYTES,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -65,6 +66,8 @@ struct Summary {
     encoding: Option<Encoding>,
     message_bytes: u64,
     message_gap_bytes: u64,
+    /// The start of the message as on the wire (QMTP: with its encoding byte).
+    message_prefix: Vec<u8>,
     sender: Option<Field>,
     recipients: Vec<Field>,
     recipient_count: u64,
@@ -79,6 +82,7 @@ fn summary(r: &Request) -> Summary {
         encoding: r.encoding,
         message_bytes: r.message_bytes,
         message_gap_bytes: r.message_gap_bytes,
+        message_prefix: r.message_prefix.clone(),
         sender: r.sender.clone(),
         recipients: r.recipients.clone(),
         recipient_count: r.recipient_count,
@@ -210,6 +214,15 @@ fn expected(
             },
             message_bytes: m.body.len() as u64,
             message_gap_bytes: 0,
+            message_prefix: {
+                let mut wire = match p {
+                    Protocol::Qmtp => vec![if m.crlf { b'\r' } else { b'\n' }],
+                    Protocol::Qmqp => Vec::new(),
+                };
+                wire.extend_from_slice(&m.body);
+                wire.truncate(MESSAGE_PREFIX_BYTES);
+                wire
+            },
             sender: Some(field(&m.sender)),
             recipients: m.rcpts.iter().map(|r| field(r)).collect(),
             recipient_count: m.rcpts.len() as u64,
@@ -266,6 +279,7 @@ fn tokenize(input: &[u8], b: &[usize]) -> TokRun {
         while let Some(step) = t.next(&mut piece) {
             match step {
                 Err(e) => {
+                    assert_eq!(t.error(), Some(e), "the error is kept");
                     error = Some(e);
                     break 'feed;
                 }
@@ -278,6 +292,7 @@ fn tokenize(input: &[u8], b: &[usize]) -> TokRun {
                     };
                     if enter {
                         if let Err(e) = t.enter() {
+                            assert_eq!(t.error(), Some(e), "the error is kept");
                             error = Some(e);
                             break 'feed;
                         }
@@ -291,9 +306,10 @@ fn tokenize(input: &[u8], b: &[usize]) -> TokRun {
             }
         }
     }
+    assert_eq!(error, t.error());
     TokRun {
         tokens,
-        error: error.or(t.error()),
+        error,
         at_top: t.at_top_boundary(),
         depth: t.depth(),
     }
@@ -582,23 +598,32 @@ fn tokenize_rule(len: u64, depth: u8) -> bool {
 /// The tokens of `input` as a straight reading of the definition:
 /// `[1-9][0-9]*:` or `0:` (at most 12 digits), the content, `,`. A
 /// netstring `enter` picks holds a sequence of netstrings that must fit its
-/// content exactly; two levels at most.
-fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> (Vec<Tok>, Option<NetstringError>) {
-    let mut toks = Vec::new();
+/// content exactly; two levels at most. Also where the reading stopped: the
+/// nesting depth (a container whose content is used up is left before its
+/// comma), and whether between two top-level netstrings.
+fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> TokRun {
+    let mut tokens = Vec::new();
     // Where the comma of each entered netstring is.
     let mut open: Vec<usize> = Vec::new();
     let mut pos = 0;
+    let stop = |tokens, error, depth: usize, at_top| TokRun {
+        tokens,
+        error,
+        at_top,
+        depth: depth as u8,
+    };
     loop {
         if open.last() == Some(&pos) {
             // The container's content is used up: its comma.
+            let depth = open.len() - 1;
             let Some(&b) = input.get(pos) else {
-                return (toks, None);
+                return stop(tokens, None, depth, false);
             };
             if b != b',' {
-                return (toks, Some(NetstringError::MissingComma(b)));
+                return stop(tokens, Some(NetstringError::MissingComma(b)), depth, false);
             }
             open.pop();
-            toks.push(Tok::End(open.len() as u8));
+            tokens.push(Tok::End(depth as u8));
             pos += 1;
             continue;
         }
@@ -607,10 +632,16 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> (Vec<Tok>, Option<N
         let mut len: u64 = 0;
         loop {
             let Some(&b) = input.get(pos) else {
-                return (toks, None);
+                let between = pos == start && open.is_empty();
+                return stop(tokens, None, open.len(), between);
             };
             if open.last().is_some_and(|&end| pos >= end) {
-                return (toks, Some(NetstringError::InnerOverrun));
+                return stop(
+                    tokens,
+                    Some(NetstringError::InnerOverrun),
+                    open.len(),
+                    false,
+                );
             }
             let e = match b {
                 b'0'..=b'9' if pos > start && input[start] == b'0' => NetstringError::LeadingZero,
@@ -627,19 +658,19 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> (Vec<Tok>, Option<N
                 }
                 other => NetstringError::BadLengthByte(other),
             };
-            return (toks, Some(e));
+            return stop(tokens, Some(e), open.len(), false);
         }
-        let depth = open.len() as u8;
+        let depth = open.len();
         if open
             .last()
             .is_some_and(|&end| pos as u64 + len + 1 > end as u64)
         {
-            return (toks, Some(NetstringError::InnerOverrun));
+            return stop(tokens, Some(NetstringError::InnerOverrun), depth, false);
         }
-        toks.push(Tok::Start(len, depth));
-        if enter(len, depth) {
+        tokens.push(Tok::Start(len, depth as u8));
+        if enter(len, depth as u8) {
             if depth >= 2 {
-                return (toks, Some(NetstringError::TooDeep));
+                return stop(tokens, Some(NetstringError::TooDeep), depth, false);
             }
             open.push(pos + len as usize);
             continue;
@@ -647,15 +678,15 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> (Vec<Tok>, Option<N
         let end = pos.saturating_add(len as usize);
         let data = &input[pos..end.min(input.len())];
         if !data.is_empty() {
-            toks.push(Tok::Data(data.to_vec()));
+            tokens.push(Tok::Data(data.to_vec()));
         }
         let Some(&b) = input.get(end) else {
-            return (toks, None);
+            return stop(tokens, None, depth, false);
         };
         if b != b',' {
-            return (toks, Some(NetstringError::MissingComma(b)));
+            return stop(tokens, Some(NetstringError::MissingComma(b)), depth, false);
         }
-        toks.push(Tok::End(depth));
+        tokens.push(Tok::End(depth as u8));
         pos = end + 1;
     }
 }
@@ -665,11 +696,11 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> (Vec<Tok>, Option<N
 /// broken syntax ends the stream. Returns the replies, the failure, and
 /// whether a reply is left open.
 fn model_replies(stream: &[u8]) -> (Vec<(ReplyCode, Vec<u8>)>, Option<&'static str>, bool) {
-    let (toks, err) = model_tokens(stream, |_, _| false);
+    let run = model_tokens(stream, |_, _| false);
     let mut replies = Vec::new();
     let mut open = false;
     let mut content: Vec<u8> = Vec::new();
-    for tok in toks {
+    for tok in run.tokens {
         match tok {
             Tok::Start(0, _) => return (replies, Some("reply_empty"), true),
             Tok::Start(..) => {
@@ -689,7 +720,7 @@ fn model_replies(stream: &[u8]) -> (Vec<(ReplyCode, Vec<u8>)>, Option<&'static s
             }
         }
     }
-    (replies, err.map(|e| e.kind()), open)
+    (replies, run.error.map(|e| e.kind()), open)
 }
 
 /// A netstring of `inner` (bytes and the positions of the commas that end
@@ -738,7 +769,7 @@ proptest! {
     #[test]
     fn tokenizer_follows_the_definition(input in wire_bytes(), cuts in cuts()) {
         let got = tokenize(&input, &bounds(input.len(), &cuts));
-        prop_assert_eq!((got.tokens, got.error), model_tokens(&input, tokenize_rule));
+        prop_assert_eq!(got, model_tokens(&input, tokenize_rule));
     }
 
     /// The reply parser equals the model, damaged streams included.
