@@ -499,6 +499,15 @@ fn stats_and_inventory_count_what_happened() {
     d.record(Record::Transaction(Box::new(trusted)), &mut out);
     let refused = txn("203.0.113.11:4000", &[("a@example.com", Some(D))]);
     d.record(Record::Transaction(Box::new(refused)), &mut out);
+    // Two scanner probes from a trusted client: counted, not relaying.
+    for _ in 0..2 {
+        let mut probe = txn("192.0.2.9:4000", &[("postmaster@example.com", Some(K))]);
+        if let Some(r) = probe.request.as_mut() {
+            r.sender = Some(field("nessus@example.org"));
+            r.message_prefix = b"\nMessage-ID: <1234567890.666.nessus@example.org>\n".to_vec();
+        }
+        d.record(Record::Transaction(Box::new(probe)), &mut out);
+    }
     for _ in 0..2 {
         let a = crate::protocol::Anomaly {
             endpoints: Endpoints {
@@ -522,17 +531,18 @@ fn stats_and_inventory_count_what_happened() {
         counts(&st.events_by_dataset),
         [
             ("qmwatch.anomaly".to_string(), 2),
+            ("qmwatch.probe".to_string(), 2),
             ("qmwatch.relay".to_string(), 2),
             ("qmwatch.service".to_string(), 3),
-            ("qmwatch.transaction".to_string(), 3),
+            ("qmwatch.transaction".to_string(), 5),
         ]
     );
-    assert_eq!(out.len(), 10);
+    assert_eq!(out.len(), 14);
     assert_eq!(
         counts(&st.sessions_by_protocol),
         [("qmqp".to_string(), 1), ("qmtp".to_string(), 3)]
     );
-    assert_eq!((st.services, st.transactions), (3, 3));
+    assert_eq!((st.services, st.transactions), (3, 5));
     assert_eq!(
         st.anomalies_by_kind.get("netstring_missing_comma"),
         Some(&2)
@@ -543,11 +553,17 @@ fn stats_and_inventory_count_what_happened() {
     assert_eq!(inv.unsanctioned_services(), 2);
     let s = &inv.servers[&(s25.parse().unwrap(), Protocol::Qmtp)];
     assert!(s.sanctioned);
-    assert_eq!((s.first_seen, s.last_seen, s.transactions), (3, 12, 3));
+    assert_eq!((s.first_seen, s.last_seen, s.transactions), (3, 12, 5));
     let clients: Vec<String> = s.clients.iter().map(|c| c.to_string()).collect();
     assert_eq!(
         clients,
-        ["192.0.2.7", "203.0.113.9", "203.0.113.10", "203.0.113.11"]
+        [
+            "192.0.2.7",
+            "192.0.2.9",
+            "203.0.113.9",
+            "203.0.113.10",
+            "203.0.113.11"
+        ]
     );
     assert!(!s.clients_capped);
     assert_eq!(
@@ -563,6 +579,7 @@ fn stats_and_inventory_count_what_happened() {
         .collect();
     assert_eq!(rcpts, ["a@example.com", "b@example.org"]);
     assert_eq!(inv.open_relays[0].reply_text, "text");
+    assert_eq!(inv.probes.get("nessus"), Some(&2));
 }
 
 #[test]
