@@ -1439,6 +1439,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn sensor_event_ids_name_the_run() {
+        let mut run = RunId {
+            hostname: "sensor-1.example.net".into(),
+            interface: Some("eth1".into()),
+            started_ns: 1_795_000_000_000_000_000,
+        };
+        let id = |run: &RunId| {
+            let m = stats(1, run, 3, String::new(), json!({}));
+            m["event"]["id"].as_str().unwrap().to_string()
+        };
+        assert_eq!(id(&run), "8aba0a957df103a7c026ace540cd74ae");
+        run.interface = None;
+        assert_eq!(id(&run), "03b26ff14bc897f447d1c7f3da3ec53f");
+    }
+
     /// Against Python's datetime: day and leap-year boundaries (2000 and
     /// 2024 leap, 2100 not), the largest u64, and random instants.
     #[test]

@@ -659,6 +659,36 @@ fn window_counts_folded_alerts_and_ends_inclusively() {
         })
         .collect();
     assert_eq!(counts, [("203.0.113.9", 1), ("203.0.113.10", 2)]);
+    // The same attempts without a window: a window of one is that alert
+    // unchanged; a folded one has an id of its own, from the first alert's.
+    let mut plain = Detector::new(Arc::new(site()), None);
+    let mut alone = Vec::new();
+    for (client, ts) in [
+        ("203.0.113.9:4000", 0),
+        ("203.0.113.10:4000", 5_000_000_000),
+    ] {
+        let mut t = txn(client, &[("a@example.com", Some(ReplyCode::D))]);
+        t.ts = ts;
+        plain.record(Record::Transaction(Box::new(t)), &mut alone);
+    }
+    let alone: Vec<Value> = objects(&alone)
+        .into_iter()
+        .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
+        .collect();
+    assert_eq!(relays[0]["message"], alone[0]["message"]);
+    assert_eq!(
+        relays[0]["event"]["severity"],
+        alone[0]["event"]["severity"]
+    );
+    let first_id = alone[1]["event"]["id"].as_str().unwrap();
+    assert_eq!(
+        relays[1]["event"]["id"],
+        crate::event::stable_id(&["qmwatch.relay", "aggregate", first_id, "2", "10", "refused"])
+    );
+    assert!(relays[1]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("2 relay attempts from 203.0.113.10 through 198.51.100.25:209 within 10 s"));
 }
 
 #[test]
