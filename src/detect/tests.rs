@@ -738,3 +738,29 @@ fn every_event_carries_the_observer_and_sensor_events_are_counted() {
         Some(&1)
     );
 }
+
+/// `Event::severity` (the syslog severity comes from it) is what the
+/// event carries, for objects and typed events alike.
+#[test]
+fn severity_accessor_matches_the_event() {
+    let mut d = Detector::new(Arc::new(site()), None);
+    let mut out = Vec::new();
+    d.record(
+        service("203.0.113.9:4000", "198.51.100.25:209", Protocol::Qmtp, 1),
+        &mut out,
+    );
+    for c in [ReplyCode::K, ReplyCode::D] {
+        let t = txn("203.0.113.9:4000", &[("a@example.com", Some(c))]);
+        d.record(Record::Transaction(Box::new(t)), &mut out);
+    }
+    let got: Vec<Option<u64>> = out.iter().map(Event::severity).collect();
+    let want: Vec<Option<u64>> = objects(&out)
+        .iter()
+        .map(|e| e["event"]["severity"].as_u64())
+        .collect();
+    assert_eq!(got, want);
+    // service, transaction, relay (open), transaction, relay (refused)
+    assert_eq!(got[2], Some(90));
+    assert_eq!(got[4], Some(30));
+    assert!(got[0].is_some_and(|s| s > 1));
+}
