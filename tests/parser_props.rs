@@ -695,7 +695,10 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> TokRun {
 /// `K`, `Z` or `D` then text. An empty netstring, another first byte or
 /// broken syntax ends the stream. Returns the replies, the failure, and
 /// whether a reply is left open.
-fn model_replies(stream: &[u8]) -> (Vec<(ReplyCode, Vec<u8>)>, Option<&'static str>, bool) {
+/// Replies (code and text), the failure, and whether a reply is left open.
+type ReplyRun = (Vec<(ReplyCode, Vec<u8>)>, Option<&'static str>, bool);
+
+fn model_replies(stream: &[u8]) -> ReplyRun {
     let run = model_tokens(stream, |_, _| false);
     let mut replies = Vec::new();
     let mut open = false;
