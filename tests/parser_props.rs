@@ -691,13 +691,12 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> TokRun {
     }
 }
 
-/// Replies as PROTOCOLS.md states them: top-level netstrings, each a code
-/// `K`, `Z` or `D` then text. An empty netstring, another first byte or
-/// broken syntax ends the stream. Returns the replies, the failure, and
-/// whether a reply is left open.
 /// Replies (code and text), the failure, and whether a reply is left open.
 type ReplyRun = (Vec<(ReplyCode, Vec<u8>)>, Option<&'static str>, bool);
 
+/// Replies as PROTOCOLS.md states them: top-level netstrings, each a code
+/// `K`, `Z` or `D` then text. An empty netstring, another first byte or
+/// broken syntax ends the stream.
 fn model_replies(stream: &[u8]) -> ReplyRun {
     let run = model_tokens(stream, |_, _| false);
     let mut replies = Vec::new();
