@@ -173,9 +173,12 @@ mod tests {
     fn a_gap_inside_reply_text_is_damage_elsewhere_a_failure() {
         let mut p = ReplyParser::new();
         let mut out = Vec::new();
+        assert!(!p.in_reply());
         assert_eq!(p.feed(b"5:Kab", 1, None, &mut out), None);
+        assert!(p.in_reply());
         assert_eq!(p.gap(2), None);
         assert_eq!(p.feed(b",2:Dx,", 2, None, &mut out), None);
+        assert!(!p.in_reply());
         let got: Vec<_> = out
             .iter()
             .map(|r| (r.code, r.text.text(), r.text.damaged))
