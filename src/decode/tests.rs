@@ -639,3 +639,25 @@ fn ipv6_checksum_covers_whole_addresses() {
         assert!(!seg(src, dst).checksum_ok(&tcp), "{src} {dst}");
     }
 }
+
+/// Which segments are worth summing: those carrying bytes, opening a
+/// direction or resetting it, and only when whole.
+#[test]
+fn checksum_matters_for_data_syn_and_rst_when_whole() {
+    let s = |len: usize, flags: u8| v4_segment(0, len, flags);
+    assert!(s(1, TCP_ACK).checksum_matters());
+    assert!(s(0, TCP_SYN).checksum_matters());
+    assert!(s(0, TCP_RST | TCP_ACK).checksum_matters());
+    assert!(!s(0, TCP_ACK).checksum_matters());
+    assert!(!s(0, TCP_FIN | TCP_ACK).checksum_matters());
+    let cut = Segment {
+        missing: 1,
+        ..s(1, TCP_ACK)
+    };
+    assert!(!cut.checksum_matters());
+    let rebuilt = Segment {
+        reassembled: true,
+        ..s(1, TCP_ACK)
+    };
+    assert!(!rebuilt.checksum_matters());
+}
