@@ -1402,6 +1402,65 @@ mod tests {
     }
 
     #[test]
+    fn community_id_matches_reference_implementation() {
+        // Values from the spec's reference implementation (Python
+        // `communityid` 1.5, TCP, seed 0). Each case is checked in both
+        // orders: the id must not depend on which side is the client.
+        let cases = [
+            // Lower address with the higher port: ordering by port first
+            // would swap the endpoints and give a different id.
+            (
+                "192.0.2.1:40000",
+                "192.0.2.2:209",
+                "1:hSSxeEyfVOrgTHOSu2dBbsrs900=",
+            ),
+            // Same address: the ports decide the order.
+            (
+                "198.51.100.1:40000",
+                "198.51.100.1:209",
+                "1:ynVfBs99wiYpCClcGts25d9Jl80=",
+            ),
+            // Equal ports: the addresses decide the order.
+            (
+                "203.0.113.5:628",
+                "203.0.113.9:628",
+                "1:Txlxqt2ohkJTQ57O6ssyVGG+0kI=",
+            ),
+            (
+                "1.2.3.4:1122",
+                "5.6.7.8:3344",
+                "1:wCb3OG7yAFWelaUydu0D+125CLM=",
+            ),
+            (
+                "[2001:db8::1]:40000",
+                "[2001:db8::2]:209",
+                "1:VD6R9YIA/wawptNWgxu+Lhm7+DI=",
+            ),
+            // Addresses equal in their first 8 bytes: all 16 must be hashed.
+            (
+                "[2001:db8::1]:50000",
+                "[2001:db8::1:0:0:1]:628",
+                "1:IfA8/S4FxH3deP+zxliAHUR2e0E=",
+            ),
+            (
+                "[2001:db8::1]:50000",
+                "[2001:db8::1]:628",
+                "1:0aHzq6zuwyGQXXGLlHz/NoM+LVM=",
+            ),
+            (
+                "[fe80::1]:1122",
+                "[fe80::2]:3344",
+                "1:z4Cp91yf8hKQyZMv3qo7NH6sE3k=",
+            ),
+        ];
+        for (a, b, want) in cases {
+            let (a, b): (SocketAddr, SocketAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            assert_eq!(community_id(a, b), want, "{a} -> {b}");
+            assert_eq!(community_id(b, a), want, "{b} -> {a}");
+        }
+    }
+
+    #[test]
     fn json_line_matches_serde() {
         let v = json!({
             "a": "plain",
@@ -1415,6 +1474,78 @@ mod tests {
         for ns in [0, 1, 999, 1_795_238_274_123_456_789, u64::MAX] {
             let mut d = [0u8; 20];
             assert_eq!(decimal(ns, &mut d), ns.to_string());
+        }
+    }
+
+    /// Ids computed outside the project (Python hashlib): SHA-1 over
+    /// 8-byte big-endian lengths and the parts, first 16 bytes in hex.
+    #[test]
+    fn ids_match_an_independent_computation() {
+        assert_eq!(stable_id(&[]), "da39a3ee5e6b4b0d3255bfef95601890");
+        // The length prefix keeps the parts apart.
+        assert_eq!(stable_id(&["a", "bc"]), "ae9d42cc36ff72230d3027a273873081");
+        assert_eq!(stable_id(&["ab", "c"]), "c27d1f025accf1fdcc822aaa1a6cca5e");
+        assert_eq!(
+            stable_id(&["qmwatch.relay", "aggregate", "", "3", "60", "open_relay"]),
+            "c9069f99cb3e3feffe984a7be2fc1019"
+        );
+        let cid = "1:hSSxeEyfVOrgTHOSu2dBbsrs900=";
+        let ds = "qmwatch.transaction";
+        assert_eq!(
+            flow_id_of(ds, cid, 1_795_000_000_123_456_789, &["1"]),
+            "2750ca611e097885d58996be34ef4734"
+        );
+        assert_eq!(
+            flow_id_of(ds, cid, 0, &["1"]),
+            "1efdb95693500591ec55358b39afe0c4"
+        );
+        let mut m = Map::new();
+        m.insert("network".into(), json!({ "community_id": cid }));
+        assert_eq!(
+            flow_id(ds, &m, 0, &["1"]),
+            "1efdb95693500591ec55358b39afe0c4"
+        );
+    }
+
+    #[test]
+    fn sensor_event_ids_name_the_run() {
+        let mut run = RunId {
+            hostname: "sensor-1.example.net".into(),
+            interface: Some("eth1".into()),
+            started_ns: 1_795_000_000_000_000_000,
+        };
+        let id = |run: &RunId| {
+            let m = stats(1, run, 3, String::new(), json!({}));
+            m["event"]["id"].as_str().unwrap().to_string()
+        };
+        assert_eq!(id(&run), "8aba0a957df103a7c026ace540cd74ae");
+        run.interface = None;
+        assert_eq!(id(&run), "03b26ff14bc897f447d1c7f3da3ec53f");
+    }
+
+    /// Against Python's datetime: day and leap-year boundaries (2000 and
+    /// 2024 leap, 2100 not), the largest u64, and random instants.
+    #[test]
+    fn timestamps_match_an_independent_calendar() {
+        for (ns, want) in [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (999, "1970-01-01T00:00:00.000000Z"),
+            (86_399_999_999_999, "1970-01-01T23:59:59.999999Z"),
+            (86_400_000_000_000, "1970-01-02T00:00:00.000000Z"),
+            (68_169_600_000_000_000, "1972-02-29T00:00:00.000000Z"),
+            (951_782_399_999_999_999, "2000-02-28T23:59:59.999999Z"),
+            (1_709_164_800_000_000_000, "2024-02-29T00:00:00.000000Z"),
+            (4_102_444_799_999_999_000, "2099-12-31T23:59:59.999999Z"),
+            (4_107_542_400_000_000_000, "2100-03-01T00:00:00.000000Z"),
+            (u64::MAX, "2554-07-21T23:34:33.709551Z"),
+            (8_655_628_691_030_458_795, "2244-04-14T21:18:11.030458Z"),
+            (7_691_418_475_598_800_341, "2213-09-25T01:07:55.598800Z"),
+            (107_979_628_678_664_349, "1973-06-03T18:20:28.678664Z"),
+            (186_835_497_852_677_522, "1975-12-03T10:44:57.852677Z"),
+            (15_032_457_632_618_298_465, "2446-05-11T18:40:32.618298Z"),
+            (11_106_931_077_284_914_532, "2321-12-19T10:37:57.284914Z"),
+        ] {
+            assert_eq!(rfc3339(ns), want, "{ns}");
         }
     }
 

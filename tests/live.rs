@@ -6,7 +6,9 @@
 //! happens (a Drop guard), after the sensor is killed (another).
 //!
 //! Needs root, `ip` (iproute2) and `tcpreplay`; without them each test says
-//! why it skipped and passes. CI runs as root with both installed.
+//! why it skipped and passes, unless `QMWATCH_REQUIRE_LIVE=1` or `CI=true`
+//! is set: then a skip fails (`.ci/run` sets the first, so a CI machine
+//! that cannot run them is noticed).
 //!
 //! Covered: live gives the same transaction, service, relay and probe
 //! events as `qmwatch replay` on the same files (one capture thread with one
@@ -35,6 +37,23 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn qmwatch() -> &'static str {
     env!("CARGO_BIN_EXE_qmwatch")
+}
+
+/// Whether a skip must fail: a CI run that cannot do live capture would
+/// otherwise pass without testing it.
+fn skips_fail() -> bool {
+    std::env::var("QMWATCH_REQUIRE_LIVE").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Says why a test (or part of one) did not run; panics instead when
+/// skipping is not allowed.
+fn skip(why: &str) {
+    assert!(
+        !skips_fail(),
+        "live test could not run ({why}); QMWATCH_REQUIRE_LIVE=1 or CI=true forbids skipping"
+    );
+    eprintln!("skipped: {why}");
 }
 
 /// Why live tests cannot run here, if they cannot.
@@ -92,14 +111,14 @@ impl Netns {
     /// reason printed) when live tests cannot run on this machine.
     fn new() -> Option<Netns> {
         if let Some(why) = cannot_run() {
-            eprintln!("skipped: {why}");
+            skip(&why);
             return None;
         }
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let name = format!("qmwatch-test-{pid}-{n}");
         if let Err(e) = sh("ip", &["netns", "add", &name]) {
-            eprintln!("skipped: cannot create a network namespace: {e}");
+            skip(&format!("cannot create a network namespace: {e}"));
             return None;
         }
         // From here on the guard removes it, whatever happens.
@@ -550,7 +569,7 @@ fn a_full_worker_queue_drops_and_counts_and_the_sensor_stays_up() {
 fn user_drops_root_and_still_captures() {
     let Some(ns) = Netns::new() else { return };
     if sh("id", &["nobody"]).is_err() {
-        eprintln!("skipped: no user `nobody`");
+        skip("no user `nobody`");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -614,6 +633,6 @@ fn a_missing_interface_a_bad_filter_or_no_permission_is_one_line_and_status_2() 
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.to_lowercase().contains("permission"), "{err}");
     } else {
-        eprintln!("no-permission case skipped: setpriv (util-linux) is not installed");
+        skip("no-permission case: setpriv (util-linux) is not installed");
     }
 }

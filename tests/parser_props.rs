@@ -12,6 +12,7 @@ use qmwatch::protocol::request::{RequestEvent, RequestParser};
 use qmwatch::protocol::sniff::{Sniffer, Verdict};
 use qmwatch::protocol::{
     Encoding, Field, Protocol, Reply, ReplyCode, Request, RequestState, MAX_FIELD_BYTES,
+    MESSAGE_PREFIX_BYTES,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -65,6 +66,8 @@ struct Summary {
     encoding: Option<Encoding>,
     message_bytes: u64,
     message_gap_bytes: u64,
+    /// The start of the message as on the wire (QMTP: with its encoding byte).
+    message_prefix: Vec<u8>,
     sender: Option<Field>,
     recipients: Vec<Field>,
     recipient_count: u64,
@@ -79,6 +82,7 @@ fn summary(r: &Request) -> Summary {
         encoding: r.encoding,
         message_bytes: r.message_bytes,
         message_gap_bytes: r.message_gap_bytes,
+        message_prefix: r.message_prefix.clone(),
         sender: r.sender.clone(),
         recipients: r.recipients.clone(),
         recipient_count: r.recipient_count,
@@ -210,6 +214,15 @@ fn expected(
             },
             message_bytes: m.body.len() as u64,
             message_gap_bytes: 0,
+            message_prefix: {
+                let mut wire = match p {
+                    Protocol::Qmtp => vec![if m.crlf { b'\r' } else { b'\n' }],
+                    Protocol::Qmqp => Vec::new(),
+                };
+                wire.extend_from_slice(&m.body);
+                wire.truncate(MESSAGE_PREFIX_BYTES);
+                wire
+            },
             sender: Some(field(&m.sender)),
             recipients: m.rcpts.iter().map(|r| field(r)).collect(),
             recipient_count: m.rcpts.len() as u64,
@@ -266,6 +279,7 @@ fn tokenize(input: &[u8], b: &[usize]) -> TokRun {
         while let Some(step) = t.next(&mut piece) {
             match step {
                 Err(e) => {
+                    assert_eq!(t.error(), Some(e), "the error is kept");
                     error = Some(e);
                     break 'feed;
                 }
@@ -278,6 +292,7 @@ fn tokenize(input: &[u8], b: &[usize]) -> TokRun {
                     };
                     if enter {
                         if let Err(e) = t.enter() {
+                            assert_eq!(t.error(), Some(e), "the error is kept");
                             error = Some(e);
                             break 'feed;
                         }
@@ -291,9 +306,10 @@ fn tokenize(input: &[u8], b: &[usize]) -> TokRun {
             }
         }
     }
+    assert_eq!(error, t.error());
     TokRun {
         tokens,
-        error: error.or(t.error()),
+        error,
         at_top: t.at_top_boundary(),
         depth: t.depth(),
     }
@@ -561,5 +577,275 @@ proptest! {
         damage(&mut stream, &edits, &cut);
         let runs = replies_at_once_and_chunked(&stream, &cuts);
         prop_assert_eq!(&runs[0], &runs[1]);
+    }
+}
+
+// ------------------------------------------------- reference models
+//
+// Written from the netstring definition and PROTOCOLS.md, sharing no code
+// with the parsers: the properties below compare the parsers with these,
+// not only with themselves.
+
+/// `tokenize`'s entering rule.
+fn tokenize_rule(len: u64, depth: u8) -> bool {
+    match depth {
+        0 => true,
+        1 => len % 2 == 0,
+        _ => len % 3 == 0,
+    }
+}
+
+/// The tokens of `input` as a straight reading of the definition:
+/// `[1-9][0-9]*:` or `0:` (at most 12 digits), the content, `,`. A
+/// netstring `enter` picks holds a sequence of netstrings that must fit its
+/// content exactly; two levels at most. Also where the reading stopped: the
+/// nesting depth (a container whose content is used up is left before its
+/// comma), and whether between two top-level netstrings.
+fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> TokRun {
+    let mut tokens = Vec::new();
+    // Where the comma of each entered netstring is.
+    let mut open: Vec<usize> = Vec::new();
+    let mut pos = 0;
+    let stop = |tokens, error, depth: usize, at_top| TokRun {
+        tokens,
+        error,
+        at_top,
+        depth: depth as u8,
+    };
+    loop {
+        if open.last() == Some(&pos) {
+            // The container's content is used up: its comma.
+            let depth = open.len() - 1;
+            let Some(&b) = input.get(pos) else {
+                return stop(tokens, None, depth, false);
+            };
+            if b != b',' {
+                return stop(tokens, Some(NetstringError::MissingComma(b)), depth, false);
+            }
+            open.pop();
+            tokens.push(Tok::End(depth as u8));
+            pos += 1;
+            continue;
+        }
+        // The header.
+        let start = pos;
+        let mut len: u64 = 0;
+        loop {
+            let Some(&b) = input.get(pos) else {
+                let between = pos == start && open.is_empty();
+                return stop(tokens, None, open.len(), between);
+            };
+            if open.last().is_some_and(|&end| pos >= end) {
+                return stop(
+                    tokens,
+                    Some(NetstringError::InnerOverrun),
+                    open.len(),
+                    false,
+                );
+            }
+            let e = match b {
+                b'0'..=b'9' if pos > start && input[start] == b'0' => NetstringError::LeadingZero,
+                b'0'..=b'9' if pos - start >= 12 => NetstringError::LengthTooLong,
+                b'0'..=b'9' => {
+                    len = len * 10 + u64::from(b - b'0');
+                    pos += 1;
+                    continue;
+                }
+                b':' if pos == start => NetstringError::EmptyLength,
+                b':' => {
+                    pos += 1;
+                    break;
+                }
+                other => NetstringError::BadLengthByte(other),
+            };
+            return stop(tokens, Some(e), open.len(), false);
+        }
+        let depth = open.len();
+        if open
+            .last()
+            .is_some_and(|&end| pos as u64 + len + 1 > end as u64)
+        {
+            return stop(tokens, Some(NetstringError::InnerOverrun), depth, false);
+        }
+        tokens.push(Tok::Start(len, depth as u8));
+        if enter(len, depth as u8) {
+            if depth >= 2 {
+                return stop(tokens, Some(NetstringError::TooDeep), depth, false);
+            }
+            open.push(pos + len as usize);
+            continue;
+        }
+        let end = pos.saturating_add(len as usize);
+        let data = &input[pos..end.min(input.len())];
+        if !data.is_empty() {
+            tokens.push(Tok::Data(data.to_vec()));
+        }
+        let Some(&b) = input.get(end) else {
+            return stop(tokens, None, depth, false);
+        };
+        if b != b',' {
+            return stop(tokens, Some(NetstringError::MissingComma(b)), depth, false);
+        }
+        tokens.push(Tok::End(depth as u8));
+        pos = end + 1;
+    }
+}
+
+/// Replies (code and text), the failure, and whether a reply is left open.
+type ReplyRun = (Vec<(ReplyCode, Vec<u8>)>, Option<&'static str>, bool);
+
+/// Replies as PROTOCOLS.md states them: top-level netstrings, each a code
+/// `K`, `Z` or `D` then text. An empty netstring, another first byte or
+/// broken syntax ends the stream.
+fn model_replies(stream: &[u8]) -> ReplyRun {
+    let run = model_tokens(stream, |_, _| false);
+    let mut replies = Vec::new();
+    let mut open = false;
+    let mut content: Vec<u8> = Vec::new();
+    for tok in run.tokens {
+        match tok {
+            Tok::Start(0, _) => return (replies, Some("reply_empty"), true),
+            Tok::Start(..) => {
+                open = true;
+                content.clear();
+            }
+            Tok::Data(d) => {
+                if content.is_empty() && ReplyCode::from_byte(d[0]).is_none() {
+                    return (replies, Some("reply_bad_code"), true);
+                }
+                content.extend_from_slice(&d);
+            }
+            Tok::End(_) => {
+                open = false;
+                let code = ReplyCode::from_byte(content[0]).unwrap();
+                replies.push((code, content[1..].to_vec()));
+            }
+        }
+    }
+    (replies, run.error.map(|e| e.kind()), open)
+}
+
+/// A netstring of `inner` (bytes and the positions of the commas that end
+/// netstrings inside it), with the positions shifted and its own comma added.
+fn ns_marked((bytes, commas): (Vec<u8>, Vec<usize>)) -> (Vec<u8>, Vec<usize>) {
+    let mut v = format!("{}:", bytes.len()).into_bytes();
+    let at = v.len();
+    let mut c: Vec<usize> = commas.iter().map(|p| p + at).collect();
+    v.extend_from_slice(&bytes);
+    v.push(b',');
+    c.push(v.len() - 1);
+    (v, c)
+}
+
+fn concat(parts: Vec<(Vec<u8>, Vec<usize>)>) -> (Vec<u8>, Vec<usize>) {
+    let (mut v, mut c) = (Vec::new(), Vec::new());
+    for (b, cs) in parts {
+        c.extend(cs.iter().map(|p| p + v.len()));
+        v.extend_from_slice(&b);
+    }
+    (v, c)
+}
+
+/// One package and the positions of every comma that ends a netstring in it.
+fn package_marked(p: Protocol, m: &Msg) -> (Vec<u8>, Vec<usize>) {
+    let flat = |b: &[u8]| ns_marked((b.to_vec(), Vec::new()));
+    match p {
+        Protocol::Qmtp => {
+            let mut message = vec![if m.crlf { b'\r' } else { b'\n' }];
+            message.extend_from_slice(&m.body);
+            let list = concat(m.rcpts.iter().map(|r| flat(r)).collect());
+            concat(vec![flat(&message), flat(&m.sender), ns_marked(list)])
+        }
+        Protocol::Qmqp => {
+            let mut items = vec![flat(&m.body), flat(&m.sender)];
+            items.extend(m.rcpts.iter().map(|r| flat(r)));
+            ns_marked(concat(items))
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The tokenizer equals the model on valid and broken streams alike.
+    #[test]
+    fn tokenizer_follows_the_definition(input in wire_bytes(), cuts in cuts()) {
+        let got = tokenize(&input, &bounds(input.len(), &cuts));
+        prop_assert_eq!(got, model_tokens(&input, tokenize_rule));
+    }
+
+    /// The reply parser equals the model, damaged streams included.
+    #[test]
+    fn replies_follow_the_definition(
+        replies in vec((prop::sample::select(vec![b'K', b'Z', b'D']), vec(any::<u8>(), 0..40)), 1..6),
+        edits in edits(),
+        cut in proptest::option::of(any::<Index>()),
+        cuts in cuts(),
+    ) {
+        let mut stream = Vec::new();
+        for (code, text) in &replies {
+            let mut r = vec![*code];
+            r.extend_from_slice(text);
+            stream.extend(ns(&r));
+        }
+        damage(&mut stream, &edits, &cut);
+        let (want, failure, open) = model_replies(&stream);
+        for (got, got_failure, got_open) in replies_at_once_and_chunked(&stream, &cuts) {
+            let got: Vec<(ReplyCode, Vec<u8>)> =
+                got.iter().map(|r| (r.code, r.text.bytes.clone())).collect();
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(got_failure, failure);
+            // A failed parser has no reply open to speak of.
+            if failure.is_none() {
+                prop_assert_eq!(got_open, open);
+            }
+        }
+    }
+
+    /// Any netstring of a request whose closing comma is replaced or, at
+    /// the end of the stream, missing: the requests before it are whole,
+    /// that request is malformed (or cut short) where the comma should be,
+    /// and nothing after it is read.
+    #[test]
+    fn a_missing_comma_is_never_accepted(
+        msgs in vec(msg(), 1..4),
+        qmqp in any::<bool>(),
+        which in (any::<Index>(), any::<Index>()),
+        byte in prop::sample::select(b"x0:;\n\r9KD".to_vec()),
+        cuts in cuts(),
+    ) {
+        let p = if qmqp { Protocol::Qmqp } else { Protocol::Qmtp };
+        let mut stream = Vec::new();
+        let mut marks = Vec::new();
+        let mut commas = Vec::new();
+        for m in &msgs {
+            let (b, c) = package_marked(p, m);
+            commas.push(c.iter().map(|x| x + stream.len()).collect::<Vec<_>>());
+            let start = stream.len();
+            stream.extend_from_slice(&b);
+            marks.push((start, start + b.iter().position(|&x| x == b':').unwrap(), stream.len()));
+        }
+        let k = which.0.index(msgs.len());
+        let at = commas[k][which.1.index(commas[k].len())];
+        let whole = vec![0, stream.len()];
+        let before = expected(p, &msgs[..k], &marks[..k], &whole);
+        // Replaced.
+        let mut bad = stream.clone();
+        bad[at] = byte;
+        for b in [bounds(bad.len(), &cuts), whole.clone()] {
+            let got = parse_requests(p, &bad, &b);
+            prop_assert_eq!(got.len(), k + 1);
+            let ok: Vec<Summary> = without_ts(&got[..k]).iter().map(summary).collect();
+            let want: Vec<Summary> = before.iter().map(|s| Summary { ts: (0, 0), ..s.clone() }).collect();
+            prop_assert_eq!(ok, want);
+            prop_assert_eq!(got[k].state, RequestState::Malformed("netstring_missing_comma"));
+            prop_assert_eq!(got[k].start_offset, marks[k].0 as u64);
+            prop_assert_eq!(got[k].end_offset, at as u64 + 1);
+        }
+        // Missing at the very end: cut short, never complete.
+        let last = *commas.last().unwrap().last().unwrap();
+        let got = parse_requests(p, &stream[..last], &[0, last]);
+        prop_assert_eq!(got.len(), msgs.len());
+        prop_assert_eq!(got[msgs.len() - 1].state, RequestState::Truncated);
     }
 }

@@ -804,3 +804,56 @@ fn timestamp_option_found_in_any_layout() {
         let _ = tcp_tsval(&t[..len], 28);
     }
 }
+
+/// A TCP checksum over documentation IPv6 addresses, computed outside the
+/// project (Python, RFC 793 words): all 16 bytes of both addresses are in
+/// the pseudo-header, so a change in either half of either address fails.
+#[test]
+fn ipv6_checksum_covers_whole_addresses() {
+    let ip6 = |s: &str| addr_from_ip(s.parse::<IpAddr>().unwrap());
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&40000u16.to_be_bytes());
+    tcp.extend_from_slice(&209u16.to_be_bytes());
+    tcp.extend_from_slice(&1u32.to_be_bytes());
+    tcp.extend_from_slice(&1u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0x76, 0x94, 0, 0]);
+    tcp.extend_from_slice(b"8:\nhello,");
+    let seg = |src: &str, dst: &str| Segment {
+        src: ip6(src),
+        dst: ip6(dst),
+        v4: false,
+        ..v4_segment(0, 0, TCP_ACK)
+    };
+    assert!(seg("2001:db8::7", "2001:db8::ffff:0:0:25").checksum_ok(&tcp));
+    for (src, dst) in [
+        ("2001:db9::7", "2001:db8::ffff:0:0:25"),
+        ("2001:db8::8", "2001:db8::ffff:0:0:25"),
+        ("2001:db8::7", "2001:db8:1:0:ffff::25"),
+        ("2001:db8::7", "2001:db8::ffff:0:0:26"),
+        ("2001:db8::7", "2001:db8::fffe:0:0:25"),
+    ] {
+        assert!(!seg(src, dst).checksum_ok(&tcp), "{src} {dst}");
+    }
+}
+
+/// Which segments are worth summing: those carrying bytes, opening a
+/// direction or resetting it, and only when whole.
+#[test]
+fn checksum_matters_for_data_syn_and_rst_when_whole() {
+    let s = |len: usize, flags: u8| v4_segment(0, len, flags);
+    assert!(s(1, TCP_ACK).checksum_matters());
+    assert!(s(0, TCP_SYN).checksum_matters());
+    assert!(s(0, TCP_RST | TCP_ACK).checksum_matters());
+    assert!(!s(0, TCP_ACK).checksum_matters());
+    assert!(!s(0, TCP_FIN | TCP_ACK).checksum_matters());
+    let cut = Segment {
+        missing: 1,
+        ..s(1, TCP_ACK)
+    };
+    assert!(!cut.checksum_matters());
+    let rebuilt = Segment {
+        reassembled: true,
+        ..s(1, TCP_ACK)
+    };
+    assert!(!rebuilt.checksum_matters());
+}

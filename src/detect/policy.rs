@@ -502,4 +502,83 @@ mod tests {
             assert!(!is_reserved_example(d), "{d}");
         }
     }
+
+    #[test]
+    fn domain_labels_take_hyphens_and_underscores() {
+        for d in [
+            "mail-1.example.net",
+            "_dmarc.example.net",
+            "a-b_c.example.net.",
+        ] {
+            assert!(parse_domain(d).is_ok(), "{d}");
+        }
+        for d in ["mail+1.example.net", "a..example.net", "", "."] {
+            assert!(parse_domain(d).is_err(), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn describe_says_what_judges_relaying() {
+        assert_eq!(
+            Policy::default().describe(),
+            "local domains: none configured (every recipient counts as foreign); \
+             trusted clients: default (private, loopback, link-local); sanctioned servers: 0"
+        );
+        let mut b = PolicyBuilder::new();
+        b.local_domain("example.net", "flag").unwrap();
+        b.rcpthosts_text("rcpthosts", "example.org\n.example.org\n")
+            .unwrap();
+        b.trusted_net("192.0.2.0/24", "flag").unwrap();
+        b.sanctioned("198.51.100.25:209/qmtp", "flag").unwrap();
+        b.note_source("flags");
+        assert_eq!(
+            b.build().describe(),
+            "local domains: 3; trusted networks: 1; sanctioned servers: 1; \
+             from rcpthosts rcpthosts, flags"
+        );
+    }
+
+    #[test]
+    fn policy_and_rcpthosts_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rcpthosts"), "example.net\n").unwrap();
+        let site = dir.path().join("site.toml");
+        std::fs::write(
+            &site,
+            "rcpthosts = \"rcpthosts\"\nlocal-domain = [\".example.org\"]\n",
+        )
+        .unwrap();
+        let mut b = PolicyBuilder::new();
+        b.policy_file(&site.to_string_lossy()).unwrap();
+        let p = b.build();
+        assert!(p.is_local("joe@example.net"));
+        assert!(p.is_local("joe@mail.example.org"));
+        assert!(!p.is_local("joe@example.com"));
+        // Missing files are errors that name them.
+        let missing = dir.path().join("nowhere.toml");
+        let e = PolicyBuilder::new()
+            .policy_file(&missing.to_string_lossy())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("nowhere.toml: cannot read policy"),
+            "{e}"
+        );
+        let e = PolicyBuilder::new()
+            .rcpthosts_file(&missing.to_string_lossy())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("nowhere.toml: cannot read rcpthosts"),
+            "{e}"
+        );
+        std::fs::write(&site, "rcpthosts = \"gone\"\n").unwrap();
+        let e = PolicyBuilder::new()
+            .policy_file(&site.to_string_lossy())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("line 1: ")
+                && e.to_string().contains("gone: cannot read rcpthosts"),
+            "{e}"
+        );
+    }
 }

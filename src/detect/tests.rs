@@ -336,3 +336,431 @@ fn typed_events_write_what_their_objects_would() {
     }
     assert!(typed > 20, "{typed}");
 }
+
+#[test]
+fn mixed_replies_take_the_most_serious_verdict() {
+    let p = site();
+    use ReplyCode::*;
+    let j = |r: &[(&str, Option<ReplyCode>)]| {
+        judge(&txn("203.0.113.9:4000", r), &p).map(|a| (a.verdict, a.foreign.len(), a.local_count))
+    };
+    // One K among Zs is an open relay whatever the order: the message went out.
+    for r in [
+        [("a@example.com", Some(K)), ("b@example.org", Some(Z))],
+        [("a@example.com", Some(Z)), ("b@example.org", Some(K))],
+    ] {
+        assert_eq!(j(&r), Some((RelayVerdict::OpenRelay, 2, 0)), "{r:?}");
+    }
+    assert_eq!(
+        j(&[("a@example.com", Some(D)), ("b@example.org", Some(K))]),
+        Some((RelayVerdict::OpenRelay, 2, 0))
+    );
+    // Z beats D and silence; D beats silence.
+    assert_eq!(
+        j(&[("a@example.com", None), ("b@example.org", Some(Z))]),
+        Some((RelayVerdict::Deferred, 2, 0))
+    );
+    assert_eq!(
+        j(&[("a@example.com", None), ("b@example.org", Some(D))]),
+        Some((RelayVerdict::Refused, 2, 0))
+    );
+    // A K for a local recipient is not relaying; a foreign Z is deferred.
+    assert_eq!(
+        j(&[("joe@example.net", Some(K)), ("b@example.org", Some(Z))]),
+        Some((RelayVerdict::Deferred, 1, 1))
+    );
+}
+
+/// One client through one server, within one window: the folded alert
+/// carries the worst verdict, whichever came first.
+#[test]
+fn window_folds_to_the_worst_verdict() {
+    use ReplyCode::*;
+    let run = |codes: &[Option<ReplyCode>]| {
+        let mut d = Detector::new(Arc::new(site()), Some(60_000_000_000));
+        let mut out = Vec::new();
+        for (i, c) in codes.iter().enumerate() {
+            let mut t = txn(
+                &format!("203.0.113.9:{}", 4000 + i),
+                &[("a@example.com", *c)],
+            );
+            t.ts = 1_000_000_000 * (i as u64 + 1);
+            d.record(Record::Transaction(Box::new(t)), &mut out);
+        }
+        d.finish(&mut out);
+        let r: Vec<Value> = objects(&out)
+            .into_iter()
+            .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
+            .collect();
+        assert_eq!(r.len(), 1, "{codes:?}");
+        assert_eq!(r[0]["qmwatch"]["aggregate"]["count"], codes.len());
+        r.into_iter().next().unwrap()
+    };
+    let a = run(&[Some(D), Some(K), Some(D)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "open_relay");
+    assert_eq!(a["event"]["action"], "open_relay");
+    assert_eq!(a["event"]["outcome"], "success");
+    assert_eq!(a["event"]["severity"], 90);
+    assert_eq!(a["event"]["type"], serde_json::json!(["allowed", "info"]));
+    assert_eq!(a["rule"]["id"], "qmwatch-relay-open");
+    assert_eq!(
+        a["qmwatch"]["aggregate"]["verdicts"],
+        serde_json::json!({"open_relay": 1, "refused": 2})
+    );
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 relay attempts from 203.0.113.9 through 198.51.100.25:209 within 60 s (worst: open_relay)"),
+        "{}",
+        a["message"]
+    );
+    // Without an open relay: deferred is worse than refused, unanswered
+    // worse than deferred (nothing seen might have been accepted).
+    let a = run(&[Some(D), Some(Z)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "deferred");
+    assert_eq!(a["event"]["severity"], 40);
+    assert_eq!(a["event"]["outcome"], "failure");
+    let a = run(&[Some(Z), None, Some(D)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "unanswered");
+    assert_eq!(a["event"]["outcome"], "unknown");
+    assert_eq!(a["event"]["severity"], 50);
+    // Worst first, milder after: still the worst.
+    let a = run(&[Some(K), Some(D)]);
+    assert_eq!(a["qmwatch"]["relay"]["verdict"], "open_relay");
+}
+
+#[test]
+fn confidence_doubts_only_an_open_relay_judged_by_the_default_policy() {
+    use ReplyCode::*;
+    let t = |c| txn("203.0.113.9:4000", &[("bob@mailbox.org", Some(c))]);
+    // Configured policy: sure either way.
+    for c in [K, D] {
+        assert!(judge(&t(c), &site()).unwrap().confident, "{c:?}");
+    }
+    // Default policy: only the open relay is in doubt.
+    let p = Policy::default();
+    assert!(!judge(&t(K), &p).unwrap().confident);
+    assert!(judge(&t(D), &p).unwrap().confident);
+}
+
+fn service(client: &str, server: &str, protocol: Protocol, ts: u64) -> Record {
+    Record::Service {
+        endpoints: Endpoints {
+            client: client.parse().unwrap(),
+            server: server.parse().unwrap(),
+        },
+        protocol,
+        evidence: crate::protocol::Evidence::RequestAndReply,
+        ts,
+    }
+}
+
+/// The counts the summary and the audit report are made of, worked out by
+/// hand for a small run.
+#[test]
+fn stats_and_inventory_count_what_happened() {
+    use ReplyCode::*;
+    let mut b = policy::PolicyBuilder::new();
+    b.local_domain("example.net", "t").unwrap();
+    b.trusted_net("192.0.2.0/24", "t").unwrap();
+    b.sanctioned("198.51.100.25:209/qmtp", "t").unwrap();
+    let mut d = Detector::new(Arc::new(b.build()), None);
+    let mut out = Vec::new();
+    let s25 = "198.51.100.25:209";
+    d.record(
+        service("203.0.113.9:4000", s25, Protocol::Qmtp, 5),
+        &mut out,
+    );
+    d.record(
+        service("203.0.113.10:4001", s25, Protocol::Qmtp, 3),
+        &mut out,
+    );
+    d.record(
+        service("203.0.113.9:4002", "198.51.100.26:2209", Protocol::Qmtp, 7),
+        &mut out,
+    );
+    d.record(
+        service("203.0.113.9:4003", "198.51.100.25:628", Protocol::Qmqp, 8),
+        &mut out,
+    );
+    let mut open = txn(
+        "203.0.113.9:4000",
+        &[
+            ("a@example.com", Some(K)),
+            ("b@example.org", Some(K)),
+            ("c@example.com", Some(D)),
+            ("joe@example.net", Some(K)),
+        ],
+    );
+    open.ts = 12;
+    d.record(Record::Transaction(Box::new(open)), &mut out);
+    let trusted = txn("192.0.2.7:4000", &[("a@example.com", Some(K))]);
+    d.record(Record::Transaction(Box::new(trusted)), &mut out);
+    let refused = txn("203.0.113.11:4000", &[("a@example.com", Some(D))]);
+    d.record(Record::Transaction(Box::new(refused)), &mut out);
+    // Two scanner probes from a trusted client: counted, not relaying.
+    for _ in 0..2 {
+        let mut probe = txn("192.0.2.9:4000", &[("postmaster@example.com", Some(K))]);
+        if let Some(r) = probe.request.as_mut() {
+            r.sender = Some(field("nessus@example.org"));
+            r.message_prefix = b"\nMessage-ID: <1234567890.666.nessus@example.org>\n".to_vec();
+        }
+        d.record(Record::Transaction(Box::new(probe)), &mut out);
+    }
+    for _ in 0..2 {
+        let a = crate::protocol::Anomaly {
+            endpoints: Endpoints {
+                client: "203.0.113.9:4000".parse().unwrap(),
+                server: s25.parse().unwrap(),
+            },
+            protocol: Some(Protocol::Qmtp),
+            kind: "netstring_missing_comma",
+            detail: "x".into(),
+            ts: 11,
+        };
+        d.record(Record::Anomaly(Box::new(a)), &mut out);
+    }
+    let st = &d.stats;
+    let counts = |m: &BTreeMap<&'static str, u64>| {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts(&st.events_by_dataset),
+        [
+            ("qmwatch.anomaly".to_string(), 2),
+            ("qmwatch.probe".to_string(), 2),
+            ("qmwatch.relay".to_string(), 2),
+            ("qmwatch.service".to_string(), 3),
+            ("qmwatch.transaction".to_string(), 5),
+        ]
+    );
+    assert_eq!(out.len(), 14);
+    assert_eq!(
+        counts(&st.sessions_by_protocol),
+        [("qmqp".to_string(), 1), ("qmtp".to_string(), 3)]
+    );
+    assert_eq!((st.services, st.transactions), (3, 5));
+    assert_eq!(
+        st.anomalies_by_kind.get("netstring_missing_comma"),
+        Some(&2)
+    );
+    assert_eq!(st.relay_alerts_aggregated, 0);
+    let inv = &st.inventory;
+    assert_eq!(inv.servers.len(), 3);
+    assert_eq!(inv.unsanctioned_services(), 2);
+    let s = &inv.servers[&(s25.parse().unwrap(), Protocol::Qmtp)];
+    assert!(s.sanctioned);
+    assert_eq!((s.first_seen, s.last_seen, s.transactions), (3, 12, 5));
+    let clients: Vec<String> = s.clients.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        clients,
+        [
+            "192.0.2.7",
+            "192.0.2.9",
+            "203.0.113.9",
+            "203.0.113.10",
+            "203.0.113.11"
+        ]
+    );
+    assert!(!s.clients_capped);
+    assert_eq!(
+        counts(&inv.relay_attempts),
+        [("open_relay".to_string(), 1), ("refused".to_string(), 1)]
+    );
+    // Two foreign recipients got K: two pieces of evidence.
+    assert_eq!(inv.open_relays_total, 2);
+    let rcpts: Vec<&str> = inv
+        .open_relays
+        .iter()
+        .map(|o| o.recipient.as_str())
+        .collect();
+    assert_eq!(rcpts, ["a@example.com", "b@example.org"]);
+    assert_eq!(inv.open_relays[0].reply_text, "text");
+    assert_eq!(inv.probes.get("nessus"), Some(&2));
+}
+
+#[test]
+fn client_and_evidence_caps_hold_and_say_so() {
+    let mut d = Detector::default();
+    let mut out = Vec::new();
+    let server = "198.51.100.25:209";
+    let client = |i: usize| format!("[2001:db8::{:x}]:4000", i + 1);
+    for i in 0..MAX_CLIENTS_PER_SERVER {
+        d.record(service(&client(i), server, Protocol::Qmtp, 1), &mut out);
+    }
+    let key = (server.parse().unwrap(), Protocol::Qmtp);
+    // Full, but a client already known does not count as one too many.
+    d.record(service(&client(0), server, Protocol::Qmtp, 2), &mut out);
+    let s = &d.stats.inventory.servers[&key];
+    assert_eq!(s.clients.len(), MAX_CLIENTS_PER_SERVER);
+    assert!(!s.clients_capped);
+    d.record(
+        service(&client(MAX_CLIENTS_PER_SERVER), server, Protocol::Qmtp, 3),
+        &mut out,
+    );
+    let s = &d.stats.inventory.servers[&key];
+    assert_eq!(s.clients.len(), MAX_CLIENTS_PER_SERVER);
+    assert!(s.clients_capped);
+
+    // Open-relay evidence: kept up to its cap, all of it counted. Requests
+    // store 1000 recipients each.
+    let rcpts: Vec<(String, Option<ReplyCode>)> = (0..1000)
+        .map(|i| (format!("r{i}@example.com"), Some(ReplyCode::K)))
+        .collect();
+    let rcpts: Vec<(&str, Option<ReplyCode>)> =
+        rcpts.iter().map(|(a, c)| (a.as_str(), *c)).collect();
+    let n = MAX_OPEN_RELAY_EVIDENCE / 1000;
+    for _ in 0..n {
+        let t = txn("203.0.113.9:4000", &rcpts);
+        d.record(Record::Transaction(Box::new(t)), &mut out);
+        out.clear();
+    }
+    assert_eq!(d.stats.inventory.open_relays.len(), MAX_OPEN_RELAY_EVIDENCE);
+    let t = txn("203.0.113.9:4000", &rcpts[..1]);
+    d.record(Record::Transaction(Box::new(t)), &mut out);
+    assert_eq!(d.stats.inventory.open_relays.len(), MAX_OPEN_RELAY_EVIDENCE);
+    assert_eq!(
+        d.stats.inventory.open_relays_total,
+        MAX_OPEN_RELAY_EVIDENCE as u64 + 1
+    );
+}
+
+#[test]
+fn window_counts_folded_alerts_and_ends_inclusively() {
+    let len = 10_000_000_000;
+    let mut d = Detector::new(Arc::new(site()), Some(len));
+    let mut out = Vec::new();
+    let mut at = |d: &mut Detector, client: &str, ts: u64| {
+        let mut t = txn(client, &[("a@example.com", Some(ReplyCode::D))]);
+        t.ts = ts;
+        d.record(Record::Transaction(Box::new(t)), &mut out);
+    };
+    at(&mut d, "203.0.113.9:4000", 0);
+    at(&mut d, "203.0.113.10:4000", 5_000_000_000);
+    // The first window is due; the second ends exactly now and still
+    // takes this attempt.
+    at(&mut d, "203.0.113.10:4001", 5_000_000_000 + len);
+    assert_eq!(d.stats.relay_alerts_aggregated, 1);
+    d.finish(&mut out);
+    let relays: Vec<Value> = objects(&out)
+        .into_iter()
+        .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
+        .collect();
+    let counts: Vec<(&str, u64)> = relays
+        .iter()
+        .map(|e| {
+            (
+                e["source"]["ip"].as_str().unwrap(),
+                e["qmwatch"]["aggregate"]["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [("203.0.113.9", 1), ("203.0.113.10", 2)]);
+    // The same attempts without a window: a window of one is that alert
+    // unchanged; a folded one has an id of its own, from the first alert's.
+    let mut plain = Detector::new(Arc::new(site()), None);
+    let mut alone = Vec::new();
+    for (client, ts) in [
+        ("203.0.113.9:4000", 0),
+        ("203.0.113.10:4000", 5_000_000_000),
+    ] {
+        let mut t = txn(client, &[("a@example.com", Some(ReplyCode::D))]);
+        t.ts = ts;
+        plain.record(Record::Transaction(Box::new(t)), &mut alone);
+    }
+    let alone: Vec<Value> = objects(&alone)
+        .into_iter()
+        .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
+        .collect();
+    assert_eq!(relays[0]["message"], alone[0]["message"]);
+    assert_eq!(
+        relays[0]["event"]["severity"],
+        alone[0]["event"]["severity"]
+    );
+    let first_id = alone[1]["event"]["id"].as_str().unwrap();
+    assert_eq!(
+        relays[1]["event"]["id"],
+        crate::event::stable_id(&["qmwatch.relay", "aggregate", first_id, "2", "10", "refused"])
+    );
+    assert!(relays[1]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("2 relay attempts from 203.0.113.10 through 198.51.100.25:209 within 10 s"));
+}
+
+#[test]
+fn servers_past_the_inventory_cap_are_counted_not_stored() {
+    let mut d = Detector::default();
+    let mut out = Vec::new();
+    for i in 0..=MAX_SERVERS as u32 {
+        let ip = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(i));
+        let server = SocketAddr::new(ip.into(), 209).to_string();
+        d.record(
+            service("203.0.113.9:4000", &server, Protocol::Qmtp, 1),
+            &mut out,
+        );
+        out.clear();
+    }
+    let inv = &d.stats.inventory;
+    assert_eq!(inv.servers.len(), MAX_SERVERS);
+    assert_eq!(inv.servers_not_stored, 1);
+    // Still reported: every new server is an event.
+    assert_eq!(d.stats.services, MAX_SERVERS as u64 + 1);
+}
+
+#[test]
+fn every_event_carries_the_observer_and_sensor_events_are_counted() {
+    let observer = crate::event::Observer {
+        hostname: "sensor-1.example.net".into(),
+        ingress_interface: Some("eth1".into()),
+    };
+    let mut d = Detector::default().with_observer(observer);
+    let mut out = Vec::new();
+    d.record(
+        service("203.0.113.9:4000", "198.51.100.25:209", Protocol::Qmtp, 1),
+        &mut out,
+    );
+    let stats = serde_json::json!({"event": {"dataset": "qmwatch.stats"}});
+    let Value::Object(m) = stats else {
+        unreachable!()
+    };
+    d.emit_sensor(crate::event::DATASET_STATS, m, &mut out);
+    assert_eq!(out.len(), 2);
+    for e in objects(&out) {
+        assert_eq!(e["observer"]["hostname"], "sensor-1.example.net", "{e}");
+        assert_eq!(e["observer"]["ingress"]["interface"]["name"], "eth1");
+    }
+    assert_eq!(
+        d.stats.events_by_dataset.get(crate::event::DATASET_STATS),
+        Some(&1)
+    );
+}
+
+/// `Event::severity` (the syslog severity comes from it) is what the
+/// event carries, for objects and typed events alike.
+#[test]
+fn severity_accessor_matches_the_event() {
+    let mut d = Detector::new(Arc::new(site()), None);
+    let mut out = Vec::new();
+    d.record(
+        service("203.0.113.9:4000", "198.51.100.25:209", Protocol::Qmtp, 1),
+        &mut out,
+    );
+    for c in [ReplyCode::K, ReplyCode::D] {
+        let t = txn("203.0.113.9:4000", &[("a@example.com", Some(c))]);
+        d.record(Record::Transaction(Box::new(t)), &mut out);
+    }
+    let got: Vec<Option<u64>> = out.iter().map(Event::severity).collect();
+    let want: Vec<Option<u64>> = objects(&out)
+        .iter()
+        .map(|e| e["event"]["severity"].as_u64())
+        .collect();
+    assert_eq!(got, want);
+    // service, transaction, relay (open), transaction, relay (refused)
+    assert_eq!(got[2], Some(90));
+    assert_eq!(got[4], Some(30));
+    assert!(got[0].is_some_and(|s| s > 1));
+}

@@ -483,4 +483,16 @@ mod tests {
         let _ = t.next(&mut p);
         assert_eq!(t.gap(4), Err(NetstringError::LostSync));
     }
+
+    #[test]
+    fn a_gap_after_a_failure_keeps_the_first_error() {
+        let mut t = Tokenizer::new();
+        let mut p: &[u8] = b"1:ab";
+        let _ = t.next(&mut p);
+        let _ = t.next(&mut p);
+        let e = NetstringError::MissingComma(b'b');
+        assert_eq!(t.next(&mut p), Some(Err(e)));
+        assert_eq!(t.gap(1), Err(e));
+        assert_eq!(t.error(), Some(e));
+    }
 }

@@ -168,4 +168,32 @@ mod tests {
         assert!(out[0].text.truncated);
         assert_eq!(out[0].text.bytes.len(), crate::protocol::MAX_FIELD_BYTES);
     }
+
+    #[test]
+    fn a_gap_inside_reply_text_is_damage_elsewhere_a_failure() {
+        let mut p = ReplyParser::new();
+        let mut out = Vec::new();
+        assert!(!p.in_reply());
+        assert_eq!(p.feed(b"5:Kab", 1, None, &mut out), None);
+        assert!(p.in_reply());
+        assert_eq!(p.gap(2), None);
+        assert_eq!(p.feed(b",2:Dx,", 2, None, &mut out), None);
+        assert!(!p.in_reply());
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| (r.code, r.text.text(), r.text.damaged))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (ReplyCode::K, "ab".to_string(), true),
+                (ReplyCode::D, "x".to_string(), false)
+            ]
+        );
+        // Before the code is known the reply cannot be judged.
+        let mut p = ReplyParser::new();
+        assert_eq!(p.feed(b"5:", 1, None, &mut out), None);
+        assert_eq!(p.gap(3), Some("gap_in_reply_stream"));
+        assert_eq!(p.failed(), Some("gap_in_reply_stream"));
+    }
 }

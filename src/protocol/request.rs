@@ -513,6 +513,91 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_encoding_byte_ends_the_request_at_that_byte() {
+        let p = b"4:xabc,13:a@example.org,";
+        for chunk in [1, 3, 4, p.len()] {
+            let r = parse(Protocol::Qmtp, p, chunk);
+            assert_eq!(r.len(), 1);
+            assert_eq!(
+                r[0].state,
+                RequestState::Malformed("qmtp_bad_encoding_byte")
+            );
+            assert_eq!(
+                (r[0].start_offset, r[0].end_offset),
+                (0, 3),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gap_inside_an_address_damages_only_that_field() {
+        let mut parser = RequestParser::new(Protocol::Qmtp, 0);
+        let mut out = Vec::new();
+        parser.feed(b"4:\nabc,13:a@exa", 1, &mut out);
+        parser.gap(3, 1, &mut out);
+        parser.feed(b"e.org,17:13:b@example.net,,", 1, &mut out);
+        assert_eq!(out.len(), 1);
+        let RequestEvent::Request(r) = &out[0];
+        assert_eq!(r.state, RequestState::Complete);
+        let sender = r.sender.as_ref().unwrap();
+        assert_eq!(sender.bytes, b"a@exae.org");
+        assert_eq!((sender.wire_len, sender.damaged), (13, true));
+        assert_eq!(r.message_gap_bytes, 0);
+        assert_eq!(r.recipients[0].bytes, b"b@example.net");
+        assert!(!r.recipients[0].damaged);
+    }
+
+    #[test]
+    fn gaps_keep_the_offsets_and_a_lost_encoding_byte_is_no_error() {
+        // The encoding byte itself lost: the rest is still the message.
+        let mut parser = RequestParser::new(Protocol::Qmtp, 100);
+        let mut out = Vec::new();
+        parser.feed(b"4:", 1, &mut out);
+        parser.gap(1, 1, &mut out);
+        parser.feed(b"abc,13:a@example.org,17:13:b@example.net,,", 1, &mut out);
+        let RequestEvent::Request(r) = &out[0];
+        assert_eq!(r.state, RequestState::Complete);
+        assert_eq!((r.encoding, r.message_gap_bytes), (None, 1));
+        assert_eq!((r.start_offset, r.end_offset), (100, 145));
+        // Lost between two netstrings of a package: cut short where the
+        // gap ends.
+        let p = qmtp_package(b'\n', "abc", "a@example.org", &["c@example.com"]);
+        let mut parser = RequestParser::new(Protocol::Qmtp, 0);
+        let mut out = Vec::new();
+        parser.feed(&p[..7], 1, &mut out);
+        parser.gap(3, 2, &mut out);
+        let RequestEvent::Request(r) = &out[0];
+        assert_eq!(r.state, RequestState::Truncated);
+        assert_eq!((r.end_offset, r.last_ts), (10, 2));
+        assert_eq!(parser.offset(), 10);
+    }
+
+    #[test]
+    fn idle_and_failed_follow_the_stream() {
+        let p = qmtp_package(b'\n', "abc", "a@example.org", &["c@example.com"]);
+        let mut parser = RequestParser::new(Protocol::Qmtp, 0);
+        let mut out = Vec::new();
+        assert!(parser.idle() && !parser.failed());
+        parser.feed(&p[..3], 1, &mut out);
+        assert!(!parser.idle() && !parser.failed());
+        // Lost bytes inside the message body cost nothing.
+        parser.gap(2, 1, &mut out);
+        parser.feed(&p[5..], 1, &mut out);
+        assert!(parser.idle() && !parser.failed());
+        assert_eq!(out.len(), 1);
+        let RequestEvent::Request(r) = &out[0];
+        assert_eq!(r.state, RequestState::Complete);
+        assert_eq!((r.message_bytes, r.message_gap_bytes), (3, 2));
+        assert_eq!(r.message_prefix, b"\nc");
+        assert_eq!((r.start_offset, r.end_offset), (0, p.len() as u64));
+        // A gap inside a length field: the stream cannot be followed.
+        parser.feed(b"4", 2, &mut out);
+        parser.gap(1, 2, &mut out);
+        assert!(parser.failed());
+    }
+
+    #[test]
     fn nessus_probe_wrapped_for_qmqp() {
         // On 628 the scanner wraps its QMTP package in one more netstring.
         let inner = qmtp_package(

@@ -439,6 +439,10 @@ pub fn run(
     let mut backoff = Backoff::new(FIRST_BACKOFF, opts.retry_max);
     let mut next_try = Instant::now();
     let mut outage: Option<Outage> = None;
+    // The drop count when the connection was lost (or at the start): an
+    // outage counts its drops from there, not from the failed reconnect,
+    // which the producer may have overflowed the queue before.
+    let mut lost_at: Option<u64> = Some(counters.dropped());
     let mut drain_deadline: Option<Instant> = None;
     let mut too_large_told = false;
     loop {
@@ -451,6 +455,7 @@ pub fn run(
                 Pop::Idle => {
                     if conn.as_mut().is_some_and(Conn::peer_closed) {
                         conn = None;
+                        lost_at.get_or_insert(counters.dropped());
                     }
                     continue;
                 }
@@ -474,6 +479,7 @@ pub fn run(
             match connect(target, opts) {
                 Ok(c) => {
                     conn = Some(c);
+                    lost_at = None;
                     counters.connects.fetch_add(1, Ordering::Relaxed);
                     if let Some(o) = outage.take() {
                         let dropped = counters.dropped().saturating_sub(o.dropped_before);
@@ -489,7 +495,7 @@ pub fn run(
                         counters.outages.fetch_add(1, Ordering::Relaxed);
                         outage = Some(Outage {
                             since: Instant::now(),
-                            dropped_before: counters.dropped(),
+                            dropped_before: lost_at.unwrap_or_else(|| counters.dropped()),
                         });
                         eprintln!(
                             "qmwatch: output {name}: collector unreachable ({e}); holding up to \
@@ -509,6 +515,7 @@ pub fn run(
         if c.peer_closed() {
             // The collector went away since the last send: reconnect now.
             conn = None;
+            lost_at.get_or_insert(counters.dropped());
             continue;
         }
         while let Some(line) = pending.front() {
@@ -538,6 +545,7 @@ pub fn run(
                     // Reconnect after the (short, unless this keeps
                     // happening) backoff; if that fails the outage begins.
                     conn = None;
+                    lost_at.get_or_insert(counters.dropped());
                     next_try = Instant::now() + backoff.step();
                     break;
                 }

@@ -251,6 +251,52 @@ fn isn_strategy() -> impl Strategy<Value = u32> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// Against a model of the policy: every byte delivered is the one the
+    /// first segment to carry its offset had, and a conflict is counted
+    /// exactly when a later segment carried a different byte somewhere.
+    #[test]
+    fn first_arrival_wins_against_a_model(
+        data in prop::collection::vec(any::<u8>(), 1..1500),
+        isn in isn_strategy(),
+        cuts in prop::collection::vec(any::<Index>(), 0..24),
+        extras in prop::collection::vec((any::<Index>(), 1usize..400, 0u8..3), 1..10),
+        seed in any::<u64>(),
+    ) {
+        let len = data.len();
+        let (segs, _) = arrivals(len, &cuts, &[], &[], 0);
+        // (start, end, xor): xor 0 carries the original bytes.
+        let mut items: Vec<(usize, usize, u8)> = segs.iter().map(|&(a, b)| (a, b, 0)).collect();
+        for (i, l, v) in &extras {
+            let a = i.index(len);
+            items.push((a, (a + l).min(len), *v));
+        }
+        shuffle(&mut items, seed);
+        let mut model: Vec<Option<u8>> = vec![None; len];
+        let mut conflict = false;
+        for &(a, b, v) in &items {
+            for (o, m) in model.iter_mut().enumerate().take(b).skip(a) {
+                let byte = data[o] ^ v;
+                match m {
+                    None => *m = Some(byte),
+                    Some(x) => conflict |= *x != byte,
+                }
+            }
+        }
+        let want: Vec<u8> = model.into_iter().map(|b| b.unwrap()).collect();
+        // The recent window covers the whole stream: every overlap is checked.
+        let mut h = H::with_syn(roomy(), isn);
+        for &(a, b, v) in &items {
+            let bytes: Vec<u8> = data[a..b].iter().map(|x| x ^ v).collect();
+            h.at(a as u64, &bytes);
+            h.check_invariants();
+        }
+        h.flush();
+        prop_assert_eq!(&h.out.bytes, &want);
+        prop_assert!(h.out.gaps.is_empty());
+        prop_assert_eq!(h.ev.overlaps_conflicting > 0, conflict);
+        prop_assert_eq!(h.ev.overlaps_unverified, 0);
+    }
+
     #[test]
     fn any_arrival_order_reassembles_exactly(
         data in prop::collection::vec(any::<u8>(), 0..4000),
