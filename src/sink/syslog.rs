@@ -417,10 +417,32 @@ impl Conn {
     }
 }
 
-/// An outage in progress.
+/// An outage in progress. It ends, and is reported with its drops, when
+/// the queue it overflowed is first found empty after the reconnect: drops
+/// while the backlog drains are the outage's too, so the line's count and
+/// the summary's agree.
 struct Outage {
     since: Instant,
     dropped_before: u64,
+    /// How long the collector was away, once it is back.
+    back_after: Option<Duration>,
+}
+
+/// Reports an outage whose collector is back, if there is one.
+fn end_outage(outage: &mut Option<Outage>, counters: &OutputCounters, name: &str) {
+    let Some(o) = outage.as_ref() else {
+        return;
+    };
+    let Some(back) = o.back_after else {
+        return;
+    };
+    let dropped = counters.dropped().saturating_sub(o.dropped_before);
+    eprintln!(
+        "qmwatch: output {name}: collector reachable again after {:.1} s; \
+         {dropped} event(s) dropped during the outage",
+        back.as_secs_f64()
+    );
+    *outage = None;
 }
 
 /// Sends lines until the queue is closed and empty (or, with the collector
@@ -453,13 +475,18 @@ pub fn run(
             match queue.pop(BATCH, Duration::from_millis(200)) {
                 Pop::Lines(v) => pending.extend(v),
                 Pop::Idle => {
+                    // The backlog is gone: an outage that ended is over.
+                    end_outage(&mut outage, counters, name);
                     if conn.as_mut().is_some_and(Conn::peer_closed) {
                         conn = None;
                         lost_at.get_or_insert(counters.dropped());
                     }
                     continue;
                 }
-                Pop::Closed => break,
+                Pop::Closed => {
+                    end_outage(&mut outage, counters, name);
+                    break;
+                }
             }
         }
         if conn.is_none() {
@@ -481,21 +508,21 @@ pub fn run(
                     conn = Some(c);
                     lost_at = None;
                     counters.connects.fetch_add(1, Ordering::Relaxed);
-                    if let Some(o) = outage.take() {
-                        let dropped = counters.dropped().saturating_sub(o.dropped_before);
-                        eprintln!(
-                            "qmwatch: output {name}: collector reachable again after {:.1} s; \
-                             {dropped} event(s) dropped during the outage",
-                            o.since.elapsed().as_secs_f64()
-                        );
+                    if let Some(o) = outage.as_mut() {
+                        o.back_after.get_or_insert(o.since.elapsed());
                     }
                 }
                 Err(e) => {
+                    // Lost again while its backlog drained: the same outage.
+                    if let Some(o) = outage.as_mut() {
+                        o.back_after = None;
+                    }
                     if outage.is_none() {
                         counters.outages.fetch_add(1, Ordering::Relaxed);
                         outage = Some(Outage {
                             since: Instant::now(),
                             dropped_before: lost_at.unwrap_or_else(|| counters.dropped()),
+                            back_after: None,
                         });
                         eprintln!(
                             "qmwatch: output {name}: collector unreachable ({e}); holding up to \
