@@ -329,7 +329,7 @@ fn svg(h: &mut String, s: &crate::detect::ServerInfo, name: &str, lo: u64, hi: u
             let _ = write!(
                 h,
                 "<rect class=\"{}\" x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{colour}\"/>",
-                SERIES[i],
+                SERIES.get(i).copied().unwrap_or_default(),
                 x + inset,
                 (w - 2.0 * inset).max(1.0)
             );

@@ -835,11 +835,7 @@ impl FlowTable {
             return;
         }
         // The sample with this segment's bytes laid over it.
-        let mut other = [0u8; 16];
-        let Some(sample) = flow.client_sample.get(..n) else {
-            return;
-        };
-        other[..n].copy_from_slice(sample);
+        let mut other = flow.client_sample;
         let take = payload.len().min(n - at);
         let (Some(dst), Some(src)) = (other.get_mut(at..at + take), payload.get(..take)) else {
             return;
