@@ -465,6 +465,10 @@ pub fn run(
     // outage counts its drops from there, not from the failed reconnect,
     // which the producer may have overflowed the queue before.
     let mut lost_at: Option<u64> = Some(counters.dropped());
+    // The drop count at the last line the collector took: a collector that
+    // went away is noticed only at the next send or idle check, and what the
+    // queue dropped since that line is the outage's too.
+    let mut dropped_at_last_send = counters.dropped();
     let mut drain_deadline: Option<Instant> = None;
     let mut too_large_told = false;
     loop {
@@ -479,7 +483,7 @@ pub fn run(
                     end_outage(&mut outage, counters, name);
                     if conn.as_mut().is_some_and(Conn::peer_closed) {
                         conn = None;
-                        lost_at.get_or_insert(counters.dropped());
+                        lost_at.get_or_insert(dropped_at_last_send);
                     }
                     continue;
                 }
@@ -542,7 +546,7 @@ pub fn run(
         if c.peer_closed() {
             // The collector went away since the last send: reconnect now.
             conn = None;
-            lost_at.get_or_insert(counters.dropped());
+            lost_at.get_or_insert(dropped_at_last_send);
             continue;
         }
         while let Some(line) = pending.front() {
@@ -553,6 +557,7 @@ pub fn run(
                     counters.bytes.fetch_add(n, Ordering::Relaxed);
                     pending.pop_front();
                     backoff.reset();
+                    dropped_at_last_send = counters.dropped();
                 }
                 Err(SendError::TooLarge) => {
                     counters
@@ -572,7 +577,7 @@ pub fn run(
                     // Reconnect after the (short, unless this keeps
                     // happening) backoff; if that fails the outage begins.
                     conn = None;
-                    lost_at.get_or_insert(counters.dropped());
+                    lost_at.get_or_insert(dropped_at_last_send);
                     next_try = Instant::now() + backoff.step();
                     break;
                 }
