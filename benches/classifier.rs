@@ -4,9 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qmwatch::protocol::reply::ReplyParser;
-use qmwatch::protocol::request::{RequestEvent, RequestParser};
-use qmwatch::protocol::{Protocol, Reply, RequestState};
+use qmwatch_proto::reply::ReplyParser;
+use qmwatch_proto::request::{RequestEvent, RequestParser};
+use qmwatch_proto::{Protocol, Reply, RequestState};
 
 /// Bytes per chunk of the realistic case: one full-size TCP segment payload.
 const SEGMENT: usize = 1448;

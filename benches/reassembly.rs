@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qmwatch::decode::{addr_from_ip, Segment, TCP_ACK, TCP_FIN, TCP_SYN};
-use qmwatch::flow::reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
-use qmwatch::flow::{FlowConfig, FlowTable};
+use qmwatch_sensor::flow::reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
+use qmwatch_sensor::flow::{FlowConfig, FlowTable};
+use qmwatch_wire::decode::{addr_from_ip, Segment, TCP_ACK, TCP_FIN, TCP_SYN};
 
 const MSS: usize = 1448;
 /// Segments per stream case (about 2.8 MiB of payload).

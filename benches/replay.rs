@@ -1,4 +1,4 @@
-//! End to end: `pipeline::replay` over captures written by `qmwatch::synth`
+//! End to end: `pipeline::replay` over captures written by `qmwatch_synth`
 //! (one group per profile: mixed, qmtp-heavy, small-flows), with 1 and 2
 //! workers. Before measuring, each capture is replayed once per worker count
 //! and its detection counts are checked against the generator's ground truth;
@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qmwatch::detect::policy::{Policy, PolicyBuilder};
-use qmwatch::flow::FlowConfig;
-use qmwatch::pipeline::{replay, ReplayConfig, ReplayReport};
-use qmwatch::sink::Output;
-use qmwatch::synth::{self, Config, Profile, Target, Truth};
+use qmwatch_sensor::detect::policy::{Policy, PolicyBuilder};
+use qmwatch_sensor::flow::FlowConfig;
+use qmwatch_sensor::pipeline::{replay, ReplayConfig, ReplayReport};
+use qmwatch_sensor::sink::Output;
+use qmwatch_synth::{self as synth, Config, Profile, Target, Truth};
 
 /// Capture size per profile.
 fn size(p: Profile) -> u64 {

@@ -11,19 +11,19 @@
 use std::io::{self, Cursor, Read};
 use std::net::SocketAddr;
 
-use qmwatch::capture::file::{CaptureReader, ReaderStats, DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE};
-use qmwatch::capture::Block;
-use qmwatch::decode::defrag::DefragConfig;
-use qmwatch::decode::{supported_link_type, Decoded, Decoder};
-use qmwatch::flow::reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
-use qmwatch::protocol::netstring::{NetstringError, Token, Tokenizer};
-use qmwatch::protocol::reply::ReplyParser;
-use qmwatch::protocol::request::{RequestEvent, RequestParser};
-use qmwatch::protocol::session::{Session, Status};
-use qmwatch::protocol::sniff::{Sniffer, Verdict};
-use qmwatch::protocol::{
+use qmwatch_proto::netstring::{NetstringError, Token, Tokenizer};
+use qmwatch_proto::reply::ReplyParser;
+use qmwatch_proto::request::{RequestEvent, RequestParser};
+use qmwatch_proto::session::{Session, Status};
+use qmwatch_proto::sniff::{Sniffer, Verdict};
+use qmwatch_proto::{
     Protocol, Record, Reply, MAX_FIELD_BYTES, MAX_RECIPIENTS, MESSAGE_PREFIX_BYTES,
 };
+use qmwatch_sensor::flow::reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
+use qmwatch_wire::capture::file::{CaptureReader, ReaderStats, DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use qmwatch_wire::capture::Block;
+use qmwatch_wire::decode::defrag::DefragConfig;
+use qmwatch_wire::decode::{supported_link_type, Decoded, Decoder};
 
 /// Splits `n` bytes off the front of `data`.
 fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
@@ -122,7 +122,7 @@ pub fn decode_frame(data: &[u8]) {
                 let _ = (
                     seg.src_socket(),
                     seg.dst_socket(),
-                    qmwatch::flow::flow_tag(&seg),
+                    qmwatch_sensor::flow::flow_tag(&seg),
                 );
             }
             Decoded::Reassembled(seg, bytes) => {

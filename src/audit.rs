@@ -14,9 +14,9 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use crate::detect::RelayVerdict;
-use crate::event::rfc3339;
-use crate::pipeline::ReplayReport;
+use qmwatch_sensor::detect::RelayVerdict;
+use qmwatch_sensor::event::rfc3339;
+use qmwatch_sensor::pipeline::ReplayReport;
 
 /// How the report is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -129,8 +129,8 @@ pub fn json_report(r: &ReplayReport, files: &[String], policy: &str) -> serde_js
 
 /// A server's timeline: the bucket width and every bucket with something
 /// in it (its start, and a count per series).
-fn timeline_json(t: &crate::detect::timeline::Timeline) -> serde_json::Value {
-    use crate::detect::timeline::SERIES;
+fn timeline_json(t: &qmwatch_sensor::detect::timeline::Timeline) -> serde_json::Value {
+    use qmwatch_sensor::detect::timeline::SERIES;
     let buckets: Vec<_> = t
         .buckets()
         .filter(|(_, b)| b.iter().any(|v| *v > 0))

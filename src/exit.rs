@@ -11,7 +11,7 @@
 
 use std::process::ExitCode;
 
-use crate::pipeline::RunReport;
+use qmwatch_sensor::pipeline::RunReport;
 
 /// Exit status of a command that failed.
 pub const FAILURE: u8 = 2;

@@ -1,5 +1,12 @@
-//! The `qmwatch` command line.
+//! The `qmwatch` command line: the binary of the workspace (clap, the
+//! summary, `audit`, `check`). Nothing imports it.
 #![deny(unsafe_code)]
+
+mod audit;
+mod check;
+mod exit;
+#[cfg(feature = "live")]
+mod privileges;
 
 use std::io::{IsTerminal, Write as _};
 use std::net::IpAddr;
@@ -11,14 +18,13 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{CommandFactory, Parser, Subcommand};
 
-use qmwatch::audit::{self, Format};
-use qmwatch::check::{self, net as check_net, report as check_report, target as check_target};
-use qmwatch::detect::policy::{Policy, PolicyBuilder};
-use qmwatch::event::Observer;
-use qmwatch::exit;
-use qmwatch::flow::{ChecksumMode, FlowConfig};
-use qmwatch::pipeline::{replay_with, Delivery, ReplayConfig, ReplayReport, RunOptions};
-use qmwatch::sink::{syslog, Output, OutputConfig, Rotation};
+use audit::Format;
+use check::{net as check_net, report as check_report, target as check_target};
+use qmwatch_sensor::detect::policy::{Policy, PolicyBuilder};
+use qmwatch_sensor::event::Observer;
+use qmwatch_sensor::flow::{self, FlowConfig};
+use qmwatch_sensor::pipeline::{replay_with, Delivery, ReplayConfig, ReplayReport, RunOptions};
+use qmwatch_sensor::sink::{syslog, Output, OutputConfig, Rotation};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -135,13 +141,38 @@ struct EngineArgs {
     checksums: ChecksumMode,
 }
 
+/// `--checksums`: [`flow::ChecksumMode`] for the command line (the sensor
+/// crate does not depend on clap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+enum ChecksumMode {
+    /// Per direction: verified if its first checksummed packet is valid,
+    /// ignored if it is not (offloaded checksums in captures taken on a
+    /// sending host or on loopback).
+    #[default]
+    Auto,
+    /// Always verified: bad segments are dropped.
+    Verify,
+    /// Never verified.
+    Ignore,
+}
+
+impl From<ChecksumMode> for flow::ChecksumMode {
+    fn from(m: ChecksumMode) -> flow::ChecksumMode {
+        match m {
+            ChecksumMode::Auto => flow::ChecksumMode::Auto,
+            ChecksumMode::Verify => flow::ChecksumMode::Verify,
+            ChecksumMode::Ignore => flow::ChecksumMode::Ignore,
+        }
+    }
+}
+
 impl EngineArgs {
     fn flow(&self) -> FlowConfig {
         FlowConfig {
             max_flows: self.max_flows as usize,
             idle_timeout_ns: self.flow_timeout * 1_000_000_000,
             held_bytes_cap: (self.reassembly_memory as usize).saturating_mul(1024 * 1024),
-            checksums: self.checksums,
+            checksums: self.checksums.into(),
             session_memory: (self.session_memory as usize).saturating_mul(1024 * 1024),
             ..FlowConfig::default()
         }
@@ -282,7 +313,7 @@ struct OutputArgs {
     rotate_keep: u64,
     /// Events each output holds while it is slow or its collector is down;
     /// a syslog output then drops the oldest (counted).
-    #[arg(long, default_value_t = qmwatch::sink::DEFAULT_QUEUE_EVENTS as u64, value_name = "EVENTS", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    #[arg(long, default_value_t = qmwatch_sensor::sink::DEFAULT_QUEUE_EVENTS as u64, value_name = "EVENTS", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     output_queue: u64,
     /// Syslog facility: a name (local0…local7, daemon, user, …) or 0-23.
     #[arg(long, default_value = "local0", value_name = "FACILITY", value_parser = syslog::parse_facility)]
@@ -516,7 +547,7 @@ fn run_check(a: CheckArgs) -> Result<u8, String> {
     let mut sinks = None;
     if events_wanted {
         let delivery = a.outputs.delivery(observer.clone(), false)?;
-        sinks = Some(qmwatch::sink::Sinks::start(delivery.outputs)?);
+        sinks = Some(qmwatch_sensor::sink::Sinks::start(delivery.outputs)?);
     }
     let cfg = check::Config {
         timeouts: check::Timeouts {
@@ -722,9 +753,9 @@ fn run_live(a: LiveArgs) -> ExitCode {
 /// `qmwatch live`: open the interface, drop root, run until a stop signal.
 #[cfg(feature = "live")]
 fn live(a: LiveArgs) -> Result<ExitCode, String> {
-    use qmwatch::capture::live::{self as cap, LiveOptions};
-    use qmwatch::pipeline::live::LiveSource;
-    use qmwatch::pipeline::{run, Engine, LossThreshold};
+    use qmwatch_sensor::pipeline::live::LiveSource;
+    use qmwatch_sensor::pipeline::{run, Engine, LossThreshold};
+    use qmwatch_wire::capture::live::{self as cap, LiveOptions};
 
     let policy = a.policy.build()?;
     let filter = a.filter.join(" ");
@@ -740,7 +771,7 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
     let workers = usize::from(a.engine.workers);
     let handles = cap::open(&opts, if a.fanout { workers } else { 1 })?;
     if let Some(user) = &a.user {
-        qmwatch::privileges::drop_to(user)?;
+        crate::privileges::drop_to(user)?;
     }
     let stop = stop_flag()?;
     // SIGHUP must never end a sensor: it reopens file outputs, and is
@@ -773,7 +804,7 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
         eprintln!(
             "qmwatch: capturing on {} (link type {}, {} capture handle{}, {} worker{}); SIGINT/SIGTERM stops, SIGHUP reopens output files",
             a.interface,
-            qmwatch::capture::file::link_type_name(lt).unwrap_or("?"),
+            qmwatch_wire::capture::file::link_type_name(lt).unwrap_or("?"),
             handles.len(),
             if handles.len() == 1 { "" } else { "s" },
             workers,

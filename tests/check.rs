@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use qmwatch::protocol::request::{RequestEvent, RequestParser};
-use qmwatch::protocol::{Protocol, RequestState};
+use qmwatch_proto::request::{RequestEvent, RequestParser};
+use qmwatch_proto::{Protocol, RequestState};
 use serde_json::Value;
 
 fn root() -> PathBuf {

@@ -70,7 +70,7 @@ fn saved_inputs_pass_every_target() {
 /// hand, a gap: they were never delivered.
 #[test]
 fn cap_hit_never_declares_bytes_in_hand_a_gap() {
-    use qmwatch::flow::reassembly::{
+    use qmwatch_sensor::flow::reassembly::{
         Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, PIECE_COST,
     };
 

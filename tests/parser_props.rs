@@ -6,11 +6,11 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use qmwatch::protocol::netstring::{NetstringError, Token, Tokenizer};
-use qmwatch::protocol::reply::ReplyParser;
-use qmwatch::protocol::request::{RequestEvent, RequestParser};
-use qmwatch::protocol::sniff::{Sniffer, Verdict};
-use qmwatch::protocol::{
+use qmwatch_proto::netstring::{NetstringError, Token, Tokenizer};
+use qmwatch_proto::reply::ReplyParser;
+use qmwatch_proto::request::{RequestEvent, RequestParser};
+use qmwatch_proto::sniff::{Sniffer, Verdict};
+use qmwatch_proto::{
     Encoding, Field, Protocol, Reply, ReplyCode, Request, RequestState, MAX_FIELD_BYTES,
     MESSAGE_PREFIX_BYTES,
 };

@@ -10,26 +10,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use qmwatch_synth as synth;
 use serde_json::Value;
 
-/// Runs `qmwatch-gen`; returns the capture and its truth.
+/// Generates a capture as `qmwatch-gen --profile P --seed S --bytes SIZE`
+/// does (through the generator's library: `qmwatch-gen` is another
+/// package's binary; `crates/synth/tests/gen.rs` checks that the command
+/// writes the same bytes); returns the capture and its truth.
 fn generate(dir: &Path, profile: &str, seed: u64, size: &str) -> (PathBuf, Value) {
     let pcap = dir.join(format!("{profile}-{seed}-{size}.pcap"));
     let truth = dir.join(format!("{profile}-{seed}-{size}.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_qmwatch-gen"))
-        .args(["--profile", profile, "--seed", &seed.to_string()])
-        .args(["--bytes", size, "--quiet"])
-        .arg("--out")
-        .arg(&pcap)
-        .arg("--truth")
-        .arg(&truth)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "qmwatch-gen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cfg = synth::Config {
+        profile: profile.parse().unwrap(),
+        seed,
+        target: synth::Target::Bytes(synth::parse_size(size).unwrap()),
+    };
+    let f = std::fs::File::create(&pcap).unwrap();
+    let json = synth::generate(&cfg, f).unwrap().to_json();
+    std::fs::write(&truth, format!("{json}\n")).unwrap();
     let t: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
     (pcap, t)
 }

@@ -12,9 +12,9 @@
 
 use std::fmt::Write as _;
 
-use crate::detect::timeline::SERIES;
-use crate::detect::Inventory;
-use crate::event::rfc3339;
+use qmwatch_sensor::detect::timeline::SERIES;
+use qmwatch_sensor::detect::Inventory;
+use qmwatch_sensor::event::rfc3339;
 
 /// What the page shows.
 pub struct Page<'a> {
@@ -138,7 +138,7 @@ fn meta(h: &mut String, p: &Page<'_>) {
         p.packets
     );
     let _ = writeln!(h, "<tr><td>policy</td><td>{}</td></tr>", esc(p.policy));
-    let attempts: Vec<String> = crate::detect::RelayVerdict::ALL
+    let attempts: Vec<String> = qmwatch_sensor::detect::RelayVerdict::ALL
         .iter()
         .map(|v| {
             format!(
@@ -264,7 +264,7 @@ fn timelines(h: &mut String, inv: &Inventory) {
     }
 }
 
-fn svg(h: &mut String, s: &crate::detect::ServerInfo, name: &str, lo: u64, hi: u64) {
+fn svg(h: &mut String, s: &qmwatch_sensor::detect::ServerInfo, name: &str, lo: u64, hi: u64) {
     let t = &s.timeline;
     let span = (hi - lo) as f64;
     let max = t
@@ -404,8 +404,8 @@ fn open_relays(h: &mut String, inv: &Inventory) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{OpenRelay, ServerInfo};
-    use crate::protocol::Protocol;
+    use qmwatch_proto::Protocol;
+    use qmwatch_sensor::detect::{OpenRelay, ServerInfo};
     use std::collections::BTreeSet;
 
     const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=\"alert('x')\">&\u{1}";

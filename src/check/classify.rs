@@ -9,8 +9,8 @@
 //! nothing is indexed blindly) or decide what the port is (`check` does,
 //! from all the answers).
 
-use crate::protocol::reply::ReplyParser;
-use crate::protocol::{printable, Reply};
+use qmwatch_proto::reply::ReplyParser;
+use qmwatch_proto::{printable, Reply};
 
 /// What an answer looks like.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,19 +27,6 @@ pub enum Answer {
     Ssh,
     /// Anything else.
     Other,
-}
-
-impl Answer {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Answer::Replies(_) => "reply_netstrings",
-            Answer::Smtp => "smtp",
-            Answer::Http => "http",
-            Answer::Tls => "tls",
-            Answer::Ssh => "ssh",
-            Answer::Other => "other",
-        }
-    }
 }
 
 /// The complete reply netstrings at the start of `bytes`, and whether the
@@ -145,7 +132,7 @@ pub fn escaped(bytes: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ReplyCode;
+    use qmwatch_proto::ReplyCode;
 
     #[test]
     fn names_answers() {

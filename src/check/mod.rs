@@ -34,14 +34,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::detect::policy::Policy;
-use crate::detect::{judge, RelayVerdict};
-use crate::protocol::request::{RequestEvent, RequestParser};
-use crate::protocol::{
-    CodeCounts, Endpoints, Evidence, Protocol, Reply, ReplyCode, Request, Transaction,
-};
 use classify::Answer;
 use net::{ConnectFailure, End};
+use qmwatch_proto::request::{RequestEvent, RequestParser};
+use qmwatch_proto::{
+    CodeCounts, Endpoints, Evidence, Protocol, Reply, ReplyCode, Request, Transaction,
+};
+use qmwatch_sensor::detect::policy::Policy;
+use qmwatch_sensor::detect::{judge, RelayVerdict};
 use target::Job;
 
 /// `event.dataset` of the per-port result events.
@@ -610,7 +610,7 @@ fn relay_test(addr: SocketAddr, protocol: Protocol, cfg: &Config, policy: &Polic
     let local = step
         .local
         .unwrap_or_else(|| SocketAddr::new(target::unspecified_like(&addr.ip()), 0));
-    let time = crate::event::rfc3339(step.ts);
+    let time = qmwatch_sensor::event::rfc3339(step.ts);
     let msg = wire::relay_message(&wire::RelayContext {
         hostname: &cfg.hostname,
         source: local,
@@ -728,7 +728,7 @@ mod tests {
         let p = check_policy(Policy::default());
         assert!(!p.is_trusted("127.0.0.1".parse().unwrap()));
         assert!(!p.is_trusted("10.1.2.3".parse().unwrap()));
-        let mut b = crate::detect::policy::PolicyBuilder::new();
+        let mut b = qmwatch_sensor::detect::policy::PolicyBuilder::new();
         b.trusted_net("127.0.0.1/32", "test").unwrap();
         let p = check_policy(b.build());
         assert!(p.is_trusted("127.0.0.1".parse().unwrap()));
@@ -745,7 +745,7 @@ mod tests {
         assert!(check_recipient(wire::DEFAULT_RELAY_RECIPIENT, &p).is_ok());
         assert!(check_recipient("postmaster", &p).is_err());
         assert!(check_recipient("a b@example.com", &p).is_err());
-        let mut b = crate::detect::policy::PolicyBuilder::new();
+        let mut b = qmwatch_sensor::detect::policy::PolicyBuilder::new();
         b.local_domain("example.net", "test").unwrap();
         let e = check_recipient("joe@example.net", &b.build()).unwrap_err();
         assert!(e.contains("local"), "{e}");

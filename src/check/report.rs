@@ -20,10 +20,10 @@ use serde_json::{json, Map, Value};
 use super::{
     classify, target, Config, Finding, PortReport, RelayResult, Step, DATASET_CHECK, OBSERVER_TYPE,
 };
-use crate::detect::policy::Policy;
-use crate::detect::{judge, probe};
-use crate::event::{self, Event, Observer};
-use crate::protocol::{Endpoints, Reply};
+use qmwatch_proto::{Endpoints, Reply};
+use qmwatch_sensor::detect::policy::Policy;
+use qmwatch_sensor::detect::{judge, probe};
+use qmwatch_sensor::event::{self, Event, Observer};
 
 /// Escaped answer bytes kept per probe in an event.
 const EVIDENCE_BYTES: usize = 1024;

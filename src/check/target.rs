@@ -13,7 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use ipnet::IpNet;
 
-/// The ports checked on a target named without one.
+/// The ports checked on a target named without one (the command line's
+/// default is written in `main.rs`; only the tests use this one).
+#[cfg(test)]
 pub const DEFAULT_PORTS: [u16; 2] = [209, 628];
 
 /// One address and port to check, with the target it came from.

@@ -25,8 +25,8 @@
 
 use std::net::SocketAddr;
 
-use crate::detect::probe::CHECK_HEADER;
-use crate::protocol::Protocol;
+use qmwatch_proto::Protocol;
+use qmwatch_sensor::detect::probe::CHECK_HEADER;
 
 /// The reserved domain of the detection recipients and the default relay
 /// recipient (`.invalid` never resolves).
@@ -212,9 +212,9 @@ pub fn tls_client_hello() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::probe;
-    use crate::protocol::request::{RequestEvent, RequestParser};
-    use crate::protocol::{Request, RequestState};
+    use qmwatch_proto::request::{RequestEvent, RequestParser};
+    use qmwatch_proto::{Request, RequestState};
+    use qmwatch_sensor::detect::probe;
 
     /// The project's own request parser reads what the check sends.
     fn parse(protocol: Protocol, bytes: &[u8]) -> Vec<Request> {

@@ -166,7 +166,7 @@ mod tests {
         ReplyParser::new().feed(s.as_bytes(), 1, None, &mut out);
         assert_eq!(out.len(), 1);
         assert!(out[0].text.truncated);
-        assert_eq!(out[0].text.bytes.len(), crate::protocol::MAX_FIELD_BYTES);
+        assert_eq!(out[0].text.bytes.len(), crate::MAX_FIELD_BYTES);
     }
 
     #[test]

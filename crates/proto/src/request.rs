@@ -474,7 +474,7 @@ mod tests {
         let p = qmtp_package(b'\n', "x", "s@example.org", &refs);
         let r = parse(Protocol::Qmtp, &p, 1448);
         assert_eq!(r[0].recipient_count, 1500);
-        assert_eq!(r[0].recipients.len(), crate::protocol::MAX_RECIPIENTS);
+        assert_eq!(r[0].recipients.len(), crate::MAX_RECIPIENTS);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use sha1::{Digest, Sha1};
 use crate::detect::policy::Policy;
 use crate::detect::probe::Probe;
 use crate::detect::{RelayAttempt, RelayVerdict};
-use crate::protocol::{Endpoints, Protocol, Reply, RequestState, Transaction};
+use qmwatch_proto::{Endpoints, Protocol, Reply, RequestState, Transaction};
 
 mod typed;
 use typed::{

@@ -44,7 +44,8 @@
 //! that a small capture still holds hundreds of flows of every kind.
 
 pub mod content;
-pub mod rng;
+/// The generator's RNG is the test kit's (one RNG for generator and tests).
+pub use qmwatch_testkit::rng;
 pub mod scenario;
 pub mod tcp;
 pub mod truth;

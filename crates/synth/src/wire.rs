@@ -14,9 +14,14 @@ pub const MIN_FRAME: usize = 60;
 /// Snap length written in the pcap header.
 pub const SNAPLEN: u32 = 262_144;
 
-pub use crate::decode::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+// TCP flags, written out here rather than taken from the decoder: the
+// generator stays independent of the code it tests.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 /// PSH: the decoder ignores it; generated segments carry it as stacks do.
 pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
 
 /// Streams pcap records to a writer; counts what it wrote.
 pub struct PcapWriter<W: Write> {

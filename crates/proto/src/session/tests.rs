@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::{Encoding, Field, ReplyCode, MAX_RECIPIENTS};
+use crate::{Encoding, Field, ReplyCode, MAX_RECIPIENTS};
 
 const CLIENT: usize = 0;
 const SERVER: usize = 1;

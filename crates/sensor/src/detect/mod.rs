@@ -22,8 +22,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::event::{self, Event};
-use crate::protocol::{Protocol, Record, Reply, ReplyCode, Transaction};
 use policy::{domain_of, is_reserved_example, Policy};
+use qmwatch_proto::{Protocol, Record, Reply, ReplyCode, Transaction};
 
 /// Servers kept in the inventory; more are counted.
 const MAX_SERVERS: usize = 100_000;

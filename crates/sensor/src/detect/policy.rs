@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::protocol::Protocol;
+use qmwatch_proto::Protocol;
 
 /// A policy error: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]

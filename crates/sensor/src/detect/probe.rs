@@ -12,7 +12,7 @@
 //!
 //! Must not: read more of the message than the bounded prefix the parser kept.
 
-use crate::protocol::{Protocol, Request};
+use qmwatch_proto::{Protocol, Request};
 
 /// A recognised scanner probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +91,7 @@ fn recognise_check(req: &Request) -> Option<Probe> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Field, RequestState};
+    use qmwatch_proto::{Field, RequestState};
 
     fn req(protocol: Protocol, msg: &[u8], sender: &str, rcpt: &str) -> Request {
         let mut r = Request::new(protocol, 0, 0);

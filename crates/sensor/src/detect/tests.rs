@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::{CodeCounts, Endpoints, Field, Request, RequestState};
+use qmwatch_proto::{CodeCounts, Endpoints, Field, Request, RequestState};
 
 fn field(s: &str) -> Field {
     Field {
@@ -236,7 +236,7 @@ fn sanctioned_services_are_inventory_others_alerts() {
             Record::Service {
                 endpoints: ep(s),
                 protocol: Protocol::Qmtp,
-                evidence: crate::protocol::Evidence::RequestAndReply,
+                evidence: qmwatch_proto::Evidence::RequestAndReply,
                 ts: 1,
             },
             &mut out,
@@ -296,7 +296,7 @@ fn typed_events_write_what_their_objects_would() {
         });
         r.recipient_count = 5000;
         r.message_gap_bytes = 7;
-        r.encoding = Some(crate::protocol::Encoding::Lf);
+        r.encoding = Some(qmwatch_proto::Encoding::Lf);
     }
     shapes.push(t);
     let mut t = txn("203.0.113.9:4003", &[("a@example.com", Some(ReplyCode::K))]);
@@ -451,7 +451,7 @@ fn service(client: &str, server: &str, protocol: Protocol, ts: u64) -> Record {
             server: server.parse().unwrap(),
         },
         protocol,
-        evidence: crate::protocol::Evidence::RequestAndReply,
+        evidence: qmwatch_proto::Evidence::RequestAndReply,
         ts,
     }
 }
@@ -509,7 +509,7 @@ fn stats_and_inventory_count_what_happened() {
         d.record(Record::Transaction(Box::new(probe)), &mut out);
     }
     for _ in 0..2 {
-        let a = crate::protocol::Anomaly {
+        let a = qmwatch_proto::Anomaly {
             endpoints: Endpoints {
                 client: "203.0.113.9:4000".parse().unwrap(),
                 server: s25.parse().unwrap(),

@@ -22,7 +22,7 @@
 //! it acknowledges (reordering between the two directions of a SPAN
 //! session) is counted as loss.
 
-use crate::decode::Segment;
+use qmwatch_wire::decode::Segment;
 
 /// Largest sequence or acknowledgement step taken as genuine (64 MiB).
 pub const MAX_STEP: i64 = 64 << 20;
@@ -162,7 +162,7 @@ pub fn percent(gap: u64, acked: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{TCP_ACK, TCP_RST, TCP_SYN};
+    use qmwatch_wire::decode::{TCP_ACK, TCP_RST, TCP_SYN};
 
     fn seg(seq: u32, ack: u32, flags: u8, len: u32) -> Segment {
         Segment {

@@ -28,16 +28,16 @@ use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
 
-use crate::decode::{Addr, Segment};
-use crate::protocol::session::{Session, Status};
-use crate::protocol::sniff::{Sniffer, Verdict};
-use crate::protocol::{Anomaly, Endpoints, Protocol, Record};
 use index::FlowIndex;
 use loss::LossTrack;
+use qmwatch_proto::session::{Session, Status};
+use qmwatch_proto::sniff::{Sniffer, Verdict};
+use qmwatch_proto::{Anomaly, Endpoints, Protocol, Record};
+use qmwatch_wire::decode::{Addr, Segment};
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
 
 /// Whether TCP checksums are verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ChecksumMode {
     /// Per direction: verified if its first checksummed packet is valid,
     /// ignored if it is not (offloaded checksums in captures taken on a
@@ -67,9 +67,9 @@ const BAD_CSUM_DETAIL: &str =
 
 // Anomalies raised at most once per flow (bits of `Flow::early` and
 // `Candidate::reported`); the fragment bits are `Segment::frag_notes`'.
-const NOTE_FRAG_CONFLICT: u8 = crate::decode::FRAG_NOTE_CONFLICT;
-const NOTE_FRAG_DROPPED: u8 = crate::decode::FRAG_NOTE_DROPPED;
-const NOTE_FRAG_TINY: u8 = crate::decode::FRAG_NOTE_TINY;
+const NOTE_FRAG_CONFLICT: u8 = qmwatch_wire::decode::FRAG_NOTE_CONFLICT;
+const NOTE_FRAG_DROPPED: u8 = qmwatch_wire::decode::FRAG_NOTE_DROPPED;
+const NOTE_FRAG_TINY: u8 = qmwatch_wire::decode::FRAG_NOTE_TINY;
 const NOTE_TTL: u8 = 8;
 const NOTE_FLAGS: u8 = 16;
 const NOTE_PAWS: u8 = 32;
@@ -1004,8 +1004,8 @@ impl FlowTable {
     fn addrs(flow: &Flow) -> [SocketAddr; 2] {
         let k = flow.key;
         [
-            SocketAddr::new(crate::decode::ip_from_addr(k.lo, flow.v4), k.lo_port),
-            SocketAddr::new(crate::decode::ip_from_addr(k.hi, flow.v4), k.hi_port),
+            SocketAddr::new(qmwatch_wire::decode::ip_from_addr(k.lo, flow.v4), k.lo_port),
+            SocketAddr::new(qmwatch_wire::decode::ip_from_addr(k.hi, flow.v4), k.hi_port),
         ]
     }
 
@@ -1315,7 +1315,7 @@ impl FlowTable {
                 ..
             } = r
             {
-                let ip = crate::decode::addr_from_ip(endpoints.server.ip());
+                let ip = qmwatch_wire::decode::addr_from_ip(endpoints.server.ip());
                 let port = endpoints.server.port();
                 if self.known_servers.len() >= MAX_KNOWN_SERVERS {
                     if !self.known_servers.contains_key(&(ip, port)) {

@@ -1,8 +1,6 @@
 use super::*;
-use crate::decode::{addr_from_ip, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::protocol::{
-    CodeCounts, Encoding, Endpoints, Evidence, Protocol, ReplyCode, RequestState,
-};
+use qmwatch_proto::{CodeCounts, Encoding, Endpoints, Evidence, Protocol, ReplyCode, RequestState};
+use qmwatch_wire::decode::{addr_from_ip, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// A QMTP package: message "\nabcd" (LF encoding), sender, one recipient.
 const PACKAGE: &[u8] = b"5:\nabcd,17:alice@example.org,19:15:bob@example.com,,";
@@ -580,6 +578,28 @@ fn an_active_flow_does_not_time_out_however_long_ago_it_began() {
     assert!(t.lookup(&k, k.tag()).is_some());
 }
 
+/// Both directions of a connection get one tag, and so one worker
+/// (moved here from qmwatch-wire's decode tests, which check that the two
+/// directions decode to mirrored sockets).
+#[test]
+fn flow_tag_is_direction_free() {
+    let conn = Conn::new("192.0.2.1:40000", "198.51.100.2:628");
+    let (sa, _) = conn.syn(0);
+    let (sb, _) = conn.syn_ack(1);
+    let (sc, _) = Conn::new("192.0.2.1:40001", "198.51.100.2:628").syn(0);
+    assert_eq!(sb.src_socket(), sa.dst_socket());
+    assert_eq!(flow_tag(&sa), flow_tag(&sb));
+    assert_ne!(flow_tag(&sa), flow_tag(&sc));
+    for workers in 1..=64 {
+        assert!(worker_of(flow_tag(&sa), workers) < workers);
+        assert_eq!(
+            worker_of(flow_tag(&sa), workers),
+            worker_of(flow_tag(&sb), workers)
+        );
+    }
+    assert_eq!(worker_of(u32::MAX, 64), 63);
+}
+
 #[test]
 fn the_capture_threads_tag_is_the_keys_tag() {
     for (c, sv) in [
@@ -950,7 +970,7 @@ fn offloaded_checksums_told_from_corrupted_ones() {
 
 #[test]
 fn fragment_notes_become_anomalies_once_per_flow() {
-    use crate::decode::{FRAG_NOTE_DROPPED, FRAG_NOTE_TINY};
+    use qmwatch_wire::decode::{FRAG_NOTE_DROPPED, FRAG_NOTE_TINY};
     let conn = Conn::new("192.0.2.10:40007", "198.51.100.20:209");
     let mut v = conn.conversation(PACKAGE, REPLY);
     // The server's ACK (before the flow has a session) learns that a

@@ -25,9 +25,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{CaptureCounters, Feed, Source, SourceReport, Splitter, WorkerQueue};
-use crate::capture::file::PacketRecord;
-use crate::capture::live::Handle;
-use crate::capture::BufferPool;
+use qmwatch_wire::capture::file::PacketRecord;
+use qmwatch_wire::capture::live::Handle;
+use qmwatch_wire::capture::BufferPool;
 
 /// A block is handed over once it holds this many bytes.
 const BLOCK_BYTES: usize = 1 << 20;

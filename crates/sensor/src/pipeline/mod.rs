@@ -39,15 +39,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use hdrhistogram::Histogram;
 
-use crate::capture::file::{PacketRecord, ReaderStats};
-use crate::capture::{Batch, Block, BufferPool};
-use crate::decode::{DecodeStats, Decoded, Decoder, Segment};
 use crate::detect::policy::Policy;
 use crate::detect::{DetectStats, Detector};
 use crate::event::{Observer, RunId};
 use crate::flow::{flow_tag, worker_of, FlowConfig, FlowStats, FlowTable};
-use crate::protocol::Record;
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
+use qmwatch_proto::Record;
+use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
+use qmwatch_wire::capture::{Batch, Block, BufferPool};
+use qmwatch_wire::decode::{DecodeStats, Decoded, Decoder, Segment};
 
 pub use replay::FileSource;
 pub use stats::LossThreshold;

@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Feed, Source, SourceReport, Splitter};
-use crate::capture::file::{CaptureReader, PacketRecord, ReaderStats};
-use crate::capture::BufferPool;
-use crate::decode::supported_link_type;
+use qmwatch_wire::capture::file::{CaptureReader, PacketRecord, ReaderStats};
+use qmwatch_wire::capture::BufferPool;
+use qmwatch_wire::decode::supported_link_type;
 
 /// Capture files, read in order as one capture.
 #[derive(Clone, Debug)]

@@ -97,7 +97,7 @@ impl ReplayReport {
                 if o.reopens > 0 { format!(", reopens {}", o.reopens) } else { String::new() },
             );
         }
-        let mut skipped: Vec<String> = crate::decode::Skip::ALL
+        let mut skipped: Vec<String> = qmwatch_wire::decode::Skip::ALL
             .iter()
             .filter(|k| d.skipped(**k) > 0)
             .map(|k| format!("{} {}", k.name(), d.skipped(*k)))

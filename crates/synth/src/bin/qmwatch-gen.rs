@@ -1,5 +1,5 @@
 //! `qmwatch-gen`: writes a deterministic synthetic capture and its ground
-//! truth, for benchmarks and tests (see `qmwatch::synth`).
+//! truth, for benchmarks and tests (see `qmwatch_synth`).
 //!
 //! ```sh
 //! qmwatch-gen --profile mixed --seed 1 --bytes 1G --out /tmp/mixed.pcap --truth /tmp/mixed.json
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use qmwatch::synth::{self, Config, Profile, Target};
+use qmwatch_synth::{self as synth, Config, Profile, Target};
 
 #[derive(Parser, Debug)]
 #[command(

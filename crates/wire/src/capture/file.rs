@@ -2439,7 +2439,7 @@ mod tests {
     fn real_captures() {
         // The repository's own fixtures: present on every checkout, so this
         // never passes by skipping.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
         let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut paths: Vec<_> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))

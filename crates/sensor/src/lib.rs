@@ -1,0 +1,16 @@
+//! qmwatch-sensor: flows, reassembly, detection, events, outputs, pipeline.
+//!
+//! ```text
+//! (qmwatch-wire) ─▶ flow (+ reassembly) ─▶ (qmwatch-proto) ─▶ detect ─▶ event ─▶ sink
+//! ```
+//!
+//! [`pipeline`] runs the stages on threads joined by bounded channels.
+//! Must not: parse command lines or know the binary (`qmwatch`); depend on
+//! the generator or test kits.
+#![deny(unsafe_code)]
+
+pub mod detect;
+pub mod event;
+pub mod flow;
+pub mod pipeline;
+pub mod sink;
