@@ -368,10 +368,10 @@ fn xor(b: &[u8]) -> Vec<u8> {
 /// Random cut points inside `len`, pieces of `lo..=hi` bytes.
 fn random_cuts(rng: &mut Rng, len: usize, lo: usize, hi: usize) -> Vec<usize> {
     let mut v = Vec::new();
-    let mut o = rng.range(lo, hi);
+    let mut o = rng.range(lo as u64, hi as u64) as usize;
     while o < len {
         v.push(o);
-        o += rng.range(lo, hi);
+        o += rng.range(lo as u64, hi as u64) as usize;
     }
     v
 }
@@ -415,7 +415,7 @@ fn random_segment_sizes() {
             &[],
             |fx| {
                 map_tcp(fx, |_, _, t, out| {
-                    let hi = rng.range(1, 97);
+                    let hi = rng.range(1, 97) as usize;
                     let cuts = random_cuts(&mut rng, t.payload.len(), 1, hi);
                     out.extend(t.split_at(&cuts).iter().map(frame));
                 })
@@ -567,7 +567,7 @@ fn overlapping_segments_that_agree() {
                 let mut pieces: Vec<Tcp> = bounds
                     .windows(2)
                     .map(|w| {
-                        let back = rng.range(0, 8).min(w[0]);
+                        let back = (rng.range(0, 8) as usize).min(w[0]);
                         t.piece(w[0] - back, w[1])
                     })
                     .collect();

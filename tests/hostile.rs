@@ -895,7 +895,7 @@ fn truncated_pcapng_at_every_kind_of_boundary() {
 #[test]
 fn wrong_magic_is_a_clear_error() {
     let elf = std::fs::read(env!("CARGO_BIN_EXE_qmwatch")).unwrap();
-    let mut ng_bad_bom = Pcapng::new().bytes;
+    let mut ng_bad_bom = Pcapng::new().into_bytes();
     ng_bad_bom[8..12].copy_from_slice(&0x1234_5678u32.to_le_bytes());
     let mut pcap_bad_version = pcap_bytes(&[]);
     pcap_bad_version[4..6].copy_from_slice(&9u16.to_le_bytes());
@@ -961,14 +961,14 @@ fn record_lengths_beyond_the_file_or_absurd_are_errors() {
     // EPB whose captured length exceeds its block.
     let frames = read_capture(&fixtures().join("qmtp-open-relay-2209.pcap"));
     let mut ng = Pcapng::new();
-    ng.idb(1);
+    ng.idb_ns(1);
     for f in &frames {
-        ng.epb(0, f.ts_ns, &f.data, f.orig_len);
+        ng.packet(0, f.ts_ns, &f.data, f.orig_len);
     }
     let starts = ng.block_starts.clone();
     let epb = starts[starts.len() / 2];
     let setng = |at: usize, v: u32| {
-        let mut b = ng.bytes.clone();
+        let mut b = ng.bytes().to_vec();
         b[at..at + 4].copy_from_slice(&v.to_le_bytes());
         b
     };
@@ -1135,14 +1135,14 @@ fn unknown_link_types() {
     assert!(o.stderr.contains("147"), "{}", o.stderr);
     // pcapng: only that interface's packets are skipped, and counted.
     let mut ng = Pcapng::new();
-    ng.idb(147).idb(1);
+    ng.idb_ns(147).idb_ns(1);
     for f in &frames {
-        ng.epb(0, f.ts_ns, b"\x01\x02junk for an unknown link", 26);
-        ng.epb(1, f.ts_ns, &f.data, f.orig_len);
+        ng.packet(0, f.ts_ns, b"\x01\x02junk for an unknown link", 26);
+        ng.packet(1, f.ts_ns, &f.data, f.orig_len);
     }
     let args = fixture_policy("qmtp-open-relay-2209.pcap");
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = on_file("mixed.pcapng", &ng.bytes, &a);
+    let o = on_file("mixed.pcapng", ng.bytes(), &a);
     ok(&o);
     assert_eq!(
         our_transactions(&o.events),
@@ -1160,10 +1160,10 @@ fn unknown_link_types() {
 fn pcapng_blocks_of_unknown_type_are_skipped_and_counted() {
     let frames = read_capture(&fixtures().join("qmtp-open-relay-2209.pcap"));
     let mut ng = Pcapng::new();
-    ng.idb(1);
+    ng.idb_ns(1);
     ng.block(0x0000_0bad, b"an unknown block");
     for (i, f) in frames.iter().enumerate() {
-        ng.epb(0, f.ts_ns, &f.data, f.orig_len);
+        ng.packet(0, f.ts_ns, &f.data, f.orig_len);
         if i % 10 == 0 {
             ng.block(0x0000_1234, &[0xa5; 37]);
             ng.block(0x4000_0bad, &[]);
@@ -1171,7 +1171,7 @@ fn pcapng_blocks_of_unknown_type_are_skipped_and_counted() {
     }
     let args = fixture_policy("qmtp-open-relay-2209.pcap");
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = on_file("unknown-blocks.pcapng", &ng.bytes, &a);
+    let o = on_file("unknown-blocks.pcapng", ng.bytes(), &a);
     ok(&o);
     assert_eq!(
         our_transactions(&o.events),
@@ -1184,12 +1184,12 @@ fn pcapng_blocks_of_unknown_type_are_skipped_and_counted() {
     );
     // A packet block naming an interface that was never described.
     let mut ng = Pcapng::new();
-    ng.idb(1);
+    ng.idb_ns(1);
     for f in &frames {
-        ng.epb(0, f.ts_ns, &f.data, f.orig_len);
-        ng.epb(7, f.ts_ns, &f.data, f.orig_len);
+        ng.packet(0, f.ts_ns, &f.data, f.orig_len);
+        ng.packet(7, f.ts_ns, &f.data, f.orig_len);
     }
-    let o = on_file("bad-iface.pcapng", &ng.bytes, &a);
+    let o = on_file("bad-iface.pcapng", ng.bytes(), &a);
     if o.code == 0 {
         assert!(
             summary_count(&o.stderr, "pcapng_bad_interface") > 0,
@@ -1210,12 +1210,12 @@ fn the_helpers_read_what_they_write() {
     write_pcap(&p, &frames);
     assert_eq!(read_capture(&p), frames);
     let mut ng = Pcapng::new();
-    ng.idb(1);
+    ng.idb_ns(1);
     for f in &frames {
-        ng.epb(0, f.ts_ns, &f.data, f.orig_len);
+        ng.packet(0, f.ts_ns, &f.data, f.orig_len);
     }
     let q = dir.path().join("x.pcapng");
-    std::fs::write(&q, &ng.bytes).unwrap();
+    std::fs::write(&q, ng.bytes()).unwrap();
     assert_eq!(read_capture(&q), frames);
     assert!(Path::new(&p).exists());
 }

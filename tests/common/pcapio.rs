@@ -12,6 +12,8 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::Path;
 
+pub use qmwatch_testkit::pcap::{self, Pcapng};
+
 pub const LINKTYPE_ETHERNET: u32 = 1;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -500,33 +502,29 @@ pub fn fragment_frames(t: &Tcp, frags: &[Frag], id: u32) -> Vec<Frame> {
 }
 
 /// Writes classic pcap records as they come (nanosecond timestamps,
-/// little-endian, Ethernet unless told otherwise).
+/// little-endian, Ethernet unless told otherwise), through the test kit's
+/// writer.
 pub struct PcapWriter<W: Write> {
-    w: W,
+    w: pcap::PcapWriter<W>,
 }
 
 impl<W: Write> PcapWriter<W> {
     pub fn new(w: W) -> io::Result<Self> {
         Self::with_link_type(w, LINKTYPE_ETHERNET, 262_144)
     }
-    pub fn with_link_type(mut w: W, lt: u32, snaplen: u32) -> io::Result<Self> {
-        w.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
-        w.write_all(&2u16.to_le_bytes())?;
-        w.write_all(&4u16.to_le_bytes())?;
-        w.write_all(&[0; 8])?;
-        w.write_all(&snaplen.to_le_bytes())?;
-        w.write_all(&lt.to_le_bytes())?;
-        Ok(PcapWriter { w })
+    pub fn with_link_type(w: W, lt: u32, snaplen: u32) -> io::Result<Self> {
+        let format = pcap::PcapFormat {
+            link_type: lt,
+            snaplen,
+            ..pcap::PcapFormat::NANOS
+        };
+        Ok(PcapWriter {
+            w: pcap::PcapWriter::with_format(w, format)?,
+        })
     }
     /// One record: `data` as captured, `orig_len` on the wire.
     pub fn record(&mut self, ts_ns: u64, data: &[u8], orig_len: u32) -> io::Result<()> {
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&((ts_ns % 1_000_000_000) as u32).to_le_bytes());
-        h[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        h[12..16].copy_from_slice(&orig_len.to_le_bytes());
-        self.w.write_all(&h)?;
-        self.w.write_all(data)
+        self.w.record(ts_ns, data, orig_len)
     }
     pub fn frame(&mut self, f: &Frame) -> io::Result<()> {
         self.record(f.ts_ns, &f.data, f.orig_len)
@@ -535,7 +533,7 @@ impl<W: Write> PcapWriter<W> {
         self.frame(&frame(t))
     }
     pub fn into_inner(self) -> W {
-        self.w
+        self.w.finish().expect("flushing a test capture")
     }
 }
 
@@ -552,92 +550,27 @@ pub fn write_pcap(path: &Path, frames: &[Frame]) {
     std::fs::write(path, pcap_bytes(frames)).unwrap();
 }
 
-/// pcapng, little-endian, built block by block.
-#[derive(Default)]
-pub struct Pcapng {
-    pub bytes: Vec<u8>,
-    /// Offset where each block starts (for cutting at boundaries).
-    pub block_starts: Vec<usize>,
+/// pcapng, little-endian, built block by block (the test kit's builder);
+/// interfaces have nanosecond timestamps.
+pub trait PcapngExt {
+    /// An interface with nanosecond timestamps (`if_tsresol` 9).
+    fn idb_ns(&mut self, lt: u16) -> &mut Self;
+    /// An enhanced packet block without options.
+    fn packet(&mut self, iface: u32, ts_ns: u64, data: &[u8], orig_len: u32) -> &mut Self;
 }
 
-impl Pcapng {
-    pub fn new() -> Self {
-        let mut p = Pcapng::default();
-        let mut shb = Vec::new();
-        shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
-        shb.extend_from_slice(&1u16.to_le_bytes());
-        shb.extend_from_slice(&0u16.to_le_bytes());
-        shb.extend_from_slice(&u64::MAX.to_le_bytes());
-        p.block(0x0a0d_0d0a, &shb);
-        p
+impl PcapngExt for Pcapng {
+    fn idb_ns(&mut self, lt: u16) -> &mut Self {
+        self.idb(lt, 262_144, &[(9, &[9])])
     }
-    /// A block of any type with `body` (padded to 4 bytes).
-    pub fn block(&mut self, btype: u32, body: &[u8]) -> &mut Self {
-        let pad = (4 - body.len() % 4) % 4;
-        let len = (12 + body.len() + pad) as u32;
-        self.block_starts.push(self.bytes.len());
-        self.bytes.extend_from_slice(&btype.to_le_bytes());
-        self.bytes.extend_from_slice(&len.to_le_bytes());
-        self.bytes.extend_from_slice(body);
-        self.bytes.extend(std::iter::repeat_n(0u8, pad));
-        self.bytes.extend_from_slice(&len.to_le_bytes());
-        self
-    }
-    /// An interface with nanosecond timestamps.
-    pub fn idb(&mut self, lt: u16) -> &mut Self {
-        let mut b = Vec::new();
-        b.extend_from_slice(&lt.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&262_144u32.to_le_bytes());
-        // if_tsresol = 9 (ns), then opt_endofopt.
-        b.extend_from_slice(&9u16.to_le_bytes());
-        b.extend_from_slice(&1u16.to_le_bytes());
-        b.extend_from_slice(&[9, 0, 0, 0]);
-        b.extend_from_slice(&[0, 0, 0, 0]);
-        self.block(1, &b)
-    }
-    pub fn epb(&mut self, iface: u32, ts_ns: u64, data: &[u8], orig_len: u32) -> &mut Self {
-        let mut b = Vec::new();
-        b.extend_from_slice(&iface.to_le_bytes());
-        b.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
-        b.extend_from_slice(&(ts_ns as u32).to_le_bytes());
-        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        b.extend_from_slice(&orig_len.to_le_bytes());
-        b.extend_from_slice(data);
-        let pad = (4 - data.len() % 4) % 4;
-        b.extend(std::iter::repeat_n(0u8, pad));
-        self.block(6, &b)
+    fn packet(&mut self, iface: u32, ts_ns: u64, data: &[u8], orig_len: u32) -> &mut Self {
+        self.epb(iface, ts_ns, data, orig_len, &[])
     }
 }
 
-/// Tiny deterministic PRNG (xorshift64*), so variants are reproducible
-/// from their seed without a dependency.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
-    }
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.range(0, i);
-            v.swap(i, j);
-        }
-    }
-}
+/// The test kit's seedable generator.
+#[allow(unused_imports)] // not every test that includes this module uses it
+pub use qmwatch_testkit::rng::Rng;
 
 /// One TCP connection of a capture.
 #[derive(Clone, Debug)]

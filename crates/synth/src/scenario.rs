@@ -1309,7 +1309,7 @@ pub fn run<W: Write>(cfg: &Config, out: W) -> io::Result<Truth> {
             continue;
         };
         if let Some(ts) = flow.emit(&mut frame) {
-            pcap.record(ts, &frame)?;
+            pcap.record(ts, &frame, frame.len() as u32)?;
             let used = (*left).min(16 + frame.len() as u64);
             *left -= used;
             pending -= used;

@@ -6,13 +6,12 @@
 //! a NIC would (the padding is outside the IP length). The pcap file is
 //! classic little-endian, microsecond timestamps, `LINKTYPE_ETHERNET`.
 
-use std::io::{self, Write};
 use std::net::IpAddr;
 
 /// Shortest Ethernet frame without its FCS.
 pub const MIN_FRAME: usize = 60;
 /// Snap length written in the pcap header.
-pub const SNAPLEN: u32 = 262_144;
+pub const SNAPLEN: u32 = qmwatch_testkit::pcap::PcapFormat::MICROS.snaplen;
 
 // TCP flags, written out here rather than taken from the decoder: the
 // generator stays independent of the code it tests.
@@ -23,65 +22,9 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Streams pcap records to a writer; counts what it wrote.
-pub struct PcapWriter<W: Write> {
-    out: W,
-    pub packets: u64,
-    /// Bytes of the file, headers included.
-    pub file_bytes: u64,
-    /// Frame bytes (as on the wire, without FCS).
-    pub wire_bytes: u64,
-    pub first_ts_ns: Option<u64>,
-    pub last_ts_ns: u64,
-}
-
-impl<W: Write> PcapWriter<W> {
-    /// Writes the file header. `out` should be buffered.
-    pub fn new(mut out: W) -> io::Result<Self> {
-        let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        h.extend_from_slice(&2u16.to_le_bytes());
-        h.extend_from_slice(&4u16.to_le_bytes());
-        h.extend_from_slice(&0i32.to_le_bytes());
-        h.extend_from_slice(&0u32.to_le_bytes());
-        h.extend_from_slice(&SNAPLEN.to_le_bytes());
-        h.extend_from_slice(&1u32.to_le_bytes());
-        out.write_all(&h)?;
-        Ok(PcapWriter {
-            out,
-            packets: 0,
-            file_bytes: 24,
-            wire_bytes: 0,
-            first_ts_ns: None,
-            last_ts_ns: 0,
-        })
-    }
-
-    /// One record; `ts_ns` is nanoseconds since the Unix epoch (written as
-    /// microseconds).
-    pub fn record(&mut self, ts_ns: u64, frame: &[u8]) -> io::Result<()> {
-        let len = frame.len() as u32;
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&((ts_ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&((ts_ns % 1_000_000_000 / 1_000) as u32).to_le_bytes());
-        h[8..12].copy_from_slice(&len.to_le_bytes());
-        h[12..16].copy_from_slice(&len.to_le_bytes());
-        self.out.write_all(&h)?;
-        self.out.write_all(frame)?;
-        self.packets += 1;
-        self.file_bytes += 16 + u64::from(len);
-        self.wire_bytes += u64::from(len);
-        self.first_ts_ns.get_or_insert(ts_ns);
-        self.last_ts_ns = ts_ns;
-        Ok(())
-    }
-
-    /// Flushes and hands the writer back.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
-    }
-}
+/// The one pcap writer of the tests and the generator (classic pcap,
+/// little-endian, microseconds, Ethernet, snap length [`SNAPLEN`]).
+pub use qmwatch_testkit::pcap::PcapWriter;
 
 /// One side of a conversation at the link and network layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

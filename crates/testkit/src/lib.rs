@@ -8,4 +8,5 @@
 //! dependency of product code (only of tests, benches and the generator).
 #![deny(unsafe_code)]
 
+pub mod pcap;
 pub mod rng;

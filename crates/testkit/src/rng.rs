@@ -1,4 +1,5 @@
-//! A small seedable pseudo-random generator (SplitMix64).
+//! The one seedable pseudo-random generator of the generator and the tests
+//! (SplitMix64).
 //!
 //! Only integer arithmetic and IEEE basic operations are used (no `ln`,
 //! `exp` or other library functions whose last bit may differ between
@@ -85,6 +86,13 @@ impl Rng {
     /// An independent generator, for one flow or one table.
     pub fn fork(&mut self) -> Rng {
         Rng::new(self.next_u64())
+    }
+
+    /// Shuffles `v` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.index(i + 1));
+        }
     }
 
     /// Fills `buf` with random bytes.

@@ -1171,57 +1171,15 @@ mod tests {
             .collect()
     }
 
-    /// Byte-order-aware writer.
-    struct W {
-        be: bool,
-        out: Vec<u8>,
-    }
-
-    impl W {
-        fn new(be: bool) -> W {
-            W {
-                be,
-                out: Vec::new(),
-            }
-        }
-        fn u16(&mut self, v: u16) {
-            let b = if self.be {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            };
-            self.out.extend_from_slice(&b);
-        }
-        fn u32(&mut self, v: u32) {
-            let b = if self.be {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            };
-            self.out.extend_from_slice(&b);
-        }
-        fn u64(&mut self, v: u64) {
-            let b = if self.be {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            };
-            self.out.extend_from_slice(&b);
-        }
-        fn bytes(&mut self, b: &[u8]) {
-            self.out.extend_from_slice(b);
-        }
-        fn pad4(&mut self) {
-            while self.out.len() % 4 != 0 {
-                self.out.push(0);
-            }
-        }
-    }
+    /// The test kit's byte-order-aware writer.
+    use qmwatch_testkit::pcap::Bytes as W;
+    use qmwatch_testkit::pcap::{PcapFormat, PcapWriter, Pcapng};
 
     /// One classic pcap record: (ts_sec, ts_frac, data, origlen).
     type Rec<'a> = (u32, u32, &'a [u8], u32);
 
-    /// A classic pcap file; returns the bytes and the end offset of every record.
+    /// A classic pcap file (the test kit's writer); returns the bytes and
+    /// the end offset of every record.
     fn pcap_file_ends(
         be: bool,
         nanos: bool,
@@ -1230,146 +1188,87 @@ mod tests {
         snaplen: u32,
         pkts: &[Rec],
     ) -> (Vec<u8>, Vec<usize>) {
-        let mut w = W::new(be);
-        w.u32(match (nanos, modified) {
-            (_, true) => 0xa1b2_cd34,
-            (true, false) => 0xa1b2_3c4d,
-            (false, false) => 0xa1b2_c3d4,
-        });
-        w.u16(2);
-        w.u16(4);
-        w.u32(0);
-        w.u32(0);
-        w.u32(snaplen);
-        w.u32(link);
+        let format = PcapFormat {
+            big_endian: be,
+            nanos,
+            modified,
+            link_type: link,
+            snaplen,
+        };
+        let mut w = PcapWriter::with_format(Vec::new(), format).unwrap();
         let mut ends = Vec::new();
         for (sec, frac, data, orig) in pkts {
-            w.u32(*sec);
-            w.u32(*frac);
-            w.u32(data.len() as u32);
-            w.u32(*orig);
-            if modified {
-                w.u32(7); // ifindex
-                w.u16(0x0800); // protocol
-                w.bytes(&[0, 0]); // pkt_type, pad
-            }
-            w.bytes(data);
-            ends.push(w.out.len());
+            w.record_raw(*sec, *frac, data, *orig).unwrap();
+            ends.push(w.file_bytes as usize);
         }
-        (w.out, ends)
+        (w.finish().unwrap(), ends)
     }
 
     fn pcap_file(be: bool, nanos: bool, link: u32, pkts: &[Rec]) -> Vec<u8> {
         pcap_file_ends(be, nanos, false, link, 65535, pkts).0
     }
 
-    /// pcapng builder; `ends` are block end offsets, `packet_ends` those of packet blocks.
-    struct Ng {
-        w: W,
-        ends: Vec<usize>,
-        packet_ends: Vec<usize>,
-    }
+    /// The test kit's pcapng builder, with the options these tests write:
+    /// `shb_userappl`, `if_name`, `opt_comment`.
+    struct Ng(Pcapng);
 
     impl Ng {
         fn new() -> Ng {
-            Ng {
-                w: W::new(false),
-                ends: Vec::new(),
-                packet_ends: Vec::new(),
-            }
+            Ng(Pcapng::empty())
         }
-        fn block(&mut self, btype: u32, body: impl FnOnce(&mut W)) {
-            let mut b = W::new(self.w.be);
-            body(&mut b);
-            b.pad4();
-            let total = 12 + b.out.len() as u32;
-            self.w.u32(btype);
-            self.w.u32(total);
-            self.w.bytes(&b.out);
-            self.w.u32(total);
-            self.ends.push(self.w.out.len());
+        /// Block end offsets.
+        fn ends(&self) -> &[usize] {
+            &self.0.block_ends
         }
-        fn option(b: &mut W, code: u16, value: &[u8]) {
-            b.u16(code);
-            b.u16(value.len() as u16);
-            b.bytes(value);
-            b.pad4();
+        /// End offsets of packet blocks.
+        fn packet_ends(&self) -> &[usize] {
+            &self.0.packet_ends
+        }
+        /// Bytes written so far.
+        fn len(&self) -> usize {
+            self.0.bytes().len()
         }
         fn shb(&mut self, be: bool) -> &mut Self {
-            self.w.be = be;
-            self.block(SHB_TYPE, |b| {
-                b.u32(0x1a2b_3c4d);
-                b.u16(1);
-                b.u16(0);
-                b.u64(u64::MAX); // section length unknown
-                Ng::option(b, 4, b"capfile test"); // shb_userappl
-                Ng::option(b, 0, &[]);
-            });
+            self.0.shb(be, &[(4, b"capfile test")]);
             self
         }
         fn idb(&mut self, link: u16, tsresol: Option<u8>, tsoffset: Option<i64>) -> &mut Self {
-            self.block(IDB_TYPE, |b| {
-                b.u16(link);
-                b.u16(0);
-                b.u32(262_144);
-                Ng::option(b, 2, b"lo"); // if_name
-                if let Some(r) = tsresol {
-                    Ng::option(b, 9, &[r]);
+            let off = tsoffset.map(|o| {
+                if self.0.big_endian() {
+                    o.to_be_bytes()
+                } else {
+                    o.to_le_bytes()
                 }
-                if let Some(o) = tsoffset {
-                    let v = if b.be {
-                        o.to_be_bytes()
-                    } else {
-                        o.to_le_bytes()
-                    };
-                    Ng::option(b, 14, &v);
-                }
-                Ng::option(b, 0, &[]);
             });
+            let res = tsresol.map(|r| [r]);
+            let mut opts: Vec<(u16, &[u8])> = vec![(2, b"lo")];
+            if let Some(r) = &res {
+                opts.push((9, r));
+            }
+            if let Some(o) = &off {
+                opts.push((14, o));
+            }
+            self.0.idb(link, 262_144, &opts);
             self
         }
         fn epb(&mut self, iface: u32, ts: u64, data: &[u8], origlen: u32) -> &mut Self {
-            self.block(EPB_TYPE, |b| {
-                b.u32(iface);
-                b.u32((ts >> 32) as u32);
-                b.u32(ts as u32);
-                b.u32(data.len() as u32);
-                b.u32(origlen);
-                b.bytes(data);
-                b.pad4();
-                Ng::option(b, 1, b"comment"); // opt_comment
-                Ng::option(b, 0, &[]);
-            });
-            self.packet_ends.push(self.w.out.len());
+            self.0.epb(iface, ts, data, origlen, &[(1, b"comment")]);
             self
         }
         fn pb(&mut self, iface: u16, ts: u64, data: &[u8], origlen: u32) -> &mut Self {
-            self.block(PB_TYPE, |b| {
-                b.u16(iface);
-                b.u16(0); // drops
-                b.u32((ts >> 32) as u32);
-                b.u32(ts as u32);
-                b.u32(data.len() as u32);
-                b.u32(origlen);
-                b.bytes(data);
-            });
-            self.packet_ends.push(self.w.out.len());
+            self.0.pb(iface, ts, data, origlen);
             self
         }
         fn spb(&mut self, origlen: u32, data: &[u8]) -> &mut Self {
-            self.block(SPB_TYPE, |b| {
-                b.u32(origlen);
-                b.bytes(data);
-            });
-            self.packet_ends.push(self.w.out.len());
+            self.0.spb(origlen, data);
             self
         }
         fn other(&mut self, btype: u32, body: &[u8]) -> &mut Self {
-            self.block(btype, |b| b.bytes(body));
+            self.0.block(btype, body);
             self
         }
         fn bytes(&self) -> Vec<u8> {
-            self.w.out.clone()
+            self.0.bytes().to_vec()
         }
     }
 
@@ -1667,7 +1566,7 @@ mod tests {
             .idb(1, Some(9), None) // 1: EN10MB, ns
             .epb(1, 42, &pattern(1, 30), 30)
             .epb(0, 5_000_000, &pattern(2, 31), 31);
-        let second_section = ng.w.out.len();
+        let second_section = ng.len();
         ng.shb(false)
             .idb(228, Some(3), Some(-1)) // 0: IPV4, ms, -1 s
             .epb(0, 2_500, &pattern(3, 32), 32)
@@ -1920,7 +1819,7 @@ mod tests {
     fn truncation_at_every_byte_pcapng() {
         let ng = sample_pcapng();
         let file = ng.bytes();
-        check_every_cut(&file, ng.ends[0], &ng.ends, &ng.packet_ends);
+        check_every_cut(&file, ng.ends()[0], ng.ends(), ng.packet_ends());
     }
 
     #[test]
@@ -2001,7 +1900,7 @@ mod tests {
         // pcapng: EPB caplen beyond its block, and a block length beyond the cap.
         let mut ng = Ng::new();
         ng.shb(false).idb(1, None, None);
-        let epb_at = ng.w.out.len();
+        let epb_at = ng.len();
         ng.epb(0, 1, &good, 30);
         let mut file = ng.bytes();
         file[epb_at + 20..epb_at + 24].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -2073,7 +1972,7 @@ mod tests {
     fn pcapng_bad_block_lengths_are_errors() {
         let mut ng = Ng::new();
         ng.shb(false).idb(1, None, None);
-        let at = ng.w.out.len();
+        let at = ng.len();
         ng.epb(0, 1, &pattern(1, 16), 16)
             .epb(0, 2, &pattern(2, 16), 16);
         let base = ng.bytes();
@@ -2113,7 +2012,7 @@ mod tests {
     fn later_section_with_bad_byte_order_magic_fails() {
         let mut ng = Ng::new();
         ng.shb(false).idb(1, None, None).epb(0, 1, &[1], 1);
-        let at = ng.w.out.len();
+        let at = ng.len();
         ng.shb(false);
         let mut file = ng.bytes();
         file[at + 8..at + 12].copy_from_slice(&[1, 2, 3, 4]);
@@ -2315,21 +2214,8 @@ mod tests {
         assert_eq!(rd.file_name(), "c");
     }
 
-    /// xorshift64: deterministic, no extra crates.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    /// The test kit's seedable generator.
+    use qmwatch_testkit::rng::Rng;
 
     #[test]
     fn random_mutations_never_panic() {
@@ -2367,18 +2253,18 @@ mod tests {
             SHB_TYPE,
             0x1a2b_3c4d,
         ];
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let (mut errors, mut clean) = (0, 0);
         for iter in 0..2000 {
             let mut file = seeds[iter % seeds.len()].clone();
-            for _ in 0..1 + rng.below(4) {
-                let at = rng.below(file.len());
-                match rng.below(5) {
-                    0 => file[at] = rng.next() as u8,
-                    1 => file[at] ^= 1 << rng.below(8),
+            for _ in 0..1 + rng.index(4) {
+                let at = rng.index(file.len());
+                match rng.index(5) {
+                    0 => file[at] = rng.next_u64() as u8,
+                    1 => file[at] ^= 1 << rng.index(8),
                     2 => {
-                        let v = interesting[rng.below(interesting.len())];
-                        let b = if rng.below(2) == 0 {
+                        let v = interesting[rng.index(interesting.len())];
+                        let b = if rng.index(2) == 0 {
                             v.to_le_bytes()
                         } else {
                             v.to_be_bytes()
@@ -2392,9 +2278,9 @@ mod tests {
                     }
                     3 => file.truncate(at),
                     _ => {
-                        let len = rng.below(64);
+                        let len = rng.index(64);
                         let chunk: Vec<u8> = file[at..(at + len).min(file.len())].to_vec();
-                        let to = rng.below(file.len());
+                        let to = rng.index(file.len());
                         file.splice(to..to, chunk);
                     }
                 }
@@ -2402,13 +2288,13 @@ mod tests {
                     break;
                 }
             }
-            let block_size = [64, 97, 4096, DEFAULT_BLOCK_SIZE][rng.below(4)];
-            let sup: fn(u32) -> bool = if rng.below(4) == 0 {
+            let block_size = [64, 97, 4096, DEFAULT_BLOCK_SIZE][rng.index(4)];
+            let sup: fn(u32) -> bool = if rng.index(4) == 0 {
                 everything
             } else {
                 supported
             };
-            let res = if rng.below(3) == 0 {
+            let res = if rng.index(3) == 0 {
                 read_with(Trickle(Cursor::new(file.clone())), block_size, sup)
             } else {
                 read_with(Cursor::new(file.clone()), block_size, sup)

@@ -685,34 +685,12 @@ mod tests {
         }
     }
 
-    /// Deterministic pseudo-random generator (xorshift64*).
-    struct Rng(u64);
-    impl Rng {
-        fn new(seed: u64) -> Self {
-            Rng(seed | 1)
-        }
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn shuffle<T>(&mut self, v: &mut [T]) {
-            for i in (1..v.len()).rev() {
-                let j = self.below(i + 1);
-                v.swap(i, j);
-            }
-        }
-    }
+    /// The test kit's seedable generator.
+    use qmwatch_testkit::rng::Rng;
 
     fn payload(len: usize, seed: u64) -> Vec<u8> {
         let mut rng = Rng::new(seed);
-        (0..len).map(|_| rng.next() as u8).collect()
+        (0..len).map(|_| rng.next_u64() as u8).collect()
     }
 
     #[derive(Clone, Debug)]
@@ -815,8 +793,8 @@ mod tests {
         let mut rng = Rng::new(4);
         for round in 0..50 {
             let mut d = Defragmenter::new(DefragConfig::default());
-            let p = payload(1 + rng.below(9000), round);
-            let mut frags = split(&p, 8 * (20 + rng.below(180)));
+            let p = payload(1 + rng.index(9000), round);
+            let mut frags = split(&p, 8 * (20 + rng.index(180)));
             rng.shuffle(&mut frags);
             let (got, _) = feed_all(&mut d, key(round as u32), &frags);
             assert_eq!(got, p);
@@ -1122,26 +1100,26 @@ mod tests {
         let mut now = 0u64;
         let mut completed = 0u64;
         for i in 0..20_000 {
-            now += rng.below(1_000_000) as u64;
-            if rng.below(500) == 0 {
+            now += rng.index(1_000_000) as u64;
+            if rng.index(500) == 0 {
                 // A lull: whatever is held times out.
                 now += 3 * SEC;
             }
-            let k = if rng.below(2) == 0 {
-                key(rng.below(100) as u32)
+            let k = if rng.index(2) == 0 {
+                key(rng.index(100) as u32)
             } else {
-                key6(rng.below(100) as u32)
+                key6(rng.index(100) as u32)
             };
-            let offset = match rng.below(10) {
-                0 => u32::MAX - rng.below(64) as u32,
+            let offset = match rng.index(10) {
+                0 => u32::MAX - rng.index(64) as u32,
                 1 => 0,
-                _ => (rng.below(2048) * 8) as u32,
+                _ => (rng.index(2048) * 8) as u32,
             };
-            let len = match rng.below(10) {
-                0 => rng.below(4000),
-                _ => 8 * rng.below(200),
+            let len = match rng.index(10) {
+                0 => rng.index(4000),
+                _ => 8 * rng.index(200),
             };
-            let more = rng.below(3) != 0;
+            let more = rng.index(3) != 0;
             let data = payload(len, i);
             match d.push(now, k, offset, more, &data) {
                 DefragOutcome::Complete { payload, .. } => {
@@ -1158,7 +1136,7 @@ mod tests {
             assert!(d.held_bytes() <= d.held_memory());
             while d.take_lost().is_some() {}
             assert!(d.held_datagrams() <= cfg.max_datagrams);
-            if rng.below(100) == 0 {
+            if rng.index(100) == 0 {
                 d.expire(now);
                 assert!(d.held_memory() <= cfg.max_total_memory);
             }
