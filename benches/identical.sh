@@ -145,7 +145,7 @@ site_policy="--policy docs/examples/site.toml"
 sanctioned_policy="--sanctioned 127.0.0.1:209/qmtp"
 
 # --- help and version
-for sub in "" replay live audit check generate-assets; do
+for sub in "" replay live audit check; do
     # shellcheck disable=SC2086
     run "help${sub:+ $sub}" 1 $sub --help
 done

@@ -657,7 +657,7 @@ fn a_hundred_thousand_recipients() {
     assert!(kinds(&o).is_empty(), "{:?}", kinds(&o));
 }
 
-/// Bytes of an address kept: `MAX_FIELD_BYTES` in src/protocol/mod.rs is
+/// Bytes of an address kept: `MAX_FIELD_BYTES` in crates/proto/src/lib.rs is
 /// 4096, while docs/architecture.md and docs/events.md say 1 KiB.
 const FIELD_CAP: usize = 4096;
 
