@@ -185,9 +185,13 @@ for f in "${caps[@]}"; do
         run "audit $f --format $fmt" 1 audit --format "$fmt" $fixture_policy "$f"
     done
 done
-# All fixtures in one run, in order.
+# All fixtures in one run, in order. One worker only: with 2 workers this
+# run is not reproducible even with one binary (the fixtures share flows;
+# about 1 run in 20 reports one QMTP package and its open_relay alert
+# twice: 88 events instead of 86, seen with the base and the workspace
+# build alike).
 # shellcheck disable=SC2086
-run "replay all fixtures policy=fixture workers=2" 2 replay --workers 2 $fixture_policy "${caps[@]}"
+run "replay all fixtures policy=fixture workers=1" 1 replay $fixture_policy "${caps[@]}"
 
 # --- generated captures
 if [ ! -x "$new_gen" ]; then
