@@ -219,6 +219,8 @@ pub struct Detector {
     policy: Arc<Policy>,
     window_ns: Option<u64>,
     windows: HashMap<(IpAddr, SocketAddr), Window>,
+    /// Windows open at most ([`MAX_WINDOWS`]; tests set a smaller one).
+    max_windows: usize,
     /// Start of the oldest open window: nothing is due before it ends.
     earliest_window: u64,
     observer: event::Observer,
@@ -239,10 +241,18 @@ impl Detector {
             policy,
             window_ns,
             windows: HashMap::new(),
+            max_windows: MAX_WINDOWS,
             earliest_window: u64::MAX,
             observer: event::Observer::from_system(),
             stats: DetectStats::default(),
         }
+    }
+
+    /// The cap on open windows, lowered so that a test can reach it.
+    #[cfg(test)]
+    pub(crate) fn with_max_windows(mut self, max: usize) -> Self {
+        self.max_windows = max;
+        self
     }
 
     /// Sets the `observer.*` fields stamped on every event (the host name
@@ -427,7 +437,7 @@ impl Detector {
             self.stats.relay_alerts_aggregated += 1;
             return;
         }
-        if self.windows.len() >= MAX_WINDOWS {
+        if self.windows.len() >= self.max_windows {
             // Too many windows open: report this one alone rather than hold it.
             self.stats.windows_dropped_cap += 1;
             self.emit(event::DATASET_RELAY, e, out);

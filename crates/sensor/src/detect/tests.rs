@@ -190,6 +190,52 @@ fn window_folds_repeated_alerts() {
     assert_eq!(agg["qmwatch"]["relay"]["verdict"], "refused");
 }
 
+/// With the window table full, an alert of a new client is reported at
+/// once, alone, and counted; the open windows still fold theirs.
+#[test]
+fn a_full_window_table_reports_new_alerts_alone() {
+    let mut d = Detector::new(Arc::new(site()), Some(60_000_000_000)).with_max_windows(2);
+    let mut out = Vec::new();
+    let relays = |out: &Vec<Event>| {
+        objects(out)
+            .into_iter()
+            .filter(|e| e["event"]["dataset"] == "qmwatch.relay")
+            .collect::<Vec<_>>()
+    };
+    for (i, client) in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]
+        .iter()
+        .enumerate()
+    {
+        let mut t = txn(
+            &format!("{client}:4000"),
+            &[("a@example.com", Some(ReplyCode::K))],
+        );
+        t.ts = 1_000_000_000 * (i as u64 + 1);
+        d.record(Record::Transaction(Box::new(t)), &mut out);
+    }
+    // Two windows hold theirs; the third and fourth clients are alone.
+    let alone = relays(&out);
+    assert_eq!(alone.len(), 2);
+    assert_eq!(alone[0]["source"]["ip"], "203.0.113.3");
+    assert_eq!(alone[1]["source"]["ip"], "203.0.113.4");
+    assert_eq!(d.stats.windows_dropped_cap, 2);
+    // The first client again: folded into its open window, not alone.
+    let mut t = txn("203.0.113.1:4001", &[("a@example.com", Some(ReplyCode::K))]);
+    t.ts = 6_000_000_000;
+    d.record(Record::Transaction(Box::new(t)), &mut out);
+    assert_eq!(relays(&out).len(), 2);
+    assert_eq!(d.stats.windows_dropped_cap, 2);
+    assert_eq!(d.stats.relay_alerts_aggregated, 1);
+    d.finish(&mut out);
+    let all = relays(&out);
+    assert_eq!(all.len(), 4);
+    let first = all
+        .iter()
+        .find(|e| e["source"]["ip"] == "203.0.113.1")
+        .unwrap();
+    assert_eq!(first["qmwatch"]["aggregate"]["count"], 2);
+}
+
 #[test]
 fn window_closes_on_packet_time() {
     let mut d = Detector::new(Arc::new(site()), Some(10_000_000_000));

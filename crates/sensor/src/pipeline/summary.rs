@@ -85,13 +85,18 @@ impl ReplayReport {
         for o in &self.outputs {
             let _ = writeln!(
                 s,
-                "  output {}: written {}, dropped {} (queue full {}, undeliverable {}), outages {}, queue peak {}{}{}",
+                "  output {}: written {}, dropped {} (queue full {}, undeliverable {}), outages {}{}, queue peak {}{}{}",
                 o.output,
                 o.written,
                 o.dropped(),
                 o.dropped_queue_full,
                 o.dropped_undeliverable,
                 o.outages,
+                if o.outages > 0 {
+                    format!(" ({} dropped during them)", o.dropped_in_outages)
+                } else {
+                    String::new()
+                },
                 o.queue_peak,
                 if o.rotations > 0 { format!(", rotations {}", o.rotations) } else { String::new() },
                 if o.reopens > 0 { format!(", reopens {}", o.reopens) } else { String::new() },

@@ -209,6 +209,10 @@ pub struct OutputCounters {
     pub dropped_undeliverable: AtomicU64,
     /// Times the collector (or file) became unreachable.
     pub outages: AtomicU64,
+    /// Of the dropped lines, those the outage lines on stderr counted: the
+    /// sum of their figures, added as each line is written, so the summary
+    /// and the lines agree by construction.
+    pub dropped_in_outages: AtomicU64,
     /// Successful connections to a collector.
     pub connects: AtomicU64,
     /// Most lines queued at once.
@@ -229,6 +233,7 @@ impl OutputCounters {
             dropped_queue_full: g(&self.dropped_queue_full),
             dropped_undeliverable: g(&self.dropped_undeliverable),
             outages: g(&self.outages),
+            dropped_in_outages: g(&self.dropped_in_outages),
             connects: g(&self.connects),
             queue_peak: g(&self.queue_peak),
             rotations: g(&self.rotations),
@@ -253,6 +258,8 @@ pub struct OutputStats {
     pub dropped_queue_full: u64,
     pub dropped_undeliverable: u64,
     pub outages: u64,
+    /// The sum of the outage lines' drop counts (part of `dropped()`).
+    pub dropped_in_outages: u64,
     pub connects: u64,
     pub queue_peak: u64,
     pub rotations: u64,

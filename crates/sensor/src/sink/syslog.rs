@@ -437,6 +437,9 @@ fn end_outage(outage: &mut Option<Outage>, counters: &OutputCounters, name: &str
         return;
     };
     let dropped = counters.dropped().saturating_sub(o.dropped_before);
+    counters
+        .dropped_in_outages
+        .fetch_add(dropped, Ordering::Relaxed);
     eprintln!(
         "qmwatch: output {name}: collector reachable again after {:.1} s; \
          {dropped} event(s) dropped during the outage",
@@ -497,6 +500,17 @@ pub fn run(
             let now = Instant::now();
             if drain_deadline.is_some_and(|d| now >= d) {
                 give_up(&mut pending, queue, counters, name, opts.drain_timeout);
+                // Still down at the end: the outage's line is this one.
+                if let Some(o) = outage.take() {
+                    let dropped = counters.dropped().saturating_sub(o.dropped_before);
+                    counters
+                        .dropped_in_outages
+                        .fetch_add(dropped, Ordering::Relaxed);
+                    eprintln!(
+                        "qmwatch: output {name}: {dropped} event(s) dropped during the outage \
+                         (those not delivered included)"
+                    );
+                }
                 break;
             }
             if now < next_try {
