@@ -10,7 +10,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qmwatch_sensor::flow::reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
+use qmwatch_sensor::flow::reassembly::{
+    Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment,
+};
 use qmwatch_sensor::flow::{FlowConfig, FlowTable};
 use qmwatch_wire::decode::{addr_from_ip, Segment, TCP_ACK, TCP_FIN, TCP_SYN};
 
@@ -80,11 +82,7 @@ fn run_stream(data: &[u8], pieces: &[Piece], cfg: &ReassemblyConfig) -> (u64, St
     for p in pieces {
         let payload = &data[p.from..p.to];
         stream.segment(
-            p.seq,
-            false,
-            false,
-            payload,
-            0,
+            StreamSegment::data(p.seq, payload),
             cfg,
             &mut budget,
             &mut ev,

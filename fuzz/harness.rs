@@ -17,9 +17,11 @@ use qmwatch_proto::request::{RequestEvent, RequestParser};
 use qmwatch_proto::session::{Session, Status};
 use qmwatch_proto::sniff::{Sniffer, Verdict};
 use qmwatch_proto::{
-    Protocol, Record, Reply, MAX_FIELD_BYTES, MAX_RECIPIENTS, MESSAGE_PREFIX_BYTES,
+    AnomalyKind, Protocol, Record, Reply, MAX_FIELD_BYTES, MAX_RECIPIENTS, MESSAGE_PREFIX_BYTES,
 };
-use qmwatch_sensor::flow::reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
+use qmwatch_sensor::flow::reassembly::{
+    Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment,
+};
 use qmwatch_wire::capture::file::{CaptureReader, ReaderStats, DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use qmwatch_wire::capture::Block;
 use qmwatch_wire::decode::defrag::DefragConfig;
@@ -515,8 +517,8 @@ fn run_requests(protocol: Protocol, stream: &[u8], pieces: &[Piece], origin: u64
 #[derive(Debug, PartialEq, Eq)]
 struct ReplyRun {
     replies: Vec<Reply>,
-    failures: Vec<&'static str>,
-    failed: Option<&'static str>,
+    failures: Vec<AnomalyKind>,
+    failed: Option<AnomalyKind>,
     in_reply: bool,
 }
 
@@ -662,7 +664,7 @@ fn check_records(records: &[Record]) {
                 // Anomalies of an unconfirmed session are held, and dropped
                 // if it never is; only the wrong-protocol report stands alone.
                 assert!(
-                    services > 0 || a.kind.ends_with("_to_qm_server"),
+                    services > 0 || a.kind.is_wrong_protocol(),
                     "anomaly {} before the session was confirmed",
                     a.kind
                 );
@@ -745,8 +747,8 @@ fn comparable(records: Vec<Record>) -> Vec<Record> {
     records
         .into_iter()
         .map(|r| match r {
-            Record::Anomaly(mut a) if a.kind.ends_with("_to_qm_server") => {
-                a.kind = "wrong_protocol";
+            Record::Anomaly(mut a) if a.kind.is_wrong_protocol() => {
+                a.kind = AnomalyKind::WrongProtocolToQmServer;
                 a.detail.clear();
                 Record::Anomaly(a)
             }
@@ -989,17 +991,14 @@ pub fn reassembly_model(data: &[u8]) {
                 if model.shift.is_none() {
                     model.shift = Some(pos);
                 }
-                let done = stream.segment(
-                    seg_seq,
+                let piece = StreamSegment {
+                    seq: seg_seq,
                     syn,
                     fin,
-                    &payload,
+                    payload: &payload,
                     missing,
-                    &cfg,
-                    &mut budget,
-                    &mut ev,
-                    &mut deliver,
-                );
+                };
+                let done = stream.segment(piece, &cfg, &mut budget, &mut ev, &mut deliver);
                 let accepted = ev.out_of_window == ev_before.out_of_window;
                 let shift = model.shift.unwrap_or(0);
                 if accepted {

@@ -71,7 +71,7 @@ fn saved_inputs_pass_every_target() {
 #[test]
 fn cap_hit_never_declares_bytes_in_hand_a_gap() {
     use qmwatch_sensor::flow::reassembly::{
-        Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, PIECE_COST,
+        Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment, PIECE_COST,
     };
 
     let cfg = ReassemblyConfig {
@@ -97,11 +97,13 @@ fn cap_hit_never_declares_bytes_in_hand_a_gap() {
     let isn = 1000u32;
     let data = |from: u32, n: u32| (from..from + n).map(|i| i as u8).collect::<Vec<u8>>();
     st.segment(
-        isn,
-        true,
-        false,
-        &[],
-        0,
+        StreamSegment {
+            seq: isn,
+            syn: true,
+            fin: false,
+            payload: &[],
+            missing: 0,
+        },
         &cfg,
         &mut budget,
         &mut ev,
@@ -110,11 +112,7 @@ fn cap_hit_never_declares_bytes_in_hand_a_gap() {
     // Stream offsets 101..131: held (30 bytes and the piece's cost).
     let later = data(101, 30);
     st.segment(
-        isn + 1 + 101,
-        false,
-        false,
-        &later,
-        0,
+        StreamSegment::data(isn + 1 + 101, &later),
         &cfg,
         &mut budget,
         &mut ev,
@@ -123,11 +121,7 @@ fn cap_hit_never_declares_bytes_in_hand_a_gap() {
     // Offsets 51..81: the budget cannot take 30 more bytes.
     let earlier = data(51, 30);
     st.segment(
-        isn + 1 + 51,
-        false,
-        false,
-        &earlier,
-        0,
+        StreamSegment::data(isn + 1 + 51, &earlier),
         &cfg,
         &mut budget,
         &mut ev,

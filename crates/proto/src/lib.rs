@@ -1,10 +1,12 @@
 //! The protocol layer: QMTP and QMQP over reassembled TCP byte streams.
 //!
-//! Owns: recognising QMTP/QMQP from a flow's first bytes ([`sniff`]), parsing
+//! Owns: recognising QMTP/QMQP from a flow's first bytes ([`sniff`]) and
+//! deciding whether a new flow is worth parsing ([`admission`]), parsing
 //! client requests ([`request`]) and server replies ([`reply`]) incrementally
 //! with the zero-copy [`netstring`] tokenizer, matching replies to recipients,
 //! and deciding when a session is confirmed ([`session`]). Its output is a
-//! stream of [`Record`]s: facts about what was said on the wire.
+//! stream of [`Record`]s: facts about what was said on the wire. The
+//! anomaly vocabulary of every layer is [`AnomalyKind`] ([`anomaly`]).
 //!
 //! Must not: copy message bodies (they are skipped by length), copy any field
 //! beyond [`MAX_FIELD_BYTES`], hold more than [`MAX_RECIPIENTS`] recipients or
@@ -15,6 +17,8 @@
 //! the bytes, it gives the same records.
 #![deny(unsafe_code)]
 
+pub mod admission;
+pub mod anomaly;
 pub mod netstring;
 pub mod reply;
 pub mod request;
@@ -22,6 +26,8 @@ pub mod session;
 pub mod sniff;
 
 use std::net::SocketAddr;
+
+pub use anomaly::AnomalyKind;
 
 /// Longest address or reply text copied; longer ones are cut and flagged.
 /// qmail refuses addresses of 1000 bytes or more: such an address is still
@@ -61,7 +67,10 @@ impl Protocol {
             Protocol::Qmqp => "qmqp",
         }
     }
-    pub fn standard_port(self) -> u16 {
+    /// The port IANA assigned (209, 628). Inlined: the flow table asks
+    /// it, through [`admission`], for every new flow's first payload.
+    #[inline]
+    pub const fn standard_port(self) -> u16 {
         match self {
             Protocol::Qmtp => 209,
             Protocol::Qmqp => 628,
@@ -151,8 +160,8 @@ pub enum RequestState {
     Complete,
     /// The stream ended (or was lost) in the middle of it.
     Truncated,
-    /// Not a well-formed request; the reason is an anomaly kind.
-    Malformed(&'static str),
+    /// Not a well-formed request, for this reason.
+    Malformed(AnomalyKind),
 }
 
 impl Request {
@@ -332,7 +341,7 @@ impl Transaction {
 pub struct Anomaly {
     pub endpoints: Endpoints,
     pub protocol: Option<Protocol>,
-    pub kind: &'static str,
+    pub kind: AnomalyKind,
     /// Short, bounded, human-readable detail.
     pub detail: String,
     pub ts: u64,

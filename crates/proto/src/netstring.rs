@@ -10,6 +10,8 @@
 //! only a counter; lengths with more than [`MAX_LEN_DIGITS`] digits are refused),
 //! or know anything about QMTP/QMQP (the protocol parsers decide what to nest).
 
+use crate::AnomalyKind;
+
 /// Longest accepted length field. 12 digits allow netstrings up to ~1 TB, far
 /// beyond any real message; more digits are an anomaly, never a counter.
 pub const MAX_LEN_DIGITS: u8 = 12;
@@ -39,17 +41,17 @@ pub enum NetstringError {
 }
 
 impl NetstringError {
-    /// Stable machine-readable name, used as the anomaly kind.
-    pub fn kind(&self) -> &'static str {
+    /// The anomaly this error is reported as.
+    pub fn kind(&self) -> AnomalyKind {
         match self {
-            NetstringError::LeadingZero => "netstring_leading_zero",
-            NetstringError::LengthTooLong => "netstring_length_too_long",
-            NetstringError::EmptyLength => "netstring_empty_length",
-            NetstringError::BadLengthByte(_) => "netstring_bad_length_byte",
-            NetstringError::MissingComma(_) => "netstring_missing_comma",
-            NetstringError::InnerOverrun => "netstring_inner_overrun",
-            NetstringError::TooDeep => "netstring_too_deep",
-            NetstringError::LostSync => "gap_outside_content",
+            NetstringError::LeadingZero => AnomalyKind::NetstringLeadingZero,
+            NetstringError::LengthTooLong => AnomalyKind::NetstringLengthTooLong,
+            NetstringError::EmptyLength => AnomalyKind::NetstringEmptyLength,
+            NetstringError::BadLengthByte(_) => AnomalyKind::NetstringBadLengthByte,
+            NetstringError::MissingComma(_) => AnomalyKind::NetstringMissingComma,
+            NetstringError::InnerOverrun => AnomalyKind::NetstringInnerOverrun,
+            NetstringError::TooDeep => AnomalyKind::NetstringTooDeep,
+            NetstringError::LostSync => AnomalyKind::GapOutsideContent,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! than [`super::MAX_FIELD_BYTES`] of a reply's text.
 
 use super::netstring::{Token, Tokenizer};
-use super::{Field, Reply, ReplyCode};
+use super::{AnomalyKind, Field, Reply, ReplyCode};
 
 /// Incremental reply parser for one server stream.
 #[derive(Clone, Debug, Default)]
@@ -16,7 +16,7 @@ pub struct ReplyParser {
     code: Option<ReplyCode>,
     text: Field,
     in_reply: bool,
-    failed: Option<&'static str>,
+    failed: Option<AnomalyKind>,
 }
 
 impl ReplyParser {
@@ -25,7 +25,7 @@ impl ReplyParser {
     }
 
     /// Why the parser stopped, if it did.
-    pub fn failed(&self) -> Option<&'static str> {
+    pub fn failed(&self) -> Option<AnomalyKind> {
         self.failed
     }
 
@@ -42,7 +42,7 @@ impl ReplyParser {
         ts: u64,
         acked_client_offset: Option<u64>,
         out: &mut Vec<Reply>,
-    ) -> Option<&'static str> {
+    ) -> Option<AnomalyKind> {
         if self.failed.is_some() {
             return None;
         }
@@ -55,7 +55,7 @@ impl ReplyParser {
                 }
                 Ok(Token::Start { len, .. }) => {
                     if len == 0 {
-                        self.failed = Some("reply_empty");
+                        self.failed = Some(AnomalyKind::ReplyEmpty);
                         return self.failed;
                     }
                     self.in_reply = true;
@@ -70,7 +70,7 @@ impl ReplyParser {
                         match ReplyCode::from_byte(first) {
                             Some(c) => self.code = Some(c),
                             None => {
-                                self.failed = Some("reply_bad_code");
+                                self.failed = Some(AnomalyKind::ReplyBadCode);
                                 return self.failed;
                             }
                         }
@@ -97,7 +97,7 @@ impl ReplyParser {
     }
 
     /// `n` bytes of the server stream were lost: a reply cut by a gap is lost.
-    pub fn gap(&mut self, n: u64) -> Option<&'static str> {
+    pub fn gap(&mut self, n: u64) -> Option<AnomalyKind> {
         if self.failed.is_some() {
             return None;
         }
@@ -105,7 +105,7 @@ impl ReplyParser {
             self.text.damaged = true;
             return None;
         }
-        self.failed = Some("gap_in_reply_stream");
+        self.failed = Some(AnomalyKind::GapInReplyStream);
         self.failed
     }
 }
@@ -145,15 +145,15 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(
             ReplyParser::new().feed(b"220 mail ESMTP\r\n", 1, None, &mut out),
-            Some("netstring_bad_length_byte")
+            Some(AnomalyKind::NetstringBadLengthByte)
         );
         assert_eq!(
             ReplyParser::new().feed(b"3:Xab,", 1, None, &mut out),
-            Some("reply_bad_code")
+            Some(AnomalyKind::ReplyBadCode)
         );
         assert_eq!(
             ReplyParser::new().feed(b"0:,", 1, None, &mut out),
-            Some("reply_empty")
+            Some(AnomalyKind::ReplyEmpty)
         );
         assert!(out.is_empty());
     }
@@ -193,7 +193,7 @@ mod tests {
         // Before the code is known the reply cannot be judged.
         let mut p = ReplyParser::new();
         assert_eq!(p.feed(b"5:", 1, None, &mut out), None);
-        assert_eq!(p.gap(3), Some("gap_in_reply_stream"));
-        assert_eq!(p.failed(), Some("gap_in_reply_stream"));
+        assert_eq!(p.gap(3), Some(AnomalyKind::GapInReplyStream));
+        assert_eq!(p.failed(), Some(AnomalyKind::GapInReplyStream));
     }
 }

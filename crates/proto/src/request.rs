@@ -11,7 +11,7 @@
 //! [`super::MAX_RECIPIENTS`] recipients.
 
 use super::netstring::{Token, Tokenizer};
-use super::{Encoding, Field, Protocol, Request, RequestState};
+use super::{AnomalyKind, Encoding, Field, Protocol, Request, RequestState};
 
 /// Where in a request the parser is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl RequestParser {
         self.current.is_none()
     }
 
-    fn fail(&mut self, kind: &'static str, ts: u64, out: &mut Vec<RequestEvent>) {
+    fn fail(&mut self, kind: AnomalyKind, ts: u64, out: &mut Vec<RequestEvent>) {
         self.failed = true;
         let mut req = self
             .current
@@ -121,57 +121,36 @@ impl RequestParser {
         }
     }
 
+    /// One token of the client stream, read as the parser's protocol.
     fn on_token(
         &mut self,
         token: Token<'_>,
         ts: u64,
         out: &mut Vec<RequestEvent>,
-    ) -> Result<(), &'static str> {
-        match (self.protocol, token) {
-            // ---------------- QMTP ----------------
-            (Protocol::Qmtp, Token::Start { len, depth: 0 }) => match self.top_index {
-                0 => {
-                    if len == 0 {
-                        return Err("qmtp_empty_message");
-                    }
-                    // The token ends at the colon; the request starts at its first digit.
-                    let start = self.offset.saturating_sub(digits(len) + 1);
-                    let mut r = Request::new(Protocol::Qmtp, start, ts);
-                    r.message_bytes = len - 1;
-                    self.current = Some(r);
-                    self.slot = Slot::MessageEncoding;
-                }
-                1 => {
-                    self.field = Field::default();
-                    self.slot = Slot::Sender;
-                }
-                _ => {
-                    self.tok.enter().map_err(|e| e.kind())?;
-                    self.slot = Slot::RecipientList;
-                }
-            },
-            (Protocol::Qmtp, Token::Start { depth: _, .. }) => {
+    ) -> Result<(), AnomalyKind> {
+        match self.protocol {
+            Protocol::Qmtp => self.on_qmtp_token(token, ts, out),
+            Protocol::Qmqp => self.on_qmqp_token(token, ts, out),
+        }
+    }
+
+    /// A QMTP package: three top-level netstrings (message with its
+    /// encoding byte first, sender, recipient list), the last entered to
+    /// read the recipient netstrings inside it; `top_index` counts them.
+    fn on_qmtp_token(
+        &mut self,
+        token: Token<'_>,
+        ts: u64,
+        out: &mut Vec<RequestEvent>,
+    ) -> Result<(), AnomalyKind> {
+        match token {
+            Token::Start { len, depth: 0 } => self.on_qmtp_top_start(len, ts)?,
+            Token::Start { .. } => {
                 self.field = Field::default();
                 self.slot = Slot::Recipient;
             }
-            (Protocol::Qmtp, Token::Data(d)) => match self.slot {
-                Slot::MessageEncoding => {
-                    let enc = match d.first() {
-                        Some(b'\n') => Encoding::Lf,
-                        Some(b'\r') => Encoding::Crlf,
-                        _ => {
-                            // The request ends at the offending byte, however
-                            // the stream was cut into chunks.
-                            self.offset -= d.len().saturating_sub(1) as u64;
-                            return Err("qmtp_bad_encoding_byte");
-                        }
-                    };
-                    if let Some(r) = self.current.as_mut() {
-                        r.encoding = Some(enc);
-                        r.note_message(d);
-                    }
-                    self.slot = Slot::Message;
-                }
+            Token::Data(d) => match self.slot {
+                Slot::MessageEncoding => self.on_qmtp_encoding(d)?,
                 Slot::Message => {
                     if let Some(r) = self.current.as_mut() {
                         r.note_message(d);
@@ -180,14 +159,14 @@ impl RequestParser {
                 Slot::Sender | Slot::Recipient => self.field.push(d),
                 _ => {}
             },
-            (Protocol::Qmtp, Token::End { depth: 1 }) => {
+            Token::End { depth: 1 } => {
                 let f = std::mem::take(&mut self.field);
                 if let Some(r) = self.current.as_mut() {
                     r.add_recipient(f);
                 }
                 self.slot = Slot::RecipientList;
             }
-            (Protocol::Qmtp, Token::End { .. }) => {
+            Token::End { .. } => {
                 self.top_index += 1;
                 match self.top_index {
                     1 => self.slot = Slot::Idle,
@@ -201,14 +180,73 @@ impl RequestParser {
                     _ => self.finish_request(ts, out),
                 }
             }
-            // ---------------- QMQP ----------------
-            (Protocol::Qmqp, Token::Start { len, depth: 0 }) => {
+        }
+        Ok(())
+    }
+
+    /// The header of a QMTP package's message (which starts the request),
+    /// sender or recipient-list netstring.
+    fn on_qmtp_top_start(&mut self, len: u64, ts: u64) -> Result<(), AnomalyKind> {
+        match self.top_index {
+            0 => {
+                if len == 0 {
+                    return Err(AnomalyKind::QmtpEmptyMessage);
+                }
+                // The token ends at the colon; the request starts at its first digit.
+                let start = self.offset.saturating_sub(digits(len) + 1);
+                let mut r = Request::new(Protocol::Qmtp, start, ts);
+                r.message_bytes = len - 1;
+                self.current = Some(r);
+                self.slot = Slot::MessageEncoding;
+            }
+            1 => {
+                self.field = Field::default();
+                self.slot = Slot::Sender;
+            }
+            _ => {
+                self.tok.enter().map_err(|e| e.kind())?;
+                self.slot = Slot::RecipientList;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first content of a QMTP message: its encoding byte.
+    fn on_qmtp_encoding(&mut self, d: &[u8]) -> Result<(), AnomalyKind> {
+        let enc = match d.first() {
+            Some(b'\n') => Encoding::Lf,
+            Some(b'\r') => Encoding::Crlf,
+            _ => {
+                // The request ends at the offending byte, however
+                // the stream was cut into chunks.
+                self.offset -= d.len().saturating_sub(1) as u64;
+                return Err(AnomalyKind::QmtpBadEncodingByte);
+            }
+        };
+        if let Some(r) = self.current.as_mut() {
+            r.encoding = Some(enc);
+            r.note_message(d);
+        }
+        self.slot = Slot::Message;
+        Ok(())
+    }
+
+    /// A QMQP message: one netstring, entered, holding the message, the
+    /// sender and the recipients (`Slot::QmqpItem` counts them).
+    fn on_qmqp_token(
+        &mut self,
+        token: Token<'_>,
+        ts: u64,
+        out: &mut Vec<RequestEvent>,
+    ) -> Result<(), AnomalyKind> {
+        match token {
+            Token::Start { len, depth: 0 } => {
                 self.tok.enter().map_err(|e| e.kind())?;
                 let start = self.offset.saturating_sub(digits(len) + 1);
                 self.current = Some(Request::new(Protocol::Qmqp, start, ts));
                 self.slot = Slot::QmqpItem(0);
             }
-            (Protocol::Qmqp, Token::Start { len, .. }) => {
+            Token::Start { len, .. } => {
                 if let Slot::QmqpItem(0) = self.slot {
                     if let Some(r) = self.current.as_mut() {
                         r.message_bytes = len;
@@ -217,7 +255,7 @@ impl RequestParser {
                     self.field = Field::default();
                 }
             }
-            (Protocol::Qmqp, Token::Data(d)) => match self.slot {
+            Token::Data(d) => match self.slot {
                 Slot::QmqpItem(0) => {
                     if let Some(r) = self.current.as_mut() {
                         r.note_message(d);
@@ -226,7 +264,7 @@ impl RequestParser {
                 Slot::QmqpItem(_) => self.field.push(d),
                 _ => {}
             },
-            (Protocol::Qmqp, Token::End { depth: 1 }) => {
+            Token::End { depth: 1 } => {
                 if let Slot::QmqpItem(i) = self.slot {
                     if let Some(r) = self.current.as_mut() {
                         match i {
@@ -238,13 +276,13 @@ impl RequestParser {
                     self.slot = Slot::QmqpItem(i.saturating_add(1));
                 }
             }
-            (Protocol::Qmqp, Token::End { .. }) => {
+            Token::End { .. } => {
                 let missing = match self.slot {
                     Slot::QmqpItem(i) => i < 2,
                     _ => true,
                 };
                 if missing {
-                    return Err("qmqp_missing_sender");
+                    return Err(AnomalyKind::QmqpMissingSender);
                 }
                 self.finish_request(ts, out);
             }
@@ -453,7 +491,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(
             r[0].state,
-            RequestState::Malformed("qmtp_bad_encoding_byte")
+            RequestState::Malformed(AnomalyKind::QmtpBadEncodingByte)
         );
     }
 
@@ -520,7 +558,7 @@ mod tests {
             assert_eq!(r.len(), 1);
             assert_eq!(
                 r[0].state,
-                RequestState::Malformed("qmtp_bad_encoding_byte")
+                RequestState::Malformed(AnomalyKind::QmtpBadEncodingByte)
             );
             assert_eq!(
                 (r[0].start_offset, r[0].end_offset),

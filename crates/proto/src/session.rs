@@ -13,12 +13,13 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use super::admission::{is_standard_port, standard_protocol};
 use super::reply::ReplyParser;
 use super::request::{RequestEvent, RequestParser};
 use super::sniff::{Sniffer, Verdict};
 use super::{
-    printable, Anomaly, CodeCounts, Endpoints, Evidence, Protocol, Record, Reply, Request,
-    RequestState, Transaction, MAX_EARLY_REPLIES, MAX_PENDING,
+    printable, Anomaly, AnomalyKind, CodeCounts, Endpoints, Evidence, Protocol, Record, Reply,
+    Request, RequestState, Transaction, MAX_EARLY_REPLIES, MAX_PENDING,
 };
 
 /// Copied bytes (addresses, reply texts) a session may hold; replies past
@@ -124,20 +125,6 @@ pub struct Session {
     scratch_replies: Vec<Reply>,
 }
 
-/// Anomaly kinds that say the bytes seen may differ from the bytes an
-/// endpoint took (two contents for the same bytes, bytes lost, segments
-/// judged chaff and left out): reported even for a flow that was never
-/// confirmed or was rejected as not QMTP/QMQP. A bad checksum is not among
-/// them: the endpoint drops such a segment just as qmwatch does.
-pub const EVASION_SIGNS: &[&str] = &[
-    "tcp_overlap_conflict",
-    "ip_fragment_overlap_conflict",
-    "ip_fragments_dropped",
-    "tcp_ttl_insertion",
-    "tcp_chaff_flags",
-    "tcp_paws_failed",
-];
-
 impl Session {
     /// `addrs[d]` is the source of direction `d`; `client_dir` comes from the
     /// SYN when it was seen. `server_hint` says the server side is already
@@ -210,8 +197,7 @@ impl Session {
     }
 
     fn server_port_is_standard(&self) -> bool {
-        let p = self.endpoints().server.port();
-        p == 209 || p == 628
+        is_standard_port(self.endpoints().server.port())
     }
 
     /// The client's first bytes (`sample`) were not QMTP/QMQP; the session
@@ -253,7 +239,7 @@ impl Session {
     }
 
     /// Records an anomaly found below the protocol layer (reassembly).
-    pub fn anomaly(&mut self, kind: &'static str, detail: String, ts: u64, out: &mut Vec<Record>) {
+    pub fn anomaly(&mut self, kind: AnomalyKind, detail: String, ts: u64, out: &mut Vec<Record>) {
         let a = Anomaly {
             endpoints: self.endpoints(),
             protocol: self.protocol,
@@ -280,7 +266,7 @@ impl Session {
         self.early.clear();
         // Evasion signatures stay for the flow layer to report (see
         // `take_evasion_signs`); the rest go.
-        self.held.retain(|a| EVASION_SIGNS.contains(&a.kind));
+        self.held.retain(|a| a.kind.is_evasion_sign());
         self.broken.clear();
         self.client = None;
         self.server = None;
@@ -534,7 +520,7 @@ impl Session {
                 if req.protocol == Protocol::Qmtp && req.recipient_count == 0 {
                     // qmail-qmtpd sends no reply to a package without recipients.
                     self.anomaly(
-                        "qmtp_package_without_recipients",
+                        AnomalyKind::QmtpPackageWithoutRecipients,
                         "package names no recipient; no reply is due".into(),
                         req.last_ts,
                         out,
@@ -555,7 +541,7 @@ impl Session {
                         self.emit(old, None, out);
                     }
                     self.anomaly(
-                        "too_many_pipelined_packages",
+                        AnomalyKind::TooManyPipelinedPackages,
                         format!("more than {MAX_PENDING} packages awaiting replies"),
                         ts,
                         out,
@@ -668,7 +654,7 @@ impl Session {
             self.counters.replies_to_unseen_requests += have;
             self.early.clear();
             self.anomaly(
-                "qmtp_midstream_replies_ambiguous",
+                AnomalyKind::QmtpMidstreamRepliesAmbiguous,
                 format!(
                     "picked up mid-stream: {have} replies for {wanted} recipients seen; which packages they answer is unknown, so none were matched"
                 ),
@@ -767,14 +753,9 @@ impl Session {
         if let Some(p) = self.server_protocol {
             return p;
         }
-        match self.endpoints().server.port() {
-            209 => Protocol::Qmtp,
-            628 => Protocol::Qmqp,
-            _ => {
-                // Only QMQP servers (Postfix qmqpd) speak first or answer garbage.
-                Protocol::Qmqp
-            }
-        }
+        // Off the standard ports: only QMQP servers (Postfix qmqpd) speak
+        // first or answer garbage.
+        standard_protocol(self.endpoints().server.port()).unwrap_or(Protocol::Qmqp)
     }
 
     fn emit(&mut self, p: Pending, single: Option<Reply>, out: &mut Vec<Record>) {
@@ -850,7 +831,7 @@ impl Session {
                 self.scratch_requests = events;
                 if lost {
                     self.anomaly(
-                        "gap_outside_message",
+                        AnomalyKind::GapOutsideMessage,
                         format!("{n} client bytes lost outside a message body; session incomplete"),
                         ts,
                         out,
@@ -974,7 +955,7 @@ impl Session {
             if protocol == Protocol::Qmtp && !leftover.is_empty() {
                 let n = leftover.len();
                 self.anomaly(
-                    "qmtp_unsolicited_reply",
+                    AnomalyKind::QmtpUnsolicitedReply,
                     format!("{n} replies with no package awaiting them"),
                     ts,
                     out,
@@ -1001,7 +982,7 @@ impl Session {
             // Evasion signatures are reported even so: the session may be
             // unconfirmed because of what they did to its bytes.
             for a in std::mem::take(&mut self.held) {
-                if EVASION_SIGNS.contains(&a.kind) {
+                if a.kind.is_evasion_sign() {
                     out.push(Record::Anomaly(Box::new(a)));
                 } else {
                     self.counters.anomalies_dropped_unconfirmed += 1;
@@ -1032,7 +1013,7 @@ impl Session {
 }
 
 /// Names what a client sent instead of QMTP/QMQP.
-fn wrong_protocol_kind(sample: &[u8]) -> &'static str {
+fn wrong_protocol_kind(sample: &[u8]) -> AnomalyKind {
     let upper: Vec<u8> = sample
         .iter()
         .take(10)
@@ -1051,16 +1032,16 @@ fn wrong_protocol_kind(sample: &[u8]) -> &'static str {
         b"VRFY",
     ];
     if smtp.iter().any(|c| upper.starts_with(c)) {
-        "smtp_to_qm_server"
+        AnomalyKind::SmtpToQmServer
     } else if sample.first() == Some(&0x16) {
-        "tls_to_qm_server"
+        AnomalyKind::TlsToQmServer
     } else if [&b"GET "[..], b"POST", b"HEAD", b"PUT ", b"OPTI"]
         .iter()
         .any(|m| upper.starts_with(m))
     {
-        "http_to_qm_server"
+        AnomalyKind::HttpToQmServer
     } else {
-        "wrong_protocol_to_qm_server"
+        AnomalyKind::WrongProtocolToQmServer
     }
 }
 

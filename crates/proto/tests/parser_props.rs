@@ -11,8 +11,8 @@ use qmwatch_proto::reply::ReplyParser;
 use qmwatch_proto::request::{RequestEvent, RequestParser};
 use qmwatch_proto::sniff::{Sniffer, Verdict};
 use qmwatch_proto::{
-    Encoding, Field, Protocol, Reply, ReplyCode, Request, RequestState, MAX_FIELD_BYTES,
-    MESSAGE_PREFIX_BYTES,
+    AnomalyKind, Encoding, Field, Protocol, Reply, ReplyCode, Request, RequestState,
+    MAX_FIELD_BYTES, MESSAGE_PREFIX_BYTES,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -429,7 +429,7 @@ fn edits() -> impl Strategy<Value = Vec<(Index, u8)>> {
 fn replies_at_once_and_chunked(
     stream: &[u8],
     cuts: &[Index],
-) -> Vec<(Vec<Reply>, Option<&'static str>, bool)> {
+) -> Vec<(Vec<Reply>, Option<AnomalyKind>, bool)> {
     [bounds(stream.len(), cuts), vec![0, stream.len()]]
         .iter()
         .map(|b| {
@@ -692,7 +692,7 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> TokRun {
 }
 
 /// Replies (code and text), the failure, and whether a reply is left open.
-type ReplyRun = (Vec<(ReplyCode, Vec<u8>)>, Option<&'static str>, bool);
+type ReplyRun = (Vec<(ReplyCode, Vec<u8>)>, Option<AnomalyKind>, bool);
 
 /// Replies as PROTOCOLS.md states them: top-level netstrings, each a code
 /// `K`, `Z` or `D` then text. An empty netstring, another first byte or
@@ -704,14 +704,14 @@ fn model_replies(stream: &[u8]) -> ReplyRun {
     let mut content: Vec<u8> = Vec::new();
     for tok in run.tokens {
         match tok {
-            Tok::Start(0, _) => return (replies, Some("reply_empty"), true),
+            Tok::Start(0, _) => return (replies, Some(AnomalyKind::ReplyEmpty), true),
             Tok::Start(..) => {
                 open = true;
                 content.clear();
             }
             Tok::Data(d) => {
                 if content.is_empty() && ReplyCode::from_byte(d[0]).is_none() {
-                    return (replies, Some("reply_bad_code"), true);
+                    return (replies, Some(AnomalyKind::ReplyBadCode), true);
                 }
                 content.extend_from_slice(&d);
             }
@@ -838,7 +838,7 @@ proptest! {
             let ok: Vec<Summary> = without_ts(&got[..k]).iter().map(summary).collect();
             let want: Vec<Summary> = before.iter().map(|s| Summary { ts: (0, 0), ..s.clone() }).collect();
             prop_assert_eq!(ok, want);
-            prop_assert_eq!(got[k].state, RequestState::Malformed("netstring_missing_comma"));
+            prop_assert_eq!(got[k].state, RequestState::Malformed(AnomalyKind::NetstringMissingComma));
             prop_assert_eq!(got[k].start_offset, marks[k].0 as u64);
             prop_assert_eq!(got[k].end_offset, at as u64 + 1);
         }

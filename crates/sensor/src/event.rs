@@ -1053,9 +1053,10 @@ pub fn anomaly(
     ts: u64,
     ep: &Endpoints,
     protocol: Option<Protocol>,
-    kind: &str,
+    kind: qmwatch_proto::AnomalyKind,
     detail: &str,
 ) -> Map<String, Value> {
+    let kind = kind.name();
     let mut m = base(
         ts,
         "event",

@@ -366,7 +366,7 @@ fn reply_to_smtp_garbage_is_reply_only_service() {
         Record::Anomaly(Box::new(Anomaly {
             endpoints: ep,
             protocol: Some(Protocol::Qmqp),
-            kind: "smtp_to_qm_server",
+            kind: AnomalyKind::SmtpToQmServer,
             detail: "client sent \"EHLO x\\r\\n\"; the server answered with 1 reply netstring(s)"
                 .into(),
             ts: 10,
@@ -386,7 +386,7 @@ fn wrong_protocol_sample_when_sniffer_spans_chunks() {
     s.finish(4, &mut out);
     assert_eq!(out.len(), 1, "{out:#?}");
     let a = anomaly(&out[0]);
-    assert_eq!(a.kind, "wrong_protocol_to_qm_server");
+    assert_eq!(a.kind, AnomalyKind::WrongProtocolToQmServer);
     assert_eq!(
         a.detail,
         "client sent \"12 foo\"; the server sent no reply netstring"
@@ -487,7 +487,7 @@ fn package_without_recipients_gets_no_reply() {
         service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
     );
     let an = anomaly(&out[2]);
-    assert_eq!(an.kind, "qmtp_package_without_recipients");
+    assert_eq!(an.kind, AnomalyKind::QmtpPackageWithoutRecipients);
     assert_eq!(an.protocol, Some(Protocol::Qmtp));
     let tb = txn(&out[3]);
     assert_eq!(tb.index, 2);
@@ -707,7 +707,7 @@ fn wrong_protocol_kind_does_not_depend_on_segmentation() {
         let kinds: Vec<&str> = out
             .iter()
             .filter_map(|r| match r {
-                Record::Anomaly(a) => Some(a.kind),
+                Record::Anomaly(a) => Some(a.kind.name()),
                 _ => None,
             })
             .collect();

@@ -1,5 +1,5 @@
 use super::*;
-use qmwatch_proto::{CodeCounts, Endpoints, Field, Request, RequestState};
+use qmwatch_proto::{AnomalyKind, CodeCounts, Endpoints, Field, Request, RequestState};
 
 fn field(s: &str) -> Field {
     Field {
@@ -347,7 +347,7 @@ fn typed_events_write_what_their_objects_would() {
     shapes.push(t);
     let mut t = txn("203.0.113.9:4003", &[("a@example.com", Some(ReplyCode::K))]);
     if let Some(r) = t.request.as_mut() {
-        r.state = RequestState::Malformed("netstring_bad_length");
+        r.state = RequestState::Malformed(AnomalyKind::NetstringBadLengthByte);
         r.protocol = Protocol::Qmqp;
         r.recipients[0].truncated = true;
     }
@@ -561,7 +561,7 @@ fn stats_and_inventory_count_what_happened() {
                 server: s25.parse().unwrap(),
             },
             protocol: Some(Protocol::Qmtp),
-            kind: "netstring_missing_comma",
+            kind: AnomalyKind::NetstringMissingComma,
             detail: "x".into(),
             ts: 11,
         };

@@ -30,11 +30,11 @@ use rustc_hash::FxHashMap;
 
 use index::FlowIndex;
 use loss::LossTrack;
+use qmwatch_proto::admission::{self, Admission, FirstPayload};
 use qmwatch_proto::session::{Session, Status};
-use qmwatch_proto::sniff::{Sniffer, Verdict};
-use qmwatch_proto::{Anomaly, Endpoints, Protocol, Record};
+use qmwatch_proto::{Anomaly, AnomalyKind, Endpoints, Protocol, Record};
 use qmwatch_wire::decode::{Addr, Segment};
-use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents};
+use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment};
 
 /// Whether TCP checksums are verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -58,8 +58,8 @@ const CSUM_OFFLOADED: u8 = 2;
 /// Offloaded in some other form (the field left zero or stale): nothing to
 /// tell a corrupted segment by, so none is checked.
 const CSUM_OFFLOADED_OTHER: u8 = 3;
-const BAD_CSUM: &str = "tcp_bad_checksum";
-const FRAG_CONFLICT: &str = "ip_fragment_overlap_conflict";
+const BAD_CSUM: AnomalyKind = AnomalyKind::TcpBadChecksum;
+const FRAG_CONFLICT: AnomalyKind = AnomalyKind::IpFragmentOverlapConflict;
 const FRAG_CONFLICT_DETAIL: &str =
     "IP fragments overlapped with different bytes; the first were kept";
 const BAD_CSUM_DETAIL: &str =
@@ -73,31 +73,32 @@ const NOTE_FRAG_TINY: u8 = qmwatch_wire::decode::FRAG_NOTE_TINY;
 const NOTE_TTL: u8 = 8;
 const NOTE_FLAGS: u8 = 16;
 const NOTE_PAWS: u8 = 32;
-/// (bit, kind, detail) of the anomalies raised once per flow.
-const NOTES: [(u8, &str, &str); 5] = [
+/// (bit, kind, detail) of the anomalies raised once per flow: the wire
+/// crate's fragment notes and the flow table's own, mapped to their kinds.
+const NOTES: [(u8, AnomalyKind, &str); 5] = [
     (
         NOTE_FRAG_DROPPED,
-        "ip_fragments_dropped",
+        AnomalyKind::IpFragmentsDropped,
         "IP fragments of this flow were dropped (defragmentation cap, eviction or timeout): its bytes were not seen",
     ),
     (
         NOTE_FRAG_TINY,
-        "ip_tiny_fragments",
+        AnomalyKind::IpTinyFragments,
         "a segment was reassembled from IP fragments shorter than any real link needs (an evasion signature); its bytes were used",
     ),
     (
         NOTE_TTL,
-        "tcp_ttl_insertion",
+        AnomalyKind::TcpTtlInsertion,
         "a segment with a lower TTL/hop limit than its direction's (which may expire before the receiver) was ignored",
     ),
     (
         NOTE_FLAGS,
-        "tcp_chaff_flags",
+        AnomalyKind::TcpChaffFlags,
         "a segment the endpoint drops (data without ACK, or a SYN inside an established flow) was ignored",
     ),
     (
         NOTE_PAWS,
-        "tcp_paws_failed",
+        AnomalyKind::TcpPawsFailed,
         "a segment whose TCP timestamp is older than its direction's (PAWS, RFC 7323), which the endpoint drops, was ignored",
     ),
 ];
@@ -346,6 +347,107 @@ struct Candidate {
     accounted: usize,
     /// `NOTE_*` anomalies already raised on this flow.
     reported: u8,
+}
+
+impl Candidate {
+    /// Raises the fragment notes `seg` carries: a conflicting overlap each
+    /// time, dropped and tiny fragments once per flow.
+    fn raise_fragment_notes(&mut self, seg: &Segment, out: &mut Vec<Record>) {
+        let ts = seg.ts;
+        if seg.frag_notes & NOTE_FRAG_CONFLICT != 0 {
+            self.session
+                .anomaly(FRAG_CONFLICT, FRAG_CONFLICT_DETAIL.into(), ts, out);
+        }
+        if seg.frag_notes & !self.reported & (NOTE_FRAG_DROPPED | NOTE_FRAG_TINY) != 0 {
+            let new = seg.frag_notes & !self.reported;
+            self.reported |= raise_notes(&mut self.session, new, ts, out);
+        }
+    }
+
+    /// Reassembles one segment of direction `dir` and hands what comes out
+    /// in order to the session: first the peer's holes that the segment's
+    /// ACK proves were received, then the segment's own bytes (those in a
+    /// body the parser skips are not stored). Reports a conflicting
+    /// overlap, and tells the session when the direction ended. Returns
+    /// the session's status and what reassembly saw.
+    fn reassemble(
+        &mut self,
+        dir: usize,
+        seg: &Segment,
+        payload: &[u8],
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        out: &mut Vec<Record>,
+    ) -> (Status, StreamEvents) {
+        let Candidate {
+            streams: [s0, s1],
+            session,
+            ..
+        } = self;
+        let (mine, peer) = if dir == 0 { (s0, s1) } else { (s1, s0) };
+        let mut ev = StreamEvents::default();
+        let mut status = Status::Continue;
+        let ts = seg.ts;
+        if seg.ack_flag() {
+            let peer_dir = 1 - dir;
+            let mut deliver_peer =
+                |d: Delivery<'_>| hand_over(session, &mut status, peer_dir, d, ts, None, out);
+            peer.peer_acked(seg.ack, cfg, budget, &mut ev, &mut deliver_peer);
+        }
+        let peer_ack = if seg.ack_flag() {
+            peer.acked_offset(seg.ack)
+        } else {
+            None
+        };
+        let (skip_from, skip_to) = session
+            .skippable(dir)
+            .filter(|&(from, _)| from >= mine.next_offset())
+            .unwrap_or((0, 0));
+        mine.set_skip(skip_from, skip_to);
+        let mut deliver =
+            |d: Delivery<'_>| hand_over(session, &mut status, dir, d, ts, peer_ack, out);
+        let piece = StreamSegment {
+            seq: seg.seq,
+            syn: seg.syn(),
+            fin: seg.fin(),
+            payload,
+            missing: seg.missing,
+        };
+        let conflicts_before = ev.overlaps_conflicting;
+        let ended = mine.segment(piece, cfg, budget, &mut ev, &mut deliver);
+        if ev.overlaps_conflicting > conflicts_before {
+            session.anomaly(
+                AnomalyKind::TcpOverlapConflict,
+                "a retransmitted or overlapping segment carried different bytes; the first were kept".into(),
+                ts,
+                out,
+            );
+        }
+        if ended && status == Status::Continue {
+            session.end_of_direction(dir, ts, out);
+        }
+        (status, ev)
+    }
+
+    /// Whether a RST of direction `dir` fits the sender's stream (then it
+    /// ends the flow). One far off is a forgery (or an evasion attempt): it
+    /// is reported and ignored.
+    fn rst_fits(&mut self, dir: usize, seg: &Segment, out: &mut Vec<Record>) -> bool {
+        let fits = self.streams.get(dir).is_some_and(|st| {
+            let next = i128::from(st.next_offset());
+            st.offset_of(seg.seq)
+                .is_some_and(|o| o >= next - 1 && o <= next + 65_535)
+        });
+        if !fits {
+            self.session.anomaly(
+                AnomalyKind::TcpRstOutOfWindow,
+                "a RST whose sequence number is outside the stream was ignored".into(),
+                seg.ts,
+                out,
+            );
+        }
+        fits
+    }
 }
 
 struct Flow {
@@ -846,11 +948,7 @@ impl FlowTable {
         dst.copy_from_slice(src);
         // Only bytes that are recognisably QMTP/QMQP (not merely undecided
         // in a short sample) make this worth saying.
-        let mut sniff = Sniffer::new();
-        if matches!(
-            sniff.feed(other.get(..n).unwrap_or_default()).0,
-            None | Some(Verdict::Other)
-        ) {
+        if !admission::looks_like_qm(other.get(..n).unwrap_or_default()) {
             return;
         }
         flow.client_sample_len = 0;
@@ -864,7 +962,7 @@ impl FlowTable {
         out.push(Record::Anomaly(Box::new(Anomaly {
             endpoints: Endpoints { client, server },
             protocol: None,
-            kind: "tcp_overlap_conflict",
+            kind: AnomalyKind::TcpOverlapConflict,
             detail: "the first bytes of a direction came twice with different content; \
                      the flow was judged by the first copy (not QMTP/QMQP), \
                      the other looks like QMTP/QMQP"
@@ -1019,6 +1117,9 @@ impl FlowTable {
         }
     }
 
+    /// A segment of an open flow that passed the checksum and chaff checks:
+    /// SYN bookkeeping, then, for a flow without a session, the admission
+    /// of its first payload; then the candidate's reassembly and session.
     fn open_segment(
         &mut self,
         i: u32,
@@ -1047,16 +1148,15 @@ impl FlowTable {
             if payload.is_empty() && seg.missing == 0 {
                 return self.track_teardown(i, dir, seg);
             }
-            // First payload: judge it without allocating when it is the
-            // stream's first byte and clearly not QMTP/QMQP.
-            // Mid-stream flows (no SYN seen) get the session's resync
-            // attempts instead: their first bytes may be mid-message.
+            // First payload: the protocol layer judges it (admission),
+            // without allocating. Whether it is the stream's first byte is
+            // the flow table's to say: mid-stream flows (no SYN seen) get
+            // the session's resync attempts instead, their first bytes may
+            // be mid-message.
             let at_start = flow.syn_seen != 0
                 && (flow.syn_seen & (1 << dir) == 0
                     || flow.syn_next.get(dir).copied() == Some(seg.seq));
             let k = flow.key;
-            // `matches!`, not `[..].contains`: the latter was left an out-of-line call.
-            let std_port = matches!(k.lo_port, 209 | 628) || matches!(k.hi_port, 209 | 628);
             let port_known = |p: u16| {
                 self.known_ports
                     .get(usize::from(p >> 6))
@@ -1070,24 +1170,26 @@ impl FlowTable {
                 }
             };
             let known_protocol = known_as(k.lo, k.lo_port).or_else(|| known_as(k.hi, k.hi_port));
-            let known = known_protocol.is_some();
             let from_client = flow.client_dir == Some(dir as u8);
             if flow.client_sample_len > 0 && from_client {
                 // Waiting for the server's answer to a non-QMTP/QMQP client.
                 return self.first_bytes_again(i, dir, seg, payload, out);
             }
-            if at_start && !std_port && !known {
-                let mut s = Sniffer::new();
-                if let (Some(Verdict::Other), _) = s.feed(payload) {
-                    // Keep what the judgement rests on (see
-                    // `first_bytes_again`).
+            let first = FirstPayload {
+                bytes: payload,
+                ports: [k.lo_port, k.hi_port],
+                at_stream_start: at_start,
+                from_client,
+                known_server: known_protocol.is_some(),
+            };
+            match admission::probe(&first) {
+                Admission::Candidate => {}
+                // Either way the judgement rests on these bytes: keep them
+                // (see `first_bytes_again`). Waiting for the server costs
+                // no allocation either.
+                Admission::AwaitServer => return flow.keep_sample(dir, seg, payload),
+                Admission::Reject => {
                     flow.keep_sample(dir, seg, payload);
-                    if from_client {
-                        // A QMQP server answers garbage with a reply
-                        // netstring (Postfix qmqpd does): judge the flow by
-                        // the server's first bytes, still without allocating.
-                        return;
-                    }
                     return self.reject(i);
                 }
             }
@@ -1149,7 +1251,10 @@ impl FlowTable {
         }
     }
 
-    /// A segment of a candidate flow: reassembly, then the session.
+    /// A segment of a candidate flow: its fragment notes, reassembly and
+    /// the session ([`Candidate::reassemble`]), FIN and RST bookkeeping,
+    /// the worker's memory accounting, then what the session or the caps
+    /// decided for the flow ([`FlowTable::settle_candidate`]).
     fn feed_candidate(
         &mut self,
         i: u32,
@@ -1159,114 +1264,54 @@ impl FlowTable {
         out: &mut Vec<Record>,
     ) {
         let cfg = self.cfg.reassembly;
-        let budget = &mut self.budget;
         let Some(flow) = self.slab.get_mut(i as usize) else {
             return;
         };
         let Some(cand) = flow.candidate.as_mut() else {
             return;
         };
-        let Candidate {
-            streams,
-            session,
-            reported,
-            ..
-        } = &mut **cand;
-        let (s0, s1) = streams.split_at_mut(1);
-        let (mine, peer) = if dir == 0 {
-            (&mut s0[0], &mut s1[0])
-        } else {
-            (&mut s1[0], &mut s0[0])
-        };
-        let mut ev = StreamEvents::default();
-        let mut status = Status::Continue;
-        let ts = seg.ts;
-        if seg.frag_notes & NOTE_FRAG_CONFLICT != 0 {
-            session.anomaly(FRAG_CONFLICT, FRAG_CONFLICT_DETAIL.into(), ts, out);
-        }
-        if seg.frag_notes & !*reported & (NOTE_FRAG_DROPPED | NOTE_FRAG_TINY) != 0 {
-            *reported |= raise_notes(session, seg.frag_notes & !*reported, ts, out);
-        }
-        // The peer's holes that this ACK proves were received: declare them.
-        if seg.ack_flag() {
-            let peer_dir = 1 - dir;
-            let mut deliver_peer =
-                |d: Delivery<'_>| hand_over(session, &mut status, peer_dir, d, ts, None, out);
-            peer.peer_acked(seg.ack, &cfg, budget, &mut ev, &mut deliver_peer);
-        }
-        let peer_ack = if seg.ack_flag() {
-            peer.acked_offset(seg.ack)
-        } else {
-            None
-        };
-        // Out-of-order bytes inside a body the parser skips need no storage.
-        let (skip_from, skip_to) = session
-            .skippable(dir)
-            .filter(|&(from, _)| from >= mine.next_offset())
-            .unwrap_or((0, 0));
-        mine.set_skip(skip_from, skip_to);
-        let mut deliver =
-            |d: Delivery<'_>| hand_over(session, &mut status, dir, d, ts, peer_ack, out);
-        let before = ev;
-        let ended = mine.segment(
-            seg.seq,
-            seg.syn(),
-            seg.fin(),
-            payload,
-            seg.missing,
-            &cfg,
-            budget,
-            &mut ev,
-            &mut deliver,
-        );
-        if ev.overlaps_conflicting > before.overlaps_conflicting {
-            session.anomaly(
-                "tcp_overlap_conflict",
-                "a retransmitted or overlapping segment carried different bytes; the first were kept".into(),
-                ts,
-                out,
-            );
-        }
-        if ended && status == Status::Continue {
-            session.end_of_direction(dir, ts, out);
-        }
+        cand.raise_fragment_notes(seg, out);
+        let (status, ev) = cand.reassemble(dir, seg, payload, &cfg, &mut self.budget, out);
         if seg.fin() {
             flow.fin |= 1 << dir;
         }
-        // A RST ends the flow when it fits the sender's stream: one far off
-        // is a forgery (or an evasion attempt) and is ignored.
-        let mut rst_ok = false;
-        if seg.rst() {
-            match mine.offset_of(seg.seq) {
-                Some(o)
-                    if o >= i128::from(mine.next_offset()) - 1
-                        && o <= i128::from(mine.next_offset()) + 65_535 =>
-                {
-                    rst_ok = true
-                }
-                _ => session.anomaly(
-                    "tcp_rst_out_of_window",
-                    "a RST whose sequence number is outside the stream was ignored".into(),
-                    ts,
-                    out,
-                ),
-            }
-        }
-        let both_done = (mine.finished() || flow.fin & (1 << dir) != 0)
-            && (peer.finished() || flow.fin & (1 << (1 - dir)) != 0)
-            && flow.fin == 3;
-        // Keep the worker's count of session memory current.
-        let now = session.stored_bytes();
+        let rst_ok = seg.rst() && cand.rst_fits(dir, seg, out);
+        // Both directions sent their FIN.
+        let both_done = flow.fin == 3;
+        let now = cand.session.stored_bytes();
         let before = std::mem::replace(&mut cand.accounted, now);
+        self.account(before, now, &ev);
+        self.note_services(out);
+        self.settle_candidate(i, status, rst_ok || both_done, seg.ts, out);
+    }
+
+    /// Keeps the worker's count of session memory (a session went from
+    /// `before` to `now` stored bytes) and its peaks current, and counts
+    /// a segment's reassembly events.
+    fn account(&mut self, before: usize, now: usize, ev: &StreamEvents) {
         self.session_bytes = self
             .session_bytes
             .saturating_sub(before)
             .saturating_add(now);
         self.stats.session_bytes_peak =
             self.stats.session_bytes_peak.max(self.session_bytes as u64);
-        merge_events(&mut self.stats.reassembly, &ev);
+        merge_events(&mut self.stats.reassembly, ev);
         self.stats.held_bytes_peak = self.stats.held_bytes_peak.max(self.budget.peak as u64);
-        self.note_services(out);
+    }
+
+    /// Acts on what feeding a segment to candidate `i` decided: a flow the
+    /// session rejected keeps only its cheap entry (its evasion signs are
+    /// reported); one over the worker's session memory cap is reported as
+    /// far as it got and no longer followed; one that `ended` (a RST that
+    /// fits, or FIN both ways) is finished and closed.
+    fn settle_candidate(
+        &mut self,
+        i: u32,
+        status: Status,
+        ended: bool,
+        ts: u64,
+        out: &mut Vec<Record>,
+    ) {
         if status == Status::Reject {
             if let Some(c) = self
                 .slab
@@ -1280,15 +1325,13 @@ impl FlowTable {
             return self.reject(i);
         }
         if self.session_bytes > self.cfg.session_memory {
-            // Over the cap: this session is reported as far as it got and
-            // no longer followed.
             if let Some(c) = self
                 .slab
                 .get_mut(i as usize)
                 .and_then(|f| f.candidate.as_mut())
             {
                 c.session.anomaly(
-                    "session_memory_cap",
+                    AnomalyKind::SessionMemoryCap,
                     format!(
                         "session state cap of {} bytes reached; session no longer followed",
                         self.cfg.session_memory
@@ -1301,7 +1344,7 @@ impl FlowTable {
             self.finish_flow(i, ts, out);
             return self.reject(i);
         }
-        if rst_ok || both_done {
+        if ended {
             self.finish_flow(i, ts, out);
             self.close(i, ts);
         }

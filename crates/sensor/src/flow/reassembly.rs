@@ -124,6 +124,32 @@ pub struct StreamEvents {
     pub cap_gaps: u64,
 }
 
+/// One TCP segment as a stream's reassembly needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamSegment<'a> {
+    /// The segment's sequence number (its SYN's, when it carries one).
+    pub seq: u32,
+    pub syn: bool,
+    pub fin: bool,
+    /// The payload as captured.
+    pub payload: &'a [u8],
+    /// Payload bytes that were on the wire but not captured (snap length).
+    pub missing: u32,
+}
+
+impl<'a> StreamSegment<'a> {
+    /// A segment of data alone (no SYN or FIN), captured whole.
+    pub fn data(seq: u32, payload: &'a [u8]) -> Self {
+        StreamSegment {
+            seq,
+            syn: false,
+            fin: false,
+            payload,
+            missing: 0,
+        }
+    }
+}
+
 /// An out-of-order piece: its bytes, or only its extent when it lies in a
 /// range the parser skips (`data` empty).
 #[derive(Clone, Debug)]
@@ -224,22 +250,23 @@ impl Stream {
         self.offset_of(ack).and_then(|o| u64::try_from(o).ok())
     }
 
-    /// Feeds one segment. `payload` is what was captured; `missing` more bytes
-    /// of it were on the wire but not captured (snap length). Returns true
-    /// when this call completed the stream (FIN reached).
-    #[allow(clippy::too_many_arguments)]
+    /// Feeds one segment. Returns true when this call completed the stream
+    /// (FIN reached).
     pub fn segment<F: FnMut(Delivery<'_>)>(
         &mut self,
-        seq: u32,
-        syn: bool,
-        fin: bool,
-        payload: &[u8],
-        missing: u32,
+        seg: StreamSegment<'_>,
         cfg: &ReassemblyConfig,
         budget: &mut Budget,
         ev: &mut StreamEvents,
         deliver: &mut F,
     ) -> bool {
+        let StreamSegment {
+            seq,
+            syn,
+            fin,
+            payload,
+            missing,
+        } = seg;
         let was_finished = self.finished();
         if syn {
             self.syn(seq);

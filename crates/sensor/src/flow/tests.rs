@@ -376,7 +376,7 @@ fn rst_outside_window_is_ignored_and_reported() {
     let Record::Anomaly(a) = &out[1] else {
         panic!("not an anomaly: {:?}", out[1]);
     };
-    assert_eq!(a.kind, "tcp_rst_out_of_window");
+    assert_eq!(a.kind.name(), "tcp_rst_out_of_window");
     assert_eq!(
         (a.endpoints, a.protocol, a.ts),
         (conn.endpoints(), Some(Protocol::Qmtp), 5000)
@@ -723,7 +723,7 @@ fn split_anomalies(out: Vec<Record>) -> (Vec<&'static str>, Vec<Record>) {
     let mut rest = Vec::new();
     for r in out {
         match r {
-            Record::Anomaly(a) => kinds.push(a.kind),
+            Record::Anomaly(a) => kinds.push(a.kind.name()),
             r => rest.push(r),
         }
     }

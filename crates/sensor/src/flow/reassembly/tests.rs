@@ -90,17 +90,14 @@ impl H {
         let (cfg, budget, ev, out) = (&self.cfg, &mut self.budget, &mut self.ev, &mut self.out);
         let mut deliver = |d: Delivery<'_>| out.take(d);
         let s = &mut self.s;
-        s.segment(
+        let seg = StreamSegment {
             seq,
             syn,
             fin,
             payload,
             missing,
-            cfg,
-            budget,
-            ev,
-            &mut deliver,
-        )
+        };
+        s.segment(seg, cfg, budget, ev, &mut deliver)
     }
     fn at(&mut self, off: u64, payload: &[u8]) -> bool {
         self.raw(self.seq(off), false, false, payload, 0)
