@@ -729,3 +729,58 @@ fn bytes_after_the_skipped_range_are_kept() {
     );
     h.check_invariants();
 }
+
+/// A stream starts at its SYN, or at the first segment of a flow picked up
+/// mid-stream; pieces held out of order are counted until delivered.
+#[test]
+fn started_and_held_pieces_report_the_stream_state() {
+    let mut s = Stream::default();
+    assert!(!s.started());
+    s.syn(7);
+    assert!(s.started());
+    let mut h = H::new(ReassemblyConfig::default(), usize::MAX, 99);
+    assert!(!h.s.started());
+    h.raw(5000, false, false, b"x", 0);
+    assert!(h.s.started());
+
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0);
+    assert_eq!(h.s.held_pieces(), 0);
+    h.at(4, b"ef");
+    h.at(8, b"ij");
+    assert_eq!(h.s.held_pieces(), 2);
+    h.at(0, b"abcd");
+    assert_eq!(h.s.held_pieces(), 1);
+    h.at(6, b"gh");
+    assert_eq!(h.s.held_pieces(), 0);
+    assert_eq!(h.out.bytes, b"abcdefghij");
+}
+
+/// A segment without payload (a pure ACK, here one whose sequence number
+/// is ahead of a hole) holds nothing and delivers nothing.
+#[test]
+fn empty_segments_ahead_of_a_hole_hold_nothing() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0);
+    h.at(10, b"");
+    assert_eq!(
+        (h.s.held_pieces(), h.s.held_bytes(), h.budget.held),
+        (0, 0, 0)
+    );
+    h.at(0, b"abc");
+    h.at(3, b"");
+    assert_eq!(h.out.log, vec![dat(0, b"abc")]);
+    assert_eq!((h.s.held_pieces(), h.s.next_offset()), (0, 3));
+}
+
+/// Picked up mid-stream, a segment that starts before the first byte seen
+/// and whose tail was cut by the snap length: its uncaptured bytes past
+/// what was delivered are a gap of exactly their length.
+#[test]
+fn snaplen_cut_segment_from_before_the_first_byte() {
+    let mut h = H::new(ReassemblyConfig::default(), usize::MAX, 0);
+    // Offset 0 is sequence number 1020.
+    h.raw(1020, false, false, b"0123456789", 0);
+    // Sequence 1000..1035: 5 bytes captured, 30 more on the wire.
+    h.raw(1000, false, false, b"abcde", 30);
+    assert_eq!(h.out.log, vec![dat(0, b"0123456789"), Got::Gap(10, 5)]);
+    assert_eq!(h.s.next_offset(), 15);
+}
