@@ -775,3 +775,347 @@ fn midstream_lone_reply_netstring_is_not_a_service() {
         }
     }
 }
+
+// ---- Tests that pin exact answers (issue 16: mutation testing) ----
+
+/// Anomaly kinds as they are named today; tests compare kinds only through
+/// these, so a change of the kind's type touches this block alone.
+const OVERLAP: &str = "tcp_overlap_conflict";
+const NOT_AN_EVASION_SIGN: &str = "gap_outside_message";
+
+fn kind_name(a: &Anomaly) -> String {
+    a.kind.to_string()
+}
+
+/// Kinds of the anomalies in `out`, in order.
+fn kinds(out: &[Record]) -> Vec<String> {
+    out.iter()
+        .filter_map(|r| match r {
+            Record::Anomaly(a) => Some(kind_name(a)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Raises an anomaly from below the protocol layer, as the flow layer does.
+fn raise(s: &mut Session, kind: &'static str, detail: &str, ts: u64, out: &mut Vec<Record>) {
+    s.anomaly(kind, detail.to_string(), ts, out);
+}
+
+fn transactions(out: &[Record]) -> Vec<&Transaction> {
+    out.iter()
+        .filter_map(|r| match r {
+            Record::Transaction(t) => Some(&**t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Bytes a pending package holds: its copied fields plus one reply slot
+/// per stored recipient.
+fn pending_cost(recipients: &[&[u8]], sender: &[u8], prefix: &[u8]) -> usize {
+    recipients.iter().map(|r| r.len()).sum::<usize>()
+        + sender.len()
+        + prefix.len()
+        + recipients.len() * std::mem::size_of::<Option<Reply>>()
+}
+
+/// `stored_bytes` is exactly pending packages (fields, reply slots and the
+/// reply texts given to them) + early reply texts (+64 each) + broken
+/// requests, and drops back to 0 once everything has been reported.
+#[test]
+fn stored_bytes_is_pending_plus_early_plus_broken() {
+    // Early replies alone: a QMQP server speaking first.
+    let mut s = session(628);
+    let mut out = Vec::new();
+    assert_eq!(s.stored_bytes(), 0);
+    s.data(SERVER, 0, &reply(b'D', "not now"), 1, Some(0), &mut out);
+    assert_eq!(s.stored_bytes(), 7 + 64);
+    s.data(SERVER, 10, &reply(b'K', "x"), 2, Some(0), &mut out);
+    assert_eq!(s.stored_bytes(), 7 + 64 + 1 + 64);
+    // A request takes the first; the second waits for the next request.
+    s.data(CLIENT, 0, &qmqp_request(), 3, Some(20), &mut out);
+    assert_eq!(s.stored_bytes(), 1 + 64);
+    assert_eq!(transactions(&out).len(), 1);
+
+    // Pending, early and broken at once: a QMTP flow picked up mid-stream
+    // holds its replies until the end.
+    let rcpts: [&[u8]; 2] = [b"r1@example.net", b"r2@example.net"];
+    let p1 = qmtp(b'\n', b"body", b"alice@example.org", &rcpts);
+    let p0 = pending_cost(&rcpts, b"alice@example.org", b"\nbody");
+    let mut p2 = qmtp(b'\n', b"hi", b"me@example.org", &[]);
+    p2.truncate(p2.len() - 3);
+    p2.extend_from_slice(b"9:x"); // recipient list that is no netstring list
+    let c = sock("192.0.2.7:51000");
+    let srv = sock("198.51.100.9:209");
+    let mut s = Session::new([c, srv], None, true);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p1, 1, None, &mut out);
+    assert_eq!(s.stored_bytes(), p0);
+    let ack = Some(p1.len() as u64);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 2, ack, &mut out);
+    s.data(SERVER, 5, &reply(b'Z', "no"), 3, ack, &mut out);
+    assert_eq!(s.stored_bytes(), p0 + 2 * (2 + 64));
+    s.data(CLIENT, p1.len() as u64, &p2, 4, None, &mut out);
+    let broken = b"me@example.org".len() + b"\nhi".len();
+    assert_eq!(s.stored_bytes(), p0 + 2 * (2 + 64) + broken);
+    s.finish(5, &mut out);
+    assert_eq!(s.stored_bytes(), 0);
+    let t = transactions(&out);
+    assert_eq!(t.len(), 2, "{out:#?}");
+    assert_eq!(
+        t[0].replies,
+        vec![
+            Some(rep(ReplyCode::K, "ok", 2, ack)),
+            Some(rep(ReplyCode::Z, "no", 3, ack))
+        ]
+    );
+    let q = t[0].request.as_ref().unwrap();
+    assert_eq!(q.message_prefix, b"\nbody");
+    assert_eq!(
+        q.stored_bytes() + 2 * std::mem::size_of::<Option<Reply>>(),
+        p0
+    );
+    assert!(matches!(
+        t[1].request.as_ref().unwrap().state,
+        RequestState::Malformed(_)
+    ));
+    assert_eq!(s.confirmed(), Some(Evidence::RequestAndReply));
+    assert_eq!(s.protocol(), Some(Protocol::Qmtp));
+
+    // Seen from the start, a package answered in full is reported at once
+    // and its bytes (fields and reply texts) are released.
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p1, 1, None, &mut out);
+    assert_eq!(s.stored_bytes(), p0);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 2, ack, &mut out);
+    assert_eq!(s.stored_bytes(), p0 + 2);
+    s.data(SERVER, 5, &reply(b'K', "ok"), 2, ack, &mut out);
+    assert_eq!(transactions(&out).len(), 1);
+    assert_eq!(s.stored_bytes(), 0);
+}
+
+/// `take_evasion_signs` returns the held evasion signs (and only those)
+/// of a session rejected because of what the client sent, once; nothing
+/// while the session is alive, and nothing when the server itself spoke
+/// another protocol.
+#[test]
+fn evasion_signs_only_from_a_session_the_client_side_rejected() {
+    let mut s = session(25);
+    let mut out = Vec::new();
+    raise(&mut s, OVERLAP, "first", 1, &mut out);
+    raise(&mut s, NOT_AN_EVASION_SIGN, "second", 1, &mut out);
+    assert!(out.is_empty());
+    assert!(s.take_evasion_signs().is_empty(), "alive: nothing to take");
+    assert_eq!(
+        s.data(CLIENT, 0, b"EHLO x\r\n", 2, None, &mut out),
+        Status::Reject
+    );
+    let signs = s.take_evasion_signs();
+    assert_eq!(signs.len(), 1, "{signs:#?}");
+    assert_eq!(kind_name(&signs[0]), OVERLAP);
+    assert_eq!(signs[0].detail, "first");
+    assert_eq!(signs[0].endpoints, eps(25));
+    assert!(s.take_evasion_signs().is_empty(), "taken once");
+
+    let mut s = session(25);
+    raise(&mut s, OVERLAP, "first", 1, &mut out);
+    let banner = b"220 mail.example.net ESMTP\r\n";
+    assert_eq!(s.data(SERVER, 0, banner, 2, None, &mut out), Status::Reject);
+    assert!(s.take_evasion_signs().is_empty());
+    s.finish(3, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+/// The flow layer may have seen the client's first bytes before the
+/// session existed: that sample (at most 48 bytes, completed from later
+/// client bytes) is what the wrong-protocol anomaly reports.
+#[test]
+fn a_sample_handed_over_by_the_flow_layer_is_reported() {
+    let first = b"GET /index.html HTTP/1.1\r\nHost: "; // 32 bytes
+    let later = b"mail.example.net\r\nAccept: */*\r\n";
+    let mut s = session(8025);
+    let mut out = Vec::new();
+    s.client_spoke_other(first, 3);
+    let st = s.data(CLIENT, first.len() as u64, later, 4, None, &mut out);
+    assert_eq!(st, Status::Continue);
+    s.data(SERVER, 0, &reply(b'D', "format"), 5, Some(60), &mut out);
+    s.finish(6, &mut out);
+    assert_eq!(kinds(&out), ["http_to_qm_server"], "{out:#?}");
+    let a = anomaly(out.last().unwrap());
+    assert_eq!(
+        a.detail,
+        "client sent \"GET /index.html HTTP/1.1\\r\\nHost: mail.example.net\"; \
+         the server answered with 1 reply netstring(s)"
+    );
+    assert_eq!(a.ts, 3);
+    assert_eq!(
+        out[0],
+        service(eps(8025), Protocol::Qmqp, Evidence::ReplyOnly, 6)
+    );
+
+    // A longer sample is cut at 48 bytes.
+    let mut s = session(209);
+    let mut out = Vec::new();
+    let long = [b'A'; 60];
+    s.client_spoke_other(&long, 1);
+    s.finish(2, &mut out);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(
+        anomaly(&out[0]).detail,
+        format!(
+            "client sent \"{}\"; the server sent no reply netstring",
+            "A".repeat(48)
+        )
+    );
+}
+
+/// `set_known_server_protocol`: a request of the other protocol to a
+/// server known to speak one is another protocol spoken to it (its one
+/// reply is a reply-only transaction of the known protocol); a request of
+/// the same protocol is a transaction of that protocol.
+#[test]
+fn a_known_server_protocol_decides_what_a_request_is() {
+    let pkg = qmtp(b'\n', b"hello", b"a@example.org", &[b"x@example.net"]);
+    let req = qmqp_request();
+    let ep = eps(8025);
+
+    // QMTP package to a known QMQP server.
+    let mut s = session(8025);
+    s.set_known_server_protocol(Protocol::Qmqp);
+    let mut out = Vec::new();
+    assert_eq!(s.data(CLIENT, 0, &pkg, 1, None, &mut out), Status::Continue);
+    let ack = Some(pkg.len() as u64);
+    s.data(SERVER, 0, &reply(b'D', "bad"), 2, ack, &mut out);
+    s.finish(3, &mut out);
+    assert_eq!(out.len(), 3, "{out:#?}");
+    assert_eq!(out[0], service(ep, Protocol::Qmqp, Evidence::ReplyOnly, 3));
+    let t = txn(&out[1]);
+    assert_eq!(t.protocol, Protocol::Qmqp);
+    assert_eq!(t.request, None);
+    assert_eq!(t.reply, Some(rep(ReplyCode::D, "bad", 2, ack)));
+    assert_eq!(kinds(&out), ["wrong_protocol_to_qm_server"]);
+    assert_eq!(s.protocol(), Some(Protocol::Qmqp));
+
+    // QMQP request to a known QMQP server.
+    let mut s = session(8025);
+    s.set_known_server_protocol(Protocol::Qmqp);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &req, 1, None, &mut out);
+    let ack = Some(req.len() as u64);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 2, ack, &mut out);
+    s.finish(3, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(ep, Protocol::Qmqp, Evidence::RequestAndReply, 2)
+    );
+    assert_eq!(txn(&out[1]).codes, codes(2, 0, 0, 0));
+
+    // QMQP request to a known QMTP server: its reply is an unsolicited
+    // QMTP reply.
+    let mut s = session(8025);
+    s.set_known_server_protocol(Protocol::Qmtp);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &req, 1, None, &mut out);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 2, ack, &mut out);
+    s.finish(3, &mut out);
+    assert_eq!(out[0], service(ep, Protocol::Qmtp, Evidence::ReplyOnly, 3));
+    assert_eq!(
+        kinds(&out),
+        ["qmtp_unsolicited_reply", "wrong_protocol_to_qm_server"],
+        "{out:#?}"
+    );
+    assert!(transactions(&out).is_empty());
+}
+
+/// A reply-only server's protocol is guessed from its port: 209 QMTP,
+/// 628 QMQP, any other QMQP (only QMQP servers speak first).
+#[test]
+fn a_reply_only_server_is_guessed_from_its_port() {
+    for (port, protocol) in [
+        (209, Protocol::Qmtp),
+        (628, Protocol::Qmqp),
+        (8025, Protocol::Qmqp),
+    ] {
+        let mut s = session(port);
+        let mut out = Vec::new();
+        let refusal = reply(b'D', "go away");
+        s.data(SERVER, 0, &refusal, 1, Some(0), &mut out);
+        // Bytes of another protocol after a reply: still watched, whatever
+        // the port.
+        let st = s.data(CLIENT, 0, b"EHLO x\r\n", 2, None, &mut out);
+        assert_eq!(st, Status::Continue, "port {port}");
+        s.finish(3, &mut out);
+        assert_eq!(
+            out[0],
+            service(eps(port), protocol, Evidence::ReplyOnly, 3),
+            "port {port}"
+        );
+        assert_eq!(s.protocol(), Some(protocol));
+        assert_eq!(s.confirmed(), Some(Evidence::ReplyOnly));
+        if protocol == Protocol::Qmtp {
+            assert_eq!(kinds(&out), ["qmtp_unsolicited_reply", "smtp_to_qm_server"]);
+            assert_eq!(out.len(), 3);
+        } else {
+            assert_eq!(kinds(&out), ["smtp_to_qm_server"]);
+            assert_eq!(out.len(), 3);
+            let t = txn(&out[1]);
+            assert_eq!(t.protocol, Protocol::Qmqp);
+            assert_eq!(t.reply, Some(rep(ReplyCode::D, "go away", 1, Some(0))));
+        }
+    }
+}
+
+/// Held anomalies of an unconfirmed session are capped at 16; the rest
+/// are counted. At the end the held evasion signs are reported.
+#[test]
+fn held_anomalies_are_capped_at_16_and_the_rest_counted() {
+    let mut s = session(209);
+    let mut out = Vec::new();
+    for i in 0..20 {
+        raise(&mut s, OVERLAP, &i.to_string(), i, &mut out);
+    }
+    assert!(out.is_empty());
+    assert_eq!(s.counters.anomalies_dropped_unconfirmed, 4);
+    s.finish(30, &mut out);
+    let details: Vec<&str> = out.iter().map(|r| anomaly(r).detail.as_str()).collect();
+    let expected: Vec<String> = (0..16).map(|i: u32| i.to_string()).collect();
+    assert_eq!(details, expected);
+    assert_eq!(s.counters.anomalies_dropped_unconfirmed, 4);
+
+    // Held ones that are not evasion signs are counted at the end too.
+    let mut s = session(209);
+    let mut out = Vec::new();
+    raise(&mut s, NOT_AN_EVASION_SIGN, "a", 1, &mut out);
+    raise(&mut s, OVERLAP, "b", 1, &mut out);
+    s.finish(2, &mut out);
+    assert_eq!(kinds(&out), [OVERLAP]);
+    assert_eq!(s.counters.anomalies_dropped_unconfirmed, 1);
+}
+
+/// Direction 2 is no side of the flow, and an empty chunk says nothing
+/// (not even where the stream starts): both are ignored.
+#[test]
+fn direction_2_and_empty_chunks_are_ignored() {
+    let p = qmtp(b'\n', b"hello", b"a@example.org", &[b"x@example.net"]);
+    let ack = Some(p.len() as u64);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    assert_eq!(s.data(CLIENT, 7, b"", 1, None, &mut out), Status::Continue);
+    s.data(CLIENT, 0, &p, 1, None, &mut out);
+    assert_eq!(s.data(SERVER, 0, b"", 2, ack, &mut out), Status::Continue);
+    let r = reply(b'K', "ok");
+    assert_eq!(s.data(2, 0, &r, 2, ack, &mut out), Status::Continue);
+    assert!(out.is_empty(), "{out:#?}");
+    s.data(SERVER, 0, &r, 3, ack, &mut out);
+    assert_eq!(s.data(2, 6, &r, 3, ack, &mut out), Status::Continue);
+    s.finish(4, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    let t = txn(&out[1]);
+    assert_eq!(t.replies, vec![Some(rep(ReplyCode::K, "ok", 3, ack))]);
+    let q = t.request.as_ref().unwrap();
+    assert_eq!((q.start_offset, q.end_offset), (0, p.len() as u64));
+    assert!(kinds(&out).is_empty());
+}
