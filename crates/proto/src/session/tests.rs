@@ -1119,3 +1119,428 @@ fn direction_2_and_empty_chunks_are_ignored() {
     assert_eq!((q.start_offset, q.end_offset), (0, p.len() as u64));
     assert!(kinds(&out).is_empty());
 }
+
+fn midstream_session(server_port: u16) -> Session {
+    Session::new(
+        [sock(C_ADDR), sock(&format!("198.51.100.1:{server_port}"))],
+        None,
+        true,
+    )
+}
+
+/// A mid-stream flow whose roles are unknown gets 8 more tries at a later
+/// segment start, then is rejected; a package at the 9th start is still
+/// recognised, where it begins.
+#[test]
+fn a_midstream_flow_gets_8_more_tries_then_is_rejected() {
+    let p = qmtp(b'\n', b"hello", b"a@example.org", &[b"x@example.net"]);
+    for garbage_segments in [8u64, 9] {
+        let mut s = midstream_session(209);
+        let mut out = Vec::new();
+        let mut off = 1000;
+        for i in 0..garbage_segments {
+            let seg = format!("garbage {i}\r\n");
+            let st = s.data(CLIENT, off, seg.as_bytes(), i, None, &mut out);
+            let want = if i < 8 {
+                Status::Continue
+            } else {
+                Status::Reject
+            };
+            assert_eq!(st, want, "segment {i}");
+            off += seg.len() as u64;
+        }
+        let st = s.data(CLIENT, off, &p, 20, None, &mut out);
+        if garbage_segments == 9 {
+            assert_eq!(st, Status::Reject);
+            s.finish(30, &mut out);
+            assert!(out.is_empty(), "{out:#?}");
+            continue;
+        }
+        assert_eq!(st, Status::Continue);
+        assert_eq!(s.client_dir(), Some(CLIENT));
+        let ack = Some(off + p.len() as u64);
+        s.data(SERVER, 0, &reply(b'K', "ok"), 21, ack, &mut out);
+        s.finish(30, &mut out);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        let q = txn(&out[1]).request.as_ref().unwrap();
+        assert_eq!((q.start_offset, q.end_offset), (off, off + p.len() as u64));
+    }
+}
+
+/// Mid-stream, once a reply made the roles known, the client side too gets
+/// 8 more tries; after them another protocol spoken to a QMTP port is
+/// watched (and reported with the sample where it was finally judged),
+/// not rejected.
+#[test]
+fn a_midstream_client_gets_8_tries_then_is_another_protocol() {
+    let mut s = midstream_session(209);
+    let mut out = Vec::new();
+    s.data(SERVER, 0, &reply(b'K', "old"), 1, Some(0), &mut out);
+    assert_eq!(s.client_dir(), Some(CLIENT));
+    let mut off = 500;
+    for i in 0..8 {
+        let seg = format!("junk {i}\r\n");
+        let st = s.data(CLIENT, off, seg.as_bytes(), 2, None, &mut out);
+        assert_eq!(st, Status::Continue, "segment {i}");
+        off += seg.len() as u64;
+    }
+    let st = s.data(CLIENT, off, b"EHLO nine\r\n", 3, None, &mut out);
+    assert_eq!(st, Status::Continue);
+    s.finish(4, &mut out);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let a = anomaly(&out[0]);
+    assert_eq!(kind_name(a), "smtp_to_qm_server");
+    assert_eq!(
+        a.detail,
+        "client sent \"EHLO nine\\r\\n\"; the server answered with 1 reply netstring(s)"
+    );
+    assert_eq!((a.ts, a.protocol), (3, None));
+    assert_eq!(s.confirmed(), None);
+}
+
+/// Mid-stream, the server side gets 8 more tries at later segment starts
+/// (a reply at the 9th is matched); a 9th segment of another protocol
+/// rejects the flow as one whose server speaks another protocol, so its
+/// evasion signs are not reported.
+#[test]
+fn a_midstream_server_gets_8_tries_then_is_another_protocol() {
+    let p = qmtp(b'\n', b"hello", b"a@example.org", &[b"x@example.net"]);
+    let ack = Some(p.len() as u64);
+    for garbage_segments in [8u64, 9] {
+        let mut s = midstream_session(209);
+        let mut out = Vec::new();
+        raise(&mut s, OVERLAP, "early", 0, &mut out);
+        s.data(CLIENT, 0, &p, 1, None, &mut out);
+        assert_eq!(s.client_dir(), Some(CLIENT));
+        let mut off = 0;
+        for i in 0..garbage_segments {
+            let seg = format!("220 banner {i}\r\n");
+            let st = s.data(SERVER, off, seg.as_bytes(), 2, ack, &mut out);
+            let want = if i < 8 {
+                Status::Continue
+            } else {
+                Status::Reject
+            };
+            assert_eq!(st, want, "segment {i}");
+            off += seg.len() as u64;
+        }
+        if garbage_segments == 9 {
+            assert!(s.take_evasion_signs().is_empty());
+            s.finish(5, &mut out);
+            assert!(out.is_empty(), "{out:#?}");
+            continue;
+        }
+        let st = s.data(SERVER, off, &reply(b'K', "ok"), 3, ack, &mut out);
+        assert_eq!(st, Status::Continue);
+        s.finish(5, &mut out);
+        assert_eq!(
+            out[0],
+            service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 3)
+        );
+        assert_eq!(kinds(&out), [OVERLAP]);
+        let t = txn(&out[2]);
+        assert_eq!(t.replies, vec![Some(rep(ReplyCode::K, "ok", 3, ack))]);
+    }
+}
+
+/// Seen from the start, replies that arrive before the package are held;
+/// when it is parsed, those acknowledging only bytes before it belong to no
+/// package (counted), the others answer its recipients in order.
+#[test]
+fn replies_before_the_package_are_matched_unless_they_ack_nothing_of_it() {
+    let p = qmtp(
+        b'\n',
+        b"hello",
+        b"a@example.org",
+        &[b"x@example.net", b"y@example.net"],
+    );
+    let ack = Some(p.len() as u64);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(SERVER, 0, &reply(b'K', "stale"), 1, Some(0), &mut out);
+    s.data(SERVER, 9, &reply(b'K', "ok 1"), 2, ack, &mut out);
+    s.data(SERVER, 17, &reply(b'Z', "later"), 3, ack, &mut out);
+    assert!(out.is_empty());
+    s.data(CLIENT, 0, &p, 4, None, &mut out);
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 4)
+    );
+    let t = txn(&out[1]);
+    assert_eq!(
+        t.replies,
+        vec![
+            Some(rep(ReplyCode::K, "ok 1", 2, ack)),
+            Some(rep(ReplyCode::Z, "later", 3, ack))
+        ]
+    );
+    assert_eq!(t.codes, codes(1, 1, 0, 0));
+    s.finish(5, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+}
+
+/// A reply acknowledging only bytes before the first package seen belongs
+/// to no package: counted, not matched (QMTP, even once the package began).
+#[test]
+fn a_reply_acking_nothing_of_the_first_package_is_counted_not_matched() {
+    let p = qmtp(b'\n', b"hello", b"a@example.org", &[b"x@example.net"]);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p[..10], 1, None, &mut out);
+    s.data(SERVER, 0, &reply(b'K', "stale"), 2, Some(0), &mut out);
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+    s.data(CLIENT, 10, &p[10..], 3, None, &mut out);
+    s.finish(4, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 3)
+    );
+    let t = txn(&out[1]);
+    assert_eq!(t.replies, vec![None]);
+    assert_eq!(t.codes, codes(0, 0, 0, 1));
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+}
+
+/// Mid-stream QMTP holds its replies to the end: the leading surplus over
+/// the recipients seen answers packages sent before the capture began.
+/// Mid-stream QMQP matches at once (one reply per request).
+#[test]
+fn midstream_qmtp_replies_are_matched_from_the_end_and_qmqp_at_once() {
+    let p = qmtp(b'\n', b"hello", b"a@example.org", &[b"x@example.net"]);
+    let ack = Some(p.len() as u64);
+    let mut s = midstream_session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p, 1, None, &mut out);
+    s.data(SERVER, 0, &reply(b'K', "old"), 2, ack, &mut out);
+    s.data(SERVER, 8, &reply(b'D', "mine"), 3, ack, &mut out);
+    s.finish(4, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 2)
+    );
+    assert_eq!(
+        txn(&out[1]).replies,
+        vec![Some(rep(ReplyCode::D, "mine", 3, ack))]
+    );
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+
+    let req = qmqp_request();
+    let ack = Some(req.len() as u64);
+    let mut s = midstream_session(628);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &req, 1, None, &mut out);
+    s.data(SERVER, 0, &reply(b'K', "queued"), 2, ack, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    s.finish(4, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    let r = rep(ReplyCode::K, "queued", 2, ack);
+    check_qmqp_transaction(txn(&out[1]), &r, req.len() as u64);
+    assert_eq!(s.counters.replies_to_unseen_requests, 0);
+}
+
+/// At most 256 replies wait for a request; the next is counted.
+#[test]
+fn early_replies_are_capped_at_256_and_the_rest_counted() {
+    let mut s = session(628);
+    let mut out = Vec::new();
+    let r = reply(b'D', "no");
+    for i in 0..257u64 {
+        s.data(SERVER, i * r.len() as u64, &r, i, Some(0), &mut out);
+    }
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+    assert_eq!(s.stored_bytes(), 256 * (2 + 64));
+    s.finish(300, &mut out);
+    assert_eq!(transactions(&out).len(), 256);
+    assert_eq!(txn(out.last().unwrap()).ts, 255);
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+}
+
+/// Early reply texts fill the session budget exactly: a text that just fits
+/// is kept, the next loses its text (flagged truncated) but keeps its code.
+#[test]
+fn early_reply_texts_fill_the_budget_exactly() {
+    let mut s = session(628);
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    let mut send = |s: &mut Session, code: u8, len: usize, out: &mut Vec<Record>| {
+        let r = reply(code, &"x".repeat(len));
+        s.data(SERVER, off, &r, 1, Some(0), out);
+        off += r.len() as u64;
+    };
+    for _ in 0..63 {
+        send(&mut s, b'D', 4032, &mut out);
+    }
+    assert_eq!(s.stored_bytes(), 63 * 4096);
+    send(&mut s, b'Z', 4096, &mut out);
+    assert_eq!(s.stored_bytes(), SESSION_STORED_BYTES + 64);
+    send(&mut s, b'K', 1, &mut out);
+    assert_eq!(s.stored_bytes(), SESSION_STORED_BYTES + 128);
+    s.finish(2, &mut out);
+    let t = transactions(&out);
+    assert_eq!(t.len(), 65);
+    let fits = t[63].reply.as_ref().unwrap();
+    assert_eq!((fits.code, fits.text.bytes.len()), (ReplyCode::Z, 4096));
+    assert!(!fits.text.truncated);
+    let over = t[64].reply.as_ref().unwrap();
+    assert_eq!(over.code, ReplyCode::K);
+    assert!(over.text.bytes.is_empty());
+    assert!(over.text.truncated);
+}
+
+/// A QMQP reply is copied to every recipient, so its text counts once per
+/// recipient against the session budget.
+#[test]
+fn a_qmqp_reply_text_counts_once_per_recipient() {
+    let names: Vec<String> = (0..64).map(|i| format!("r{i}@x")).collect();
+    let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    for (rcpts, kept) in [(&refs[..1], true), (&refs[..], false)] {
+        let req = qmqp(b"m", b"s@x", rcpts);
+        let mut s = session(628);
+        let mut out = Vec::new();
+        s.data(CLIENT, 0, &req, 1, None, &mut out);
+        let text = "y".repeat(4096);
+        let ack = Some(req.len() as u64);
+        s.data(SERVER, 0, &reply(b'K', &text), 2, ack, &mut out);
+        let t = txn(&out[1]);
+        let r = t.reply.as_ref().unwrap();
+        assert_eq!(r.code, ReplyCode::K);
+        assert_eq!(r.text.truncated, !kept, "{} recipients", rcpts.len());
+        assert_eq!(r.text.bytes.len(), if kept { 4096 } else { 0 });
+        assert_eq!(t.codes, codes(rcpts.len() as u64, 0, 0, 0));
+        assert_eq!(s.stored_bytes(), 0);
+    }
+}
+
+/// Reply texts given to a pending package fill the budget exactly: the
+/// text that just fits is kept, the next reply loses its text.
+#[test]
+fn reply_texts_of_a_pending_package_fill_the_budget_exactly() {
+    let names: Vec<String> = (0..70).map(|i| format!("r{i:02}@example.net")).collect();
+    let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    let p = qmtp(b'\n', b"hi", b"bulk@example.org", &refs);
+    let p0 = pending_cost(&refs, b"bulk@example.org", b"\nhi");
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p, 1, None, &mut out);
+    assert_eq!(s.stored_bytes(), p0);
+    let ack = Some(p.len() as u64);
+    let mut lens = Vec::new();
+    let mut left = SESSION_STORED_BYTES - p0;
+    while left > 4096 {
+        lens.push(4096);
+        left -= 4096;
+    }
+    lens.push(left);
+    lens.push(1);
+    let mut off = 0u64;
+    for &n in &lens {
+        let r = reply(b'K', &"z".repeat(n));
+        s.data(SERVER, off, &r, 2, ack, &mut out);
+        off += r.len() as u64;
+    }
+    assert_eq!(s.stored_bytes(), SESSION_STORED_BYTES);
+    s.finish(3, &mut out);
+    let t = txn(&out[1]);
+    let got: Vec<(usize, bool)> = t
+        .replies
+        .iter()
+        .flatten()
+        .map(|r| (r.text.bytes.len(), r.text.truncated))
+        .collect();
+    let mut want: Vec<(usize, bool)> = lens.iter().map(|&n| (n, false)).collect();
+    *want.last_mut().unwrap() = (0, true);
+    assert_eq!(got, want);
+    assert_eq!(
+        t.codes,
+        codes(lens.len() as u64, 0, 0, 70 - lens.len() as u64)
+    );
+}
+
+/// A reply confirms the session as request-and-reply only after a complete
+/// request: one already reported (a package naming no recipient) counts; a
+/// malformed one does not (then only the end confirms it, by the reply).
+#[test]
+fn only_a_complete_request_and_a_reply_confirm_a_session() {
+    let a = qmtp(b'\n', b"no one", b"a@example.org", &[]);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &a, 10, None, &mut out);
+    assert_eq!(transactions(&out).len(), 1);
+    let ack = Some(a.len() as u64);
+    s.data(SERVER, 0, &reply(b'K', "what"), 20, ack, &mut out);
+    assert_eq!(s.confirmed(), Some(Evidence::RequestAndReply));
+    assert_eq!(
+        out[1],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
+    );
+    s.finish(30, &mut out);
+    assert_eq!(
+        kinds(&out),
+        ["qmtp_package_without_recipients", "qmtp_unsolicited_reply"]
+    );
+
+    // Message netstring, then a sender whose comma is missing.
+    let mut bad = ns(b"\nhello");
+    bad.extend_from_slice(b"3:abc;");
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &bad, 10, None, &mut out);
+    let ack = Some(bad.len() as u64);
+    s.data(SERVER, 0, &reply(b'D', "format"), 20, ack, &mut out);
+    assert_eq!(s.confirmed(), None);
+    assert!(out.is_empty(), "{out:#?}");
+    s.finish(30, &mut out);
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::ReplyOnly, 30)
+    );
+    assert_eq!(
+        kinds(&out),
+        ["netstring_missing_comma", "qmtp_unsolicited_reply"]
+    );
+    let t = transactions(&out);
+    assert_eq!(t.len(), 1, "{out:#?}");
+    let q = t[0].request.as_ref().unwrap();
+    assert_eq!(q.state, RequestState::Malformed("netstring_missing_comma"));
+    assert_eq!((q.start_offset, q.end_offset), (0, bad.len() as u64));
+    assert!(t[0].session_confirmed);
+}
+
+/// A server stream that stops being reply netstrings: before any reply the
+/// flow is rejected; after one it is an anomaly and the session goes on.
+#[test]
+fn a_broken_reply_stream_rejects_only_before_the_first_reply() {
+    let mut s = session(628);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.data(SERVER, 0, b"3:Dab;", 1, Some(0), &mut out),
+        Status::Reject
+    );
+    s.finish(2, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+
+    let mut s = session(628);
+    let mut out = Vec::new();
+    let mut bytes = reply(b'D', "no");
+    bytes.extend_from_slice(b"3:Dab;");
+    assert_eq!(
+        s.data(SERVER, 0, &bytes, 1, Some(0), &mut out),
+        Status::Continue
+    );
+    s.finish(2, &mut out);
+    assert_eq!(
+        out[0],
+        service(eps(628), Protocol::Qmqp, Evidence::ReplyOnly, 2)
+    );
+    assert_eq!(kinds(&out), ["netstring_missing_comma"]);
+    assert_eq!(
+        anomaly(&out[1]).detail,
+        "server stream stopped being reply netstrings"
+    );
+    assert_eq!(transactions(&out).len(), 1);
+}
