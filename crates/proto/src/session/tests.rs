@@ -1544,3 +1544,160 @@ fn a_broken_reply_stream_rejects_only_before_the_first_reply() {
     );
     assert_eq!(transactions(&out).len(), 1);
 }
+
+/// Inside a message body the client parser hands out the range it will
+/// skip (past the 64 bytes kept); bytes skipped there cost nothing and are
+/// no gap. The server side has no such range, and a skip there is a loss
+/// of server bytes.
+#[test]
+fn skipped_body_bytes_are_no_gap_and_a_server_skip_is_a_loss() {
+    let body = vec![b'm'; 200];
+    let p = qmtp(b'\n', &body, b"a@example.org", &[b"x@example.net"]);
+    let q = qmtp(b'\n', b"next", b"b@example.org", &[b"y@a.net", b"z@a.net"]);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p[..20], 10, None, &mut out);
+    // "201:" then the encoding byte and 15 body bytes: 48 more are kept.
+    assert_eq!(s.skippable(CLIENT), Some((68, 205)));
+    assert_eq!(s.skippable(SERVER), None);
+    s.data(CLIENT, 20, &p[20..68], 10, None, &mut out);
+    assert_eq!(s.skippable(CLIENT), Some((68, 205)));
+    assert_eq!(s.skip(CLIENT, 137, 11, &mut out), Status::Continue);
+    assert_eq!(s.skippable(CLIENT), None);
+    s.data(CLIENT, 205, &p[205..], 12, None, &mut out);
+    let l1 = p.len() as u64;
+    s.data(SERVER, 0, &reply(b'K', "ok"), 13, Some(l1), &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    let t = txn(&out[1]);
+    let r = t.request.as_ref().unwrap();
+    assert_eq!((r.message_bytes, r.message_gap_bytes), (200, 0));
+    assert_eq!(r.message_prefix.len(), 64);
+    assert_eq!(rcpt_texts(t), ["x@example.net"]);
+
+    // The next package's replies: one, then 4 server bytes skipped.
+    s.data(CLIENT, l1, &q, 14, None, &mut out);
+    let ack = Some(l1 + q.len() as u64);
+    s.data(SERVER, 6, &reply(b'K', "ok y"), 15, ack, &mut out);
+    assert_eq!(s.skip(SERVER, 4, 16, &mut out), Status::Continue);
+    assert_eq!(kinds(&out), ["gap_in_reply_stream"]);
+    let a = anomaly(out.last().unwrap());
+    assert_eq!(a.detail, "4 server bytes lost; replies after it unknown");
+    assert_eq!(a.ts, 16);
+    s.finish(17, &mut out);
+    let t = txn(out.last().unwrap());
+    assert_eq!(rcpt_texts(t), ["y@a.net", "z@a.net"]);
+    assert_eq!(t.codes, codes(1, 0, 0, 1));
+}
+
+/// Lost client bytes outside a message body end the client stream: the
+/// package in progress is reported truncated, and one anomaly says so
+/// however many gaps follow. Lost server bytes before the server's first
+/// byte leave the session waiting for its replies; lost bytes before
+/// anything is known reject a flow seen from its start.
+#[test]
+fn gaps_outside_a_body_are_reported_once() {
+    let p = qmtp(b'\n', b"one", b"a@example.org", &[b"x@example.net"]);
+    let l1 = p.len() as u64;
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p, 1, None, &mut out);
+    assert_eq!(s.gap(SERVER, 10, 2, &mut out), Status::Continue);
+    assert!(out.is_empty(), "{out:#?}");
+    s.data(SERVER, 10, &reply(b'K', "ok"), 3, Some(l1), &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(
+        txn(&out[1]).replies,
+        vec![Some(rep(ReplyCode::K, "ok", 3, Some(l1)))]
+    );
+    // The second package loses bytes inside its sender's length.
+    let mut head = ns(b"\nhi");
+    head.extend_from_slice(b"1");
+    s.data(CLIENT, l1, &head, 4, None, &mut out);
+    assert_eq!(s.gap(CLIENT, 5, 5, &mut out), Status::Continue);
+    assert_eq!(s.gap(CLIENT, 3, 6, &mut out), Status::Continue);
+    assert_eq!(kinds(&out), ["gap_outside_message"]);
+    let a = anomaly(out.last().unwrap());
+    assert_eq!(
+        a.detail,
+        "5 client bytes lost outside a message body; session incomplete"
+    );
+    assert_eq!((a.ts, a.protocol), (5, Some(Protocol::Qmtp)));
+    s.finish(7, &mut out);
+    assert_eq!(out.len(), 4, "{out:#?}");
+    let t = txn(&out[3]);
+    assert_eq!(t.index, 2);
+    let q = t.request.as_ref().unwrap();
+    assert_eq!(q.state, RequestState::Truncated);
+    assert_eq!(
+        (q.start_offset, q.end_offset),
+        (l1, l1 + head.len() as u64 + 5)
+    );
+
+    // Nothing known yet, seen from the start: rejected.
+    let mut s = session(209);
+    assert_eq!(s.gap(CLIENT, 10, 1, &mut out), Status::Reject);
+    assert_eq!(s.data(CLIENT, 10, &p, 2, None, &mut out), Status::Reject);
+    // Mid-stream: the next segment start is tried afresh.
+    let mut s = midstream_session(209);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.data(CLIENT, 0, b"12", 1, None, &mut out),
+        Status::Continue
+    );
+    assert_eq!(s.gap(CLIENT, 5, 2, &mut out), Status::Continue);
+    s.data(CLIENT, 7, &p, 3, None, &mut out);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 4, Some(7 + l1), &mut out);
+    s.finish(5, &mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    let q = txn(&out[1]).request.as_ref().unwrap();
+    assert_eq!((q.start_offset, q.end_offset), (7, 7 + l1));
+}
+
+/// Mid-stream, a QMQP request cut short after its sender is reported with
+/// the server's one reply, which answers all its recipients (and makes the
+/// transaction confirmed though the session is not); one cut inside its
+/// message netstring is dropped and counted.
+#[test]
+fn a_cut_midstream_qmqp_request_takes_the_early_reply() {
+    let body = b"Subject: q\n\nbody";
+    let inner_len =
+        ns(body).len() + ns(b"s@example.org").len() + ns(b"a@x").len() + ns(b"b@x").len();
+    let req = qmqp(body, b"s@example.org", &[b"a@x", b"b@x"]);
+    let cut = format!("{inner_len}:").len()
+        + ns(body).len()
+        + ns(b"s@example.org").len()
+        + ns(b"a@x").len();
+    let mut s = midstream_session(628);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &req[..cut], 1, None, &mut out);
+    let r = rep(ReplyCode::D, "too slow", 2, Some(cut as u64));
+    s.data(
+        SERVER,
+        0,
+        &reply(b'D', "too slow"),
+        2,
+        Some(cut as u64),
+        &mut out,
+    );
+    s.end_of_direction(CLIENT, 3, &mut out);
+    s.finish(4, &mut out);
+    assert_eq!(s.confirmed(), None);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let t = txn(&out[0]);
+    assert!(t.session_confirmed);
+    assert_eq!(t.reply, Some(r.clone()));
+    assert_eq!(t.replies, vec![Some(r)]);
+    assert_eq!(t.codes, codes(0, 0, 1, 0));
+    let q = t.request.as_ref().unwrap();
+    assert_eq!(q.state, RequestState::Truncated);
+    assert_eq!(q.sender, Some(field(b"s@example.org")));
+    assert_eq!(rcpt_texts(t), ["a@x"]);
+    assert_eq!(s.counters.requests_dropped_unconfirmed, 0);
+
+    let mut s = midstream_session(628);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &req[..10], 1, None, &mut out);
+    s.finish(2, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(s.counters.requests_dropped_unconfirmed, 1);
+}
