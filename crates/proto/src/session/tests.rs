@@ -1701,3 +1701,35 @@ fn a_cut_midstream_qmqp_request_takes_the_early_reply() {
     assert!(out.is_empty(), "{out:#?}");
     assert_eq!(s.counters.requests_dropped_unconfirmed, 1);
 }
+
+/// Mid-stream QMTP with fewer replies than recipients seen: which packages
+/// they answer is unknown, so none is matched; each is counted and the
+/// ambiguity reported.
+#[test]
+fn midstream_qmtp_short_of_replies_matches_none() {
+    let p = qmtp(
+        b'\n',
+        b"hello",
+        b"a@example.org",
+        &[b"x@example.net", b"y@example.net"],
+    );
+    let ack = Some(p.len() as u64);
+    let mut s = midstream_session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &p, 1, None, &mut out);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 2, ack, &mut out);
+    s.finish(3, &mut out);
+    assert_eq!(s.counters.replies_to_unseen_requests, 1);
+    assert_eq!(
+        kinds(&out),
+        ["qmtp_midstream_replies_ambiguous"],
+        "{out:#?}"
+    );
+    assert_eq!(
+        anomaly(&out[1]).detail,
+        "picked up mid-stream: 1 replies for 2 recipients seen; which packages they answer is unknown, so none were matched"
+    );
+    let t = txn(&out[2]);
+    assert_eq!(t.replies, vec![None, None]);
+    assert_eq!(t.codes, codes(0, 0, 0, 2));
+}
