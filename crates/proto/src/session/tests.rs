@@ -799,6 +799,7 @@ fn kinds(out: &[Record]) -> Vec<String> {
 
 /// Raises an anomaly from below the protocol layer, as the flow layer does.
 fn raise(s: &mut Session, kind: &'static str, detail: &str, ts: u64, out: &mut Vec<Record>) {
+    let kind = crate::AnomalyKind::from_name(kind).expect("a known kind");
     s.anomaly(kind, detail.to_string(), ts, out);
 }
 
@@ -1506,7 +1507,10 @@ fn only_a_complete_request_and_a_reply_confirm_a_session() {
     let t = transactions(&out);
     assert_eq!(t.len(), 1, "{out:#?}");
     let q = t[0].request.as_ref().unwrap();
-    assert_eq!(q.state, RequestState::Malformed("netstring_missing_comma"));
+    assert_eq!(
+        q.state,
+        RequestState::Malformed(crate::AnomalyKind::NetstringMissingComma)
+    );
     assert_eq!((q.start_offset, q.end_offset), (0, bad.len() as u64));
     assert!(t[0].session_confirmed);
 }
