@@ -742,6 +742,15 @@ mod tests {
         }
     }
 
+    /// What the caps charge is at least what is allocated: a page and a
+    /// datagram each cost more than their own size (the rest is their map
+    /// entries).
+    #[test]
+    fn charges_cover_the_allocations() {
+        assert!(PAGE_COST > std::mem::size_of::<Page>());
+        assert!(DATAGRAM_COST > std::mem::size_of::<Datagram>());
+    }
+
     #[test]
     fn unfragmented_piece_completes_immediately() {
         let mut d = Defragmenter::new(DefragConfig::default());
