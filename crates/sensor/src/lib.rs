@@ -1,9 +1,7 @@
 //! qmwatch-sensor: flows, reassembly, detection, events, outputs, pipeline.
 //!
 //! ```text
-//! (qmwatch-wire) ─▶ flow (+ reassembly) ─▶ (qmwatch-proto) ─▶ detect ─▶ event ─▶ sink
-//!                                                                  │ finding ▲
-//!                                                                  └─────────┘
+//! (qmwatch-wire) ─▶ flow (+ reassembly) ─▶ (qmwatch-proto) ─▶ detect ─findings─▶ event ─▶ sink
 //! ```
 //!
 //! `detect` produces typed [`finding`]s (severity, rule and verdict decided

@@ -19,7 +19,7 @@
 
 pub mod policy;
 pub mod probe;
-pub mod rules;
+mod rules;
 pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -191,6 +191,45 @@ impl Inventory {
             self.timelines += 1;
         }
         s.timeline.add(ts, series);
+    }
+
+    /// Counts a relay attempt by verdict (in all and in its server's
+    /// timeline) and keeps the evidence of each recipient an open relay
+    /// accepted.
+    fn note_relay_attempt(
+        &mut self,
+        t: &Transaction,
+        a: &RelayAttempt<'_>,
+        probe: Option<&probe::Probe>,
+    ) {
+        *self.relay_attempts.entry(a.verdict.name()).or_default() += 1;
+        let series = match a.verdict {
+            RelayVerdict::OpenRelay => 1,
+            RelayVerdict::Refused => 2,
+            RelayVerdict::Deferred => 3,
+            RelayVerdict::Unanswered => 4,
+        };
+        self.note_time(&(t.endpoints.server, t.protocol), t.ts, series);
+        if a.verdict != RelayVerdict::OpenRelay {
+            return;
+        }
+        for (rcpt, reply) in &a.foreign {
+            let Some(r) = reply.filter(|r| r.code == ReplyCode::K) else {
+                continue;
+            };
+            self.open_relays_total += 1;
+            if self.open_relays.len() < MAX_OPEN_RELAY_EVIDENCE {
+                self.open_relays.push(OpenRelay {
+                    ts: t.ts,
+                    client: t.endpoints.client,
+                    server: t.endpoints.server,
+                    protocol: t.protocol,
+                    recipient: rcpt.clone(),
+                    reply_text: r.text.text(),
+                    scanner: probe.map(|p| p.scanner.clone()),
+                });
+            }
+        }
     }
 
     pub fn unsanctioned_services(&self) -> usize {
@@ -413,34 +452,9 @@ impl Detector {
         let Some(a) = attempt else {
             return;
         };
-        let inv = &mut self.stats.inventory;
-        *inv.relay_attempts.entry(a.verdict.name()).or_default() += 1;
-        let series = match a.verdict {
-            RelayVerdict::OpenRelay => 1,
-            RelayVerdict::Refused => 2,
-            RelayVerdict::Deferred => 3,
-            RelayVerdict::Unanswered => 4,
-        };
-        inv.note_time(&server_key, t.ts, series);
-        if a.verdict == RelayVerdict::OpenRelay {
-            for (rcpt, reply) in &a.foreign {
-                let Some(r) = reply.filter(|r| r.code == ReplyCode::K) else {
-                    continue;
-                };
-                inv.open_relays_total += 1;
-                if inv.open_relays.len() < MAX_OPEN_RELAY_EVIDENCE {
-                    inv.open_relays.push(OpenRelay {
-                        ts: t.ts,
-                        client: t.endpoints.client,
-                        server: t.endpoints.server,
-                        protocol: t.protocol,
-                        recipient: rcpt.clone(),
-                        reply_text: r.text.text(),
-                        scanner: probe.as_ref().map(|p| p.scanner.clone()),
-                    });
-                }
-            }
-        }
+        self.stats
+            .inventory
+            .note_relay_attempt(t, &a, probe.as_ref());
         let e = Box::new(event::relay(&relay_finding(t, &a, &policy, probe.as_ref())));
         match self.window_ns {
             None => self.emit(event::DATASET_RELAY, Event::Relay(e), out),

@@ -311,7 +311,7 @@ fn objects(out: &[Event]) -> Vec<Value> {
 /// alerts, and windows of relay alerts.
 #[test]
 fn typed_events_write_what_their_objects_would() {
-    use crate::event::{to_json_line, Observer};
+    use crate::event::Observer;
     let mut shapes = Vec::new();
     for verdict_codes in [
         vec![("a@example.com", Some(ReplyCode::K))],
@@ -422,7 +422,8 @@ fn typed_events_write_what_their_objects_would() {
             }
             typed += 1;
             let line = e.to_json_line().unwrap();
-            assert_eq!(Some(line.clone()), to_json_line(&e.into_object()), "{line}");
+            let object = Event::Object(e.into_object());
+            assert_eq!(Some(line.clone()), object.to_json_line(), "{line}");
         }
     }
     assert!(typed > 40, "{typed}");

@@ -12,7 +12,7 @@ use super::typed::{AnomalyFields, AnomalyQmwatch};
 use super::{AnomalyEvent, DATASET_ANOMALY};
 
 /// A `qmwatch.anomaly` event.
-pub fn anomaly(a: &Anomaly) -> AnomalyEvent {
+pub(crate) fn anomaly(a: &Anomaly) -> AnomalyEvent {
     let (ep, kind, detail) = (&a.endpoints, a.kind, a.detail.as_str());
     let c = common(a.ts, ep, a.protocol);
     let id = flow_id(

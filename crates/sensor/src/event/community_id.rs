@@ -25,7 +25,7 @@ fn ip_bytes(ip: &IpAddr, buf: &mut [u8; 16]) -> usize {
 
 /// Community ID v1 (seed 0) of a TCP flow: the same string whichever side
 /// is given first, so a SIEM can join qmwatch with Zeek, Suricata or others.
-pub fn community_id(a: SocketAddr, b: SocketAddr) -> String {
+pub(super) fn community_id(a: SocketAddr, b: SocketAddr) -> String {
     let (mut ba, mut bb) = ([0u8; 16], [0u8; 16]);
     let la = ip_bytes(&a.ip(), &mut ba);
     let lb = ip_bytes(&b.ip(), &mut bb);

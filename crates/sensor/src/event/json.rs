@@ -8,16 +8,10 @@
 //! sorted order a JSON object has) or add a newline (the sinks frame lines).
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 /// Serializes an event as one JSON line (no newline), ASCII only: anything
 /// outside printable ASCII in a string is a `\u` escape, so every transport
 /// (syslog included) carries it unchanged.
-pub fn to_json_line(m: &Map<String, Value>) -> Option<String> {
-    line(m)
-}
-
-/// [`to_json_line`] of any serializable event.
 pub(super) fn line<T: Serialize + ?Sized>(e: &T) -> Option<String> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -63,7 +57,7 @@ impl serde_json::ser::Formatter for AsciiFormatter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// The bytes every transport carries: `"` `\` and control bytes in
     /// JSON's short forms where it has them, other control bytes, DEL and
@@ -80,6 +74,6 @@ mod tests {
         });
         let Value::Object(m) = v else { unreachable!() };
         let want = r#"{"a":"plain","b":"quote \" backslash \\ ctl \u0001 \b \f \n \r \t \u001f del \u007f e\u00e9 \ud83d\ude00 \u2028","e":{},"n":[0,1,18446744073709551615,-5,-9223372036854775808,1.5,0.1,1e+300,-0.0,100.0],"o":{"x":null,"y":true,"z":false,"\u00e9k\"":[]}}"#;
-        assert_eq!(to_json_line(&m).as_deref(), Some(want));
+        assert_eq!(line(&m).as_deref(), Some(want));
     }
 }

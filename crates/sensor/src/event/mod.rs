@@ -41,14 +41,14 @@ mod typed;
 
 use serde_json::{Map, Value};
 
-pub use anomaly::anomaly;
-pub use community_id::community_id;
+pub(crate) use anomaly::anomaly;
+use community_id::community_id;
 pub use ids::stable_id;
-pub use json::to_json_line;
 pub use map::{base, put_qmwatch, set_event};
-pub use observer::{sanitize_hostname, Observer};
-pub use probe::probe;
-pub use relay::{aggregate_relay, relay};
+pub use observer::Observer;
+pub(crate) use probe::probe;
+pub(crate) use relay::aggregate_relay;
+pub use relay::relay;
 pub use sensor::{capture_loss, capture_silence, stats, CaptureLoss, RunId, Silence};
 pub use service::service;
 pub use time::rfc3339;
@@ -65,7 +65,7 @@ pub const DATASET_PROBE: &str = "qmwatch.probe";
 pub const DATASET_STATS: &str = "qmwatch.stats";
 
 /// The ECS version the events follow (`ecs.version`).
-pub const ECS_VERSION: &str = "8.17.0";
+const ECS_VERSION: &str = "8.17.0";
 
 /// One event, as the detector hands it to the outputs: a typed record per
 /// flow dataset, or a JSON object (the sensor's own events, the check's).
@@ -110,7 +110,7 @@ impl Event {
         })
     }
 
-    /// One JSON line (no newline), ASCII only; see [`to_json_line`].
+    /// One JSON line (no newline), ASCII only ([`json`]).
     pub fn to_json_line(&self) -> Option<String> {
         each!(self, e => json::line(e), m => json::line(m))
     }

@@ -59,7 +59,7 @@ impl Observer {
 }
 
 /// Printable ASCII without spaces, at most 255 bytes.
-pub fn sanitize_hostname(s: &str) -> String {
+fn sanitize_hostname(s: &str) -> String {
     s.trim()
         .chars()
         .filter(|c| c.is_ascii_graphic())

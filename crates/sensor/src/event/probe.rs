@@ -10,7 +10,7 @@ use super::{ProbeEvent, DATASET_PROBE};
 use crate::finding::ProbeFinding;
 
 /// A `qmwatch.probe` event.
-pub fn probe(f: &ProbeFinding<'_>) -> ProbeEvent {
+pub(crate) fn probe(f: &ProbeFinding<'_>) -> ProbeEvent {
     let (t, p) = (f.transaction, f.probe);
     let c = common(t.ts, &t.endpoints, Some(t.protocol));
     let index = t.index.to_string();

@@ -132,7 +132,7 @@ fn message(f: &RelayFinding<'_>) -> String {
 /// server: the window's first alert `first`, folded with what the window
 /// saw. With more than one attempt it takes the worst verdict's words,
 /// severity and rule.
-pub fn aggregate_relay(mut first: RelayEvent, w: RelayWindowFinding) -> RelayEvent {
+pub(crate) fn aggregate_relay(mut first: RelayEvent, w: RelayWindowFinding) -> RelayEvent {
     let window_s = w.window_ns / 1_000_000_000;
     let worst = w.worst;
     if w.count > 1 {
