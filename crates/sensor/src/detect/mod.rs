@@ -26,8 +26,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::event::{self, Event, RelayEvent};
 use crate::finding::{
     FlowSeen, PolicyNote, ProbeFinding, RelayFinding, RelayWindowFinding, ServiceFinding,
@@ -326,13 +324,8 @@ impl Detector {
 
     /// Emits an event about the sensor itself (statistics, capture loss):
     /// counted by dataset and stamped with the observer like every event.
-    pub fn emit_sensor(
-        &mut self,
-        dataset: &'static str,
-        m: Map<String, Value>,
-        out: &mut Vec<Event>,
-    ) {
-        self.emit(dataset, m, out);
+    pub fn emit_sensor(&mut self, dataset: &'static str, e: Event, out: &mut Vec<Event>) {
+        self.emit(dataset, e, out);
     }
 
     /// Handles one record; pushes zero or more events.

@@ -1,5 +1,6 @@
 use super::*;
 use qmwatch_proto::{CodeCounts, Endpoints, Field, Reply, Request, RequestState};
+use serde_json::Value;
 
 fn field(s: &str) -> Field {
     Field {
@@ -816,11 +817,13 @@ fn every_event_carries_the_observer_and_sensor_events_are_counted() {
         service("203.0.113.9:4000", "198.51.100.25:209", Protocol::Qmtp, 1),
         &mut out,
     );
-    let stats = serde_json::json!({"event": {"dataset": "qmwatch.stats"}});
-    let Value::Object(m) = stats else {
-        unreachable!()
+    let run = crate::event::RunId {
+        hostname: "sensor-1.example.net".into(),
+        interface: None,
+        started_ns: 0,
     };
-    d.emit_sensor(crate::event::DATASET_STATS, m, &mut out);
+    let stats = crate::event::stats(2, &run, 1, String::new(), serde_json::json!({}));
+    d.emit_sensor(crate::event::DATASET_STATS, stats, &mut out);
     assert_eq!(out.len(), 2);
     for e in objects(&out) {
         assert_eq!(e["observer"]["hostname"], "sensor-1.example.net", "{e}");

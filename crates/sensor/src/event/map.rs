@@ -1,6 +1,5 @@
-//! Events as JSON objects, for the events whose fields their owners
-//! assemble: the sensor's own ([`super::sensor`]) and the binary's active
-//! check (`qmwatch.check`).
+//! Events as JSON objects, for the one event whose fields its owner
+//! assembles: the binary's active check (`qmwatch.check`).
 //!
 //! Owns: the fields every such event starts with ([`base`], [`host_base`])
 //! and setting one field by name. Must not: build a flow dataset (those are
@@ -77,8 +76,8 @@ pub fn set_event(m: &mut Map<String, Value>, key: &str, v: Value) {
 }
 
 /// The fields every event has: `@timestamp`, `ecs`, `event`, `observer`
-/// (an event about the sensor itself has nothing more; see [`base`]).
-pub(super) fn host_base(
+/// ([`base`] adds the flow's).
+fn host_base(
     ts: u64,
     kind: &str,
     dataset: &str,

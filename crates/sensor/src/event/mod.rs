@@ -18,11 +18,10 @@
 //! capture silence anomalies ([`sensor`]) — is about the run, not the
 //! traffic: those carry wall-clock time and no flow.
 //!
-//! Every flow dataset is a typed record ([`typed`]), mapped by its own file
-//! ([`service`], [`transaction`], [`relay`], [`probe`], [`anomaly`]); the
-//! sensor's events and the active check's `qmwatch.check` are JSON objects
-//! built with [`map`], since their owners (`pipeline::stats`, the binary's
-//! check) assemble their fields.
+//! Every dataset is a typed record ([`typed`]), mapped by its own file
+//! ([`service`], [`transaction`], [`relay`], [`probe`], [`anomaly`], and
+//! [`sensor`] for the sensor's own); the active check's `qmwatch.check` is
+//! a JSON object built with [`map`], since the binary assembles its fields.
 
 mod anomaly;
 mod community_id;
@@ -53,7 +52,10 @@ pub use sensor::{capture_loss, capture_silence, stats, CaptureLoss, RunId, Silen
 pub use service::service;
 pub use time::rfc3339;
 pub use transaction::transaction;
-pub use typed::{AnomalyEvent, ProbeEvent, RelayEvent, ServiceEvent, TransactionEvent};
+pub use typed::{
+    AnomalyEvent, CaptureLossEvent, ProbeEvent, RelayEvent, ServiceEvent, SilenceEvent, StatsEvent,
+    TransactionEvent,
+};
 
 use typed::{EventFields, Ingress, Name, ObserverFields};
 
@@ -68,7 +70,8 @@ pub const DATASET_STATS: &str = "qmwatch.stats";
 const ECS_VERSION: &str = "8.17.0";
 
 /// One event, as the detector hands it to the outputs: a typed record per
-/// flow dataset, or a JSON object (the sensor's own events, the check's).
+/// dataset, or a JSON object (the active check's `qmwatch.check`, which the
+/// binary assembles).
 #[derive(Clone, Debug)]
 pub enum Event {
     Object(Map<String, Value>),
@@ -77,6 +80,9 @@ pub enum Event {
     Probe(Box<ProbeEvent>),
     Transaction(Box<TransactionEvent>),
     Relay(Box<RelayEvent>),
+    Stats(Box<StatsEvent>),
+    CaptureLoss(Box<CaptureLossEvent>),
+    CaptureSilence(Box<SilenceEvent>),
 }
 
 /// `$typed` for a typed event (bound to `$e`, whatever its `qmwatch`
@@ -90,6 +96,9 @@ macro_rules! each {
             Event::Probe($e) => $typed,
             Event::Transaction($e) => $typed,
             Event::Relay($e) => $typed,
+            Event::Stats($e) => $typed,
+            Event::CaptureLoss($e) => $typed,
+            Event::CaptureSilence($e) => $typed,
         }
     };
 }

@@ -5,10 +5,13 @@
 //! sequence number). Must not: carry a flow, or judge the numbers (the
 //! pipeline decides when loss or silence is worth an event).
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
-use super::map::{host_base, put_qmwatch, set_event};
-use super::{rfc3339, stable_id, DATASET_ANOMALY, DATASET_STATS};
+use super::typed::{
+    AnomalyFields, CaptureLossFields, CaptureLossQmwatch, Ecs, EventFields, ObserverFields,
+    SensorEvent, SilenceFields, SilenceQmwatch, StatsQmwatch,
+};
+use super::{rfc3339, stable_id, Event, DATASET_ANOMALY, DATASET_STATS, ECS_VERSION};
 
 /// Which run a sensor event belongs to: host, interface, run start.
 #[derive(Clone, Debug)]
@@ -32,15 +35,65 @@ impl RunId {
     }
 }
 
+/// The envelope of an event about the sensor: `@timestamp`, `ecs`,
+/// `event` (kind, dataset, action and the run's id), `message`, `observer`.
+fn envelope<Q>(
+    ts: u64,
+    kind: &'static str,
+    dataset: &'static str,
+    action: &'static str,
+    id: String,
+    message: String,
+    qmwatch: Q,
+) -> SensorEvent<Q> {
+    let anomaly = dataset == DATASET_ANOMALY;
+    SensorEvent {
+        timestamp: rfc3339(ts),
+        ecs: Ecs {
+            version: ECS_VERSION,
+        },
+        event: EventFields {
+            action,
+            category: if anomaly {
+                &["network", "intrusion_detection"]
+            } else {
+                &["network"]
+            },
+            dataset,
+            id,
+            kind,
+            module: "qmwatch",
+            outcome: None,
+            severity: None,
+            types: &["info"],
+        },
+        message,
+        observer: ObserverFields {
+            hostname: None,
+            ingress: None,
+            product: "qmwatch",
+            kind: "sensor",
+            vendor: "qmwatch",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        qmwatch,
+    }
+}
+
 /// A `qmwatch.stats` metric event: the sensor's health at wall time `ts`.
 /// `stats` is the `qmwatch.stats` object (documented in docs/events.md).
-pub fn stats(ts: u64, run: &RunId, seq: u64, message: String, stats: Value) -> Map<String, Value> {
-    let mut m = host_base(ts, "metric", DATASET_STATS, &["network"], &["info"]);
-    set_event(&mut m, "action", json!("stats"));
-    set_event(&mut m, "id", json!(run.id(DATASET_STATS, seq)));
-    m.insert("message".into(), json!(message));
-    put_qmwatch(&mut m, "stats", stats);
-    m
+pub fn stats(ts: u64, run: &RunId, seq: u64, message: String, stats: Value) -> Event {
+    let id = run.id(DATASET_STATS, seq);
+    let q = StatsQmwatch { stats };
+    Event::Stats(Box::new(envelope(
+        ts,
+        "metric",
+        DATASET_STATS,
+        "stats",
+        id,
+        message,
+        q,
+    )))
 }
 
 /// What the capture-loss estimate measured over one interval.
@@ -55,41 +108,26 @@ pub struct CaptureLoss {
 
 /// A `qmwatch.anomaly` with action `capture_loss`: the sensor is missing
 /// traffic the hosts exchanged (no flow: it is about the sensor).
-pub fn capture_loss(ts: u64, run: &RunId, seq: u64, l: &CaptureLoss) -> Map<String, Value> {
-    let mut m = host_base(
-        ts,
-        "event",
-        DATASET_ANOMALY,
-        &["network", "intrusion_detection"],
-        &["info"],
-    );
-    set_event(&mut m, "action", json!("capture_loss"));
-    set_event(&mut m, "id", json!(run.id("capture_loss", seq)));
+pub fn capture_loss(ts: u64, run: &RunId, seq: u64, l: &CaptureLoss) -> Event {
+    let kind = "capture_loss";
     let detail = format!(
         "{:.2} % of the TCP bytes acknowledged in the last {:.1} s were never captured ({} of {} bytes; threshold {} %): the sensor is blind to part of the traffic",
         l.percent, l.interval_seconds, l.gap_bytes, l.acked_bytes, l.threshold_percent
     );
-    m.insert(
-        "message".into(),
-        json!(format!("Anomaly capture_loss: {detail}")),
-    );
-    put_qmwatch(
-        &mut m,
-        "anomaly",
-        json!({"kind": "capture_loss", "detail": detail}),
-    );
-    put_qmwatch(
-        &mut m,
-        "capture_loss",
-        json!({
-            "percent": l.percent,
-            "acked_bytes": l.acked_bytes,
-            "gap_bytes": l.gap_bytes,
-            "threshold_percent": l.threshold_percent,
-            "interval_seconds": l.interval_seconds,
-        }),
-    );
-    m
+    let message = format!("Anomaly {kind}: {detail}");
+    let q = CaptureLossQmwatch {
+        anomaly: AnomalyFields { detail, kind },
+        capture_loss: CaptureLossFields {
+            acked_bytes: l.acked_bytes,
+            gap_bytes: l.gap_bytes,
+            interval_seconds: l.interval_seconds,
+            percent: l.percent,
+            threshold_percent: l.threshold_percent,
+        },
+    };
+    let id = run.id(kind, seq);
+    let e = envelope(ts, "event", DATASET_ANOMALY, kind, id, message, q);
+    Event::CaptureLoss(Box::new(e))
 }
 
 /// A silence of the capture (`--idle-alarm`).
@@ -109,27 +147,12 @@ pub struct Silence {
 /// A `qmwatch.anomaly` with action `capture_silent` (no packet for the
 /// idle alarm: the mirror port may be gone) or, `resumed`, action
 /// `capture_resumed` (packets again). About the sensor: no flow.
-pub fn capture_silence(
-    ts: u64,
-    run: &RunId,
-    seq: u64,
-    resumed: bool,
-    s: &Silence,
-) -> Map<String, Value> {
+pub fn capture_silence(ts: u64, run: &RunId, seq: u64, resumed: bool, s: &Silence) -> Event {
     let kind = if resumed {
         "capture_resumed"
     } else {
         "capture_silent"
     };
-    let mut m = host_base(
-        ts,
-        "event",
-        DATASET_ANOMALY,
-        &["network", "intrusion_detection"],
-        &["info"],
-    );
-    set_event(&mut m, "action", json!(kind));
-    set_event(&mut m, "id", json!(run.id(kind, seq)));
     let on = run
         .interface
         .as_deref()
@@ -146,18 +169,18 @@ pub fn capture_silence(
             s.silent_seconds, s.idle_alarm_seconds
         )
     };
-    m.insert("message".into(), json!(format!("Anomaly {kind}: {detail}")));
-    put_qmwatch(&mut m, "anomaly", json!({"kind": kind, "detail": detail}));
-    put_qmwatch(
-        &mut m,
-        "capture_silence",
-        json!({
-            "idle_alarm_seconds": s.idle_alarm_seconds,
-            "silent_seconds": s.silent_seconds,
-            "last_packet": s.last_packet_ns.map(rfc3339),
-        }),
-    );
-    m
+    let message = format!("Anomaly {kind}: {detail}");
+    let q = SilenceQmwatch {
+        anomaly: AnomalyFields { detail, kind },
+        capture_silence: SilenceFields {
+            idle_alarm_seconds: s.idle_alarm_seconds,
+            last_packet: s.last_packet_ns.map(rfc3339),
+            silent_seconds: s.silent_seconds,
+        },
+    };
+    let id = run.id(kind, seq);
+    let e = envelope(ts, "event", DATASET_ANOMALY, kind, id, message, q);
+    Event::CaptureSilence(Box::new(e))
 }
 
 #[cfg(test)]
@@ -172,11 +195,47 @@ mod tests {
             started_ns: 1_795_000_000_000_000_000,
         };
         let id = |run: &RunId| {
-            let m = stats(1, run, 3, String::new(), json!({}));
-            m["event"]["id"].as_str().unwrap().to_string()
+            stats(1, run, 3, String::new(), serde_json::json!({}))
+                .id()
+                .to_string()
         };
         assert_eq!(id(&run), "8aba0a957df103a7c026ace540cd74ae");
         run.interface = None;
         assert_eq!(id(&run), "03b26ff14bc897f447d1c7f3da3ec53f");
+    }
+
+    /// The typed sensor events write what their JSON objects would (fields
+    /// in sorted order; a float that is not finite is `null` either way).
+    #[test]
+    fn typed_sensor_events_write_what_their_objects_would() {
+        let run = RunId {
+            hostname: "sensor-1".into(),
+            interface: Some("eth\u{e9}".into()),
+            started_ns: 7,
+        };
+        let loss = CaptureLoss {
+            percent: 12.5,
+            acked_bytes: 1000,
+            gap_bytes: 125,
+            threshold_percent: 5.0,
+            interval_seconds: f64::NAN,
+        };
+        let quiet = |last| Silence {
+            idle_alarm_seconds: 60.0,
+            silent_seconds: 61.25,
+            last_packet_ns: last,
+        };
+        let stats_object = serde_json::json!({"b": [1.5, null], "a": {"z": 1, "y": "\u{7f}"}});
+        let events = [
+            stats(1, &run, 1, "m".into(), stats_object),
+            capture_loss(2, &run, 2, &loss),
+            capture_silence(3, &run, 3, false, &quiet(None)),
+            capture_silence(4, &run, 4, true, &quiet(Some(1_795_000_000_000_000_000))),
+        ];
+        for e in events {
+            let line = e.to_json_line();
+            assert_eq!(line, Event::Object(e.into_object()).to_json_line());
+            assert!(line.is_some_and(|l| l.is_ascii() && l.starts_with("{\"@timestamp\"")));
+        }
     }
 }

@@ -131,6 +131,62 @@ pub struct FlowEvent<Q> {
     pub source: IpPort,
 }
 
+/// An event about the sensor itself (no flow), with its `qmwatch.*`
+/// fields `Q`.
+#[derive(Serialize, Clone, Debug)]
+pub struct SensorEvent<Q> {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub ecs: Ecs,
+    pub event: EventFields,
+    pub message: String,
+    pub observer: ObserverFields,
+    pub qmwatch: Q,
+}
+
+/// The `qmwatch.stats` metric.
+pub type StatsEvent = SensorEvent<StatsQmwatch>;
+/// A `capture_loss` anomaly.
+pub type CaptureLossEvent = SensorEvent<CaptureLossQmwatch>;
+/// A `capture_silent` or `capture_resumed` anomaly.
+pub type SilenceEvent = SensorEvent<SilenceQmwatch>;
+
+/// `qmwatch.stats`: built by the pipeline's statistics, documented in
+/// docs/events.md.
+#[derive(Serialize, Clone, Debug)]
+pub struct StatsQmwatch {
+    pub stats: serde_json::Value,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct CaptureLossQmwatch {
+    pub anomaly: AnomalyFields,
+    pub capture_loss: CaptureLossFields,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct CaptureLossFields {
+    pub acked_bytes: u64,
+    pub gap_bytes: u64,
+    pub interval_seconds: f64,
+    pub percent: f64,
+    pub threshold_percent: f64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct SilenceQmwatch {
+    pub anomaly: AnomalyFields,
+    pub capture_silence: SilenceFields,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct SilenceFields {
+    pub idle_alarm_seconds: f64,
+    /// `null` when no packet came since the start.
+    pub last_packet: Option<String>,
+    pub silent_seconds: f64,
+}
+
 /// A `qmwatch.service` event.
 pub type ServiceEvent = FlowEvent<ServiceQmwatch>;
 /// A `qmwatch.transaction` event.
