@@ -1,8 +1,10 @@
-//! The flow datasets — `qmwatch.service`, `.transaction`, `.relay`,
-//! `.probe` and `.anomaly` — as typed records serialized directly.
+//! Every dataset qmwatch writes as typed records serialized directly: the
+//! flow datasets — `qmwatch.service`, `.transaction`, `.relay`, `.probe` and
+//! `.anomaly` — and the sensor's own (`qmwatch.stats`, capture loss and
+//! silence).
 //!
-//! Owns: their fields: one envelope, [`FlowEvent`], with each dataset's own
-//! `qmwatch.*` object. Building them as `serde_json::Value` maps cost about
+//! Owns: their fields: two envelopes, [`FlowEvent`] and [`SensorEvent`],
+//! each with the dataset's own `qmwatch.*` object. Building them as `serde_json::Value` maps cost about
 //! 100,000 instructions an event (a heap string per key, a tree per object);
 //! these records cost a fraction of that and write the same bytes: fields
 //! are declared in the sorted order a JSON object has, which a test checks
