@@ -22,8 +22,9 @@ use super::{
 };
 use qmwatch_proto::{Endpoints, Reply};
 use qmwatch_sensor::detect::policy::Policy;
-use qmwatch_sensor::detect::{judge, probe};
+use qmwatch_sensor::detect::{judge, probe, relay_finding, service_finding};
 use qmwatch_sensor::event::{self, Event, Observer};
+use qmwatch_sensor::finding::TransactionFinding;
 
 /// Escaped answer bytes kept per probe in an event.
 const EVIDENCE_BYTES: usize = 1024;
@@ -144,26 +145,13 @@ fn check_event(r: &PortReport, run_ns: u64) -> Map<String, Value> {
 /// Marks an event as the active check's: `observer.type`, and an id of
 /// this run (the passive side's ids name findings in a capture; a re-test
 /// is a new observation, not a duplicate to fold away).
-fn as_check(e: Event, observer: &Observer, run_ns: u64) -> Event {
-    let mut e = e;
+fn as_check(mut e: Event, observer: &Observer, run_ns: u64) -> Event {
     e.stamp(observer);
-    let mut m = e.into_object();
-    if let Some(Value::Object(o)) = m.get_mut("observer") {
-        o.insert("type".into(), json!(OBSERVER_TYPE));
-    }
-    let old = m
-        .get("event")
-        .and_then(|v| v.get("id"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    e.set_observer_type(OBSERVER_TYPE);
     let run = run_ns.to_string();
-    event::set_event(
-        &mut m,
-        "id",
-        json!(event::stable_id(&[OBSERVER_TYPE, &old, &run])),
-    );
-    Event::Object(m)
+    let id = event::stable_id(&[OBSERVER_TYPE, e.id(), &run]);
+    e.set_id(id);
+    e
 }
 
 /// Every event of a check, port by port.
@@ -188,19 +176,24 @@ pub fn events(
                 client: local,
                 server: r.job.addr,
             };
-            let m = event::service(r.ts, &ep, p, ev.name(), r.sanctioned);
-            out.push(as_check(Event::Object(m), observer, run_ns));
+            let f = service_finding(r.ts, &ep, p, ev, r.sanctioned);
+            let e = Event::Service(Box::new(event::service(&f)));
+            out.push(as_check(e, observer, run_ns));
         }
         let Some(t) = r.relay.as_ref().and_then(|t| t.transaction.as_ref()) else {
             continue;
         };
         let attempt = judge(t, policy);
         let trusted = policy.is_trusted(t.endpoints.client.ip());
-        let e = event::transaction(t, trusted, attempt.as_ref().map(|a| a.verdict));
+        let e = event::transaction(&TransactionFinding {
+            transaction: t,
+            client_trusted: trusted,
+            relay: attempt.as_ref().map(|a| a.verdict),
+        });
         out.push(as_check(Event::Transaction(Box::new(e)), observer, run_ns));
         if let Some(a) = attempt {
             let pr = t.request.as_ref().and_then(probe::recognise);
-            let e = event::relay(t, &a, policy, pr.as_ref());
+            let e = event::relay(&relay_finding(t, &a, policy, pr.as_ref()));
             out.push(as_check(Event::Relay(Box::new(e)), observer, run_ns));
         }
     }

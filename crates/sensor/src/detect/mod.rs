@@ -7,23 +7,33 @@
 //! the inventory the `audit` report is built from. It runs in one thread
 //! after the workers, so its state needs no locks.
 //!
+//! Every decision about a finding is taken here and handed over in a typed
+//! finding ([`crate::finding`]): whether it is an alert, its severity and
+//! rule ([`rules`]), the relay verdict; `event` only maps findings to ECS.
+//! The dependencies run one way: detect → event → finding, and detect →
+//! finding.
+//!
 //! Must not: touch packets or flows, or block on output (it hands events to
 //! the sink). Its tables are bounded: servers and clients are capped and the
 //! overflow counted.
 
 pub mod policy;
 pub mod probe;
+mod rules;
 pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
-use crate::event::{self, Event};
+use crate::event::{self, Event, RelayEvent};
+use crate::finding::{
+    FlowSeen, PolicyNote, ProbeFinding, RelayFinding, RelayWindowFinding, ServiceFinding,
+    TransactionFinding,
+};
+pub use crate::finding::{RelayAttempt, RelayVerdict};
 use policy::{domain_of, is_reserved_example, Policy};
-use qmwatch_proto::{Protocol, Record, Reply, ReplyCode, Transaction};
+use qmwatch_proto::{Endpoints, Evidence, Protocol, Record, ReplyCode, Transaction};
 
 /// Servers kept in the inventory; more are counted.
 const MAX_SERVERS: usize = 100_000;
@@ -36,48 +46,6 @@ const MAX_OPEN_RELAY_EVIDENCE: usize = 10_000;
 const MAX_TIMELINES: usize = 4096;
 /// Relay windows open at once.
 const MAX_WINDOWS: usize = 100_000;
-
-/// What happened to a relay attempt's foreign recipients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RelayVerdict {
-    /// Some foreign recipient got `K`.
-    OpenRelay,
-    /// No reply was seen for any foreign recipient.
-    Unanswered,
-    /// Some foreign recipient got `Z`, none `K`.
-    Deferred,
-    /// Every answered foreign recipient got `D`.
-    Refused,
-}
-
-impl RelayVerdict {
-    pub fn name(self) -> &'static str {
-        match self {
-            RelayVerdict::OpenRelay => "open_relay",
-            RelayVerdict::Unanswered => "unanswered",
-            RelayVerdict::Deferred => "deferred",
-            RelayVerdict::Refused => "refused",
-        }
-    }
-    pub const ALL: [RelayVerdict; 4] = [
-        RelayVerdict::OpenRelay,
-        RelayVerdict::Refused,
-        RelayVerdict::Deferred,
-        RelayVerdict::Unanswered,
-    ];
-}
-
-/// A judged relay attempt.
-#[derive(Clone, Debug)]
-pub struct RelayAttempt<'a> {
-    pub verdict: RelayVerdict,
-    /// Foreign recipients with their replies, in wire order.
-    pub foreign: Vec<(String, Option<&'a Reply>)>,
-    pub local_count: usize,
-    /// The verdict rests on the configured policy, or on a reserved example
-    /// domain; false when only the default policy made a recipient foreign.
-    pub confident: bool,
-}
 
 /// Judges a transaction against the policy: `None` unless it is a relay
 /// attempt (untrusted client, at least one non-local recipient).
@@ -124,6 +92,47 @@ pub fn judge<'a>(t: &'a Transaction, policy: &Policy) -> Option<RelayAttempt<'a>
         local_count,
         confident,
     })
+}
+
+/// The finding of a server seen for the first time: an alert unless it is
+/// sanctioned.
+pub fn service_finding(
+    ts: u64,
+    endpoints: &Endpoints,
+    protocol: Protocol,
+    evidence: Evidence,
+    sanctioned: bool,
+) -> ServiceFinding<'_> {
+    let standard_port = endpoints.server.port() == protocol.standard_port();
+    ServiceFinding {
+        ts,
+        endpoints,
+        protocol,
+        evidence: evidence.name(),
+        sanctioned,
+        standard_port,
+        alert: rules::service(sanctioned, standard_port),
+    }
+}
+
+/// The finding of a judged relay attempt, rated by its verdict.
+pub fn relay_finding<'a>(
+    t: &'a Transaction,
+    attempt: &'a RelayAttempt<'a>,
+    policy: &Policy,
+    probe: Option<&'a probe::Probe>,
+) -> RelayFinding<'a> {
+    RelayFinding {
+        transaction: t,
+        attempt,
+        policy: PolicyNote {
+            description: policy.describe(),
+            local_domains_defaulted: policy.local_domains_defaulted,
+            trusted_networks_defaulted: policy.trusted_defaulted,
+        },
+        scanner: probe.map(|p| p.scanner.as_str()),
+        alert: rules::relay(attempt.verdict, attempt.confident),
+    }
 }
 
 /// A server in the inventory.
@@ -182,6 +191,45 @@ impl Inventory {
         s.timeline.add(ts, series);
     }
 
+    /// Counts a relay attempt by verdict (in all and in its server's
+    /// timeline) and keeps the evidence of each recipient an open relay
+    /// accepted.
+    fn note_relay_attempt(
+        &mut self,
+        t: &Transaction,
+        a: &RelayAttempt<'_>,
+        probe: Option<&probe::Probe>,
+    ) {
+        *self.relay_attempts.entry(a.verdict.name()).or_default() += 1;
+        let series = match a.verdict {
+            RelayVerdict::OpenRelay => 1,
+            RelayVerdict::Refused => 2,
+            RelayVerdict::Deferred => 3,
+            RelayVerdict::Unanswered => 4,
+        };
+        self.note_time(&(t.endpoints.server, t.protocol), t.ts, series);
+        if a.verdict != RelayVerdict::OpenRelay {
+            return;
+        }
+        for (rcpt, reply) in &a.foreign {
+            let Some(r) = reply.filter(|r| r.code == ReplyCode::K) else {
+                continue;
+            };
+            self.open_relays_total += 1;
+            if self.open_relays.len() < MAX_OPEN_RELAY_EVIDENCE {
+                self.open_relays.push(OpenRelay {
+                    ts: t.ts,
+                    client: t.endpoints.client,
+                    server: t.endpoints.server,
+                    protocol: t.protocol,
+                    recipient: rcpt.clone(),
+                    reply_text: r.text.text(),
+                    scanner: probe.map(|p| p.scanner.clone()),
+                });
+            }
+        }
+    }
+
     pub fn unsanctioned_services(&self) -> usize {
         self.servers.values().filter(|s| !s.sanctioned).count()
     }
@@ -206,9 +254,10 @@ pub struct DetectStats {
 /// Repeated relay attempts of one client through one server, held for a window.
 struct Window {
     start: u64,
-    first: Map<String, Value>,
-    first_flow: Value,
-    last_flow: Value,
+    /// The window's first alert, into which the rest are folded.
+    first: Box<RelayEvent>,
+    first_flow: FlowSeen,
+    last_flow: FlowSeen,
     count: u64,
     verdicts: BTreeMap<&'static str, u64>,
     worst: RelayVerdict,
@@ -275,13 +324,8 @@ impl Detector {
 
     /// Emits an event about the sensor itself (statistics, capture loss):
     /// counted by dataset and stamped with the observer like every event.
-    pub fn emit_sensor(
-        &mut self,
-        dataset: &'static str,
-        m: Map<String, Value>,
-        out: &mut Vec<Event>,
-    ) {
-        self.emit(dataset, m, out);
+    pub fn emit_sensor(&mut self, dataset: &'static str, e: Event, out: &mut Vec<Event>) {
+        self.emit(dataset, e, out);
     }
 
     /// Handles one record; pushes zero or more events.
@@ -339,8 +383,9 @@ impl Detector {
                     inv.servers_not_stored += 1;
                 }
                 self.stats.services += 1;
-                let m = event::service(ts, &endpoints, protocol, evidence.name(), sanctioned);
-                self.emit(event::DATASET_SERVICE, m, out);
+                let f = service_finding(ts, &endpoints, protocol, evidence, sanctioned);
+                let e = Event::Service(Box::new(event::service(&f)));
+                self.emit(event::DATASET_SERVICE, e, out);
             }
             Record::Transaction(t) => self.transaction(&t, out),
             Record::Anomaly(a) => {
@@ -349,8 +394,8 @@ impl Detector {
                     .anomalies_by_kind
                     .entry(a.kind.to_string())
                     .or_default() += 1;
-                let m = event::anomaly(a.ts, &a.endpoints, a.protocol, a.kind, &a.detail);
-                self.emit(event::DATASET_ANOMALY, m, out);
+                let e = Event::Anomaly(Box::new(event::anomaly(&a)));
+                self.emit(event::DATASET_ANOMALY, e, out);
             }
         }
     }
@@ -372,7 +417,11 @@ impl Detector {
         }
         let server_key = (t.endpoints.server, t.protocol);
         self.stats.inventory.note_time(&server_key, t.ts, 0);
-        let e = event::transaction(t, client_trusted, attempt.as_ref().map(|a| a.verdict));
+        let e = event::transaction(&TransactionFinding {
+            transaction: t,
+            client_trusted,
+            relay: attempt.as_ref().map(|a| a.verdict),
+        });
         self.emit(
             event::DATASET_TRANSACTION,
             Event::Transaction(Box::new(e)),
@@ -385,50 +434,41 @@ impl Detector {
                 .probes
                 .entry(p.scanner.clone())
                 .or_default() += 1;
-            let m = event::probe(t, p, client_trusted);
-            self.emit(event::DATASET_PROBE, m, out);
+            let e = event::probe(&ProbeFinding {
+                transaction: t,
+                probe: p,
+                client_trusted,
+                alert: rules::probe(),
+            });
+            self.emit(event::DATASET_PROBE, Event::Probe(Box::new(e)), out);
         }
         let Some(a) = attempt else {
             return;
         };
-        let inv = &mut self.stats.inventory;
-        *inv.relay_attempts.entry(a.verdict.name()).or_default() += 1;
-        let series = match a.verdict {
-            RelayVerdict::OpenRelay => 1,
-            RelayVerdict::Refused => 2,
-            RelayVerdict::Deferred => 3,
-            RelayVerdict::Unanswered => 4,
-        };
-        inv.note_time(&server_key, t.ts, series);
-        if a.verdict == RelayVerdict::OpenRelay {
-            for (rcpt, reply) in &a.foreign {
-                let Some(r) = reply.filter(|r| r.code == ReplyCode::K) else {
-                    continue;
-                };
-                inv.open_relays_total += 1;
-                if inv.open_relays.len() < MAX_OPEN_RELAY_EVIDENCE {
-                    inv.open_relays.push(OpenRelay {
-                        ts: t.ts,
-                        client: t.endpoints.client,
-                        server: t.endpoints.server,
-                        protocol: t.protocol,
-                        recipient: rcpt.clone(),
-                        reply_text: r.text.text(),
-                        scanner: probe.as_ref().map(|p| p.scanner.clone()),
-                    });
-                }
-            }
-        }
-        let e = Event::Relay(Box::new(event::relay(t, &a, &policy, probe.as_ref())));
+        self.stats
+            .inventory
+            .note_relay_attempt(t, &a, probe.as_ref());
+        let e = Box::new(event::relay(&relay_finding(t, &a, &policy, probe.as_ref())));
         match self.window_ns {
-            None => self.emit(event::DATASET_RELAY, e, out),
+            None => self.emit(event::DATASET_RELAY, Event::Relay(e), out),
             Some(_) => self.windowed(t, a.verdict, e, out),
         }
     }
 
-    fn windowed(&mut self, t: &Transaction, verdict: RelayVerdict, e: Event, out: &mut Vec<Event>) {
+    /// Holds a relay alert in its client's and server's window, or counts
+    /// it into the window already open.
+    fn windowed(
+        &mut self,
+        t: &Transaction,
+        verdict: RelayVerdict,
+        e: Box<RelayEvent>,
+        out: &mut Vec<Event>,
+    ) {
         let key = (t.endpoints.client.ip(), t.endpoints.server);
-        let flow = event::flow_ref(t.ts, &t.endpoints);
+        let flow = FlowSeen {
+            ts: t.ts,
+            endpoints: t.endpoints,
+        };
         if let Some(w) = self.windows.get_mut(&key) {
             w.count += 1;
             w.last_flow = flow;
@@ -440,7 +480,7 @@ impl Detector {
         if self.windows.len() >= self.max_windows {
             // Too many windows open: report this one alone rather than hold it.
             self.stats.windows_dropped_cap += 1;
-            self.emit(event::DATASET_RELAY, e, out);
+            self.emit(event::DATASET_RELAY, Event::Relay(e), out);
             return;
         }
         let mut verdicts = BTreeMap::new();
@@ -450,9 +490,8 @@ impl Detector {
             key,
             Window {
                 start: t.ts,
-                // Folded into the window's alert later: kept as an object.
-                first: e.into_object(),
-                first_flow: flow.clone(),
+                first: e,
+                first_flow: flow,
                 last_flow: flow,
                 count: 1,
                 verdicts,
@@ -490,16 +529,20 @@ impl Detector {
             .min()
             .unwrap_or(u64::MAX);
         for w in due_windows {
-            let m = event::aggregate_relay(
-                w.first,
-                w.count,
-                w.first_flow,
-                w.last_flow,
-                &w.verdicts,
-                w.worst,
-                len,
-            );
-            self.emit(event::DATASET_RELAY, m, out);
+            let folded = RelayWindowFinding {
+                count: w.count,
+                window_ns: len,
+                verdicts: w.verdicts,
+                worst: w.worst,
+                // Used only when more than one attempt was folded: the
+                // worst verdict's confident rating (a window of one keeps
+                // its own alert).
+                alert: rules::relay(w.worst, true),
+                first: w.first_flow,
+                last: w.last_flow,
+            };
+            let e = event::aggregate_relay(*w.first, folded);
+            self.emit(event::DATASET_RELAY, Event::Relay(Box::new(e)), out);
         }
     }
 

@@ -14,14 +14,7 @@
 
 use qmwatch_proto::{Protocol, Request};
 
-/// A recognised scanner probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Probe {
-    /// The scanner's name as it writes it ("nessus", "openvas", …).
-    pub scanner: String,
-    /// `qmtp`, or `qmqp-wrapped` for the QMTP package wrapped for port 628.
-    pub form: &'static str,
-}
+pub use crate::finding::Probe;
 
 const MESSAGE_ID: &[u8] = b"Message-ID: <1234567890.666.";
 

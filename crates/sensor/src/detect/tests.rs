@@ -1,5 +1,6 @@
 use super::*;
-use qmwatch_proto::{AnomalyKind, CodeCounts, Endpoints, Field, Request, RequestState};
+use qmwatch_proto::{AnomalyKind, CodeCounts, Endpoints, Field, Reply, Request, RequestState};
+use serde_json::Value;
 
 fn field(s: &str) -> Field {
     Field {
@@ -304,12 +305,14 @@ fn objects(out: &[Event]) -> Vec<Value> {
         .collect()
 }
 
-/// The typed transaction and relay events write exactly the bytes their
-/// JSON objects would (fields in sorted order, the same formatting), for
-/// every shape they take.
+/// The typed events write exactly the bytes their JSON objects would
+/// (fields in sorted order, the same formatting), for every dataset and
+/// every shape they take: services (sanctioned or not, either port),
+/// anomalies (with and without a protocol), transactions, probes, relay
+/// alerts, and windows of relay alerts.
 #[test]
 fn typed_events_write_what_their_objects_would() {
-    use crate::event::{to_json_line, Observer};
+    use crate::event::Observer;
     let mut shapes = Vec::new();
     for verdict_codes in [
         vec![("a@example.com", Some(ReplyCode::K))],
@@ -359,28 +362,73 @@ fn typed_events_write_what_their_objects_would() {
         r.message_prefix = b"\ntest".to_vec();
     }
     shapes.push(t);
+    let mut t = txn(
+        "203.0.113.9:4005",
+        &[("postmaster@example.com", Some(ReplyCode::D))],
+    );
+    if let Some(r) = t.request.as_mut() {
+        r.message_prefix = b"\nMessage-ID: <1234567890.666.nessus@example.org>\n".to_vec();
+        r.sender = Some(field("nessus@example.org"));
+    }
+    shapes.push(t);
 
     let observer = Observer {
         hostname: "sensor-1".into(),
         ingress_interface: Some("eth1".into()),
     };
     let mut typed = 0;
-    for policy in [site(), policy::PolicyBuilder::new().build()] {
-        let mut d = Detector::new(Arc::new(policy), None).with_observer(observer.clone());
+    let mut datasets = BTreeSet::new();
+    let policies = || [site(), policy::PolicyBuilder::new().build()];
+    let windows = [None, Some(60_000_000_000)];
+    for (policy, window) in policies()
+        .into_iter()
+        .flat_map(|p| windows.map(|w| (p.clone(), w)))
+    {
+        let mut d = Detector::new(Arc::new(policy), window).with_observer(observer.clone());
         let mut out = Vec::new();
+        for server in ["198.51.100.25:209", "198.51.100.26:2628"] {
+            d.record(
+                Record::Service {
+                    endpoints: Endpoints {
+                        client: "203.0.113.9:4000".parse().unwrap(),
+                        server: server.parse().unwrap(),
+                    },
+                    protocol: Protocol::Qmtp,
+                    evidence: qmwatch_proto::Evidence::RequestAndReply,
+                    ts: 1,
+                },
+                &mut out,
+            );
+        }
+        for protocol in [None, Some(Protocol::Qmqp)] {
+            d.record(
+                Record::Anomaly(Box::new(qmwatch_proto::Anomaly {
+                    endpoints: shapes[0].endpoints,
+                    protocol,
+                    kind: AnomalyKind::TcpOverlapConflict,
+                    detail: "12 bytes \u{e9}".into(),
+                    ts: 2,
+                })),
+                &mut out,
+            );
+        }
         for t in &shapes {
             d.record(Record::Transaction(Box::new(t.clone())), &mut out);
         }
+        d.finish(&mut out);
         for e in out {
+            datasets.insert(e.dataset().to_string());
             if matches!(e, Event::Object(_)) {
                 continue;
             }
             typed += 1;
             let line = e.to_json_line().unwrap();
-            assert_eq!(Some(line.clone()), to_json_line(&e.into_object()), "{line}");
+            let object = Event::Object(e.into_object());
+            assert_eq!(Some(line.clone()), object.to_json_line(), "{line}");
         }
     }
-    assert!(typed > 20, "{typed}");
+    assert!(typed > 40, "{typed}");
+    assert_eq!(datasets.len(), 5, "{datasets:?}");
 }
 
 #[test]
@@ -769,11 +817,13 @@ fn every_event_carries_the_observer_and_sensor_events_are_counted() {
         service("203.0.113.9:4000", "198.51.100.25:209", Protocol::Qmtp, 1),
         &mut out,
     );
-    let stats = serde_json::json!({"event": {"dataset": "qmwatch.stats"}});
-    let Value::Object(m) = stats else {
-        unreachable!()
+    let run = crate::event::RunId {
+        hostname: "sensor-1.example.net".into(),
+        interface: None,
+        started_ns: 0,
     };
-    d.emit_sensor(crate::event::DATASET_STATS, m, &mut out);
+    let stats = crate::event::stats(2, &run, 1, String::new(), serde_json::json!({}));
+    d.emit_sensor(crate::event::DATASET_STATS, stats, &mut out);
     assert_eq!(out.len(), 2);
     for e in objects(&out) {
         assert_eq!(e["observer"]["hostname"], "sensor-1.example.net", "{e}");

@@ -1,14 +1,19 @@
-//! The two events written for every package seen — `qmwatch.transaction`
-//! and `qmwatch.relay` — as typed records serialized directly.
+//! Every dataset qmwatch writes as typed records serialized directly: the
+//! flow datasets — `qmwatch.service`, `.transaction`, `.relay`, `.probe` and
+//! `.anomaly` — and the sensor's own (`qmwatch.stats`, capture loss and
+//! silence).
 //!
-//! Owns: their fields. Building them as `serde_json::Value` maps cost about
+//! Owns: their fields: two envelopes, [`FlowEvent`] and [`SensorEvent`],
+//! each with the dataset's own `qmwatch.*` object. Building them as `serde_json::Value` maps cost about
 //! 100,000 instructions an event (a heap string per key, a tree per object);
-//! these records cost a fraction of that and write the same bytes: fields are
-//! declared in the sorted order the maps had, which a test checks by
-//! re-serializing every event through a map.
+//! these records cost a fraction of that and write the same bytes: fields
+//! are declared in the sorted order a JSON object has, which a test checks
+//! by re-serializing every event through a map.
 //!
-//! Must not: decide anything (the builders in `event` do) or hold anything
-//! that a map of the same event would not show.
+//! Must not: decide anything (detection did, the mapping files copy it) or
+//! hold anything that a map of the same event would not show.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -33,7 +38,8 @@ pub struct EventFields {
     pub id: String,
     pub kind: &'static str,
     pub module: &'static str,
-    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub severity: Option<u64>,
     #[serde(rename = "type")]
@@ -44,7 +50,8 @@ pub struct EventFields {
 #[derive(Serialize, Clone, Debug)]
 pub struct Network {
     pub community_id: String,
-    pub protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
     pub transport: &'static str,
     #[serde(rename = "type")]
     pub ip_version: &'static str,
@@ -105,9 +112,10 @@ pub struct Common {
     pub related: Related,
 }
 
-/// A `qmwatch.transaction` event.
+/// An event about one flow: the envelope every flow dataset shares, with
+/// the dataset's own `qmwatch.*` fields `Q`.
 #[derive(Serialize, Clone, Debug)]
-pub struct TransactionEvent {
+pub struct FlowEvent<Q> {
     #[serde(rename = "@timestamp")]
     pub timestamp: String,
     pub destination: IpPort,
@@ -118,9 +126,125 @@ pub struct TransactionEvent {
     pub message: String,
     pub network: Network,
     pub observer: ObserverFields,
-    pub qmwatch: TransactionQmwatch,
+    pub qmwatch: Q,
     pub related: Related,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleFields>,
     pub source: IpPort,
+}
+
+/// An event about the sensor itself (no flow), with its `qmwatch.*`
+/// fields `Q`.
+#[derive(Serialize, Clone, Debug)]
+pub struct SensorEvent<Q> {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub ecs: Ecs,
+    pub event: EventFields,
+    pub message: String,
+    pub observer: ObserverFields,
+    pub qmwatch: Q,
+}
+
+/// The `qmwatch.stats` metric.
+pub type StatsEvent = SensorEvent<StatsQmwatch>;
+/// A `capture_loss` anomaly.
+pub type CaptureLossEvent = SensorEvent<CaptureLossQmwatch>;
+/// A `capture_silent` or `capture_resumed` anomaly.
+pub type SilenceEvent = SensorEvent<SilenceQmwatch>;
+
+/// `qmwatch.stats`: built by the pipeline's statistics, documented in
+/// docs/events.md.
+#[derive(Serialize, Clone, Debug)]
+pub struct StatsQmwatch {
+    pub stats: serde_json::Value,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct CaptureLossQmwatch {
+    pub anomaly: AnomalyFields,
+    pub capture_loss: CaptureLossFields,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct CaptureLossFields {
+    pub acked_bytes: u64,
+    pub gap_bytes: u64,
+    pub interval_seconds: f64,
+    pub percent: f64,
+    pub threshold_percent: f64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct SilenceQmwatch {
+    pub anomaly: AnomalyFields,
+    pub capture_silence: SilenceFields,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct SilenceFields {
+    pub idle_alarm_seconds: f64,
+    /// `null` when no packet came since the start.
+    pub last_packet: Option<String>,
+    pub silent_seconds: f64,
+}
+
+/// A `qmwatch.service` event.
+pub type ServiceEvent = FlowEvent<ServiceQmwatch>;
+/// A `qmwatch.transaction` event.
+pub type TransactionEvent = FlowEvent<TransactionQmwatch>;
+/// A `qmwatch.relay` alert (one attempt, or a window of them).
+pub type RelayEvent = FlowEvent<RelayQmwatch>;
+/// A `qmwatch.probe` alert.
+pub type ProbeEvent = FlowEvent<ProbeQmwatch>;
+/// A `qmwatch.anomaly` event about a flow.
+pub type AnomalyEvent = FlowEvent<AnomalyQmwatch>;
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ServiceQmwatch {
+    pub service: ServiceFields,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ServiceFields {
+    pub address: String,
+    pub evidence: &'static str,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub sanctioned: bool,
+    pub standard_port: bool,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct AnomalyQmwatch {
+    pub anomaly: AnomalyFields,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct AnomalyFields {
+    pub detail: String,
+    pub kind: &'static str,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ProbeQmwatch {
+    pub probe: ProbeFields,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct ProbeFields {
+    pub answers: Vec<ProbeAnswer>,
+    pub client_trusted: bool,
+    pub form: &'static str,
+    pub plugin: &'static str,
+    pub scanner: String,
+}
+
+/// The server's answer to one recipient of a probe (`null`s when none).
+#[derive(Serialize, Clone, Debug)]
+pub struct ProbeAnswer {
+    pub code: Option<&'static str>,
+    pub text: Option<String>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -186,27 +310,31 @@ pub struct Codes {
     pub missing: u64,
 }
 
-/// A `qmwatch.relay` alert.
-#[derive(Serialize, Clone, Debug)]
-pub struct RelayEvent {
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
-    pub destination: IpPort,
-    pub ecs: Ecs,
-    pub email: Email,
-    pub event: EventFields,
-    pub message: String,
-    pub network: Network,
-    pub observer: ObserverFields,
-    pub qmwatch: RelayQmwatch,
-    pub related: Related,
-    pub rule: Rule,
-    pub source: IpPort,
-}
-
 #[derive(Serialize, Clone, Debug)]
 pub struct RelayQmwatch {
+    /// Only on the alert of a window of attempts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateFields>,
     pub relay: RelayFields,
+}
+
+/// What a window of relay attempts folded into one alert.
+#[derive(Serialize, Clone, Debug)]
+pub struct AggregateFields {
+    pub count: u64,
+    pub first: FlowRef,
+    pub last: FlowRef,
+    pub verdicts: BTreeMap<&'static str, u64>,
+    pub window_seconds: u64,
+}
+
+/// A short reference to a flow: time, client and Community ID.
+#[derive(Serialize, Clone, Debug)]
+pub struct FlowRef {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub community_id: String,
+    pub source: IpPort,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -236,8 +364,9 @@ pub struct PolicyFields {
 }
 
 #[derive(Serialize, Clone, Debug)]
-pub struct Rule {
-    pub category: &'static str,
+pub struct RuleFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<&'static str>,
     pub id: &'static str,
     pub name: &'static str,
 }
