@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{CaptureCounters, Feed, Source, SourceReport, Splitter, WorkerQueue};
+use super::{CaptureCounters, Feed, Mode, Source, SourceReport, Splitter, WorkerQueue};
 use qmwatch_wire::capture::file::PacketRecord;
 use qmwatch_wire::capture::live::Handle;
 use qmwatch_wire::capture::BufferPool;
@@ -59,11 +59,11 @@ impl LiveSource {
 }
 
 impl Source for LiveSource {
-    fn mode(&self) -> &'static str {
+    fn mode(&self) -> Mode {
         if self.handles.len() > 1 {
-            "live_fanout"
+            Mode::LiveFanout
         } else {
-            "live"
+            Mode::Live
         }
     }
 

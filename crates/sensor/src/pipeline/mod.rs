@@ -9,16 +9,18 @@
 //!                                                                         per output (sink)
 //! ```
 //!
-//! Owns: starting and joining the threads ([`run`]); the [`Source`] trait a
-//! capture loop implements (capture files in [`FileSource`], a live
-//! interface in `live::LiveSource`); the decode-and-hash step every source
+//! Owns: starting and joining the threads ([`run`], and [`replay`] for
+//! capture files); the [`Source`] trait a capture loop implements (capture
+//! files in [`FileSource`], a live interface in `live::LiveSource`); the decode-and-hash step every source
 //! shares ([`Splitter`]); the worker queues ([`WorkerQueue`]: a replay waits
 //! for a worker that falls behind, lossless; live capture never waits — a
 //! full queue drops the batch and counts its packets); the workers; the
 //! detect thread with the periodic `qmwatch.stats` event ([`stats`]); and
-//! the summary.
+//! the counters of a run ([`RunReport`]).
 //!
-//! Must not: hold anything unbounded, block a live capture thread, or exit
+//! Must not: draw anything on a terminal or word the summary (the binary
+//! does, from [`Progress`] reports and the [`RunReport`]), hold anything
+//! unbounded, block a live capture thread, or exit
 //! before every worker finished its flows and every output drained its
 //! queue: on end of input or on a stop signal, every pending event is
 //! written (or, for a collector that stays down, counted as dropped).
@@ -26,7 +28,6 @@
 mod idle;
 mod replay;
 pub mod stats;
-mod summary;
 
 #[cfg(feature = "live")]
 pub mod live;
@@ -49,18 +50,16 @@ use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
 use qmwatch_wire::capture::{Batch, Block, BufferPool};
 use qmwatch_wire::decode::{DecodeStats, Decoded, Decoder, Segment};
 
-pub use replay::FileSource;
+pub use replay::{FileSource, Progress};
 pub use stats::LossThreshold;
 use stats::{StatsRun, WorkerSnapshot};
 
-/// Everything a replay needs to know.
+/// Everything a replay needs to know, apart from where its events go.
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
     /// Capture files, read in order; `-` is standard input.
     pub files: Vec<String>,
     pub workers: usize,
-    pub output: Output,
-    pub progress: bool,
     pub flow: FlowConfig,
     pub block_size: usize,
     /// Site policy that judges services and relaying.
@@ -83,16 +82,16 @@ impl ReplayConfig {
 
 /// Where a run's events go, and the `observer.*` fields they carry.
 #[derive(Clone, Debug)]
-pub struct Delivery {
+pub struct Destinations {
     /// Every output, each with its own queue and thread.
     pub outputs: Vec<OutputConfig>,
     pub observer: Observer,
 }
 
-impl Delivery {
+impl Destinations {
     /// One output with the replay defaults, observed by this host.
-    pub fn single(output: Output) -> Delivery {
-        Delivery {
+    pub fn single(output: Output) -> Destinations {
+        Destinations {
             outputs: vec![OutputConfig::for_replay(output)],
             observer: Observer::from_system(),
         }
@@ -231,6 +230,29 @@ pub struct Feed {
     pub stop: Arc<AtomicBool>,
 }
 
+/// What kind of source a run reads: the summary's title and the
+/// `qmwatch.stats` events' `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Capture files.
+    Replay,
+    /// One live capture handle, hashed to the workers.
+    Live,
+    /// A live fanout group, one capture handle per worker.
+    LiveFanout,
+}
+
+impl Mode {
+    /// The name written in the summary and the statistics events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replay => "replay",
+            Mode::Live => "live",
+            Mode::LiveFanout => "live_fanout",
+        }
+    }
+}
+
 /// What a source reports at its end.
 #[derive(Clone, Debug, Default)]
 pub struct SourceReport {
@@ -246,9 +268,8 @@ pub struct SourceReport {
 /// Where packets come from: a capture loop that reads blocks, runs them
 /// through a [`Splitter`] and hands the batches to the worker queues.
 pub trait Source {
-    /// `replay`, `live` or `live_fanout` (the summary's title and the
-    /// stats' `mode`).
-    fn mode(&self) -> &'static str;
+    /// What kind of source it is.
+    fn mode(&self) -> Mode;
     /// True: a full worker queue makes the source wait (replay). False: the
     /// batch is dropped and counted (live capture never blocks the ring).
     fn lossless(&self) -> bool;
@@ -409,14 +430,18 @@ enum WorkerMsg {
     Done(Box<WorkerReport>),
 }
 
-/// Counters of a whole run, for the summary (and the audit report).
-pub struct ReplayReport {
-    /// `replay`, `live` or `live_fanout`.
-    pub mode: &'static str,
+/// Counters of a whole run (replay or live), for the summary and the audit
+/// report.
+pub struct RunReport {
+    pub mode: Mode,
     pub decode: DecodeStats,
     pub reader: ReaderStats,
     /// Packets, bytes and every kind of capture drop.
     pub capture: CaptureTotals,
+    /// Every worker's flow counters added up ([`FlowStats::merge`]): the
+    /// counts are the run's, but each `*_peak` is the sum of the workers'
+    /// peaks, reached at different moments: an upper bound of the run's
+    /// peak, not the peak itself.
     pub flows: FlowStats,
     pub detect: DetectStats,
     /// Lines handed to the outputs (each event once).
@@ -430,9 +455,6 @@ pub struct ReplayReport {
     pub workers: usize,
     pub capture_bytes: u64,
 }
-
-/// The report of any run (replay or live).
-pub type RunReport = ReplayReport;
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 ns .. 60 s, 3 significant digits; creation cannot fail with these bounds.
@@ -669,36 +691,23 @@ fn detect_loop(
     (det.stats, reports, fanout.stats)
 }
 
-/// Runs a replay to the end of its files (or until `stop` is set), writing
-/// to `cfg.output` with the replay defaults.
-pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, String> {
-    let delivery = Delivery::single(cfg.output.clone());
-    replay_to(cfg, delivery, stop)
-}
-
-/// Runs a replay writing to every output of `delivery` (`cfg.output` is
-/// not used).
-pub fn replay_to(
+/// Replays capture files: runs the pipeline on a [`FileSource`] of
+/// `cfg.files` until their end or until `stop` is set, writing to
+/// `destinations`. `progress`, if any, is told how far the files are read
+/// (the binary draws a bar from it).
+pub fn replay(
     cfg: ReplayConfig,
-    delivery: Delivery,
-    stop: Arc<AtomicBool>,
-) -> Result<ReplayReport, String> {
-    replay_with(cfg, delivery, RunOptions::default(), stop)
-}
-
-/// Runs a replay with explicit run options (statistics on, for one).
-pub fn replay_with(
-    cfg: ReplayConfig,
-    delivery: Delivery,
+    destinations: Destinations,
     opts: RunOptions,
+    progress: Option<Box<dyn Progress>>,
     stop: Arc<AtomicBool>,
-) -> Result<ReplayReport, String> {
+) -> Result<RunReport, String> {
     let source = FileSource {
         files: cfg.files.clone(),
         block_size: cfg.block_size,
-        progress: cfg.progress,
+        progress,
     };
-    run(cfg.engine(), delivery, opts, Box::new(source), stop)
+    run(cfg.engine(), destinations, opts, Box::new(source), stop)
 }
 
 /// Runs the pipeline on `source` until its input ends or `stop` is set:
@@ -707,7 +716,7 @@ pub fn replay_with(
 /// every output drained its queue.
 pub fn run(
     engine: Engine,
-    delivery: Delivery,
+    destinations: Destinations,
     opts: RunOptions,
     source: Box<dyn Source>,
     stop: Arc<AtomicBool>,
@@ -716,7 +725,7 @@ pub fn run(
     let mode = source.mode();
     let live = source.live();
     let lossless = source.lossless();
-    let (sinks, fanout) = Sinks::start(delivery.outputs)?;
+    let (sinks, fanout) = Sinks::start(destinations.outputs)?;
     let workers = engine.workers.clamp(1, 64);
     let counters = Arc::new(CaptureCounters::default());
     let epoch = opts.stats_interval.map(|_| Arc::new(AtomicU64::new(0)));
@@ -727,8 +736,8 @@ pub fn run(
             capture: Arc::clone(&counters),
             outputs: sinks.counters(),
             run: RunId {
-                hostname: delivery.observer.hostname.clone(),
-                interface: delivery.observer.ingress_interface.clone(),
+                hostname: destinations.observer.hostname.clone(),
+                interface: destinations.observer.ingress_interface.clone(),
                 started_ns: wall_ns(),
             },
             workers,
@@ -743,8 +752,8 @@ pub fn run(
             d,
             Arc::clone(&counters),
             RunId {
-                hostname: delivery.observer.hostname.clone(),
-                interface: delivery.observer.ingress_interface.clone(),
+                hostname: destinations.observer.hostname.clone(),
+                interface: destinations.observer.ingress_interface.clone(),
                 started_ns: wall_ns(),
             },
         )),
@@ -755,7 +764,7 @@ pub fn run(
         .name("qmwatch-detect".into())
         .spawn({
             let det = Detector::new(Arc::clone(&engine.policy), engine.alert_window_ns)
-                .with_observer(delivery.observer);
+                .with_observer(destinations.observer);
             move || detect_loop(det, rec_rx, fanout, stats_run, idle)
         })
         .map_err(|e| format!("cannot start detect thread: {e}"))?;
@@ -810,10 +819,11 @@ pub fn run(
     }
     let mut hist = new_histogram();
     for r in &reports {
+        // Counts add up; peaks add up to an upper bound (see `RunReport::flows`).
         flows.merge(&r.flows);
         let _ = hist.add(&r.ns_per_packet);
     }
-    Ok(ReplayReport {
+    Ok(RunReport {
         mode,
         decode: src.decode,
         reader: src.reader,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use super::{new_histogram, wall_ns, CaptureCounters, CaptureTotals};
+use super::{new_histogram, wall_ns, CaptureCounters, CaptureTotals, Mode};
 use crate::detect::Detector;
 use crate::event::{self, CaptureLoss, Event, RunId};
 use crate::flow::{loss, FlowStats};
@@ -102,7 +102,7 @@ pub(crate) struct StatsSetup {
     pub outputs: Vec<(String, Arc<OutputCounters>)>,
     pub run: RunId,
     pub workers: usize,
-    pub mode: &'static str,
+    pub mode: Mode,
     pub measure_latency: bool,
     pub threshold: LossThreshold,
 }
@@ -325,7 +325,7 @@ impl StatsRun {
         let stats = json!({
             "final": last,
             "sequence": self.seq,
-            "mode": self.s.mode,
+            "mode": self.s.mode.as_str(),
             "workers": self.s.workers,
             "interval_seconds": secs,
             "uptime_seconds": now.duration_since(self.started).as_secs_f64(),
