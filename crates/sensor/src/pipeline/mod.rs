@@ -161,8 +161,8 @@ pub struct CaptureCounters {
     pub last_packet_ns: AtomicU64,
 }
 
-/// A copy of [`CaptureCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A copy of [`CaptureCounters`] (serialized as the statistics' `capture`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CaptureTotals {
     pub packets: u64,
     pub bytes: u64,
