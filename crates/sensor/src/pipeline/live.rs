@@ -143,6 +143,7 @@ impl Source for LiveSource {
 /// Reads packets from `h` until `stop` (or an error), handing blocks to
 /// `queues`. When a capture thread fails, `stop` is set so that the others
 /// end too and the run finishes every session.
+// Long: one loop holds the block, flush and drain-after-stop rules that tests/live.rs checks together.
 fn capture_loop(
     h: &mut Handle,
     queues: &[WorkerQueue],

@@ -372,7 +372,17 @@ impl Splitter {
         }
         let mut block = Block::new(buf, Some(pool.returner()));
         block.extra = extra;
-        let block = Arc::new(block);
+        self.hand_over(Arc::new(block), now, queues)
+    }
+
+    /// Hands each queue its worker's segments of `block` (and, when
+    /// `send_empty`, an empty batch to a worker with none, for its clock).
+    fn hand_over(
+        &mut self,
+        block: Arc<Block>,
+        now: u64,
+        queues: &[WorkerQueue],
+    ) -> Result<(), WorkerGone> {
         for (w, q) in queues.iter().enumerate() {
             // Hand the batch over and start the next with a list a worker
             // gave back (or one with the same room), so that a block's
@@ -522,40 +532,14 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
     let mut seen_epoch = 0u64;
     let poll = ctl.live || ctl.epoch.is_some();
     loop {
-        let next = if poll {
-            match rx.recv_timeout(WORKER_TICK) {
-                Ok(b) => Some(b),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
-                Ok(b) => Some(b),
-                Err(_) => break,
-            }
+        let Some(next) = next_batch(&rx, poll) else {
+            break;
         };
         let mut trigger_ns = 0u64;
         match next {
             Some(batch) => {
                 let t0 = Instant::now();
-                for (j, seg) in batch.segments.iter().enumerate() {
-                    if let Some(far) = batch.segments.get(j + 2 * PREFETCH_AHEAD) {
-                        table.prefetch_bucket(far);
-                    }
-                    if let Some(ahead) = batch.segments.get(j + PREFETCH_AHEAD) {
-                        table.prefetch_entry(ahead, batch.block.tcp_segment(ahead));
-                    }
-                    let before = out.len();
-                    table.segment_checked(
-                        seg,
-                        batch.block.payload(seg),
-                        Some(batch.block.tcp_segment(seg)),
-                        &mut out,
-                    );
-                    if out.len() > before {
-                        trigger_ns = trigger_ns.max(seg.ts);
-                    }
-                }
+                trigger_ns = feed_batch(&mut table, &batch, &mut out);
                 clock = clock.max(batch.now);
                 table.expire(clock, &mut out);
                 let n = batch.segments.len() as u64;
@@ -612,6 +596,47 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
         ns_per_packet: hist,
         last,
     })));
+}
+
+/// The next batch for a worker: `Some(None)` when `poll` is set and none
+/// came within [`WORKER_TICK`]; `None` when the source is done.
+fn next_batch(rx: &Receiver<Batch>, poll: bool) -> Option<Option<Batch>> {
+    if poll {
+        match rx.recv_timeout(WORKER_TICK) {
+            Ok(b) => Some(Some(b)),
+            Err(RecvTimeoutError::Timeout) => Some(None),
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    } else {
+        rx.recv().ok().map(Some)
+    }
+}
+
+/// Runs a batch's segments through the flow table, prefetching the index
+/// bucket and the entry of segments ahead. Returns the capture time of the
+/// latest segment that produced a record (0: none).
+#[inline]
+fn feed_batch(table: &mut FlowTable, batch: &Batch, out: &mut Vec<Record>) -> u64 {
+    let mut trigger_ns = 0u64;
+    for (j, seg) in batch.segments.iter().enumerate() {
+        if let Some(far) = batch.segments.get(j + 2 * PREFETCH_AHEAD) {
+            table.prefetch_bucket(far);
+        }
+        if let Some(ahead) = batch.segments.get(j + PREFETCH_AHEAD) {
+            table.prefetch_entry(ahead, batch.block.tcp_segment(ahead));
+        }
+        let before = out.len();
+        table.segment_checked(
+            seg,
+            batch.block.payload(seg),
+            Some(batch.block.tcp_segment(seg)),
+            out,
+        );
+        if out.len() > before {
+            trigger_ns = trigger_ns.max(seg.ts);
+        }
+    }
+    trigger_ns
 }
 
 /// Turns records into events, serializes each once and hands the line to
@@ -729,17 +754,18 @@ pub fn run(
     let workers = engine.workers.clamp(1, 64);
     let counters = Arc::new(CaptureCounters::default());
     let epoch = opts.stats_interval.map(|_| Arc::new(AtomicU64::new(0)));
+    let run_id = || RunId {
+        hostname: destinations.observer.hostname.clone(),
+        interface: destinations.observer.ingress_interface.clone(),
+        started_ns: wall_ns(),
+    };
     let stats_run = match (opts.stats_interval, &epoch) {
         (Some(interval), Some(ep)) => Some(StatsRun::new(stats::StatsSetup {
             interval,
             epoch: Arc::clone(ep),
             capture: Arc::clone(&counters),
             outputs: sinks.counters(),
-            run: RunId {
-                hostname: destinations.observer.hostname.clone(),
-                interface: destinations.observer.ingress_interface.clone(),
-                started_ns: wall_ns(),
-            },
+            run: run_id(),
             workers,
             mode,
             measure_latency: live,
@@ -748,15 +774,7 @@ pub fn run(
         _ => None,
     };
     let idle = match opts.idle_alarm {
-        Some(d) if live => Some(idle::IdleAlarm::new(
-            d,
-            Arc::clone(&counters),
-            RunId {
-                hostname: destinations.observer.hostname.clone(),
-                interface: destinations.observer.ingress_interface.clone(),
-                started_ns: wall_ns(),
-            },
-        )),
+        Some(d) if live => Some(idle::IdleAlarm::new(d, Arc::clone(&counters), run_id())),
         _ => None,
     };
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
@@ -771,21 +789,13 @@ pub fn run(
     let mut queues = Vec::new();
     let mut worker_threads = Vec::new();
     for w in 0..workers {
-        let (tx, rx) = bounded::<Batch>(opts.queue_batches.max(1));
-        let rtx = rec_tx.clone();
-        let mut fcfg = engine.flow;
-        fcfg.max_flows = (fcfg.max_flows / workers).max(1);
-        fcfg.held_bytes_cap = (fcfg.held_bytes_cap / workers).max(1);
-        fcfg.session_memory = (fcfg.session_memory / workers).max(1);
         let ctl = WorkerCtl {
             id: w,
             live,
             epoch: epoch.clone(),
         };
-        let h = thread::Builder::new()
-            .name(format!("qmwatch-worker-{w}"))
-            .spawn(move || worker(fcfg, rx, rtx, ctl))
-            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        let fcfg = worker_share(engine.flow, workers);
+        let (tx, h) = start_worker(fcfg, opts.queue_batches, ctl, rec_tx.clone())?;
         queues.push(WorkerQueue {
             tx,
             lossless,
@@ -800,43 +810,98 @@ pub fn run(
         counters: Arc::clone(&counters),
         stop,
     });
-    let mut errors = src.errors;
-    let mut flows = FlowStats::default();
-    for h in worker_threads {
-        if h.join().is_err() {
-            errors.push("a worker thread panicked".into());
+    let run = Running {
+        detect: detect_thread,
+        workers: worker_threads,
+        sinks,
+    };
+    run.finish(src, &counters, mode, started)
+}
+
+/// Starts a worker thread on `flow` limits with a queue of `capacity`
+/// batches, sending its records on `rec_tx`; returns its queue and thread.
+fn start_worker(
+    flow: FlowConfig,
+    capacity: usize,
+    ctl: WorkerCtl,
+    rec_tx: Sender<WorkerMsg>,
+) -> Result<(Sender<Batch>, thread::JoinHandle<()>), String> {
+    let (tx, rx) = bounded::<Batch>(capacity.max(1));
+    let h = thread::Builder::new()
+        .name(format!("qmwatch-worker-{}", ctl.id))
+        .spawn(move || worker(flow, rx, rec_tx, ctl))
+        .map_err(|e| format!("cannot start worker thread: {e}"))?;
+    Ok((tx, h))
+}
+
+/// One worker's share of the run's limits: flows, held bytes and session
+/// memory divided evenly (at least 1 each).
+fn worker_share(flow: FlowConfig, workers: usize) -> FlowConfig {
+    let mut fcfg = flow;
+    fcfg.max_flows = (fcfg.max_flows / workers).max(1);
+    fcfg.held_bytes_cap = (fcfg.held_bytes_cap / workers).max(1);
+    fcfg.session_memory = (fcfg.session_memory / workers).max(1);
+    fcfg
+}
+
+/// The threads of a run, once its source has ended.
+struct Running {
+    detect: thread::JoinHandle<(DetectStats, Vec<WorkerReport>, SinkStats)>,
+    workers: Vec<thread::JoinHandle<()>>,
+    sinks: Sinks,
+}
+
+impl Running {
+    /// Waits for every worker to finish its flows, then for the detect
+    /// thread, then for every output to drain its queue; the report of the
+    /// run from the source's report `src` and the capture `counters`.
+    fn finish(
+        self,
+        src: SourceReport,
+        counters: &CaptureCounters,
+        mode: Mode,
+        started: Instant,
+    ) -> Result<RunReport, String> {
+        let workers = self.workers.len();
+        let mut errors = src.errors;
+        let mut flows = FlowStats::default();
+        for h in self.workers {
+            if h.join().is_err() {
+                errors.push("a worker thread panicked".into());
+            }
         }
-    }
-    let joined = detect_thread.join();
-    // The outputs drain whatever the detect thread queued (its queues were
-    // closed when it ended, even by a panic).
-    let outputs = sinks.finish();
-    let (detect, reports, sink) = joined.map_err(|_| "the detect thread panicked".to_string())?;
-    for o in &outputs {
-        if let Some(e) = &o.error {
-            errors.push(e.clone());
+        let joined = self.detect.join();
+        // The outputs drain whatever the detect thread queued (its queues were
+        // closed when it ended, even by a panic).
+        let outputs = self.sinks.finish();
+        let (detect, reports, sink) =
+            joined.map_err(|_| "the detect thread panicked".to_string())?;
+        for o in &outputs {
+            if let Some(e) = &o.error {
+                errors.push(e.clone());
+            }
         }
+        let mut hist = new_histogram();
+        for r in &reports {
+            // Counts add up; peaks add up to an upper bound (see `RunReport::flows`).
+            flows.merge(&r.flows);
+            let _ = hist.add(&r.ns_per_packet);
+        }
+        Ok(RunReport {
+            mode,
+            decode: src.decode,
+            reader: src.reader,
+            capture: counters.totals(),
+            flows,
+            detect,
+            sink,
+            outputs,
+            ns_per_packet: hist,
+            wall: started.elapsed(),
+            errors,
+            interrupted: src.interrupted,
+            workers,
+            capture_bytes: src.capture_bytes,
+        })
     }
-    let mut hist = new_histogram();
-    for r in &reports {
-        // Counts add up; peaks add up to an upper bound (see `RunReport::flows`).
-        flows.merge(&r.flows);
-        let _ = hist.add(&r.ns_per_packet);
-    }
-    Ok(RunReport {
-        mode,
-        decode: src.decode,
-        reader: src.reader,
-        capture: counters.totals(),
-        flows,
-        detect,
-        sink,
-        outputs,
-        ns_per_packet: hist,
-        wall: started.elapsed(),
-        errors,
-        interrupted: src.interrupted,
-        workers,
-        capture_bytes: src.capture_bytes,
-    })
 }

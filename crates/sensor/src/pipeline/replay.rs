@@ -70,27 +70,10 @@ impl Source for FileSource {
         let mut records: Vec<PacketRecord> = Vec::new();
         let mut done_before = 0u64;
         'files: for name in &self.files {
-            let input: Box<dyn Read> = if name == "-" {
-                Box::new(std::io::stdin())
-            } else {
-                match std::fs::File::open(name) {
-                    // A directory opens on Linux and fails at the first read:
-                    // say what it is, as tcpdump does.
-                    Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
-                        report.errors.push(format!("{name}: Is a directory"));
-                        continue;
-                    }
-                    Ok(f) => Box::new(f),
-                    Err(e) => {
-                        report.errors.push(format!("{name}: {e}"));
-                        continue;
-                    }
-                }
-            };
-            let mut reader = match CaptureReader::new(name.clone(), input, supported_link_type) {
+            let mut reader = match open(name) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.errors.push(e.to_string());
+                    report.errors.push(e);
                     continue;
                 }
             };
@@ -133,6 +116,24 @@ impl Source for FileSource {
         report.decode = splitter.decode_stats().clone();
         report
     }
+}
+
+/// Opens capture file `name` (`-`: standard input) and reads its header.
+fn open(name: &str) -> Result<CaptureReader<Box<dyn Read>>, String> {
+    let input: Box<dyn Read> = if name == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        match std::fs::File::open(name) {
+            // A directory opens on Linux and fails at the first read:
+            // say what it is, as tcpdump does.
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+                return Err(format!("{name}: Is a directory"));
+            }
+            Ok(f) => Box::new(f),
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    };
+    CaptureReader::new(name, input, supported_link_type).map_err(|e| e.to_string())
 }
 
 fn merge_reader(a: &mut ReaderStats, b: &ReaderStats) {

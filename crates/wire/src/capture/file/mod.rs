@@ -310,27 +310,8 @@ impl<R: Read> CaptureReader<R> {
             return Ok(false);
         }
         let first_record = records.len();
-        let carry_len = self.carry.len();
-        let target = self.block_size.max(carry_len);
-        if block.len() != target {
-            block.resize(target, 0);
-        }
-        if let Some(dst) = block.get_mut(..carry_len) {
-            dst.copy_from_slice(&self.carry);
-        }
-        self.carry.clear();
         let base = self.consumed;
-        let mut filled = carry_len;
-        if !self.eof {
-            filled = match self.read_into(block, filled, target) {
-                Ok(f) => f,
-                Err(e) => {
-                    block.truncate(filled);
-                    self.done = true;
-                    return Err(e);
-                }
-            };
-        }
+        let mut filled = self.refill(block)?;
         let mut pos = 0;
         loop {
             let (p, stop) = self.frame(block.get(..filled).unwrap_or_default(), pos, records);
@@ -391,6 +372,32 @@ impl<R: Read> CaptureReader<R> {
                         }
                     };
                 }
+            }
+        }
+    }
+
+    /// Starts a block: the partial record carried over from the previous call, then
+    /// fresh reads up to the block size (or EOF). Returns how many bytes of `block` are
+    /// valid. A read error ends the file.
+    fn refill(&mut self, block: &mut Vec<u8>) -> Result<usize, CaptureError> {
+        let carry_len = self.carry.len();
+        let target = self.block_size.max(carry_len);
+        if block.len() != target {
+            block.resize(target, 0);
+        }
+        if let Some(dst) = block.get_mut(..carry_len) {
+            dst.copy_from_slice(&self.carry);
+        }
+        self.carry.clear();
+        if self.eof {
+            return Ok(carry_len);
+        }
+        match self.read_into(block, carry_len, target) {
+            Ok(filled) => Ok(filled),
+            Err(e) => {
+                block.truncate(carry_len);
+                self.done = true;
+                Err(e)
             }
         }
     }
