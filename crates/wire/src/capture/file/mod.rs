@@ -20,7 +20,7 @@
 //! (0 before any); an error found after some records of a block is reported by the next
 //! `next_block` call, so the records before it are always delivered first.
 //!
-//! The pieces: [`error`] (what is wrong, and where), [`record`] (records and counters,
+//! The pieces: `error` (what is wrong, and where), `record` (records and counters,
 //! shared with live capture), `frame` (integer reads and why a framer stops), `pcap`
 //! (classic header and records), `pcapng` (sections, interfaces, blocks), and here the
 //! reader that fills block buffers and hands them to the framer of the file's format.
