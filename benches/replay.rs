@@ -17,7 +17,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use qmwatch_sensor::detect::policy::{Policy, PolicyBuilder};
 use qmwatch_sensor::flow::FlowConfig;
-use qmwatch_sensor::pipeline::{replay, ReplayConfig, ReplayReport};
+use qmwatch_sensor::pipeline::{replay, Destinations, ReplayConfig, RunOptions, RunReport};
 use qmwatch_sensor::sink::Output;
 use qmwatch_synth::{self as synth, Config, Profile, Target, Truth};
 
@@ -43,18 +43,23 @@ fn policy(t: &Truth) -> Policy {
     b.build()
 }
 
-fn run(capture: &Path, events: &Path, workers: usize, policy: &Arc<Policy>) -> ReplayReport {
+fn run(capture: &Path, events: &Path, workers: usize, policy: &Arc<Policy>) -> RunReport {
     let cfg = ReplayConfig {
         files: vec![capture.to_string_lossy().into_owned()],
         workers,
-        output: Output::File(events.to_path_buf()),
-        progress: false,
         flow: FlowConfig::default(),
         block_size: 1 << 20,
         policy: Arc::clone(policy),
         alert_window_ns: None,
     };
-    let report = replay(cfg, Arc::new(AtomicBool::new(false))).expect("replay");
+    let report = replay(
+        cfg,
+        Destinations::single(Output::File(events.to_path_buf())),
+        RunOptions::default(),
+        None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect("replay");
     assert!(
         report.errors.is_empty(),
         "replay errors: {:?}",
@@ -64,7 +69,7 @@ fn run(capture: &Path, events: &Path, workers: usize, policy: &Arc<Policy>) -> R
 }
 
 /// The detection counts must equal the ground truth.
-fn check(name: &str, r: &ReplayReport, t: &Truth) {
+fn check(name: &str, r: &RunReport, t: &Truth) {
     let q = &t.qm;
     let d = &r.detect;
     assert_eq!(r.decode.frames, t.capture.packets, "{name}: packets");

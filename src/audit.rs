@@ -16,7 +16,7 @@ use serde_json::json;
 
 use qmwatch_sensor::detect::RelayVerdict;
 use qmwatch_sensor::event::rfc3339;
-use qmwatch_sensor::pipeline::ReplayReport;
+use qmwatch_sensor::pipeline::RunReport;
 
 /// How the report is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -27,7 +27,7 @@ pub enum Format {
 }
 
 /// 0 clean, 1 findings, 2 error.
-pub fn exit_status(r: &ReplayReport) -> u8 {
+pub fn exit_status(r: &RunReport) -> u8 {
     let inv = &r.detect.inventory;
     if !r.errors.is_empty() || r.interrupted {
         2
@@ -38,7 +38,7 @@ pub fn exit_status(r: &ReplayReport) -> u8 {
     }
 }
 
-pub fn render(r: &ReplayReport, files: &[String], policy: &str, format: Format) -> String {
+pub fn render(r: &RunReport, files: &[String], policy: &str, format: Format) -> String {
     match format {
         Format::Text => text(r, files, policy),
         Format::Html => html::render(&html::Page {
@@ -58,7 +58,7 @@ pub fn render(r: &ReplayReport, files: &[String], policy: &str, format: Format) 
     }
 }
 
-fn verdict_counts(r: &ReplayReport) -> serde_json::Map<String, serde_json::Value> {
+fn verdict_counts(r: &RunReport) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     for v in RelayVerdict::ALL {
         let n = r
@@ -73,7 +73,7 @@ fn verdict_counts(r: &ReplayReport) -> serde_json::Map<String, serde_json::Value
     m
 }
 
-pub fn json_report(r: &ReplayReport, files: &[String], policy: &str) -> serde_json::Value {
+pub fn json_report(r: &RunReport, files: &[String], policy: &str) -> serde_json::Value {
     let inv = &r.detect.inventory;
     let servers: Vec<_> = inv
         .servers
@@ -149,7 +149,7 @@ fn timeline_json(t: &qmwatch_sensor::detect::timeline::Timeline) -> serde_json::
     })
 }
 
-fn text(r: &ReplayReport, files: &[String], policy: &str) -> String {
+fn text(r: &RunReport, files: &[String], policy: &str) -> String {
     let inv = &r.detect.inventory;
     let mut s = String::new();
     let status = exit_status(r);

@@ -62,7 +62,7 @@ pub fn nothing_read(report: &RunReport) -> bool {
 pub fn finish_run(report: &RunReport, quiet: bool) -> ExitCode {
     let summary = !quiet && !nothing_read(report);
     if summary {
-        eprint!("{}", report.summary());
+        eprint!("{}", crate::summary::summary(report));
     }
     report_errors(&report.errors, summary);
     if report.errors.is_empty() {

@@ -1,5 +1,5 @@
 //! The `qmwatch` command line: the binary of the workspace (clap, the
-//! summary, `audit`, `check`). Nothing imports it.
+//! progress bar, the summary, `audit`, `check`). Nothing imports it.
 #![deny(unsafe_code)]
 
 mod audit;
@@ -7,6 +7,8 @@ mod check;
 mod exit;
 #[cfg(feature = "live")]
 mod privileges;
+mod progress;
+mod summary;
 
 use std::io::{IsTerminal, Write as _};
 use std::net::IpAddr;
@@ -23,7 +25,9 @@ use check::{net as check_net, report as check_report, target as check_target};
 use qmwatch_sensor::detect::policy::{Policy, PolicyBuilder};
 use qmwatch_sensor::event::Observer;
 use qmwatch_sensor::flow::{self, FlowConfig};
-use qmwatch_sensor::pipeline::{replay_with, Delivery, ReplayConfig, ReplayReport, RunOptions};
+use qmwatch_sensor::pipeline::{
+    replay, Destinations, Progress, ReplayConfig, RunOptions, RunReport,
+};
 use qmwatch_sensor::sink::{syslog, Output, OutputConfig, Rotation};
 
 #[derive(Parser, Debug)]
@@ -333,7 +337,7 @@ struct OutputArgs {
 impl OutputArgs {
     /// The outputs of a run, with SIGHUP registered to reopen files. Live
     /// outputs never make the capture wait: a full queue drops the oldest.
-    fn delivery(&self, observer: Observer, live: bool) -> Result<Delivery, String> {
+    fn destinations(&self, observer: Observer, live: bool) -> Result<Destinations, String> {
         let names: Vec<&str> = if self.output.is_empty() {
             vec!["-"]
         } else {
@@ -371,7 +375,7 @@ impl OutputArgs {
             }
             outputs.push(c);
         }
-        Ok(Delivery { outputs, observer })
+        Ok(Destinations { outputs, observer })
     }
 }
 
@@ -546,8 +550,8 @@ fn run_check(a: CheckArgs) -> Result<u8, String> {
     let events_wanted = a.format == Format::Json || !a.outputs.output.is_empty();
     let mut sinks = None;
     if events_wanted {
-        let delivery = a.outputs.delivery(observer.clone(), false)?;
-        sinks = Some(qmwatch_sensor::sink::Sinks::start(delivery.outputs)?);
+        let destinations = a.outputs.destinations(observer.clone(), false)?;
+        sinks = Some(qmwatch_sensor::sink::Sinks::start(destinations.outputs)?);
     }
     let cfg = check::Config {
         timeouts: check::Timeouts {
@@ -605,13 +609,13 @@ struct Run<'a> {
     stats_interval_ns: Option<u64>,
 }
 
-fn start(run: Run<'_>) -> Result<ReplayReport, String> {
+fn start(run: Run<'_>) -> Result<RunReport, String> {
     let policy = run.policy.build()?;
     let stop = stop_flag()?;
     let observer = Observer::from_system();
-    let delivery = match run.outputs {
-        Some(o) => o.delivery(observer, false)?,
-        None => Delivery::single(Output::Discard),
+    let destinations = match run.outputs {
+        Some(o) => o.destinations(observer, false)?,
+        None => Destinations::single(Output::Discard),
     };
     let opts = RunOptions {
         stats_interval: run.stats_interval_ns.map(Duration::from_nanos),
@@ -620,14 +624,17 @@ fn start(run: Run<'_>) -> Result<ReplayReport, String> {
     let cfg = ReplayConfig {
         files: run.files,
         workers: usize::from(run.engine.workers),
-        output: Output::Discard,
-        progress: run.progress,
         flow: run.engine.flow(),
         block_size: run.block_size,
         policy: Arc::new(policy),
         alert_window_ns: run.alert_window_ns,
     };
-    replay_with(cfg, delivery, opts, stop)
+    let progress: Option<Box<dyn Progress>> = if run.progress {
+        Some(Box::new(progress::Bar::new()))
+    } else {
+        None
+    };
+    replay(cfg, destinations, opts, progress, stop)
 }
 
 fn run_replay(a: ReplayArgs) -> ExitCode {
@@ -783,7 +790,7 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
     .map_err(|e| format!("cannot install SIGHUP handler: {e}"))?;
     let mut observer = Observer::from_system();
     observer.ingress_interface = Some(a.interface.clone());
-    let delivery = a.outputs.delivery(observer, true)?;
+    let destinations = a.outputs.destinations(observer, true)?;
     let engine = Engine {
         workers,
         flow: a.engine.flow(),
@@ -812,6 +819,6 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
         );
     }
     let source = LiveSource::new(handles, Duration::from_millis(u64::from(a.timeout)));
-    let report = run(engine, delivery, run_opts, Box::new(source), stop)?;
+    let report = run(engine, destinations, run_opts, Box::new(source), stop)?;
     Ok(exit::finish_run(&report, a.quiet))
 }

@@ -264,6 +264,7 @@ fn timelines(h: &mut String, inv: &Inventory) {
     }
 }
 
+// Long: one SVG drawing, element after element; split, its scale and coordinates would be passed around.
 fn svg(h: &mut String, s: &qmwatch_sensor::detect::ServerInfo, name: &str, lo: u64, hi: u64) {
     let t = &s.timeline;
     let span = (hi - lo) as f64;

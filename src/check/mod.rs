@@ -380,6 +380,7 @@ pub fn check_port(job: &Job, cfg: &Config, policy: &Policy) -> PortReport {
 }
 
 /// Runs the probes in order until one of them names the port.
+// Long: the probe sequence in its order (greeting, QMQP, QMTP, TLS), each step deciding the next.
 fn detect(r: &mut PortReport, cfg: &Config) {
     let t = cfg.timeouts;
     let addr = r.job.addr;
@@ -484,6 +485,7 @@ fn one_shot(addr: SocketAddr, cfg: &Config, probe: &'static str, data: &[u8], wa
 }
 
 /// Names the port from the answer of step `i`, if it answered anything.
+// Long: one table from each probe's answer to what the port is.
 fn name_from(r: &mut PortReport, i: usize) -> bool {
     let Some(step) = r.steps.get(i) else {
         return false;

@@ -211,6 +211,7 @@ fn verdict_words(r: RelayResult) -> &'static str {
 }
 
 /// The report a person reads.
+// Long: the report a person reads, section after section in the order printed.
 pub fn text(reports: &[PortReport], cfg: &Config, policy: &Policy) -> String {
     let mut s = String::new();
     let mut targets: Vec<&str> = reports.iter().map(|r| r.job.target.as_str()).collect();

@@ -150,6 +150,7 @@ fn net_addrs(net: &IpNet) -> Vec<IpAddr> {
 /// order named. `family` is `--source`'s: addresses of the other family
 /// are an error when named literally, and skipped when a name resolves to
 /// both. More than `max_targets` distinct addresses is an error.
+// Long: resolution and expansion, the family and cap rules applied in the order targets are named.
 pub fn expand(
     targets: &[String],
     ports: &[u16],

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{CaptureCounters, Feed, Source, SourceReport, Splitter, WorkerQueue};
+use super::{CaptureCounters, Feed, Mode, Source, SourceReport, Splitter, WorkerQueue};
 use qmwatch_wire::capture::file::PacketRecord;
 use qmwatch_wire::capture::live::Handle;
 use qmwatch_wire::capture::BufferPool;
@@ -59,11 +59,11 @@ impl LiveSource {
 }
 
 impl Source for LiveSource {
-    fn mode(&self) -> &'static str {
+    fn mode(&self) -> Mode {
         if self.handles.len() > 1 {
-            "live_fanout"
+            Mode::LiveFanout
         } else {
-            "live"
+            Mode::Live
         }
     }
 
@@ -143,6 +143,7 @@ impl Source for LiveSource {
 /// Reads packets from `h` until `stop` (or an error), handing blocks to
 /// `queues`. When a capture thread fails, `stop` is set so that the others
 /// end too and the run finishes every session.
+// Long: one loop holds the block, flush and drain-after-stop rules that tests/live.rs checks together.
 fn capture_loop(
     h: &mut Handle,
     queues: &[WorkerQueue],

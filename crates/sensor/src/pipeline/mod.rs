@@ -9,16 +9,18 @@
 //!                                                                         per output (sink)
 //! ```
 //!
-//! Owns: starting and joining the threads ([`run`]); the [`Source`] trait a
-//! capture loop implements (capture files in [`FileSource`], a live
-//! interface in `live::LiveSource`); the decode-and-hash step every source
+//! Owns: starting and joining the threads ([`run`], and [`replay`] for
+//! capture files); the [`Source`] trait a capture loop implements (capture
+//! files in [`FileSource`], a live interface in `live::LiveSource`); the decode-and-hash step every source
 //! shares ([`Splitter`]); the worker queues ([`WorkerQueue`]: a replay waits
 //! for a worker that falls behind, lossless; live capture never waits — a
 //! full queue drops the batch and counts its packets); the workers; the
 //! detect thread with the periodic `qmwatch.stats` event ([`stats`]); and
-//! the summary.
+//! the counters of a run ([`RunReport`]).
 //!
-//! Must not: hold anything unbounded, block a live capture thread, or exit
+//! Must not: draw anything on a terminal or word the summary (the binary
+//! does, from [`Progress`] reports and the [`RunReport`]), hold anything
+//! unbounded, block a live capture thread, or exit
 //! before every worker finished its flows and every output drained its
 //! queue: on end of input or on a stop signal, every pending event is
 //! written (or, for a collector that stays down, counted as dropped).
@@ -26,7 +28,6 @@
 mod idle;
 mod replay;
 pub mod stats;
-mod summary;
 
 #[cfg(feature = "live")]
 pub mod live;
@@ -49,18 +50,16 @@ use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
 use qmwatch_wire::capture::{Batch, Block, BufferPool};
 use qmwatch_wire::decode::{DecodeStats, Decoded, Decoder, Segment};
 
-pub use replay::FileSource;
+pub use replay::{FileSource, Progress};
 pub use stats::LossThreshold;
 use stats::{StatsRun, WorkerSnapshot};
 
-/// Everything a replay needs to know.
+/// Everything a replay needs to know, apart from where its events go.
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
     /// Capture files, read in order; `-` is standard input.
     pub files: Vec<String>,
     pub workers: usize,
-    pub output: Output,
-    pub progress: bool,
     pub flow: FlowConfig,
     pub block_size: usize,
     /// Site policy that judges services and relaying.
@@ -83,16 +82,16 @@ impl ReplayConfig {
 
 /// Where a run's events go, and the `observer.*` fields they carry.
 #[derive(Clone, Debug)]
-pub struct Delivery {
+pub struct Destinations {
     /// Every output, each with its own queue and thread.
     pub outputs: Vec<OutputConfig>,
     pub observer: Observer,
 }
 
-impl Delivery {
+impl Destinations {
     /// One output with the replay defaults, observed by this host.
-    pub fn single(output: Output) -> Delivery {
-        Delivery {
+    pub fn single(output: Output) -> Destinations {
+        Destinations {
             outputs: vec![OutputConfig::for_replay(output)],
             observer: Observer::from_system(),
         }
@@ -162,8 +161,8 @@ pub struct CaptureCounters {
     pub last_packet_ns: AtomicU64,
 }
 
-/// A copy of [`CaptureCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A copy of [`CaptureCounters`] (serialized as the statistics' `capture`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CaptureTotals {
     pub packets: u64,
     pub bytes: u64,
@@ -231,6 +230,29 @@ pub struct Feed {
     pub stop: Arc<AtomicBool>,
 }
 
+/// What kind of source a run reads: the summary's title and the
+/// `qmwatch.stats` events' `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Capture files.
+    Replay,
+    /// One live capture handle, hashed to the workers.
+    Live,
+    /// A live fanout group, one capture handle per worker.
+    LiveFanout,
+}
+
+impl Mode {
+    /// The name written in the summary and the statistics events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replay => "replay",
+            Mode::Live => "live",
+            Mode::LiveFanout => "live_fanout",
+        }
+    }
+}
+
 /// What a source reports at its end.
 #[derive(Clone, Debug, Default)]
 pub struct SourceReport {
@@ -246,9 +268,8 @@ pub struct SourceReport {
 /// Where packets come from: a capture loop that reads blocks, runs them
 /// through a [`Splitter`] and hands the batches to the worker queues.
 pub trait Source {
-    /// `replay`, `live` or `live_fanout` (the summary's title and the
-    /// stats' `mode`).
-    fn mode(&self) -> &'static str;
+    /// What kind of source it is.
+    fn mode(&self) -> Mode;
     /// True: a full worker queue makes the source wait (replay). False: the
     /// batch is dropped and counted (live capture never blocks the ring).
     fn lossless(&self) -> bool;
@@ -351,7 +372,17 @@ impl Splitter {
         }
         let mut block = Block::new(buf, Some(pool.returner()));
         block.extra = extra;
-        let block = Arc::new(block);
+        self.hand_over(Arc::new(block), now, queues)
+    }
+
+    /// Hands each queue its worker's segments of `block` (and, when
+    /// `send_empty`, an empty batch to a worker with none, for its clock).
+    fn hand_over(
+        &mut self,
+        block: Arc<Block>,
+        now: u64,
+        queues: &[WorkerQueue],
+    ) -> Result<(), WorkerGone> {
         for (w, q) in queues.iter().enumerate() {
             // Hand the batch over and start the next with a list a worker
             // gave back (or one with the same room), so that a block's
@@ -409,14 +440,18 @@ enum WorkerMsg {
     Done(Box<WorkerReport>),
 }
 
-/// Counters of a whole run, for the summary (and the audit report).
-pub struct ReplayReport {
-    /// `replay`, `live` or `live_fanout`.
-    pub mode: &'static str,
+/// Counters of a whole run (replay or live), for the summary and the audit
+/// report.
+pub struct RunReport {
+    pub mode: Mode,
     pub decode: DecodeStats,
     pub reader: ReaderStats,
     /// Packets, bytes and every kind of capture drop.
     pub capture: CaptureTotals,
+    /// Every worker's flow counters added up ([`FlowStats::merge`]): the
+    /// counts are the run's, but each `*_peak` is the sum of the workers'
+    /// peaks, reached at different moments: an upper bound of the run's
+    /// peak, not the peak itself.
     pub flows: FlowStats,
     pub detect: DetectStats,
     /// Lines handed to the outputs (each event once).
@@ -430,9 +465,6 @@ pub struct ReplayReport {
     pub workers: usize,
     pub capture_bytes: u64,
 }
-
-/// The report of any run (replay or live).
-pub type RunReport = ReplayReport;
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 ns .. 60 s, 3 significant digits; creation cannot fail with these bounds.
@@ -500,40 +532,14 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
     let mut seen_epoch = 0u64;
     let poll = ctl.live || ctl.epoch.is_some();
     loop {
-        let next = if poll {
-            match rx.recv_timeout(WORKER_TICK) {
-                Ok(b) => Some(b),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
-                Ok(b) => Some(b),
-                Err(_) => break,
-            }
+        let Some(next) = next_batch(&rx, poll) else {
+            break;
         };
         let mut trigger_ns = 0u64;
         match next {
             Some(batch) => {
                 let t0 = Instant::now();
-                for (j, seg) in batch.segments.iter().enumerate() {
-                    if let Some(far) = batch.segments.get(j + 2 * PREFETCH_AHEAD) {
-                        table.prefetch_bucket(far);
-                    }
-                    if let Some(ahead) = batch.segments.get(j + PREFETCH_AHEAD) {
-                        table.prefetch_entry(ahead, batch.block.tcp_segment(ahead));
-                    }
-                    let before = out.len();
-                    table.segment_checked(
-                        seg,
-                        batch.block.payload(seg),
-                        Some(batch.block.tcp_segment(seg)),
-                        &mut out,
-                    );
-                    if out.len() > before {
-                        trigger_ns = trigger_ns.max(seg.ts);
-                    }
-                }
+                trigger_ns = feed_batch(&mut table, &batch, &mut out);
                 clock = clock.max(batch.now);
                 table.expire(clock, &mut out);
                 let n = batch.segments.len() as u64;
@@ -590,6 +596,47 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
         ns_per_packet: hist,
         last,
     })));
+}
+
+/// The next batch for a worker: `Some(None)` when `poll` is set and none
+/// came within [`WORKER_TICK`]; `None` when the source is done.
+fn next_batch(rx: &Receiver<Batch>, poll: bool) -> Option<Option<Batch>> {
+    if poll {
+        match rx.recv_timeout(WORKER_TICK) {
+            Ok(b) => Some(Some(b)),
+            Err(RecvTimeoutError::Timeout) => Some(None),
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    } else {
+        rx.recv().ok().map(Some)
+    }
+}
+
+/// Runs a batch's segments through the flow table, prefetching the index
+/// bucket and the entry of segments ahead. Returns the capture time of the
+/// latest segment that produced a record (0: none).
+#[inline]
+fn feed_batch(table: &mut FlowTable, batch: &Batch, out: &mut Vec<Record>) -> u64 {
+    let mut trigger_ns = 0u64;
+    for (j, seg) in batch.segments.iter().enumerate() {
+        if let Some(far) = batch.segments.get(j + 2 * PREFETCH_AHEAD) {
+            table.prefetch_bucket(far);
+        }
+        if let Some(ahead) = batch.segments.get(j + PREFETCH_AHEAD) {
+            table.prefetch_entry(ahead, batch.block.tcp_segment(ahead));
+        }
+        let before = out.len();
+        table.segment_checked(
+            seg,
+            batch.block.payload(seg),
+            Some(batch.block.tcp_segment(seg)),
+            out,
+        );
+        if out.len() > before {
+            trigger_ns = trigger_ns.max(seg.ts);
+        }
+    }
+    trigger_ns
 }
 
 /// Turns records into events, serializes each once and hands the line to
@@ -669,36 +716,23 @@ fn detect_loop(
     (det.stats, reports, fanout.stats)
 }
 
-/// Runs a replay to the end of its files (or until `stop` is set), writing
-/// to `cfg.output` with the replay defaults.
-pub fn replay(cfg: ReplayConfig, stop: Arc<AtomicBool>) -> Result<ReplayReport, String> {
-    let delivery = Delivery::single(cfg.output.clone());
-    replay_to(cfg, delivery, stop)
-}
-
-/// Runs a replay writing to every output of `delivery` (`cfg.output` is
-/// not used).
-pub fn replay_to(
+/// Replays capture files: runs the pipeline on a [`FileSource`] of
+/// `cfg.files` until their end or until `stop` is set, writing to
+/// `destinations`. `progress`, if any, is told how far the files are read
+/// (the binary draws a bar from it).
+pub fn replay(
     cfg: ReplayConfig,
-    delivery: Delivery,
-    stop: Arc<AtomicBool>,
-) -> Result<ReplayReport, String> {
-    replay_with(cfg, delivery, RunOptions::default(), stop)
-}
-
-/// Runs a replay with explicit run options (statistics on, for one).
-pub fn replay_with(
-    cfg: ReplayConfig,
-    delivery: Delivery,
+    destinations: Destinations,
     opts: RunOptions,
+    progress: Option<Box<dyn Progress>>,
     stop: Arc<AtomicBool>,
-) -> Result<ReplayReport, String> {
+) -> Result<RunReport, String> {
     let source = FileSource {
         files: cfg.files.clone(),
         block_size: cfg.block_size,
-        progress: cfg.progress,
+        progress,
     };
-    run(cfg.engine(), delivery, opts, Box::new(source), stop)
+    run(cfg.engine(), destinations, opts, Box::new(source), stop)
 }
 
 /// Runs the pipeline on `source` until its input ends or `stop` is set:
@@ -707,7 +741,7 @@ pub fn replay_with(
 /// every output drained its queue.
 pub fn run(
     engine: Engine,
-    delivery: Delivery,
+    destinations: Destinations,
     opts: RunOptions,
     source: Box<dyn Source>,
     stop: Arc<AtomicBool>,
@@ -716,21 +750,22 @@ pub fn run(
     let mode = source.mode();
     let live = source.live();
     let lossless = source.lossless();
-    let (sinks, fanout) = Sinks::start(delivery.outputs)?;
+    let (sinks, fanout) = Sinks::start(destinations.outputs)?;
     let workers = engine.workers.clamp(1, 64);
     let counters = Arc::new(CaptureCounters::default());
     let epoch = opts.stats_interval.map(|_| Arc::new(AtomicU64::new(0)));
+    let run_id = || RunId {
+        hostname: destinations.observer.hostname.clone(),
+        interface: destinations.observer.ingress_interface.clone(),
+        started_ns: wall_ns(),
+    };
     let stats_run = match (opts.stats_interval, &epoch) {
         (Some(interval), Some(ep)) => Some(StatsRun::new(stats::StatsSetup {
             interval,
             epoch: Arc::clone(ep),
             capture: Arc::clone(&counters),
             outputs: sinks.counters(),
-            run: RunId {
-                hostname: delivery.observer.hostname.clone(),
-                interface: delivery.observer.ingress_interface.clone(),
-                started_ns: wall_ns(),
-            },
+            run: run_id(),
             workers,
             mode,
             measure_latency: live,
@@ -739,15 +774,7 @@ pub fn run(
         _ => None,
     };
     let idle = match opts.idle_alarm {
-        Some(d) if live => Some(idle::IdleAlarm::new(
-            d,
-            Arc::clone(&counters),
-            RunId {
-                hostname: delivery.observer.hostname.clone(),
-                interface: delivery.observer.ingress_interface.clone(),
-                started_ns: wall_ns(),
-            },
-        )),
+        Some(d) if live => Some(idle::IdleAlarm::new(d, Arc::clone(&counters), run_id())),
         _ => None,
     };
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
@@ -755,28 +782,20 @@ pub fn run(
         .name("qmwatch-detect".into())
         .spawn({
             let det = Detector::new(Arc::clone(&engine.policy), engine.alert_window_ns)
-                .with_observer(delivery.observer);
+                .with_observer(destinations.observer);
             move || detect_loop(det, rec_rx, fanout, stats_run, idle)
         })
         .map_err(|e| format!("cannot start detect thread: {e}"))?;
     let mut queues = Vec::new();
     let mut worker_threads = Vec::new();
     for w in 0..workers {
-        let (tx, rx) = bounded::<Batch>(opts.queue_batches.max(1));
-        let rtx = rec_tx.clone();
-        let mut fcfg = engine.flow;
-        fcfg.max_flows = (fcfg.max_flows / workers).max(1);
-        fcfg.held_bytes_cap = (fcfg.held_bytes_cap / workers).max(1);
-        fcfg.session_memory = (fcfg.session_memory / workers).max(1);
         let ctl = WorkerCtl {
             id: w,
             live,
             epoch: epoch.clone(),
         };
-        let h = thread::Builder::new()
-            .name(format!("qmwatch-worker-{w}"))
-            .spawn(move || worker(fcfg, rx, rtx, ctl))
-            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        let fcfg = worker_share(engine.flow, workers);
+        let (tx, h) = start_worker(fcfg, opts.queue_batches, ctl, rec_tx.clone())?;
         queues.push(WorkerQueue {
             tx,
             lossless,
@@ -791,42 +810,98 @@ pub fn run(
         counters: Arc::clone(&counters),
         stop,
     });
-    let mut errors = src.errors;
-    let mut flows = FlowStats::default();
-    for h in worker_threads {
-        if h.join().is_err() {
-            errors.push("a worker thread panicked".into());
+    let run = Running {
+        detect: detect_thread,
+        workers: worker_threads,
+        sinks,
+    };
+    run.finish(src, &counters, mode, started)
+}
+
+/// Starts a worker thread on `flow` limits with a queue of `capacity`
+/// batches, sending its records on `rec_tx`; returns its queue and thread.
+fn start_worker(
+    flow: FlowConfig,
+    capacity: usize,
+    ctl: WorkerCtl,
+    rec_tx: Sender<WorkerMsg>,
+) -> Result<(Sender<Batch>, thread::JoinHandle<()>), String> {
+    let (tx, rx) = bounded::<Batch>(capacity.max(1));
+    let h = thread::Builder::new()
+        .name(format!("qmwatch-worker-{}", ctl.id))
+        .spawn(move || worker(flow, rx, rec_tx, ctl))
+        .map_err(|e| format!("cannot start worker thread: {e}"))?;
+    Ok((tx, h))
+}
+
+/// One worker's share of the run's limits: flows, held bytes and session
+/// memory divided evenly (at least 1 each).
+fn worker_share(flow: FlowConfig, workers: usize) -> FlowConfig {
+    let mut fcfg = flow;
+    fcfg.max_flows = (fcfg.max_flows / workers).max(1);
+    fcfg.held_bytes_cap = (fcfg.held_bytes_cap / workers).max(1);
+    fcfg.session_memory = (fcfg.session_memory / workers).max(1);
+    fcfg
+}
+
+/// The threads of a run, once its source has ended.
+struct Running {
+    detect: thread::JoinHandle<(DetectStats, Vec<WorkerReport>, SinkStats)>,
+    workers: Vec<thread::JoinHandle<()>>,
+    sinks: Sinks,
+}
+
+impl Running {
+    /// Waits for every worker to finish its flows, then for the detect
+    /// thread, then for every output to drain its queue; the report of the
+    /// run from the source's report `src` and the capture `counters`.
+    fn finish(
+        self,
+        src: SourceReport,
+        counters: &CaptureCounters,
+        mode: Mode,
+        started: Instant,
+    ) -> Result<RunReport, String> {
+        let workers = self.workers.len();
+        let mut errors = src.errors;
+        let mut flows = FlowStats::default();
+        for h in self.workers {
+            if h.join().is_err() {
+                errors.push("a worker thread panicked".into());
+            }
         }
-    }
-    let joined = detect_thread.join();
-    // The outputs drain whatever the detect thread queued (its queues were
-    // closed when it ended, even by a panic).
-    let outputs = sinks.finish();
-    let (detect, reports, sink) = joined.map_err(|_| "the detect thread panicked".to_string())?;
-    for o in &outputs {
-        if let Some(e) = &o.error {
-            errors.push(e.clone());
+        let joined = self.detect.join();
+        // The outputs drain whatever the detect thread queued (its queues were
+        // closed when it ended, even by a panic).
+        let outputs = self.sinks.finish();
+        let (detect, reports, sink) =
+            joined.map_err(|_| "the detect thread panicked".to_string())?;
+        for o in &outputs {
+            if let Some(e) = &o.error {
+                errors.push(e.clone());
+            }
         }
+        let mut hist = new_histogram();
+        for r in &reports {
+            // Counts add up; peaks add up to an upper bound (see `RunReport::flows`).
+            flows.merge(&r.flows);
+            let _ = hist.add(&r.ns_per_packet);
+        }
+        Ok(RunReport {
+            mode,
+            decode: src.decode,
+            reader: src.reader,
+            capture: counters.totals(),
+            flows,
+            detect,
+            sink,
+            outputs,
+            ns_per_packet: hist,
+            wall: started.elapsed(),
+            errors,
+            interrupted: src.interrupted,
+            workers,
+            capture_bytes: src.capture_bytes,
+        })
     }
-    let mut hist = new_histogram();
-    for r in &reports {
-        flows.merge(&r.flows);
-        let _ = hist.add(&r.ns_per_packet);
-    }
-    Ok(ReplayReport {
-        mode,
-        decode: src.decode,
-        reader: src.reader,
-        capture: counters.totals(),
-        flows,
-        detect,
-        sink,
-        outputs,
-        ns_per_packet: hist,
-        wall: started.elapsed(),
-        errors,
-        interrupted: src.interrupted,
-        workers,
-        capture_bytes: src.capture_bytes,
-    })
 }

@@ -1,35 +1,47 @@
 //! The replay source: capture files read in blocks, in this thread.
 //!
-//! Owns: opening each file in turn (`-` is standard input), the progress
-//! bar, and handing every block to the [`Splitter`]. Lossless: when a
-//! worker falls behind, reading waits.
+//! Owns: opening each file in turn (`-` is standard input), reporting how
+//! far they are read ([`Progress`]), and handing every block to the
+//! [`Splitter`]. Lossless: when a worker falls behind, reading waits.
 //!
-//! Must not: stop at a bad file (the error is recorded and the next file
-//! read), or read on after the stop flag is set.
+//! Must not: draw progress itself (the binary does), stop at a bad file
+//! (the error is recorded and the next file read), or read on after the
+//! stop flag is set.
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Feed, Source, SourceReport, Splitter};
+use super::{Feed, Mode, Source, SourceReport, Splitter};
 use qmwatch_wire::capture::file::{CaptureReader, PacketRecord, ReaderStats};
 use qmwatch_wire::capture::BufferPool;
 use qmwatch_wire::decode::supported_link_type;
 
+/// Told how far a replay has read its files, in the replay's thread: what a
+/// progress bar needs.
+pub trait Progress {
+    /// Before the first read: the size of all the files together (standard
+    /// input, and a file whose size is unknown, count 0).
+    fn start(&mut self, total_bytes: u64);
+    /// After each block: the capture bytes read so far, over all the files.
+    fn advance(&mut self, bytes_done: u64);
+    /// At the end of the replay, also when it was stopped or failed.
+    fn finish(&mut self);
+}
+
 /// Capture files, read in order as one capture.
-#[derive(Clone, Debug)]
 pub struct FileSource {
     /// Capture files; `-` is standard input.
     pub files: Vec<String>,
     /// Bytes read per block.
     pub block_size: usize,
-    /// A progress bar on standard error.
-    pub progress: bool,
+    /// Told how far the files are read.
+    pub progress: Option<Box<dyn Progress>>,
 }
 
 impl Source for FileSource {
-    fn mode(&self) -> &'static str {
-        "replay"
+    fn mode(&self) -> Mode {
+        Mode::Replay
     }
 
     fn lossless(&self) -> bool {
@@ -40,7 +52,7 @@ impl Source for FileSource {
         false
     }
 
-    fn run(self: Box<Self>, feed: Feed) -> SourceReport {
+    fn run(mut self: Box<Self>, feed: Feed) -> SourceReport {
         let workers = feed.queues.len().max(1);
         let mut splitter = Splitter::new(workers, true, Arc::clone(&feed.counters));
         let total: u64 = self
@@ -49,44 +61,19 @@ impl Source for FileSource {
             .filter(|f| f.as_str() != "-")
             .filter_map(|f| std::fs::metadata(f).ok().map(|m| m.len()))
             .sum();
-        let bar = if self.progress {
-            let b = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{spinner} {bytes}/{total_bytes} {bar:40} {bytes_per_sec} eta {eta}",
-            ) {
-                b.set_style(style);
-            }
-            Some(b)
-        } else {
-            None
-        };
+        if let Some(p) = self.progress.as_mut() {
+            p.start(total);
+        }
 
         let mut report = SourceReport::default();
         let pool = BufferPool::new(workers * 8 + 8);
         let mut records: Vec<PacketRecord> = Vec::new();
         let mut done_before = 0u64;
         'files: for name in &self.files {
-            let input: Box<dyn Read> = if name == "-" {
-                Box::new(std::io::stdin())
-            } else {
-                match std::fs::File::open(name) {
-                    // A directory opens on Linux and fails at the first read:
-                    // say what it is, as tcpdump does.
-                    Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
-                        report.errors.push(format!("{name}: Is a directory"));
-                        continue;
-                    }
-                    Ok(f) => Box::new(f),
-                    Err(e) => {
-                        report.errors.push(format!("{name}: {e}"));
-                        continue;
-                    }
-                }
-            };
-            let mut reader = match CaptureReader::new(name.clone(), input, supported_link_type) {
+            let mut reader = match open(name) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.errors.push(e.to_string());
+                    report.errors.push(e);
                     continue;
                 }
             };
@@ -107,8 +94,8 @@ impl Source for FileSource {
                     break 'files;
                 }
                 let pos = done_before + reader.bytes_consumed();
-                if let Some(b) = &bar {
-                    b.set_position(pos);
+                if let Some(p) = self.progress.as_mut() {
+                    p.advance(pos);
                 }
                 match step {
                     Ok(true) => {}
@@ -123,12 +110,30 @@ impl Source for FileSource {
             done_before += reader.bytes_consumed();
             merge_reader(&mut report.reader, reader.stats());
         }
-        if let Some(b) = &bar {
-            b.finish_and_clear();
+        if let Some(p) = self.progress.as_mut() {
+            p.finish();
         }
         report.decode = splitter.decode_stats().clone();
         report
     }
+}
+
+/// Opens capture file `name` (`-`: standard input) and reads its header.
+fn open(name: &str) -> Result<CaptureReader<Box<dyn Read>>, String> {
+    let input: Box<dyn Read> = if name == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        match std::fs::File::open(name) {
+            // A directory opens on Linux and fails at the first read:
+            // say what it is, as tcpdump does.
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
+                return Err(format!("{name}: Is a directory"));
+            }
+            Ok(f) => Box::new(f),
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    };
+    CaptureReader::new(name, input, supported_link_type).map_err(|e| e.to_string())
 }
 
 fn merge_reader(a: &mut ReaderStats, b: &ReaderStats) {

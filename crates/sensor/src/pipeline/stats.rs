@@ -22,10 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
-use super::{new_histogram, wall_ns, CaptureCounters, CaptureTotals};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{new_histogram, wall_ns, CaptureCounters, CaptureTotals, Mode};
 use crate::detect::Detector;
 use crate::event::{self, CaptureLoss, Event, RunId};
 use crate::flow::{loss, FlowStats};
@@ -102,7 +105,7 @@ pub(crate) struct StatsSetup {
     pub outputs: Vec<(String, Arc<OutputCounters>)>,
     pub run: RunId,
     pub workers: usize,
-    pub mode: &'static str,
+    pub mode: Mode,
     pub measure_latency: bool,
     pub threshold: LossThreshold,
 }
@@ -145,20 +148,130 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb.saturating_mul(1024))
 }
 
-fn quantile_us(h: &Histogram<u64>, q: f64, per_us: u64) -> Value {
-    if h.is_empty() {
-        Value::Null
-    } else {
-        json!(h.value_at_quantile(q) / per_us.max(1))
-    }
+/// The `q` quantile of `h` in microseconds (`per_us` units of `h` to a
+/// microsecond); `None` (null) for an empty histogram.
+fn quantile_us(h: &Histogram<u64>, q: f64, per_us: u64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q) / per_us.max(1))
 }
 
-fn max_us(h: &Histogram<u64>, per_us: u64) -> Value {
-    if h.is_empty() {
-        Value::Null
-    } else {
-        json!(h.max() / per_us.max(1))
-    }
+/// The maximum of `h` in microseconds, as [`quantile_us`].
+fn max_us(h: &Histogram<u64>, per_us: u64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.max() / per_us.max(1))
+}
+
+/// The `qmwatch.stats` object of one statistics event (docs/events.md),
+/// serialized as it is: the field order is the output's order, and `None`
+/// is written as null.
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(rename = "final")]
+    last: bool,
+    sequence: u64,
+    mode: &'static str,
+    workers: usize,
+    interval_seconds: f64,
+    uptime_seconds: f64,
+    /// Totals since the start.
+    capture: CaptureTotals,
+    /// Since the previous statistics.
+    interval: IntervalCounts,
+    flows: FlowCounts,
+    capture_loss: LossFigures,
+    events: BTreeMap<&'static str, u64>,
+    outputs: Vec<OutputCounts>,
+    processing: Processing,
+    /// Live capture only.
+    latency: Option<Latency>,
+    memory: Memory,
+}
+
+/// Capture counters of one interval.
+#[derive(Serialize)]
+struct IntervalCounts {
+    packets: u64,
+    bytes: u64,
+    kernel_drops: u64,
+    interface_drops: u64,
+    queue_drops: u64,
+}
+
+/// The flow tables of all the workers together, now.
+#[derive(Serialize)]
+struct FlowCounts {
+    tracked: u64,
+    created: u64,
+    candidates: u64,
+    timed_out: u64,
+    evicted_at_cap: u64,
+    segments: u64,
+    reassembly_bytes_held: u64,
+    session_bytes_held: u64,
+}
+
+/// The capture-loss estimate, over the interval and in total, and the
+/// threshold it is judged against.
+#[derive(Serialize)]
+struct LossFigures {
+    percent: Option<f64>,
+    acked_bytes: u64,
+    gap_bytes: u64,
+    total_percent: Option<f64>,
+    total_acked_bytes: u64,
+    total_gap_bytes: u64,
+    threshold_percent: f64,
+    min_acked_bytes: u64,
+}
+
+/// What one output has done since the start.
+#[derive(Serialize)]
+struct OutputCounts {
+    name: String,
+    written: u64,
+    dropped_queue_full: u64,
+    dropped_undeliverable: u64,
+}
+
+/// Worker time per batch over the interval.
+#[derive(Serialize)]
+struct Processing {
+    batches: u64,
+    total_batches: u64,
+    p50_us: Option<u64>,
+    p99_us: Option<u64>,
+    max_us: Option<u64>,
+}
+
+/// Detection latency over the interval.
+#[derive(Serialize)]
+struct Latency {
+    events: u64,
+    p50_us: Option<u64>,
+    p99_us: Option<u64>,
+    max_us: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    rss_bytes: Option<u64>,
+}
+
+/// The workers' latest snapshots added up (peaks: see
+/// `RunReport::flows`), with what was measured when statistics were due.
+struct Reading {
+    now: Instant,
+    /// Seconds since the previous statistics.
+    secs: f64,
+    flows: FlowStats,
+    tracked: u64,
+    held_bytes: u64,
+    session_bytes: u64,
+    segments: u64,
+    batches: u64,
+    capture: CaptureTotals,
+    /// Acknowledged and unseen TCP bytes in the interval.
+    acked: u64,
+    gap: u64,
+    rss: Option<u64>,
 }
 
 impl StatsRun {
@@ -269,140 +382,153 @@ impl StatsRun {
         self.emit(det, out, true);
     }
 
+    /// Writes one `qmwatch.stats` event (`last`: the final one), and a
+    /// `capture_loss` anomaly if the interval's loss is over the threshold;
+    /// then starts the next interval.
     fn emit(&mut self, det: &mut Detector, out: &mut Vec<Event>, last: bool) {
-        let now = Instant::now();
         let ts = wall_ns();
-        let secs = now.duration_since(self.last_emit).as_secs_f64();
-        let mut flows = FlowStats::default();
-        let (mut tracked, mut held, mut session, mut segments, mut batches) = (0, 0, 0, 0, 0);
-        for k in &self.latest {
-            flows.merge(&k.flows);
-            tracked += k.tracked;
-            held += k.held_bytes;
-            session += k.session_bytes;
-            segments += k.segments;
-            batches += k.batches;
-        }
-        let cap = self.s.capture.totals();
-        let p = self.prev_capture;
-        let acked = flows.loss_acked_bytes.saturating_sub(self.prev_loss.0);
-        let gap = flows.loss_gap_bytes.saturating_sub(self.prev_loss.1);
-        let rss = rss_bytes();
-        let t = self.s.threshold;
-        let outputs: Vec<Value> = self
-            .s
-            .outputs
-            .iter()
-            .map(|(name, c)| {
-                let o = c.snapshot(name);
-                json!({
-                    "name": o.output,
-                    "written": o.written,
-                    "dropped_queue_full": o.dropped_queue_full,
-                    "dropped_undeliverable": o.dropped_undeliverable,
-                })
-            })
-            .collect();
-        let events: Map<String, Value> = det
-            .stats
-            .events_by_dataset
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        let h = &self.batch_ns;
-        let l = &self.latency_us;
-        let latency = if self.s.measure_latency {
-            json!({
-                "events": l.len(),
-                "p50_us": quantile_us(l, 0.5, 1),
-                "p99_us": quantile_us(l, 0.99, 1),
-                "max_us": max_us(l, 1),
-            })
-        } else {
-            Value::Null
-        };
-        let pct = |x: Option<f64>| x.map_or(Value::Null, |v| json!(v));
-        let stats = json!({
-            "final": last,
-            "sequence": self.seq,
-            "mode": self.s.mode,
-            "workers": self.s.workers,
-            "interval_seconds": secs,
-            "uptime_seconds": now.duration_since(self.started).as_secs_f64(),
-            "capture": {
-                "packets": cap.packets,
-                "bytes": cap.bytes,
-                "kernel_drops": cap.kernel_drops,
-                "interface_drops": cap.interface_drops,
-                "queue_drops": cap.queue_drops,
-                "queue_dropped_batches": cap.queue_dropped_batches,
-            },
-            "interval": {
-                "packets": cap.packets.saturating_sub(p.packets),
-                "bytes": cap.bytes.saturating_sub(p.bytes),
-                "kernel_drops": cap.kernel_drops.saturating_sub(p.kernel_drops),
-                "interface_drops": cap.interface_drops.saturating_sub(p.interface_drops),
-                "queue_drops": cap.queue_drops.saturating_sub(p.queue_drops),
-            },
-            "flows": {
-                "tracked": tracked,
-                "created": flows.flows_created,
-                "candidates": flows.flows_candidate,
-                "timed_out": flows.flows_timed_out,
-                "evicted_at_cap": flows.flows_evicted_cap,
-                "segments": segments,
-                "reassembly_bytes_held": held,
-                "session_bytes_held": session,
-            },
-            "capture_loss": {
-                "percent": pct(loss::percent(gap, acked)),
-                "acked_bytes": acked,
-                "gap_bytes": gap,
-                "total_percent": pct(flows.capture_loss_percent()),
-                "total_acked_bytes": flows.loss_acked_bytes,
-                "total_gap_bytes": flows.loss_gap_bytes,
-                "threshold_percent": t.percent,
-                "min_acked_bytes": t.min_acked_bytes,
-            },
-            "events": events,
-            "outputs": outputs,
-            "processing": {
-                "batches": h.len(),
-                "total_batches": batches,
-                "p50_us": quantile_us(h, 0.5, 1000),
-                "p99_us": quantile_us(h, 0.99, 1000),
-                "max_us": max_us(h, 1000),
-            },
-            "latency": latency,
-            "memory": {"rss_bytes": rss},
-        });
-        let drops = cap.kernel_drops + cap.interface_drops + cap.queue_drops;
-        let message = format!(
-            "qmwatch {}stats: {} packets ({} in the last {:.0} s), {} dropped (kernel {}, interface {}, queue {}), capture loss {}, {} flows tracked, {} MiB in use",
-            if last { "final " } else { "" },
-            cap.packets,
-            cap.packets.saturating_sub(p.packets),
-            secs,
-            drops,
-            cap.kernel_drops,
-            cap.interface_drops,
-            cap.queue_drops,
-            loss::percent(gap, acked).map_or("n/a".to_string(), |v| format!("{v:.2} %")),
-            tracked,
-            rss.map_or("?".to_string(), |b| (b >> 20).to_string()),
-        );
-        let m = event::stats(ts, &self.s.run, self.seq, message, stats);
+        let r = self.read();
+        let body = self.body(&r, det, last);
+        let stats = serde_json::to_value(&body).unwrap_or(Value::Null);
+        let m = event::stats(ts, &self.s.run, self.seq, self.message(&r, last), stats);
         det.emit_sensor(event::DATASET_STATS, m, out);
-        if let Some(l) = t.judge(gap, acked, secs) {
+        if let Some(l) = self.s.threshold.judge(r.gap, r.acked, r.secs) {
             let m = event::capture_loss(ts, &self.s.run, self.seq, &l);
             det.emit_sensor(event::DATASET_ANOMALY, m, out);
         }
         self.batch_ns.reset();
         self.latency_us.reset();
-        self.prev_capture = cap;
-        self.prev_loss = (flows.loss_acked_bytes, flows.loss_gap_bytes);
+        self.prev_capture = r.capture;
+        self.prev_loss = (r.flows.loss_acked_bytes, r.flows.loss_gap_bytes);
         self.seq += 1;
-        self.last_emit = now;
+        self.last_emit = r.now;
+    }
+
+    /// Adds up the workers' latest snapshots and reads the capture
+    /// counters and the memory in use.
+    fn read(&self) -> Reading {
+        let now = Instant::now();
+        let mut r = Reading {
+            now,
+            secs: now.duration_since(self.last_emit).as_secs_f64(),
+            flows: FlowStats::default(),
+            tracked: 0,
+            held_bytes: 0,
+            session_bytes: 0,
+            segments: 0,
+            batches: 0,
+            capture: self.s.capture.totals(),
+            acked: 0,
+            gap: 0,
+            rss: None,
+        };
+        for k in &self.latest {
+            r.flows.merge(&k.flows);
+            r.tracked += k.tracked;
+            r.held_bytes += k.held_bytes;
+            r.session_bytes += k.session_bytes;
+            r.segments += k.segments;
+            r.batches += k.batches;
+        }
+        r.acked = r.flows.loss_acked_bytes.saturating_sub(self.prev_loss.0);
+        r.gap = r.flows.loss_gap_bytes.saturating_sub(self.prev_loss.1);
+        r.rss = rss_bytes();
+        r
+    }
+
+    /// The `qmwatch.stats` object of a reading.
+    fn body(&self, r: &Reading, det: &Detector, last: bool) -> StatsBody {
+        let (cap, p, f, t) = (r.capture, self.prev_capture, &r.flows, self.s.threshold);
+        let (h, l) = (&self.batch_ns, &self.latency_us);
+        StatsBody {
+            last,
+            sequence: self.seq,
+            mode: self.s.mode.as_str(),
+            workers: self.s.workers,
+            interval_seconds: r.secs,
+            uptime_seconds: r.now.duration_since(self.started).as_secs_f64(),
+            capture: cap,
+            interval: IntervalCounts {
+                packets: cap.packets.saturating_sub(p.packets),
+                bytes: cap.bytes.saturating_sub(p.bytes),
+                kernel_drops: cap.kernel_drops.saturating_sub(p.kernel_drops),
+                interface_drops: cap.interface_drops.saturating_sub(p.interface_drops),
+                queue_drops: cap.queue_drops.saturating_sub(p.queue_drops),
+            },
+            flows: FlowCounts {
+                tracked: r.tracked,
+                created: f.flows_created,
+                candidates: f.flows_candidate,
+                timed_out: f.flows_timed_out,
+                evicted_at_cap: f.flows_evicted_cap,
+                segments: r.segments,
+                reassembly_bytes_held: r.held_bytes,
+                session_bytes_held: r.session_bytes,
+            },
+            capture_loss: LossFigures {
+                percent: loss::percent(r.gap, r.acked),
+                acked_bytes: r.acked,
+                gap_bytes: r.gap,
+                total_percent: f.capture_loss_percent(),
+                total_acked_bytes: f.loss_acked_bytes,
+                total_gap_bytes: f.loss_gap_bytes,
+                threshold_percent: t.percent,
+                min_acked_bytes: t.min_acked_bytes,
+            },
+            events: det.stats.events_by_dataset.clone(),
+            outputs: self.outputs(),
+            processing: Processing {
+                batches: h.len(),
+                total_batches: r.batches,
+                p50_us: quantile_us(h, 0.5, 1000),
+                p99_us: quantile_us(h, 0.99, 1000),
+                max_us: max_us(h, 1000),
+            },
+            latency: self.s.measure_latency.then(|| Latency {
+                events: l.len(),
+                p50_us: quantile_us(l, 0.5, 1),
+                p99_us: quantile_us(l, 0.99, 1),
+                max_us: max_us(l, 1),
+            }),
+            memory: Memory { rss_bytes: r.rss },
+        }
+    }
+
+    /// What each output has done so far.
+    fn outputs(&self) -> Vec<OutputCounts> {
+        self.s
+            .outputs
+            .iter()
+            .map(|(name, c)| {
+                let o = c.snapshot(name);
+                OutputCounts {
+                    name: o.output,
+                    written: o.written,
+                    dropped_queue_full: o.dropped_queue_full,
+                    dropped_undeliverable: o.dropped_undeliverable,
+                }
+            })
+            .collect()
+    }
+
+    /// The event's one-line `message`.
+    fn message(&self, r: &Reading, last: bool) -> String {
+        let cap = r.capture;
+        let drops = cap.kernel_drops + cap.interface_drops + cap.queue_drops;
+        format!(
+            "qmwatch {}stats: {} packets ({} in the last {:.0} s), {} dropped (kernel {}, interface {}, queue {}), capture loss {}, {} flows tracked, {} MiB in use",
+            if last { "final " } else { "" },
+            cap.packets,
+            cap.packets.saturating_sub(self.prev_capture.packets),
+            r.secs,
+            drops,
+            cap.kernel_drops,
+            cap.interface_drops,
+            cap.queue_drops,
+            loss::percent(r.gap, r.acked).map_or("n/a".to_string(), |v| format!("{v:.2} %")),
+            r.tracked,
+            r.rss.map_or("?".to_string(), |b| (b >> 20).to_string()),
+        )
     }
 }
 

@@ -451,6 +451,7 @@ fn end_outage(outage: &mut Option<Outage>, counters: &OutputCounters, name: &str
 /// Sends lines until the queue is closed and empty (or, with the collector
 /// down at the end, until the drain timeout). Never fails: every problem is
 /// an outage or a counted drop.
+// Long: the connect, outage and drain-deadline state machine of one output thread, its state in locals of one loop.
 pub fn run(
     target: &Target,
     opts: &Options,

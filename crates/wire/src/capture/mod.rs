@@ -1,6 +1,6 @@
 //! Capture: where packets come from.
 //!
-//! Owns: capture sources (capture files in [`file`]; a live interface through
+//! Owns: capture sources (capture files in [`file`](mod@file); a live interface through
 //! libpcap in `live`, behind the `live` feature, with `fanout` joining
 //! several handles into one kernel `PACKET_FANOUT` group — with
 //! `flow::prefetch`, the only code of qmwatch allowed `unsafe`) and the

@@ -413,6 +413,7 @@ impl Defragmenter {
     ///
     /// Also expires datagrams older than the timeout relative to `now_nanos`
     /// (cheaply: only the oldest datagrams are looked at).
+    // Long: the steps of taking a fragment (caps, end, overlaps, eviction) in the order Linux applies them.
     pub fn push(
         &mut self,
         now_nanos: u64,

@@ -456,6 +456,7 @@ impl Decoder {
     /// The general path: any IP packet, with etherparse. Kept out of line
     /// so that the fast path stays small.
     #[inline(never)]
+    // Long: the general path, IPv4 and IPv6 and their fragments, kept out of line and whole beside the fast path.
     fn decode_ip(
         &mut self,
         ts: u64,
