@@ -16,23 +16,6 @@ use std::path::{Path, PathBuf};
 /// The longest a function may be without a reason.
 const MAX_LINES: usize = 80;
 
-/// Functions over the limit in detection, events, the protocol parsers and
-/// flows, being split in issue 12 step 2 (by the changes to those modules):
-/// `path:function`. Remove an entry when its function is split or given a
-/// reason; the test fails while an entry names a function no longer long.
-const BEING_SPLIT: &[&str] = &[
-    "crates/proto/src/netstring.rs:next",
-    "crates/proto/src/request.rs:on_token",
-    "crates/proto/src/session.rs:client_data",
-    "crates/proto/src/session.rs:finish",
-    "crates/sensor/src/event.rs:transaction",
-    "crates/sensor/src/event.rs:relay",
-    "crates/sensor/src/event.rs:aggregate_relay",
-    "crates/sensor/src/flow/mod.rs:chaff_accepts",
-    "crates/sensor/src/flow/mod.rs:feed_candidate",
-    "crates/sensor/src/flow/reassembly.rs:hold",
-];
-
 /// The directories scanned, from the repository root.
 const ROOTS: &[&str] = &[
     "crates/wire/src",
@@ -51,7 +34,6 @@ fn long_functions_give_a_reason() {
     files.sort();
     assert!(files.len() > 20, "too few sources found: {files:?}");
     let mut unexplained = Vec::new();
-    let mut listed_but_fine: Vec<&str> = BEING_SPLIT.to_vec();
     for f in &files {
         let text = fs::read_to_string(f).unwrap();
         let rel = f
@@ -60,9 +42,7 @@ fn long_functions_give_a_reason() {
             .to_string_lossy()
             .replace('\\', "/");
         for long in long_functions(&text) {
-            let key = format!("{rel}:{}", long.name);
-            listed_but_fine.retain(|k| *k != key);
-            if long.reason || BEING_SPLIT.contains(&key.as_str()) {
+            if long.reason {
                 continue;
             }
             unexplained.push(format!(
@@ -76,10 +56,6 @@ fn long_functions_give_a_reason() {
         "functions over {MAX_LINES} lines without a `// Long: <reason>` line above them \
          (split them, or say why they are long):\n  {}",
         unexplained.join("\n  ")
-    );
-    assert!(
-        listed_but_fine.is_empty(),
-        "BEING_SPLIT lists functions that are no longer long (remove them): {listed_but_fine:?}"
     );
 }
 

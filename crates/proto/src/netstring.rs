@@ -228,6 +228,7 @@ impl Tokenizer {
     /// Returns the next token from `input`, advancing `input` past the bytes
     /// it used. `None` means `input` is exhausted (feed more). After an error,
     /// every call returns the same error.
+    // Long: one state machine over the input (length digits, colon, content, comma, container ends), its states side by side.
     pub fn next<'a>(&mut self, input: &mut &'a [u8]) -> Option<Result<Token<'a>, NetstringError>> {
         loop {
             match self.state {

@@ -341,6 +341,7 @@ impl Session {
         }
     }
 
+    // Long: the client's first bytes decide between a request parser, watching a wrong protocol and rejecting, from one sniffer state.
     fn client_data(
         &mut self,
         dir: usize,
@@ -883,6 +884,7 @@ impl Session {
     }
 
     /// The flow is over: report everything still pending.
+    // Long: the end-of-flow account (confirmation, deferred replies, pending and broken requests, leftover replies) in the order its records must come out.
     pub fn finish(&mut self, ts: u64, out: &mut Vec<Record>) {
         if self.rejected {
             return;

@@ -985,6 +985,7 @@ impl FlowTable {
     ///
     /// Such a segment is ignored and reported, once per flow and kind.
     /// Only segments that carry data, FIN or RST are judged.
+    // Long: one check per sign of chaff, in the order an endpoint drops such a segment.
     fn chaff_accepts(
         &mut self,
         i: u32,

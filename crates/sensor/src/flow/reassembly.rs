@@ -538,6 +538,7 @@ impl Stream {
     }
 
     /// Stores the parts of an out-of-order segment not already held.
+    // Long: one pass over the held pieces: overlaps with each neighbour, the skipped range, and the caps.
     #[allow(clippy::too_many_arguments)]
     fn hold<F: FnMut(Delivery<'_>)>(
         &mut self,
