@@ -15,7 +15,7 @@ fn key(e: &Value) -> (String, String) {
     )
 }
 
-/// The verdict the labels imply for a transaction, by PROTOCOLS.md's words.
+/// The verdict the labels imply for a transaction, by the relay policy words of docs/protocols.md.
 fn label_verdict(t: &Value) -> Option<&'static str> {
     if t["relay_attempt"] != true {
         return None;

@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn nested_qmqp_example() {
-        // PROTOCOLS.md's example claims 19 and 17 bytes for 18- and 16-byte
+        // A widely copied example claims 19 and 17 bytes for 18- and 16-byte
         // addresses (and 64 for 62): a strict parser must refuse it, so this
         // is the example with correct lengths.
         let s = b"62:16:A simple message,18:sender@example.org,16:rcpt@example.net,,";

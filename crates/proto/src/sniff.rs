@@ -1,6 +1,6 @@
 //! Recognising QMTP/QMQP from the first bytes of one direction of a flow.
 //!
-//! Owns: the table in PROTOCOLS.md ("Telling them apart from the first
+//! Owns: the table in docs/protocols.md ("Telling them apart from the first
 //! bytes"), as a byte-at-a-time state machine so it works on any split of the
 //! stream. It keeps the few bytes it has looked at (at most [`STASH`]) so the
 //! chosen parser can be fed them afterwards.

@@ -343,7 +343,7 @@ fn sniff(input: &[u8], b: &[usize]) -> (Option<Verdict>, usize, Vec<u8>) {
     (verdict, used, s.stashed().to_vec())
 }
 
-/// The table of PROTOCOLS.md, written independently of the sniffer
+/// The table of docs/protocols.md, written independently of the sniffer
 /// (lengths of at most 12 digits). `None`: not decided yet.
 fn table(b: &[u8]) -> Option<Verdict> {
     let at = |i: usize| b.get(i).copied();
@@ -582,7 +582,7 @@ proptest! {
 
 // ------------------------------------------------- reference models
 //
-// Written from the netstring definition and PROTOCOLS.md, sharing no code
+// Written from the netstring definition and docs/protocols.md, sharing no code
 // with the parsers: the properties below compare the parsers with these,
 // not only with themselves.
 
@@ -694,7 +694,7 @@ fn model_tokens(input: &[u8], enter: fn(u64, u8) -> bool) -> TokRun {
 /// Replies (code and text), the failure, and whether a reply is left open.
 type ReplyRun = (Vec<(ReplyCode, Vec<u8>)>, Option<AnomalyKind>, bool);
 
-/// Replies as PROTOCOLS.md states them: top-level netstrings, each a code
+/// Replies as docs/protocols.md states them: top-level netstrings, each a code
 /// `K`, `Z` or `D` then text. An empty netstring, another first byte or
 /// broken syntax ends the stream.
 fn model_replies(stream: &[u8]) -> ReplyRun {

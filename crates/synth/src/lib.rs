@@ -4,7 +4,7 @@
 //! microsecond timestamps) of realistic TCP traffic with QMTP/QMQP sessions
 //! in it, streaming (a capture of any size takes a few MB of memory), and
 //! returns their ground truth ([`Truth`]): what a correct passive sensor must
-//! report, judged by PROTOCOLS.md's definitions with the site policy the
+//! report, judged by the definitions in docs/protocols.md with the site policy the
 //! truth names.
 //!
 //! Profiles ([`Profile`]):

@@ -1,8 +1,8 @@
 //! Ground truth: what a generated capture holds, counted as the generator
-//! writes it, and judged by PROTOCOLS.md's definitions with the generator's
+//! writes it, and judged by the definitions in docs/protocols.md with the generator's
 //! own site policy (deliberately not the sensor's code).
 //!
-//! Definitions (PROTOCOLS.md and README "Site policy"):
+//! Definitions (docs/protocols.md and README "Site policy"):
 //! - a **transaction** is a QMTP package or a QMQP message;
 //! - a session is **confirmed** when a well-formed request was answered by
 //!   at least one K/Z/D reply netstring;

@@ -1,6 +1,6 @@
 //! Site policy: local domains, trusted client networks, sanctioned servers.
 //!
-//! Owns: the words of PROTOCOLS.md ("Relay: the policy words") as data —
+//! Owns: the relay policy words (docs/protocols.md, "Relay: the policy words") as data —
 //! qmail `rcpthosts` semantics for local domains (`example.net` exact,
 //! `.example.net` any subdomain, case-insensitive), CIDR networks of trusted
 //! clients (qmail `RELAYCLIENT`, Postfix `mynetworks`), and the servers a site
