@@ -48,14 +48,14 @@ pub enum Admission {
 
 /// `port` is QMTP's or QMQP's standard port.
 #[inline]
-pub fn is_standard_port(port: u16) -> bool {
+pub(crate) fn is_standard_port(port: u16) -> bool {
     // Two comparisons, not a search of a list: this runs for every new
     // flow's first payload.
     port == Protocol::Qmtp.standard_port() || port == Protocol::Qmqp.standard_port()
 }
 
 /// The protocol whose standard port `port` is.
-pub fn standard_protocol(port: u16) -> Option<Protocol> {
+pub(crate) fn standard_protocol(port: u16) -> Option<Protocol> {
     [Protocol::Qmtp, Protocol::Qmqp]
         .into_iter()
         .find(|p| p.standard_port() == port)

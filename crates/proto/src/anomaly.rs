@@ -171,7 +171,7 @@ impl AnomalyKind {
     /// chaff and left out): reported even for a flow that was never
     /// confirmed or was rejected as not QMTP/QMQP. A bad checksum is not
     /// among them: the endpoint drops such a segment just as qmwatch does.
-    pub const fn is_evasion_sign(self) -> bool {
+    pub(crate) const fn is_evasion_sign(self) -> bool {
         matches!(
             self,
             AnomalyKind::TcpOverlapConflict

@@ -37,11 +37,11 @@ pub const MAX_FIELD_BYTES: usize = 4096;
 pub const MAX_RECIPIENTS: usize = 1000;
 /// Address bytes stored per transaction (sender and recipients); recipients
 /// past it are counted, not stored, like those past [`MAX_RECIPIENTS`].
-pub const MAX_REQUEST_FIELD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_REQUEST_FIELD_BYTES: usize = 64 * 1024;
 /// Pipelined packages awaiting replies per session; more are reported unanswered.
-pub const MAX_PENDING: usize = 32;
+pub(crate) const MAX_PENDING: usize = 32;
 /// Replies held before their request was parsed.
-pub const MAX_EARLY_REPLIES: usize = 256;
+pub(crate) const MAX_EARLY_REPLIES: usize = 256;
 /// Bytes of a message's start kept to recognise scanner probes.
 pub const MESSAGE_PREFIX_BYTES: usize = 64;
 

@@ -14,7 +14,7 @@ use crate::AnomalyKind;
 
 /// Longest accepted length field. 12 digits allow netstrings up to ~1 TB, far
 /// beyond any real message; more digits are an anomaly, never a counter.
-pub const MAX_LEN_DIGITS: u8 = 12;
+pub(crate) const MAX_LEN_DIGITS: u8 = 12;
 
 /// Deepest nesting the tokenizer tracks (QMTP and QMQP need 1).
 const MAX_DEPTH: usize = 2;
@@ -132,7 +132,7 @@ impl Tokenizer {
 
     /// Content bytes of the current netstring not yet read, when inside one
     /// that was not entered (0 anywhere else).
-    pub fn body_remaining(&self) -> u64 {
+    pub(crate) fn body_remaining(&self) -> u64 {
         match self.state {
             State::Body { remaining } => remaining,
             _ => 0,

@@ -24,7 +24,7 @@ use super::{
 
 /// Copied bytes (addresses, reply texts) a session may hold; replies past
 /// it keep their code but not their text (flagged truncated).
-pub const SESSION_STORED_BYTES: usize = 256 * 1024;
+pub(crate) const SESSION_STORED_BYTES: usize = 256 * 1024;
 
 /// Held anomalies of a session that is not confirmed yet.
 const MAX_HELD_ANOMALIES: usize = 16;

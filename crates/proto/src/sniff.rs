@@ -11,7 +11,7 @@
 use super::netstring::MAX_LEN_DIGITS;
 
 /// Longest prefix the sniffer needs: two length fields, two colons, one byte.
-pub const STASH: usize = 2 * MAX_LEN_DIGITS as usize + 3;
+pub(crate) const STASH: usize = 2 * MAX_LEN_DIGITS as usize + 3;
 
 /// What the first bytes look like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -114,7 +114,7 @@ pub struct TransactionFinding<'a> {
 
 /// A known scanner's probe.
 #[derive(Clone, Copy, Debug)]
-pub struct ProbeFinding<'a> {
+pub(crate) struct ProbeFinding<'a> {
     pub transaction: &'a Transaction,
     pub probe: &'a Probe,
     pub client_trusted: bool,
@@ -142,7 +142,7 @@ pub struct RelayFinding<'a> {
 
 /// A flow one relay attempt of a window was seen on.
 #[derive(Clone, Copy, Debug)]
-pub struct FlowSeen {
+pub(crate) struct FlowSeen {
     pub ts: u64,
     pub endpoints: Endpoints,
 }
@@ -150,7 +150,7 @@ pub struct FlowSeen {
 /// Repeated relay attempts of one client through one server within one
 /// window, folded into the window's first alert.
 #[derive(Clone, Debug)]
-pub struct RelayWindowFinding {
+pub(crate) struct RelayWindowFinding {
     pub count: u64,
     pub window_ns: u64,
     /// Attempts by verdict name.

@@ -264,7 +264,7 @@ struct Window {
 }
 
 /// Turns records into events.
-pub struct Detector {
+pub(crate) struct Detector {
     policy: Arc<Policy>,
     window_ns: Option<u64>,
     windows: HashMap<(IpAddr, SocketAddr), Window>,
@@ -306,7 +306,7 @@ impl Detector {
 
     /// Sets the `observer.*` fields stamped on every event (the host name
     /// by default; live capture adds the interface).
-    pub fn with_observer(mut self, observer: event::Observer) -> Self {
+    pub(crate) fn with_observer(mut self, observer: event::Observer) -> Self {
         self.observer = observer;
         self
     }
@@ -324,7 +324,7 @@ impl Detector {
 
     /// Emits an event about the sensor itself (statistics, capture loss):
     /// counted by dataset and stamped with the observer like every event.
-    pub fn emit_sensor(&mut self, dataset: &'static str, e: Event, out: &mut Vec<Event>) {
+    pub(crate) fn emit_sensor(&mut self, dataset: &'static str, e: Event, out: &mut Vec<Event>) {
         self.emit(dataset, e, out);
     }
 

@@ -59,7 +59,7 @@ impl Sanctioned {
 
 /// Networks counted as trusted clients when none are configured: private,
 /// loopback and link-local (what scanners take as "not external").
-pub const DEFAULT_TRUSTED: &[&str] = &[
+pub(crate) const DEFAULT_TRUSTED: &[&str] = &[
     "10.0.0.0/8",
     "172.16.0.0/12",
     "192.168.0.0/16",
@@ -91,7 +91,7 @@ impl Default for Policy {
 }
 
 /// Reserved example domains (RFC 2606/6761): never a real site's mail.
-pub fn is_reserved_example(domain: &str) -> bool {
+pub(crate) fn is_reserved_example(domain: &str) -> bool {
     let d = domain.trim_end_matches('.');
     ["example.com", "example.net", "example.org"]
         .iter()
@@ -102,7 +102,7 @@ pub fn is_reserved_example(domain: &str) -> bool {
 }
 
 /// The domain of an envelope address, lower-cased; `None` without `@`.
-pub fn domain_of(address: &str) -> Option<String> {
+pub(crate) fn domain_of(address: &str) -> Option<String> {
     let at = address.rfind('@')?;
     let d = address.get(at + 1..)?;
     let d = d.trim_end_matches(['>', ',', ' ']).trim_end_matches('.');
@@ -168,7 +168,7 @@ pub struct PolicyBuilder {
 }
 
 /// Parses one local-domain entry (`example.net` or `.example.net`).
-pub fn parse_domain(entry: &str) -> Result<DomainRule, String> {
+pub(crate) fn parse_domain(entry: &str) -> Result<DomainRule, String> {
     let e = entry.trim();
     let (sub, body) = match e.strip_prefix('.') {
         Some(rest) => (true, rest),
@@ -196,7 +196,7 @@ pub fn parse_domain(entry: &str) -> Result<DomainRule, String> {
 }
 
 /// Parses a network: CIDR, or a bare address (one host).
-pub fn parse_net(entry: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_net(entry: &str) -> Result<IpNet, String> {
     let e = entry.trim();
     // Postfix writes IPv6 networks in brackets: [::1]/128.
     let unbracketed = e.replacen('[', "", 1).replacen(']', "", 1);
@@ -211,7 +211,7 @@ pub fn parse_net(entry: &str) -> Result<IpNet, String> {
 
 /// Parses a sanctioned server: `IP`, `IP:PORT`, `[IPv6]:PORT`, each
 /// optionally followed by `/qmtp` or `/qmqp`.
-pub fn parse_sanctioned(entry: &str) -> Result<Sanctioned, String> {
+pub(crate) fn parse_sanctioned(entry: &str) -> Result<Sanctioned, String> {
     let e = entry.trim();
     let (addr, protocol) = match e.rsplit_once('/') {
         Some((a, p)) => {
@@ -294,7 +294,7 @@ impl PolicyBuilder {
 
     /// Reads a qmail `control/rcpthosts` file as it is: one domain per line,
     /// blank lines and `#` comments ignored.
-    pub fn rcpthosts_text(&mut self, name: &str, text: &str) -> Result<(), PolicyError> {
+    pub(crate) fn rcpthosts_text(&mut self, name: &str, text: &str) -> Result<(), PolicyError> {
         for (i, line) in text.lines().enumerate() {
             let entry = line.trim();
             if entry.is_empty() || entry.starts_with('#') {

@@ -23,7 +23,7 @@ const MESSAGE_ID: &[u8] = b"Message-ID: <1234567890.666.";
 pub const CHECK_HEADER: &[u8] = b"X-Qmwatch-Check: ";
 
 /// The scanner name qmwatch's own check traffic is reported under.
-pub const CHECK_SCANNER: &str = "qmwatch";
+pub(crate) const CHECK_SCANNER: &str = "qmwatch";
 
 /// Returns the probe `req` is, if it is one.
 pub fn recognise(req: &Request) -> Option<Probe> {

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 
 /// Buckets kept per server.
-pub const MAX_BUCKETS: usize = 48;
+pub(crate) const MAX_BUCKETS: usize = 48;
 
 /// What is counted: transactions, then relay attempts by verdict.
 pub const SERIES: [&str; 5] = [

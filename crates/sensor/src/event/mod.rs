@@ -59,12 +59,12 @@ pub use typed::{
 
 use typed::{EventFields, Ingress, Name, ObserverFields};
 
-pub const DATASET_SERVICE: &str = "qmwatch.service";
-pub const DATASET_TRANSACTION: &str = "qmwatch.transaction";
-pub const DATASET_ANOMALY: &str = "qmwatch.anomaly";
-pub const DATASET_RELAY: &str = "qmwatch.relay";
-pub const DATASET_PROBE: &str = "qmwatch.probe";
-pub const DATASET_STATS: &str = "qmwatch.stats";
+pub(crate) const DATASET_SERVICE: &str = "qmwatch.service";
+pub(crate) const DATASET_TRANSACTION: &str = "qmwatch.transaction";
+pub(crate) const DATASET_ANOMALY: &str = "qmwatch.anomaly";
+pub(crate) const DATASET_RELAY: &str = "qmwatch.relay";
+pub(crate) const DATASET_PROBE: &str = "qmwatch.probe";
+pub(crate) const DATASET_STATS: &str = "qmwatch.stats";
 
 /// The ECS version the events follow (`ecs.version`).
 const ECS_VERSION: &str = "8.17.0";
@@ -120,7 +120,7 @@ impl Event {
     }
 
     /// One JSON line (no newline), ASCII only ([`json`]).
-    pub fn to_json_line(&self) -> Option<String> {
+    pub(crate) fn to_json_line(&self) -> Option<String> {
         each!(self, e => json::line(e), m => json::line(m))
     }
 

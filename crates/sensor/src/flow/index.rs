@@ -17,7 +17,7 @@ const EMPTY: u64 = 0;
 const MIN_BUCKETS: usize = 16;
 
 /// See the module documentation.
-pub struct FlowIndex {
+pub(crate) struct FlowIndex {
     /// `tag << 32 | (position + 1)`; 0 when empty.
     slots: Vec<u64>,
     len: usize,
@@ -66,13 +66,13 @@ impl FlowIndex {
     }
 
     /// Where the probe for `tag` starts: prefetch it early.
-    pub fn bucket_ptr(&self, tag: u32) -> *const u64 {
+    pub(crate) fn bucket_ptr(&self, tag: u32) -> *const u64 {
         self.slots.as_ptr().wrapping_add(self.home(tag))
     }
 
     /// The first position whose slot carries `tag` (a likely match, for
     /// prefetching; the key is not checked).
-    pub fn probe_tag(&self, tag: u32) -> Option<u32> {
+    pub(crate) fn probe_tag(&self, tag: u32) -> Option<u32> {
         self.find(tag, |_| true)
     }
 

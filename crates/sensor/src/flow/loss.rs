@@ -25,7 +25,7 @@
 use qmwatch_wire::decode::Segment;
 
 /// Largest sequence or acknowledgement step taken as genuine (64 MiB).
-pub const MAX_STEP: i64 = 64 << 20;
+pub(crate) const MAX_STEP: i64 = 64 << 20;
 
 const SEEN: u8 = 1;
 const ACKED: u8 = 4;
@@ -38,7 +38,7 @@ fn diff(a: u32, b: u32) -> i64 {
 
 /// Per-direction sequence bookkeeping of one flow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LossTrack {
+pub(crate) struct LossTrack {
     /// Sequence number after the highest byte seen (SYN and FIN count one).
     seen_end: [u32; 2],
     /// The open hole `[start, end)` below `seen_end`, when `HOLE << d` is set.
@@ -53,7 +53,7 @@ pub struct LossTrack {
 impl LossTrack {
     /// Notes one segment sent by direction `dir` (0 or 1); returns the bytes
     /// it newly acknowledged and how many of them the capture never saw.
-    pub fn observe(&mut self, dir: usize, seg: &Segment) -> (u64, u64) {
+    pub(crate) fn observe(&mut self, dir: usize, seg: &Segment) -> (u64, u64) {
         if seg.rst() {
             return (0, 0);
         }

@@ -249,7 +249,7 @@ fn tag_of(a: Addr, a_port: u16, b: Addr, b_port: u16) -> u32 {
 
 /// The worker (of `workers`) that owns the flow with `tag`: from the tag's
 /// high bits, as the index uses its low bits.
-pub fn worker_of(tag: u32, workers: usize) -> usize {
+pub(crate) fn worker_of(tag: u32, workers: usize) -> usize {
     ((u64::from(tag) * workers as u64) >> 32) as usize
 }
 
@@ -326,7 +326,7 @@ enum State {
 const NIL: u32 = u32::MAX;
 /// Confirmed servers a worker remembers (so that later flows to them are
 /// parsed whatever their first bytes): a cap, as servers come from traffic.
-pub const MAX_KNOWN_SERVERS: usize = 65_536;
+pub(crate) const MAX_KNOWN_SERVERS: usize = 65_536;
 /// How many closed entries ahead `expire` prefetches.
 const CLOSED_PREFETCH_AHEAD: usize = 8;
 
@@ -576,7 +576,7 @@ impl FlowTable {
     }
 
     /// Copied protocol state (addresses, reply texts) held by all sessions now.
-    pub fn session_bytes(&self) -> usize {
+    pub(crate) fn session_bytes(&self) -> usize {
         self.session_bytes
     }
 
@@ -732,7 +732,7 @@ impl FlowTable {
     /// First prefetch stage, for a segment far ahead of the one being
     /// processed: the index bucket where its flow's look-up starts.
     #[inline]
-    pub fn prefetch_bucket(&self, seg: &Segment) {
+    pub(crate) fn prefetch_bucket(&self, seg: &Segment) {
         // Only with the capture thread's tag: computing one here would cost
         // more than the hint saves.
         if seg.flow_tag != 0 {
@@ -744,7 +744,7 @@ impl FlowTable {
     /// entry (found by tag alone, a hint) and, if its checksum may be
     /// verified, `tcp` (its header and payload). Never changes the table.
     #[inline]
-    pub fn prefetch_entry(&self, seg: &Segment, tcp: &[u8]) {
+    pub(crate) fn prefetch_entry(&self, seg: &Segment, tcp: &[u8]) {
         if seg.flow_tag == 0 {
             return;
         }
@@ -771,7 +771,7 @@ impl FlowTable {
 
     /// Processes one segment; `tcp` (header and payload, as captured) lets
     /// the table verify the checksum per [`ChecksumMode`].
-    pub fn segment_checked(
+    pub(crate) fn segment_checked(
         &mut self,
         seg: &Segment,
         payload: &[u8],

@@ -221,7 +221,7 @@ impl Stream {
     /// The parser will skip stream offsets `[from, to)` (the rest of a
     /// message body) without looking at them: out-of-order bytes there need
     /// not be stored.
-    pub fn set_skip(&mut self, from: u64, to: u64) {
+    pub(crate) fn set_skip(&mut self, from: u64, to: u64) {
         self.skip = (from, to);
     }
 
@@ -236,7 +236,7 @@ impl Stream {
 
     /// Stream offset of sequence number `seq`, if it is plausibly near the
     /// stream (within 2 GiB either way); `None` before the stream started.
-    pub fn offset_of(&self, seq: u32) -> Option<i128> {
+    pub(crate) fn offset_of(&self, seq: u32) -> Option<i128> {
         if !self.started {
             return None;
         }
@@ -246,7 +246,7 @@ impl Stream {
     }
 
     /// Stream offset acknowledged by the peer's `ack`, for reply matching.
-    pub fn acked_offset(&self, ack: u32) -> Option<u64> {
+    pub(crate) fn acked_offset(&self, ack: u32) -> Option<u64> {
         self.offset_of(ack).and_then(|o| u64::try_from(o).ok())
     }
 

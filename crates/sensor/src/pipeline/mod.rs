@@ -110,7 +110,7 @@ pub struct Engine {
 }
 
 /// Batches a worker queue holds by default.
-pub const DEFAULT_QUEUE_BATCHES: usize = 8;
+pub(crate) const DEFAULT_QUEUE_BATCHES: usize = 8;
 
 /// How a run behaves, apart from its input and its engine.
 #[derive(Clone, Debug)]
@@ -173,7 +173,7 @@ pub struct CaptureTotals {
 }
 
 impl CaptureCounters {
-    pub fn totals(&self) -> CaptureTotals {
+    pub(crate) fn totals(&self) -> CaptureTotals {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CaptureTotals {
             packets: g(&self.packets),
@@ -284,7 +284,7 @@ pub trait Source {
 /// The decode-and-hash step: decodes every frame of a block, hashes each
 /// TCP segment's flow symmetrically (both directions to the same worker),
 /// and hands each worker the segments of its flows, sharing the block.
-pub struct Splitter {
+pub(crate) struct Splitter {
     decoder: Decoder,
     per_worker: Vec<Vec<Segment>>,
     send_empty: bool,
@@ -410,7 +410,7 @@ impl Splitter {
     }
 
     /// The decoder's counters.
-    pub fn decode_stats(&self) -> &DecodeStats {
+    pub(crate) fn decode_stats(&self) -> &DecodeStats {
         &self.decoder.stats
     }
 }

@@ -35,7 +35,7 @@ use crate::flow::{loss, FlowStats};
 use crate::sink::OutputCounters;
 
 /// How long the detect thread waits for every worker's snapshot.
-pub const GRACE: Duration = Duration::from_secs(1);
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
 
 /// When the capture-loss estimate raises a `capture_loss` anomaly: more
 /// than `percent` of the TCP bytes acknowledged in one statistics interval
@@ -305,7 +305,7 @@ impl StatsRun {
 
     /// `events` events were written for records whose latest packet was
     /// captured at `trigger_ns` (wall clock; 0: not caused by a packet).
-    pub fn note_events(&mut self, events: u64, trigger_ns: u64) {
+    pub(crate) fn note_events(&mut self, events: u64, trigger_ns: u64) {
         if !self.s.measure_latency || events == 0 || trigger_ns == 0 {
             return;
         }
@@ -328,7 +328,7 @@ impl StatsRun {
     }
 
     /// A worker answered the request `epoch`.
-    pub fn snapshot(&mut self, epoch: u64, snap: WorkerSnapshot) {
+    pub(crate) fn snapshot(&mut self, epoch: u64, snap: WorkerSnapshot) {
         self.keep(&snap);
         if let Some(r) = self.reported.get_mut(snap.worker) {
             *r = (*r).max(epoch);
@@ -336,7 +336,7 @@ impl StatsRun {
     }
 
     /// A worker ended; `last` is its final snapshot.
-    pub fn worker_done(&mut self, last: &WorkerSnapshot) {
+    pub(crate) fn worker_done(&mut self, last: &WorkerSnapshot) {
         self.keep(last);
         if let Some(r) = self.reported.get_mut(last.worker) {
             *r = u64::MAX;

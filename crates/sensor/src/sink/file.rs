@@ -28,7 +28,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 const BATCH: usize = 1024;
 
 /// A stdout or file output.
-pub struct Writer {
+pub(crate) struct Writer {
     /// `None` is standard output.
     path: Option<PathBuf>,
     out: BufWriter<Box<dyn Write + Send>>,

@@ -41,7 +41,7 @@ pub use queue::{Overflow, Queue};
 /// Lines a queue holds by default (per output).
 pub const DEFAULT_QUEUE_EVENTS: usize = 100_000;
 /// Bytes of lines a queue holds at most (per output).
-pub const DEFAULT_QUEUE_BYTES: usize = 128 * 1024 * 1024;
+pub(crate) const DEFAULT_QUEUE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Where events go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub struct Line {
 
 impl Line {
     /// Serializes an event; `None` only if serialization fails.
-    pub fn from_event(e: &Event) -> Option<Line> {
+    pub(crate) fn from_event(e: &Event) -> Option<Line> {
         let json = e.to_json_line()?;
         Some(Line {
             severity: syslog::severity_of(e.kind(), e.severity(), e.dataset()),
@@ -224,7 +224,7 @@ pub struct OutputCounters {
 }
 
 impl OutputCounters {
-    pub fn snapshot(&self, output: &str) -> OutputStats {
+    pub(crate) fn snapshot(&self, output: &str) -> OutputStats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         OutputStats {
             output: output.to_string(),
@@ -306,7 +306,7 @@ impl Fanout {
     }
 
     /// Queues lines on every output, all at once.
-    pub fn send_all(&mut self, lines: &[Arc<Line>]) {
+    pub(crate) fn send_all(&mut self, lines: &[Arc<Line>]) {
         if lines.is_empty() {
             return;
         }

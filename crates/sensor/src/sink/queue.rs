@@ -105,7 +105,7 @@ impl Queue {
     /// Queues lines in order (one lock and at most one wake-up for all of
     /// them when there is room), waiting for room or dropping the oldest as
     /// configured.
-    pub fn push_all(&self, lines: &[Arc<Line>]) {
+    pub(crate) fn push_all(&self, lines: &[Arc<Line>]) {
         let mut st = self.lock();
         for line in lines {
             let size = line.json.len();
@@ -185,13 +185,13 @@ impl Queue {
         self.changed.notify_all();
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
     /// The consumer gives up: what is queued, and whatever comes later, is
     /// counted as undeliverable. Returns how many were queued.
-    pub fn abandon(&self) -> u64 {
+    pub(crate) fn abandon(&self) -> u64 {
         let mut st = self.lock();
         st.abandoned = true;
         let n = st.items.len() as u64;
@@ -206,7 +206,7 @@ impl Queue {
     }
 
     /// The cap in lines.
-    pub fn max_items(&self) -> usize {
+    pub(crate) fn max_items(&self) -> usize {
         self.max_items
     }
 

@@ -52,7 +52,7 @@ const EMSGSIZE: i32 = 90;
 const EMSGSIZE: i32 = 40;
 
 /// Syslog facilities by name (RFC 5424 table 1, names as in syslog.conf).
-pub const FACILITIES: [(&str, u8); 24] = [
+pub(crate) const FACILITIES: [(&str, u8); 24] = [
     ("kern", 0),
     ("user", 1),
     ("mail", 2),
@@ -117,7 +117,7 @@ pub fn check_app_name(s: &str) -> Result<String, String> {
 /// | anything else (transactions, sanctioned services, statistics) | 6 informational |
 ///
 /// The bands are Elastic's risk bands (low 21, medium 47, high 73).
-pub fn severity_of(kind: &str, ecs_severity: Option<u64>, dataset: &str) -> u8 {
+pub(crate) fn severity_of(kind: &str, ecs_severity: Option<u64>, dataset: &str) -> u8 {
     if kind == "alert" {
         return match ecs_severity {
             Some(s) if s >= 73 => 2,
@@ -255,7 +255,7 @@ fn header_field(s: &str, max: usize) -> String {
 }
 
 /// The RFC 5424 message of a line.
-pub fn format_message(line: &Line, opts: &Options, procid: &str) -> String {
+pub(crate) fn format_message(line: &Line, opts: &Options, procid: &str) -> String {
     let pri = u16::from(opts.facility.min(23)) * 8 + u16::from(line.severity.min(7));
     let ts = if is_rfc3339(&line.timestamp) {
         line.timestamp.as_str()

@@ -68,7 +68,7 @@ fn get(fd: BorrowedFd<'_>) -> io::Result<u32> {
 }
 
 /// Joins every socket into one new fanout group; returns its id.
-pub fn join_all(fds: &[BorrowedFd<'_>]) -> io::Result<u16> {
+pub(crate) fn join_all(fds: &[BorrowedFd<'_>]) -> io::Result<u16> {
     let Some((first, rest)) = fds.split_first() else {
         return Ok(0);
     };

@@ -82,10 +82,10 @@ impl Page {
 
 /// Memory charged for one page: its allocation and its place in the page
 /// map (a B-tree entry, rounded up).
-pub const PAGE_COST: usize = std::mem::size_of::<Page>() + 64;
+pub(crate) const PAGE_COST: usize = std::mem::size_of::<Page>() + 64;
 /// Memory charged for one datagram besides its pages: its state, its
 /// entries in the key map and in the age order (rounded up).
-pub const DATAGRAM_COST: usize = std::mem::size_of::<Datagram>() + 128;
+pub(crate) const DATAGRAM_COST: usize = std::mem::size_of::<Datagram>() + 128;
 
 /// Lost-datagram reports held until [`Defragmenter::take_lost`] (the caller
 /// drains them after every call); past it they are counted, not kept.
@@ -172,7 +172,7 @@ pub struct DefragStats {
 
 /// What [`Defragmenter::push`] did with a fragment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DefragOutcome<'a> {
+pub(crate) enum DefragOutcome<'a> {
     /// Fragment stored; the datagram is not complete yet.
     Held,
     /// The datagram is complete: its reassembled payload (the bytes after the
@@ -192,7 +192,7 @@ pub enum DefragOutcome<'a> {
 
 /// Why a fragment was not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DropReason {
+pub(crate) enum DropReason {
     TooLarge,
     TooManyFragments,
     DatagramMemory,
@@ -355,7 +355,7 @@ impl Datagram {
 }
 
 /// Reassembles IP fragments within the caps of a [`DefragConfig`].
-pub struct Defragmenter {
+pub(crate) struct Defragmenter {
     cfg: DefragConfig,
     /// std's randomly keyed hasher: keys are attacker-chosen.
     datagrams: HashMap<FragmentKey, Datagram>,
@@ -546,7 +546,7 @@ impl Defragmenter {
 
     /// The oldest report of a datagram lost incomplete, if any. The caller
     /// should take them after every call; at most 64 wait.
-    pub fn take_lost(&mut self) -> Option<Lost> {
+    pub(crate) fn take_lost(&mut self) -> Option<Lost> {
         self.lost.pop_front()
     }
 
@@ -557,27 +557,23 @@ impl Defragmenter {
 
     /// Payload bytes currently stored, summed over datagrams.
     #[must_use]
-    pub fn held_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
         self.held_bytes
     }
 
     /// Memory currently charged (pages and per-datagram state); never more
     /// than `max_total_memory`.
     #[must_use]
-    pub fn held_memory(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_memory(&self) -> usize {
         self.held_memory
     }
 
     /// Incomplete datagrams currently held; never more than `max_datagrams`.
     #[must_use]
-    pub fn held_datagrams(&self) -> usize {
+    pub(crate) fn held_datagrams(&self) -> usize {
         self.datagrams.len()
-    }
-
-    /// The configuration in force (after caps of 0 were raised to 1).
-    #[must_use]
-    pub fn config(&self) -> &DefragConfig {
-        &self.cfg
     }
 
     /// Checks a fragment on its own; returns its `[start, end)` in the payload.

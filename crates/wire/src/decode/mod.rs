@@ -22,16 +22,16 @@ use self::notes::{FragNote, FragNotes};
 #[cfg(test)]
 use self::notes::{FRAG_NOTE_TIMEOUT_NS, PAIR_NOTE_SEGMENTS};
 
-pub const LINKTYPE_NULL: u32 = 0;
+pub(crate) const LINKTYPE_NULL: u32 = 0;
 pub const LINKTYPE_ETHERNET: u32 = 1;
-pub const LINKTYPE_RAW_BSD12: u32 = 12;
-pub const LINKTYPE_RAW_BSD14: u32 = 14;
-pub const LINKTYPE_RAW: u32 = 101;
-pub const LINKTYPE_LOOP: u32 = 108;
-pub const LINKTYPE_LINUX_SLL: u32 = 113;
-pub const LINKTYPE_IPV4: u32 = 228;
-pub const LINKTYPE_IPV6: u32 = 229;
-pub const LINKTYPE_LINUX_SLL2: u32 = 276;
+pub(crate) const LINKTYPE_RAW_BSD12: u32 = 12;
+pub(crate) const LINKTYPE_RAW_BSD14: u32 = 14;
+pub(crate) const LINKTYPE_RAW: u32 = 101;
+pub(crate) const LINKTYPE_LOOP: u32 = 108;
+pub(crate) const LINKTYPE_LINUX_SLL: u32 = 113;
+pub(crate) const LINKTYPE_IPV4: u32 = 228;
+pub(crate) const LINKTYPE_IPV6: u32 = 229;
+pub(crate) const LINKTYPE_LINUX_SLL2: u32 = 276;
 
 /// Link types the decoder understands.
 pub fn supported_link_type(lt: u32) -> bool {
@@ -72,11 +72,11 @@ pub const FRAG_NOTE_TINY: u8 = 4;
 /// IPv4's minimum MTU is 68 bytes (RFC 791): with a 20-byte header, every
 /// link carries 48 bytes of fragment, so a shorter non-final fragment was
 /// cut on purpose.
-pub const TINY_FRAGMENT_V4: usize = 48;
+pub(crate) const TINY_FRAGMENT_V4: usize = 48;
 /// IPv6 links carry 1280 bytes (RFC 8200) and only the source fragments, so
 /// non-final fragments are about 1232 bytes; 1024 leaves room for extension
 /// headers.
-pub const TINY_FRAGMENT_V6: usize = 1024;
+pub(crate) const TINY_FRAGMENT_V6: usize = 1024;
 
 /// An IP address stored as 128 bits (IPv4 mapped), cheap to hash and compare.
 pub type Addr = u128;
@@ -843,7 +843,7 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 
 /// Returns the IP packet inside a frame of the given link type.
 #[inline]
-pub fn link_payload(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> {
+pub(crate) fn link_payload(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> {
     // Untagged Ethernet carrying IPv4/IPv6, nearly every frame: one look
     // instead of the general match below (same result).
     if link_type == LINKTYPE_ETHERNET {

@@ -42,18 +42,18 @@ use pcap::{classic_magic, frame_pcap, Magic, PcapFormat};
 use pcapng::{check_block_len, check_shb, shb_big_endian, NgState, SHB_TYPE};
 
 /// libpcap's MAXIMUM_SNAPLEN: classic pcap records up to this size are always accepted.
-pub const MAXIMUM_SNAPLEN: u32 = 262_144;
+pub(crate) const MAXIMUM_SNAPLEN: u32 = 262_144;
 /// Hard cap on a pcapng block, and on a classic pcap record even if the header's
 /// snaplen is larger.
-pub const MAX_BLOCK_LEN: u32 = 16 * 1024 * 1024;
+pub(crate) const MAX_BLOCK_LEN: u32 = 16 * 1024 * 1024;
 /// Default block buffer size used by [`CaptureReader::next_block`].
 pub const DEFAULT_BLOCK_SIZE: usize = 1 << 20;
 /// Smallest block size accepted by [`CaptureReader::set_block_size`].
 pub const MIN_BLOCK_SIZE: usize = 64;
 /// Largest block size accepted by [`CaptureReader::set_block_size`] (offsets stay `u32`).
-pub const MAX_BLOCK_SIZE: usize = 1 << 30;
+pub(crate) const MAX_BLOCK_SIZE: usize = 1 << 30;
 /// Interfaces allowed in one pcapng section before the file is declared malformed.
-pub const MAX_INTERFACES: usize = 1 << 16;
+pub(crate) const MAX_INTERFACES: usize = 1 << 16;
 
 /// Largest single read used when a buffer must grow beyond the block size.
 const GROW_CHUNK: usize = 1 << 20;
