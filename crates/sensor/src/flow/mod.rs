@@ -171,6 +171,10 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
+    /// Adds another worker's statistics. Counts add up exactly; the
+    /// `*_peak` fields become the sum of the workers' peaks, which were
+    /// taken at different moments: an upper bound of the run's peak, not
+    /// the peak itself.
     pub fn merge(&mut self, o: &FlowStats) {
         self.flows_created += o.flows_created;
         self.flows_rejected += o.flows_rejected;
