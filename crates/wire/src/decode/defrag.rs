@@ -739,6 +739,37 @@ mod tests {
         }
     }
 
+    /// A final fragment seen twice (a retransmission) ends the datagram
+    /// where the first copy did: it is no malformed datagram, and the
+    /// datagram completes with the first fragment.
+    #[test]
+    fn a_repeated_final_fragment_is_not_malformed() {
+        let mut d = Defragmenter::new(DefragConfig::default());
+        let p = payload(16, 5);
+        assert_eq!(d.push(0, key(9), 8, false, &p[8..]), DefragOutcome::Held);
+        assert_eq!(d.push(0, key(9), 8, false, &p[8..]), DefragOutcome::Held);
+        let (got, conflicting) = feed_all(&mut d, key(9), &[frag(0, true, &p[..8])]);
+        assert_eq!(got, p);
+        assert!(!conflicting);
+        assert_eq!(d.stats().datagrams_completed, 1);
+    }
+
+    /// The first four bytes of a datagram whose first fragment arrived (the
+    /// ports of the TCP header, to attribute a loss to its flow); none
+    /// before it arrives.
+    #[test]
+    fn the_head_is_the_first_fragments_first_four_bytes() {
+        let mut d = Defragmenter::new(DefragConfig::default());
+        let p = payload(24, 6);
+        assert_eq!(d.push(0, key(3), 16, false, &p[16..]), DefragOutcome::Held);
+        let dg = d.datagrams.get(&key(3)).map(Datagram::head);
+        assert_eq!(dg, Some(None));
+        assert_eq!(d.push(0, key(3), 0, true, &p[..8]), DefragOutcome::Held);
+        let head = d.datagrams.get(&key(3)).and_then(Datagram::head);
+        assert_eq!(head, Some([p[0], p[1], p[2], p[3]]));
+        assert!(format!("{d:?}").contains("Defragmenter"));
+    }
+
     /// What the caps charge is at least what is allocated: a page and a
     /// datagram each cost more than their own size (the rest is their map
     /// entries).
