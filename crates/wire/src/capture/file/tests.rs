@@ -1252,3 +1252,55 @@ fn real_captures() {
         );
     }
 }
+
+/// Link types are named as tcpdump.org's LINKTYPE registry and libpcap's
+/// `pcap_datalink_val_to_name` name them, so an error about a capture of
+/// an unsupported link type says which one it is.
+#[test]
+fn link_types_are_named_as_the_registry_names_them() {
+    let registry: &[(u32, &str)] = &[
+        (0, "NULL"),
+        (1, "EN10MB"),
+        (6, "IEEE802_5"),
+        (8, "SLIP"),
+        (9, "PPP"),
+        (10, "FDDI"),
+        (12, "RAW"),
+        (14, "RAW"),
+        (101, "RAW"),
+        (50, "PPP_HDLC"),
+        (51, "PPP_ETHER"),
+        (100, "ATM_RFC1483"),
+        (104, "C_HDLC"),
+        (105, "IEEE802_11"),
+        (107, "FRELAY"),
+        (108, "LOOP"),
+        (113, "LINUX_SLL"),
+        (119, "IEEE802_11_PRISM"),
+        (127, "IEEE802_11_RADIOTAP"),
+        (147, "USER"),
+        (162, "USER"),
+        (163, "IEEE802_11_AVS"),
+        (187, "BLUETOOTH_HCI_H4"),
+        (189, "USB_LINUX"),
+        (192, "PPI"),
+        (195, "IEEE802_15_4_WITHFCS"),
+        (201, "BLUETOOTH_HCI_H4_WITH_PHDR"),
+        (220, "USB_LINUX_MMAPPED"),
+        (227, "CAN_SOCKETCAN"),
+        (228, "IPV4"),
+        (229, "IPV6"),
+        (239, "NFLOG"),
+        (249, "USBPCAP"),
+        (251, "BLUETOOTH_LE_LL"),
+        (252, "WIRESHARK_UPPER_PDU"),
+        (253, "NETLINK"),
+        (276, "LINUX_SLL2"),
+    ];
+    for &(n, name) in registry {
+        assert_eq!(link_type_name(n), Some(name), "link type {n}");
+    }
+    for n in [2, 146, 163 + 1000, 275, 277, u32::MAX] {
+        assert_eq!(link_type_name(n), None, "link type {n}");
+    }
+}
