@@ -44,8 +44,6 @@ use qmwatch_sensor::detect::policy::Policy;
 use qmwatch_sensor::detect::{judge, RelayVerdict};
 use target::Job;
 
-/// `event.dataset` of the per-port result events.
-pub const DATASET_CHECK: &str = "qmwatch.check";
 /// `observer.type` of every event an active check writes.
 pub const OBSERVER_TYPE: &str = "active_check";
 

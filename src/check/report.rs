@@ -15,45 +15,37 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use serde_json::{json, Map, Value};
-
-use super::{
-    classify, target, Config, Finding, PortReport, RelayResult, Step, DATASET_CHECK, OBSERVER_TYPE,
-};
+use super::{classify, target, Config, Finding, PortReport, RelayResult, Step, OBSERVER_TYPE};
 use qmwatch_proto::{Endpoints, Reply};
 use qmwatch_sensor::detect::policy::Policy;
 use qmwatch_sensor::detect::{judge, probe, relay_finding, service_finding};
-use qmwatch_sensor::event::{self, Event, Observer};
+use qmwatch_sensor::event::{
+    self, CheckFields, CheckProbe, Event, Observer, RelayTestFields, ReplyFields, DATASET_CHECK,
+};
 use qmwatch_sensor::finding::TransactionFinding;
 
 /// Escaped answer bytes kept per probe in an event.
 const EVIDENCE_BYTES: usize = 1024;
 
-fn reply_json(r: &Reply) -> Value {
-    json!({"code": r.code.letter(), "text": r.text.text(), "text_truncated": r.text.truncated})
+fn reply_fields(r: &Reply) -> ReplyFields {
+    ReplyFields {
+        code: r.code.letter(),
+        text: r.text.text(),
+        text_truncated: r.text.truncated,
+    }
 }
 
-fn step_json(s: &Step) -> Value {
-    let mut o = Map::new();
-    o.insert("probe".into(), json!(s.probe));
-    if let Some(l) = s.local {
-        o.insert("source".into(), json!(l.to_string()));
+fn probe_fields(s: &Step) -> CheckProbe {
+    CheckProbe {
+        elapsed_ms: u64::try_from(s.elapsed.as_millis()).unwrap_or(u64::MAX),
+        end: s.end.name(),
+        error: s.error.as_ref().or(s.send_error.as_ref()).cloned(),
+        probe: s.probe,
+        received: classify::escaped(&s.received, EVIDENCE_BYTES),
+        received_bytes: s.received.len(),
+        sent_bytes: s.sent,
+        source: s.local.map(|l| l.to_string()),
     }
-    o.insert("sent_bytes".into(), json!(s.sent));
-    o.insert("received_bytes".into(), json!(s.received.len()));
-    o.insert(
-        "received".into(),
-        json!(classify::escaped(&s.received, EVIDENCE_BYTES)),
-    );
-    o.insert("end".into(), json!(s.end.name()));
-    if let Some(e) = s.error.as_ref().or(s.send_error.as_ref()) {
-        o.insert("error".into(), json!(e));
-    }
-    o.insert(
-        "elapsed_ms".into(),
-        json!(u64::try_from(s.elapsed.as_millis()).unwrap_or(u64::MAX)),
-    );
-    Value::Object(o)
 }
 
 /// The local address the finding was seen from, if a connection was made.
@@ -64,82 +56,40 @@ fn local_of(r: &PortReport) -> Option<SocketAddr> {
 }
 
 /// The `qmwatch.check` event of one port.
-fn check_event(r: &PortReport, run_ns: u64) -> Map<String, Value> {
+fn check_event(r: &PortReport, run_ns: u64) -> Event {
     let server = r.job.addr;
-    let local = local_of(r);
-    let client =
-        local.unwrap_or_else(|| SocketAddr::new(target::unspecified_like(&server.ip()), 0));
-    let ep = Endpoints { client, server };
-    let mut m = event::base(
-        r.ts,
-        "event",
-        DATASET_CHECK,
-        &["network"],
-        &["info"],
-        &ep,
-        r.finding.protocol(),
-    );
-    if local.is_none() {
-        // No connection was made: there is no source and no flow.
-        m.remove("source");
-        if let Some(Value::Object(n)) = m.get_mut("network") {
-            n.remove("community_id");
-        }
-        m.insert("related".into(), json!({"ip": [server.ip().to_string()]}));
-    }
-    event::set_event(&mut m, "action", json!("active_check"));
-    event::set_event(
-        &mut m,
-        "outcome",
-        json!(if r.finding.unreached() {
-            "failure"
-        } else {
-            "success"
+    let service = r.finding.protocol().is_some();
+    let fields = CheckFields {
+        detail: r.detail.clone(),
+        evidence: r.evidence.filter(|_| service).map(|e| e.name()),
+        probes: r.steps.iter().map(probe_fields).collect(),
+        proof: r.proof_step().map(|s| s.probe),
+        relay_test: r.relay.as_ref().map(|t| RelayTestFields {
+            client_trusted: t.client_trusted,
+            probe: probe_fields(&t.step),
+            protocol: t.protocol.name(),
+            recipient: t.recipient.clone(),
+            reply: t.reply.as_ref().map(reply_fields),
+            verdict: t.result.name(),
         }),
-    );
+        replies: service.then(|| r.replies.iter().map(reply_fields).collect()),
+        result: r.finding.name(),
+        sanctioned: service.then_some(r.sanctioned),
+        service,
+        target: r.job.target.clone(),
+    };
     let (srv, run) = (server.to_string(), run_ns.to_string());
-    event::set_event(
-        &mut m,
-        "id",
-        json!(event::stable_id(&[DATASET_CHECK, &srv, &run])),
+    let id = event::stable_id(&[DATASET_CHECK, &srv, &run]);
+    let e = event::check(
+        r.ts,
+        server,
+        local_of(r),
+        r.finding.protocol(),
+        r.finding.unreached(),
+        id,
+        fields,
     );
-    m.insert("message".into(), json!(format!("{server}: {}", r.detail)));
-    let mut c = Map::new();
-    c.insert("target".into(), json!(r.job.target));
-    c.insert("result".into(), json!(r.finding.name()));
-    c.insert("detail".into(), json!(r.detail));
-    c.insert("service".into(), json!(r.finding.protocol().is_some()));
-    if r.finding.protocol().is_some() {
-        c.insert("sanctioned".into(), json!(r.sanctioned));
-        if let Some(e) = r.evidence {
-            c.insert("evidence".into(), json!(e.name()));
-        }
-        c.insert(
-            "replies".into(),
-            Value::Array(r.replies.iter().map(reply_json).collect()),
-        );
-    }
-    if let Some(s) = r.proof_step() {
-        c.insert("proof".into(), json!(s.probe));
-    }
-    c.insert(
-        "probes".into(),
-        Value::Array(r.steps.iter().map(step_json).collect()),
-    );
-    if let Some(t) = &r.relay {
-        let mut o = Map::new();
-        o.insert("verdict".into(), json!(t.result.name()));
-        o.insert("protocol".into(), json!(t.protocol.name()));
-        o.insert("recipient".into(), json!(t.recipient));
-        o.insert("client_trusted".into(), json!(t.client_trusted));
-        if let Some(rep) = &t.reply {
-            o.insert("reply".into(), reply_json(rep));
-        }
-        o.insert("probe".into(), step_json(&t.step));
-        c.insert("relay_test".into(), Value::Object(o));
-    }
-    event::put_qmwatch(&mut m, "check", Value::Object(c));
-    m
+    Event::Check(Box::new(e))
 }
 
 /// Marks an event as the active check's: `observer.type`, and an id of
@@ -164,11 +114,9 @@ pub fn events(
     let mut out = Vec::new();
     for r in reports {
         let mut check = check_event(r, run_ns);
-        observer.stamp(&mut check);
-        if let Some(Value::Object(o)) = check.get_mut("observer") {
-            o.insert("type".into(), json!(OBSERVER_TYPE));
-        }
-        out.push(Event::Object(check));
+        check.stamp(observer);
+        check.set_observer_type(OBSERVER_TYPE);
+        out.push(check);
         if let (Some(p), Some(ev)) = (r.finding.protocol(), r.evidence) {
             let local = local_of(r)
                 .unwrap_or_else(|| SocketAddr::new(target::unspecified_like(&r.job.addr.ip()), 0));

@@ -1,8 +1,9 @@
 //! One JSON line per event, ASCII only.
 //!
 //! Owns: the one writer every event goes through — serde_json's compact
-//! serializer with [`AsciiFormatter`], for typed records and JSON objects
-//! alike — and its reusable per-thread buffer.
+//! serializer with [`AsciiFormatter`], for every dataset's typed record (and
+//! the JSON objects tests compare them with) — and its reusable per-thread
+//! buffer.
 //!
 //! Must not: reorder or rename fields (typed records declare them in the
 //! sorted order a JSON object has) or add a newline (the sinks frame lines).

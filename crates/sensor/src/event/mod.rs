@@ -19,16 +19,16 @@
 //! traffic: those carry wall-clock time and no flow.
 //!
 //! Every dataset is a typed record ([`typed`]), mapped by its own file
-//! ([`service`], [`transaction`], [`relay`], [`probe`], [`anomaly`], and
-//! [`sensor`] for the sensor's own); the active check's `qmwatch.check` is
-//! a JSON object built with [`map`], since the binary assembles its fields.
+//! ([`service`], [`transaction`], [`relay`], [`probe`], [`anomaly`],
+//! [`sensor`] for the sensor's own, and [`check`] for the active check's
+//! `qmwatch.check`, whose `qmwatch.check.*` fields the binary fills).
 
 mod anomaly;
+mod check;
 mod community_id;
 mod flow;
 mod ids;
 mod json;
-mod map;
 mod observer;
 mod probe;
 mod relay;
@@ -38,12 +38,10 @@ mod time;
 mod transaction;
 mod typed;
 
-use serde_json::{Map, Value};
-
 pub(crate) use anomaly::anomaly;
+pub use check::check;
 use community_id::community_id;
 pub use ids::stable_id;
-pub use map::{base, put_qmwatch, set_event};
 pub use observer::Observer;
 pub(crate) use probe::probe;
 pub(crate) use relay::aggregate_relay;
@@ -53,11 +51,11 @@ pub use service::service;
 pub use time::rfc3339;
 pub use transaction::transaction;
 pub use typed::{
-    AnomalyEvent, CaptureLossEvent, ProbeEvent, RelayEvent, ServiceEvent, SilenceEvent, StatsEvent,
-    TransactionEvent,
+    AnomalyEvent, CaptureLossEvent, CheckEvent, CheckFields, CheckProbe, ProbeEvent, RelayEvent,
+    RelayTestFields, ReplyFields, ServiceEvent, SilenceEvent, StatsEvent, TransactionEvent,
 };
 
-use typed::{EventFields, Ingress, Name, ObserverFields};
+use typed::{EventFields, Ingress, Name};
 
 pub(crate) const DATASET_SERVICE: &str = "qmwatch.service";
 pub(crate) const DATASET_TRANSACTION: &str = "qmwatch.transaction";
@@ -65,16 +63,17 @@ pub(crate) const DATASET_ANOMALY: &str = "qmwatch.anomaly";
 pub(crate) const DATASET_RELAY: &str = "qmwatch.relay";
 pub(crate) const DATASET_PROBE: &str = "qmwatch.probe";
 pub(crate) const DATASET_STATS: &str = "qmwatch.stats";
+/// The active check's dataset (the binary's `qmwatch check` names its ids
+/// with it).
+pub const DATASET_CHECK: &str = "qmwatch.check";
 
 /// The ECS version the events follow (`ecs.version`).
 const ECS_VERSION: &str = "8.17.0";
 
-/// One event, as the detector hands it to the outputs: a typed record per
-/// dataset, or a JSON object (the active check's `qmwatch.check`, which the
-/// binary assembles).
+/// One event, as the detector (or the active check) hands it to the
+/// outputs: a typed record per dataset.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Object(Map<String, Value>),
     Service(Box<ServiceEvent>),
     Anomaly(Box<AnomalyEvent>),
     Probe(Box<ProbeEvent>),
@@ -83,14 +82,14 @@ pub enum Event {
     Stats(Box<StatsEvent>),
     CaptureLoss(Box<CaptureLossEvent>),
     CaptureSilence(Box<SilenceEvent>),
+    Check(Box<CheckEvent>),
 }
 
-/// `$typed` for a typed event (bound to `$e`, whatever its `qmwatch`
-/// fields), `$object` for a JSON object (bound to `$m`).
+/// `$typed` for every event, with the record bound to `$e` (whatever its
+/// envelope and `qmwatch` fields).
 macro_rules! each {
-    ($event:expr, $e:ident => $typed:expr, $m:ident => $object:expr) => {
+    ($event:expr, $e:ident => $typed:expr) => {
         match $event {
-            Event::Object($m) => $object,
             Event::Service($e) => $typed,
             Event::Anomaly($e) => $typed,
             Event::Probe($e) => $typed,
@@ -99,6 +98,7 @@ macro_rules! each {
             Event::Stats($e) => $typed,
             Event::CaptureLoss($e) => $typed,
             Event::CaptureSilence($e) => $typed,
+            Event::Check($e) => $typed,
         }
     };
 }
@@ -106,92 +106,70 @@ macro_rules! each {
 impl Event {
     /// Adds the `observer.*` fields of `o` (host name, interface).
     pub fn stamp(&mut self, o: &Observer) {
-        let fields = each!(self, e => &mut e.observer, m => return o.stamp(m));
-        stamp_fields(fields, o);
+        let fields = each!(self, e => &mut e.observer);
+        fields.hostname = Some(o.hostname.clone());
+        fields.ingress = o.ingress_interface.as_ref().map(|i| Ingress {
+            interface: Name { name: i.clone() },
+        });
     }
 
     /// Sets `observer.type` (the active check's events say `active_check`).
     pub fn set_observer_type(&mut self, kind: &'static str) {
-        each!(self, e => e.observer.kind = kind, m => {
-            if let Some(Value::Object(o)) = m.get_mut("observer") {
-                o.insert("type".into(), Value::String(kind.into()));
-            }
-        })
+        each!(self, e => e.observer.kind = kind)
     }
 
     /// One JSON line (no newline), ASCII only ([`json`]).
     pub(crate) fn to_json_line(&self) -> Option<String> {
-        each!(self, e => json::line(e), m => json::line(m))
+        each!(self, e => json::line(e))
     }
 
     /// The event as a JSON object.
     #[cfg(test)]
-    pub(crate) fn into_object(self) -> Map<String, Value> {
-        let v = each!(self, e => serde_json::to_value(e), m => return m);
-        match v {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
+    pub(crate) fn into_object(self) -> serde_json::Map<String, serde_json::Value> {
+        match each!(self, e => serde_json::to_value(e)) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
         }
     }
 
-    /// `event.<key>` of an object event.
-    fn object_event_field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-        m.get("event").and_then(|e| e.get(key))
+    /// The line the event's JSON object writes (keys sorted): what
+    /// [`Event::to_json_line`] must write too.
+    #[cfg(test)]
+    pub(crate) fn to_object_line(&self) -> Option<String> {
+        json::line(&self.clone().into_object())
     }
 
-    /// `event.<key>`, a string: from the object, or by `typed` from a
-    /// typed event's fields.
-    fn event_str(&self, key: &str, typed: fn(&EventFields) -> &str) -> &str {
-        each!(self, e => typed(&e.event), m => Self::object_event_field(m, key)
-            .and_then(Value::as_str)
-            .unwrap_or(""))
+    fn fields(&self) -> &EventFields {
+        each!(self, e => &e.event)
     }
 
     /// `event.dataset`.
     pub fn dataset(&self) -> &str {
-        self.event_str("dataset", |e| e.dataset)
+        self.fields().dataset
     }
 
     /// `event.kind`.
     pub fn kind(&self) -> &str {
-        self.event_str("kind", |e| e.kind)
+        self.fields().kind
     }
 
     /// `event.id`.
     pub fn id(&self) -> &str {
-        self.event_str("id", |e| &e.id)
+        &self.fields().id
     }
 
     /// Sets `event.id`.
     pub fn set_id(&mut self, id: String) {
-        each!(self, e => e.event.id = id, m => set_event(m, "id", Value::String(id)))
+        each!(self, e => e.event.id = id)
     }
 
     /// `event.severity`, when the event has one.
     pub fn severity(&self) -> Option<u64> {
-        each!(self, e => e.event.severity, m => {
-            Self::object_event_field(m, "severity").and_then(Value::as_u64)
-        })
+        self.fields().severity
     }
 
     /// `@timestamp`.
     pub fn timestamp(&self) -> &str {
-        each!(self, e => &e.timestamp, m => {
-            m.get("@timestamp").and_then(Value::as_str).unwrap_or("")
-        })
-    }
-}
-
-/// The typed form of [`Observer::stamp`].
-fn stamp_fields(fields: &mut ObserverFields, o: &Observer) {
-    fields.hostname = Some(o.hostname.clone());
-    fields.ingress = o.ingress_interface.as_ref().map(|i| Ingress {
-        interface: Name { name: i.clone() },
-    });
-}
-
-impl From<Map<String, Value>> for Event {
-    fn from(m: Map<String, Value>) -> Self {
-        Event::Object(m)
+        each!(self, e => &e.timestamp)
     }
 }

@@ -3,8 +3,6 @@
 //! Owns: the sensor's host name (read once, sanitised) and the capture
 //! interface. Must not: change per event (one observer a run).
 
-use serde_json::{json, Map, Value};
-
 /// Who observed the traffic: the `observer.*` fields stamped on every event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observer {
@@ -41,19 +39,6 @@ impl Observer {
         Observer {
             hostname,
             ingress_interface: None,
-        }
-    }
-
-    /// Adds `observer.hostname` (and the ingress interface, in live capture).
-    pub fn stamp(&self, m: &mut Map<String, Value>) {
-        let o = m
-            .entry("observer")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(o) = o {
-            o.insert("hostname".into(), Value::String(self.hostname.clone()));
-            if let Some(i) = &self.ingress_interface {
-                o.insert("ingress".into(), json!({"interface": {"name": i}}));
-            }
         }
     }
 }

@@ -234,7 +234,7 @@ mod tests {
         ];
         for e in events {
             let line = e.to_json_line();
-            assert_eq!(line, Event::Object(e.into_object()).to_json_line());
+            assert_eq!(line, e.to_object_line());
             assert!(line.is_some_and(|l| l.is_ascii() && l.starts_with("{\"@timestamp\"")));
         }
     }

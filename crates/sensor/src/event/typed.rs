@@ -1,10 +1,10 @@
 //! Every dataset qmwatch writes as typed records serialized directly: the
 //! flow datasets — `qmwatch.service`, `.transaction`, `.relay`, `.probe` and
-//! `.anomaly` — and the sensor's own (`qmwatch.stats`, capture loss and
-//! silence).
+//! `.anomaly` —, the sensor's own (`qmwatch.stats`, capture loss and
+//! silence) and the active check's `qmwatch.check`.
 //!
-//! Owns: their fields: two envelopes, [`FlowEvent`] and [`SensorEvent`],
-//! each with the dataset's own `qmwatch.*` object. Building them as `serde_json::Value` maps cost about
+//! Owns: their fields: three envelopes, [`FlowEvent`], [`SensorEvent`] and
+//! [`CheckEvent`], each with the dataset's own `qmwatch.*` object. Building them as `serde_json::Value` maps cost about
 //! 100,000 instructions an event (a heap string per key, a tree per object);
 //! these records cost a fraction of that and write the same bytes: fields
 //! are declared in the sorted order a JSON object has, which a test checks
@@ -369,6 +369,96 @@ pub struct RuleFields {
     pub category: Option<&'static str>,
     pub id: &'static str,
     pub name: &'static str,
+}
+
+/// A `qmwatch.check` event: the active check's result for one port. The
+/// envelope of a flow event, except that a port never connected to has no
+/// `source` and no `network.community_id` (there was no flow).
+#[derive(Serialize, Clone, Debug)]
+pub struct CheckEvent {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub destination: IpPort,
+    pub ecs: Ecs,
+    pub event: EventFields,
+    pub message: String,
+    pub network: CheckNetwork,
+    pub observer: ObserverFields,
+    pub qmwatch: CheckQmwatch,
+    pub related: Related,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<IpPort>,
+}
+
+/// `network.*` of a check: [`Network`], with no Community ID when no
+/// connection was made.
+#[derive(Serialize, Clone, Debug)]
+pub struct CheckNetwork {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    pub transport: &'static str,
+    #[serde(rename = "type")]
+    pub ip_version: &'static str,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct CheckQmwatch {
+    pub check: CheckFields,
+}
+
+/// `qmwatch.check`: filled by the binary's check, documented in
+/// docs/events.md.
+#[derive(Serialize, Clone, Debug)]
+pub struct CheckFields {
+    pub detail: String,
+    /// Only for a QMTP/QMQP service, and then only when it is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<&'static str>,
+    pub probes: Vec<CheckProbe>,
+    /// The probe that proved the result, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_test: Option<RelayTestFields>,
+    /// Only for a QMTP/QMQP service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replies: Option<Vec<ReplyFields>>,
+    pub result: &'static str,
+    /// Only for a QMTP/QMQP service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sanctioned: Option<bool>,
+    pub service: bool,
+    pub target: String,
+}
+
+/// One probe of a check: what was sent and what came back (escaped).
+#[derive(Serialize, Clone, Debug)]
+pub struct CheckProbe {
+    pub elapsed_ms: u64,
+    pub end: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub probe: &'static str,
+    pub received: String,
+    pub received_bytes: usize,
+    pub sent_bytes: usize,
+    /// The local address, when a connection was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// `qmwatch.check.relay_test`.
+#[derive(Serialize, Clone, Debug)]
+pub struct RelayTestFields {
+    pub client_trusted: bool,
+    pub probe: CheckProbe,
+    pub protocol: &'static str,
+    pub recipient: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyFields>,
+    pub verdict: &'static str,
 }
 
 fn is_false(b: &bool) -> bool {
