@@ -784,3 +784,24 @@ fn snaplen_cut_segment_from_before_the_first_byte() {
     assert_eq!(h.out.log, vec![dat(0, b"0123456789"), Got::Gap(10, 5)]);
     assert_eq!(h.s.next_offset(), 15);
 }
+
+/// Out-of-order pieces that touch without overlapping are neither
+/// retransmissions nor conflicts.
+#[test]
+fn adjacent_held_pieces_are_no_overlap() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0);
+    h.at(20, b"uvwx");
+    h.at(10, b"klmnopqrst");
+    h.at(24, b"yz");
+    assert_eq!(h.s.held_pieces(), 3);
+    assert_eq!(
+        (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
+        (0, 0)
+    );
+    h.at(0, b"abcdefghij");
+    assert_eq!(h.out.bytes, b"abcdefghijklmnopqrstuvwxyz");
+    assert_eq!(
+        (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
+        (0, 0)
+    );
+}
