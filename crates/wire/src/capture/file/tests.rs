@@ -1311,3 +1311,74 @@ fn link_types_are_named_as_the_registry_names_them() {
         assert_eq!(link_type_name(n), None, "link type {n}");
     }
 }
+
+/// The error reading `file` stops at, whether it came at the start or
+/// after some records.
+fn error_of(file: &[u8]) -> CaptureError {
+    match read_all(file, 64) {
+        Err(e) => e,
+        Ok(out) => out.err.expect("an error"),
+    }
+}
+
+/// A section header without options is 28 bytes, the least a section
+/// header can be: it is read (here, then an interface and a packet).
+/// Shorter, or with a trailing length that differs, it is a clear error.
+#[test]
+fn section_header_lengths_at_their_edges() {
+    let mut ng = Pcapng::empty();
+    ng.shb(false, &[])
+        .idb(1, 262_144, &[])
+        .epb(0, 1, &pattern(3, 20), 20, &[]);
+    let file = ng.bytes().to_vec();
+    assert_eq!(u32::from_le_bytes(file[4..8].try_into().unwrap()), 28);
+    let out = read_all(&file, 64).unwrap();
+    assert!(out.err.is_none(), "{:?}", out.err);
+    assert_eq!(out.recs.len(), 1);
+
+    // 24 bytes, leading and trailing length agreeing.
+    let mut short = file[..28].to_vec();
+    short.drain(16..20);
+    short[4..8].copy_from_slice(&24u32.to_le_bytes());
+    short[20..24].copy_from_slice(&24u32.to_le_bytes());
+    let err = error_of(&short);
+    assert!(err.to_string().contains("less than 28"), "{err}");
+
+    // 28 bytes whose trailing length says 32.
+    let mut bad = file.clone();
+    bad[24..28].copy_from_slice(&32u32.to_le_bytes());
+    let err = error_of(&bad);
+    assert!(err.to_string().contains("trailing length 32"), "{err}");
+}
+
+/// A pcapng block of exactly 16 MiB, the hard cap, is read; one of 16 MiB
+/// and 4 bytes is an absurd length.
+#[test]
+fn a_pcapng_block_of_exactly_the_cap_is_read() {
+    let data = pattern(7, (16 << 20) - 32);
+    let mut ng = Pcapng::empty();
+    ng.shb(false, &[])
+        .idb(1, 0, &[])
+        .epb(0, 1, &data, data.len() as u32, &[]);
+    let file = ng.bytes().to_vec();
+    let epb_at = 28 + 20;
+    assert_eq!(
+        u32::from_le_bytes(file[epb_at + 4..epb_at + 8].try_into().unwrap()),
+        16 << 20
+    );
+    let out = read_all(&file, 1 << 20).unwrap();
+    assert!(out.err.is_none(), "{:?}", out.err);
+    assert_eq!(out.recs.len(), 1);
+    assert_eq!(out.recs[0].1.len(), data.len());
+
+    let data = pattern(7, (16 << 20) - 28);
+    let mut ng = Pcapng::empty();
+    ng.shb(false, &[])
+        .idb(1, 0, &[])
+        .epb(0, 1, &data, data.len() as u32, &[]);
+    let err = read_all(ng.bytes(), 1 << 20).unwrap().err.unwrap();
+    assert!(
+        matches!(err.kind, CaptureErrorKind::AbsurdLength { .. }),
+        "{err}"
+    );
+}
