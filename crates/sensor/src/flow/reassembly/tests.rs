@@ -805,3 +805,20 @@ fn adjacent_held_pieces_are_no_overlap() {
         (0, 0)
     );
 }
+
+/// Inside a range the parser skips, held pieces keep only their extent: a
+/// later copy overlapping one has nothing to be compared with, so it is
+/// counted neither as a retransmission nor as a conflict.
+#[test]
+fn overlaps_with_skipped_pieces_are_not_compared() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0);
+    h.s.set_skip(10, 100);
+    h.at(20, b"abcd");
+    h.at(18, b"xyzwvu");
+    assert_eq!(
+        (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
+        (0, 0)
+    );
+    // The two extents are held as one.
+    assert_eq!(h.s.held_bytes(), PIECE_COST);
+}
