@@ -752,6 +752,15 @@ mod tests {
         assert_eq!(got, p);
         assert!(!conflicting);
         assert_eq!(d.stats().datagrams_completed, 1);
+        // A fragment with `more` set that ends exactly at the known end (it
+        // overlaps the final one) fits too.
+        let p = payload(24, 8);
+        assert_eq!(d.push(0, key(10), 16, false, &p[16..]), DefragOutcome::Held);
+        assert_eq!(d.push(0, key(10), 8, true, &p[8..]), DefragOutcome::Held);
+        let (got, conflicting) = feed_all(&mut d, key(10), &[frag(0, true, &p[..8])]);
+        assert_eq!(got, p);
+        assert!(!conflicting);
+        assert_eq!(d.stats().malformed, 0);
     }
 
     /// The first four bytes of a datagram whose first fragment arrived (the
