@@ -822,3 +822,24 @@ fn overlaps_with_skipped_pieces_are_not_compared() {
     // The two extents are held as one.
     assert_eq!(h.s.held_bytes(), PIECE_COST);
 }
+
+/// A segment whose end meets a held piece exactly, with another held
+/// piece further on, holds just its own new bytes: no empty piece is
+/// created, at the end of the segment or at the edge of a skipped range.
+#[test]
+fn no_empty_pieces_at_segment_ends_or_skip_edges() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0);
+    h.at(20, b"uvwx");
+    h.at(30, b"EFGH");
+    h.at(18, b"stuv");
+    assert_eq!(h.s.held_pieces(), 3);
+    assert_eq!(h.s.held_bytes(), 3 * PIECE_COST + 2 + 4 + 4);
+    h.check_invariants();
+
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0);
+    h.s.set_skip(20, 100);
+    h.at(10, b"klmnopqrst");
+    assert_eq!(h.s.held_pieces(), 1);
+    assert_eq!(h.s.held_bytes(), PIECE_COST + 10);
+    h.check_invariants();
+}
