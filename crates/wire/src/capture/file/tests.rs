@@ -1382,3 +1382,41 @@ fn a_pcapng_block_of_exactly_the_cap_is_read() {
         "{err}"
     );
 }
+
+/// The smallest packet blocks (no packet bytes: an enhanced packet block
+/// of 32 bytes, a simple packet block of 16) are records with no data; a
+/// simple packet block of 12 bytes is too short; a simple packet on an
+/// interface of an unsupported link type is skipped and counted.
+#[test]
+fn smallest_packet_blocks_and_simple_packets_on_unsupported_links() {
+    let mut ng = Pcapng::empty();
+    ng.shb(false, &[])
+        .idb(1, 0, &[])
+        .epb(0, 1, &[], 0, &[])
+        .spb(0, &[]);
+    let file = ng.bytes().to_vec();
+    let out = read_all(&file, 64).unwrap();
+    assert!(out.err.is_none(), "{:?}", out.err);
+    assert_eq!(out.recs.len(), 2);
+    assert!(out.recs.iter().all(|(_, d)| d.is_empty()));
+
+    let mut ng = Pcapng::empty();
+    ng.shb(false, &[]).idb(1, 0, &[]).block(3, &[]);
+    let err = error_of(ng.bytes());
+    assert!(
+        err.to_string()
+            .contains("simple packet block length 12 is less than 16"),
+        "{err}"
+    );
+
+    let mut ng = Pcapng::empty();
+    ng.shb(false, &[])
+        .idb(147, 0, &[])
+        .spb(4, b"abcd")
+        .spb(4, b"efgh");
+    let out = read_all(ng.bytes(), 64).unwrap();
+    assert!(out.err.is_none(), "{:?}", out.err);
+    assert!(out.recs.is_empty());
+    assert_eq!(out.stats.skipped_unsupported_link, 2);
+    assert_eq!(out.stats.skipped_bad_interface, 0);
+}
