@@ -843,3 +843,18 @@ fn no_empty_pieces_at_segment_ends_or_skip_edges() {
     assert_eq!(h.s.held_bytes(), PIECE_COST + 10);
     h.check_invariants();
 }
+
+/// An in-order segment that runs into a held piece is compared with it
+/// over exactly their common bytes: a difference in the last common byte
+/// is a conflict, and the held bytes win.
+#[test]
+fn in_order_segment_into_a_held_piece_compares_every_common_byte() {
+    let mut h = H::with_syn(ReassemblyConfig::default(), 0);
+    h.at(8, b"iZklmn");
+    h.at(0, b"abcdefghij");
+    assert_eq!(
+        (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
+        (0, 1)
+    );
+    assert_eq!(h.out.bytes, b"abcdefghiZklmn");
+}
