@@ -842,6 +842,11 @@ fn no_empty_pieces_at_segment_ends_or_skip_edges() {
     assert_eq!(h.s.held_pieces(), 1);
     assert_eq!(h.s.held_bytes(), PIECE_COST + 10);
     h.check_invariants();
+    // Starting exactly where the skipped range ends.
+    h.at(100, b"0123456789");
+    assert_eq!(h.s.held_pieces(), 2);
+    assert_eq!(h.s.held_bytes(), 2 * PIECE_COST + 20);
+    h.check_invariants();
 }
 
 /// An in-order segment that runs into a held piece is compared with it
