@@ -347,6 +347,7 @@ fn modified_pcap_format_both_byte_orders() {
         assert_eq!(out.recs.len(), 1);
         assert_eq!(out.recs[0].0.ts_nanos, 10_000_020_000);
         assert_eq!(out.recs[0].0.data_start, 24);
+        assert_eq!(out.recs[0].0.link_type, 1);
         assert_eq!(out.recs[0].1, data);
     }
 }
