@@ -1421,3 +1421,45 @@ fn smallest_packet_blocks_and_simple_packets_on_unsupported_links() {
     assert_eq!(out.stats.skipped_unsupported_link, 2);
     assert_eq!(out.stats.skipped_bad_interface, 0);
 }
+
+/// A record that does not fit the rest of a block starts the next block:
+/// blocks stay within the block size when every record fits one, and every
+/// record arrives once, in order.
+#[test]
+fn records_that_do_not_fit_start_the_next_block() {
+    let data = pattern(2, 1000);
+    let input: Vec<Rec> = (0..20).map(|i| (i, 0, &data[..], 1000)).collect();
+    let (file, _) = pcap_file_ends(false, false, false, 1, 1500, &input);
+    let mut rd = CaptureReader::new("c", Cursor::new(file), supported).unwrap();
+    rd.set_block_size(1 << 12);
+    let (mut block, mut recs, mut seen, mut blocks) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    loop {
+        recs.clear();
+        let more = rd.next_block(&mut block, &mut recs).unwrap();
+        assert!(block.len() <= 1 << 12, "block of {} bytes", block.len());
+        seen.extend(
+            recs.iter()
+                .map(|r: &PacketRecord| r.ts_nanos / 1_000_000_000),
+        );
+        blocks += 1;
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>());
+    assert!(blocks >= 5, "{blocks} blocks");
+}
+
+/// What the reader says of its input's format.
+#[test]
+fn the_reader_names_its_format_and_link_type() {
+    let (file, _) = pcap_file_ends(true, true, false, 113, 1500, &[]);
+    let rd = CaptureReader::new("c", Cursor::new(file), everything).unwrap();
+    assert_eq!(rd.pcap_link_type(), Some(113));
+    assert!(!rd.is_pcapng());
+    let mut ng = Pcapng::empty();
+    ng.shb(false, &[]).idb(1, 0, &[]);
+    let rd = CaptureReader::new("c", Cursor::new(ng.bytes().to_vec()), supported).unwrap();
+    assert_eq!(rd.pcap_link_type(), None);
+    assert!(rd.is_pcapng());
+}
