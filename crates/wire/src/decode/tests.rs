@@ -850,3 +850,37 @@ fn checksum_matters_for_data_syn_and_rst_when_whole() {
     };
     assert!(!rebuilt.checksum_matters());
 }
+
+/// RFC 1071's sum, 16-bit big-endian words one at a time: what
+/// [`ones_sum`]'s wide lanes must agree with.
+fn reference_sum(b: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    for w in b.chunks(2) {
+        let hi = u64::from(w[0]);
+        let lo = w.get(1).map_or(0, |&x| u64::from(x));
+        sum += hi << 8 | lo;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+proptest::proptest! {
+    /// Every length (short, odd, many wide chunks, a remainder of each
+    /// size) and content folds to RFC 1071's sum: the native-order lanes
+    /// meet the big-endian sum after one swap.
+    #[test]
+    fn ones_sum_agrees_with_rfc1071(
+        b in proptest::collection::vec(proptest::num::u8::ANY, 0..1600),
+        ones in proptest::bool::ANY,
+    ) {
+        // All-ones bytes push every lane and carry to its limit.
+        let b = if ones { vec![0xff; b.len()] } else { b };
+        let ours = u16::from_be(fold16(ones_sum(&b)));
+        let want = reference_sum(&b);
+        // 0 and 0xffff are the same number in one's complement.
+        let norm = |x: u16| if x == 0xffff { 0 } else { x };
+        proptest::prop_assert_eq!(norm(ours), norm(want));
+    }
+}
