@@ -852,7 +852,7 @@ fn checksum_matters_for_data_syn_and_rst_when_whole() {
 }
 
 /// RFC 1071's sum, 16-bit big-endian words one at a time: what
-/// [`ones_sum`]'s wide lanes must agree with.
+/// [`ones_sum`]'s eight-byte native-order words must agree with.
 fn reference_sum(b: &[u8]) -> u16 {
     let mut sum: u64 = 0;
     for w in b.chunks(2) {
@@ -867,9 +867,9 @@ fn reference_sum(b: &[u8]) -> u16 {
 }
 
 proptest::proptest! {
-    /// Every length (short, odd, many wide chunks, a remainder of each
-    /// size) and content folds to RFC 1071's sum: the native-order lanes
-    /// meet the big-endian sum after one swap.
+    /// Every length (short, odd, a remainder of each size) and content
+    /// folds to RFC 1071's sum: the native-order words meet the big-endian
+    /// sum after one swap.
     #[test]
     fn ones_sum_agrees_with_rfc1071(
         b in proptest::collection::vec(proptest::num::u8::ANY, 0..1600),
