@@ -4,12 +4,18 @@
 #
 #   qmwatch replay --quiet --output /dev/null FILE          (1 worker, then 2)
 #   tcpdump -r FILE -w /dev/null                            (libpcap just reading)
+#   cat FILE > /dev/null                                    (the floor: reading it)
 #   tshark -r FILE -Y 'tcp.payload matches "^[1-9][0-9]*:[KZD]"'   (K/Z/D replies)
 #
 # Runs alternate (the order rotates every round) so that drift in machine
-# load cancels; prints each tool's median wall time, Gbit/s and packets/s of
-# the file, its speed relative to tcpdump, and peak RSS (from /usr/bin/time -v
-# when installed).
+# load cancels; prints the CPU model and load first, then each tool's median
+# wall time, Gbit/s and packets/s of the file, its speed relative to tcpdump,
+# its time relative to cat's, its median CPU time (user + system) in all and
+# per packet, and peak RSS (CPU and RSS from /usr/bin/time -v when
+# installed). CPU per packet is what a busy sensor pays: compare it with
+# tcpdump's, not only the wall time, which a second core can hide.
+#
+# Works on any capture, not only qmwatch-gen's.
 #
 # Usage: benches/compare.sh FILE [RUNS]      (RUNS defaults to 5)
 # Environment: QMWATCH_ARGS adds arguments to both qmwatch runs (e.g. the
@@ -42,11 +48,15 @@ fi
 qmwatch=$target/release/qmwatch
 [ -x "$qmwatch" ] || { echo "$0: $qmwatch not built" >&2; exit 2; }
 
+have_py=0
+if command -v python3 >/dev/null && python3 -c 'import resource' 2>/dev/null; then
+  have_py=1
+fi
 have_time=0
 if [ -x /usr/bin/time ] && /usr/bin/time -v true >/dev/null 2>&1; then
   have_time=1
 else
-  echo "note: /usr/bin/time (GNU time, apt package 'time') not installed: no peak RSS" >&2
+  [ $have_py = 1 ] || echo "note: neither python3 nor /usr/bin/time (apt package 'time'): no CPU time, no peak RSS" >&2
 fi
 
 # Tools: name, command. A missing tool is said clearly and skipped.
@@ -64,6 +74,7 @@ if command -v tcpdump >/dev/null; then
 else
   echo "MISSING: tcpdump is not installed (apt-get install tcpdump): no baseline, no ratios" >&2
 fi
+add "cat" "cat $(printf %q "$file") >/dev/null"
 if [ "${NO_TSHARK:-0}" = 1 ]; then
   echo "tshark: left out (NO_TSHARK=1)" >&2
 elif command -v tshark >/dev/null; then
@@ -77,16 +88,36 @@ bytes=$(stat -c %s "$file")
 summary=$("$qmwatch" replay --output /dev/null ${QMWATCH_ARGS:-} "$file" 2>&1 >/dev/null || true)
 packets=$(sed -n 's/^ *packets \([0-9]*\) .*/\1/p' <<<"$summary" | head -n1)
 packets=${packets:-0}
+cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
+l3=$(lscpu 2>/dev/null | sed -n 's/^L3 cache: *//p' | head -n 1)
+echo "CPU: ${cpu_model:-unknown}, $(nproc) cores, L3 ${l3:-unknown}; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "file $file: $bytes bytes, $packets packets; $runs runs per tool, order rotating" >&2
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# run INDEX: one timed run; appends seconds (and KB of peak RSS) to files.
+# run INDEX: one timed run; appends microseconds of wall and of CPU (user +
+# system) and KB of peak RSS to files. python3's getrusage gives CPU to the
+# microsecond; /usr/bin/time only to the hundredth of a second.
 run() {
   local i=$1 t0 t1 rc=0
   t0=$(date +%s%N)
-  if [ $have_time = 1 ]; then
+  if [ $have_py = 1 ]; then
+    python3 -c '
+import resource, subprocess, sys, time
+cpu = lambda r: r.ru_utime + r.ru_stime
+before = resource.getrusage(resource.RUSAGE_CHILDREN)
+t = time.perf_counter()
+# Peak RSS from GNU time when there is one: a child of python starts
+# with python'"'"'s own RSS on the books.
+timer = ["/usr/bin/time", "-f", "%M", "-o", sys.argv[2]] if sys.argv[3] == "1" else []
+rc = subprocess.call(timer + ["bash", "-c", sys.argv[1]], stdout=subprocess.DEVNULL)
+wall = time.perf_counter() - t
+after = resource.getrusage(resource.RUSAGE_CHILDREN)
+rss = open(sys.argv[2]).read().split()[-1] if timer else "-"
+print(int(wall * 1e6), int((cpu(after) - cpu(before)) * 1e6), rss)
+sys.exit(rc)' "${cmds[$i]}" "$tmp/rss1.$i" "$have_time" >"$tmp/ru.$i" 2>"$tmp/err.$i" || rc=$?
+  elif [ $have_time = 1 ]; then
     /usr/bin/time -v -o "$tmp/time.$i" bash -c "${cmds[$i]}" >/dev/null 2>"$tmp/err.$i" || rc=$?
   else
     bash -c "${cmds[$i]}" >/dev/null 2>"$tmp/err.$i" || rc=$?
@@ -97,9 +128,18 @@ run() {
     tail -n 5 "$tmp/err.$i" >&2
     exit 1
   fi
-  echo "$(( (t1 - t0) / 1000 ))" >>"$tmp/us.$i"
-  if [ $have_time = 1 ]; then
+  if [ $have_py = 1 ]; then
+    # Wall time from python too: its own start-up is not the tool's.
+    awk '{print $1 >> "'"$tmp/us.$i"'"; print $2 >> "'"$tmp/cpu.$i"'"; if ($3 != "-") print $3 >> "'"$tmp/rss.$i"'"}' "$tmp/ru.$i"
+  else
+    echo "$(( (t1 - t0) / 1000 ))" >>"$tmp/us.$i"
+  fi
+  if [ $have_py = 1 ]; then
+    :
+  elif [ $have_time = 1 ]; then
     sed -n 's/.*Maximum resident set size (kbytes): *//p' "$tmp/time.$i" >>"$tmp/rss.$i"
+    awk -F': *' '/User time \(seconds\)/ {u = $2} /System time \(seconds\)/ {s = $2}
+      END {printf "%d\n", (u + s) * 1e6}' "$tmp/time.$i" >>"$tmp/cpu.$i"
   fi
 }
 
@@ -116,18 +156,34 @@ median() { sort -n "$1" | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else
 maxof() { sort -n "$1" | tail -n1; }
 
 base_us=""
+cat_us=""
 for ((i = 0; i < n; i++)); do
   if [ "${names[$i]}" = tcpdump ]; then base_us=$(median "$tmp/us.$i"); fi
+  if [ "${names[$i]}" = cat ]; then cat_us=$(median "$tmp/us.$i"); fi
 done
 
-printf '%-12s %10s %10s %10s %12s %10s\n' tool "median s" "Gbit/s" "Mpkt/s" "vs tcpdump" "peak RSS"
+printf '%-12s %9s %8s %8s %11s %8s %8s %9s %9s\n' \
+  tool "median s" "Gbit/s" "Mpkt/s" "vs tcpdump" "vs cat" "CPU s" "CPU/pkt" "peak RSS"
 for ((i = 0; i < n; i++)); do
   us=$(median "$tmp/us.$i")
   rss="-"
   if [ -s "$tmp/rss.$i" ]; then rss="$(( $(maxof "$tmp/rss.$i") / 1024 )) MiB"; fi
+  cpu="-"
+  if [ -s "$tmp/cpu.$i" ]; then cpu=$(median "$tmp/cpu.$i"); fi
   ratio="-"
   if [ -n "$base_us" ]; then ratio=$(awk -v b="$base_us" -v t="$us" 'BEGIN {printf "%.3gx", b / t}'); fi
-  awk -v name="${names[$i]}" -v us="$us" -v bytes="$bytes" -v pk="$packets" -v ratio="$ratio" -v rss="$rss" \
-    'BEGIN {s = us / 1e6; printf "%-12s %10.3f %10.2f %10.2f %12s %10s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, rss}'
+  vscat="-"
+  if [ -n "$cat_us" ]; then vscat=$(awk -v c="$cat_us" -v t="$us" 'BEGIN {printf "%.3gx", t / c}'); fi
+  awk -v name="${names[$i]}" -v us="$us" -v bytes="$bytes" -v pk="$packets" -v ratio="$ratio" \
+    -v vscat="$vscat" -v cpu="$cpu" -v rss="$rss" \
+    'BEGIN {
+       s = us / 1e6
+       cs = "-"; cp = "-"
+       if (cpu != "-") { cs = sprintf("%.3f", cpu / 1e6); if (pk > 0) cp = sprintf("%.0f ns", cpu * 1000 / pk) }
+       printf "%-12s %9.3f %8.2f %8.2f %11s %8s %8s %9s %9s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, vscat, cs, cp, rss
+     }'
 done
-echo "(vs tcpdump: tcpdump's median time / the tool's; above 1 is faster than libpcap reading the file)"
+echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than libpcap reading the file;"
+echo " vs cat: the tool's median time / cat's, the cost over reading the file's bytes;"
+echo " CPU: median user + system time, in all and per packet of the file)"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
