@@ -391,6 +391,32 @@ impl Decoder {
         Decoded::Skip(s)
     }
 
+    /// True when another decoder (a worker's, fresh) would decode `frame`
+    /// exactly as this one would, so the frame may be handed over
+    /// undecoded: no notes of lost datagrams wait here (they flag the
+    /// segments decoded after them), and the frame is no IP fragment, nor
+    /// an IPv6 packet whose extension headers might hold one, so it never
+    /// reaches the reassembly state. Anything unusual says no and is
+    /// decoded here. Reads the link header and two bytes of IP.
+    #[inline]
+    pub fn may_defer(&self, link_type: u32, frame: &[u8]) -> bool {
+        if !self.notes.is_empty() {
+            return false;
+        }
+        let Ok(ip) = link_payload(link_type, frame) else {
+            return false;
+        };
+        match ip.first().map(|b| b >> 4) {
+            // More-fragments flag and offset clear.
+            Some(4) => ip
+                .get(6..8)
+                .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff == 0),
+            // TCP straight after the fixed header.
+            Some(6) => ip.get(6) == Some(&6),
+            _ => false,
+        }
+    }
+
     /// Decodes `frame` (captured bytes; `wire_len` on the wire). `frame_start`
     /// is the frame's offset in its buffer, so that the segment's payload can
     /// be located there.

@@ -884,3 +884,66 @@ proptest::proptest! {
         proptest::prop_assert_eq!(norm(ours), norm(want));
     }
 }
+
+/// Only frames that touch no reassembly state, and only while no note of
+/// a lost datagram waits, may be decoded elsewhere; such a frame decodes
+/// the same in a fresh decoder as here.
+#[test]
+fn frames_deferred_to_another_decoder_decode_the_same() {
+    let whole = simple_tcp(&[1u8; 100]);
+    let d = Decoder::default();
+    let plain4 = ether(0x0800, &ipv4(6, &tcp(40000, 628, 1, 2, 0x18, &[], PAYLOAD)));
+    let dont_fragment = ether(
+        0x0800,
+        &ipv4_with(
+            DST4,
+            SRC4,
+            6,
+            1,
+            0x4000,
+            &tcp(628, 40000, 7, 8, 0x10, &[], b""),
+        ),
+    );
+    let udp4 = ether(0x0800, &ipv4(17, &[0u8; 12]));
+    let plain6 = ether(0x86dd, &ipv6(6, &tcp(40000, 209, 1, 2, 0x18, &[], PAYLOAD)));
+    let raw6 = ipv6(6, &tcp(40000, 209, 1, 2, 0x18, &[], PAYLOAD));
+    for (name, lt, f) in [
+        ("IPv4 TCP", LINKTYPE_ETHERNET, &plain4),
+        ("IPv4 TCP, DF set", LINKTYPE_ETHERNET, &dont_fragment),
+        ("IPv4 UDP", LINKTYPE_ETHERNET, &udp4),
+        ("IPv6 TCP", LINKTYPE_ETHERNET, &plain6),
+        ("raw IPv6 TCP", LINKTYPE_RAW, &raw6),
+    ] {
+        assert!(d.may_defer(lt, f), "{name}");
+        let mut here = Decoder::default();
+        let mut there = Decoder::default();
+        let a = decode_in(&mut here, lt, f, f.len() as u32);
+        let b = decode_in(&mut there, lt, f, f.len() as u32);
+        assert_eq!(format!("{:?}", a.0), format!("{:?}", b.0), "{name}");
+    }
+    let first = v4_fragment(9, &whole, 0, 64);
+    let last = v4_fragment(9, &whole, 64, whole.len());
+    let frag6 = ether(0x86dd, &ipv6_fragment(7, 0, true, &whole[..64]));
+    let hop_by_hop = ether(0x86dd, &ipv6(0, &[6, 0, 1, 4, 0, 0, 0, 0]));
+    let arp = ether(0x0806, &[0u8; 28]);
+    let cut = ether(0x0800, &[0x45, 0, 0]);
+    for (name, f) in [
+        ("first IPv4 fragment", &first),
+        ("last IPv4 fragment", &last),
+        ("IPv6 fragment", &frag6),
+        ("IPv6 extension header", &hop_by_hop),
+        ("not IP", &arp),
+        ("IPv4 header cut short", &cut),
+    ] {
+        assert!(!d.may_defer(LINKTYPE_ETHERNET, f), "{name}");
+    }
+    // A note of a lost datagram waits: every frame is decoded here.
+    let mut noted = Decoder::default();
+    let _ = decode_in(&mut noted, LINKTYPE_ETHERNET, &first, first.len() as u32);
+    assert!(
+        noted.may_defer(LINKTYPE_ETHERNET, &plain4),
+        "held, not lost yet"
+    );
+    noted.expire(TS + 31_000_000_000);
+    assert!(!noted.may_defer(LINKTYPE_ETHERNET, &plain4));
+}
