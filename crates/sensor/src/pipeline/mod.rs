@@ -9,6 +9,10 @@
 //!                                                                         per output (sink)
 //! ```
 //!
+//! With one worker, a block's frames go to the worker undecoded whenever it
+//! waits for input, and it decodes them itself ([`Splitter`]): the two
+//! threads share the work, whichever of them is the slower on a machine.
+//!
 //! Owns: starting and joining the threads ([`run`], and [`replay`] for
 //! capture files); the [`Source`] trait a capture loop implements (capture
 //! files in [`FileSource`], a live interface in `live::LiveSource`); the decode-and-hash step every source
@@ -47,7 +51,7 @@ use crate::flow::{flow_tag, worker_of, FlowConfig, FlowStats, FlowTable};
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 use qmwatch_proto::Record;
 use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
-use qmwatch_wire::capture::{Batch, Block, BufferPool};
+use qmwatch_wire::capture::{Batch, BatchLists, Block, BufferPool, DECODED_HERE};
 use qmwatch_wire::decode::{DecodeStats, Decoded, Decoder, Segment};
 
 pub use replay::{FileSource, Progress};
@@ -284,16 +288,30 @@ pub trait Source {
 /// The decode-and-hash step: decodes every frame of a block, hashes each
 /// TCP segment's flow symmetrically (both directions to the same worker),
 /// and hands each worker the segments of its flows, sharing the block.
+///
+/// With one worker there is nothing to hash, and the work can be shared
+/// the other way: when the worker is waiting for input (its queue is
+/// empty, so this thread is the slower one), the block's frames go to it
+/// undecoded, to be decoded there; when it is behind, this thread decodes
+/// them as usual. Either way the worker sees the same segments in the same
+/// order: only frames that touch no reassembly state are handed over
+/// ([`Decoder::may_defer`]), and the others keep their place in the list.
+/// So the two threads balance themselves on any machine, whichever of
+/// reading and flow tracking costs more there.
 pub(crate) struct Splitter {
     decoder: Decoder,
     per_worker: Vec<Vec<Segment>>,
+    /// The frames of a block left for the one worker to decode.
+    frames: Vec<PacketRecord>,
+    /// When frames are left to the worker (tests fix it either way).
+    defer: Defer,
     send_empty: bool,
     counters: Arc<CaptureCounters>,
-    /// Segment lists that workers are done with (bounded: about one per
-    /// worker is enough to spare the capture thread fresh lists; each may
-    /// hold a megabyte or more of segments).
-    recycled: Receiver<Vec<Segment>>,
-    recycle: Sender<Vec<Segment>>,
+    /// Lists that workers are done with (bounded: about one per worker is
+    /// enough to spare the capture thread fresh lists; each may hold a
+    /// megabyte or more of segments).
+    recycled: Receiver<BatchLists>,
+    recycle: Sender<BatchLists>,
 }
 
 impl Splitter {
@@ -305,6 +323,8 @@ impl Splitter {
         Splitter {
             decoder: Decoder::default(),
             per_worker: (0..workers.max(1)).map(|_| Vec::new()).collect(),
+            frames: Vec::new(),
+            defer: Defer::WhenWorkerWaits,
             send_empty,
             counters,
             recycled,
@@ -330,6 +350,18 @@ impl Splitter {
                 *v = Vec::with_capacity(records.len());
             }
         }
+        // One worker, waiting for input: it decodes this block's frames.
+        let defer = workers == 1
+            && match self.defer {
+                Defer::WhenWorkerWaits => queues.first().is_some_and(|q| q.tx.is_empty()),
+                #[cfg(test)]
+                Defer::Always => true,
+                #[cfg(test)]
+                Defer::Never => false,
+            };
+        if defer && self.frames.capacity() < records.len() && self.frames.is_empty() {
+            self.frames = Vec::with_capacity(records.len());
+        }
         let mut extra = Vec::new();
         let mut now = 0u64;
         let mut wire = 0u64;
@@ -340,6 +372,10 @@ impl Splitter {
             let frame = buf
                 .get(start..start.saturating_add(r.caplen as usize))
                 .unwrap_or_default();
+            if defer && self.decoder.may_defer(r.link_type, frame) {
+                self.frames.push(*r);
+                continue;
+            }
             // The segment is tagged where decode left it and copied once,
             // into its worker's list (moved out first, it was copied twice).
             let mut d =
@@ -355,6 +391,14 @@ impl Splitter {
                 Decoded::Skip(_) => continue,
             };
             seg.flow_tag = flow_tag(seg);
+            if defer {
+                // Decoded here (a fragment, say): the mark keeps its place
+                // among the frames the worker decodes.
+                self.frames.push(PacketRecord {
+                    caplen: DECODED_HERE,
+                    ..*r
+                });
+            }
             let w = worker_of(seg.flow_tag, workers);
             if let Some(v) = self.per_worker.get_mut(w) {
                 v.push(*seg);
@@ -390,18 +434,31 @@ impl Splitter {
             let Some(v) = self.per_worker.get_mut(w) else {
                 continue;
             };
-            if v.is_empty() && !self.send_empty {
+            // Frames are only ever left for worker 0, the only one.
+            let frames_here = w == 0 && !self.frames.is_empty();
+            if v.is_empty() && !frames_here && !self.send_empty {
                 continue;
             }
             let room = v.len();
-            let next = self
-                .recycled
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(room));
-            let segments = std::mem::replace(v, next);
+            let frames_room = if frames_here { self.frames.len() } else { 0 };
+            let next = self.recycled.try_recv().unwrap_or_else(|_| BatchLists {
+                segments: Vec::with_capacity(room),
+                frames: Vec::with_capacity(frames_room),
+            });
+            let segments = std::mem::replace(v, next.segments);
+            let frames = if frames_here {
+                std::mem::replace(&mut self.frames, next.frames)
+            } else {
+                // Kept for the next block that leaves frames.
+                if self.frames.capacity() < next.frames.capacity() {
+                    self.frames = next.frames;
+                }
+                Vec::new()
+            };
             q.send(Batch {
                 block: Arc::clone(&block),
                 segments,
+                frames,
                 now,
                 recycle: Some(self.recycle.clone()),
             })?;
@@ -415,9 +472,22 @@ impl Splitter {
     }
 }
 
+/// When the capture thread leaves a block's frames to the one worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Defer {
+    /// When the worker's queue is empty: it is waiting for input.
+    WhenWorkerWaits,
+    #[cfg(test)]
+    Always,
+    #[cfg(test)]
+    Never,
+}
+
 /// What a worker reports when it is done.
 pub struct WorkerReport {
     pub flows: FlowStats,
+    /// What it decoded itself (frames the capture thread left to it).
+    pub decode: DecodeStats,
     pub segments: u64,
     /// Nanoseconds per packet, averaged over each batch.
     pub ns_per_packet: Histogram<u64>,
@@ -523,6 +593,10 @@ const PREFETCH_AHEAD: usize = 8;
 
 fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: WorkerCtl) {
     let mut table = FlowTable::new(cfg);
+    // For the frames the capture thread leaves undecoded: no fragment ever
+    // reaches it, so its reassembly state stays empty.
+    let mut decoder = Decoder::default();
+    let mut decoded: Vec<Segment> = Vec::new();
     let mut out: Vec<Record> = Vec::new();
     let mut hist = new_histogram();
     let mut batch_ns = new_histogram();
@@ -539,10 +613,16 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
         match next {
             Some(batch) => {
                 let t0 = Instant::now();
-                trigger_ns = feed_batch(&mut table, &batch, &mut out);
+                let segs = if batch.frames.is_empty() {
+                    &batch.segments[..]
+                } else {
+                    decode_frames(&mut decoder, &batch, &mut decoded);
+                    &decoded[..]
+                };
+                trigger_ns = feed_batch(&mut table, &batch.block, segs, &mut out);
                 clock = clock.max(batch.now);
                 table.expire(clock, &mut out);
-                let n = batch.segments.len() as u64;
+                let n = segs.len() as u64;
                 let ns = t0.elapsed().as_nanos() as u64;
                 segments += n;
                 batches += 1;
@@ -592,6 +672,7 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
     let last = snapshot(ctl.id, &table, segments, batches, batch_ns);
     let _ = tx.send(WorkerMsg::Done(Box::new(WorkerReport {
         flows: table.stats.clone(),
+        decode: decoder.stats,
         segments,
         ns_per_packet: hist,
         last,
@@ -612,26 +693,57 @@ fn next_batch(rx: &Receiver<Batch>, poll: bool) -> Option<Option<Batch>> {
     }
 }
 
-/// Runs a batch's segments through the flow table, prefetching the index
+/// Decodes the frames the capture thread left in `batch` into `segs`, in
+/// capture order, taking the segments it decoded itself at their marks.
+fn decode_frames(decoder: &mut Decoder, batch: &Batch, segs: &mut Vec<Segment>) {
+    segs.clear();
+    let mut decoded_here = batch.segments.iter();
+    let data = &batch.block.data;
+    for r in &batch.frames {
+        if r.caplen == DECODED_HERE {
+            segs.extend(decoded_here.next());
+            continue;
+        }
+        let start = r.data_start as usize;
+        let frame = data
+            .get(start..start.saturating_add(r.caplen as usize))
+            .unwrap_or_default();
+        match decoder.decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen) {
+            Decoded::Segment(mut seg) => {
+                seg.flow_tag = flow_tag(&seg);
+                segs.push(seg);
+            }
+            // The frame held no TCP segment: counted by the decoder.
+            Decoded::Skip(_) => {}
+            // Never: only frames that are no fragment come here
+            // (`Decoder::may_defer`), and a reassembled payload would have
+            // no place in the shared block. Should one come, it is counted
+            // as a frame the decoder saw, and dropped.
+            Decoded::Reassembled(..) => {}
+        }
+    }
+}
+
+/// Runs segments of `block` through the flow table, prefetching the index
 /// bucket and the entry of segments ahead. Returns the capture time of the
 /// latest segment that produced a record (0: none).
 #[inline]
-fn feed_batch(table: &mut FlowTable, batch: &Batch, out: &mut Vec<Record>) -> u64 {
+fn feed_batch(
+    table: &mut FlowTable,
+    block: &Block,
+    segs: &[Segment],
+    out: &mut Vec<Record>,
+) -> u64 {
     let mut trigger_ns = 0u64;
-    for (j, seg) in batch.segments.iter().enumerate() {
-        if let Some(far) = batch.segments.get(j + 2 * PREFETCH_AHEAD) {
+    for (j, seg) in segs.iter().enumerate() {
+        if let Some(far) = segs.get(j + 2 * PREFETCH_AHEAD) {
             table.prefetch_bucket(far);
         }
-        if let Some(ahead) = batch.segments.get(j + PREFETCH_AHEAD) {
-            table.prefetch_entry(ahead, batch.block.tcp_segment(ahead));
+        if let Some(ahead) = segs.get(j + PREFETCH_AHEAD) {
+            table.prefetch_entry(ahead, block.tcp_segment(ahead));
         }
         let before = out.len();
-        table.segment_checked(
-            seg,
-            batch.block.payload(seg),
-            Some(batch.block.tcp_segment(seg)),
-            out,
-        );
+        table.segment_checked(seg, block.payload(seg), Some(block.tcp_segment(seg)), out);
         if out.len() > before {
             trigger_ns = trigger_ns.max(seg.ts);
         }
@@ -881,15 +993,17 @@ impl Running {
                 errors.push(e.clone());
             }
         }
+        let mut decode = src.decode;
         let mut hist = new_histogram();
         for r in &reports {
+            decode.merge(&r.decode);
             // Counts add up; peaks add up to an upper bound (see `RunReport::flows`).
             flows.merge(&r.flows);
             let _ = hist.add(&r.ns_per_packet);
         }
         Ok(RunReport {
             mode,
-            decode: src.decode,
+            decode,
             reader: src.reader,
             capture: counters.totals(),
             flows,
@@ -905,3 +1019,6 @@ impl Running {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

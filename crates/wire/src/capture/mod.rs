@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::capture::file::PacketRecord;
 use crate::decode::Segment;
 
 /// A block of capture data shared by the workers.
@@ -86,24 +87,45 @@ impl Drop for Block {
     }
 }
 
-/// What a worker receives: segments of one block that hash to it, and the
-/// packet time reached, so that idle timeouts advance on every worker.
+/// What a worker receives: the segments of one block that hash to it (or
+/// the block's frames, for it to decode), and the packet time reached, so
+/// that idle timeouts advance on every worker.
 pub struct Batch {
     pub block: Arc<Block>,
+    /// Segments the capture thread decoded, in capture order.
     pub segments: Vec<Segment>,
+    /// When not empty: the block's frames in capture order, left for the
+    /// worker to decode; a frame whose `caplen` is [`DECODED_HERE`] stands
+    /// for the next of `segments`, which the capture thread decoded (a
+    /// fragment, say). Empty: `segments` is all there is.
+    pub frames: Vec<PacketRecord>,
     pub now: u64,
-    /// Where the emptied segment list goes back for reuse: a fresh list of
-    /// a megabyte per block would cost page faults on every block.
-    pub recycle: Option<Sender<Vec<Segment>>>,
+    /// Where the emptied lists go back for reuse: a fresh list of a
+    /// megabyte per block would cost page faults on every block.
+    pub recycle: Option<Sender<BatchLists>>,
+}
+
+/// `caplen` of a [`Batch::frames`] entry that marks the place of a segment
+/// the capture thread decoded (no frame is that long: records are capped
+/// far below).
+pub const DECODED_HERE: u32 = u32::MAX;
+
+/// A batch's lists, emptied, on their way back to the capture thread.
+#[derive(Default)]
+pub struct BatchLists {
+    pub segments: Vec<Segment>,
+    pub frames: Vec<PacketRecord>,
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
         if let Some(pool) = &self.recycle {
-            let mut v = std::mem::take(&mut self.segments);
-            v.clear();
-            // A full pool just frees the list.
-            let _ = pool.try_send(v);
+            let mut segments = std::mem::take(&mut self.segments);
+            segments.clear();
+            let mut frames = std::mem::take(&mut self.frames);
+            frames.clear();
+            // A full pool just frees the lists.
+            let _ = pool.try_send(BatchLists { segments, frames });
         }
     }
 }

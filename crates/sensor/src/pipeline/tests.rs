@@ -1,0 +1,251 @@
+//! The capture thread may leave a block's frames to the one worker
+//! (`Defer`): the worker must then see exactly the segments, in the same
+//! order and with the same bytes, that it would have seen had the capture
+//! thread decoded them, whatever mix of deferred frames, fragments decoded
+//! in the capture thread, and notes of lost datagrams a block holds.
+
+use super::*;
+use qmwatch_wire::capture::file::CaptureReader;
+use qmwatch_wire::decode::{supported_link_type, FRAG_NOTE_DROPPED, LINKTYPE_ETHERNET};
+
+/// One captured frame, owned.
+#[derive(Clone)]
+struct Frame {
+    ts: u64,
+    link_type: u32,
+    bytes: Vec<u8>,
+}
+
+fn fixture(name: &str) -> Vec<Frame> {
+    let path = format!("{}/../../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut reader = CaptureReader::new(path.clone(), file, supported_link_type)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    let mut records = Vec::new();
+    loop {
+        records.clear();
+        let more = reader
+            .next_block(&mut buf, &mut records)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for r in &records {
+            let at = r.data_start as usize;
+            frames.push(Frame {
+                ts: r.ts_nanos,
+                link_type: r.link_type,
+                bytes: buf[at..at + r.caplen as usize].to_vec(),
+            });
+        }
+        if !more {
+            return frames;
+        }
+    }
+}
+
+/// An Ethernet/IPv4 frame whose IP payload is longer than 16 bytes, cut
+/// into two fragments (second first, so the first completes it).
+fn fragmented(f: &Frame, id: u16) -> Option<[Frame; 2]> {
+    let b = &f.bytes;
+    if f.link_type != LINKTYPE_ETHERNET || b.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ihl = usize::from(b.get(14)? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*b.get(16)?, *b.get(17)?]));
+    let payload = b.get(14 + ihl..14 + total)?;
+    if payload.len() <= 16 {
+        return None;
+    }
+    let cut = payload.len() / 16 * 8;
+    let piece = |part: &[u8], field: u16| {
+        let mut out = b[..14 + ihl].to_vec();
+        out[16..18].copy_from_slice(&((ihl + part.len()) as u16).to_be_bytes());
+        out[18..20].copy_from_slice(&id.to_be_bytes());
+        out[20..22].copy_from_slice(&field.to_be_bytes());
+        out.extend_from_slice(part);
+        Frame {
+            ts: f.ts,
+            link_type: f.link_type,
+            bytes: out,
+        }
+    };
+    Some([
+        piece(&payload[cut..], (cut / 8) as u16),
+        piece(&payload[..cut], 0x2000),
+    ])
+}
+
+/// The fixtures' frames with every third IPv4 frame of any size sent in
+/// two fragments, then the first fragment of a datagram that never
+/// completes, and 40 s later more frames of its flow (the loss is noted
+/// on them).
+fn mixed_frames() -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut id = 0x4000u16;
+    for name in [
+        "qmtp-open-relay-2209.pcap",
+        "qmqp-postfix-concurrent.pcap",
+        "qmtp-ipv6.pcapng",
+        "neg-smtp.pcap",
+    ] {
+        for (i, f) in fixture(name).into_iter().enumerate() {
+            id = id.wrapping_add(1);
+            match fragmented(&f, id) {
+                Some(pieces) if i % 3 == 0 => frames.extend(pieces),
+                _ => frames.push(f),
+            }
+        }
+    }
+    let relay = fixture("qmtp-open-relay-2209.pcap");
+    let (whole, [_, head]) = relay
+        .iter()
+        .rev()
+        .find_map(|f| Some((f.clone(), fragmented(f, 0x7777)?)))
+        .expect("a fragmentable frame");
+    let later = relay.last().map_or(0, |f| f.ts) + 40_000_000_000;
+    frames.push(head);
+    // Its flow again, over enough blocks that the loss, noted at the end of
+    // one, is told in the next.
+    for i in 0..150 {
+        frames.push(Frame {
+            ts: later + i,
+            ..whole.clone()
+        });
+    }
+    frames
+}
+
+/// What the worker sees of `frames` split into blocks of `per_block`,
+/// decoded as `defer` says: each segment with its payload bytes, and every
+/// decoder's counters added up.
+fn worker_view(
+    frames: &[Frame],
+    per_block: usize,
+    defer: Defer,
+) -> (Vec<(Segment, Vec<u8>)>, DecodeStats, usize) {
+    let counters = Arc::new(CaptureCounters::default());
+    let (tx, rx) = bounded::<Batch>(1024);
+    let queues = vec![WorkerQueue {
+        tx,
+        lossless: true,
+        counters: Arc::clone(&counters),
+    }];
+    let mut splitter = Splitter::new(1, true, counters);
+    splitter.defer = defer;
+    let pool = BufferPool::new(4);
+    let mut worker_decoder = Decoder::default();
+    let mut seen = Vec::new();
+    let mut deferred = 0;
+    for chunk in frames.chunks(per_block) {
+        let mut buf = Vec::new();
+        let mut records = Vec::new();
+        for f in chunk {
+            records.push(PacketRecord {
+                ts_nanos: f.ts,
+                link_type: f.link_type,
+                data_start: buf.len() as u32,
+                caplen: f.bytes.len() as u32,
+                origlen: f.bytes.len() as u32,
+                interface: 0,
+            });
+            buf.extend_from_slice(&f.bytes);
+        }
+        splitter
+            .dispatch(buf, &records, &pool, &queues)
+            .unwrap_or_else(|_| panic!("worker gone"));
+        while let Ok(batch) = rx.try_recv() {
+            deferred += batch
+                .frames
+                .iter()
+                .filter(|r| r.caplen != DECODED_HERE)
+                .count();
+            let mut decoded = Vec::new();
+            let segs = if batch.frames.is_empty() {
+                &batch.segments[..]
+            } else {
+                decode_frames(&mut worker_decoder, &batch, &mut decoded);
+                &decoded[..]
+            };
+            for s in segs {
+                seen.push((*s, batch.block.payload(s).to_vec()));
+            }
+        }
+    }
+    let mut stats = splitter.decode_stats().clone();
+    stats.merge(&worker_decoder.stats);
+    (seen, stats, deferred)
+}
+
+#[test]
+fn frames_decoded_by_the_worker_give_the_same_segments() {
+    let frames = mixed_frames();
+    for per_block in [1, 7, 64, frames.len()] {
+        let (central, central_stats, none) = worker_view(&frames, per_block, Defer::Never);
+        let (deferred, deferred_stats, some) = worker_view(&frames, per_block, Defer::Always);
+        assert_eq!(none, 0);
+        assert!(
+            some > frames.len() / 2,
+            "{some} of {} deferred",
+            frames.len()
+        );
+        assert!(
+            central.iter().any(|(s, _)| s.reassembled),
+            "fragments reassembled"
+        );
+        // Told only to a segment decoded after the block that lost it.
+        assert_eq!(
+            central
+                .iter()
+                .any(|(s, _)| s.frag_notes & FRAG_NOTE_DROPPED != 0),
+            per_block < frames.len(),
+            "the lost datagram is noted"
+        );
+        assert_eq!(central.len(), deferred.len(), "blocks of {per_block}");
+        for (i, (a, b)) in central.iter().zip(&deferred).enumerate() {
+            assert_eq!(a, b, "segment {i}, blocks of {per_block}");
+        }
+        assert_eq!(format!("{central_stats:?}"), format!("{deferred_stats:?}"));
+    }
+}
+
+/// The automatic choice defers only to a worker that waits: with a batch
+/// still queued, the capture thread decodes the next block itself.
+#[test]
+fn frames_are_left_only_to_a_waiting_worker() {
+    let frames = fixture("qmtp-open-relay-2209.pcap");
+    let counters = Arc::new(CaptureCounters::default());
+    let (tx, rx) = bounded::<Batch>(8);
+    let queues = vec![WorkerQueue {
+        tx,
+        lossless: true,
+        counters: Arc::clone(&counters),
+    }];
+    let mut splitter = Splitter::new(1, true, counters);
+    let pool = BufferPool::new(4);
+    let block = |fs: &[Frame]| {
+        let mut buf = Vec::new();
+        let mut records = Vec::new();
+        for f in fs {
+            records.push(PacketRecord {
+                ts_nanos: f.ts,
+                link_type: f.link_type,
+                data_start: buf.len() as u32,
+                caplen: f.bytes.len() as u32,
+                origlen: f.bytes.len() as u32,
+                interface: 0,
+            });
+            buf.extend_from_slice(&f.bytes);
+        }
+        (buf, records)
+    };
+    let (buf, records) = block(&frames);
+    splitter.dispatch(buf, &records, &pool, &queues).ok();
+    let (buf2, records2) = block(&frames);
+    splitter.dispatch(buf2, &records2, &pool, &queues).ok();
+    let first = rx.try_recv().expect("first batch");
+    let second = rx.try_recv().expect("second batch");
+    assert_eq!(first.frames.len(), frames.len(), "an idle worker decodes");
+    assert!(first.segments.is_empty());
+    assert!(second.frames.is_empty(), "a busy worker is spared");
+    assert!(!second.segments.is_empty());
+}
