@@ -350,15 +350,7 @@ impl Splitter {
                 *v = Vec::with_capacity(records.len());
             }
         }
-        // One worker, waiting for input: it decodes this block's frames.
-        let defer = workers == 1
-            && match self.defer {
-                Defer::WhenWorkerWaits => queues.first().is_some_and(|q| q.tx.is_empty()),
-                #[cfg(test)]
-                Defer::Always => true,
-                #[cfg(test)]
-                Defer::Never => false,
-            };
+        let defer = self.defers(workers, queues);
         if defer && self.frames.capacity() < records.len() && self.frames.is_empty() {
             self.frames = Vec::with_capacity(records.len());
         }
@@ -417,6 +409,19 @@ impl Splitter {
         let mut block = Block::new(buf, Some(pool.returner()));
         block.extra = extra;
         self.hand_over(Arc::new(block), now, queues)
+    }
+
+    /// Whether the frames of the next block go to the worker undecoded:
+    /// only with one worker, and only while it waits for input.
+    fn defers(&self, workers: usize, queues: &[WorkerQueue]) -> bool {
+        workers == 1
+            && match self.defer {
+                Defer::WhenWorkerWaits => queues.first().is_some_and(|q| q.tx.is_empty()),
+                #[cfg(test)]
+                Defer::Always => true,
+                #[cfg(test)]
+                Defer::Never => false,
+            }
     }
 
     /// Hands each queue its worker's segments of `block` (and, when
@@ -593,10 +598,7 @@ const PREFETCH_AHEAD: usize = 8;
 
 fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: WorkerCtl) {
     let mut table = FlowTable::new(cfg);
-    // For the frames the capture thread leaves undecoded: no fragment ever
-    // reaches it, so its reassembly state stays empty.
-    let mut decoder = Decoder::default();
-    let mut decoded: Vec<Segment> = Vec::new();
+    let mut own = OwnDecoding::default();
     let mut out: Vec<Record> = Vec::new();
     let mut hist = new_histogram();
     let mut batch_ns = new_histogram();
@@ -613,12 +615,7 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
         match next {
             Some(batch) => {
                 let t0 = Instant::now();
-                let segs = if batch.frames.is_empty() {
-                    &batch.segments[..]
-                } else {
-                    decode_frames(&mut decoder, &batch, &mut decoded);
-                    &decoded[..]
-                };
+                let segs = own.segments(&batch);
                 trigger_ns = feed_batch(&mut table, &batch.block, segs, &mut out);
                 clock = clock.max(batch.now);
                 table.expire(clock, &mut out);
@@ -672,7 +669,7 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
     let last = snapshot(ctl.id, &table, segments, batches, batch_ns);
     let _ = tx.send(WorkerMsg::Done(Box::new(WorkerReport {
         flows: table.stats.clone(),
-        decode: decoder.stats,
+        decode: own.decoder.stats,
         segments,
         ns_per_packet: hist,
         last,
@@ -690,6 +687,26 @@ fn next_batch(rx: &Receiver<Batch>, poll: bool) -> Option<Option<Batch>> {
         }
     } else {
         rx.recv().ok().map(Some)
+    }
+}
+
+/// A worker's decoder, for the frames the capture thread leaves it: no
+/// fragment ever reaches it, so its reassembly state stays empty.
+#[derive(Default)]
+struct OwnDecoding {
+    decoder: Decoder,
+    decoded: Vec<Segment>,
+}
+
+impl OwnDecoding {
+    /// The segments of `batch`, in capture order: those the capture thread
+    /// decoded, or its frames decoded here.
+    fn segments<'a>(&'a mut self, batch: &'a Batch) -> &'a [Segment] {
+        if batch.frames.is_empty() {
+            return &batch.segments;
+        }
+        decode_frames(&mut self.decoder, batch, &mut self.decoded);
+        &self.decoded
     }
 }
 

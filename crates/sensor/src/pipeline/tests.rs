@@ -133,7 +133,7 @@ fn worker_view(
     let mut splitter = Splitter::new(1, true, counters);
     splitter.defer = defer;
     let pool = BufferPool::new(4);
-    let mut worker_decoder = Decoder::default();
+    let mut own = OwnDecoding::default();
     let mut seen = Vec::new();
     let mut deferred = 0;
     for chunk in frames.chunks(per_block) {
@@ -159,20 +159,13 @@ fn worker_view(
                 .iter()
                 .filter(|r| r.caplen != DECODED_HERE)
                 .count();
-            let mut decoded = Vec::new();
-            let segs = if batch.frames.is_empty() {
-                &batch.segments[..]
-            } else {
-                decode_frames(&mut worker_decoder, &batch, &mut decoded);
-                &decoded[..]
-            };
-            for s in segs {
+            for s in own.segments(&batch) {
                 seen.push((*s, batch.block.payload(s).to_vec()));
             }
         }
     }
     let mut stats = splitter.decode_stats().clone();
-    stats.merge(&worker_decoder.stats);
+    stats.merge(&own.decoder.stats);
     (seen, stats, deferred)
 }
 
