@@ -230,7 +230,7 @@ pub fn flow_tag(seg: &Segment) -> u32 {
 /// after the address is (not xor-ed into it), so that structured traffic —
 /// addresses and ports counting up together, as in a SYN flood — cannot
 /// cancel out into equal tags.
-fn tag_of(a: Addr, a_port: u16, b: Addr, b_port: u16) -> u32 {
+pub(crate) fn tag_of(a: Addr, a_port: u16, b: Addr, b_port: u16) -> u32 {
     let seed = *TAG_SEED;
     let fold = |x: u64, y: u64| {
         let m = u128::from(x).wrapping_mul(u128::from(y));

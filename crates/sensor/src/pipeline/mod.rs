@@ -47,7 +47,7 @@ use hdrhistogram::Histogram;
 use crate::detect::policy::Policy;
 use crate::detect::{DetectStats, Detector};
 use crate::event::{Observer, RunId};
-use crate::flow::{flow_tag, worker_of, FlowConfig, FlowStats, FlowTable};
+use crate::flow::{flow_tag, tag_of, worker_of, FlowConfig, FlowStats, FlowTable};
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 use qmwatch_proto::Record;
 use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
@@ -289,20 +289,21 @@ pub trait Source {
 /// TCP segment's flow symmetrically (both directions to the same worker),
 /// and hands each worker the segments of its flows, sharing the block.
 ///
-/// With one worker there is nothing to hash, and the work can be shared
-/// the other way: when the worker is waiting for input (its queue is
-/// empty, so this thread is the slower one), the block's frames go to it
-/// undecoded, to be decoded there; when it is behind, this thread decodes
-/// them as usual. Either way the worker sees the same segments in the same
+/// The work can also be shared the other way: when the workers are
+/// waiting for input (their queues are empty, so this thread is the slower
+/// one), a block's frames go to them undecoded, each to the worker of its
+/// flow (the endpoints read from the headers alone; with one worker not
+/// even that), to be decoded there; when they are behind, this thread
+/// decodes as usual. Either way a worker sees the same segments in the same
 /// order: only frames that touch no reassembly state are handed over
-/// ([`Decoder::may_defer`]), and the others keep their place in the list.
-/// So the two threads balance themselves on any machine, whichever of
-/// reading and flow tracking costs more there.
+/// ([`Decoder::may_defer`], [`Decoder::deferred_endpoints`]), and the
+/// others keep their place in the list. So the threads balance themselves
+/// on any machine, whichever of reading and flow tracking costs more there.
 pub(crate) struct Splitter {
     decoder: Decoder,
     per_worker: Vec<Vec<Segment>>,
-    /// The frames of a block left for the one worker to decode.
-    frames: Vec<PacketRecord>,
+    /// The frames of a block left to each worker to decode.
+    frames: Vec<Vec<PacketRecord>>,
     /// When frames are left to the worker (tests fix it either way).
     defer: Defer,
     send_empty: bool,
@@ -323,7 +324,7 @@ impl Splitter {
         Splitter {
             decoder: Decoder::default(),
             per_worker: (0..workers.max(1)).map(|_| Vec::new()).collect(),
-            frames: Vec::new(),
+            frames: (0..workers.max(1)).map(|_| Vec::new()).collect(),
             defer: Defer::WhenWorkerWaits,
             send_empty,
             counters,
@@ -342,18 +343,8 @@ impl Splitter {
         queues: &[WorkerQueue],
     ) -> Result<(), WorkerGone> {
         let workers = queues.len().min(self.per_worker.len()).max(1);
-        // Room for the whole block in each list, so that no list grows (and
-        // copies itself) midway; capacity never written costs no memory. A
-        // list is empty here: replaced, not grown (`realloc` copies it all).
-        for v in &mut self.per_worker {
-            if v.capacity() < records.len() && v.is_empty() {
-                *v = Vec::with_capacity(records.len());
-            }
-        }
-        let defer = self.defers(workers, queues);
-        if defer && self.frames.capacity() < records.len() && self.frames.is_empty() {
-            self.frames = Vec::with_capacity(records.len());
-        }
+        let defer = self.defers(queues);
+        self.make_room(records.len(), defer);
         let mut extra = Vec::new();
         let mut now = 0u64;
         let mut wire = 0u64;
@@ -364,8 +355,7 @@ impl Splitter {
             let frame = buf
                 .get(start..start.saturating_add(r.caplen as usize))
                 .unwrap_or_default();
-            if defer && self.decoder.may_defer(r.link_type, frame) {
-                self.frames.push(*r);
+            if defer && self.leave_to_worker(r, frame, workers) {
                 continue;
             }
             // The segment is tagged where decode left it and copied once,
@@ -383,15 +373,17 @@ impl Splitter {
                 Decoded::Skip(_) => continue,
             };
             seg.flow_tag = flow_tag(seg);
+            let w = worker_of(seg.flow_tag, workers);
             if defer {
                 // Decoded here (a fragment, say): the mark keeps its place
-                // among the frames the worker decodes.
-                self.frames.push(PacketRecord {
-                    caplen: DECODED_HERE,
-                    ..*r
-                });
+                // among the frames its worker decodes.
+                if let Some(v) = self.frames.get_mut(w) {
+                    v.push(PacketRecord {
+                        caplen: DECODED_HERE,
+                        ..*r
+                    });
+                }
             }
-            let w = worker_of(seg.flow_tag, workers);
             if let Some(v) = self.per_worker.get_mut(w) {
                 v.push(*seg);
             }
@@ -411,17 +403,54 @@ impl Splitter {
         self.hand_over(Arc::new(block), now, queues)
     }
 
-    /// Whether the frames of the next block go to the worker undecoded:
-    /// only with one worker, and only while it waits for input.
-    fn defers(&self, workers: usize, queues: &[WorkerQueue]) -> bool {
-        workers == 1
-            && match self.defer {
-                Defer::WhenWorkerWaits => queues.first().is_some_and(|q| q.tx.is_empty()),
-                #[cfg(test)]
-                Defer::Always => true,
-                #[cfg(test)]
-                Defer::Never => false,
+    /// Room for a whole block of `n` frames in each list, so that no list
+    /// grows (and copies itself) midway; capacity never written costs no
+    /// memory. A list is empty here: replaced, not grown (`realloc` copies
+    /// it all).
+    fn make_room(&mut self, n: usize, defer: bool) {
+        let frames = self.frames.iter_mut().filter(|_| defer);
+        for v in &mut self.per_worker {
+            if v.capacity() < n && v.is_empty() {
+                *v = Vec::with_capacity(n);
             }
+        }
+        for v in frames {
+            if v.capacity() < n && v.is_empty() {
+                *v = Vec::with_capacity(n);
+            }
+        }
+    }
+
+    /// Leaves frame `r` (bytes `frame`) to its flow's worker to decode,
+    /// if another decoder would decode it the same; false: decode it here.
+    #[inline]
+    fn leave_to_worker(&mut self, r: &PacketRecord, frame: &[u8], workers: usize) -> bool {
+        let to = if workers == 1 {
+            self.decoder.may_defer(r.link_type, frame).then_some(0)
+        } else {
+            self.decoder
+                .deferred_endpoints(r.link_type, frame)
+                .map(|(a, ap, b, bp)| worker_of(tag_of(a, ap, b, bp), workers))
+        };
+        match to.and_then(|w| self.frames.get_mut(w)) {
+            Some(v) => {
+                v.push(*r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the frames of the next block go to the workers undecoded:
+    /// only while every worker waits for input.
+    fn defers(&self, queues: &[WorkerQueue]) -> bool {
+        match self.defer {
+            Defer::WhenWorkerWaits => queues.iter().all(|q| q.tx.is_empty()),
+            #[cfg(test)]
+            Defer::Always => true,
+            #[cfg(test)]
+            Defer::Never => false,
+        }
     }
 
     /// Hands each queue its worker's segments of `block` (and, when
@@ -439,26 +468,25 @@ impl Splitter {
             let Some(v) = self.per_worker.get_mut(w) else {
                 continue;
             };
-            // Frames are only ever left for worker 0, the only one.
-            let frames_here = w == 0 && !self.frames.is_empty();
-            if v.is_empty() && !frames_here && !self.send_empty {
+            let Some(f) = self.frames.get_mut(w) else {
+                continue;
+            };
+            if v.is_empty() && f.is_empty() && !self.send_empty {
                 continue;
             }
-            let room = v.len();
-            let frames_room = if frames_here { self.frames.len() } else { 0 };
             let next = self.recycled.try_recv().unwrap_or_else(|_| BatchLists {
-                segments: Vec::with_capacity(room),
-                frames: Vec::with_capacity(frames_room),
+                segments: Vec::with_capacity(v.len()),
+                frames: Vec::with_capacity(f.len()),
             });
             let segments = std::mem::replace(v, next.segments);
-            let frames = if frames_here {
-                std::mem::replace(&mut self.frames, next.frames)
-            } else {
+            let frames = if f.is_empty() {
                 // Kept for the next block that leaves frames.
-                if self.frames.capacity() < next.frames.capacity() {
-                    self.frames = next.frames;
+                if f.capacity() < next.frames.capacity() {
+                    *f = next.frames;
                 }
                 Vec::new()
+            } else {
+                std::mem::replace(f, next.frames)
             };
             q.send(Batch {
                 block: Arc::clone(&block),

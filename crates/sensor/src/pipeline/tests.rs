@@ -115,89 +115,113 @@ fn mixed_frames() -> Vec<Frame> {
     frames
 }
 
-/// What the worker sees of `frames` split into blocks of `per_block`,
-/// decoded as `defer` says: each segment with its payload bytes, and every
-/// decoder's counters added up.
+/// Each segment a worker saw, with its payload bytes.
+type View = Vec<(Segment, Vec<u8>)>;
+
+/// What each of `workers` sees of `frames` split into blocks of
+/// `per_block`, decoded as `defer` says; every decoder's counters added up;
+/// how many frames were left to the workers.
 fn worker_view(
     frames: &[Frame],
     per_block: usize,
     defer: Defer,
-) -> (Vec<(Segment, Vec<u8>)>, DecodeStats, usize) {
+    workers: usize,
+) -> (Vec<View>, DecodeStats, usize) {
     let counters = Arc::new(CaptureCounters::default());
-    let (tx, rx) = bounded::<Batch>(1024);
-    let queues = vec![WorkerQueue {
-        tx,
-        lossless: true,
-        counters: Arc::clone(&counters),
-    }];
-    let mut splitter = Splitter::new(1, true, counters);
+    let mut queues = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..workers {
+        let (tx, rx) = bounded::<Batch>(1024);
+        queues.push(WorkerQueue {
+            tx,
+            lossless: true,
+            counters: Arc::clone(&counters),
+        });
+        rxs.push(rx);
+    }
+    let mut splitter = Splitter::new(workers, true, counters);
     splitter.defer = defer;
     let pool = BufferPool::new(4);
-    let mut own = OwnDecoding::default();
-    let mut seen = Vec::new();
+    let mut own: Vec<OwnDecoding> = (0..workers).map(|_| OwnDecoding::default()).collect();
+    let mut seen: Vec<View> = vec![Vec::new(); workers];
     let mut deferred = 0;
     for chunk in frames.chunks(per_block) {
-        let mut buf = Vec::new();
-        let mut records = Vec::new();
-        for f in chunk {
-            records.push(PacketRecord {
-                ts_nanos: f.ts,
-                link_type: f.link_type,
-                data_start: buf.len() as u32,
-                caplen: f.bytes.len() as u32,
-                origlen: f.bytes.len() as u32,
-                interface: 0,
-            });
-            buf.extend_from_slice(&f.bytes);
-        }
+        let (buf, records) = block_of(chunk);
         splitter
             .dispatch(buf, &records, &pool, &queues)
             .unwrap_or_else(|_| panic!("worker gone"));
-        while let Ok(batch) = rx.try_recv() {
-            deferred += batch
-                .frames
-                .iter()
-                .filter(|r| r.caplen != DECODED_HERE)
-                .count();
-            for s in own.segments(&batch) {
-                seen.push((*s, batch.block.payload(s).to_vec()));
+        for (w, rx) in rxs.iter().enumerate() {
+            while let Ok(batch) = rx.try_recv() {
+                let left = batch.frames.iter().filter(|r| r.caplen != DECODED_HERE);
+                deferred += left.count();
+                for s in own[w].segments(&batch) {
+                    seen[w].push((*s, batch.block.payload(s).to_vec()));
+                }
             }
         }
     }
     let mut stats = splitter.decode_stats().clone();
-    stats.merge(&own.decoder.stats);
+    for o in &own {
+        stats.merge(&o.decoder.stats);
+    }
     (seen, stats, deferred)
+}
+
+/// A block holding `frames` back to back, and their records.
+fn block_of(frames: &[Frame]) -> (Vec<u8>, Vec<PacketRecord>) {
+    let mut buf = Vec::new();
+    let mut records = Vec::new();
+    for f in frames {
+        records.push(PacketRecord {
+            ts_nanos: f.ts,
+            link_type: f.link_type,
+            data_start: buf.len() as u32,
+            caplen: f.bytes.len() as u32,
+            origlen: f.bytes.len() as u32,
+            interface: 0,
+        });
+        buf.extend_from_slice(&f.bytes);
+    }
+    (buf, records)
 }
 
 #[test]
 fn frames_decoded_by_the_worker_give_the_same_segments() {
     let frames = mixed_frames();
-    for per_block in [1, 7, 64, frames.len()] {
-        let (central, central_stats, none) = worker_view(&frames, per_block, Defer::Never);
-        let (deferred, deferred_stats, some) = worker_view(&frames, per_block, Defer::Always);
-        assert_eq!(none, 0);
-        assert!(
-            some > frames.len() / 2,
-            "{some} of {} deferred",
-            frames.len()
-        );
-        assert!(
-            central.iter().any(|(s, _)| s.reassembled),
-            "fragments reassembled"
-        );
-        // Told only to a segment decoded after the block that lost it.
-        assert_eq!(
-            central
-                .iter()
-                .any(|(s, _)| s.frag_notes & FRAG_NOTE_DROPPED != 0),
-            per_block < frames.len(),
-            "the lost datagram is noted"
-        );
-        assert_eq!(central.len(), deferred.len(), "blocks of {per_block}");
-        for (i, (a, b)) in central.iter().zip(&deferred).enumerate() {
-            assert_eq!(a, b, "segment {i}, blocks of {per_block}");
+    for workers in [1, 2, 3] {
+        for per_block in [1, 7, 64, frames.len()] {
+            let case = format!("{workers} workers, blocks of {per_block}");
+            let (central, central_stats, none) =
+                worker_view(&frames, per_block, Defer::Never, workers);
+            let (deferred, deferred_stats, some) =
+                worker_view(&frames, per_block, Defer::Always, workers);
+            assert_eq!(none, 0);
+            assert!(
+                some > frames.len() / 2,
+                "{some} of {} deferred, {case}",
+                frames.len()
+            );
+            let all = || central.iter().flatten();
+            assert!(all().any(|(s, _)| s.reassembled), "fragments reassembled");
+            // Told only to a segment decoded after the block that lost it.
+            assert_eq!(
+                all().any(|(s, _)| s.frag_notes & FRAG_NOTE_DROPPED != 0),
+                per_block < frames.len(),
+                "the lost datagram is noted, {case}"
+            );
+            assert!(
+                central.iter().all(|v| !v.is_empty()),
+                "every worker has flows"
+            );
+            for (w, (c, d)) in central.iter().zip(&deferred).enumerate() {
+                assert_eq!(c.len(), d.len(), "worker {w}, {case}");
+                for (i, (a, b)) in c.iter().zip(d).enumerate() {
+                    assert_eq!(a, b, "worker {w}, segment {i}, {case}");
+                }
+            }
+            let (a, b) = (format!("{central_stats:?}"), format!("{deferred_stats:?}"));
+            assert_eq!(a, b, "{case}");
         }
-        assert_eq!(format!("{central_stats:?}"), format!("{deferred_stats:?}"));
     }
 }
 
@@ -215,25 +239,9 @@ fn frames_are_left_only_to_a_waiting_worker() {
     }];
     let mut splitter = Splitter::new(1, true, counters);
     let pool = BufferPool::new(4);
-    let block = |fs: &[Frame]| {
-        let mut buf = Vec::new();
-        let mut records = Vec::new();
-        for f in fs {
-            records.push(PacketRecord {
-                ts_nanos: f.ts,
-                link_type: f.link_type,
-                data_start: buf.len() as u32,
-                caplen: f.bytes.len() as u32,
-                origlen: f.bytes.len() as u32,
-                interface: 0,
-            });
-            buf.extend_from_slice(&f.bytes);
-        }
-        (buf, records)
-    };
-    let (buf, records) = block(&frames);
+    let (buf, records) = block_of(&frames);
     splitter.dispatch(buf, &records, &pool, &queues).ok();
-    let (buf2, records2) = block(&frames);
+    let (buf2, records2) = block_of(&frames);
     splitter.dispatch(buf2, &records2, &pool, &queues).ok();
     let first = rx.try_recv().expect("first batch");
     let second = rx.try_recv().expect("second batch");
@@ -241,4 +249,42 @@ fn frames_are_left_only_to_a_waiting_worker() {
     assert!(first.segments.is_empty());
     assert!(second.frames.is_empty(), "a busy worker is spared");
     assert!(!second.segments.is_empty());
+}
+
+/// With several workers, frames are left to them only while all of them
+/// wait: one batch queued anywhere, and the capture thread decodes.
+#[test]
+fn several_workers_get_frames_only_when_all_wait() {
+    let frames = fixture("qmqp-postfix-concurrent.pcap");
+    let counters = Arc::new(CaptureCounters::default());
+    let mut queues = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..2 {
+        let (tx, rx) = bounded::<Batch>(8);
+        queues.push(WorkerQueue {
+            tx,
+            lossless: true,
+            counters: Arc::clone(&counters),
+        });
+        rxs.push(rx);
+    }
+    let mut splitter = Splitter::new(2, true, counters);
+    let pool = BufferPool::new(4);
+    let (buf, records) = block_of(&frames);
+    splitter.dispatch(buf, &records, &pool, &queues).ok();
+    let first: Vec<Batch> = rxs.iter().filter_map(|rx| rx.try_recv().ok()).collect();
+    assert_eq!(first.len(), 2);
+    assert!(first
+        .iter()
+        .all(|b| b.segments.is_empty() && !b.frames.is_empty()));
+    // Worker 1 has taken its batch; worker 0's is still queued.
+    let (buf, records) = block_of(&frames);
+    splitter
+        .dispatch(buf.clone(), &records, &pool, &queues)
+        .ok();
+    let _ = rxs[1].try_recv();
+    splitter.dispatch(buf, &records, &pool, &queues).ok();
+    let _ = rxs[0].try_recv();
+    let third = rxs[0].try_recv().expect("a batch");
+    assert!(third.frames.is_empty() && !third.segments.is_empty());
 }

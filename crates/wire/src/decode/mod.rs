@@ -417,6 +417,55 @@ impl Decoder {
         }
     }
 
+    /// For a frame [`may_defer`](Self::may_defer) allows that holds TCP
+    /// with its ports captured: the endpoints `(src, sport, dst, dport)`
+    /// its segment will have, read from the headers alone, so that the
+    /// capture thread can pick its flow's worker without decoding it.
+    /// `None`: decode it here. (A frame whose headers turn out bad gives
+    /// endpoints that no segment will have: its decoder skips it, wherever
+    /// it goes.)
+    #[inline]
+    pub fn deferred_endpoints(
+        &self,
+        link_type: u32,
+        frame: &[u8],
+    ) -> Option<(Addr, u16, Addr, u16)> {
+        if !self.notes.is_empty() {
+            return None;
+        }
+        let ip = link_payload(link_type, frame).ok()?;
+        let first = *ip.first()?;
+        let (src, dst, tcp_at) = match first >> 4 {
+            4 => {
+                let h: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
+                if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 || h[9] != 6 {
+                    return None;
+                }
+                let v4 = |a: [u8; 4]| u128::from(u32::from_be_bytes(a)) | 0xffff_0000_0000;
+                let ihl = usize::from(first & 0x0f) * 4;
+                (
+                    v4([h[12], h[13], h[14], h[15]]),
+                    v4([h[16], h[17], h[18], h[19]]),
+                    ihl,
+                )
+            }
+            6 => {
+                let h: &[u8; 40] = ip.get(..40)?.try_into().ok()?;
+                if h[6] != 6 {
+                    return None;
+                }
+                let a: [u8; 16] = h.get(8..24)?.try_into().ok()?;
+                let b: [u8; 16] = h.get(24..40)?.try_into().ok()?;
+                (u128::from_be_bytes(a), u128::from_be_bytes(b), 40)
+            }
+            _ => return None,
+        };
+        let p: &[u8; 4] = ip.get(tcp_at..tcp_at.checked_add(4)?)?.try_into().ok()?;
+        let sport = u16::from_be_bytes([p[0], p[1]]);
+        let dport = u16::from_be_bytes([p[2], p[3]]);
+        Some((src, sport, dst, dport))
+    }
+
     /// Decodes `frame` (captured bytes; `wire_len` on the wire). `frame_start`
     /// is the frame's offset in its buffer, so that the segment's payload can
     /// be located there.

@@ -947,3 +947,65 @@ fn frames_deferred_to_another_decoder_decode_the_same() {
     noted.expire(TS + 31_000_000_000);
     assert!(!noted.may_defer(LINKTYPE_ETHERNET, &plain4));
 }
+
+/// The endpoints read from the headers of a frame that may be deferred are
+/// the ones its segment gets when decoded; fragments, non-TCP and pending
+/// notes give none.
+#[test]
+fn deferred_endpoints_are_the_segments() {
+    let d = Decoder::default();
+    let with_opts = ether(
+        0x0800,
+        &ipv4(
+            6,
+            &tcp(
+                40000,
+                628,
+                1,
+                2,
+                0x18,
+                &[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7],
+                PAYLOAD,
+            ),
+        ),
+    );
+    for (lt, f) in [
+        (
+            LINKTYPE_ETHERNET,
+            ether(0x0800, &ipv4(6, &tcp(40000, 628, 1, 2, 0x18, &[], PAYLOAD))),
+        ),
+        (LINKTYPE_ETHERNET, with_opts),
+        (
+            LINKTYPE_ETHERNET,
+            ether(0x86dd, &ipv6(6, &tcp(40000, 209, 1, 2, 0x18, &[], PAYLOAD))),
+        ),
+        (
+            LINKTYPE_RAW,
+            ipv6(6, &tcp(209, 40000, 1, 2, 0x10, &[], b"")),
+        ),
+        (
+            LINKTYPE_RAW,
+            ipv4(6, &tcp(628, 40001, 1, 2, 0x10, &[], b"")),
+        ),
+    ] {
+        let mut here = Decoder::default();
+        let s = seg(decode_in(&mut here, lt, &f, f.len() as u32).0);
+        assert_eq!(
+            d.deferred_endpoints(lt, &f),
+            Some((s.src, s.sport, s.dst, s.dport))
+        );
+    }
+    let whole = simple_tcp(&[1u8; 100]);
+    let udp = ether(0x0800, &ipv4(17, &[0u8; 12]));
+    let frag = v4_fragment(9, &whole, 0, 64);
+    let frag6 = ether(0x86dd, &ipv6_fragment(7, 0, true, &whole[..64]));
+    let no_ports = ether(0x0800, &ipv4(6, &[0x9c, 0x40]));
+    for f in [&udp, &frag, &frag6, &no_ports] {
+        assert_eq!(d.deferred_endpoints(LINKTYPE_ETHERNET, f), None);
+    }
+    let mut noted = Decoder::default();
+    let _ = decode_in(&mut noted, LINKTYPE_ETHERNET, &frag, frag.len() as u32);
+    noted.expire(TS + 31_000_000_000);
+    let plain = ether(0x0800, &ipv4(6, &tcp(40000, 628, 1, 2, 0x18, &[], PAYLOAD)));
+    assert_eq!(noted.deferred_endpoints(LINKTYPE_ETHERNET, &plain), None);
+}
