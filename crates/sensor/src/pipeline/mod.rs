@@ -47,7 +47,7 @@ use crate::flow::{flow_tag, worker_of, FlowConfig, FlowStats, FlowTable};
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 use qmwatch_proto::Record;
 use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
-use qmwatch_wire::capture::{Batch, Block, BufferPool};
+use qmwatch_wire::capture::{Batch, Block};
 use qmwatch_wire::decode::{DecodeStats, Decoded, Decoder, Segment};
 
 pub use replay::{FileSource, Progress};
@@ -312,15 +312,16 @@ impl Splitter {
         }
     }
 
-    /// Decodes the frames `records` of `buf` and hands each queue its
-    /// batch. `buf` goes back to `pool` when the last worker is done.
+    /// Decodes the frames `records` of `block` and hands each queue its
+    /// batch. The block's bytes are given back (an owned buffer to its pool,
+    /// a mapped window's pages to the kernel) when the last worker is done.
     pub fn dispatch(
         &mut self,
-        buf: Vec<u8>,
+        mut block: Block,
         records: &[PacketRecord],
-        pool: &BufferPool,
         queues: &[WorkerQueue],
     ) -> Result<(), WorkerGone> {
+        let buf = block.data();
         let workers = queues.len().min(self.per_worker.len()).max(1);
         // Room for the whole block in each list, so that no list grows (and
         // copies itself) midway; capacity never written costs no memory. A
@@ -370,7 +371,6 @@ impl Splitter {
                 .last_packet_ns
                 .fetch_max(wall_ns(), Ordering::Relaxed);
         }
-        let mut block = Block::new(buf, Some(pool.returner()));
         block.extra = extra;
         self.hand_over(Arc::new(block), now, queues)
     }
