@@ -3,10 +3,10 @@
 //! This module owns the capture *file*: recognising the format (classic pcap in either
 //! byte order with micro- or nanosecond timestamps, the Kuznetzov "modified" pcap
 //! variant, and pcapng with any number of sections and interfaces), framing the file
-//! into whole packet records inside large caller-owned block buffers, converting every
-//! timestamp to nanoseconds since the Unix epoch, attaching each packet's link type
-//! (per interface in pcapng), counting what it skips, and reporting file-level errors
-//! as `FILE: byte OFFSET: reason`.
+//! into whole packet records inside large caller-owned block buffers (or windows of a
+//! mapped file), converting every timestamp to nanoseconds since the Unix epoch,
+//! attaching each packet's link type (per interface in pcapng), counting what it skips,
+//! and reporting file-level errors as `FILE: byte OFFSET: reason`.
 //!
 //! It must not decode packets (that is the decoder's job: a record is only a byte range),
 //! must never allocate or reserve memory by a length read from the file (buffers grow
@@ -22,8 +22,12 @@
 //!
 //! The pieces: `error` (what is wrong, and where), `record` (records and counters,
 //! shared with live capture), `frame` (integer reads and why a framer stops), `pcap`
-//! (classic header and records), `pcapng` (sections, interfaces, blocks), and here the
-//! reader that fills block buffers and hands them to the framer of the file's format.
+//! (classic header and records), `pcapng` (sections, interfaces, blocks), `mapped` (the
+//! same reader over windows of a mapped file, [`MappedReader`]), and here the reader
+//! that fills block buffers and hands them to the framer of the file's format. The
+//! block loop is written once, over where a block's bytes are (`Fill`: a buffer filled
+//! by reads, or a window of a mapping), so that both readers frame the same bytes into
+//! the same records and errors.
 #![deny(unsafe_code)]
 
 mod error;
