@@ -60,7 +60,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
+use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 /// Mappings alive at once; one more falls back to reading.
 const SLOTS: usize = 64;
@@ -219,7 +219,6 @@ impl Mapping {
             s.start.store(map.as_ptr() as usize, Ordering::Relaxed);
             s.len.store(map.len(), Ordering::Release);
         }
-        let _ = map.advise(Advice::Sequential);
         Ok(Mapping { map, file, slot })
     }
 
@@ -255,14 +254,6 @@ impl Mapping {
             .get(self.slot)
             .map_or(NO_FAULT, |s| s.fault.load(Ordering::Acquire));
         (f != NO_FAULT).then_some(f)
-    }
-
-    /// Asks the kernel to read `len` bytes at `start` ahead.
-    pub fn will_need(&self, start: usize, len: usize) {
-        if start < self.map.len() {
-            let len = len.min(self.map.len() - start);
-            let _ = self.map.advise_range(Advice::WillNeed, start, len);
-        }
     }
 
     /// Gives back the pages of `start..start + len` (they fault back in if
