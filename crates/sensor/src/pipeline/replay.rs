@@ -84,6 +84,12 @@ impl Source for FileSource {
                 }
             };
             reader.set_block_size(self.block_size);
+            if let Input::Mapped(m) = &mut reader {
+                // Half as many mapped windows alive as the read path pools
+                // buffers: enough to keep the workers fed, and the file pages
+                // resident stay a few MiB.
+                m.set_windows_alive(workers * 4 + 4);
+            }
             loop {
                 if feed.stop.load(Ordering::Relaxed) {
                     report.interrupted = true;

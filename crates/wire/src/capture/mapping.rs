@@ -7,7 +7,8 @@
 //! mapping shared by the workers (through the `Arc` of a
 //! [`Block`](super::Block)), whose pages are given back (`MADV_DONTNEED`)
 //! when the last worker drops it, so that resident memory stays bounded by
-//! the windows in flight, not the file size.
+//! the windows in flight, not the file size (the reader lets only a few
+//! windows be alive at once: each holds a permit it gives back when dropped).
 //!
 //! Why a SIGBUS handler: when another process truncates a mapped file,
 //! reading a page past the new end raises SIGBUS, which would kill the
@@ -49,7 +50,8 @@
 //! - `MADV_DONTNEED` on a read-only file mapping only drops page-table
 //!   entries: a later access faults the same file bytes back in (or zeros,
 //!   past a truncation), so giving back a window that shares a page with a
-//!   window still in use is harmless.
+//!   window still in use is harmless (a window gives back 64 KiB before its
+//!   start too: pages the kernel's fault-around mapped again behind it).
 //!
 //! Must not: be used for anything but read-only mappings of regular files,
 //! swallow a fault it does not own, or let a mapping outlive its slot.
@@ -60,10 +62,14 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crossbeam_channel::Sender;
 use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 /// Mappings alive at once; one more falls back to reading.
 const SLOTS: usize = 64;
+/// How far behind a faulting page the kernel maps pages already in the page
+/// cache (`fault_around_bytes`, 64 KiB by default).
+const FAULT_AROUND: usize = 64 << 10;
 /// No fault recorded.
 const NO_FAULT: usize = usize::MAX;
 
@@ -259,6 +265,12 @@ impl Mapping {
     /// Gives back the pages of `start..start + len` (they fault back in if
     /// touched again).
     fn release(&self, start: usize, len: usize) {
+        // Also the pages just before: faulting the first page of this window
+        // mapped its neighbours (fault-around) again, after the previous
+        // window had given them back; without this they would stay, a few
+        // per window, and resident memory would grow with the file.
+        let back = start.min(FAULT_AROUND);
+        let (start, len) = (start - back, len + back);
         if start < self.map.len() && len > 0 {
             let len = len.min(self.map.len() - start);
             // SAFETY: MADV_DONTNEED on a read-only file mapping drops page
@@ -289,17 +301,27 @@ pub struct Window {
     len: usize,
     /// Give the pages back when dropped.
     release: bool,
+    /// Where the reader's permit for this window goes back when dropped.
+    permit: Option<Sender<()>>,
 }
 
 impl Window {
     /// `len` bytes of `map` at `start` (clamped to the mapping);
-    /// `release`: give the pages back when the window is dropped.
-    pub fn new(map: Arc<Mapping>, start: usize, len: usize, release: bool) -> Window {
+    /// `release`: give the pages back when the window is dropped; `permit`:
+    /// where to return the reader's permit then (it bounds the windows alive).
+    pub fn new(
+        map: Arc<Mapping>,
+        start: usize,
+        len: usize,
+        release: bool,
+        permit: Option<Sender<()>>,
+    ) -> Window {
         Window {
             map,
             start,
             len,
             release,
+            permit,
         }
     }
 
@@ -321,6 +343,10 @@ impl Drop for Window {
     fn drop(&mut self) {
         if self.release {
             self.map.release(self.start, self.len);
+        }
+        if let Some(p) = &self.permit {
+            // Never full: one permit per window, and the reader holds the rest.
+            let _ = p.try_send(());
         }
     }
 }

@@ -23,6 +23,8 @@
 use std::io;
 use std::sync::Arc;
 
+use crossbeam_channel::{Receiver, Sender};
+
 use super::{
     CaptureError, CaptureErrorKind, CaptureReader, Fill, Format, PacketRecord, ReaderStats,
     TruncatedPart,
@@ -91,6 +93,19 @@ fn warm(bytes: &[u8], len: usize) {
     std::hint::black_box(x);
 }
 
+/// Windows alive at once unless set otherwise.
+const DEFAULT_WINDOWS: usize = 8;
+
+/// A pool of `n` (at least 1) permits.
+fn permits(n: usize) -> (Sender<()>, Receiver<()>) {
+    let n = n.max(1);
+    let (tx, rx) = crossbeam_channel::bounded(n);
+    for _ in 0..n {
+        let _ = tx.try_send(());
+    }
+    (tx, rx)
+}
+
 /// The reader's state before a window, to frame it again.
 struct Saved {
     format: Format,
@@ -105,6 +120,9 @@ struct Saved {
 pub struct MappedReader {
     core: CaptureReader<io::Empty>,
     map: Arc<Mapping>,
+    /// Permits for windows alive (taken by `next_window`, given back when a window
+    /// is dropped): they bound the file pages resident at once.
+    permits: (Sender<()>, Receiver<()>),
     /// Tests: runs after each window is framed (to cut the file then).
     #[cfg(test)]
     pub(super) after_frame: Option<Box<dyn FnMut()>>,
@@ -137,6 +155,7 @@ impl MappedReader {
         Ok(MappedReader {
             core: head?.rehost(io::empty()),
             map,
+            permits: permits(DEFAULT_WINDOWS),
             #[cfg(test)]
             after_frame: None,
         })
@@ -161,8 +180,16 @@ impl MappedReader {
         self.core.pending = None;
     }
 
-    fn window(&self, start: usize, len: usize) -> Window {
-        Window::new(Arc::clone(&self.map), start, len, len > 0)
+    fn window(&self, start: usize, len: usize, permit: bool) -> Window {
+        let permit = permit.then(|| self.permits.0.clone());
+        Window::new(Arc::clone(&self.map), start, len, len > 0, permit)
+    }
+
+    /// How many windows may be alive at once (at least 1; default 8): `next_window`
+    /// waits until a worker drops one. Lossless back-pressure, as the read path's
+    /// bounded queues; it bounds the file pages resident (windows in flight).
+    pub fn set_windows_alive(&mut self, n: usize) {
+        self.permits = permits(n);
     }
 
     /// The next window and its records, as [`CaptureReader::next_block`] gives a block
@@ -180,8 +207,11 @@ impl MappedReader {
                 filled: 0,
             };
             let step = self.core.frame_block(&mut fill, records);
-            return (self.window(consumed, 0), step);
+            return (self.window(consumed, 0, false), step);
         }
+        // Wait for a window to be dropped if too many are alive. The reader holds
+        // the sender, so this cannot fail; if it did, going on is harmless.
+        let _ = self.permits.1.recv();
         let first = records.len();
         let saved = self.save();
         let mut visible = self.map.visible_len();
@@ -197,7 +227,7 @@ impl MappedReader {
                         available: visible as u64,
                     },
                 );
-                return (self.window(consumed, 0), Err(err));
+                return (self.window(consumed, 0, true), Err(err));
             }
             if self.core.stats.bytes_read > visible as u64 {
                 // The file now ends inside what was "read": as if the last read had
@@ -223,7 +253,7 @@ impl MappedReader {
             }
             let now = self.map.visible_len();
             if now >= start.saturating_add(filled) {
-                return (self.window(start, filled), step);
+                return (self.window(start, filled, true), step);
             }
             // Cut while this window was framed: frame it again up to the new end.
             records.truncate(first);

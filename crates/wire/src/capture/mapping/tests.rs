@@ -43,7 +43,13 @@ fn a_page_cut_off_reads_zeros_and_is_flagged() {
     assert_eq!(map.bytes()[page + 6], 0x5a);
     // A window of the lost range is released without harm.
     let map = Arc::new(map);
-    drop(Window::new(Arc::clone(&map), 2 * page, 2 * page, true));
+    drop(Window::new(
+        Arc::clone(&map),
+        2 * page,
+        2 * page,
+        true,
+        None,
+    ));
     assert_eq!(std::hint::black_box(map.bytes())[3 * page + 1], 0);
 }
 
