@@ -194,7 +194,9 @@ impl MappedReader {
 
     /// The next window and its records, as [`CaptureReader::next_block`] gives a block
     /// and its records (same return values); `data_start` of each record is relative to
-    /// the window. The window's pages are given back when it is dropped.
+    /// the window. The window's pages are given back when it is dropped. Waits while
+    /// as many windows as [`set_windows_alive`](Self::set_windows_alive) allows are
+    /// alive: a caller that keeps them all would wait forever.
     pub fn next_window(
         &mut self,
         records: &mut Vec<PacketRecord>,
