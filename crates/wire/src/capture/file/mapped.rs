@@ -79,7 +79,8 @@ impl<R: io::Read> Fill<R> for MapFill<'_> {
 /// Reads one byte of each cache line of the first `len` bytes of `bytes`, so that the
 /// window's page faults are taken, and its lines fetched, in one pass of independent
 /// loads, instead of one memory latency per record as the framer walks its chain of
-/// record lengths (measured: less CPU than framing cold pages; docs/architecture.md).
+/// record lengths (measured on a 1 GiB capture of 1 KiB packets: user time 0.21-0.24 s
+/// warmed against 0.27-0.32 s framing cold pages).
 fn warm(bytes: &[u8], len: usize) {
     let mut x = 0u8;
     for b in bytes
