@@ -4,9 +4,9 @@
 //! capture (blocks of records) ─▶ decode (link, IP, TCP → Segment; defrag)
 //! ```
 //!
-//! Owns: reading pcap/pcapng in pooled blocks, libpcap handles (feature
-//! `live`), link/IP/TCP decode into offset-based [`decode::Segment`]s, IP
-//! defragmentation. Must not: know flows or mail, look at TCP payload.
+//! Owns: reading pcap/pcapng in pooled blocks or mapped windows, libpcap
+//! handles (feature `live`), link/IP/TCP decode into offset-based
+//! [`decode::Segment`]s, IP defragmentation. Must not: know flows or mail, look at TCP payload.
 #![deny(unsafe_code)]
 
 pub mod capture;

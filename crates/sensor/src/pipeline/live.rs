@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use super::{CaptureCounters, Feed, Mode, Source, SourceReport, Splitter, WorkerQueue};
 use qmwatch_wire::capture::file::PacketRecord;
 use qmwatch_wire::capture::live::Handle;
-use qmwatch_wire::capture::BufferPool;
+use qmwatch_wire::capture::{Block, BufferPool};
 
 /// A block is handed over once it holds this many bytes.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -165,7 +165,9 @@ fn capture_loop(
             return true;
         }
         let full = std::mem::replace(buf, empty_buffer(&pool));
-        let ok = splitter.dispatch(full, records, &pool, queues).is_ok();
+        let ok = splitter
+            .dispatch(Block::new(full, Some(pool.returner())), records, queues)
+            .is_ok();
         records.clear();
         ok
     };

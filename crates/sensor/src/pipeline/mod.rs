@@ -51,7 +51,7 @@ use crate::flow::{flow_tag, tag_of, worker_of, FlowConfig, FlowStats, FlowTable}
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 use qmwatch_proto::Record;
 use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
-use qmwatch_wire::capture::{Batch, BatchLists, Block, BufferPool, DECODED_HERE};
+use qmwatch_wire::capture::{Batch, BatchLists, Block, DECODED_HERE};
 use qmwatch_wire::decode::{DecodeStats, Decoded, Decoder, Segment};
 
 pub use replay::{FileSource, Progress};
@@ -333,15 +333,16 @@ impl Splitter {
         }
     }
 
-    /// Decodes the frames `records` of `buf` and hands each queue its
-    /// batch. `buf` goes back to `pool` when the last worker is done.
+    /// Decodes the frames `records` of `block` and hands each queue its
+    /// batch. The block's bytes are given back (an owned buffer to its pool,
+    /// a mapped window's pages to the kernel) when the last worker is done.
     pub fn dispatch(
         &mut self,
-        buf: Vec<u8>,
+        mut block: Block,
         records: &[PacketRecord],
-        pool: &BufferPool,
         queues: &[WorkerQueue],
     ) -> Result<(), WorkerGone> {
+        let buf = block.data();
         let workers = queues.len().min(self.per_worker.len()).max(1);
         let defer = self.defers(queues);
         self.make_room(records.len(), defer);
@@ -398,7 +399,6 @@ impl Splitter {
                 .last_packet_ns
                 .fetch_max(wall_ns(), Ordering::Relaxed);
         }
-        let mut block = Block::new(buf, Some(pool.returner()));
         block.extra = extra;
         self.hand_over(Arc::new(block), now, queues)
     }
@@ -743,7 +743,7 @@ impl OwnDecoding {
 fn decode_frames(decoder: &mut Decoder, batch: &Batch, segs: &mut Vec<Segment>) {
     segs.clear();
     let mut decoded_here = batch.segments.iter();
-    let data = &batch.block.data;
+    let data = batch.block.data();
     for r in &batch.frames {
         if r.caplen == DECODED_HERE {
             segs.extend(decoded_here.next());

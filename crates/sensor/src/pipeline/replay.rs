@@ -1,8 +1,11 @@
 //! The replay source: capture files read in blocks, in this thread.
 //!
-//! Owns: opening each file in turn (`-` is standard input), reporting how
-//! far they are read ([`Progress`]), and handing every block to the
-//! [`Splitter`]. Lossless: when a worker falls behind, reading waits.
+//! Owns: opening each file in turn (`-` is standard input), choosing how
+//! it is read (a regular, non-empty file is mapped and framed where it is,
+//! without copying; standard input, pipes, devices, and a file that cannot
+//! be mapped are read into pooled buffers), reporting how far they are read
+//! ([`Progress`]), and handing every block to the [`Splitter`]. Lossless:
+//! when a worker falls behind, reading waits.
 //!
 //! Must not: draw progress itself (the binary does), stop at a bad file
 //! (the error is recorded and the next file read), or read on after the
@@ -13,8 +16,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Feed, Mode, Source, SourceReport, Splitter};
-use qmwatch_wire::capture::file::{CaptureReader, PacketRecord, ReaderStats};
-use qmwatch_wire::capture::BufferPool;
+use qmwatch_wire::capture::file::{
+    CaptureError, CaptureReader, MappedReader, PacketRecord, ReaderStats,
+};
+use qmwatch_wire::capture::mapping::Mapping;
+use qmwatch_wire::capture::{Block, BufferPool};
 use qmwatch_wire::decode::supported_link_type;
 
 /// Told how far a replay has read its files, in the replay's thread: what a
@@ -78,18 +84,20 @@ impl Source for FileSource {
                 }
             };
             reader.set_block_size(self.block_size);
+            if let Input::Mapped(m) = &mut reader {
+                // Half as many mapped windows alive as the read path pools
+                // buffers: enough to keep the workers fed, and the file pages
+                // resident stay a few MiB.
+                m.set_windows_alive(workers * 4 + 4);
+            }
             loop {
                 if feed.stop.load(Ordering::Relaxed) {
                     report.interrupted = true;
                     break 'files;
                 }
-                let mut buf = pool.get(self.block_size);
                 records.clear();
-                let step = reader.next_block(&mut buf, &mut records);
-                if splitter
-                    .dispatch(buf, &records, &pool, &feed.queues)
-                    .is_err()
-                {
+                let (block, step) = reader.next_block(&pool, self.block_size, &mut records);
+                if splitter.dispatch(block, &records, &feed.queues).is_err() {
                     report.errors.push("a worker stopped unexpectedly".into());
                     break 'files;
                 }
@@ -118,22 +126,89 @@ impl Source for FileSource {
     }
 }
 
-/// Opens capture file `name` (`-`: standard input) and reads its header.
-fn open(name: &str) -> Result<CaptureReader<Box<dyn Read>>, String> {
+/// A capture file being read: mapped, or read into buffers.
+enum Input {
+    Read(CaptureReader<Box<dyn Read>>),
+    Mapped(MappedReader),
+}
+
+impl Input {
+    /// The next block and its records ([`CaptureReader::next_block`]).
+    fn next_block(
+        &mut self,
+        pool: &BufferPool,
+        block_size: usize,
+        records: &mut Vec<PacketRecord>,
+    ) -> (Block, Result<bool, CaptureError>) {
+        match self {
+            Input::Read(r) => {
+                let mut buf = pool.get(block_size);
+                let step = r.next_block(&mut buf, records);
+                (Block::new(buf, Some(pool.returner())), step)
+            }
+            Input::Mapped(m) => {
+                let (window, step) = m.next_window(records);
+                (Block::mapped(window), step)
+            }
+        }
+    }
+
+    fn set_block_size(&mut self, n: usize) {
+        match self {
+            Input::Read(r) => r.set_block_size(n),
+            Input::Mapped(m) => m.set_block_size(n),
+        }
+    }
+
+    fn bytes_consumed(&self) -> u64 {
+        match self {
+            Input::Read(r) => r.bytes_consumed(),
+            Input::Mapped(m) => m.bytes_consumed(),
+        }
+    }
+
+    fn stats(&self) -> &ReaderStats {
+        match self {
+            Input::Read(r) => r.stats(),
+            Input::Mapped(m) => m.stats(),
+        }
+    }
+}
+
+/// Opens capture file `name` (`-`: standard input) and reads its header. A
+/// regular, non-empty file is mapped; anything else, or a file whose
+/// mapping fails, is read.
+fn open(name: &str) -> Result<Input, String> {
     let input: Box<dyn Read> = if name == "-" {
         Box::new(std::io::stdin())
     } else {
         match std::fs::File::open(name) {
-            // A directory opens on Linux and fails at the first read:
-            // say what it is, as tcpdump does.
-            Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
-                return Err(format!("{name}: Is a directory"));
+            Ok(f) => {
+                let meta = f.metadata().ok();
+                // A directory opens on Linux and fails at the first read:
+                // say what it is, as tcpdump does.
+                if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                    return Err(format!("{name}: Is a directory"));
+                }
+                if meta.is_some_and(|m| m.is_file() && m.len() > 0) {
+                    match Mapping::new(f) {
+                        Ok(map) => {
+                            return MappedReader::new(name, Arc::new(map), supported_link_type)
+                                .map(Input::Mapped)
+                                .map_err(|e| e.to_string());
+                        }
+                        Err((f, _)) => Box::new(f),
+                    }
+                } else {
+                    Box::new(f)
+                }
             }
-            Ok(f) => Box::new(f),
             Err(e) => return Err(format!("{name}: {e}")),
         }
     };
-    CaptureReader::new(name, input, supported_link_type).map_err(|e| e.to_string())
+    CaptureReader::new(name, input, supported_link_type)
+        .map(Input::Read)
+        .map_err(|e| e.to_string())
 }
 
 fn merge_reader(a: &mut ReaderStats, b: &ReaderStats) {

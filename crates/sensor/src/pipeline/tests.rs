@@ -141,14 +141,13 @@ fn worker_view(
     }
     let mut splitter = Splitter::new(workers, true, counters);
     splitter.defer = defer;
-    let pool = BufferPool::new(4);
     let mut own: Vec<OwnDecoding> = (0..workers).map(|_| OwnDecoding::default()).collect();
     let mut seen: Vec<View> = vec![Vec::new(); workers];
     let mut deferred = 0;
     for chunk in frames.chunks(per_block) {
         let (buf, records) = block_of(chunk);
         splitter
-            .dispatch(buf, &records, &pool, &queues)
+            .dispatch(Block::new(buf, None), &records, &queues)
             .unwrap_or_else(|_| panic!("worker gone"));
         for (w, rx) in rxs.iter().enumerate() {
             while let Ok(batch) = rx.try_recv() {
@@ -238,11 +237,14 @@ fn frames_are_left_only_to_a_waiting_worker() {
         counters: Arc::clone(&counters),
     }];
     let mut splitter = Splitter::new(1, true, counters);
-    let pool = BufferPool::new(4);
     let (buf, records) = block_of(&frames);
-    splitter.dispatch(buf, &records, &pool, &queues).ok();
+    splitter
+        .dispatch(Block::new(buf, None), &records, &queues)
+        .ok();
     let (buf2, records2) = block_of(&frames);
-    splitter.dispatch(buf2, &records2, &pool, &queues).ok();
+    splitter
+        .dispatch(Block::new(buf2, None), &records2, &queues)
+        .ok();
     let first = rx.try_recv().expect("first batch");
     let second = rx.try_recv().expect("second batch");
     assert_eq!(first.frames.len(), frames.len(), "an idle worker decodes");
@@ -269,9 +271,10 @@ fn several_workers_get_frames_only_when_all_wait() {
         rxs.push(rx);
     }
     let mut splitter = Splitter::new(2, true, counters);
-    let pool = BufferPool::new(4);
     let (buf, records) = block_of(&frames);
-    splitter.dispatch(buf, &records, &pool, &queues).ok();
+    splitter
+        .dispatch(Block::new(buf, None), &records, &queues)
+        .ok();
     let first: Vec<Batch> = rxs.iter().filter_map(|rx| rx.try_recv().ok()).collect();
     assert_eq!(first.len(), 2);
     assert!(first
@@ -280,10 +283,12 @@ fn several_workers_get_frames_only_when_all_wait() {
     // Worker 1 has taken its batch; worker 0's is still queued.
     let (buf, records) = block_of(&frames);
     splitter
-        .dispatch(buf.clone(), &records, &pool, &queues)
+        .dispatch(Block::new(buf.clone(), None), &records, &queues)
         .ok();
     let _ = rxs[1].try_recv();
-    splitter.dispatch(buf, &records, &pool, &queues).ok();
+    splitter
+        .dispatch(Block::new(buf, None), &records, &queues)
+        .ok();
     let _ = rxs[0].try_recv();
     let third = rxs[0].try_recv().expect("a batch");
     assert!(third.frames.is_empty() && !third.segments.is_empty());

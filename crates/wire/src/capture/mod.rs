@@ -2,15 +2,19 @@
 //!
 //! Owns: capture sources (capture files in [`file`](mod@file); a live interface through
 //! libpcap in `live`, behind the `live` feature, with `fanout` joining
-//! several handles into one kernel `PACKET_FANOUT` group — with
-//! `flow::prefetch`, the only code of qmwatch allowed `unsafe`) and the
+//! several handles into one kernel `PACKET_FANOUT` group; regular files
+//! mapped into memory in [`mapping`] — `fanout` and `mapping`, with
+//! `flow::prefetch`, are the only code of qmwatch allowed `unsafe`) and the
 //! buffers packets live in. Packets are read in large blocks that are
 //! shared, read-only, with every worker through an [`Arc<Block>`]; a worker
 //! sees a packet as a slice of its block, so no packet is copied between
-//! capture and classifier (live capture copies each packet once, off the
-//! kernel's ring, into its block). A block's buffer goes back to a pool when
-//! the last worker drops it, and a batch's segment list back to the capture
-//! thread.
+//! capture and classifier. A block's bytes are either a buffer filled by
+//! `read` (standard input, pipes, live capture, which copies each packet
+//! once, off the kernel's ring, into its block) or a window of a mapped
+//! regular file, which is not copied at all. An owned buffer goes back to a
+//! pool when the last worker drops the block; a mapped window's pages are
+//! given back to the kernel instead. A batch's segment list goes back to the
+//! capture thread.
 //!
 //! Must not: decode packets, or block forever: every buffer and queue is
 //! bounded.
@@ -20,6 +24,8 @@ pub mod fanout;
 pub mod file;
 #[cfg(feature = "live")]
 pub mod live;
+#[cfg(unix)]
+pub mod mapping;
 
 use std::sync::Arc;
 
@@ -28,21 +34,52 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::capture::file::PacketRecord;
 use crate::decode::Segment;
 
+/// Where a block's bytes are.
+enum Bytes {
+    /// A buffer filled by reads (file read path, live capture).
+    Owned(Vec<u8>),
+    /// A window of a mapped capture file.
+    #[cfg(unix)]
+    Mapped(mapping::Window),
+}
+
 /// A block of capture data shared by the workers.
 pub struct Block {
-    /// Raw capture bytes; packets are ranges of it.
-    pub data: Vec<u8>,
+    /// Raw capture bytes; packets are ranges of them.
+    bytes: Bytes,
     /// Payloads that exist nowhere in `data` (reassembled IP fragments).
     pub extra: Vec<u8>,
+    /// Where an owned buffer goes back when the block is dropped.
     pool: Option<Sender<Vec<u8>>>,
 }
 
 impl Block {
+    /// A block over an owned buffer, given back to `pool` when dropped.
     pub fn new(data: Vec<u8>, pool: Option<Sender<Vec<u8>>>) -> Self {
         Block {
-            data,
+            bytes: Bytes::Owned(data),
             extra: Vec::new(),
             pool,
+        }
+    }
+
+    /// A block over a window of a mapped file (no pool: nothing to reuse).
+    #[cfg(unix)]
+    pub fn mapped(window: mapping::Window) -> Self {
+        Block {
+            bytes: Bytes::Mapped(window),
+            extra: Vec::new(),
+            pool: None,
+        }
+    }
+
+    /// The raw capture bytes: packets are ranges of them.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Owned(v) => v,
+            #[cfg(unix)]
+            Bytes::Mapped(w) => w.bytes(),
         }
     }
 
@@ -52,22 +89,20 @@ impl Block {
         let buf = if seg.reassembled {
             &self.extra
         } else {
-            &self.data
+            self.data()
         };
         let start = seg.payload_start as usize;
         buf.get(start..start.saturating_add(seg.payload_len as usize))
             .unwrap_or_default()
     }
-}
 
-impl Block {
     /// The whole TCP segment (header and captured payload) of `seg`, for
-    /// checksum verification.
+    /// checksum verification; empty if its range is not in this block.
     pub fn tcp_segment(&self, seg: &Segment) -> &[u8] {
         let buf = if seg.reassembled {
             &self.extra
         } else {
-            &self.data
+            self.data()
         };
         let end = (seg.payload_start as usize).saturating_add(seg.payload_len as usize);
         let start = (seg.payload_start as usize).saturating_sub(usize::from(seg.tcp_header_len));
@@ -77,10 +112,10 @@ impl Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        if let Some(pool) = &self.pool {
+        if let (Some(pool), Bytes::Owned(data)) = (&self.pool, &mut self.bytes) {
             // Not cleared: the reader overwrites it, and a buffer that keeps
             // its length is not zero-filled again.
-            let data = std::mem::take(&mut self.data);
+            let data = std::mem::take(data);
             // A full pool just frees the buffer.
             let _ = pool.try_send(data);
         }

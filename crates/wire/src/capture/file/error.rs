@@ -23,6 +23,10 @@ pub enum TruncatedPart {
     BlockHeader,
     /// The body of a pcapng block.
     Block,
+    /// The whole file, cut by someone else while it was read (mapped) to
+    /// before bytes already read: `needed` is what was read, `available`
+    /// the new size.
+    WhileRead,
 }
 
 /// What is wrong with a capture file.
@@ -97,6 +101,11 @@ impl fmt::Display for CaptureErrorKind {
                 TruncatedPart::Block => write!(
                     f,
                     "truncated block: header says {needed} bytes, file ends after {available}"
+                ),
+                TruncatedPart::WhileRead => write!(
+                    f,
+                    "truncated while being read: {needed} bytes already read, \
+                     file now ends after {available}"
                 ),
             },
             CaptureErrorKind::AbsurdLength {

@@ -3,10 +3,10 @@
 //! This module owns the capture *file*: recognising the format (classic pcap in either
 //! byte order with micro- or nanosecond timestamps, the Kuznetzov "modified" pcap
 //! variant, and pcapng with any number of sections and interfaces), framing the file
-//! into whole packet records inside large caller-owned block buffers, converting every
-//! timestamp to nanoseconds since the Unix epoch, attaching each packet's link type
-//! (per interface in pcapng), counting what it skips, and reporting file-level errors
-//! as `FILE: byte OFFSET: reason`.
+//! into whole packet records inside large caller-owned block buffers (or windows of a
+//! mapped file), converting every timestamp to nanoseconds since the Unix epoch,
+//! attaching each packet's link type (per interface in pcapng), counting what it skips,
+//! and reporting file-level errors as `FILE: byte OFFSET: reason`.
 //!
 //! It must not decode packets (that is the decoder's job: a record is only a byte range),
 //! must never allocate or reserve memory by a length read from the file (buffers grow
@@ -22,12 +22,18 @@
 //!
 //! The pieces: `error` (what is wrong, and where), `record` (records and counters,
 //! shared with live capture), `frame` (integer reads and why a framer stops), `pcap`
-//! (classic header and records), `pcapng` (sections, interfaces, blocks), and here the
-//! reader that fills block buffers and hands them to the framer of the file's format.
+//! (classic header and records), `pcapng` (sections, interfaces, blocks), `mapped` (the
+//! same reader over windows of a mapped file, [`MappedReader`]), and here the reader
+//! that fills block buffers and hands them to the framer of the file's format. The
+//! block loop is written once, over where a block's bytes are (`Fill`: a buffer filled
+//! by reads, or a window of a mapping), so that both readers frame the same bytes into
+//! the same records and errors.
 #![deny(unsafe_code)]
 
 mod error;
 mod frame;
+#[cfg(unix)]
+mod mapped;
 mod pcap;
 mod pcapng;
 mod record;
@@ -35,6 +41,8 @@ mod record;
 use std::io::{self, Read};
 
 pub use error::{link_type_name, CaptureError, CaptureErrorKind, TruncatedPart};
+#[cfg(unix)]
+pub use mapped::MappedReader;
 pub use record::{PacketRecord, ReaderStats};
 
 use frame::{word_dyn, Stop};
@@ -59,6 +67,7 @@ pub(crate) const MAX_INTERFACES: usize = 1 << 16;
 const GROW_CHUNK: usize = 1 << 20;
 
 /// The file's format, and with it which framer runs.
+#[derive(Clone)]
 enum Format {
     /// Classic pcap; the flag says big-endian.
     Pcap(PcapFormat, bool),
@@ -81,6 +90,59 @@ fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> (usize, Option<io::Erro
         }
     }
     (filled, None)
+}
+
+/// Where the bytes of the block being framed are: what differs between reading a file into
+/// buffers ([`ReadFill`]) and framing it where it is mapped (`MapFill`, in `mapped`). The
+/// block loop ([`CaptureReader::frame_block`]) and its framers, counters and errors are the
+/// same for both, so both give the same records and errors for the same bytes.
+trait Fill<R: Read> {
+    /// Starts a block at the reader's `consumed` offset; returns how many bytes are valid.
+    fn refill(&mut self, rd: &mut CaptureReader<R>) -> Result<usize, CaptureError>;
+    /// The valid bytes of the block.
+    fn bytes(&self, filled: usize) -> &[u8];
+    /// Makes at least `want` bytes valid, or as many as there are; returns how many are.
+    fn grow(
+        &mut self,
+        rd: &mut CaptureReader<R>,
+        filled: usize,
+        want: usize,
+    ) -> Result<usize, CaptureError>;
+    /// Keeps `pos..filled` (a partial record) for the next block.
+    fn keep(&mut self, rd: &mut CaptureReader<R>, pos: usize, filled: usize);
+    /// The block ends with `filled` valid bytes.
+    fn finish(&mut self, filled: usize);
+}
+
+/// A caller's buffer filled by reads.
+struct ReadFill<'a>(&'a mut Vec<u8>);
+
+impl<R: Read> Fill<R> for ReadFill<'_> {
+    fn refill(&mut self, rd: &mut CaptureReader<R>) -> Result<usize, CaptureError> {
+        rd.refill(self.0)
+    }
+
+    fn bytes(&self, filled: usize) -> &[u8] {
+        self.0.get(..filled).unwrap_or_default()
+    }
+
+    fn grow(
+        &mut self,
+        rd: &mut CaptureReader<R>,
+        filled: usize,
+        want: usize,
+    ) -> Result<usize, CaptureError> {
+        rd.grow(self.0, filled, want)
+    }
+
+    fn keep(&mut self, rd: &mut CaptureReader<R>, pos: usize, filled: usize) {
+        rd.carry
+            .extend_from_slice(self.0.get(pos..filled).unwrap_or_default());
+    }
+
+    fn finish(&mut self, filled: usize) {
+        self.0.truncate(filled);
+    }
 }
 
 /// Block-oriented, zero-copy reader of classic pcap and pcapng capture files.
@@ -130,6 +192,25 @@ impl<R: Read> CaptureReader<R> {
         };
         me.read_file_header()?;
         Ok(me)
+    }
+
+    /// This reader's state over another input (the file header parsed, the rest of the
+    /// file to come from `reader`).
+    #[cfg(unix)]
+    fn rehost<S: Read>(self, reader: S) -> CaptureReader<S> {
+        CaptureReader {
+            file: self.file,
+            reader,
+            supported: self.supported,
+            format: self.format,
+            carry: self.carry,
+            block_size: self.block_size,
+            eof: self.eof,
+            consumed: self.consumed,
+            pending: self.pending,
+            done: self.done,
+            stats: self.stats,
+        }
     }
 
     fn error(&self, offset: u64, kind: CaptureErrorKind) -> CaptureError {
@@ -301,27 +382,37 @@ impl<R: Read> CaptureReader<R> {
         block: &mut Vec<u8>,
         records: &mut Vec<PacketRecord>,
     ) -> Result<bool, CaptureError> {
+        self.frame_block(&mut ReadFill(block), records)
+    }
+
+    /// The block loop of [`next_block`](Self::next_block), whatever holds the block's bytes:
+    /// a buffer filled by reads, or a window of a mapped file ([`Fill`]).
+    fn frame_block<F: Fill<R>>(
+        &mut self,
+        fill: &mut F,
+        records: &mut Vec<PacketRecord>,
+    ) -> Result<bool, CaptureError> {
         if let Some(err) = self.pending.take() {
             self.done = true;
             return Err(err);
         }
         if self.done {
-            block.clear();
+            fill.finish(0);
             return Ok(false);
         }
         let first_record = records.len();
         let base = self.consumed;
-        let mut filled = self.refill(block)?;
+        let mut filled = fill.refill(self)?;
         let mut pos = 0;
         loop {
-            let (p, stop) = self.frame(block.get(..filled).unwrap_or_default(), pos, records);
+            let (p, stop) = self.frame(fill.bytes(filled), pos, records);
             pos = p;
             let produced = records.len() > first_record;
             let at = base.saturating_add(pos as u64);
             self.consumed = at;
             match stop {
                 Stop::Fail(kind) => {
-                    block.truncate(filled);
+                    fill.finish(filled);
                     let err = self.error(at, kind);
                     return self.fail(err, produced);
                 }
@@ -336,7 +427,7 @@ impl<R: Read> CaptureReader<R> {
                     total,
                 } => {
                     if pos >= filled {
-                        block.truncate(filled);
+                        fill.finish(filled);
                         if self.eof {
                             self.done = true;
                             return Ok(produced);
@@ -344,7 +435,7 @@ impl<R: Read> CaptureReader<R> {
                         return Ok(true);
                     }
                     if self.eof {
-                        block.truncate(filled);
+                        fill.finish(filled);
                         let err = self.error(
                             at,
                             CaptureErrorKind::Truncated {
@@ -356,17 +447,16 @@ impl<R: Read> CaptureReader<R> {
                         return self.fail(err, produced);
                     }
                     if pos > 0 {
-                        self.carry
-                            .extend_from_slice(block.get(pos..filled).unwrap_or_default());
-                        block.truncate(filled);
+                        fill.keep(self, pos, filled);
+                        fill.finish(filled);
                         return Ok(true);
                     }
                     // A single record larger than the block: grow (by reading) and retry.
                     let want = total.max(filled.saturating_add(1));
-                    filled = match self.grow(block, filled, want) {
+                    filled = match fill.grow(self, filled, want) {
                         Ok(f) => f,
                         Err(e) => {
-                            block.truncate(filled);
+                            fill.finish(filled);
                             self.done = true;
                             return Err(e);
                         }
@@ -400,6 +490,23 @@ impl<R: Read> CaptureReader<R> {
                 Err(e)
             }
         }
+    }
+
+    /// What a read of `block[from..to]` would do on a file of `len` bytes that is already
+    /// in memory: counts the bytes as read and notes the end of file, copying nothing.
+    /// Returns the new fill level.
+    fn skip_into(&mut self, len: usize, from: usize, to: usize) -> usize {
+        if self.eof || to <= from {
+            return from;
+        }
+        let want = to - from;
+        let at = usize::try_from(self.stats.bytes_read).unwrap_or(usize::MAX);
+        let n = want.min(len.saturating_sub(at));
+        self.stats.bytes_read += n as u64;
+        if n < want {
+            self.eof = true;
+        }
+        from + n
     }
 
     /// Counters of delivered and skipped things so far.

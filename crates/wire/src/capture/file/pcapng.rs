@@ -78,7 +78,7 @@ impl Interface {
 
 /// The framing state of a pcapng file: the current section's byte order and
 /// interfaces, and the last timestamp delivered (for Simple Packet Blocks).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct NgState {
     pub(super) big_endian: bool,
     interfaces: Vec<Interface>,

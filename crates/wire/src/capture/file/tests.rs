@@ -244,8 +244,88 @@ fn read_with<R: Read>(
     })
 }
 
+/// Reads `bytes` whole; the mapped reader must give the same on them ([`same_as_mapped`]).
 fn read_all(bytes: &[u8], block_size: usize) -> Result<Outcome, CaptureError> {
+    same_as_mapped(bytes, block_size, supported);
     read_with(Cursor::new(bytes.to_vec()), block_size, supported)
+}
+
+/// A file holding `bytes`, already unlinked (it lives while open).
+pub(super) fn temp_file(bytes: &[u8]) -> std::fs::File {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "qmwatch-wire-{}-{}.pcap",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, bytes).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    f
+}
+
+/// The mapped reader over `bytes` in a file, and the read path over the same bytes, give
+/// the same thing call for call: header error, records (`data_start` included) and
+/// their bytes, block length, result (kind, offset, message), counters and progress.
+fn same_as_mapped(bytes: &[u8], block_size: usize, sup: fn(u32) -> bool) {
+    use crate::capture::mapping::Mapping;
+    use std::sync::Arc;
+    if bytes.is_empty() {
+        return; // an empty file is never mapped (the read path says it is empty)
+    }
+    let map = Arc::new(Mapping::new(temp_file(bytes)).map_err(|e| e.1).unwrap());
+    let read = CaptureReader::new("test.pcap", Cursor::new(bytes.to_vec()), sup);
+    let mapped = MappedReader::new("test.pcap", map, sup);
+    let (mut rd, mut md) = match (read, mapped) {
+        (Ok(r), Ok(m)) => (r, m),
+        (Err(a), Err(b)) => {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+            assert_eq!(a.to_string(), b.to_string());
+            return;
+        }
+        (a, b) => panic!("read path {:?}, mapped {:?}", a.map(|_| ()), b.map(|_| ())),
+    };
+    rd.set_block_size(block_size);
+    md.set_block_size(block_size);
+    assert_eq!(rd.pcap_link_type(), md.pcap_link_type());
+    assert_eq!(rd.is_pcapng(), md.is_pcapng());
+    let (mut block, mut r1, mut r2) = (Vec::new(), Vec::new(), Vec::new());
+    for call in 0.. {
+        assert!(call < 1_000_000, "next_window does not terminate");
+        r1.clear();
+        r2.clear();
+        let s1 = rd.next_block(&mut block, &mut r1);
+        let (window, s2) = md.next_window(&mut r2);
+        assert_eq!(format!("{s1:?}"), format!("{s2:?}"), "call {call}");
+        if let (Err(a), Err(b)) = (&s1, &s2) {
+            assert_eq!(a.to_string(), b.to_string());
+        }
+        assert_eq!(r1, r2, "call {call}");
+        if s1.is_ok() {
+            assert_eq!(block.len(), window.bytes().len(), "call {call}");
+        }
+        for r in &r1 {
+            let at = r.data_start as usize..r.data_start as usize + r.caplen as usize;
+            assert_eq!(block.get(at.clone()), window.bytes().get(at), "call {call}");
+        }
+        assert_eq!(format!("{:?}", rd.stats()), format!("{:?}", md.stats()));
+        assert_eq!(rd.bytes_consumed(), md.bytes_consumed());
+        if !matches!(s1, Ok(true)) {
+            // And after the end, both stay ended.
+            r1.clear();
+            r2.clear();
+            let s1 = rd.next_block(&mut block, &mut r1);
+            let (_, s2) = md.next_window(&mut r2);
+            assert_eq!(format!("{s1:?}"), format!("{s2:?}"));
+            assert!(r1.is_empty() && r2.is_empty());
+            break;
+        }
+    }
 }
 
 fn sample_records() -> Vec<(u32, u32, Vec<u8>, u32)> {
@@ -1153,6 +1233,7 @@ fn random_mutations_never_panic() {
         } else {
             supported
         };
+        same_as_mapped(&file, block_size, sup);
         let res = if rng.index(3) == 0 {
             read_with(Trickle(Cursor::new(file.clone())), block_size, sup)
         } else {
@@ -1462,4 +1543,163 @@ fn the_reader_names_its_format_and_link_type() {
     let rd = CaptureReader::new("c", Cursor::new(ng.bytes().to_vec()), supported).unwrap();
     assert_eq!(rd.pcap_link_type(), None);
     assert!(rd.is_pcapng());
+}
+
+/// Reads the rest of a mapped file: records (with their bytes) and the error, if any.
+fn drain_mapped(md: &mut MappedReader, out: &mut Outcome) {
+    let mut recs = Vec::new();
+    for _ in 0..100_000 {
+        recs.clear();
+        let (w, step) = md.next_window(&mut recs);
+        for r in &recs {
+            let at = r.data_start as usize..r.data_start as usize + r.caplen as usize;
+            out.recs
+                .push((*r, w.bytes().get(at).expect("in its window").to_vec()));
+        }
+        match step {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                out.err = Some(e);
+                break;
+            }
+        }
+    }
+    out.stats = md.stats().clone();
+    out.consumed = md.bytes_consumed();
+}
+
+/// A pcap of 200 records of 100 bytes, its record ends, and a mapped reader of it
+/// (4 KiB windows) with a handle to cut the file.
+fn mapped_sample() -> (Vec<u8>, Vec<usize>, MappedReader, std::fs::File) {
+    use crate::capture::mapping::Mapping;
+    let data = pattern(9, 100);
+    let input: Vec<Rec> = (0..200).map(|i| (i, 0, &data[..], 100)).collect();
+    let (file, ends) = pcap_file_ends(false, false, false, 1, 65535, &input);
+    let f = temp_file(&file);
+    let cut = f.try_clone().unwrap();
+    let map = std::sync::Arc::new(Mapping::new(f).map_err(|e| e.1).unwrap());
+    let mut md = MappedReader::new("test.pcap", map, supported).unwrap();
+    md.set_block_size(4096);
+    (file, ends, md, cut)
+}
+
+fn empty_outcome() -> Outcome {
+    Outcome {
+        recs: Vec::new(),
+        stats: ReaderStats::default(),
+        err: None,
+        consumed: 0,
+    }
+}
+
+/// Cut by someone else between two windows (inside a record, or at a record's end):
+/// the same records, counters and end (Truncated error, or clean) as the read path
+/// gives for the shortened file.
+#[test]
+fn a_mapped_file_cut_between_windows_ends_as_the_shorter_file() {
+    for at_boundary in [false, true] {
+        let (file, ends, mut md, cut) = mapped_sample();
+        let mut out = empty_outcome();
+        let mut recs = Vec::new();
+        let (w, step) = md.next_window(&mut recs);
+        assert!(step.unwrap());
+        for r in &recs {
+            let at = r.data_start as usize..r.data_start as usize + r.caplen as usize;
+            out.recs.push((*r, w.bytes()[at].to_vec()));
+        }
+        let len = if at_boundary {
+            ends[100]
+        } else {
+            ends[100] + 7
+        };
+        cut.set_len(len as u64).unwrap();
+        drain_mapped(&mut md, &mut out);
+        let want = read_with(Cursor::new(file[..len].to_vec()), 4096, supported).unwrap();
+        assert_eq!(out.essence(), want.essence());
+        assert_eq!(format!("{:?}", out.err), format!("{:?}", want.err));
+        assert_eq!(format!("{:?}", out.stats), format!("{:?}", want.stats));
+        assert_eq!(out.consumed, want.consumed);
+        if at_boundary {
+            assert!(out.err.is_none());
+        } else {
+            let e = out.err.unwrap().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "test.pcap: byte {}: truncated record header: need 16 bytes, file ends after 7",
+                    ends[100]
+                )
+            );
+        }
+    }
+}
+
+/// Cut while a window is being framed (and its bytes past the new end read as zeros,
+/// through the SIGBUS guard): the window is framed again up to the new end, so the
+/// records past it are dropped and the error is the shortened file's.
+#[test]
+fn a_mapped_file_cut_while_a_window_is_framed_is_framed_again() {
+    let (file, ends, mut md, cut) = mapped_sample();
+    let len = ends[20] + 30; // inside the first 4 KiB window
+    let map = std::sync::Arc::clone(md.mapping());
+    let mut armed = true;
+    md.after_frame = Some(Box::new(move || {
+        if armed && map.visible_len() > 4096 + 4096 {
+            // After the first window: cut, and touch a page past the new end.
+            armed = false;
+            cut.set_len(len as u64).unwrap();
+            let b = std::hint::black_box(map.bytes())[3 * 4096 + 1];
+            assert_eq!(b, 0);
+            assert!(map.fault_offset().is_some());
+        }
+    }));
+    let mut out = empty_outcome();
+    drain_mapped(&mut md, &mut out);
+    let want = read_with(Cursor::new(file[..len].to_vec()), 4096, supported).unwrap();
+    assert_eq!(out.essence(), want.essence());
+    assert_eq!(format!("{:?}", out.err), format!("{:?}", want.err));
+    assert_eq!(format!("{:?}", out.stats), format!("{:?}", want.stats));
+    assert!(matches!(
+        out.err.unwrap().kind,
+        CaptureErrorKind::Truncated {
+            part: TruncatedPart::RecordData,
+            needed: 100,
+            available: 14
+        }
+    ));
+}
+
+/// Cut to before what was already delivered (and touched there, through the SIGBUS
+/// guard): no crash, and a Truncated error that says so.
+#[test]
+fn a_mapped_file_cut_before_what_was_read_is_a_truncated_error() {
+    let (_file, _ends, mut md, cut) = mapped_sample();
+    let mut recs = Vec::new();
+    for _ in 0..3 {
+        assert!(md.next_window(&mut recs).1.unwrap());
+    }
+    let consumed = md.bytes_consumed();
+    let (w, _) = md.next_window(&mut recs);
+    cut.set_len(1000).unwrap();
+    // A worker still reading a window past the new end: zeros, no crash.
+    assert!(std::hint::black_box(w.bytes())
+        .iter()
+        .skip(100)
+        .all(|&b| b == 0));
+    assert!(md.mapping().fault_offset().is_some());
+    recs.clear();
+    let (_, step) = md.next_window(&mut recs);
+    assert!(recs.is_empty());
+    let e = step.unwrap_err();
+    assert!(consumed > 1000);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "test.pcap: byte 1000: truncated while being read: {} bytes already read, \
+             file now ends after 1000",
+            md.bytes_consumed()
+        )
+    );
+    assert!(matches!(md.next_window(&mut recs).1, Ok(false)));
 }

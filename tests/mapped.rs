@@ -1,0 +1,103 @@
+//! A capture file cut by someone else while `qmwatch replay` has it mapped:
+//! the same clear "truncated" error and exit status 2 as a file that was
+//! short from the start, never a crash (SIGBUS).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Sends `sig` (a `kill` signal name) to `pid`.
+fn kill(sig: &str, pid: u32) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pid}: {st:?}");
+}
+
+/// The state letter of `pid` in /proc (`T`: stopped), or None once it is gone.
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Cut ahead of the reader (stopped as soon as the file is mapped) and
+/// behind it (stopped after it has framed well past the cut, so that the
+/// windows in flight and the one being framed lose their pages).
+#[test]
+fn a_capture_cut_while_mapped_is_truncated_not_a_crash() {
+    for delay in [0, 150, 400].map(Duration::from_millis) {
+        cut_while_mapped(delay);
+    }
+}
+
+fn cut_while_mapped(delay: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.pcap");
+    // A classic pcap header (Ethernet), then 2 GiB of zeros: each 16 zero
+    // bytes are a record of caplen 0. Sparse: no disk, but seconds of replay.
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut head = Vec::new();
+    head.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    head.extend_from_slice(&2u16.to_le_bytes());
+    head.extend_from_slice(&4u16.to_le_bytes());
+    head.extend_from_slice(&[0; 8]);
+    head.extend_from_slice(&65535u32.to_le_bytes());
+    head.extend_from_slice(&1u32.to_le_bytes());
+    f.write_all(&head).unwrap();
+    f.set_len(24 + (2u64 << 30)).unwrap();
+
+    let child = Command::new(env!("CARGO_BIN_EXE_qmwatch"))
+        .args(["replay", "--quiet", "--workers", "1", "-o", "/dev/null"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the file is mapped.
+    let maps = format!("/proc/{pid}/maps");
+    let name = path.to_str().unwrap();
+    let start = Instant::now();
+    loop {
+        let m = std::fs::read_to_string(&maps).unwrap_or_default();
+        if m.contains(name) {
+            break;
+        }
+        assert!(
+            state(pid).is_some_and(|s| s != 'Z'),
+            "qmwatch ended before its capture was mapped: {:?}",
+            child.wait_with_output()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the capture was never mapped"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(delay);
+    kill("STOP", pid);
+    // Stopped (not ended) before the cut, or the test would prove nothing.
+    let stop = Instant::now();
+    while state(pid) != Some('T') {
+        assert!(
+            state(pid).is_some_and(|s| s != 'Z'),
+            "qmwatch ended before it could be stopped: the capture is too small"
+        );
+        assert!(stop.elapsed() < Duration::from_secs(10), "never stopped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Cut inside a record (not at a record boundary).
+    f.set_len((1 << 20) + 7).unwrap();
+    kill("CONT", pid);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), None, "killed by a signal: {err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sparse.pcap") && err.contains("truncated"),
+        "{err}"
+    );
+}
