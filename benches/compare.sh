@@ -2,7 +2,8 @@
 # Times qmwatch against the tools a user would reach for instead, on one
 # capture file:
 #
-#   qmwatch replay --quiet --output /dev/null FILE          (1 worker, then 2)
+#   qmwatch replay --quiet --output /dev/null FILE          (1 worker, then 2,
+#                                                            then 1 with --mmap)
 #   tcpdump -r FILE -w /dev/null                            (libpcap just reading)
 #   cat FILE > /dev/null                                    (the floor: reading it)
 #   tshark -r FILE -Y 'tcp.payload matches "^[1-9][0-9]*:[KZD]"'   (K/Z/D replies)
@@ -69,6 +70,8 @@ add() {
 # shellcheck disable=SC2086
 add "qmwatch-1w" "$qmwatch replay --quiet --output /dev/null --workers 1 ${QMWATCH_ARGS:-} $(printf %q "$file")"
 add "qmwatch-2w" "$qmwatch replay --quiet --output /dev/null --workers 2 ${QMWATCH_ARGS:-} $(printf %q "$file")"
+# Mapped instead of read: which costs less depends on the machine.
+add "qmwatch-1w-map" "$qmwatch replay --quiet --output /dev/null --workers 1 --mmap ${QMWATCH_ARGS:-} $(printf %q "$file")"
 if command -v tcpdump >/dev/null; then
   add "tcpdump" "tcpdump -r $(printf %q "$file") -w /dev/null"
 else

@@ -202,6 +202,12 @@ struct ReplayArgs {
     /// while a slow pipe is still being read).
     #[arg(long, default_value_t = 1 << 20, hide = true, value_parser = clap::value_parser!(u64).range(64..=(1 << 30)))]
     block_size: u64,
+    /// Map regular capture files into memory and read them in place,
+    /// instead of copying them into blocks. Which is faster depends on the
+    /// machine (`benches/compare.sh FILE` times both); a file cut while
+    /// mapped is reported as truncated, as when read.
+    #[arg(long)]
+    mmap: bool,
     /// Also write a `qmwatch.stats` event every DURATION of wall time and
     /// one at the end (off by default: a replay's events are only its
     /// findings).
@@ -606,6 +612,7 @@ struct Run<'a> {
     policy: &'a PolicyArgs,
     alert_window_ns: Option<u64>,
     block_size: usize,
+    map_files: bool,
     stats_interval_ns: Option<u64>,
 }
 
@@ -626,6 +633,7 @@ fn start(run: Run<'_>) -> Result<RunReport, String> {
         workers: usize::from(run.engine.workers),
         flow: run.engine.flow(),
         block_size: run.block_size,
+        map_files: run.map_files,
         policy: Arc::new(policy),
         alert_window_ns: run.alert_window_ns,
     };
@@ -647,6 +655,7 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
         policy: &a.policy,
         alert_window_ns: a.alert_window,
         block_size: a.block_size as usize,
+        map_files: a.mmap,
         stats_interval_ns: a.stats_interval,
     }) {
         Ok(report) => exit::finish_run(&report, a.quiet),
@@ -687,6 +696,7 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         policy: &a.policy,
         alert_window_ns: None,
         block_size: 1 << 20,
+        map_files: false,
         stats_interval_ns: None,
     }) {
         Ok(r) => r,

@@ -66,6 +66,9 @@ pub struct ReplayConfig {
     pub workers: usize,
     pub flow: FlowConfig,
     pub block_size: usize,
+    /// Map regular capture files and frame them where they are, instead of
+    /// reading them into blocks (`--mmap`).
+    pub map_files: bool,
     /// Site policy that judges services and relaying.
     pub policy: Arc<Policy>,
     /// Fold repeated relay alerts into one per window (packet-time ns).
@@ -887,6 +890,7 @@ pub fn replay(
     let source = FileSource {
         files: cfg.files.clone(),
         block_size: cfg.block_size,
+        map_files: cfg.map_files,
         progress,
     };
     run(cfg.engine(), destinations, opts, Box::new(source), stop)
