@@ -17,6 +17,9 @@ read -r -a args <<< "${QMWATCH_ARGS:-}"
 declare -A wall cpu
 for ((r = 0; r < runs; r++)); do
   for b in "$@"; do
+    # Warm the page cache every time: memory reclaim can evict pages of a
+    # large file between two runs.
+    cat "$file" >/dev/null
     out=$({ /usr/bin/time -f "%e %U %S" "$b" replay -q -o /dev/null "${args[@]}" "$file" >/dev/null; } 2>&1 | tail -n 1)
     read -r w u s <<< "$out"
     wall[$b]+=" $w"

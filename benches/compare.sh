@@ -104,6 +104,10 @@ trap 'rm -rf "$tmp"' EXIT
 # microsecond; /usr/bin/time only to the hundredth of a second.
 run() {
   local i=$1 t0 t1 rc=0
+  # Warm the page cache first, every time: a machine's memory reclaim
+  # (DAMON's, say) can evict pages of a large file between two runs, and
+  # a run that reads from the disk measures the disk.
+  cat "$file" >/dev/null
   t0=$(date +%s%N)
   if [ $have_py = 1 ]; then
     python3 -c '
