@@ -13,8 +13,9 @@ use std::ffi::{c_void, CString};
 
 use qmwatch_suricata_core::eve::{self, EveWriter};
 use suricata_sys::jsonbuilder::{
-    SCJbAppendStringFromBytes, SCJbClose, SCJbOpenArray, SCJbOpenObject, SCJbSetBool,
-    SCJbSetStringFromBytes, SCJbSetUint, SCJbStartObject, SCJsonBuilder,
+    SCJbAppendString, SCJbAppendStringFromBytes, SCJbClose, SCJbOpenArray, SCJbOpenObject,
+    SCJbSetBool, SCJbSetString, SCJbSetStringFromBytes, SCJbSetUint, SCJbStartObject,
+    SCJsonBuilder,
 };
 
 use crate::parser::QmTx;
@@ -46,6 +47,11 @@ impl EveWriter for JbWriter {
         unsafe { SCJbClose(self.jb) }
     }
     fn set_bytes(&mut self, k: &str, val: &[u8]) -> bool {
+        if val.is_empty() {
+            // Suricata's builder refuses an empty byte string.
+            return key(k)
+                .is_some_and(|k| unsafe { SCJbSetString(self.jb, k.as_ptr(), c"".as_ptr()) });
+        }
         let val = val.get(..len(val) as usize).unwrap_or_default();
         key(k).is_some_and(|k| unsafe {
             SCJbSetStringFromBytes(self.jb, k.as_ptr(), val.as_ptr(), len(val))
@@ -61,6 +67,9 @@ impl EveWriter for JbWriter {
         key(k).is_some_and(|k| unsafe { SCJbSetBool(self.jb, k.as_ptr(), val) })
     }
     fn append_bytes(&mut self, val: &[u8]) -> bool {
+        if val.is_empty() {
+            return unsafe { SCJbAppendString(self.jb, c"".as_ptr()) };
+        }
         let val = val.get(..len(val) as usize).unwrap_or_default();
         unsafe { SCJbAppendStringFromBytes(self.jb, val.as_ptr(), len(val)) }
     }
