@@ -9,7 +9,7 @@
 //! (then mutated: bytes flipped, inserted, dropped, cut), windows of the
 //! fixture captures starting where the sniffer sees QMTP/QMQP (real
 //! protocol bytes interleaved with packet headers), and plain noise.
-//! `QMWATCH_NO_PANIC_ROUNDS` sets the rounds (default 3000).
+//! `QMWATCH_NO_PANIC_ROUNDS` sets the rounds (default 20000).
 
 use std::path::PathBuf;
 
@@ -44,9 +44,16 @@ fn client_stream(rng: &mut Rng, protocol: Protocol) -> (Vec<u8>, usize) {
     let mut rcpts_total = 0;
     for _ in 0..packages {
         let body_len = rng.index(300);
-        let mut body: Vec<u8> = (0..body_len).map(|_| b'a' + (rng.index(26) as u8)).collect();
+        let mut body: Vec<u8> = (0..body_len)
+            .map(|_| b'a' + (rng.index(26) as u8))
+            .collect();
         if rng.chance(0.3) {
-            body.splice(0..0, b"Message-ID: <1234567890.666.nessus@example.org>\n".iter().copied());
+            body.splice(
+                0..0,
+                b"Message-ID: <1234567890.666.nessus@example.org>\n"
+                    .iter()
+                    .copied(),
+            );
         }
         let n = rng.index(5);
         rcpts_total += n;
@@ -135,7 +142,7 @@ fn fixture_windows() -> Vec<Vec<u8>> {
 
 /// Feeds both streams in random chunks, interleaved, with gaps and ends,
 /// reading every buffer and the EVE record of every transaction made.
-fn drive(rng: &mut Rng, protocol: Protocol, dp: u16, client: &[u8], server: &[u8]) {
+fn drive(rng: &mut Rng, protocol: Protocol, dp: u16, client: &[u8], server: &[u8]) -> u64 {
     let mut f = FlowState::new(protocol, 1024 + rng.index(60000) as u16, dp);
     let streams = [client, server];
     let mut pos = [0usize; 2];
@@ -183,7 +190,12 @@ fn drive(rng: &mut Rng, protocol: Protocol, dp: u16, client: &[u8], server: &[u8
             let _ = tx.sender();
             let _ = tx.message_start();
             for i in 0..(tx.body.as_ref().map_or(0, |b| b.recipients.len()) as u32 + 2) {
-                let _ = (tx.rcpt(i), tx.reply_code(i), tx.reply_text(i), tx.rcpt_reply(i));
+                let _ = (
+                    tx.rcpt(i),
+                    tx.reply_code(i),
+                    tx.reply_text(i),
+                    tx.rcpt_reply(i),
+                );
             }
             let mut w = StringWriter::new();
             let _ = log(tx, &mut w);
@@ -196,7 +208,7 @@ fn drive(rng: &mut Rng, protocol: Protocol, dp: u16, client: &[u8], server: &[u8
             }
         }
     }
-    let _ = f.drain_txs().count();
+    f.drain_txs().count() as u64
 }
 
 #[test]
@@ -204,10 +216,11 @@ fn the_entry_points_do_not_panic() {
     let rounds: u64 = std::env::var("QMWATCH_NO_PANIC_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+        .unwrap_or(20_000);
     let windows = fixture_windows();
     assert!(!windows.is_empty(), "no fixture bytes found");
     let mut rng = Rng::new(0x5eed_0017);
+    let mut txs = 0;
     for round in 0..rounds {
         let seed = rng.next_u64();
         let mut r = Rng::new(seed);
@@ -246,6 +259,14 @@ fn the_entry_points_do_not_panic() {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             drive(&mut r, protocol, dp, &client, &server)
         }));
-        assert!(result.is_ok(), "round {round}: panic with seed {seed:#x}");
+        match result {
+            Ok(n) => txs += n,
+            Err(_) => panic!("round {round}: panic with seed {seed:#x}"),
+        }
     }
+    // The inputs reach the transaction code, not only the sniffer.
+    assert!(
+        txs > rounds / 10,
+        "only {txs} transactions in {rounds} rounds"
+    );
 }
