@@ -96,7 +96,25 @@ impl QmState {
         if eof {
             core.eof(dir, ts);
         }
-        // Moves the core's new transactions into Suricata's list.
+        self.take_txs();
+    }
+}
+
+impl QmState {
+    /// Direction `dir` ended without a call of its own.
+    fn parse_eof(&mut self, flow: *const Flow, dir: usize) {
+        let ts = now_ns(flow);
+        if let Some(core) = self.core.as_mut() {
+            core.eof(dir, ts);
+        }
+        self.take_txs();
+    }
+
+    /// Moves the core's new transactions into Suricata's list.
+    fn take_txs(&mut self) {
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
         for tx in core.drain_txs() {
             let mut tx_data = AppLayerTxData::new();
             for (kind, _) in &tx.anomalies {
@@ -231,13 +249,18 @@ unsafe fn parse(
         let Some(s) = qm_state(state) else {
             return AppLayerResult::ok();
         };
-        let flag = if dir == TO_SERVER {
-            APP_LAYER_PARSER_EOF_TS
+        let isset = |flag| !pstate.is_null() && SCAppLayerParserStateIssetFlag(pstate, flag) > 0;
+        let (mine, other) = if dir == TO_SERVER {
+            (APP_LAYER_PARSER_EOF_TS, APP_LAYER_PARSER_EOF_TC)
         } else {
-            APP_LAYER_PARSER_EOF_TC
+            (APP_LAYER_PARSER_EOF_TC, APP_LAYER_PARSER_EOF_TS)
         };
-        let eof = !pstate.is_null() && SCAppLayerParserStateIssetFlag(pstate, flag) > 0;
-        s.parse(flow, dir, &slice, eof);
+        s.parse(flow, dir, &slice, isset(mine));
+        // Suricata's flow timeout may mark the other direction ended
+        // without calling its parser: the flow is over once both are.
+        if isset(mine) && isset(other) {
+            s.parse_eof(flow, 1 - dir);
+        }
         AppLayerResult::ok()
     })
 }
