@@ -181,13 +181,14 @@ def qmwatch_transactions(capture):
         e = json.loads(line)
         if e.get("event", {}).get("dataset") != "qmwatch.transaction":
             continue
-        if "email" not in e:
-            continue  # a reply with no request
+        sender = e.get("email", {}).get("from", {}).get("address")
+        if sender is None:
+            continue  # a reply with no request, or a request with no sender
         replies = tuple((x["recipient"], x.get("code"), x.get("text"))
                         for x in e["qmwatch"].get("replies", []))
         out[(endpoint(e["source"]["ip"], e["source"]["port"]),
              endpoint(e["destination"]["ip"], e["destination"]["port"]),
-             e["network"]["protocol"], e["email"]["from"]["address"], replies)] += 1
+             e["network"]["protocol"], sender, replies)] += 1
     return out
 
 

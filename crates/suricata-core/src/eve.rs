@@ -61,6 +61,8 @@ fn write<W: EveWriter>(tx: &Tx, key: &str, w: &mut W) -> Option<()> {
             if let Some(from) = &b.from {
                 ok(w.set_bytes("from", from))?;
                 ok(w.set_bool("bounce", from.is_empty()))?;
+            }
+            if b.request {
                 ok(w.open_array("to"))?;
                 for r in &b.recipients {
                     ok(w.append_bytes(&r.address))?;
@@ -86,7 +88,7 @@ fn write<W: EveWriter>(tx: &Tx, key: &str, w: &mut W) -> Option<()> {
             }
             ok(w.set_bool("complete", b.complete))?;
             ok(w.set_str("request_state", &b.request_state))?;
-            if b.from.is_some() {
+            if b.request {
                 ok(w.set_uint("message_bytes", b.message_bytes))?;
                 if b.message_gap_bytes > 0 {
                     ok(w.set_uint("message_gap_bytes", b.message_gap_bytes))?;

@@ -42,7 +42,9 @@ impl ReplyView {
 /// What the transaction carries besides anomalies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxBody {
-    /// `None`: the server replied but no request was read.
+    /// A request was read (`request_state` is not `absent`).
+    pub request: bool,
+    /// The envelope sender; `None` when no request, or no sender, was read.
     pub from: Option<Vec<u8>>,
     pub recipients: Vec<Recipient>,
     pub recipient_count: u64,
@@ -137,6 +139,7 @@ impl Tx {
             id,
             protocol: t.protocol,
             body: Some(TxBody {
+                request: t.request.is_some(),
                 from,
                 recipients,
                 recipient_count,
@@ -207,8 +210,7 @@ impl Tx {
     /// The message's first bytes (at most 64).
     pub fn message_start(&self) -> Option<&[u8]> {
         let b = self.body.as_ref()?;
-        b.from.as_ref()?;
-        Some(b.message_start.as_slice())
+        b.request.then_some(b.message_start.as_slice())
     }
 
     fn lone_reply(&self, i: u32) -> Option<&ReplyView> {
