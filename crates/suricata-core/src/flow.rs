@@ -166,11 +166,13 @@ impl FlowState {
         if self.finished || dir > 1 {
             return first..first;
         }
+        // Suricata's end flag stays set: later calls repeat it.
+        let again = self.eof.get(dir).copied().unwrap_or(true);
         if let Some(e) = self.eof.get_mut(dir) {
             *e = true;
         }
         let mut out = std::mem::take(&mut self.scratch);
-        if !self.rejected {
+        if !self.rejected && !again {
             self.session.end_of_direction(dir, ts, &mut out);
         }
         if self.eof == [true, true] {
@@ -341,6 +343,21 @@ mod tests {
             txs[0].anomalies[0].0,
             qmwatch_proto::AnomalyKind::SmtpToQmServer
         );
+    }
+
+    #[test]
+    fn a_repeated_end_is_one_end() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        let p = pkg();
+        f.data(TO_SERVER, &p[..p.len() - 3], 1);
+        for _ in 0..3 {
+            f.eof(TO_SERVER, 2);
+        }
+        f.data(TO_CLIENT, &replies(), 3);
+        f.eof(TO_CLIENT, 4);
+        f.eof(TO_CLIENT, 4);
+        assert!(f.finished());
+        assert_eq!(f.txs().len(), 1);
     }
 
     #[test]
