@@ -175,7 +175,12 @@ impl FlowState {
         if !self.rejected && !again {
             self.session.end_of_direction(dir, ts, &mut out);
         }
-        if self.eof == [true, true] {
+        // Suricata does not always report the end of the server's
+        // direction (a server that closed first, a capture that ends): once
+        // the client is done and nothing awaits a reply, the flow is over.
+        let client_done_nothing_pending =
+            dir == TO_SERVER && !self.rejected && self.session.stored_bytes() == 0;
+        if self.eof == [true, true] || client_done_nothing_pending {
             self.finish_into(ts, &mut out);
         }
         self.take(&mut out);
@@ -358,6 +363,25 @@ mod tests {
         f.eof(TO_CLIENT, 4);
         assert!(f.finished());
         assert_eq!(f.txs().len(), 1);
+    }
+
+    #[test]
+    fn the_client_done_with_nothing_pending_ends_the_flow() {
+        // SMTP to a QMTP port, the client closes, the server never does:
+        // the anomaly is not held back for an end that may not come.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, b"EHLO x\r\n", 1);
+        f.eof(TO_SERVER, 2);
+        assert!(f.finished());
+        assert_eq!(f.txs().len(), 1);
+        // A package still awaiting replies keeps the flow open.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.eof(TO_SERVER, 2);
+        assert!(!f.finished());
+        f.data(TO_CLIENT, &replies(), 3);
+        assert_eq!(f.txs().len(), 1);
+        assert!(f.txs()[0].body.as_ref().unwrap().complete);
     }
 
     #[test]
