@@ -18,7 +18,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(decode_frame capture_reader protocol_chunks reassembly_model)
+  targets=(decode_frame capture_reader protocol_chunks reassembly_model suricata_flow)
 fi
 export RUSTC_BOOTSTRAP=1
 
@@ -29,6 +29,8 @@ fi
 
 echo "== seed corpora from ../fixtures"
 python3 make_seeds.py ../fixtures corpus || exit 1
+# suricata_flow reads protocol_chunks' input format: same seeds.
+mkdir -p corpus/suricata_flow && { cp -n corpus/protocol_chunks/* corpus/suricata_flow/ 2>/dev/null || true; }
 
 echo "== build (release, debug assertions, AddressSanitizer)"
 cargo fuzz build --debug-assertions || exit 1

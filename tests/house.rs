@@ -4,7 +4,9 @@
 //! doc comment and attributes, or among them).
 //!
 //! Scanned: the sources of the product crates (crates/wire, crates/proto,
-//! crates/sensor) and of the binary (src/); not the generator or the test
+//! crates/sensor, and the Suricata plugin's crates/suricata-core and
+//! crates/qmwatch-suricata, read as files: the plugin is not built here) and
+//! of the binary (src/); not the generator or the test
 //! kit, not test files (`tests.rs`, `tests/`) and not inline
 //! `#[cfg(test)] mod … { … }` blocks. A function is measured from its `fn`
 //! line to its closing brace, braces counted with comments, strings and
@@ -21,6 +23,8 @@ const ROOTS: &[&str] = &[
     "crates/wire/src",
     "crates/proto/src",
     "crates/sensor/src",
+    "crates/suricata-core/src",
+    "crates/qmwatch-suricata/src",
     "src",
 ];
 

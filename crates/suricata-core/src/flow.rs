@@ -1,0 +1,398 @@
+//! One flow's app-layer state: a `qmwatch-proto` session fed Suricata's
+//! reassembled stream, and the transactions it produced.
+//!
+//! Owns: the stream offsets of both directions, feeding data, gaps and
+//! end-of-direction to the [`Session`], turning its [`Record`]s into
+//! [`Tx`]s (one per QMTP package or QMQP message, created when its replies
+//! are in or the flow ends; anomalies ride on the transaction created in
+//! the same call, or on one of their own), and the transaction list
+//! Suricata walks and frees.
+//!
+//! Must not: parse anything itself, hold transactions Suricata has freed,
+//! or grow without bound (the session is bounded; transactions are freed
+//! by Suricata once logged and inspected, and past [`MAX_TXS`] unfreed ones
+//! the oldest are dropped).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use qmwatch_proto::session::{Session, Status};
+use qmwatch_proto::{Protocol, Record};
+
+use crate::tx::Tx;
+
+/// Transactions held that Suricata has not freed yet.
+pub const MAX_TXS: usize = 1024;
+
+/// Direction 0: client to server (Suricata's to-server); 1: to the client.
+pub const TO_SERVER: usize = 0;
+pub const TO_CLIENT: usize = 1;
+
+/// The state of one flow.
+#[derive(Debug)]
+pub struct FlowState {
+    session: Session,
+    protocol: Protocol,
+    offsets: [u64; 2],
+    eof: [bool; 2],
+    finished: bool,
+    rejected: bool,
+    next_id: u64,
+    txs: VecDeque<Tx>,
+    scratch: Vec<Record>,
+}
+
+impl FlowState {
+    /// A flow from client port `sp` to server port `dp`, detected as
+    /// `protocol`. Suricata knows which side opened the flow, so the
+    /// session is told the client direction.
+    pub fn new(protocol: Protocol, sp: u16, dp: u16) -> Self {
+        // The session only uses the ports (the server's, for the standard
+        // port test); EVE carries the real addresses.
+        let ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let addrs = [SocketAddr::new(ip, sp), SocketAddr::new(ip, dp)];
+        FlowState {
+            session: Session::new(addrs, Some(TO_SERVER), false),
+            protocol,
+            offsets: [0; 2],
+            eof: [false; 2],
+            finished: false,
+            rejected: false,
+            next_id: 0,
+            txs: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The protocol the flow was detected as.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Transactions created so far (Suricata's tx count).
+    pub fn tx_count(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The transaction with Suricata's id `id` (0-based).
+    pub fn tx(&self, id: u64) -> Option<&Tx> {
+        self.txs.iter().find(|t| t.id == id.wrapping_add(1))
+    }
+
+    /// Held transactions, oldest first.
+    pub fn txs(&self) -> &VecDeque<Tx> {
+        &self.txs
+    }
+
+    /// Hands over the held transactions, oldest first (the plugin keeps
+    /// its own list, each with Suricata's per-transaction data).
+    pub fn drain_txs(&mut self) -> std::collections::vec_deque::Drain<'_, Tx> {
+        self.txs.drain(..)
+    }
+
+    /// Suricata freed transaction `id` (0-based).
+    pub fn free_tx(&mut self, id: u64) {
+        if let Some(i) = self.txs.iter().position(|t| t.id == id.wrapping_add(1)) {
+            self.txs.remove(i);
+        }
+    }
+
+    /// The flow is over (both directions ended, or Suricata said so): every
+    /// pending transaction has been created.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Bytes of direction `dir`, in order. Returns the ids (1-based) of the
+    /// transactions created, as a range.
+    pub fn data(&mut self, dir: usize, data: &[u8], ts: u64) -> std::ops::Range<u64> {
+        let first = self.next_id;
+        if self.finished || dir > 1 || data.is_empty() {
+            return first..first;
+        }
+        let offset = self.offsets.get(dir).copied().unwrap_or(0);
+        if let Some(o) = self.offsets.get_mut(dir) {
+            *o = o.saturating_add(data.len() as u64);
+        }
+        if !self.rejected {
+            let mut out = std::mem::take(&mut self.scratch);
+            let st = self.session.data(dir, offset, data, ts, None, &mut out);
+            self.rejected = st == Status::Reject;
+            self.take(&mut out);
+            self.scratch = out;
+        }
+        first..self.next_id
+    }
+
+    /// `n` bytes of direction `dir` were lost.
+    pub fn gap(&mut self, dir: usize, n: u64, ts: u64) -> std::ops::Range<u64> {
+        let first = self.next_id;
+        if self.finished || dir > 1 || n == 0 {
+            return first..first;
+        }
+        if let Some(o) = self.offsets.get_mut(dir) {
+            *o = o.saturating_add(n);
+        }
+        if !self.rejected {
+            let mut out = std::mem::take(&mut self.scratch);
+            // Inside a message body, skipping is what the parser does
+            // anyway: a gap there costs nothing.
+            let st = match self.session.skippable(dir) {
+                Some((from, to)) => {
+                    let at = self
+                        .offsets
+                        .get(dir)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(n);
+                    if at >= from && at.saturating_add(n) <= to {
+                        self.session.skip(dir, n, ts, &mut out)
+                    } else {
+                        self.session.gap(dir, n, ts, &mut out)
+                    }
+                }
+                None => self.session.gap(dir, n, ts, &mut out),
+            };
+            self.rejected = st == Status::Reject;
+            self.take(&mut out);
+            self.scratch = out;
+        }
+        first..self.next_id
+    }
+
+    /// Direction `dir` ended. When both have, the flow is finished.
+    pub fn eof(&mut self, dir: usize, ts: u64) -> std::ops::Range<u64> {
+        let first = self.next_id;
+        if self.finished || dir > 1 {
+            return first..first;
+        }
+        // Suricata's end flag stays set: later calls repeat it.
+        let again = self.eof.get(dir).copied().unwrap_or(true);
+        if let Some(e) = self.eof.get_mut(dir) {
+            *e = true;
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        if !self.rejected && !again {
+            self.session.end_of_direction(dir, ts, &mut out);
+        }
+        // Suricata does not always report the end of the server's
+        // direction (a server that closed first, a capture that ends): once
+        // the client is done and nothing awaits a reply, the flow is over.
+        let client_done_nothing_pending =
+            dir == TO_SERVER && !self.rejected && self.session.stored_bytes() == 0;
+        if self.eof == [true, true] || client_done_nothing_pending {
+            self.finish_into(ts, &mut out);
+        }
+        self.take(&mut out);
+        self.scratch = out;
+        first..self.next_id
+    }
+
+    /// The flow is over whatever the directions said.
+    pub fn finish(&mut self, ts: u64) -> std::ops::Range<u64> {
+        let first = self.next_id;
+        if self.finished {
+            return first..first;
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        self.finish_into(ts, &mut out);
+        self.take(&mut out);
+        self.scratch = out;
+        first..self.next_id
+    }
+
+    fn finish_into(&mut self, ts: u64, out: &mut Vec<Record>) {
+        self.finished = true;
+        // A rejected session has nothing pending but may hold evasion
+        // signatures; `finish` reports nothing for it.
+        for a in self.session.take_evasion_signs() {
+            out.push(Record::Anomaly(Box::new(a)));
+        }
+        self.session.finish(ts, out);
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id = self.next_id.saturating_add(1);
+        self.next_id
+    }
+
+    fn push(&mut self, tx: Tx) {
+        if self.txs.len() >= MAX_TXS {
+            self.txs.pop_front();
+        }
+        self.txs.push_back(tx);
+    }
+
+    /// Records of one call to transactions.
+    fn take(&mut self, out: &mut Vec<Record>) {
+        if out.is_empty() {
+            return;
+        }
+        let first = self.next_id;
+        let mut anomalies = Vec::new();
+        for r in out.drain(..) {
+            match r {
+                Record::Service { .. } => {}
+                Record::Transaction(t) => {
+                    let id = self.new_id();
+                    let tx = Tx::from_transaction(id, &t);
+                    self.push(tx);
+                }
+                Record::Anomaly(a) => anomalies.push((a.kind, a.detail)),
+            }
+        }
+        if anomalies.is_empty() {
+            return;
+        }
+        let created_here = self.next_id > first;
+        match self.txs.back_mut() {
+            Some(t) if created_here => t.anomalies.extend(anomalies),
+            _ => {
+                let id = self.new_id();
+                let mut tx =
+                    Tx::anomalies_only(id, self.session.protocol().unwrap_or(self.protocol));
+                tx.anomalies = anomalies;
+                self.push(tx);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(protocol: Protocol, dp: u16, client: &[u8], server: &[u8], chunk: usize) -> Vec<Tx> {
+        let mut f = FlowState::new(protocol, 40000, dp);
+        for c in client.chunks(chunk.max(1)) {
+            f.data(TO_SERVER, c, 1);
+        }
+        for c in server.chunks(chunk.max(1)) {
+            f.data(TO_CLIENT, c, 2);
+        }
+        f.eof(TO_SERVER, 3);
+        f.eof(TO_CLIENT, 3);
+        assert!(f.finished());
+        f.txs().iter().cloned().collect()
+    }
+
+    fn ns(b: &[u8]) -> Vec<u8> {
+        let mut v = format!("{}:", b.len()).into_bytes();
+        v.extend_from_slice(b);
+        v.push(b',');
+        v
+    }
+
+    fn pkg() -> Vec<u8> {
+        let mut v = ns(b"\nSubject: hi\n");
+        v.extend(ns(b"alice@example.net"));
+        let mut r = ns(b"victim@example.com");
+        r.extend(ns(b"joe@example.net"));
+        v.extend(ns(&r));
+        v
+    }
+
+    fn replies() -> Vec<u8> {
+        let mut v = ns(b"Kok 1");
+        v.extend(ns(b"Dsorry, no relaying"));
+        v
+    }
+
+    #[test]
+    fn a_qmtp_package_in_any_chunking_is_one_transaction() {
+        for chunk in [1, 2, 3, 7, 1000] {
+            let txs = run(Protocol::Qmtp, 2209, &pkg(), &replies(), chunk);
+            assert_eq!(txs.len(), 1, "chunk {chunk}");
+            let t = &txs[0];
+            assert_eq!(t.sender(), Some(&b"alice@example.net"[..]));
+            assert_eq!(t.rcpt(0), Some(&b"victim@example.com"[..]));
+            assert_eq!(t.rcpt(1), Some(&b"joe@example.net"[..]));
+            assert_eq!(t.rcpt(2), None);
+            assert_eq!(t.reply_code(0), Some(&b"K"[..]));
+            assert_eq!(t.reply_code(1), Some(&b"D"[..]));
+            assert_eq!(t.reply_text(1), Some(&b"sorry, no relaying"[..]));
+            assert_eq!(t.rcpt_reply(0), Some(&b"K victim@example.com"[..]));
+            assert!(t.body.as_ref().unwrap().complete);
+            assert_eq!(t.body.as_ref().unwrap().encoding, Some("LF"));
+        }
+    }
+
+    #[test]
+    fn a_gap_in_the_body_costs_nothing() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        let p = pkg();
+        f.data(TO_SERVER, &p[..8], 1);
+        f.gap(TO_SERVER, 6, 1);
+        f.data(TO_SERVER, &p[14..], 1);
+        f.data(TO_CLIENT, &replies(), 2);
+        let t = f.tx(0).unwrap();
+        assert!(t.body.as_ref().unwrap().complete);
+        assert_eq!(t.body.as_ref().unwrap().message_gap_bytes, 6);
+        assert!(t.anomalies.is_empty());
+    }
+
+    #[test]
+    fn unanswered_package_is_reported_at_flow_end() {
+        let txs = run(Protocol::Qmtp, 209, &pkg(), b"", 5);
+        assert_eq!(txs.len(), 1);
+        assert!(!txs[0].body.as_ref().unwrap().complete);
+        assert_eq!(txs[0].reply_code(0), None);
+    }
+
+    #[test]
+    fn smtp_to_a_qmtp_port_is_an_anomaly() {
+        let txs = run(Protocol::Qmtp, 209, b"EHLO x\r\n", b"", 100);
+        assert_eq!(txs.len(), 1);
+        assert!(txs[0].body.is_none());
+        assert_eq!(
+            txs[0].anomalies[0].0,
+            qmwatch_proto::AnomalyKind::SmtpToQmServer
+        );
+    }
+
+    #[test]
+    fn a_repeated_end_is_one_end() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        let p = pkg();
+        f.data(TO_SERVER, &p[..p.len() - 3], 1);
+        for _ in 0..3 {
+            f.eof(TO_SERVER, 2);
+        }
+        f.data(TO_CLIENT, &replies(), 3);
+        f.eof(TO_CLIENT, 4);
+        f.eof(TO_CLIENT, 4);
+        assert!(f.finished());
+        assert_eq!(f.txs().len(), 1);
+    }
+
+    #[test]
+    fn the_client_done_with_nothing_pending_ends_the_flow() {
+        // SMTP to a QMTP port, the client closes, the server never does:
+        // the anomaly is not held back for an end that may not come.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, b"EHLO x\r\n", 1);
+        f.eof(TO_SERVER, 2);
+        assert!(f.finished());
+        assert_eq!(f.txs().len(), 1);
+        // A package still awaiting replies keeps the flow open.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.eof(TO_SERVER, 2);
+        assert!(!f.finished());
+        f.data(TO_CLIENT, &replies(), 3);
+        assert_eq!(f.txs().len(), 1);
+        assert!(f.txs()[0].body.as_ref().unwrap().complete);
+    }
+
+    #[test]
+    fn freed_transactions_go() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.data(TO_CLIENT, &replies(), 2);
+        assert_eq!(f.tx_count(), 1);
+        assert!(f.tx(0).is_some());
+        f.free_tx(0);
+        assert!(f.tx(0).is_none());
+        assert_eq!(f.tx_count(), 1);
+    }
+}
