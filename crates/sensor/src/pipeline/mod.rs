@@ -159,7 +159,8 @@ pub struct CaptureCounters {
     pub kernel_drops: AtomicU64,
     /// Dropped by the interface or its driver (libpcap `ps_ifdrop`).
     pub interface_drops: AtomicU64,
-    /// TCP segments dropped because a worker's queue was full (live only).
+    /// TCP segments (and frames left to a worker to decode) dropped
+    /// because a worker's queue was full (live only).
     pub queue_drops: AtomicU64,
     /// Batches those segments were in.
     pub queue_dropped_batches: AtomicU64,
@@ -216,10 +217,14 @@ impl WorkerQueue {
         match self.tx.try_send(batch) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(b)) => {
-                if !b.segments.is_empty() {
+                // Frames left undecoded count as what they would have been
+                // (a source leaves them only to a worker whose queue was
+                // empty, so this is for a source that shares a queue).
+                let undecoded = b.frames.iter().filter(|r| r.caplen != DECODED_HERE);
+                let lost = b.segments.len() + undecoded.count();
+                if lost > 0 {
                     let c = &self.counters;
-                    c.queue_drops
-                        .fetch_add(b.segments.len() as u64, Ordering::Relaxed);
+                    c.queue_drops.fetch_add(lost as u64, Ordering::Relaxed);
                     c.queue_dropped_batches.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())

@@ -293,3 +293,33 @@ fn several_workers_get_frames_only_when_all_wait() {
     let third = rxs[0].try_recv().expect("a batch");
     assert!(third.frames.is_empty() && !third.segments.is_empty());
 }
+
+/// A live queue that is full drops the batch and counts what it held,
+/// frames left undecoded included (marks of segments counted once).
+#[test]
+fn a_dropped_batch_counts_its_undecoded_frames() {
+    let frames = fixture("qmtp-open-relay-2209.pcap");
+    let counters = Arc::new(CaptureCounters::default());
+    let (tx, _rx) = bounded::<Batch>(1);
+    let q = WorkerQueue {
+        tx,
+        lossless: false,
+        counters: Arc::clone(&counters),
+    };
+    let (buf, records) = block_of(&frames);
+    let block = Arc::new(Block::new(buf, None));
+    let batch = |segments: Vec<Segment>, frames: Vec<PacketRecord>| Batch {
+        block: Arc::clone(&block),
+        segments,
+        frames,
+        now: 0,
+        recycle: None,
+    };
+    q.send(batch(Vec::new(), Vec::new())).ok();
+    let mut marked = records.clone();
+    marked[0].caplen = DECODED_HERE;
+    q.send(batch(vec![Segment::default()], marked)).ok();
+    let c = counters.totals();
+    assert_eq!(c.queue_drops, records.len() as u64);
+    assert_eq!(c.queue_dropped_batches, 1);
+}
