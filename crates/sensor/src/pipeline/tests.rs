@@ -323,3 +323,58 @@ fn a_dropped_batch_counts_its_undecoded_frames() {
     assert_eq!(c.queue_drops, records.len() as u64);
     assert_eq!(c.queue_dropped_batches, 1);
 }
+
+/// In a replay every worker gets a batch for every block, even with
+/// nothing of its own in it, so that its packet-time clock advances (idle
+/// flows expire on time); and the block's packets and wire bytes are
+/// counted once, whichever thread decodes them.
+#[test]
+fn every_worker_hears_of_every_block_and_packets_are_counted() {
+    let frames = fixture("qmtp-open-relay-2209.pcap");
+    for defer in [Defer::Never, Defer::Always] {
+        let counters = Arc::new(CaptureCounters::default());
+        let mut queues = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = bounded::<Batch>(64);
+            queues.push(WorkerQueue {
+                tx,
+                lossless: true,
+                counters: Arc::clone(&counters),
+            });
+            rxs.push(rx);
+        }
+        let mut splitter = Splitter::new(3, true, Arc::clone(&counters));
+        splitter.defer = defer;
+        // One frame a block: two of the three workers have nothing in it.
+        for f in &frames {
+            let (buf, records) = block_of(std::slice::from_ref(f));
+            splitter
+                .dispatch(Block::new(buf, None), &records, &queues)
+                .unwrap_or_else(|_| panic!("worker gone"));
+        }
+        for rx in &rxs {
+            let nows: Vec<u64> = rx.try_iter().map(|b| b.now).collect();
+            let want: Vec<u64> = frames.iter().map(|f| f.ts).collect();
+            assert_eq!(nows, want, "{defer:?}");
+        }
+        let c = counters.totals();
+        assert_eq!(c.packets, frames.len() as u64);
+        let bytes: usize = frames.iter().map(|f| f.bytes.len()).sum();
+        assert_eq!(c.bytes, bytes as u64);
+        assert!(counters.last_packet_ns.load(Ordering::Relaxed) > 0);
+    }
+    // Nothing read: nothing to note as the latest packet.
+    let counters = Arc::new(CaptureCounters::default());
+    let (tx, _rx) = bounded::<Batch>(4);
+    let queues = vec![WorkerQueue {
+        tx,
+        lossless: true,
+        counters: Arc::clone(&counters),
+    }];
+    let mut splitter = Splitter::new(1, true, Arc::clone(&counters));
+    splitter
+        .dispatch(Block::new(Vec::new(), None), &[], &queues)
+        .unwrap_or_else(|_| panic!("worker gone"));
+    assert_eq!(counters.last_packet_ns.load(Ordering::Relaxed), 0);
+}
