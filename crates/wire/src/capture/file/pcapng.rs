@@ -12,6 +12,8 @@ use pcap_parser::pcapng::{
     parse_block_be, parse_block_le, parse_sectionheaderblock, Block, OptionCode,
 };
 
+use std::sync::Arc;
+
 use super::error::{CaptureErrorKind, TruncatedPart};
 use super::frame::{buffer_too_big, half, push, word, word_dyn, Stop};
 use super::record::{PacketRecord, ReaderStats};
@@ -81,7 +83,11 @@ impl Interface {
 #[derive(Clone, Debug)]
 pub(super) struct NgState {
     pub(super) big_endian: bool,
-    interfaces: Vec<Interface>,
+    /// Shared, so that a copy of the state (the mapped reader keeps one per
+    /// window, to frame it again if the file is cut meanwhile) costs no
+    /// copy of up to `MAX_INTERFACES` entries; an interface added after a
+    /// copy copies the list once.
+    interfaces: Arc<Vec<Interface>>,
     last_ts: u64,
 }
 
@@ -158,7 +164,7 @@ impl NgState {
     pub(super) fn new(big_endian: bool) -> NgState {
         NgState {
             big_endian,
-            interfaces: Vec::new(),
+            interfaces: Arc::default(),
             last_ts: 0,
         }
     }
@@ -203,7 +209,7 @@ impl NgState {
                 }
             }
         }
-        self.interfaces.push(Interface {
+        Arc::make_mut(&mut self.interfaces).push(Interface {
             link_type,
             supported: supported(link_type),
             scale: TsScale::from_tsresol(idb.if_tsresol),
@@ -296,7 +302,7 @@ impl NgState {
             return Err(short_block(len, rest.len()));
         };
         self.big_endian = check_shb(blk).map_err(Stop::Fail)?;
-        self.interfaces.clear();
+        self.interfaces = Arc::default();
         Ok(blk.len())
     }
 
