@@ -400,13 +400,17 @@ impl Decoder {
     /// decoded here. Reads the link header and two bytes of IP.
     #[inline]
     pub fn may_defer(&self, link_type: u32, frame: &[u8]) -> bool {
+        self.deferrable_ip(link_type, frame).is_some()
+    }
+
+    /// The IP packet of `frame` when [`may_defer`](Self::may_defer) allows it.
+    #[inline]
+    fn deferrable_ip<'a>(&self, link_type: u32, frame: &'a [u8]) -> Option<&'a [u8]> {
         if !self.notes.is_empty() {
-            return false;
+            return None;
         }
-        let Ok(ip) = link_payload(link_type, frame) else {
-            return false;
-        };
-        match ip.first().map(|b| b >> 4) {
+        let ip = link_payload(link_type, frame).ok()?;
+        let whole = match ip.first().map(|b| b >> 4) {
             // More-fragments flag and offset clear.
             Some(4) => ip
                 .get(6..8)
@@ -414,7 +418,8 @@ impl Decoder {
             // TCP straight after the fixed header.
             Some(6) => ip.get(6) == Some(&6),
             _ => false,
-        }
+        };
+        whole.then_some(ip)
     }
 
     /// For a frame [`may_defer`](Self::may_defer) allows that holds TCP
@@ -430,15 +435,12 @@ impl Decoder {
         link_type: u32,
         frame: &[u8],
     ) -> Option<(Addr, u16, Addr, u16)> {
-        if !self.notes.is_empty() {
-            return None;
-        }
-        let ip = link_payload(link_type, frame).ok()?;
+        let ip = self.deferrable_ip(link_type, frame)?;
         let first = *ip.first()?;
         let (src, dst, tcp_at) = match first >> 4 {
             4 => {
                 let h: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
-                if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 || h[9] != 6 {
+                if h[9] != 6 {
                     return None;
                 }
                 let v4 = |a: [u8; 4]| u128::from(u32::from_be_bytes(a)) | 0xffff_0000_0000;
@@ -451,9 +453,6 @@ impl Decoder {
             }
             6 => {
                 let h: &[u8; 40] = ip.get(..40)?.try_into().ok()?;
-                if h[6] != 6 {
-                    return None;
-                }
                 let a: [u8; 16] = h.get(8..24)?.try_into().ok()?;
                 let b: [u8; 16] = h.get(24..40)?.try_into().ok()?;
                 (u128::from_be_bytes(a), u128::from_be_bytes(b), 40)
