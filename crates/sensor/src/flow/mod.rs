@@ -827,17 +827,70 @@ impl FlowTable {
                 self.track_teardown(i, dir, seg)
             }
             State::Open => {
+                let mut verified = true;
                 if let Some(tcp) = tcp {
-                    if !self.checksum_accepts(i, dir, seg, tcp, out) {
+                    if self.only_skipped_body(i, dir, seg, payload.len()) {
+                        verified = false;
+                    } else if !self.checksum_accepts(i, dir, seg, tcp, out) {
                         return;
                     }
                 }
-                if !self.chaff_accepts(i, dir, seg, payload.len(), tcp, out) {
+                if !self.chaff_accepts(i, dir, seg, payload.len(), tcp, verified, out) {
                     return;
                 }
                 self.open_segment(i, dir, seg, payload, out);
             }
         }
+    }
+
+    /// Whether `seg` can go unchecksummed: in a direction whose checksums
+    /// are known to be real (`Auto`), a data segment with only ACK/PSH that
+    /// starts at the next expected byte and lies wholly in a message body
+    /// the parser skips unread, while neither direction holds out-of-order
+    /// data. Such a segment, even if its checksum is bad (chaff the
+    /// endpoint drops), changes no finding: its bytes are not parsed (a
+    /// body's bytes are a body's whatever they hold), its ACK can declare
+    /// no gap (nothing is held), it hands over no held data, and
+    /// `chaff_accepts` takes no TTL or timestamp reference from it. Chaff
+    /// there is still reported: the real segment, a retransmission, is
+    /// summed and conflicts with it (`tcp_overlap_conflict`). On captures
+    /// of large messages the sum over every body byte is a third of a
+    /// worker's time.
+    fn only_skipped_body(&self, i: u32, dir: usize, seg: &Segment, len: usize) -> bool {
+        if self.cfg.checksums != ChecksumMode::Auto
+            || len == 0
+            || seg.missing > 0
+            || !seg.ack_flag()
+            || seg.syn()
+            || seg.fin()
+            || seg.rst()
+        {
+            return false;
+        }
+        let Some(flow) = self.slab.get(i as usize) else {
+            return false;
+        };
+        let Some(c) = flow.candidate.as_ref() else {
+            return false;
+        };
+        if flow.csum.get(dir) != Some(&CSUM_VALID) {
+            return false;
+        }
+        let (Some(mine), Some(peer)) = (c.streams.get(dir), c.streams.get(1 - dir)) else {
+            return false;
+        };
+        if !mine.holds_nothing() || !peer.holds_nothing() {
+            return false;
+        }
+        let Some((from, to)) = c.session.skippable(dir) else {
+            return false;
+        };
+        // New bytes only, in order: a retransmission is summed, so that
+        // chaff after the real bytes is named for what it is.
+        let next = mine.next_offset();
+        from == next
+            && mine.offset_of(seg.seq) == Some(i128::from(next))
+            && next.saturating_add(len as u64) <= to
     }
 
     /// Decides whether an endpoint would accept `seg` by its checksum. In
@@ -990,6 +1043,7 @@ impl FlowTable {
     /// Such a segment is ignored and reported, once per flow and kind.
     /// Only segments that carry data, FIN or RST are judged.
     // Long: one check per sign of chaff, in the order an endpoint drops such a segment.
+    #[allow(clippy::too_many_arguments)]
     fn chaff_accepts(
         &mut self,
         i: u32,
@@ -997,6 +1051,7 @@ impl FlowTable {
         seg: &Segment,
         payload_len: usize,
         tcp: Option<&[u8]>,
+        verified: bool,
         out: &mut Vec<Record>,
     ) -> bool {
         let Some(flow) = self.slab.get_mut(i as usize) else {
@@ -1020,7 +1075,10 @@ impl FlowTable {
         let first_syn = seg.syn() && flow.syn_seen & bit == 0;
         let mut chaff = 0;
         let ttl_ref = flow.ttl_ref.get(dir).copied().unwrap_or(0);
-        let sets_ttl = seg.ttl != 0 && (ttl_ref == 0 || first_syn);
+        // A segment whose checksum was not looked at sets no reference: it
+        // may be chaff, and a reference taken from chaff would drop the
+        // real segments after it.
+        let sets_ttl = verified && seg.ttl != 0 && (ttl_ref == 0 || first_syn);
         if seg.ttl != 0 && !sets_ttl && seg.ttl < ttl_ref && judged {
             chaff = NOTE_TTL;
         }
@@ -1057,7 +1115,7 @@ impl FlowTable {
                         }
                     }
                 };
-                if in_order {
+                if in_order && verified {
                     if let Some(r) = flow.ts_recent.get_mut(dir) {
                         *r = tsval;
                     }

@@ -197,6 +197,11 @@ impl Stream {
         self.started
     }
 
+    /// True when no out-of-order piece is held.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.held.is_empty()
+    }
+
     /// Next stream offset the endpoint expects.
     pub fn next_offset(&self) -> u64 {
         self.next

@@ -985,3 +985,165 @@ fn fragment_notes_become_anomalies_once_per_flow() {
     kinds.sort_unstable();
     assert_eq!(kinds, ["ip_fragments_dropped", "ip_tiny_fragments"]);
 }
+
+/// A package whose message body is 2,000 bytes, its client stream cut in
+/// 200-byte segments (stamped, valid checksums), the reply, FINs; and where
+/// `chaff` (offset, ts) asks, a copy of the segment at that offset with
+/// other bytes and a bad checksum just before the real one.
+struct BodyRun {
+    pkts: Vec<(Pkt, bool)>,
+    request: Vec<u8>,
+}
+
+fn body_run(conn: &Conn, chaff_at: Option<u64>, chaff_first: bool) -> BodyRun {
+    let mut message = b"\n".to_vec();
+    message.extend(std::iter::repeat_n(b'm', 1999));
+    let mut request = ns(&message);
+    request.extend(ns(b"alice@example.org"));
+    request.extend(ns(&ns(b"bob@example.com")));
+    let q = request.len() as u64;
+    let r = REPLY.len() as u64;
+    let mut pkts: Vec<(Pkt, bool)> = stamped(conn.handshake(), true)
+        .into_iter()
+        .map(|p| (p, true))
+        .collect();
+    for (k, chunk) in request.chunks(200).enumerate() {
+        let off = 200 * k as u64;
+        let ts = 4000 + 10 * off;
+        let real = (
+            stamped(vec![conn.c2s(ts + 1, off, 0, 0, chunk)], true).remove(0),
+            true,
+        );
+        if !chaff_first {
+            pkts.push(real.clone());
+        }
+        if chaff_at == Some(off) {
+            let mut c = stamped(
+                vec![conn.c2s(ts, off, 0, 0, &vec![b'9'; chunk.len()])],
+                true,
+            );
+            if let Some((seg, _)) = c.first_mut() {
+                // From the future: TS.Recent taken from it would make every
+                // real segment after it fail PAWS.
+                seg.tsval = seg.tsval.wrapping_add(1 << 30);
+            }
+            pkts.extend(c.into_iter().map(|p| (p, false)));
+        }
+        if chaff_first {
+            pkts.push(real);
+        }
+    }
+    let tail = stamped(
+        vec![
+            conn.s2c(90_000, 0, q, 0, b""),
+            conn.s2c(91_000, 0, q, 0, REPLY),
+            conn.c2s(92_000, q, r, TCP_FIN, b""),
+            conn.s2c(93_000, r, q + 1, TCP_FIN, b""),
+            conn.c2s(94_000, q + 1, r + 1, 0, b""),
+        ],
+        true,
+    );
+    pkts.extend(tail.into_iter().map(|p| (p, true)));
+    BodyRun { pkts, request }
+}
+
+/// Feeds `run` with real checksums (bad where marked) under `cfg`.
+fn run_checked(t: &mut FlowTable, run: &BodyRun) -> Vec<Record> {
+    let mut out = Vec::new();
+    for ((seg, payload), good) in &run.pkts {
+        let mut field = valid_field(seg, payload);
+        if !good {
+            field = field.wrapping_add(0x1357);
+        }
+        let tcp = tcp_bytes(seg, payload, field);
+        t.segment_checked(seg, payload, Some(&tcp), &mut out);
+    }
+    out
+}
+
+fn the_package(rest: &[Record], request: &[u8]) {
+    let t = rest
+        .iter()
+        .find_map(|r| match r {
+            Record::Transaction(t) => Some(t),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no transaction: {rest:#?}"));
+    let req = t.request.as_ref().expect("request");
+    assert_eq!(req.state, RequestState::Complete);
+    assert_eq!(req.message_bytes, 1999);
+    assert_eq!(
+        req.sender.as_ref().map(|f| f.text()).as_deref(),
+        Some("alice@example.org")
+    );
+    let rcpts: Vec<String> = req.recipients.iter().map(|f| f.text()).collect();
+    assert_eq!(rcpts, ["bob@example.com"]);
+    assert_eq!(req.end_offset, request.len() as u64);
+    assert_eq!(t.codes.k, 1);
+}
+
+/// Segments that only carry new bytes of a body the parser skips are not
+/// summed (in `Auto` mode, once a direction's checksums are known real):
+/// chaff there changes no finding, must not become a reference for the
+/// checks of the segments after it (here: a timestamp from the future would
+/// make them all fail PAWS), and is still reported (the real segment
+/// conflicts with it); after the real bytes it is summed and named.
+#[test]
+fn body_segments_go_unsummed_and_set_no_reference() {
+    let conn = Conn::new("192.0.2.10:40008", "198.51.100.20:209");
+    let clean = body_run(&conn, None, true);
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest) = split_anomalies(run_checked(&mut t, &clean));
+    assert!(kinds.is_empty(), "{kinds:?}");
+    the_package(&rest, &clean.request);
+
+    // Chaff at 600 lies wholly in the body (from byte 5 + 64 kept to 2,006).
+    let chaffed = body_run(&conn, Some(600), true);
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest2) = split_anomalies(run_checked(&mut t, &chaffed));
+    assert_eq!(kinds, ["tcp_overlap_conflict"]);
+    the_package(&rest2, &chaffed.request);
+    assert_eq!(rest, rest2);
+    assert_eq!(t.stats.paws_dropped, 0);
+    assert_eq!(t.stats.bad_checksum_dropped, 0);
+
+    // Chaff after the real bytes, over the message's first bytes (kept for
+    // probe recognition) or over the envelope is summed, dropped and named.
+    for (at, first) in [(600, false), (0, true), (2000, true)] {
+        let chaffed = body_run(&conn, Some(at), first);
+        let mut t = FlowTable::new(FlowConfig::default());
+        let (kinds, rest) = split_anomalies(run_checked(&mut t, &chaffed));
+        assert_eq!(kinds, ["tcp_bad_checksum"], "chaff at {at}");
+        the_package(&rest, &chaffed.request);
+        assert_eq!(t.stats.bad_checksum_dropped, 1);
+    }
+
+    // `--checksums verify` sums every segment.
+    let mut t = FlowTable::new(FlowConfig {
+        checksums: ChecksumMode::Verify,
+        ..FlowConfig::default()
+    });
+    let (kinds, rest) = split_anomalies(run_checked(&mut t, &body_run(&conn, Some(600), true)));
+    assert_eq!(kinds, ["tcp_bad_checksum"]);
+    the_package(&rest, &chaffed.request);
+}
+
+/// While the other direction holds out-of-order data, a body segment's ACK
+/// could declare a hole there lost: it is summed.
+#[test]
+fn body_segments_are_summed_while_the_peer_holds_data() {
+    let conn = Conn::new("192.0.2.10:40009", "198.51.100.20:209");
+    let mut run = body_run(&conn, Some(600), true);
+    // The server's bytes 5.. arrive before the chaff, 0..5 never: held.
+    let early = stamped(vec![conn.s2c(5000, 5, 0, 0, b"hello")], true).remove(0);
+    let at = run
+        .pkts
+        .iter()
+        .position(|(_, good)| !good)
+        .expect("chaff in the run");
+    run.pkts.insert(at, (early, true));
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, _) = split_anomalies(run_checked(&mut t, &run));
+    assert!(kinds.contains(&"tcp_bad_checksum"), "{kinds:?}");
+    assert_eq!(t.stats.bad_checksum_dropped, 1);
+}
