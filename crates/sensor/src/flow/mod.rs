@@ -1333,6 +1333,7 @@ impl FlowTable {
         let Some(cand) = flow.candidate.as_mut() else {
             return;
         };
+        let first_new = out.len();
         cand.raise_fragment_notes(seg, out);
         let (status, ev) = cand.reassemble(dir, seg, payload, &cfg, &mut self.budget, out);
         if seg.fin() {
@@ -1344,7 +1345,7 @@ impl FlowTable {
         let now = cand.session.stored_bytes();
         let before = std::mem::replace(&mut cand.accounted, now);
         self.account(before, now, &ev);
-        self.note_services(out);
+        self.note_services(out.get(first_new..).unwrap_or_default());
         self.settle_candidate(i, status, rst_ok || both_done, seg.ts, out);
     }
 
@@ -1413,8 +1414,11 @@ impl FlowTable {
         }
     }
 
-    fn note_services(&mut self, out: &[Record]) {
-        for r in out.iter().rev().take(8) {
+    /// Remembers the servers of the services among `new`, the records one
+    /// flow just produced (each looked at once: a service is confirmed once
+    /// per session, and anomalies held until then follow it).
+    fn note_services(&mut self, new: &[Record]) {
+        for r in new {
             if let Record::Service {
                 endpoints,
                 protocol,
@@ -1448,6 +1452,7 @@ impl FlowTable {
         let Some(mut cand) = flow.candidate.take() else {
             return;
         };
+        let first_new = out.len();
         let Candidate {
             streams,
             session,
@@ -1469,7 +1474,7 @@ impl FlowTable {
         self.stats.anomalies_dropped_unconfirmed += c.anomalies_dropped_unconfirmed;
         self.stats.requests_dropped_unconfirmed += c.requests_dropped_unconfirmed;
         merge_events(&mut self.stats.reassembly, &ev);
-        self.note_services(out);
+        self.note_services(out.get(first_new..).unwrap_or_default());
     }
 
     /// Finishes flows idle past their timeout at packet time `now`.

@@ -636,6 +636,26 @@ fn remembered_servers_are_capped_and_counted() {
     t.note_services(&[service(0)]);
     assert_eq!(t.known_servers.len(), MAX_KNOWN_SERVERS);
     assert_eq!(t.stats.known_servers_not_remembered, 10);
+
+    // A service is remembered however many anomalies, held until it was
+    // confirmed, follow it.
+    let mut t = FlowTable::new(FlowConfig::default());
+    let held = |n: u64| {
+        Record::Anomaly(Box::new(Anomaly {
+            endpoints: Endpoints {
+                client: "192.0.2.1:40000".parse().unwrap(),
+                server: "198.51.100.2:2209".parse().unwrap(),
+            },
+            protocol: Some(Protocol::Qmtp),
+            kind: AnomalyKind::TcpOverlapConflict,
+            detail: "held".into(),
+            ts: n,
+        }))
+    };
+    let mut records = vec![service(7)];
+    records.extend((0..20).map(held));
+    t.note_services(&records);
+    assert_eq!(t.known_servers.len(), 1);
 }
 
 #[test]
