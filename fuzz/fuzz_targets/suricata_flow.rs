@@ -46,6 +46,12 @@ fuzz_target!(|data: &[u8]| {
             dir = 1 - dir;
         }
         let n = (usize::from(s & 0x1f) + 1).min(streams[dir].len() - pos[dir]);
+        // As the plugin does: Suricata's offset of the chunk first (ahead
+        // of what was given when the schedule says so), then how much may
+        // wait.
+        let ahead = if s & 0x60 == 0x60 { n as u64 } else { 0 };
+        f.catch_up(dir, pos[dir] as u64 + ahead, 1);
+        let _ = f.body_ahead(dir);
         if s & 0x40 != 0 {
             f.gap(dir, n as u64, 1);
         } else {

@@ -77,7 +77,16 @@ impl QmState {
         }
     }
 
-    fn parse(&mut self, flow: *const Flow, dir: usize, slice: &StreamSlice, eof: bool) {
+    /// Feeds one call's bytes; returns how many more bytes the flow can
+    /// leave in Suricata's stream before the next call (see
+    /// [`FlowState::body_ahead`]), if any.
+    fn parse(
+        &mut self,
+        flow: *const Flow,
+        dir: usize,
+        slice: &StreamSlice,
+        eof: bool,
+    ) -> Option<u32> {
         let ts = now_ns(flow);
         let protocol = self.protocol;
         let core = self.core.get_or_insert_with(|| {
@@ -88,6 +97,7 @@ impl QmState {
             };
             FlowState::new(protocol, sp, dp)
         });
+        core.catch_up(dir, slice_offset(slice), ts);
         if slice.is_gap() {
             core.gap(dir, u64::from(slice.gap_size()), ts);
         } else if !slice.is_empty() {
@@ -96,7 +106,13 @@ impl QmState {
         if eof {
             core.eof(dir, ts);
         }
+        let ahead = if eof || slice.is_gap() {
+            None
+        } else {
+            core.body_ahead(dir)
+        };
         self.take_txs();
+        ahead
     }
 }
 
@@ -238,6 +254,31 @@ fn now_ns(flow: *const Flow) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The layout of Suricata 8.0's `StreamSlice` (`rust/src/applayer.rs`,
+/// `#[repr(C)]`, filled by C in `app-layer-parser.c`), whose stream offset
+/// has no accessor in 8.0.
+#[repr(C)]
+struct StreamSliceLayout {
+    input: *const u8,
+    input_len: u32,
+    flags: u8,
+    offset: u64,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<StreamSliceLayout>() == std::mem::size_of::<StreamSlice>()
+        && std::mem::align_of::<StreamSliceLayout>() == std::mem::align_of::<StreamSlice>()
+);
+
+/// Suricata's stream offset of the slice's first byte (its app-layer
+/// progress when it made the call).
+fn slice_offset(slice: &StreamSlice) -> u64 {
+    // SAFETY: both types are #[repr(C)] with the same fields in the same
+    // order (size and alignment checked above); this only reads a u64
+    // through a shared reference that lives for the call.
+    unsafe { (*(slice as *const StreamSlice).cast::<StreamSliceLayout>()).offset }
+}
+
 unsafe fn parse(
     flow: *mut Flow,
     state: *mut c_void,
@@ -255,13 +296,19 @@ unsafe fn parse(
         } else {
             (APP_LAYER_PARSER_EOF_TC, APP_LAYER_PARSER_EOF_TS)
         };
-        s.parse(flow, dir, &slice, isset(mine));
+        let ahead = s.parse(flow, dir, &slice, isset(mine));
         // Suricata's flow timeout may mark the other direction ended
         // without calling its parser: the flow is over once both are.
         if isset(mine) && isset(other) {
             s.parse_eof(flow, 1 - dir);
         }
-        AppLayerResult::ok()
+        match ahead {
+            // Every byte given is consumed; Suricata calls again once that
+            // many more are in (or the stream ends, or a gap comes: then it
+            // may pass over what it held, which `catch_up` notices).
+            Some(n) => AppLayerResult::incomplete(slice.len(), n),
+            None => AppLayerResult::ok(),
+        }
     })
 }
 

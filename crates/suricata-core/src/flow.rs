@@ -24,6 +24,13 @@ use crate::tx::Tx;
 /// Transactions held that Suricata has not freed yet.
 pub const MAX_TXS: usize = 1024;
 
+/// At most this many bytes of a message body are left in Suricata's stream
+/// between two calls ([`FlowState::body_ahead`]): what a flow may make
+/// Suricata hold on its account.
+pub const MAX_BODY_AHEAD: u64 = 64 * 1024;
+/// Below this, waiting saves too few calls to be worth asking for.
+pub const MIN_BODY_AHEAD: u64 = 4 * 1024;
+
 /// Direction 0: client to server (Suricata's to-server); 1: to the client.
 pub const TO_SERVER: usize = 0;
 pub const TO_CLIENT: usize = 1;
@@ -34,6 +41,9 @@ pub struct FlowState {
     session: Session,
     protocol: Protocol,
     offsets: [u64; 2],
+    /// Suricata's stream offset of each direction's offset 0, from its
+    /// first call ([`FlowState::catch_up`]).
+    bases: [Option<u64>; 2],
     eof: [bool; 2],
     finished: bool,
     rejected: bool,
@@ -55,6 +65,7 @@ impl FlowState {
             session: Session::new(addrs, Some(TO_SERVER), false),
             protocol,
             offsets: [0; 2],
+            bases: [None; 2],
             eof: [false; 2],
             finished: false,
             rejected: false,
@@ -158,6 +169,52 @@ impl FlowState {
             self.scratch = out;
         }
         first..self.next_id
+    }
+
+    /// How many more bytes direction `dir` can leave in Suricata's stream
+    /// before the parser needs to see them: the rest of the message body
+    /// the session skips unread, at most [`MAX_BODY_AHEAD`], when at least
+    /// [`MIN_BODY_AHEAD`]. Asking Suricata to wait for them (an
+    /// "incomplete" result) makes it call the parser, and move its stream
+    /// buffer along, once per that many bytes instead of once per
+    /// acknowledgement: with large messages that slide is most of what
+    /// parsing a flow costs Suricata.
+    pub fn body_ahead(&self, dir: usize) -> Option<u32> {
+        if self.finished || self.rejected {
+            return None;
+        }
+        let (from, to) = self.session.skippable(dir)?;
+        let at = self.offsets.get(dir).copied()?;
+        if at < from || at >= to {
+            return None;
+        }
+        let n = (to - at).min(MAX_BODY_AHEAD);
+        if n < MIN_BODY_AHEAD {
+            return None;
+        }
+        u32::try_from(n).ok()
+    }
+
+    /// The next call's bytes of direction `dir` start at Suricata's stream
+    /// offset `stream_offset`. If that is past the bytes already given,
+    /// Suricata passed over the bytes between (it does, without a call,
+    /// when data it was asked to wait for is cut short by a gap): they are
+    /// a gap here, inside a message body a free one. The first call of a
+    /// direction sets where its offset 0 lies. Suricata can pass over at
+    /// most what it was asked to wait for (a `u32`): a larger jump is not
+    /// one, and is left alone.
+    pub fn catch_up(&mut self, dir: usize, stream_offset: u64, ts: u64) -> std::ops::Range<u64> {
+        let first = self.next_id;
+        let own = self.offsets.get(dir).copied().unwrap_or(0);
+        let Some(base) = self.bases.get_mut(dir) else {
+            return first..first;
+        };
+        let base = *base.get_or_insert(stream_offset.saturating_sub(own));
+        let expected = base.saturating_add(own);
+        match stream_offset.checked_sub(expected) {
+            Some(jump) if jump > 0 && jump <= u64::from(u32::MAX) => self.gap(dir, jump, ts),
+            _ => first..first,
+        }
     }
 
     /// Direction `dir` ended. When both have, the flow is finished.
@@ -329,6 +386,72 @@ mod tests {
         assert!(t.body.as_ref().unwrap().complete);
         assert_eq!(t.body.as_ref().unwrap().message_gap_bytes, 6);
         assert!(t.anomalies.is_empty());
+    }
+
+    /// A package whose message body is `len` bytes.
+    fn big_pkg(len: usize) -> Vec<u8> {
+        let mut m = b"\n".to_vec();
+        m.resize(len, b'm');
+        let mut v = ns(&m);
+        v.extend(ns(b"alice@example.net"));
+        v.extend(ns(&ns(b"victim@example.com")));
+        v
+    }
+
+    #[test]
+    fn the_rest_of_a_large_body_can_wait() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        let p = big_pkg(200_000);
+        let head = 7 + 64; // "200000:" and the message's first bytes, kept
+        assert_eq!(f.body_ahead(TO_SERVER), None);
+        f.data(TO_SERVER, &p[..head - 1], 1);
+        // Still reading the kept prefix: nothing to wait for yet.
+        assert_eq!(f.body_ahead(TO_SERVER), None);
+        f.data(TO_SERVER, &p[head - 1..head], 1);
+        assert_eq!(f.body_ahead(TO_SERVER), Some(MAX_BODY_AHEAD as u32));
+        assert_eq!(f.body_ahead(TO_CLIENT), None);
+        // Near the body's end: only what is left of it, then nothing.
+        let end = 7 + 200_000;
+        f.data(TO_SERVER, &p[head..end - 5000], 1);
+        assert_eq!(f.body_ahead(TO_SERVER), Some(5000));
+        f.data(TO_SERVER, &p[end - 5000..end - 100], 1);
+        assert_eq!(f.body_ahead(TO_SERVER), None);
+        f.data(TO_SERVER, &p[end - 100..], 1);
+        assert_eq!(f.body_ahead(TO_SERVER), None);
+        f.data(TO_CLIENT, &ns(b"Kok"), 2);
+        let t = f.tx(0).unwrap();
+        assert_eq!(t.sender(), Some(&b"alice@example.net"[..]));
+        assert_eq!(t.rcpt(0), Some(&b"victim@example.com"[..]));
+        assert_eq!(t.reply_code(0), Some(&b"K"[..]));
+    }
+
+    /// Bytes Suricata passed over without a call (the stream offset of the
+    /// next call jumps) are a gap: free inside the body, so the envelope
+    /// after it is read where it is.
+    #[test]
+    fn bytes_passed_over_are_caught_up_as_a_gap() {
+        let p = big_pkg(200_000);
+        let base = 1000; // Suricata's offset of the first byte
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.catch_up(TO_SERVER, base, 1);
+        f.data(TO_SERVER, &p[..10_000], 1);
+        // 30,000 bytes passed over, then the rest.
+        f.catch_up(TO_SERVER, base + 40_000, 1);
+        f.data(TO_SERVER, &p[40_000..], 1);
+        // A call at the expected offset changes nothing.
+        f.catch_up(TO_SERVER, base + p.len() as u64, 1);
+        f.catch_up(TO_CLIENT, 7, 2);
+        f.data(TO_CLIENT, &ns(b"Kok"), 2);
+        let t = f.tx(0).unwrap();
+        assert_eq!(t.sender(), Some(&b"alice@example.net"[..]));
+        assert_eq!(t.rcpt(0), Some(&b"victim@example.com"[..]));
+        assert_eq!(t.reply_code(0), Some(&b"K"[..]));
+        let body = t.body.as_ref().unwrap();
+        assert!(body.complete);
+        // Inside the body, skipped (as every gap there is).
+        assert_eq!(body.message_gap_bytes, 0);
+        assert!(t.anomalies.is_empty(), "{:?}", t.anomalies);
+        assert_eq!(f.tx_count(), 1);
     }
 
     #[test]

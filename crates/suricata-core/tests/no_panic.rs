@@ -158,6 +158,17 @@ fn drive(rng: &mut Rng, protocol: Protocol, dp: u16, client: &[u8], server: &[u8
         let left = streams[dir].len() - pos[dir];
         let n = 1 + rng.index(left.min(64));
         ts += rng.below(1000);
+        // What the plugin calls around each chunk: Suricata's offset of
+        // the chunk (now and then far ahead, behind, or at the ends of the
+        // range), and how much may wait.
+        let at = match rng.index(20) {
+            0 => u64::MAX,
+            1 => 0,
+            2 => rng.below(1 << 40),
+            _ => pos[dir] as u64,
+        };
+        f.catch_up(dir, at, ts);
+        let _ = f.body_ahead(dir);
         if rng.chance(0.05) {
             f.gap(dir, n as u64, ts);
         } else {
