@@ -112,6 +112,9 @@ pub struct Session {
     broken: Vec<Request>,
     held: Vec<Anomaly>,
     wrong: Option<WrongProtocol>,
+    /// Why the session rejected the flow, when it did (see
+    /// [`Session::rejection`]).
+    rejection: Option<Anomaly>,
     requests_seen: u64,
     replies_seen: u64,
     first_request_offset: Option<u64>,
@@ -149,6 +152,7 @@ impl Session {
             broken: Vec::new(),
             held: Vec::new(),
             wrong: None,
+            rejection: None,
             requests_seen: 0,
             replies_seen: 0,
             first_request_offset: None,
@@ -258,6 +262,29 @@ impl Session {
         } else {
             self.counters.anomalies_dropped_unconfirmed += 1;
         }
+    }
+
+    /// Why the session stopped reading the flow as QMTP/QMQP, once it
+    /// has: the first thing that was not QMTP/QMQP. A flow layer that
+    /// admitted the flow as QMTP/QMQP on other grounds (a detector that
+    /// already claimed it) reports it; qmwatch's own flow table does not,
+    /// as it admits candidates that may be anything.
+    pub fn rejection(&self) -> Option<&Anomaly> {
+        self.rejection.as_ref()
+    }
+
+    /// Rejects the flow, noting why.
+    fn reject_because(&mut self, kind: AnomalyKind, detail: String, ts: u64) -> Status {
+        if self.rejection.is_none() {
+            self.rejection = Some(Anomaly {
+                endpoints: self.endpoints(),
+                protocol: self.protocol,
+                kind,
+                detail,
+                ts,
+            });
+        }
+        self.reject()
     }
 
     fn reject(&mut self) -> Status {
@@ -376,27 +403,31 @@ impl Session {
                     if self.midstream && self.sides[dir].resync_left > 0 {
                         return self.retry_or_reject(dir);
                     }
+                    // What the sniffer saw plus the rest of this chunk.
+                    let mut sample = self.sides[dir].sniffer.stashed().to_vec();
+                    let seen_here = usize::try_from(
+                        (self.sides[dir].sniff_offset.unwrap_or(offset) + sample.len() as u64)
+                            .saturating_sub(offset),
+                    )
+                    .unwrap_or(0);
+                    if let Some(rest) = data.get(seen_here.min(data.len())..) {
+                        let room = WRONG_PROTOCOL_SAMPLE.saturating_sub(sample.len());
+                        sample.extend_from_slice(
+                            rest.get(..room.min(rest.len())).unwrap_or_default(),
+                        );
+                    }
+                    sample.truncate(WRONG_PROTOCOL_SAMPLE);
                     if self.server_hint || self.server_port_is_standard() || self.replies_seen > 0 {
                         // Another protocol spoken to a QMTP/QMQP server: watch
                         // what the server answers.
-                        // Keep what the sniffer saw plus the rest of this chunk.
-                        let mut sample = self.sides[dir].sniffer.stashed().to_vec();
-                        let seen_here = usize::try_from(
-                            (self.sides[dir].sniff_offset.unwrap_or(offset) + sample.len() as u64)
-                                .saturating_sub(offset),
-                        )
-                        .unwrap_or(0);
-                        if let Some(rest) = data.get(seen_here.min(data.len())..) {
-                            let room = WRONG_PROTOCOL_SAMPLE.saturating_sub(sample.len());
-                            sample.extend_from_slice(
-                                rest.get(..room.min(rest.len())).unwrap_or_default(),
-                            );
-                        }
-                        sample.truncate(WRONG_PROTOCOL_SAMPLE);
                         self.wrong = Some(WrongProtocol { sample, ts });
                         return Status::Continue;
                     }
-                    return self.reject();
+                    let detail = format!(
+                        "client sent \"{}\", not a QMTP/QMQP request",
+                        printable(&sample, WRONG_PROTOCOL_SAMPLE)
+                    );
+                    return self.reject_because(wrong_protocol_kind(&sample), detail, ts);
                 }
             };
             let start = self.sides[dir].sniff_offset.unwrap_or(offset);
@@ -482,7 +513,16 @@ impl Session {
                         // banner, an HTTP response): whatever tricks its
                         // bytes showed, this is no QMTP/QMQP flow.
                         self.server_other = true;
-                        return self.reject();
+                        let stash = self.sides[dir].sniffer.stashed().to_vec();
+                        // What a reply parser makes of the same bytes.
+                        let kind = ReplyParser::new()
+                            .feed(&stash, ts, None, &mut Vec::new())
+                            .unwrap_or(AnomalyKind::ReplyBadCode);
+                        let detail = format!(
+                            "server sent \"{}\", not reply netstrings",
+                            printable(&stash, WRONG_PROTOCOL_SAMPLE)
+                        );
+                        return self.reject_because(kind, detail, ts);
                     }
                     return Status::Continue;
                 }
@@ -494,7 +534,11 @@ impl Session {
         self.scratch_replies = replies;
         if let Some(kind) = failure {
             if self.confirmed.is_none() && self.replies_seen == 0 {
-                return self.reject();
+                return self.reject_because(
+                    kind,
+                    "server stream is not reply netstrings".into(),
+                    ts,
+                );
             }
             self.anomaly(
                 kind,
@@ -863,7 +907,16 @@ impl Session {
             return Status::Continue;
         }
         if self.client.is_none() && self.server.is_none() && self.wrong.is_none() {
-            return self.reject();
+            let kind = if is_server {
+                AnomalyKind::GapInReplyStream
+            } else {
+                AnomalyKind::GapOutsideMessage
+            };
+            return self.reject_because(
+                kind,
+                format!("{n} bytes lost before the flow's protocol was known"),
+                ts,
+            );
         }
         Status::Continue
     }

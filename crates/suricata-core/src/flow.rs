@@ -117,7 +117,7 @@ impl FlowState {
         if !self.rejected {
             let mut out = std::mem::take(&mut self.scratch);
             let st = self.session.data(dir, offset, data, ts, None, &mut out);
-            self.rejected = st == Status::Reject;
+            self.note(st, &mut out);
             self.take(&mut out);
             self.scratch = out;
         }
@@ -153,11 +153,27 @@ impl FlowState {
                 }
                 None => self.session.gap(dir, n, ts, &mut out),
             };
-            self.rejected = st == Status::Reject;
+            self.note(st, &mut out);
             self.take(&mut out);
             self.scratch = out;
         }
         first..self.next_id
+    }
+
+    /// The session's status after a call. Suricata handed the flow over as
+    /// QMTP/QMQP (by port or by its first bytes), so a session that stops
+    /// reading it is reported at once, with why: the bytes Suricata gives
+    /// stopped being QMTP/QMQP (another protocol, or an evasion whose
+    /// chaff Suricata's reassembly kept), and nothing later in the flow
+    /// will say so.
+    fn note(&mut self, st: Status, out: &mut Vec<Record>) {
+        if st != Status::Reject || self.rejected {
+            return;
+        }
+        self.rejected = true;
+        if let Some(a) = self.session.rejection() {
+            out.push(Record::Anomaly(Box::new(a.clone())));
+        }
     }
 
     /// Direction `dir` ended. When both have, the flow is finished.
@@ -382,6 +398,49 @@ mod tests {
         f.data(TO_CLIENT, &replies(), 3);
         assert_eq!(f.txs().len(), 1);
         assert!(f.txs()[0].body.as_ref().unwrap().complete);
+    }
+
+    #[test]
+    fn a_stream_that_stops_being_qmtp_is_reported_at_once() {
+        // Chaff Suricata kept: the first reply lost its comma. The session
+        // rejects the flow (no reply was ever read); the plugin says why,
+        // before any end of the flow.
+        let mut f = FlowState::new(Protocol::Qmqp, 40000, 628);
+        f.data(
+            TO_SERVER,
+            &ns(&[ns(b"msg"), ns(b"a@example.net"), ns(b"b@example.net")].concat()),
+            1,
+        );
+        f.data(TO_CLIENT, b"8:Kqueued X", 2);
+        assert!(!f.finished());
+        assert_eq!(f.txs().len(), 1);
+        assert!(f.txs()[0].body.is_none());
+        assert_eq!(
+            f.txs()[0].anomalies[0].0,
+            qmwatch_proto::AnomalyKind::NetstringMissingComma
+        );
+        // Nothing more comes of the flow, and its end adds nothing.
+        f.data(TO_CLIENT, b"8:Kqueued,", 3);
+        f.eof(TO_SERVER, 4);
+        f.eof(TO_CLIENT, 4);
+        assert_eq!(f.tx_count(), 1);
+        // A server whose first bytes are no reply netstring.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 2209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.data(TO_CLIENT, b"xyzzy:Kok,", 2);
+        assert_eq!(f.txs().len(), 1);
+        assert_eq!(
+            f.txs()[0].anomalies[0].0,
+            qmwatch_proto::AnomalyKind::NetstringBadLengthByte
+        );
+        // A client off the standard ports that sends no request.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 2209);
+        f.data(TO_SERVER, b"GET / HTTP/1.0\r\n\r\n", 2);
+        assert_eq!(f.txs().len(), 1);
+        assert_eq!(
+            f.txs()[0].anomalies[0].0,
+            qmwatch_proto::AnomalyKind::HttpToQmServer
+        );
     }
 
     #[test]
