@@ -273,6 +273,23 @@ impl Session {
         self.rejection.as_ref()
     }
 
+    /// The server's stream ends inside a reply netstring: when the flow is
+    /// over, that reply's end was lost. An anomaly for a flow layer whose
+    /// stream may end short of what the endpoints exchanged (qmwatch's own
+    /// flow table reports capture loss by other means and does not ask).
+    pub fn reply_cut_short(&self, ts: u64) -> Option<Anomaly> {
+        if self.rejected || !self.server.as_ref().is_some_and(ReplyParser::in_reply) {
+            return None;
+        }
+        Some(Anomaly {
+            endpoints: self.endpoints(),
+            protocol: self.protocol,
+            kind: AnomalyKind::GapInReplyStream,
+            detail: "the server's stream ended inside a reply netstring".into(),
+            ts,
+        })
+    }
+
     /// Rejects the flow, noting why.
     fn reject_because(&mut self, kind: AnomalyKind, detail: String, ts: u64) -> Status {
         if self.rejection.is_none() {
