@@ -273,6 +273,28 @@ impl Session {
         self.rejection.as_ref()
     }
 
+    /// Anomalies found while the session is not confirmed, held until it
+    /// is (then reported) or until the flow ends (then dropped, as the
+    /// flow may be no QMTP/QMQP at all). A flow layer that knows the flow
+    /// is QMTP/QMQP's on other grounds may report them at once.
+    pub fn held_anomalies(&self) -> &[Anomaly] {
+        &self.held
+    }
+
+    /// The client speaks another protocol to this QMTP/QMQP server: the
+    /// kind and what the client sent. The session reports it when the flow
+    /// ends, with what the server answered.
+    pub fn wrong_protocol(&self) -> Option<(AnomalyKind, String)> {
+        let w = self.wrong.as_ref()?;
+        Some((
+            wrong_protocol_kind(&w.sample),
+            format!(
+                "client sent \"{}\"",
+                printable(&w.sample, WRONG_PROTOCOL_SAMPLE)
+            ),
+        ))
+    }
+
     /// The server's stream ends inside a reply netstring: when the flow is
     /// over, that reply's end was lost. An anomaly for a flow layer whose
     /// stream may end short of what the endpoints exchanged (qmwatch's own

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use qmwatch_proto::session::{Session, Status};
-use qmwatch_proto::{Protocol, Record};
+use qmwatch_proto::{AnomalyKind, Endpoints, Protocol, Record};
 
 use crate::tx::Tx;
 
@@ -34,6 +34,8 @@ pub const TO_CLIENT: usize = 1;
 #[derive(Debug)]
 pub struct FlowState {
     session: Session,
+    /// The session's endpoints (unspecified addresses, the real ports).
+    endpoints: Endpoints,
     protocol: Protocol,
     offsets: [u64; 2],
     eof: [bool; 2],
@@ -42,6 +44,10 @@ pub struct FlowState {
     next_id: u64,
     /// The id of the placeholder transaction held open, if any.
     open: Option<u64>,
+    /// Anomalies raised before the session reported them (see
+    /// [`FlowState::report_known`]): at most the session's held ones and
+    /// one wrong-protocol anomaly.
+    raised: Vec<(AnomalyKind, String)>,
     txs: VecDeque<Tx>,
     scratch: Vec<Record>,
 }
@@ -57,6 +63,10 @@ impl FlowState {
         let addrs = [SocketAddr::new(ip, sp), SocketAddr::new(ip, dp)];
         FlowState {
             session: Session::new(addrs, Some(TO_SERVER), false),
+            endpoints: Endpoints {
+                client: addrs[0],
+                server: addrs[1],
+            },
             protocol,
             offsets: [0; 2],
             eof: [false; 2],
@@ -64,6 +74,7 @@ impl FlowState {
             rejected: false,
             next_id: 0,
             open: None,
+            raised: Vec::new(),
             txs: VecDeque::new(),
             scratch: Vec::new(),
         }
@@ -123,6 +134,7 @@ impl FlowState {
             let mut out = std::mem::take(&mut self.scratch);
             let st = self.session.data(dir, offset, data, ts, None, &mut out);
             self.note(st, &mut out);
+            self.report_known(ts, &mut out);
             self.take(&mut out);
             self.scratch = out;
         }
@@ -160,6 +172,7 @@ impl FlowState {
                 None => self.session.gap(dir, n, ts, &mut out),
             };
             self.note(st, &mut out);
+            self.report_known(ts, &mut out);
             self.take(&mut out);
             self.scratch = out;
         }
@@ -180,6 +193,61 @@ impl FlowState {
         self.rejected = true;
         if let Some(a) = self.session.rejection() {
             out.push(Record::Anomaly(Box::new(a.clone())));
+        }
+    }
+
+    /// What the session knows but holds back is raised now: Suricata
+    /// handed the flow over as QMTP/QMQP, so an anomaly found before the
+    /// session is confirmed (a malformed request no reply ever confirms)
+    /// and another protocol spoken to the server are not left for a
+    /// confirmation or a flow's end that may not come. When the session
+    /// reports them itself later, those records are dropped (a
+    /// wrong-protocol anomaly at the flow's end, with the server's answer,
+    /// gives way to the one raised when the client spoke).
+    fn report_known(&mut self, ts: u64, out: &mut Vec<Record>) {
+        if !self.raised.is_empty() {
+            let raised = &mut self.raised;
+            out.retain(|r| match r {
+                Record::Anomaly(a) if a.kind.is_wrong_protocol() => {
+                    !raised.iter().any(|(k, _)| k.is_wrong_protocol())
+                }
+                Record::Anomaly(a) => match raised
+                    .iter()
+                    .position(|(k, d)| *k == a.kind && *d == a.detail)
+                {
+                    Some(i) => {
+                        raised.swap_remove(i);
+                        false
+                    }
+                    None => true,
+                },
+                _ => true,
+            });
+        }
+        if self.finished || self.rejected {
+            return;
+        }
+        for a in self.session.held_anomalies() {
+            let known = self
+                .raised
+                .iter()
+                .any(|(k, d)| *k == a.kind && *d == a.detail);
+            if !known {
+                self.raised.push((a.kind, a.detail.clone()));
+                out.push(Record::Anomaly(Box::new(a.clone())));
+            }
+        }
+        if !self.raised.iter().any(|(k, _)| k.is_wrong_protocol()) {
+            if let Some((kind, detail)) = self.session.wrong_protocol() {
+                self.raised.push((kind, detail.clone()));
+                out.push(Record::Anomaly(Box::new(qmwatch_proto::Anomaly {
+                    endpoints: self.endpoints,
+                    protocol: self.session.protocol(),
+                    kind,
+                    detail,
+                    ts,
+                })));
+            }
         }
     }
 
@@ -217,6 +285,7 @@ impl FlowState {
         if self.eof == [true, true] || client_done_nothing_pending || self.rejected {
             self.finish_into(ts, &mut out);
         }
+        self.report_known(ts, &mut out);
         self.take(&mut out);
         self.scratch = out;
         self.settle(ts);
@@ -259,6 +328,7 @@ impl FlowState {
         }
         let mut out = std::mem::take(&mut self.scratch);
         self.finish_into(ts, &mut out);
+        self.report_known(ts, &mut out);
         self.take(&mut out);
         self.scratch = out;
         self.close_placeholder();
@@ -569,6 +639,57 @@ mod tests {
         let t = f.txs().iter().find(|t| t.body.is_some()).unwrap();
         assert!(t.body.as_ref().unwrap().request);
         assert_eq!(t.sender(), None);
+    }
+
+    #[test]
+    fn another_protocol_is_reported_when_the_client_speaks() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, b"EHLO x\r\n", 1);
+        assert!(!f.finished());
+        assert_eq!(f.txs().len(), 1);
+        assert_eq!(
+            f.txs()[0].anomalies,
+            [(
+                qmwatch_proto::AnomalyKind::SmtpToQmServer,
+                "client sent \"EHLO x\\r\\n\"".to_string()
+            )]
+        );
+        // The session's own report at the flow's end is not repeated.
+        f.data(TO_SERVER, b"MAIL FROM:<a@example.org>\r\n", 2);
+        f.eof(TO_SERVER, 3);
+        f.eof(TO_CLIENT, 3);
+        assert!(f.finished());
+        assert_eq!(f.tx_count(), 1);
+        assert_eq!(f.txs().iter().map(|t| t.anomalies.len()).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn an_anomaly_no_reply_confirms_is_reported_at_once() {
+        // A malformed request to a QMQP server that never answers: the
+        // session holds the anomaly for a confirmation that never comes
+        // and drops it at the end; the plugin raises it when found.
+        let bad = ns(&[ns(b"msg"), b"3:ab".to_vec()].concat());
+        let mut f = FlowState::new(Protocol::Qmqp, 40000, 628);
+        f.data(TO_SERVER, &bad, 1);
+        assert_eq!(f.txs().len(), 1);
+        let kind = f.txs()[0].anomalies[0].0;
+        f.eof(TO_SERVER, 2);
+        f.eof(TO_CLIENT, 2);
+        assert!(f.finished());
+        assert_eq!(f.txs().iter().map(|t| t.anomalies.len()).sum::<usize>(), 1);
+        // When a reply confirms the session after all, its report of the
+        // held anomaly is not repeated.
+        let mut f = FlowState::new(Protocol::Qmqp, 40000, 628);
+        f.data(TO_SERVER, &bad, 1);
+        f.data(TO_CLIENT, &ns(b"Dno"), 2);
+        f.eof(TO_SERVER, 3);
+        f.eof(TO_CLIENT, 3);
+        let kinds: Vec<_> = f
+            .txs()
+            .iter()
+            .flat_map(|t| t.anomalies.iter().map(|a| a.0))
+            .collect();
+        assert_eq!(kinds, [kind]);
     }
 
     #[test]
