@@ -552,16 +552,7 @@ impl Session {
                         // banner, an HTTP response): whatever tricks its
                         // bytes showed, this is no QMTP/QMQP flow.
                         self.server_other = true;
-                        let stash = self.sides[dir].sniffer.stashed().to_vec();
-                        // What a reply parser makes of the same bytes.
-                        let kind = ReplyParser::new()
-                            .feed(&stash, ts, None, &mut Vec::new())
-                            .unwrap_or(AnomalyKind::ReplyBadCode);
-                        let detail = format!(
-                            "server sent \"{}\", not reply netstrings",
-                            printable(&stash, WRONG_PROTOCOL_SAMPLE)
-                        );
-                        return self.reject_because(kind, detail, ts);
+                        return self.reject_server_other(dir, ts);
                     }
                     return Status::Continue;
                 }
@@ -588,6 +579,24 @@ impl Session {
         }
         self.try_confirm(ts, out);
         Status::Continue
+    }
+
+    /// Rejects a flow whose server's first bytes are no reply netstring,
+    /// noting what a reply parser makes of them.
+    fn reject_server_other(&mut self, dir: usize, ts: u64) -> Status {
+        let stash = self
+            .sides
+            .get(dir)
+            .map(|s| s.sniffer.stashed().to_vec())
+            .unwrap_or_default();
+        let kind = ReplyParser::new()
+            .feed(&stash, ts, None, &mut Vec::new())
+            .unwrap_or(AnomalyKind::ReplyBadCode);
+        let detail = format!(
+            "server sent \"{}\", not reply netstrings",
+            printable(&stash, WRONG_PROTOCOL_SAMPLE)
+        );
+        self.reject_because(kind, detail, ts)
     }
 
     fn on_requests(&mut self, events: &mut Vec<RequestEvent>, ts: u64, out: &mut Vec<Record>) {
