@@ -112,6 +112,9 @@ pub struct Session {
     broken: Vec<Request>,
     held: Vec<Anomaly>,
     wrong: Option<WrongProtocol>,
+    /// Why the session rejected the flow, when it did (see
+    /// [`Session::rejection`]).
+    rejection: Option<Anomaly>,
     requests_seen: u64,
     replies_seen: u64,
     first_request_offset: Option<u64>,
@@ -149,6 +152,7 @@ impl Session {
             broken: Vec::new(),
             held: Vec::new(),
             wrong: None,
+            rejection: None,
             requests_seen: 0,
             replies_seen: 0,
             first_request_offset: None,
@@ -258,6 +262,68 @@ impl Session {
         } else {
             self.counters.anomalies_dropped_unconfirmed += 1;
         }
+    }
+
+    /// Why the session stopped reading the flow as QMTP/QMQP, once it
+    /// has: the first thing that was not QMTP/QMQP. A flow layer that
+    /// admitted the flow as QMTP/QMQP on other grounds (a detector that
+    /// already claimed it) reports it; qmwatch's own flow table does not,
+    /// as it admits candidates that may be anything.
+    pub fn rejection(&self) -> Option<&Anomaly> {
+        self.rejection.as_ref()
+    }
+
+    /// Anomalies found while the session is not confirmed, held until it
+    /// is (then reported) or until the flow ends (then dropped, as the
+    /// flow may be no QMTP/QMQP at all). A flow layer that knows the flow
+    /// is QMTP/QMQP's on other grounds may report them at once.
+    pub fn held_anomalies(&self) -> &[Anomaly] {
+        &self.held
+    }
+
+    /// The client speaks another protocol to this QMTP/QMQP server: the
+    /// kind and what the client sent. The session reports it when the flow
+    /// ends, with what the server answered.
+    pub fn wrong_protocol(&self) -> Option<(AnomalyKind, String)> {
+        let w = self.wrong.as_ref()?;
+        Some((
+            wrong_protocol_kind(&w.sample),
+            format!(
+                "client sent \"{}\"",
+                printable(&w.sample, WRONG_PROTOCOL_SAMPLE)
+            ),
+        ))
+    }
+
+    /// The server's stream ends inside a reply netstring: when the flow is
+    /// over, that reply's end was lost. An anomaly for a flow layer whose
+    /// stream may end short of what the endpoints exchanged (qmwatch's own
+    /// flow table reports capture loss by other means and does not ask).
+    pub fn reply_cut_short(&self, ts: u64) -> Option<Anomaly> {
+        if self.rejected || !self.server.as_ref().is_some_and(ReplyParser::in_reply) {
+            return None;
+        }
+        Some(Anomaly {
+            endpoints: self.endpoints(),
+            protocol: self.protocol,
+            kind: AnomalyKind::GapInReplyStream,
+            detail: "the server's stream ended inside a reply netstring".into(),
+            ts,
+        })
+    }
+
+    /// Rejects the flow, noting why.
+    fn reject_because(&mut self, kind: AnomalyKind, detail: String, ts: u64) -> Status {
+        if self.rejection.is_none() {
+            self.rejection = Some(Anomaly {
+                endpoints: self.endpoints(),
+                protocol: self.protocol,
+                kind,
+                detail,
+                ts,
+            });
+        }
+        self.reject()
     }
 
     fn reject(&mut self) -> Status {
@@ -376,27 +442,31 @@ impl Session {
                     if self.midstream && self.sides[dir].resync_left > 0 {
                         return self.retry_or_reject(dir);
                     }
+                    // What the sniffer saw plus the rest of this chunk.
+                    let mut sample = self.sides[dir].sniffer.stashed().to_vec();
+                    let seen_here = usize::try_from(
+                        (self.sides[dir].sniff_offset.unwrap_or(offset) + sample.len() as u64)
+                            .saturating_sub(offset),
+                    )
+                    .unwrap_or(0);
+                    if let Some(rest) = data.get(seen_here.min(data.len())..) {
+                        let room = WRONG_PROTOCOL_SAMPLE.saturating_sub(sample.len());
+                        sample.extend_from_slice(
+                            rest.get(..room.min(rest.len())).unwrap_or_default(),
+                        );
+                    }
+                    sample.truncate(WRONG_PROTOCOL_SAMPLE);
                     if self.server_hint || self.server_port_is_standard() || self.replies_seen > 0 {
                         // Another protocol spoken to a QMTP/QMQP server: watch
                         // what the server answers.
-                        // Keep what the sniffer saw plus the rest of this chunk.
-                        let mut sample = self.sides[dir].sniffer.stashed().to_vec();
-                        let seen_here = usize::try_from(
-                            (self.sides[dir].sniff_offset.unwrap_or(offset) + sample.len() as u64)
-                                .saturating_sub(offset),
-                        )
-                        .unwrap_or(0);
-                        if let Some(rest) = data.get(seen_here.min(data.len())..) {
-                            let room = WRONG_PROTOCOL_SAMPLE.saturating_sub(sample.len());
-                            sample.extend_from_slice(
-                                rest.get(..room.min(rest.len())).unwrap_or_default(),
-                            );
-                        }
-                        sample.truncate(WRONG_PROTOCOL_SAMPLE);
                         self.wrong = Some(WrongProtocol { sample, ts });
                         return Status::Continue;
                     }
-                    return self.reject();
+                    let detail = format!(
+                        "client sent \"{}\", not a QMTP/QMQP request",
+                        printable(&sample, WRONG_PROTOCOL_SAMPLE)
+                    );
+                    return self.reject_because(wrong_protocol_kind(&sample), detail, ts);
                 }
             };
             let start = self.sides[dir].sniff_offset.unwrap_or(offset);
@@ -482,7 +552,7 @@ impl Session {
                         // banner, an HTTP response): whatever tricks its
                         // bytes showed, this is no QMTP/QMQP flow.
                         self.server_other = true;
-                        return self.reject();
+                        return self.reject_server_other(dir, ts);
                     }
                     return Status::Continue;
                 }
@@ -494,7 +564,11 @@ impl Session {
         self.scratch_replies = replies;
         if let Some(kind) = failure {
             if self.confirmed.is_none() && self.replies_seen == 0 {
-                return self.reject();
+                return self.reject_because(
+                    kind,
+                    "server stream is not reply netstrings".into(),
+                    ts,
+                );
             }
             self.anomaly(
                 kind,
@@ -505,6 +579,24 @@ impl Session {
         }
         self.try_confirm(ts, out);
         Status::Continue
+    }
+
+    /// Rejects a flow whose server's first bytes are no reply netstring,
+    /// noting what a reply parser makes of them.
+    fn reject_server_other(&mut self, dir: usize, ts: u64) -> Status {
+        let stash = self
+            .sides
+            .get(dir)
+            .map(|s| s.sniffer.stashed().to_vec())
+            .unwrap_or_default();
+        let kind = ReplyParser::new()
+            .feed(&stash, ts, None, &mut Vec::new())
+            .unwrap_or(AnomalyKind::ReplyBadCode);
+        let detail = format!(
+            "server sent \"{}\", not reply netstrings",
+            printable(&stash, WRONG_PROTOCOL_SAMPLE)
+        );
+        self.reject_because(kind, detail, ts)
     }
 
     fn on_requests(&mut self, events: &mut Vec<RequestEvent>, ts: u64, out: &mut Vec<Record>) {
@@ -863,7 +955,16 @@ impl Session {
             return Status::Continue;
         }
         if self.client.is_none() && self.server.is_none() && self.wrong.is_none() {
-            return self.reject();
+            let kind = if is_server {
+                AnomalyKind::GapInReplyStream
+            } else {
+                AnomalyKind::GapOutsideMessage
+            };
+            return self.reject_because(
+                kind,
+                format!("{n} bytes lost before the flow's protocol was known"),
+                ts,
+            );
         }
         Status::Continue
     }

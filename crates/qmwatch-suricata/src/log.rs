@@ -80,6 +80,10 @@ unsafe fn log_tx(key: &str, tx: *const c_void, jb: *mut c_void) -> bool {
         let (Some(tx), false) = ((tx as *const QmTx).as_ref(), jb.is_null()) else {
             return false;
         };
+        // A placeholder the flow's end left empty: no record.
+        if tx.tx.is_empty() {
+            return false;
+        }
         let mut w = JbWriter {
             jb: jb as *mut SCJsonBuilder,
         };

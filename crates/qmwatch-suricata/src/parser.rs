@@ -126,12 +126,23 @@ impl QmState {
         self.take_txs();
     }
 
-    /// Moves the core's new transactions into Suricata's list.
+    /// Moves the core's new transactions into Suricata's list; one with
+    /// the id of a placeholder already there replaces it, keeping
+    /// Suricata's data of it.
     fn take_txs(&mut self) {
         let Some(core) = self.core.as_mut() else {
             return;
         };
         for tx in core.drain_txs() {
+            if let Some(held) = self.txs.iter_mut().find(|t| t.tx.id == tx.id) {
+                for (kind, _) in &tx.anomalies {
+                    held.tx_data.set_event(events::id(*kind));
+                }
+                held.tx_data.updated_ts = true;
+                held.tx_data.updated_tc = true;
+                held.tx = tx;
+                continue;
+            }
             let mut tx_data = AppLayerTxData::new();
             for (kind, _) in &tx.anomalies {
                 tx_data.set_event(events::id(*kind));
@@ -352,9 +363,13 @@ unsafe extern "C" fn state_get_tx_count(state: *mut c_void) -> u64 {
 }
 
 /// Transactions are created complete: when their replies are in, or when
-/// the flow ended.
-unsafe extern "C" fn tx_get_progress(_tx: *mut c_void, _direction: u8) -> c_int {
-    1
+/// the flow ended; only the placeholder a flow holds open while it waits
+/// for its end is in progress (see `FlowState::eof`).
+unsafe extern "C" fn tx_get_progress(tx: *mut c_void, _direction: u8) -> c_int {
+    crate::guard(1, || match (tx as *const QmTx).as_ref() {
+        Some(t) if t.tx.open => 0,
+        _ => 1,
+    })
 }
 
 unsafe extern "C" fn get_tx_data(tx: *mut c_void) -> *mut AppLayerTxData {

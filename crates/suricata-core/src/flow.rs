@@ -5,8 +5,10 @@
 //! end-of-direction to the [`Session`], turning its [`Record`]s into
 //! [`Tx`]s (one per QMTP package or QMQP message, created when its replies
 //! are in or the flow ends; anomalies ride on the transaction created in
-//! the same call, or on one of their own), and the transaction list
-//! Suricata walks and frees.
+//! the same call, or on one of their own; a session that stops reading
+//! the flow says why at once), the placeholder transaction held in
+//! progress while only one direction has ended (so that Suricata brings
+//! the flow's end), and the transaction list Suricata walks and frees.
 //!
 //! Must not: parse anything itself, hold transactions Suricata has freed,
 //! or grow without bound (the session is bounded; transactions are freed
@@ -17,7 +19,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use qmwatch_proto::session::{Session, Status};
-use qmwatch_proto::{Protocol, Record};
+use qmwatch_proto::{AnomalyKind, Endpoints, Protocol, Record};
 
 use crate::tx::Tx;
 
@@ -39,6 +41,8 @@ pub const TO_CLIENT: usize = 1;
 #[derive(Debug)]
 pub struct FlowState {
     session: Session,
+    /// The session's endpoints (unspecified addresses, the real ports).
+    endpoints: Endpoints,
     protocol: Protocol,
     offsets: [u64; 2],
     /// Suricata's stream offset of each direction's offset 0, from its
@@ -48,6 +52,12 @@ pub struct FlowState {
     finished: bool,
     rejected: bool,
     next_id: u64,
+    /// The id of the placeholder transaction held open, if any.
+    open: Option<u64>,
+    /// Anomalies raised before the session reported them (see
+    /// [`FlowState::report_known`]): at most the session's held ones and
+    /// one wrong-protocol anomaly.
+    raised: Vec<(AnomalyKind, String)>,
     txs: VecDeque<Tx>,
     scratch: Vec<Record>,
 }
@@ -63,6 +73,10 @@ impl FlowState {
         let addrs = [SocketAddr::new(ip, sp), SocketAddr::new(ip, dp)];
         FlowState {
             session: Session::new(addrs, Some(TO_SERVER), false),
+            endpoints: Endpoints {
+                client: addrs[0],
+                server: addrs[1],
+            },
             protocol,
             offsets: [0; 2],
             bases: [None; 2],
@@ -70,6 +84,8 @@ impl FlowState {
             finished: false,
             rejected: false,
             next_id: 0,
+            open: None,
+            raised: Vec::new(),
             txs: VecDeque::new(),
             scratch: Vec::new(),
         }
@@ -114,8 +130,8 @@ impl FlowState {
         self.finished
     }
 
-    /// Bytes of direction `dir`, in order. Returns the ids (1-based) of the
-    /// transactions created, as a range.
+    /// Bytes of direction `dir`, in order. Returns the new ids (1-based),
+    /// as a range (a transaction that fills the placeholder keeps its id).
     pub fn data(&mut self, dir: usize, data: &[u8], ts: u64) -> std::ops::Range<u64> {
         let first = self.next_id;
         if self.finished || dir > 1 || data.is_empty() {
@@ -128,10 +144,12 @@ impl FlowState {
         if !self.rejected {
             let mut out = std::mem::take(&mut self.scratch);
             let st = self.session.data(dir, offset, data, ts, None, &mut out);
-            self.rejected = st == Status::Reject;
+            self.note(st, &mut out);
+            self.report_known(ts, &mut out);
             self.take(&mut out);
             self.scratch = out;
         }
+        self.settle(ts);
         first..self.next_id
     }
 
@@ -164,10 +182,12 @@ impl FlowState {
                 }
                 None => self.session.gap(dir, n, ts, &mut out),
             };
-            self.rejected = st == Status::Reject;
+            self.note(st, &mut out);
+            self.report_known(ts, &mut out);
             self.take(&mut out);
             self.scratch = out;
         }
+        self.settle(ts);
         first..self.next_id
     }
 
@@ -217,7 +237,88 @@ impl FlowState {
         }
     }
 
+    /// The session's status after a call. Suricata handed the flow over as
+    /// QMTP/QMQP (by port or by its first bytes), so a session that stops
+    /// reading it is reported at once, with why: the bytes Suricata gives
+    /// stopped being QMTP/QMQP (another protocol, or an evasion whose
+    /// chaff Suricata's reassembly kept), and nothing later in the flow
+    /// will say so.
+    fn note(&mut self, st: Status, out: &mut Vec<Record>) {
+        if st != Status::Reject || self.rejected {
+            return;
+        }
+        self.rejected = true;
+        if let Some(a) = self.session.rejection() {
+            out.push(Record::Anomaly(Box::new(a.clone())));
+        }
+    }
+
+    /// What the session knows but holds back is raised now: Suricata
+    /// handed the flow over as QMTP/QMQP, so an anomaly found before the
+    /// session is confirmed (a malformed request no reply ever confirms)
+    /// and another protocol spoken to the server are not left for a
+    /// confirmation or a flow's end that may not come. When the session
+    /// reports them itself later, those records are dropped (a
+    /// wrong-protocol anomaly at the flow's end, with the server's answer,
+    /// gives way to the one raised when the client spoke).
+    fn report_known(&mut self, ts: u64, out: &mut Vec<Record>) {
+        if !self.raised.is_empty() {
+            let raised = &mut self.raised;
+            out.retain(|r| match r {
+                Record::Anomaly(a) if a.kind.is_wrong_protocol() => {
+                    !raised.iter().any(|(k, _)| k.is_wrong_protocol())
+                }
+                Record::Anomaly(a) => match raised
+                    .iter()
+                    .position(|(k, d)| *k == a.kind && *d == a.detail)
+                {
+                    Some(i) => {
+                        raised.swap_remove(i);
+                        false
+                    }
+                    None => true,
+                },
+                _ => true,
+            });
+        }
+        if self.finished || self.rejected {
+            return;
+        }
+        for a in self.session.held_anomalies() {
+            let known = self
+                .raised
+                .iter()
+                .any(|(k, d)| *k == a.kind && *d == a.detail);
+            if !known {
+                self.raised.push((a.kind, a.detail.clone()));
+                out.push(Record::Anomaly(Box::new(a.clone())));
+            }
+        }
+        if !self.raised.iter().any(|(k, _)| k.is_wrong_protocol()) {
+            if let Some((kind, detail)) = self.session.wrong_protocol() {
+                self.raised.push((kind, detail.clone()));
+                out.push(Record::Anomaly(Box::new(qmwatch_proto::Anomaly {
+                    endpoints: self.endpoints,
+                    protocol: self.session.protocol(),
+                    kind,
+                    detail,
+                    ts,
+                })));
+            }
+        }
+    }
+
     /// Direction `dir` ended. When both have, the flow is finished.
+    ///
+    /// While only one has, a placeholder transaction in progress is held
+    /// open (Suricata's tx count is one more than the transactions made):
+    /// Suricata does not always report the end of the other direction (a
+    /// TCP session that closed reports it for the side whose data the last
+    /// ACK acknowledged only), and a flow with no transaction in progress
+    /// is freed without any further call when it times out. One in progress
+    /// makes Suricata's flow timeout and shutdown push both directions
+    /// through the parser once more, with their end, so that what the
+    /// session reports at the flow's end is logged.
     pub fn eof(&mut self, dir: usize, ts: u64) -> std::ops::Range<u64> {
         let first = self.next_id;
         if self.finished || dir > 1 {
@@ -235,14 +336,45 @@ impl FlowState {
         // Suricata does not always report the end of the server's
         // direction (a server that closed first, a capture that ends): once
         // the client is done and nothing awaits a reply, the flow is over.
+        // A rejected session has nothing left to report.
         let client_done_nothing_pending =
             dir == TO_SERVER && !self.rejected && self.session.stored_bytes() == 0;
-        if self.eof == [true, true] || client_done_nothing_pending {
+        if self.eof == [true, true] || client_done_nothing_pending || self.rejected {
             self.finish_into(ts, &mut out);
         }
+        self.report_known(ts, &mut out);
         self.take(&mut out);
         self.scratch = out;
+        self.settle(ts);
         first..self.next_id
+    }
+
+    /// After a call: a flow with one direction ended and not finished holds
+    /// a placeholder open (see [`FlowState::eof`]); a finished one closes it.
+    fn settle(&mut self, ts: u64) {
+        // The replies the client waited for came after its end: nothing is
+        // left to wait for.
+        let client_done = self.eof.get(TO_SERVER).copied().unwrap_or(false);
+        if !self.finished && client_done && !self.rejected && self.session.stored_bytes() == 0 {
+            self.finish(ts);
+            return;
+        }
+        if self.finished {
+            self.close_placeholder();
+        } else if self.open.is_none() && self.eof.contains(&true) {
+            let id = self.new_id();
+            self.open = Some(id);
+            let protocol = self.session.protocol().unwrap_or(self.protocol);
+            self.push(Tx::placeholder(id, protocol));
+        }
+    }
+
+    /// The flow ended with the placeholder unfilled: it is done, and empty.
+    fn close_placeholder(&mut self) {
+        if let Some(id) = self.open.take() {
+            let protocol = self.session.protocol().unwrap_or(self.protocol);
+            self.push(Tx::anomalies_only(id, protocol));
+        }
     }
 
     /// The flow is over whatever the directions said.
@@ -253,8 +385,10 @@ impl FlowState {
         }
         let mut out = std::mem::take(&mut self.scratch);
         self.finish_into(ts, &mut out);
+        self.report_known(ts, &mut out);
         self.take(&mut out);
         self.scratch = out;
+        self.close_placeholder();
         first..self.next_id
     }
 
@@ -265,15 +399,32 @@ impl FlowState {
         for a in self.session.take_evasion_signs() {
             out.push(Record::Anomaly(Box::new(a)));
         }
+        // Suricata's stream may end short of the server's last reply (a
+        // segment its stream engine dropped): that reply is lost, not
+        // merely unsent.
+        if let Some(a) = self.session.reply_cut_short(ts) {
+            out.push(Record::Anomaly(Box::new(a)));
+        }
         self.session.finish(ts, out);
     }
 
+    /// The next transaction's id: the placeholder's, when one is open.
     fn new_id(&mut self) -> u64 {
+        if let Some(id) = self.open.take() {
+            return id;
+        }
         self.next_id = self.next_id.saturating_add(1);
         self.next_id
     }
 
+    /// Holds `tx`; one with the same id (the placeholder) is replaced.
+    /// Once handed over by [`FlowState::drain_txs`], the holder of the
+    /// placeholder replaces it by id too.
     fn push(&mut self, tx: Tx) {
+        if let Some(t) = self.txs.iter_mut().find(|t| t.id == tx.id) {
+            *t = tx;
+            return;
+        }
         if self.txs.len() >= MAX_TXS {
             self.txs.pop_front();
         }
@@ -285,7 +436,7 @@ impl FlowState {
         if out.is_empty() {
             return;
         }
-        let first = self.next_id;
+        let mut created_here = None;
         let mut anomalies = Vec::new();
         for r in out.drain(..) {
             match r {
@@ -294,6 +445,7 @@ impl FlowState {
                     let id = self.new_id();
                     let tx = Tx::from_transaction(id, &t);
                     self.push(tx);
+                    created_here = Some(id);
                 }
                 Record::Anomaly(a) => anomalies.push((a.kind, a.detail)),
             }
@@ -301,9 +453,9 @@ impl FlowState {
         if anomalies.is_empty() {
             return;
         }
-        let created_here = self.next_id > first;
-        match self.txs.back_mut() {
-            Some(t) if created_here => t.anomalies.extend(anomalies),
+        let last = created_here.and_then(|id| self.txs.iter_mut().rev().find(|t| t.id == id));
+        match last {
+            Some(t) => t.anomalies.extend(anomalies),
             _ => {
                 let id = self.new_id();
                 let mut tx =
@@ -505,6 +657,162 @@ mod tests {
         f.data(TO_CLIENT, &replies(), 3);
         assert_eq!(f.txs().len(), 1);
         assert!(f.txs()[0].body.as_ref().unwrap().complete);
+    }
+
+    #[test]
+    fn a_stream_that_stops_being_qmtp_is_reported_at_once() {
+        // Chaff Suricata kept: the first reply lost its comma. The session
+        // rejects the flow (no reply was ever read); the plugin says why,
+        // before any end of the flow.
+        let mut f = FlowState::new(Protocol::Qmqp, 40000, 628);
+        f.data(
+            TO_SERVER,
+            &ns(&[ns(b"msg"), ns(b"a@example.net"), ns(b"b@example.net")].concat()),
+            1,
+        );
+        f.data(TO_CLIENT, b"8:Kqueued X", 2);
+        assert!(!f.finished());
+        assert_eq!(f.txs().len(), 1);
+        assert!(f.txs()[0].body.is_none());
+        assert_eq!(
+            f.txs()[0].anomalies[0].0,
+            qmwatch_proto::AnomalyKind::NetstringMissingComma
+        );
+        // Nothing more comes of the flow, and its end adds nothing.
+        f.data(TO_CLIENT, b"8:Kqueued,", 3);
+        f.eof(TO_SERVER, 4);
+        f.eof(TO_CLIENT, 4);
+        assert_eq!(f.tx_count(), 1);
+        // A server whose first bytes are no reply netstring.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 2209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.data(TO_CLIENT, b"xyzzy:Kok,", 2);
+        assert_eq!(f.txs().len(), 1);
+        assert_eq!(
+            f.txs()[0].anomalies[0].0,
+            qmwatch_proto::AnomalyKind::NetstringBadLengthByte
+        );
+        // A client off the standard ports that sends no request.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 2209);
+        f.data(TO_SERVER, b"GET / HTTP/1.0\r\n\r\n", 2);
+        assert_eq!(f.txs().len(), 1);
+        assert_eq!(
+            f.txs()[0].anomalies[0].0,
+            qmwatch_proto::AnomalyKind::HttpToQmServer
+        );
+    }
+
+    #[test]
+    fn one_ended_direction_holds_a_transaction_open() {
+        // The client ended with its package unanswered; Suricata may never
+        // report the server's end. A transaction in progress keeps the
+        // flow's end coming (Suricata's timeout pushes flows with one).
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.eof(TO_SERVER, 2);
+        assert!(!f.finished());
+        assert_eq!(f.tx_count(), 1);
+        assert!(f.tx(0).unwrap().open);
+        // The flow's end fills it, under the same id.
+        f.eof(TO_CLIENT, 3);
+        assert!(f.finished());
+        assert_eq!(f.tx_count(), 1);
+        let t = f.tx(0).unwrap();
+        assert!(!t.open);
+        assert_eq!(t.rcpt(0), Some(&b"victim@example.com"[..]));
+        assert_eq!(t.reply_code(0), None);
+        // Only the server's end reported: the same.
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.data(TO_CLIENT, &replies(), 2);
+        f.eof(TO_CLIENT, 3);
+        assert_eq!(f.tx_count(), 2);
+        assert!(f.tx(1).unwrap().open);
+        // Nothing was pending: the end leaves it empty (not logged).
+        f.eof(TO_SERVER, 4);
+        assert!(f.finished());
+        let t = f.tx(1).unwrap();
+        assert!(!t.open && t.is_empty());
+        assert!(!f.tx(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reply_cut_short_by_the_end_is_reported() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, &pkg(), 1);
+        f.data(TO_CLIENT, b"5:Kok 1,6:Dsor", 2);
+        f.eof(TO_SERVER, 3);
+        f.eof(TO_CLIENT, 3);
+        let t = f.txs().back().unwrap();
+        assert_eq!(t.reply_code(0), Some(&b"K"[..]));
+        assert_eq!(t.reply_code(1), None);
+        assert_eq!(
+            t.anomalies.iter().map(|a| a.0).collect::<Vec<_>>(),
+            [qmwatch_proto::AnomalyKind::GapInReplyStream]
+        );
+    }
+
+    #[test]
+    fn a_request_with_no_sender_has_no_from() {
+        let mut f = FlowState::new(Protocol::Qmqp, 40000, 628);
+        f.data(TO_SERVER, &ns(&[ns(b"msg"), b"3:ab".to_vec()].concat()), 1);
+        f.data(TO_CLIENT, &ns(b"Kok"), 2);
+        f.eof(TO_SERVER, 3);
+        f.eof(TO_CLIENT, 3);
+        let t = f.txs().iter().find(|t| t.body.is_some()).unwrap();
+        assert!(t.body.as_ref().unwrap().request);
+        assert_eq!(t.sender(), None);
+    }
+
+    #[test]
+    fn another_protocol_is_reported_when_the_client_speaks() {
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
+        f.data(TO_SERVER, b"EHLO x\r\n", 1);
+        assert!(!f.finished());
+        assert_eq!(f.txs().len(), 1);
+        assert_eq!(
+            f.txs()[0].anomalies,
+            [(
+                qmwatch_proto::AnomalyKind::SmtpToQmServer,
+                "client sent \"EHLO x\\r\\n\"".to_string()
+            )]
+        );
+        // The session's own report at the flow's end is not repeated.
+        f.data(TO_SERVER, b"MAIL FROM:<a@example.org>\r\n", 2);
+        f.eof(TO_SERVER, 3);
+        f.eof(TO_CLIENT, 3);
+        assert!(f.finished());
+        assert_eq!(f.tx_count(), 1);
+        assert_eq!(f.txs().iter().map(|t| t.anomalies.len()).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn an_anomaly_no_reply_confirms_is_reported_at_once() {
+        // A malformed request to a QMQP server that never answers: the
+        // session holds the anomaly for a confirmation that never comes
+        // and drops it at the end; the plugin raises it when found.
+        let bad = ns(&[ns(b"msg"), b"3:ab".to_vec()].concat());
+        let mut f = FlowState::new(Protocol::Qmqp, 40000, 628);
+        f.data(TO_SERVER, &bad, 1);
+        assert_eq!(f.txs().len(), 1);
+        let kind = f.txs()[0].anomalies[0].0;
+        f.eof(TO_SERVER, 2);
+        f.eof(TO_CLIENT, 2);
+        assert!(f.finished());
+        assert_eq!(f.txs().iter().map(|t| t.anomalies.len()).sum::<usize>(), 1);
+        // When a reply confirms the session after all, its report of the
+        // held anomaly is not repeated.
+        let mut f = FlowState::new(Protocol::Qmqp, 40000, 628);
+        f.data(TO_SERVER, &bad, 1);
+        f.data(TO_CLIENT, &ns(b"Dno"), 2);
+        f.eof(TO_SERVER, 3);
+        f.eof(TO_CLIENT, 3);
+        let kinds: Vec<_> = f
+            .txs()
+            .iter()
+            .flat_map(|t| t.anomalies.iter().map(|a| a.0))
+            .collect();
+        assert_eq!(kinds, [kind]);
     }
 
     #[test]

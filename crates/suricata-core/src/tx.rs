@@ -71,6 +71,11 @@ pub struct Tx {
     /// `None` for a transaction that only carries anomalies.
     pub body: Option<TxBody>,
     pub anomalies: Vec<(AnomalyKind, String)>,
+    /// Still in progress: an id the flow holds for what its end may
+    /// report, once one direction has ended (see
+    /// [`crate::FlowState::eof`]). Replaced, under the same id, by the
+    /// first transaction the flow creates next; left empty when none comes.
+    pub open: bool,
 }
 
 fn request_state(s: RequestState) -> String {
@@ -109,12 +114,8 @@ impl Tx {
                         })
                         .collect();
                     (
-                        Some(
-                            r.sender
-                                .as_ref()
-                                .map(|s| s.bytes.clone())
-                                .unwrap_or_default(),
-                        ),
+                        // No sender read (a malformed request): no `from`.
+                        r.sender.as_ref().map(|s| s.bytes.clone()),
                         recipients,
                         r.recipient_count,
                         r.message_bytes,
@@ -155,6 +156,7 @@ impl Tx {
                 message_start: start,
             }),
             anomalies: Vec::new(),
+            open: false,
         }
     }
 
@@ -165,7 +167,22 @@ impl Tx {
             protocol,
             body: None,
             anomalies: Vec::new(),
+            open: false,
         }
+    }
+
+    /// A transaction in progress that carries nothing yet.
+    pub fn placeholder(id: u64, protocol: Protocol) -> Tx {
+        Tx {
+            open: true,
+            ..Tx::anomalies_only(id, protocol)
+        }
+    }
+
+    /// Carries nothing: neither a transaction nor an anomaly (a placeholder
+    /// the flow's end did not fill). Not logged.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_none() && self.anomalies.is_empty()
     }
 
     // Rule buffers. Each returns `None` when the transaction has no such
