@@ -44,6 +44,8 @@ pub struct FlowState {
     /// The session's endpoints (unspecified addresses, the real ports).
     endpoints: Endpoints,
     protocol: Protocol,
+    /// The server's port is QMTP's or QMQP's ([`FlowState::vouched`]).
+    by_port: bool,
     offsets: [u64; 2],
     /// Suricata's stream offset of each direction's offset 0, from its
     /// first call ([`FlowState::catch_up`]).
@@ -78,6 +80,7 @@ impl FlowState {
                 server: addrs[1],
             },
             protocol,
+            by_port: dp == Protocol::Qmtp.standard_port() || dp == Protocol::Qmqp.standard_port(),
             offsets: [0; 2],
             bases: [None; 2],
             eof: [false; 2],
@@ -248,9 +251,23 @@ impl FlowState {
             return;
         }
         self.rejected = true;
+        if !self.vouched() {
+            return;
+        }
         if let Some(a) = self.session.rejection() {
             out.push(Record::Anomaly(Box::new(a.clone())));
         }
+    }
+
+    /// Whether the flow is QMTP/QMQP's on grounds other than its first
+    /// bytes: Suricata handed it over for its port (209, 628), or a reply
+    /// confirmed the session. A flow claimed only because its first bytes
+    /// looked like a netstring (a probe, on any port) may be another
+    /// netstring protocol: as in qmwatch's own flow table, what its
+    /// session finds wrong is then not reported until it is confirmed, and
+    /// its rejection is the end of a look-alike, not an anomaly.
+    fn vouched(&self) -> bool {
+        self.by_port || self.session.confirmed().is_some()
     }
 
     /// What the session knows but holds back is raised now: Suricata
@@ -281,7 +298,7 @@ impl FlowState {
                 _ => true,
             });
         }
-        if self.finished || self.rejected {
+        if self.finished || self.rejected || !self.vouched() {
             return;
         }
         for a in self.session.held_anomalies() {
@@ -684,7 +701,7 @@ mod tests {
         f.eof(TO_CLIENT, 4);
         assert_eq!(f.tx_count(), 1);
         // A server whose first bytes are no reply netstring.
-        let mut f = FlowState::new(Protocol::Qmtp, 40000, 2209);
+        let mut f = FlowState::new(Protocol::Qmtp, 40000, 209);
         f.data(TO_SERVER, &pkg(), 1);
         f.data(TO_CLIENT, b"xyzzy:Kok,", 2);
         assert_eq!(f.txs().len(), 1);
@@ -692,14 +709,42 @@ mod tests {
             f.txs()[0].anomalies[0].0,
             qmwatch_proto::AnomalyKind::NetstringBadLengthByte
         );
-        // A client off the standard ports that sends no request.
+        // Off the standard ports, the same after a reply confirmed the
+        // session.
         let mut f = FlowState::new(Protocol::Qmtp, 40000, 2209);
-        f.data(TO_SERVER, b"GET / HTTP/1.0\r\n\r\n", 2);
-        assert_eq!(f.txs().len(), 1);
-        assert_eq!(
-            f.txs()[0].anomalies[0].0,
-            qmwatch_proto::AnomalyKind::HttpToQmServer
-        );
+        f.data(TO_SERVER, &pkg(), 1);
+        f.data(TO_CLIENT, &replies(), 2);
+        f.data(TO_SERVER, &pkg(), 3);
+        f.data(TO_CLIENT, b"xyzzy:Kok,", 4);
+        let kinds: Vec<_> = f
+            .txs()
+            .iter()
+            .flat_map(|t| t.anomalies.iter().map(|a| a.0))
+            .collect();
+        assert_eq!(kinds, [qmwatch_proto::AnomalyKind::NetstringBadLengthByte]);
+    }
+
+    /// A flow claimed off the standard ports for its first bytes alone may
+    /// be another netstring protocol: when its session gives up before a
+    /// reply confirmed it, that is the end of a look-alike, not an anomaly
+    /// (no transaction, no event).
+    #[test]
+    fn a_look_alike_off_the_standard_ports_is_dropped_quietly() {
+        for (client, server) in [
+            (
+                &b"17:\nHELLO WORLD 1234,PING\r\n"[..],
+                &b"-ERR unknown command\r\n"[..],
+            ),
+            (&pkg()[..], &b"xyzzy:Kok,"[..]),
+            (&b"GET / HTTP/1.0\r\n\r\n"[..], &b"HTTP/1.0 200 OK\r\n"[..]),
+        ] {
+            let mut f = FlowState::new(Protocol::Qmtp, 40000, 9000);
+            f.data(TO_SERVER, client, 1);
+            f.data(TO_CLIENT, server, 2);
+            f.eof(TO_SERVER, 3);
+            f.eof(TO_CLIENT, 3);
+            assert_eq!(f.tx_count(), 0, "{:?}", f.txs());
+        }
     }
 
     #[test]
