@@ -147,13 +147,19 @@ impl FlowState {
         if !self.rejected {
             let mut out = std::mem::take(&mut self.scratch);
             let st = self.session.data(dir, offset, data, ts, None, &mut out);
-            self.note(st, &mut out);
-            self.report_known(ts, &mut out);
-            self.take(&mut out);
-            self.scratch = out;
+            self.after_call(st, ts, out);
         }
         self.settle(ts);
         first..self.next_id
+    }
+
+    /// What the session said in one call (`st`, records `out`) becomes
+    /// anomalies and transactions; `out` goes back as the scratch list.
+    fn after_call(&mut self, st: Status, ts: u64, mut out: Vec<Record>) {
+        self.note(st, &mut out);
+        self.report_known(ts, &mut out);
+        self.take(&mut out);
+        self.scratch = out;
     }
 
     /// `n` bytes of direction `dir` were lost.
@@ -185,10 +191,7 @@ impl FlowState {
                 }
                 None => self.session.gap(dir, n, ts, &mut out),
             };
-            self.note(st, &mut out);
-            self.report_known(ts, &mut out);
-            self.take(&mut out);
-            self.scratch = out;
+            self.after_call(st, ts, out);
         }
         self.settle(ts);
         first..self.next_id
