@@ -39,6 +39,35 @@ fn byte(data: &mut &[u8]) -> u8 {
     take(data, 1).first().copied().unwrap_or(0)
 }
 
+/// The `protocol_chunks` input format, shared with the `suricata_flow`
+/// target: `[opts][parser][k][schedule: k bytes][client_len u16 LE][client][server]`.
+pub struct ChunksInput<'a> {
+    pub opts: u8,
+    pub parser: u8,
+    pub schedule: &'a [u8],
+    pub client: &'a [u8],
+    pub server: &'a [u8],
+}
+
+pub fn chunks_input(data: &[u8]) -> ChunksInput<'_> {
+    let mut input = data;
+    let opts = byte(&mut input);
+    let parser = byte(&mut input);
+    let k = usize::from(byte(&mut input));
+    let schedule = take(&mut input, k);
+    let len = take(&mut input, 2);
+    let client_len = usize::from(len.first().copied().unwrap_or(0))
+        | usize::from(len.get(1).copied().unwrap_or(0)) << 8;
+    let client = take(&mut input, client_len);
+    ChunksInput {
+        opts,
+        parser,
+        schedule,
+        client,
+        server: input,
+    }
+}
+
 // ------------------------------------------------------------ decode_frame
 
 /// The link types [`supported_link_type`] accepts, selected by the input's
@@ -773,16 +802,13 @@ fn comparable(records: Vec<Record>) -> Vec<Record> {
 /// form (not mid-stream: resynchronisation counts segments by design), and
 /// stays silent once it rejected the flow.
 pub fn protocol_chunks(data: &[u8]) {
-    let mut input = data;
-    let opts = byte(&mut input);
-    let parser = byte(&mut input);
-    let k = usize::from(byte(&mut input));
-    let schedule = take(&mut input, k);
-    let len = take(&mut input, 2);
-    let client_len = usize::from(len.first().copied().unwrap_or(0))
-        | usize::from(len.get(1).copied().unwrap_or(0)) << 8;
-    let client = take(&mut input, client_len);
-    let server = input;
+    let ChunksInput {
+        opts,
+        parser,
+        schedule,
+        client,
+        server,
+    } = chunks_input(data);
     let streams = [client, server];
     let chunked = pieces([client.len(), server.len()], schedule);
 

@@ -12,28 +12,26 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../harness.rs"]
+mod harness;
 use qmwatch_suricata_core::eve::{log, StringWriter};
 use qmwatch_suricata_core::{events, probe, FlowState, Protocol};
 
-fn take<'a>(input: &mut &'a [u8], n: usize) -> &'a [u8] {
-    let (a, b) = input.split_at(n.min(input.len()));
-    *input = b;
-    a
-}
-
 fuzz_target!(|data: &[u8]| {
-    let mut input = data;
-    let opts = take(&mut input, 1).first().copied().unwrap_or(0);
-    let _parser = take(&mut input, 1);
-    let k = usize::from(take(&mut input, 1).first().copied().unwrap_or(0));
-    let schedule = take(&mut input, k);
-    let len = take(&mut input, 2);
-    let client_len = usize::from(len.first().copied().unwrap_or(0))
-        | usize::from(len.get(1).copied().unwrap_or(0)) << 8;
-    let client = take(&mut input, client_len);
-    let server = input;
+    let harness::ChunksInput {
+        opts,
+        schedule,
+        client,
+        server,
+        ..
+    } = harness::chunks_input(data);
     let streams = [client, server];
-    let protocol = if opts & 1 == 0 { Protocol::Qmtp } else { Protocol::Qmqp };
+    let protocol = if opts & 1 == 0 {
+        Protocol::Qmtp
+    } else {
+        Protocol::Qmqp
+    };
     let dp = [209u16, 628, 2209, 6628][usize::from(opts >> 1 & 3)];
     let _ = (probe(client, true, dp), probe(server, false, dp));
     let mut f = FlowState::new(protocol, 40000, dp);
@@ -72,7 +70,12 @@ fuzz_target!(|data: &[u8]| {
         if let Some(tx) = f.tx(id) {
             let _ = (tx.sender(), tx.message_start());
             for i in 0..4 {
-                let _ = (tx.rcpt(i), tx.reply_code(i), tx.reply_text(i), tx.rcpt_reply(i));
+                let _ = (
+                    tx.rcpt(i),
+                    tx.reply_code(i),
+                    tx.reply_text(i),
+                    tx.rcpt_reply(i),
+                );
             }
             let mut w = StringWriter::new();
             let _ = log(tx, &mut w);
