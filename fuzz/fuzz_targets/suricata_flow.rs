@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
                     tx.reply_code(i),
                     tx.reply_text(i),
                     tx.rcpt_reply(i),
+                    tx.anomaly(i),
                 );
             }
             let mut w = StringWriter::new();

@@ -11,6 +11,7 @@
 //! | `.reply_text` | each recipient's reply text after the letter (multi) |
 //! | `.rcpt_reply` | each recipient as `"<code> <address>"`, `-` for no reply (multi) |
 //! | `.message_start` | the message's first bytes (at most 64; QMTP: with the encoding byte) |
+//! | `.anomaly` | each anomaly's kind name, as its app-layer event is named (multi) |
 //!
 //! Buffers are registered for both directions: a transaction exists only
 //! once its replies are in (or the flow ended), and a rule may combine the
@@ -33,13 +34,14 @@ use suricata_sys::sys::{
 use crate::parser::{alproto, QmTx};
 
 /// The keywords, in the order of the buffer-id table.
-const KEYWORDS: [(&str, &str); 6] = [
+const KEYWORDS: [(&str, &str); 7] = [
     ("sender", "envelope sender"),
     ("rcpt", "each envelope recipient"),
     ("reply_code", "each recipient's reply code letter (K, Z, D)"),
     ("reply_text", "each recipient's reply text"),
     ("rcpt_reply", "each recipient as \"<code> <address>\""),
     ("message_start", "the message's first bytes (at most 64)"),
+    ("anomaly", "each anomaly's kind name"),
 ];
 
 const N: usize = KEYWORDS.len();
@@ -89,12 +91,14 @@ setups! {
     qmtp_reply_text_setup = (Protocol::Qmtp, 3);
     qmtp_rcpt_reply_setup = (Protocol::Qmtp, 4);
     qmtp_message_start_setup = (Protocol::Qmtp, 5);
+    qmtp_anomaly_setup = (Protocol::Qmtp, 6);
     qmqp_sender_setup = (Protocol::Qmqp, 0);
     qmqp_rcpt_setup = (Protocol::Qmqp, 1);
     qmqp_reply_code_setup = (Protocol::Qmqp, 2);
     qmqp_reply_text_setup = (Protocol::Qmqp, 3);
     qmqp_rcpt_reply_setup = (Protocol::Qmqp, 4);
     qmqp_message_start_setup = (Protocol::Qmqp, 5);
+    qmqp_anomaly_setup = (Protocol::Qmqp, 6);
 }
 
 type Setup = unsafe extern "C" fn(*mut DetectEngineCtx, *mut Signature, *const c_char) -> c_int;
@@ -106,6 +110,7 @@ const QMTP_SETUPS: [Setup; N] = [
     qmtp_reply_text_setup,
     qmtp_rcpt_reply_setup,
     qmtp_message_start_setup,
+    qmtp_anomaly_setup,
 ];
 const QMQP_SETUPS: [Setup; N] = [
     qmqp_sender_setup,
@@ -114,6 +119,7 @@ const QMQP_SETUPS: [Setup; N] = [
     qmqp_reply_text_setup,
     qmqp_rcpt_reply_setup,
     qmqp_message_start_setup,
+    qmqp_anomaly_setup,
 ];
 
 unsafe fn put(b: Option<&[u8]>, buf: *mut *const u8, len: *mut u32) -> bool {
@@ -177,6 +183,7 @@ multi!(get_rcpt, rcpt);
 multi!(get_reply_code, reply_code);
 multi!(get_reply_text, reply_text);
 multi!(get_rcpt_reply, rcpt_reply);
+multi!(get_anomaly, anomaly);
 
 unsafe fn register(p: Protocol) {
     let setups = match p {
@@ -222,7 +229,8 @@ unsafe fn register(p: Protocol) {
                     1 => get_rcpt,
                     2 => get_reply_code,
                     3 => get_reply_text,
-                    _ => get_rcpt_reply,
+                    4 => get_rcpt_reply,
+                    _ => get_anomaly,
                 };
                 SCDetectHelperMultiBufferMpmRegister(
                     cname.as_ptr(),

@@ -643,6 +643,10 @@ mod tests {
             txs[0].anomalies[0].0,
             qmwatch_proto::AnomalyKind::SmtpToQmServer
         );
+        // The `anomaly` rule buffer: the kind's name, one instance each.
+        assert_eq!(txs[0].anomaly(0), Some(&b"smtp_to_qm_server"[..]));
+        assert_eq!(txs[0].anomaly(1), None);
+        assert_eq!(txs[0].anomaly(u32::MAX), None);
     }
 
     #[test]

@@ -224,6 +224,15 @@ impl Tx {
         self.recipient(i).map(|r| r.pair.as_slice())
     }
 
+    /// The kind name of anomaly `i` (`"gap_outside_message"`), the name
+    /// its app-layer event has: the same match as `app-layer-event`, but
+    /// as a buffer Suricata can prefilter, so that a rule on it costs
+    /// nothing on flows of other protocols.
+    pub fn anomaly(&self, i: u32) -> Option<&[u8]> {
+        let (kind, _) = self.anomalies.get(usize::try_from(i).ok()?)?;
+        Some(kind.name().as_bytes())
+    }
+
     /// The message's first bytes (at most 64).
     pub fn message_start(&self) -> Option<&[u8]> {
         let b = self.body.as_ref()?;

@@ -208,6 +208,9 @@ fn drive(rng: &mut Rng, protocol: Protocol, dp: u16, client: &[u8], server: &[u8
                     tx.rcpt_reply(i),
                 );
             }
+            for i in 0..(tx.anomalies.len() as u32 + 2) {
+                let _ = tx.anomaly(i);
+            }
             let mut w = StringWriter::new();
             let _ = log(tx, &mut w);
             let mut w = StringWriter::new();
