@@ -34,6 +34,7 @@ mod probe;
 mod relay;
 mod sensor;
 mod service;
+mod text;
 mod time;
 mod transaction;
 mod typed;

@@ -9,6 +9,7 @@ use qmwatch_proto::{Protocol, Reply, Request, RequestState, Transaction};
 
 use super::flow::{common, Head};
 use super::ids::flow_id;
+use super::text::{upper_name, Addr};
 use super::typed::{
     Address, Codes, Email, RecipientReply, ReplyFields, TransactionFields, TransactionQmwatch,
 };
@@ -56,9 +57,9 @@ pub fn transaction(f: &TransactionFinding<'_>) -> TransactionEvent {
         None => {
             let message = format!(
                 "{} server {} replied to {} without a readable request",
-                t.protocol.name().to_uppercase(),
-                t.endpoints.server,
-                t.endpoints.client
+                upper_name(t.protocol),
+                Addr(t.endpoints.server),
+                Addr(t.endpoints.client)
             );
             (None, Vec::new(), message)
         }
@@ -143,9 +144,9 @@ fn request_message(t: &Transaction, r: &Request) -> String {
     };
     format!(
         "{} {verb} from {} to {} ({} recipient(s)): {} K, {} Z, {} D, {} unanswered",
-        t.protocol.name().to_uppercase(),
-        t.endpoints.client,
-        t.endpoints.server,
+        upper_name(t.protocol),
+        Addr(t.endpoints.client),
+        Addr(t.endpoints.server),
         r.recipient_count,
         t.codes.k,
         t.codes.z,
