@@ -93,12 +93,22 @@ impl Default for Policy {
 /// Reserved example domains (RFC 2606/6761): never a real site's mail.
 pub(crate) fn is_reserved_example(domain: &str) -> bool {
     let d = domain.trim_end_matches('.');
-    ["example.com", "example.net", "example.org"]
-        .iter()
-        .any(|e| d == *e || d.ends_with(&format!(".{e}")))
-        || ["example", "test", "invalid"]
-            .iter()
-            .any(|t| d == *t || d.ends_with(&format!(".{t}")))
+    // `d` is `e` or ends with `.e` (no string built per name: this runs
+    // for every recipient of every relay attempt).
+    let under = |e: &str| {
+        d.strip_suffix(e)
+            .is_some_and(|p| p.is_empty() || p.ends_with('.'))
+    };
+    [
+        "example.com",
+        "example.net",
+        "example.org",
+        "example",
+        "test",
+        "invalid",
+    ]
+    .into_iter()
+    .any(under)
 }
 
 /// The domain of an envelope address, lower-cased; `None` without `@`.
