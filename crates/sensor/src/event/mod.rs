@@ -145,7 +145,7 @@ impl Event {
     }
 
     /// `event.dataset`.
-    pub fn dataset(&self) -> &str {
+    pub fn dataset(&self) -> &'static str {
         self.fields().dataset
     }
 
