@@ -52,7 +52,8 @@ pub fn transaction(f: &TransactionFinding<'_>) -> TransactionEvent {
     let (email, replies, message) = match &t.request {
         Some(r) => {
             let email = request_fields(r, &mut tx);
-            (Some(email), recipient_replies(t, r), request_message(t, r))
+            let replies = recipient_replies(t, r, &email.to.address);
+            (Some(email), replies, request_message(t, r))
         }
         None => {
             let message = format!(
@@ -122,14 +123,16 @@ fn request_fields(r: &Request, tx: &mut TransactionFields) -> Email {
     }
 }
 
-/// Each stored recipient with the server's answer to it.
-fn recipient_replies(t: &Transaction, r: &Request) -> Vec<RecipientReply> {
+/// Each stored recipient with the server's answer to it; `texts` are the
+/// recipients' texts (`email.to`), copied rather than decoded again.
+fn recipient_replies(t: &Transaction, r: &Request, texts: &[String]) -> Vec<RecipientReply> {
     r.recipients
         .iter()
+        .zip(texts)
         .zip(t.replies.iter())
-        .map(|(rc, rep)| RecipientReply {
+        .map(|((rc, text), rep)| RecipientReply {
             code: rep.as_ref().map(|r| r.code.letter()),
-            recipient: rc.text(),
+            recipient: text.clone(),
             recipient_truncated: rc.truncated,
             text: rep.as_ref().map(|r| r.text.text()),
         })
