@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use super::{classify, target, Config, Finding, PortReport, RelayResult, Step, OBSERVER_TYPE};
 use qmwatch_proto::{Endpoints, Reply};
 use qmwatch_sensor::detect::policy::Policy;
-use qmwatch_sensor::detect::{judge, probe, relay_finding, service_finding};
+use qmwatch_sensor::detect::{judge, policy_note, probe, relay_finding, service_finding};
 use qmwatch_sensor::event::{
     self, CheckFields, CheckProbe, Event, Observer, RelayTestFields, ReplyFields, DATASET_CHECK,
 };
@@ -141,7 +141,7 @@ pub fn events(
         out.push(as_check(Event::Transaction(Box::new(e)), observer, run_ns));
         if let Some(a) = attempt {
             let pr = t.request.as_ref().and_then(probe::recognise);
-            let e = event::relay(&relay_finding(t, &a, policy, pr.as_ref()));
+            let e = event::relay(&relay_finding(t, &a, policy_note(policy), pr.as_ref()));
             out.push(as_check(Event::Relay(Box::new(e)), observer, run_ns));
         }
     }

@@ -118,8 +118,14 @@ impl Field {
         self.bytes
             .extend_from_slice(data.get(..room.min(data.len())).unwrap_or_default());
     }
+    /// The bytes as text, invalid UTF-8 replaced (U+FFFD). Valid text is
+    /// checked by `from_utf8`, a word at a time, rather than by the lossy
+    /// decoder's walk through each character.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes).into_owned()
+        match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(&self.bytes).into_owned(),
+        }
     }
 }
 

@@ -115,21 +115,27 @@ pub fn service_finding(
     }
 }
 
-/// The finding of a judged relay attempt, rated by its verdict.
+/// What a relay finding says of the policy that judged it.
+pub fn policy_note(policy: &Policy) -> PolicyNote {
+    PolicyNote {
+        description: policy.describe(),
+        local_domains_defaulted: policy.local_domains_defaulted,
+        trusted_networks_defaulted: policy.trusted_defaulted,
+    }
+}
+
+/// The finding of a judged relay attempt, rated by its verdict; `policy`
+/// is [`policy_note`] of the policy that judged it.
 pub fn relay_finding<'a>(
     t: &'a Transaction,
     attempt: &'a RelayAttempt<'a>,
-    policy: &Policy,
+    policy: PolicyNote,
     probe: Option<&'a probe::Probe>,
 ) -> RelayFinding<'a> {
     RelayFinding {
         transaction: t,
         attempt,
-        policy: PolicyNote {
-            description: policy.describe(),
-            local_domains_defaulted: policy.local_domains_defaulted,
-            trusted_networks_defaulted: policy.trusted_defaulted,
-        },
+        policy,
         scanner: probe.map(|p| p.scanner.as_str()),
         alert: rules::relay(attempt.verdict, attempt.confident),
     }
@@ -266,6 +272,10 @@ struct Window {
 /// Turns records into events.
 pub(crate) struct Detector {
     policy: Arc<Policy>,
+    /// [`policy_note`] of `policy`, written once: every relay alert
+    /// carries it (describing the policy again cost more than the rest of
+    /// the finding).
+    policy_note: PolicyNote,
     window_ns: Option<u64>,
     windows: HashMap<(IpAddr, SocketAddr), Window>,
     /// Windows open at most ([`MAX_WINDOWS`]; tests set a smaller one).
@@ -287,6 +297,7 @@ impl Detector {
     /// server into one alert per window of packet time.
     pub fn new(policy: Arc<Policy>, window_ns: Option<u64>) -> Self {
         Detector {
+            policy_note: policy_note(&policy),
             policy,
             window_ns,
             windows: HashMap::new(),
@@ -448,7 +459,8 @@ impl Detector {
         self.stats
             .inventory
             .note_relay_attempt(t, &a, probe.as_ref());
-        let e = Box::new(event::relay(&relay_finding(t, &a, &policy, probe.as_ref())));
+        let note = self.policy_note.clone();
+        let e = Box::new(event::relay(&relay_finding(t, &a, note, probe.as_ref())));
         match self.window_ns {
             None => self.emit(event::DATASET_RELAY, Event::Relay(e), out),
             Some(_) => self.windowed(t, a.verdict, e, out),

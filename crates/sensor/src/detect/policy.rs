@@ -12,6 +12,7 @@
 //! configured the default is stated ([`Policy::describe`]) and carried on
 //! every relay event.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -93,20 +94,36 @@ impl Default for Policy {
 /// Reserved example domains (RFC 2606/6761): never a real site's mail.
 pub(crate) fn is_reserved_example(domain: &str) -> bool {
     let d = domain.trim_end_matches('.');
-    ["example.com", "example.net", "example.org"]
-        .iter()
-        .any(|e| d == *e || d.ends_with(&format!(".{e}")))
-        || ["example", "test", "invalid"]
-            .iter()
-            .any(|t| d == *t || d.ends_with(&format!(".{t}")))
+    // `d` is `e` or ends with `.e` (no string built per name: this runs
+    // for every recipient of every relay attempt).
+    let under = |e: &str| {
+        d.strip_suffix(e)
+            .is_some_and(|p| p.is_empty() || p.ends_with('.'))
+    };
+    [
+        "example.com",
+        "example.net",
+        "example.org",
+        "example",
+        "test",
+        "invalid",
+    ]
+    .into_iter()
+    .any(under)
 }
 
 /// The domain of an envelope address, lower-cased; `None` without `@`.
-pub(crate) fn domain_of(address: &str) -> Option<String> {
+/// Borrowed when it is lower case already (most are: no string to build
+/// for each recipient judged).
+pub(crate) fn domain_of(address: &str) -> Option<Cow<'_, str>> {
     let at = address.rfind('@')?;
     let d = address.get(at + 1..)?;
     let d = d.trim_end_matches(['>', ',', ' ']).trim_end_matches('.');
-    Some(d.to_ascii_lowercase())
+    Some(if d.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(d.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(d)
+    })
 }
 
 impl Policy {
@@ -118,7 +135,7 @@ impl Policy {
             return true;
         };
         self.local_domains.iter().any(|r| match r {
-            DomainRule::Exact(d) => &domain == d,
+            DomainRule::Exact(d) => *domain == **d,
             DomainRule::Subdomains(suffix) => domain.ends_with(suffix.as_str()),
         })
     }

@@ -8,6 +8,7 @@ use qmwatch_proto::Anomaly;
 
 use super::flow::{common, Head};
 use super::ids::flow_id;
+use super::text::Addr;
 use super::typed::{AnomalyFields, AnomalyQmwatch};
 use super::{AnomalyEvent, DATASET_ANOMALY};
 
@@ -21,7 +22,11 @@ pub(crate) fn anomaly(a: &Anomaly) -> AnomalyEvent {
         a.ts,
         &[kind, detail],
     );
-    let message = format!("Anomaly {kind} on {} -> {}: {detail}", ep.client, ep.server);
+    let message = format!(
+        "Anomaly {kind} on {} -> {}: {detail}",
+        Addr(ep.client),
+        Addr(ep.server)
+    );
     let head = Head {
         dataset: DATASET_ANOMALY,
         action: kind,

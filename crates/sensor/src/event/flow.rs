@@ -8,6 +8,7 @@
 use qmwatch_proto::{Endpoints, Protocol};
 
 use super::community_id;
+use super::text::ip_text;
 use super::time::rfc3339;
 use super::typed::{
     Common, Ecs, EventFields, FlowEvent, FlowRef, IpPort, Network, ObserverFields, Related,
@@ -18,7 +19,7 @@ use crate::finding::{Alert, FlowSeen, Rule};
 
 /// The fields every flow event shares.
 pub(super) fn common(ts: u64, ep: &Endpoints, protocol: Option<Protocol>) -> Common {
-    let (c, sv) = (ep.client.ip().to_string(), ep.server.ip().to_string());
+    let (c, sv) = (ip_text(ep.client.ip()), ip_text(ep.server.ip()));
     let related = if c == sv {
         vec![c.clone()]
     } else {
@@ -126,7 +127,7 @@ pub(super) fn flow_ref(f: &FlowSeen) -> FlowRef {
         timestamp: rfc3339(f.ts),
         community_id: community_id(ep.client, ep.server),
         source: IpPort {
-            ip: ep.client.ip().to_string(),
+            ip: ip_text(ep.client.ip()),
             port: ep.client.port(),
         },
     }

@@ -34,6 +34,7 @@ mod probe;
 mod relay;
 mod sensor;
 mod service;
+mod text;
 mod time;
 mod transaction;
 mod typed;
@@ -144,7 +145,7 @@ impl Event {
     }
 
     /// `event.dataset`.
-    pub fn dataset(&self) -> &str {
+    pub fn dataset(&self) -> &'static str {
         self.fields().dataset
     }
 

@@ -7,6 +7,7 @@
 
 use super::flow::{common, flow_ref, rule_fields, Head};
 use super::ids::flow_id;
+use super::text::{ip_text, upper_name, Addr, Ip};
 use super::typed::{
     Address, AggregateFields, Email, ForeignRecipient, PolicyFields, RelayFields, RelayQmwatch,
 };
@@ -96,12 +97,12 @@ pub fn relay(f: &RelayFinding<'_>) -> RelayEvent {
 /// The message of one relay attempt.
 fn message(f: &RelayFinding<'_>) -> String {
     let (t, a) = (f.transaction, f.attempt);
-    let proto = t.protocol.name().to_uppercase();
+    let proto = upper_name(t.protocol);
     let who = match f.scanner {
-        Some(s) => format!("{s} scanner {}", t.endpoints.client.ip()),
-        None => t.endpoints.client.ip().to_string(),
+        Some(s) => format!("{s} scanner {}", Ip(t.endpoints.client.ip())),
+        None => ip_text(t.endpoints.client.ip()),
     };
-    let server = t.endpoints.server;
+    let server = Addr(t.endpoints.server);
     let first = a.foreign.first().map(|(r, _)| r.as_str()).unwrap_or("");
     match a.verdict {
         RelayVerdict::OpenRelay => {

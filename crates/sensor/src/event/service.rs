@@ -4,6 +4,7 @@
 //! sanctioned or how severe an unexpected one is (the finding says).
 
 use super::flow::{common, kind, Head};
+use super::text::{ip_text, upper_name};
 use super::typed::{ServiceFields, ServiceQmwatch};
 use super::{stable_id, ServiceEvent, DATASET_SERVICE};
 use crate::finding::ServiceFinding;
@@ -18,21 +19,17 @@ pub fn service(f: &ServiceFinding<'_>) -> ServiceEvent {
     // showed it first (with several workers that flow can differ).
     let server = ep.server.to_string();
     let id = stable_id(&[DATASET_SERVICE, &server, protocol.name(), kind(alert)]);
-    let proto = protocol.name().to_uppercase();
+    let proto = upper_name(protocol);
     let port_word = if f.standard_port {
         "standard"
     } else {
         "non-standard"
     };
     let message = if f.sanctioned {
-        format!(
-            "Sanctioned {proto} service on {} ({port_word} port)",
-            ep.server
-        )
+        format!("Sanctioned {proto} service on {server} ({port_word} port)")
     } else {
         format!(
-            "Unexpected {proto} service on {} ({port_word} port): not a sanctioned server",
-            ep.server
+            "Unexpected {proto} service on {server} ({port_word} port): not a sanctioned server"
         )
     };
     let head = Head {
@@ -49,7 +46,7 @@ pub fn service(f: &ServiceFinding<'_>) -> ServiceEvent {
     };
     let qmwatch = ServiceQmwatch {
         service: ServiceFields {
-            address: ep.server.ip().to_string(),
+            address: ip_text(ep.server.ip()),
             evidence: f.evidence,
             port: ep.server.port(),
             protocol: protocol.name(),

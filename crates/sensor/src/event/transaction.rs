@@ -9,6 +9,7 @@ use qmwatch_proto::{Protocol, Reply, Request, RequestState, Transaction};
 
 use super::flow::{common, Head};
 use super::ids::flow_id;
+use super::text::{upper_name, Addr};
 use super::typed::{
     Address, Codes, Email, RecipientReply, ReplyFields, TransactionFields, TransactionQmwatch,
 };
@@ -51,14 +52,15 @@ pub fn transaction(f: &TransactionFinding<'_>) -> TransactionEvent {
     let (email, replies, message) = match &t.request {
         Some(r) => {
             let email = request_fields(r, &mut tx);
-            (Some(email), recipient_replies(t, r), request_message(t, r))
+            let replies = recipient_replies(t, r, &email.to.address);
+            (Some(email), replies, request_message(t, r))
         }
         None => {
             let message = format!(
                 "{} server {} replied to {} without a readable request",
-                t.protocol.name().to_uppercase(),
-                t.endpoints.server,
-                t.endpoints.client
+                upper_name(t.protocol),
+                Addr(t.endpoints.server),
+                Addr(t.endpoints.client)
             );
             (None, Vec::new(), message)
         }
@@ -121,14 +123,16 @@ fn request_fields(r: &Request, tx: &mut TransactionFields) -> Email {
     }
 }
 
-/// Each stored recipient with the server's answer to it.
-fn recipient_replies(t: &Transaction, r: &Request) -> Vec<RecipientReply> {
+/// Each stored recipient with the server's answer to it; `texts` are the
+/// recipients' texts (`email.to`), copied rather than decoded again.
+fn recipient_replies(t: &Transaction, r: &Request, texts: &[String]) -> Vec<RecipientReply> {
     r.recipients
         .iter()
+        .zip(texts)
         .zip(t.replies.iter())
-        .map(|(rc, rep)| RecipientReply {
+        .map(|((rc, text), rep)| RecipientReply {
             code: rep.as_ref().map(|r| r.code.letter()),
-            recipient: rc.text(),
+            recipient: text.clone(),
             recipient_truncated: rc.truncated,
             text: rep.as_ref().map(|r| r.text.text()),
         })
@@ -143,9 +147,9 @@ fn request_message(t: &Transaction, r: &Request) -> String {
     };
     format!(
         "{} {verb} from {} to {} ({} recipient(s)): {} K, {} Z, {} D, {} unanswered",
-        t.protocol.name().to_uppercase(),
-        t.endpoints.client,
-        t.endpoints.server,
+        upper_name(t.protocol),
+        Addr(t.endpoints.client),
+        Addr(t.endpoints.server),
         r.recipient_count,
         t.codes.k,
         t.codes.z,

@@ -25,6 +25,7 @@ pub mod file;
 pub mod queue;
 pub mod syslog;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,8 +88,9 @@ impl fmt::Display for Output {
 pub struct Line {
     /// The event as one JSON line (ASCII, no newline).
     pub json: String,
-    /// `event.dataset` (the syslog MSGID).
-    pub dataset: String,
+    /// `event.dataset` (the syslog MSGID): an event's is a constant, so it
+    /// is borrowed, not copied for every line.
+    pub dataset: Cow<'static, str>,
     /// `@timestamp` (the syslog TIMESTAMP).
     pub timestamp: String,
     /// RFC 5424 severity derived from the event ([`syslog::severity_of`]).
@@ -101,7 +103,7 @@ impl Line {
         let json = e.to_json_line()?;
         Some(Line {
             severity: syslog::severity_of(e.kind(), e.severity(), e.dataset()),
-            dataset: e.dataset().to_string(),
+            dataset: Cow::Borrowed(e.dataset()),
             timestamp: e.timestamp().to_string(),
             json,
         })
@@ -121,7 +123,7 @@ impl Line {
         let sev = get("severity").and_then(Value::as_u64);
         Line {
             severity: syslog::severity_of(kind, sev, dataset),
-            dataset: dataset.to_string(),
+            dataset: Cow::Owned(dataset.to_string()),
             timestamp: m
                 .get("@timestamp")
                 .and_then(Value::as_str)
