@@ -238,6 +238,25 @@ impl<R: Read> CaptureReader<R> {
         Ok(from + n)
     }
 
+    /// Appends to `buf` by reading until it holds `to` bytes or EOF, without
+    /// zero-filling the room first (what [`read_into`](Self::read_into) does
+    /// for bytes already there); interrupted reads are retried. Returns the
+    /// new length; on an error the bytes read before it are counted as read.
+    fn append_up_to(&mut self, buf: &mut Vec<u8>, to: usize) -> Result<usize, CaptureError> {
+        let from = buf.len();
+        let want = to.saturating_sub(from);
+        let res = (&mut self.reader).take(want as u64).read_to_end(buf);
+        let n = buf.len() - from;
+        self.stats.bytes_read += n as u64;
+        if let Err(e) = res {
+            return Err(self.error(self.stats.bytes_read, CaptureErrorKind::Io(e)));
+        }
+        if n < want {
+            self.eof = true;
+        }
+        Ok(buf.len())
+    }
+
     /// Grows `buf` by reading (never by a declared length) until it holds `want` bytes
     /// or EOF. Returns the new fill level.
     fn grow(
@@ -469,12 +488,32 @@ impl<R: Read> CaptureReader<R> {
     /// Starts a block: the partial record carried over from the previous call, then
     /// fresh reads up to the block size (or EOF). Returns how many bytes of `block` are
     /// valid. A read error ends the file.
+    ///
+    /// A buffer that already holds a block's length (a pooled one) is
+    /// overwritten where it is; a shorter one (fresh from the pool, with
+    /// only capacity) is filled by reading into its spare capacity, so that
+    /// its megabyte is not zero-filled first only to be overwritten.
     fn refill(&mut self, block: &mut Vec<u8>) -> Result<usize, CaptureError> {
         let carry_len = self.carry.len();
         let target = self.block_size.max(carry_len);
-        if block.len() != target {
-            block.resize(target, 0);
+        if block.len() < target {
+            block.clear();
+            block.reserve_exact(target);
+            block.extend_from_slice(&self.carry);
+            self.carry.clear();
+            if self.eof {
+                return Ok(carry_len);
+            }
+            return match self.append_up_to(block, target) {
+                Ok(filled) => Ok(filled),
+                Err(e) => {
+                    block.truncate(carry_len);
+                    self.done = true;
+                    Err(e)
+                }
+            };
         }
+        block.truncate(target);
         if let Some(dst) = block.get_mut(..carry_len) {
             dst.copy_from_slice(&self.carry);
         }

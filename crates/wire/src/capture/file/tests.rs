@@ -1703,3 +1703,92 @@ fn a_mapped_file_cut_before_what_was_read_is_a_truncated_error() {
     );
     assert!(matches!(md.next_window(&mut recs).1, Ok(false)));
 }
+
+/// A buffer fresh from the pool (capacity only, filled by reading into it,
+/// never zero-filled), one reused with its length (overwritten in place),
+/// and one longer or shorter with stale bytes all frame the same records
+/// and the same bytes, also through interrupted and short reads.
+#[test]
+fn fresh_reused_and_stale_buffers_frame_the_same() {
+    let pkts: Vec<Vec<u8>> = (0..40)
+        .map(|i| pattern(i as u8, 30 + (i * 7) % 90))
+        .collect();
+    let recs: Vec<Rec> = pkts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u32, 0, p.as_slice(), p.len() as u32))
+        .collect();
+    let file = pcap_file(false, false, 1, &recs);
+    let read = |mode: u8, flaky: bool| {
+        let r: Box<dyn Read> = if flaky {
+            Box::new(Flaky {
+                inner: Cursor::new(file.clone()),
+                n: 0,
+            })
+        } else {
+            Box::new(Cursor::new(file.clone()))
+        };
+        let mut rd = CaptureReader::new("t.pcap", r, supported).unwrap();
+        rd.set_block_size(256);
+        let mut got = Vec::new();
+        let mut block = Vec::new();
+        loop {
+            match mode {
+                // Fresh every time, as the pool hands out new buffers.
+                0 => block = Vec::with_capacity(256),
+                // Longer than a block, full of stale bytes.
+                1 => block = vec![0xee; 1000],
+                // Shorter than a block, stale.
+                2 => block = vec![0xdd; 100],
+                // Reused as it was left.
+                _ => {}
+            }
+            let mut recs = Vec::new();
+            let more = rd.next_block(&mut block, &mut recs).unwrap();
+            for r in &recs {
+                let s = r.data_start as usize;
+                got.push((r.ts_nanos, block[s..s + r.caplen as usize].to_vec()));
+            }
+            if !more {
+                break;
+            }
+        }
+        (got, rd.stats().bytes_read, rd.bytes_consumed())
+    };
+    let want = read(3, false);
+    assert_eq!(want.0.len(), 40);
+    for (i, p) in pkts.iter().enumerate() {
+        assert_eq!(&want.0[i].1, p);
+    }
+    for mode in 0..4 {
+        for flaky in [false, true] {
+            assert_eq!(read(mode, flaky), want, "mode {mode} flaky {flaky}");
+        }
+    }
+}
+
+/// A read error on a fresh buffer is reported at the bytes read before it,
+/// as on a reused one.
+#[test]
+fn read_error_on_a_fresh_buffer_counts_the_bytes_before_it() {
+    let a = pattern(1, 40);
+    let file = pcap_file(false, false, 1, &[(1, 0, &a, 40), (2, 0, &a, 40)]);
+    for fresh in [false, true] {
+        let r = Broken {
+            data: Cursor::new(file.clone()),
+            left: 24 + 56 + 10,
+        };
+        let mut rd = CaptureReader::new("t.pcap", r, supported).unwrap();
+        let mut block = if fresh {
+            Vec::with_capacity(DEFAULT_BLOCK_SIZE)
+        } else {
+            vec![0; DEFAULT_BLOCK_SIZE]
+        };
+        let mut recs = Vec::new();
+        let err = rd.next_block(&mut block, &mut recs).unwrap_err();
+        assert!(recs.is_empty());
+        assert_eq!(err.offset, 24 + 56 + 10, "fresh {fresh}");
+        assert!(matches!(err.kind, CaptureErrorKind::Io(_)));
+        assert!(!rd.next_block(&mut block, &mut recs).unwrap());
+    }
+}
