@@ -186,8 +186,14 @@ pub struct Stream {
     /// Offsets `[skip.0, skip.1)` lie in a message body the parser skips.
     skip: (u64, u64),
     fin: Option<u64>,
-    /// Ring of the last delivered bytes: byte at offset `o` sits at `o % len`.
+    /// Ring of the last delivered bytes: byte at offset `o` sits at
+    /// `o % ring`. It grows as bytes are written (the window is not
+    /// zero-filled up front, as most streams never fill it): a position at
+    /// or past its length was never written and reads as zero.
     recent: Vec<u8>,
+    /// The ring's size: the configured window once a byte was remembered,
+    /// 0 before (nothing to check a retransmission against).
+    ring: usize,
     /// Offsets before this are not in `recent` (gap or before the start).
     recent_from: u64,
 }
@@ -338,7 +344,7 @@ impl Stream {
     fn check_delivered(&self, start: i128, payload: &[u8], ev: &mut StreamEvents) {
         let next = i128::from(self.next);
         let from = start.max(0).max(i128::from(self.recent_from));
-        let w = self.recent.len() as i128;
+        let w = self.ring as i128;
         let window_from = (next - w).max(i128::from(self.recent_from));
         let upto = next.min(start + payload.len() as i128);
         if upto <= start.max(0) {
@@ -360,10 +366,9 @@ impl Stream {
             let ring_i = (o % w) as usize;
             let pay_i = (o - start) as usize;
             // Compare the longest run that does not wrap the ring.
-            let run = ((upto - o) as usize).min(self.recent.len() - ring_i);
-            let a = self.recent.get(ring_i..ring_i + run);
+            let run = ((upto - o) as usize).min(self.ring - ring_i);
             let b = payload.get(pay_i..pay_i + run);
-            if a != b {
+            if !b.is_some_and(|b| ring_matches(&self.recent, ring_i, b)) {
                 differs = true;
                 break;
             }
@@ -380,10 +385,11 @@ impl Stream {
         if cfg.recent_window == 0 {
             return;
         }
-        if self.recent.len() != cfg.recent_window {
-            self.recent = vec![0; cfg.recent_window];
+        if self.ring != cfg.recent_window {
+            self.ring = cfg.recent_window;
+            self.recent = Vec::with_capacity(self.ring);
         }
-        let w = self.recent.len();
+        let w = self.ring;
         let (offset, bytes) = if bytes.len() > w {
             let cut = bytes.len() - w;
             (offset + cut as u64, bytes.get(cut..).unwrap_or_default())
@@ -395,6 +401,10 @@ impl Stream {
         while !rest.is_empty() {
             let run = rest.len().min(w - i);
             let (head, tail) = rest.split_at(run);
+            if self.recent.len() < i + run {
+                // Positions never written before: zero, as they read.
+                self.recent.resize(i + run, 0);
+            }
             if let Some(dst) = self.recent.get_mut(i..i + run) {
                 dst.copy_from_slice(head);
             }
@@ -767,7 +777,17 @@ impl Stream {
         self.held.clear();
         self.held_bytes = 0;
         self.recent = Vec::new();
+        self.ring = 0;
     }
+}
+
+/// Whether the ring `recent` holds `b` from position `at`, a position at or
+/// past its length (never written) reading as zero.
+fn ring_matches(recent: &[u8], at: usize, b: &[u8]) -> bool {
+    let have = recent.get(at..).unwrap_or_default();
+    let k = have.len().min(b.len());
+    let (b_written, b_unwritten) = b.split_at(k);
+    have.get(..k) == Some(b_written) && b_unwritten.iter().all(|&x| x == 0)
 }
 
 /// Counts whether held bytes `fresh` at `at` agree with the new segment.

@@ -619,7 +619,8 @@ fn huge_distances_never_allocate() {
     // Bytes cut by the snap length: a gap, however many.
     h.raw(h.seq((60 << 20) + 4), false, false, b"z", u32::MAX);
     assert_eq!(h.s.next_offset(), (60 << 20) + 5 + u64::from(u32::MAX));
-    assert_eq!(h.s.recent.len(), h.cfg.recent_window);
+    assert_eq!(h.s.ring, h.cfg.recent_window);
+    assert!(h.s.recent.len() <= h.cfg.recent_window);
 }
 
 #[test]
@@ -862,4 +863,53 @@ fn in_order_segment_into_a_held_piece_compares_every_common_byte() {
         (0, 1)
     );
     assert_eq!(h.out.bytes, b"abcdefghiZklmn");
+}
+
+/// The recent window grows with the bytes written, not to its whole size
+/// at the first byte; a position past what was written reads as zero, as
+/// it did when the window was zero-filled up front.
+#[test]
+fn recent_window_grows_as_written() {
+    assert!(ring_matches(&[], 0, &[]));
+    assert!(ring_matches(&[], 0, &[0, 0]));
+    assert!(!ring_matches(&[], 0, &[0, 1]));
+    assert!(ring_matches(&[1, 2], 1, &[2, 0, 0]));
+    assert!(!ring_matches(&[1, 2], 1, &[2, 0, 1]));
+    assert!(!ring_matches(&[1, 2], 0, &[1, 3]));
+    assert!(ring_matches(&[1, 2], 5, &[0]));
+
+    let cfg = conf(|c| c.recent_window = 16);
+    let mut h = H::with_syn(cfg, 1000);
+    h.at(0, b"abcd");
+    assert_eq!((h.s.ring, h.s.recent.len()), (16, 4));
+    // Four bytes on the wire but not captured: a gap, then more bytes,
+    // written past positions never written (zero).
+    h.raw(h.seq(4), false, false, b"", 4);
+    h.at(8, b"wxyz");
+    assert_eq!(h.s.recent.len(), 12);
+    assert_eq!(h.ev.gaps, 1);
+    // Retransmissions inside the window: the same bytes agree, other
+    // bytes conflict.
+    h.at(8, b"wxyz");
+    assert_eq!(
+        (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
+        (1, 0)
+    );
+    h.at(9, b"xQ");
+    assert_eq!(
+        (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
+        (1, 1)
+    );
+    // Wrapping the ring: it never grows past the window.
+    h.at(12, &[7; 40]);
+    assert_eq!(h.s.recent.len(), 16);
+    h.at(40, &[7; 12]);
+    assert_eq!(
+        (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
+        (2, 1)
+    );
+    // A discarded stream starts again from nothing.
+    let mut budget = Budget::new(usize::MAX);
+    h.s.discard(&mut budget);
+    assert_eq!((h.s.ring, h.s.recent.len()), (0, 0));
 }
