@@ -190,20 +190,20 @@ impl Segment {
     }
 
     /// The folded sum of the TCP pseudo-header (addresses, protocol 6, TCP
-    /// length), as a big-endian value.
+    /// length), as a big-endian value. An IPv6 address is summed as two
+    /// 64-bit halves of two 32-bit words each, an IPv4 one as its 32-bit
+    /// word: 2^16 and 2^32 are 1 modulo 0xffff, so these fold to the sum of
+    /// the 16-bit words.
     fn pseudo_sum(&self, tcp_len: usize) -> u16 {
-        let halves = |x: u32| u64::from(x >> 16) + u64::from(x & 0xffff);
-        let words = |a: u128, v4: bool| -> u64 {
-            if v4 {
-                halves(a as u32)
+        let words = |a: u128| -> u64 {
+            if self.v4 {
+                u64::from(a as u32)
             } else {
-                halves(a as u32)
-                    + halves((a >> 32) as u32)
-                    + halves((a >> 64) as u32)
-                    + halves((a >> 96) as u32)
+                let (lo, hi) = (a as u64, (a >> 64) as u64);
+                (lo & 0xffff_ffff) + (lo >> 32) + (hi & 0xffff_ffff) + (hi >> 32)
             }
         };
-        fold16(words(self.src, self.v4) + words(self.dst, self.v4) + 6 + tcp_len as u64)
+        fold16(words(self.src) + words(self.dst) + 6 + tcp_len as u64)
     }
 
     /// True when the checksum field holds what a sender that offloads
@@ -692,22 +692,45 @@ impl Decoder {
     }
 }
 
-/// The sum of `b` as native-order 32-bit words (the last one padded with
-/// zeros), for the TCP checksum.
+/// The one's-complement sum of `b` as native-order 16-bit words (the last
+/// one padded with zero), for the TCP checksum: not folded, at most about
+/// 2^33, and zero only when every byte is.
+///
+/// Sixteen bytes a turn, as two 64-bit words added with their carries
+/// counted apart (end-around carry, added back at the end): 2^16, 2^32 and
+/// 2^64 are all 1 modulo 0xffff, so any grouping of the native-order words
+/// folds to the same sum.
 #[inline]
 fn ones_sum(b: &[u8]) -> u64 {
-    let mut sum = 0u64;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
+    let word = |c: &[u8]| -> u64 {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        let v = u64::from_ne_bytes(w);
-        sum += (v & 0xffff_ffff) + (v >> 32);
+        u64::from_ne_bytes(w)
+    };
+    let mut acc = 0u64;
+    let mut carries = 0u64;
+    let mut add = |v: u64| {
+        let (s, o) = acc.overflowing_add(v);
+        acc = s;
+        carries += u64::from(o);
+    };
+    let mut pairs = b.chunks_exact(16);
+    for c in &mut pairs {
+        let (x, y) = c.split_at(8);
+        add(word(x));
+        add(word(y));
     }
+    let mut rest = pairs.remainder();
+    if let Some((x, more)) = rest.split_first_chunk::<8>() {
+        add(u64::from_ne_bytes(*x));
+        rest = more;
+    }
+    let (acc, o) = acc.overflowing_add(carries);
+    let acc = acc + u64::from(o);
+    let mut sum = (acc & 0xffff_ffff) + (acc >> 32);
     // Up to seven bytes left: a word of four, one of two, a last byte (its
     // 16-bit word padded with zero). Each starts at an even offset, so all
     // add up in the same native order.
-    let mut rest = chunks.remainder();
     if let [a, b, c, d, more @ ..] = rest {
         sum += u64::from(u32::from_ne_bytes([*a, *b, *c, *d]));
         rest = more;
@@ -722,12 +745,17 @@ fn ones_sum(b: &[u8]) -> u64 {
     sum
 }
 
-/// A one's-complement sum folded to 16 bits.
+/// A one's-complement sum folded to 16 bits: the sum modulo 0xffff as a
+/// number in 1..=0xffff, or 0 for 0. Four steps, without a loop: each
+/// keeps the value modulo 0xffff and keeps it nonzero, and the last leaves
+/// at most 0xffff (after 32 + 32, at most 2^33; then at most 0x2_fffe;
+/// then at most 0x1_0001; then at most 0xffff).
 #[inline]
-fn fold16(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
+fn fold16(sum: u64) -> u16 {
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
     sum as u16
 }
 

@@ -867,6 +867,81 @@ fn reference_sum(b: &[u8]) -> u16 {
 }
 
 proptest::proptest! {
+    /// The pseudo-header sum (which the offloaded-checksum test compares
+    /// with the field) is RFC 1071's over the pseudo-header's bytes.
+    #[test]
+    fn pseudo_sum_agrees_with_rfc1071(
+        v4 in proptest::bool::ANY,
+        src in proptest::array::uniform16(proptest::num::u8::ANY),
+        dst in proptest::array::uniform16(proptest::num::u8::ANY),
+        len in 0usize..65536,
+    ) {
+        let (s, d): (&[u8], &[u8]) = if v4 { (&src[12..], &dst[12..]) } else { (&src, &dst) };
+        let addr = |b: &[u8]| if v4 {
+            addr_from_ip(IpAddr::from(<[u8; 4]>::try_from(b).unwrap()))
+        } else {
+            addr_from_ip(IpAddr::from(<[u8; 16]>::try_from(b).unwrap()))
+        };
+        let seg = Segment { src: addr(s), dst: addr(d), v4, ..v4_segment(0, 0, TCP_ACK) };
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(s);
+        pseudo.extend_from_slice(d);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+        proptest::prop_assert_eq!(seg.pseudo_sum(len), reference_sum(&pseudo));
+    }
+}
+
+/// The folding loop [`fold16`] replaced: its four fixed steps must give
+/// the same number for every input.
+fn fold16_by_loop(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+#[test]
+fn fold16_agrees_with_the_loop_at_the_edges() {
+    for x in [
+        0,
+        1,
+        0xfffe,
+        0xffff,
+        0x1_0000,
+        0x1_0001,
+        0x2_fffe,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0x1_ffff_fffe,
+        u64::MAX,
+        u64::MAX - 1,
+        0x8000_0000_0000_0000,
+        0xffff_0000_ffff_0000,
+    ] {
+        assert_eq!(fold16(x), fold16_by_loop(x), "{x:#x}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn fold16_agrees_with_the_loop(x in proptest::num::u64::ANY, small in 0u64..0x4_0000) {
+        proptest::prop_assert_eq!(fold16(x), fold16_by_loop(x));
+        proptest::prop_assert_eq!(fold16(small), fold16_by_loop(small));
+    }
+
+    /// Sums of the largest pieces `ones_sum` and the pseudo-header add
+    /// (carries of every lane) fold as the loop does.
+    #[test]
+    fn ones_sum_of_all_ones_folds_as_before(len in 0usize..200) {
+        let b = vec![0xff; len];
+        let s = ones_sum(&b);
+        proptest::prop_assert!(s < 1 << 34);
+        proptest::prop_assert_eq!(fold16(s + 0xffff), fold16_by_loop(s + 0xffff));
+    }
+}
+
+proptest::proptest! {
     /// Every length (short, odd, a remainder of each size) and content
     /// folds to RFC 1071's sum: the native-order words meet the big-endian
     /// sum after one swap.
