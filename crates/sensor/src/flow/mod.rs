@@ -33,6 +33,7 @@ use loss::LossTrack;
 use qmwatch_proto::admission::{self, Admission, FirstPayload};
 use qmwatch_proto::session::{Session, Status};
 use qmwatch_proto::{Anomaly, AnomalyKind, Endpoints, Protocol, Record};
+use qmwatch_wire::capture::Block;
 use qmwatch_wire::decode::{Addr, Segment};
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment};
 
@@ -746,9 +747,10 @@ impl FlowTable {
 
     /// Second prefetch stage, for a segment a few places ahead: its flow's
     /// entry (found by tag alone, a hint) and, if its checksum may be
-    /// verified, `tcp` (its header and payload). Never changes the table.
+    /// verified, its header and payload in `block` (only then looked up).
+    /// Never changes the table.
     #[inline]
-    pub(crate) fn prefetch_entry(&self, seg: &Segment, tcp: &[u8]) {
+    pub(crate) fn prefetch_entry(&self, seg: &Segment, block: &Block) {
         if seg.flow_tag == 0 {
             return;
         }
@@ -760,6 +762,7 @@ impl FlowTable {
             prefetch::prefetch(p.wrapping_add(128));
         }
         if seg.checksum_matters() {
+            let tcp = block.tcp_segment(seg);
             prefetch::prefetch(tcp.as_ptr());
             if tcp.len() > 64 {
                 prefetch::prefetch(tcp.as_ptr().wrapping_add(64));

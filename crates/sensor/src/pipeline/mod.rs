@@ -793,10 +793,11 @@ fn feed_batch(
             table.prefetch_bucket(far);
         }
         if let Some(ahead) = segs.get(j + PREFETCH_AHEAD) {
-            table.prefetch_entry(ahead, block.tcp_segment(ahead));
+            table.prefetch_entry(ahead, block);
         }
         let before = out.len();
-        table.segment_checked(seg, block.payload(seg), Some(block.tcp_segment(seg)), out);
+        let (tcp, payload) = block.tcp_and_payload(seg);
+        table.segment_checked(seg, payload, Some(tcp), out);
         if out.len() > before {
             trigger_ns = trigger_ns.max(seg.ts);
         }

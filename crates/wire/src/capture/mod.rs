@@ -96,6 +96,27 @@ impl Block {
             .unwrap_or_default()
     }
 
+    /// [`tcp_segment`](Self::tcp_segment) and [`payload`](Self::payload)
+    /// of `seg` at once (the payload is the segment past its header): what
+    /// a worker needs of every segment, from one look at the buffer.
+    #[inline]
+    pub fn tcp_and_payload(&self, seg: &Segment) -> (&[u8], &[u8]) {
+        let buf = if seg.reassembled {
+            &self.extra
+        } else {
+            self.data()
+        };
+        let start = seg.payload_start as usize;
+        let header = usize::from(seg.tcp_header_len);
+        let end = start.saturating_add(seg.payload_len as usize);
+        // Both ranges end at `end`: both are in the buffer, or neither.
+        match buf.get(start.saturating_sub(header)..end) {
+            Some(tcp) if start >= header => (tcp, tcp.get(header..).unwrap_or_default()),
+            Some(tcp) => (tcp, buf.get(start..end).unwrap_or_default()),
+            None => (&[], &[]),
+        }
+    }
+
     /// The whole TCP segment (header and captured payload) of `seg`, for
     /// checksum verification; empty if its range is not in this block.
     pub fn tcp_segment(&self, seg: &Segment) -> &[u8] {
@@ -188,5 +209,43 @@ impl BufferPool {
 
     pub fn returner(&self) -> Sender<Vec<u8>> {
         self.tx.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tcp_and_payload` is `tcp_segment` and `payload` together, on
+    /// ranges inside, at the end of, across the end of and past the block,
+    /// with headers longer than what precedes the payload, in the block and
+    /// in its side buffer.
+    #[test]
+    fn tcp_and_payload_is_tcp_segment_and_payload() {
+        let mut block = Block::new((0..100u8).collect(), None);
+        block.extra = (200..240u8).collect();
+        let starts = [0u32, 1, 19, 20, 21, 39, 40, 60, 99, 100, 101, u32::MAX];
+        let lens = [0u32, 1, 20, 39, 40, 41, 80, u32::MAX];
+        let headers = [0u8, 20, 32, 60, 255];
+        for &payload_start in &starts {
+            for &payload_len in &lens {
+                for &tcp_header_len in &headers {
+                    for reassembled in [false, true] {
+                        let seg = Segment {
+                            payload_start,
+                            payload_len,
+                            tcp_header_len,
+                            reassembled,
+                            ..Segment::default()
+                        };
+                        assert_eq!(
+                            block.tcp_and_payload(&seg),
+                            (block.tcp_segment(&seg), block.payload(&seg)),
+                            "{payload_start} {payload_len} {tcp_header_len} {reassembled}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
