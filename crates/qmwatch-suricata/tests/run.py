@@ -33,6 +33,7 @@ Prints `N passed, M failed` last; exits non-zero on any failure.
 import ipaddress
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -115,6 +116,7 @@ SID_REFUSED = {9209020, 9209021}
 SID_PROBE = {9209040, 9209041}
 SID_SMTP = {9209030, 9209031, 9209032}
 SID_UNEXPECTED = {9209001, 9209002, 9209003, 9209004}
+SID_ANOMALY = {9209031, 9209032, 9209050, 9209051, 9209052, 9209053, 9209054}
 
 
 def endpoint(ip, port):
@@ -122,12 +124,12 @@ def endpoint(ip, port):
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def run_suricata(capture, outdir, yaml_path, checksums="none"):
+def run_suricata(capture, outdir, yaml_path, checksums="none", rules=RULES):
     outdir.mkdir(parents=True, exist_ok=True)
     for old in outdir.iterdir():
         if old.is_file():
             old.unlink()  # Suricata appends to an existing eve.json
-    cmd = [SURICATA, "-r", str(capture), "-c", str(yaml_path), "-S", str(RULES),
+    cmd = [SURICATA, "-r", str(capture), "-c", str(yaml_path), "-S", str(rules),
            "-l", str(outdir), "--runmode", "single", "-k", checksums]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -139,6 +141,26 @@ def run_suricata(capture, outdir, yaml_path, checksums="none"):
             if line.strip():
                 events.append(json.loads(line))
     return events, p.stderr
+
+
+ANOMALY_BUFFER = re.compile(r'(qmtp|qmqp)\.anomaly; content:"(\w+)"; startswith; endswith;')
+
+
+def event_form(rules_text):
+    """The example rules with each `anomaly` buffer match written as the
+    app-layer event of the same name: the two must fire alike."""
+    return ANOMALY_BUFFER.sub(r"app-layer-event:\1.\2;", rules_text)
+
+
+def anomaly_alerts(events):
+    """(sid, flow) of every alert of an anomaly rule, with its count."""
+    out = Counter()
+    for e in events:
+        if e.get("event_type") == "alert" and e["alert"]["signature_id"] in SID_ANOMALY:
+            a = endpoint(e["src_ip"], e["src_port"])
+            b = endpoint(e["dest_ip"], e["dest_port"])
+            out[(e["alert"]["signature_id"], a, b)] += 1
+    return out
 
 
 def suricata_transactions(events):
@@ -375,6 +397,12 @@ def main():
 
     if variants is not None:
         table = defaultdict(dict)
+        # The anomaly rules as app-layer-event rules, run on every variant:
+        # they must fire where the example rules' `anomaly` buffer does.
+        event_rules = tmp / "qmwatch-events.rules"
+        event_rules.write_text(event_form(RULES.read_text()))
+        agree = disagree = 0
+        fired = Counter()
         for cap in sorted(variants.glob("*.pcap")):
             fixture, _, variant = cap.stem.partition("-")
             # Fixture names contain dashes: match the longest known prefix.
@@ -388,6 +416,16 @@ def main():
             # them) unless made from the loopback captures as they are.
             checks = "none" if "offloaded" in cap.stem else "all"
             events, _ = run_suricata(cap, tmp / "variants" / cap.stem, yaml_path, checks)
+            by_buffer = anomaly_alerts(events)
+            by_event = anomaly_alerts(run_suricata(
+                cap, tmp / "variants-events" / cap.stem, yaml_path, checks, event_rules)[0])
+            if by_buffer == by_event:
+                agree += 1
+            else:
+                disagree += 1
+                print(f"  {cap.name}: anomaly buffer {sorted(by_buffer.items())} "
+                      f"app-layer events {sorted(by_event.items())}")
+            fired.update(sid for (sid, _, _) in by_buffer.elements())
             st = suricata_transactions(events)
             want = base[fixture]
             if st == want:
@@ -408,6 +446,10 @@ def main():
             print(f"| {variant} | " + " | ".join(cells) + " |")
         print()
         print("variant cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        res.check(disagree == 0 and sum(fired.values()) > 0,
+                  f"variants: the anomaly rules fire alike as `anomaly` buffer and as "
+                  f"app-layer-event rules on {agree} captures ({dict(sorted(fired.items()))})",
+                  f"{disagree} captures differ")
 
     print(f"{res.passed} passed, {res.failed} failed")
     sys.exit(1 if res.failed else 0)
