@@ -141,7 +141,7 @@ pub fn events(
         out.push(as_check(Event::Transaction(Box::new(e)), observer, run_ns));
         if let Some(a) = attempt {
             let pr = t.request.as_ref().and_then(probe::recognise);
-            let e = event::relay(&relay_finding(t, &a, policy_note(policy), pr.as_ref()));
+            let e = event::relay(&relay_finding(t, &a, &policy_note(policy), pr.as_ref()));
             out.push(as_check(Event::Relay(Box::new(e)), observer, run_ns));
         }
     }

@@ -134,7 +134,7 @@ pub struct PolicyNote {
 pub struct RelayFinding<'a> {
     pub transaction: &'a Transaction,
     pub attempt: &'a RelayAttempt<'a>,
-    pub policy: PolicyNote,
+    pub policy: &'a PolicyNote,
     /// The scanner whose probe the attempt was, if any.
     pub scanner: Option<&'a str>,
     pub alert: Alert,

@@ -129,7 +129,7 @@ pub fn policy_note(policy: &Policy) -> PolicyNote {
 pub fn relay_finding<'a>(
     t: &'a Transaction,
     attempt: &'a RelayAttempt<'a>,
-    policy: PolicyNote,
+    policy: &'a PolicyNote,
     probe: Option<&'a probe::Probe>,
 ) -> RelayFinding<'a> {
     RelayFinding {
@@ -459,8 +459,12 @@ impl Detector {
         self.stats
             .inventory
             .note_relay_attempt(t, &a, probe.as_ref());
-        let note = self.policy_note.clone();
-        let e = Box::new(event::relay(&relay_finding(t, &a, note, probe.as_ref())));
+        let e = Box::new(event::relay(&relay_finding(
+            t,
+            &a,
+            &self.policy_note,
+            probe.as_ref(),
+        )));
         match self.window_ns {
             None => self.emit(event::DATASET_RELAY, Event::Relay(e), out),
             Some(_) => self.windowed(t, a.verdict, e, out),
