@@ -3,12 +3,16 @@
 //! directory, listening on loopback ports the test picked (never any other
 //! address). The tests skip (and say why) when `rsyslogd` is not installed;
 //! `.ci/run` installs it, so CI runs them.
+//!
+//! The tests run in parallel; a port is chosen by binding port 0 and
+//! closing, so it is free only until something else binds it. Choosing
+//! ports and binding them happen under one lock ([`lock_ports`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -32,7 +36,22 @@ fn rsyslogd() -> Option<PathBuf> {
     found
 }
 
-fn free_tcp_port() -> u16 {
+/// Held by a test from choosing its loopback ports until its collector has
+/// bound them (a dead collector's port: until the test ends). rsyslogd
+/// binds a port the test chose only after the test closed it, and a
+/// restarted one binds it again; meanwhile another test's choice could
+/// land on it (a "dead" collector then reached a live one, and a collector
+/// got another test's events too). Under the lock nothing else in this
+/// binary picks or binds a port.
+static PORTS: Mutex<()> = Mutex::new(());
+
+/// A test that failed holding the lock does not fail the others.
+fn lock_ports() -> MutexGuard<'static, ()> {
+    PORTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes the guard: a port is chosen only under the lock.
+fn free_tcp_port(_ports: &MutexGuard<'_, ()>) -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -40,7 +59,7 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-fn free_udp_port() -> u16 {
+fn free_udp_port(_ports: &MutexGuard<'_, ()>) -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -238,7 +257,8 @@ fn every_event_arrives_over_udp_tcp_and_unix_and_matches_the_file() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let (udp, tcp) = (free_udp_port(), free_tcp_port());
+    let ports = lock_ports();
+    let (udp, tcp) = (free_udp_port(&ports), free_tcp_port(&ports));
     let sock = d.join("log.sock");
     let config = format!(
         r#"global(workDirectory="{dir}" maxMessageSize="256k")
@@ -264,6 +284,8 @@ input(type="imuxsock" socket="{sock}" useSpecialParser="off" parseHostname="on" 
     wait_tcp(tcp, &d.join("tcp.log"));
     wait_udp(udp, &d.join("udp.log"));
     assert!(wait_for(10, || sock.exists()), "{}", rs.errors());
+    // rsyslogd holds both ports now, until the end.
+    drop(ports);
 
     let file = d.join("events.json");
     let (u, t, x) = (
@@ -410,7 +432,9 @@ fn a_collector_restart_loses_only_what_the_summary_counts() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let tcp = free_tcp_port();
+    // Held until the restarted rsyslogd has the port back (step 3).
+    let ports = lock_ports();
+    let tcp = free_tcp_port(&ports);
     let config = format!(
         r#"global(workDirectory="{dir}" maxMessageSize="256k")
 module(load="imtcp")
@@ -522,6 +546,8 @@ input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="t")
         stderr.lock().unwrap(),
         rs.errors()
     );
+    // The restarted rsyslogd holds the port again, until the end.
+    drop(ports);
     // A copy at a time, each delivered before the next: a queue overflow
     // after the reconnect (a busy machine stalling the sender) would make
     // the summary count more than the outage line, by the test's doing.
@@ -624,7 +650,9 @@ input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="t")
 #[test]
 fn a_dead_collector_does_not_hang_a_replay() {
     // Nothing listens on this loopback port: every connection is refused.
-    let port = free_tcp_port();
+    // The lock stays held to the end, so no other test's collector binds it.
+    let ports = lock_ports();
+    let port = free_tcp_port(&ports);
     let target = format!("syslog+tcp://127.0.0.1:{port}");
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("events.json");
