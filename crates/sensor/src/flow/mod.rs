@@ -773,7 +773,8 @@ impl FlowTable {
 
     /// Second prefetch stage, for a segment a few places ahead: its flow's
     /// entry (found by tag alone, a hint) and, if its checksum may be
-    /// verified, its header and payload in `block` (only then looked up).
+    /// verified, its header, the start of its payload and the payload's
+    /// last line in `block` (only then looked up).
     /// Never changes the table.
     #[inline]
     pub(crate) fn prefetch_entry(&self, seg: &Segment, block: &Block) {
@@ -791,6 +792,11 @@ impl FlowTable {
             prefetch::prefetch(tcp.as_ptr());
             if tcp.len() > 64 {
                 prefetch::prefetch(tcp.as_ptr().wrapping_add(64));
+            }
+            // A body's last bytes, which reassembly remembers (see
+            // `reassembly::BODY_SAMPLE`).
+            if tcp.len() > 128 {
+                prefetch::prefetch(tcp.as_ptr().wrapping_add(tcp.len() - 1));
             }
         }
     }

@@ -12,6 +12,16 @@
 //!   conflicting overlap (an insertion/evasion attempt); equal content is a
 //!   plain retransmission. Already delivered bytes are compared against a
 //!   small window of recent bytes ([`ReassemblyConfig::recent_window`]).
+//!   Inside a message body the parser skips, the window keeps only the
+//!   first and last [`BODY_SAMPLE`] bytes of each delivered run: copying
+//!   every body byte into the window read all of a large message, which
+//!   nothing else reads, and was the largest cost of a stream of large
+//!   messages (a worker's first read of a payload line is a cache miss;
+//!   the worker prefetches a segment's first and last lines ahead). A
+//!   retransmission there is compared at the samples it covers (unverified
+//!   if it covers none): a copy with other bytes that starts or ends where
+//!   the first did, as chaff does, is caught; a body's bytes change no
+//!   finding.
 //! - Sequence numbers wrap; offsets are 64-bit from the first byte seen.
 //! - Out-of-order bytes are held up to a per-stream and a per-worker cap,
 //!   both in bytes: each held piece is charged its bytes plus
@@ -55,6 +65,13 @@ impl Default for ReassemblyConfig {
         }
     }
 }
+
+/// Bytes of a skipped body remembered at the start and at the end of
+/// each delivered run (see the module docs).
+pub const BODY_SAMPLE: u64 = 16;
+/// A delivered body run shorter than this is remembered whole: it spans
+/// few cache lines, and sampling would save nothing.
+const BODY_SPARSE_MIN: u64 = 256;
 
 /// What holding one out-of-order piece costs besides its bytes (its entry
 /// and allocation), charged against the caps.
@@ -115,7 +132,8 @@ pub enum Delivery<'a> {
 pub struct StreamEvents {
     pub overlaps_consistent: u64,
     pub overlaps_conflicting: u64,
-    /// Overlap with bytes older than the recent window: could not be checked.
+    /// Overlap with bytes older than the recent window, or only with body
+    /// bytes that were not sampled: could not be checked.
     pub overlaps_unverified: u64,
     pub out_of_window: u64,
     pub gaps: u64,
@@ -196,6 +214,10 @@ pub struct Stream {
     ring: usize,
     /// Offsets before this are not in `recent` (gap or before the start).
     recent_from: u64,
+    /// Bit p (of word p / 64): ring position p holds the byte last
+    /// delivered at an offset that maps there. Clear where it was never
+    /// written and where a body was remembered only by its samples.
+    remembered: Vec<u64>,
 }
 
 impl Stream {
@@ -361,34 +383,52 @@ impl Stream {
             return;
         }
         let mut differs = false;
+        let mut compared = 0usize;
         let mut o = from;
-        while o < upto {
+        'runs: while o < upto {
             let ring_i = (o % w) as usize;
             let pay_i = (o - start) as usize;
-            // Compare the longest run that does not wrap the ring.
+            // The longest run that does not wrap the ring, compared where
+            // the ring remembers its bytes.
             let run = ((upto - o) as usize).min(self.ring - ring_i);
-            let b = payload.get(pay_i..pay_i + run);
-            if !b.is_some_and(|b| ring_matches(&self.recent, ring_i, b)) {
-                differs = true;
-                break;
+            let mut p = ring_i;
+            while p < ring_i + run {
+                let held = bit(&self.remembered, p);
+                let q = next_change(&self.remembered, p, ring_i + run, held);
+                if held {
+                    let b = payload.get(pay_i + (p - ring_i)..pay_i + (q - ring_i));
+                    if !b.is_some_and(|b| ring_matches(&self.recent, p, b)) {
+                        differs = true;
+                        break 'runs;
+                    }
+                    compared += q - p;
+                }
+                p = q;
             }
             o += run as i128;
         }
         if differs {
             ev.overlaps_conflicting += 1;
-        } else {
+        } else if compared > 0 {
             ev.overlaps_consistent += 1;
+        } else {
+            ev.overlaps_unverified += 1;
         }
     }
 
+    /// Keeps delivered `bytes` (at stream `offset`) in the ring: whole,
+    /// but for the part in the body the parser skips, which only leaves its
+    /// samples (see the module docs).
     fn remember(&mut self, offset: u64, bytes: &[u8], cfg: &ReassemblyConfig) {
-        if cfg.recent_window == 0 {
+        if cfg.recent_window == 0 || bytes.is_empty() {
             return;
         }
         if self.ring != cfg.recent_window {
             self.ring = cfg.recent_window;
             self.recent = Vec::with_capacity(self.ring);
+            self.remembered = vec![0; self.ring.div_ceil(64)];
         }
+        // Only the last `ring` bytes can stay in the ring.
         let w = self.ring;
         let (offset, bytes) = if bytes.len() > w {
             let cut = bytes.len() - w;
@@ -396,6 +436,35 @@ impl Stream {
         } else {
             (offset, bytes)
         };
+        let end = offset + bytes.len() as u64;
+        let (body_from, body_to) = (offset.max(self.skip.0), end.min(self.skip.1));
+        if body_to < body_from.saturating_add(BODY_SPARSE_MIN) {
+            self.remember_whole(offset, bytes);
+            return;
+        }
+        let part = |from: u64, to: u64| {
+            bytes
+                .get((from - offset) as usize..(to - offset) as usize)
+                .unwrap_or_default()
+        };
+        // `body_to - body_from` is at least BODY_SPARSE_MIN, more than
+        // two samples.
+        self.remember_whole(offset, part(offset, body_from));
+        self.mark(body_from, body_to, false);
+        let head_to = body_from + BODY_SAMPLE;
+        let tail_from = body_to - BODY_SAMPLE;
+        self.remember_whole(body_from, part(body_from, head_to));
+        self.remember_whole(tail_from, part(tail_from, body_to));
+        self.remember_whole(body_to, part(body_to, end));
+    }
+
+    /// Copies `bytes` (at most the ring's size, at stream `offset`) into
+    /// the ring and marks their positions remembered.
+    fn remember_whole(&mut self, offset: u64, bytes: &[u8]) {
+        let w = self.ring;
+        if w == 0 || bytes.is_empty() {
+            return;
+        }
         let mut i = (offset % w as u64) as usize;
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -408,9 +477,24 @@ impl Stream {
             if let Some(dst) = self.recent.get_mut(i..i + run) {
                 dst.copy_from_slice(head);
             }
+            set_bits(&mut self.remembered, i, i + run, true);
             rest = tail;
             i = 0;
         }
+    }
+
+    /// Marks the ring positions of offsets `[from, to)` (at most the ring's
+    /// size apart) remembered or not.
+    fn mark(&mut self, from: u64, to: u64, on: bool) {
+        let w = self.ring;
+        if w == 0 || to <= from {
+            return;
+        }
+        let n = ((to - from) as usize).min(w);
+        let i = (from % w as u64) as usize;
+        let first = n.min(w - i);
+        set_bits(&mut self.remembered, i, i + first, on);
+        set_bits(&mut self.remembered, 0, n - first, on);
     }
 
     fn emit_data<F: FnMut(Delivery<'_>)>(
@@ -777,7 +861,59 @@ impl Stream {
         self.held.clear();
         self.held_bytes = 0;
         self.recent = Vec::new();
+        self.remembered = Vec::new();
         self.ring = 0;
+    }
+}
+
+/// Bit `p` of `words` (false past their end).
+fn bit(words: &[u64], p: usize) -> bool {
+    words.get(p / 64).is_some_and(|w| w >> (p % 64) & 1 == 1)
+}
+
+/// The first position in `[p, end)` whose bit is not `value`, else `end`.
+fn next_change(words: &[u64], mut p: usize, end: usize, value: bool) -> usize {
+    while p < end {
+        let word = words.get(p / 64).copied().unwrap_or(0);
+        // Bits that differ from `value`, from position p on.
+        let differ = (if value { !word } else { word }) >> (p % 64);
+        if differ != 0 {
+            return (p + differ.trailing_zeros() as usize).min(end);
+        }
+        p = (p / 64 + 1) * 64;
+    }
+    end
+}
+
+/// Sets (`on`) or clears bits `[from, to)` of `words`; bits past their end
+/// are ignored. Whole words in between are filled at once: a body's
+/// segment clears some 23 of them.
+fn set_bits(words: &mut [u64], from: usize, to: usize, on: bool) {
+    let to = to.min(words.len().saturating_mul(64));
+    if from >= to {
+        return;
+    }
+    let (first, last) = (from / 64, (to - 1) / 64);
+    let head = u64::MAX << (from % 64);
+    let tail = u64::MAX >> (63 - (to - 1) % 64);
+    let apply = |w: &mut u64, mask: u64| {
+        if on {
+            *w |= mask;
+        } else {
+            *w &= !mask;
+        }
+    };
+    let Some(span) = words.get_mut(first..=last) else {
+        return;
+    };
+    match span {
+        [only] => apply(only, head & tail),
+        [a, middle @ .., z] => {
+            apply(a, head);
+            middle.fill(if on { u64::MAX } else { 0 });
+            apply(z, tail);
+        }
+        [] => {}
     }
 }
 

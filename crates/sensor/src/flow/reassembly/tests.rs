@@ -913,3 +913,182 @@ fn recent_window_grows_as_written() {
     h.s.discard(&mut budget);
     assert_eq!((h.s.ring, h.s.recent.len()), (0, 0));
 }
+
+/// Events of one retransmission of `copy` at `off` into `h`.
+fn retransmit(h: &mut H, off: u64, copy: &[u8]) -> StreamEvents {
+    let before = h.ev;
+    h.at(off, copy);
+    StreamEvents {
+        overlaps_consistent: h.ev.overlaps_consistent - before.overlaps_consistent,
+        overlaps_conflicting: h.ev.overlaps_conflicting - before.overlaps_conflicting,
+        overlaps_unverified: h.ev.overlaps_unverified - before.overlaps_unverified,
+        ..StreamEvents::default()
+    }
+}
+
+const CONSISTENT: StreamEvents = StreamEvents {
+    overlaps_consistent: 1,
+    overlaps_conflicting: 0,
+    overlaps_unverified: 0,
+    out_of_window: 0,
+    gaps: 0,
+    gap_bytes: 0,
+    cap_gaps: 0,
+};
+const CONFLICTING: StreamEvents = StreamEvents {
+    overlaps_conflicting: 1,
+    overlaps_consistent: 0,
+    ..CONSISTENT
+};
+const UNVERIFIED: StreamEvents = StreamEvents {
+    overlaps_unverified: 1,
+    overlaps_consistent: 0,
+    ..CONSISTENT
+};
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn body_bytes_are_remembered_by_their_first_and_last_bytes() {
+    let data = pattern(1460);
+    let mut h = H::with_syn(ReassemblyConfig::default(), 77);
+    // Ten bytes of envelope, then a body the parser skips.
+    h.s.set_skip(10, 10 + 100_000);
+    h.at(0, &data);
+    assert_eq!(h.out.bytes, data);
+    // Not read: everything but the samples is unremembered.
+    let bits: u32 = h.s.remembered.iter().map(|w| w.count_ones()).sum();
+    assert_eq!(bits, 10 + 2 * BODY_SAMPLE as u32);
+
+    let changed = |at: usize| {
+        let mut c = data.clone();
+        c[at] ^= 0x5a;
+        c
+    };
+    assert_eq!(retransmit(&mut h, 0, &data), CONSISTENT);
+    // Chaff that starts or ends where the real segment does is caught.
+    for at in [10, 25, 1444, 1459] {
+        assert_eq!(
+            retransmit(&mut h, 10, &changed(at)[10..]),
+            CONFLICTING,
+            "at {at}"
+        );
+    }
+    // The envelope is compared byte for byte.
+    assert_eq!(retransmit(&mut h, 0, &changed(3)[..20]), CONFLICTING);
+    // The middle of the body is not compared.
+    assert_eq!(retransmit(&mut h, 10, &changed(700)[10..]), CONSISTENT);
+    assert_eq!(retransmit(&mut h, 500, &changed(550)[500..600]), UNVERIFIED);
+    assert_eq!(h.out.bytes, data, "first data wins");
+}
+
+#[test]
+fn a_short_body_run_is_remembered_whole() {
+    let data = pattern(200);
+    let mut h = H::with_syn(ReassemblyConfig::default(), 5);
+    h.s.set_skip(0, 10_000);
+    h.at(0, &data);
+    let mut c = data.clone();
+    c[100] ^= 1;
+    assert_eq!(retransmit(&mut h, 0, &c), CONFLICTING);
+}
+
+#[test]
+fn a_sampled_body_forgets_what_the_ring_held_before() {
+    // The ring's positions first hold exact bytes, then a body's: a later
+    // copy of the body's middle must not be compared with the old bytes
+    // that sat at the same positions.
+    let w = 2048usize;
+    let data = pattern(2 * w);
+    let mut h = H::with_syn(conf(|c| c.recent_window = w), 9);
+    h.at(0, &data[..w]);
+    h.s.set_skip(w as u64, 1 << 20);
+    h.at(w as u64, &data[w..]);
+    assert_eq!(
+        retransmit(&mut h, 3000, &data[3000..3100]),
+        UNVERIFIED,
+        "middle of the body: no sample"
+    );
+    assert_eq!(retransmit(&mut h, w as u64, &data[w..w + 16]), CONSISTENT);
+}
+
+#[test]
+fn bytes_after_a_body_are_remembered_whole() {
+    let data = pattern(1400);
+    let mut h = H::with_syn(ReassemblyConfig::default(), 1);
+    h.s.set_skip(0, 1000);
+    h.at(0, &data);
+    let mut c = data[1000..].to_vec();
+    c[200] ^= 0xff;
+    assert_eq!(retransmit(&mut h, 1000, &c), CONFLICTING);
+    assert_eq!(retransmit(&mut h, 1000, &data[1000..]), CONSISTENT);
+}
+
+proptest! {
+    /// The remembered-bits helpers against a model of one bool per bit.
+    #[test]
+    fn bit_ranges_match_a_model(
+        words in 1usize..6,
+        ops in prop::collection::vec((0usize..400, 0usize..400, any::<bool>()), 0..20),
+        probe in (0usize..400, 0usize..400, any::<bool>()),
+    ) {
+        let mut bits = vec![0u64; words];
+        let mut model = vec![false; words * 64];
+        for (a, b, on) in ops {
+            let (a, b) = (a.min(b), a.max(b));
+            set_bits(&mut bits, a, b, on);
+            for m in model.iter_mut().take(b).skip(a) {
+                *m = on;
+            }
+        }
+        for (p, &m) in model.iter().enumerate() {
+            prop_assert_eq!(bit(&bits, p), m);
+        }
+        prop_assert!(!bit(&bits, words * 64));
+        let (p, end, value) = probe;
+        let (p, end) = (p.min(end), p.max(end));
+        let want = (p..end)
+            .find(|&q| model.get(q).copied().unwrap_or(false) != value)
+            .unwrap_or(end);
+        prop_assert_eq!(next_change(&bits, p, end, value), want);
+    }
+
+    /// With a skipped body anywhere, any segmentation, and a retransmission
+    /// anywhere: a faithful copy never conflicts, and a copy with one byte
+    /// changed outside the body, inside the window, always does.
+    #[test]
+    fn retransmissions_around_a_skipped_body(
+        len in 300usize..5000,
+        isn in isn_strategy(),
+        cuts in prop::collection::vec(any::<Index>(), 0..12),
+        body in (any::<Index>(), any::<Index>()),
+        range in (any::<Index>(), any::<Index>()),
+        flip in any::<Index>(),
+    ) {
+        let data = pattern(len);
+        let mut h = H::with_syn(roomy(), isn);
+        let (x, y) = (body.0.index(len), body.1.index(len));
+        let (body_from, body_to) = (x.min(y), x.max(y));
+        let (segs, _) = arrivals(len, &cuts, &[], &[], 0);
+        for (a, b) in segs {
+            h.s.set_skip(body_from as u64, body_to as u64);
+            h.at(a as u64, &data[a..b]);
+        }
+        prop_assert_eq!(h.out.bytes.as_slice(), data.as_slice());
+        let (x, y) = (range.0.index(len), range.1.index(len));
+        let (a, b) = (x.min(y), x.max(y) + 1);
+        let faithful = retransmit(&mut h, a as u64, &data[a..b]);
+        prop_assert_eq!(faithful.overlaps_conflicting, 0);
+        let p = a + flip.index(b - a);
+        let mut copy = data[a..b].to_vec();
+        copy[p - a] ^= 0x5a;
+        let changed = retransmit(&mut h, a as u64, &copy);
+        let window_from = len.saturating_sub(h.cfg.recent_window);
+        if p >= window_from && !(body_from..body_to).contains(&p) {
+            prop_assert_eq!(changed.overlaps_conflicting, 1);
+        }
+        prop_assert_eq!(h.out.bytes.as_slice(), data.as_slice());
+    }
+}
