@@ -465,7 +465,7 @@ impl Stream {
         if w == 0 || bytes.is_empty() {
             return;
         }
-        let mut i = (offset % w as u64) as usize;
+        let mut i = ring_index(offset, w);
         let mut rest = bytes;
         while !rest.is_empty() {
             let run = rest.len().min(w - i);
@@ -491,7 +491,7 @@ impl Stream {
             return;
         }
         let n = ((to - from) as usize).min(w);
-        let i = (from % w as u64) as usize;
+        let i = ring_index(from, w);
         let first = n.min(w - i);
         set_bits(&mut self.remembered, i, i + first, on);
         set_bits(&mut self.remembered, 0, n - first, on);
@@ -863,6 +863,18 @@ impl Stream {
         self.recent = Vec::new();
         self.remembered = Vec::new();
         self.ring = 0;
+    }
+}
+
+/// Position of stream `offset` in a ring of `w` bytes (w > 0): a mask for
+/// the usual power-of-two window, a division otherwise. Two or three of
+/// these per body segment were a division each.
+fn ring_index(offset: u64, w: usize) -> usize {
+    let w = w as u64;
+    if w.is_power_of_two() {
+        (offset & (w - 1)) as usize
+    } else {
+        (offset % w) as usize
     }
 }
 

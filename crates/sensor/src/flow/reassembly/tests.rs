@@ -1092,3 +1092,10 @@ proptest! {
         prop_assert_eq!(h.out.bytes.as_slice(), data.as_slice());
     }
 }
+
+proptest! {
+    #[test]
+    fn ring_index_is_the_remainder(o in any::<u64>(), w in prop_oneof![1usize..5000, Just(2048), Just(1 << 20)]) {
+        prop_assert_eq!(ring_index(o, w) as u64, o % w as u64);
+    }
+}
