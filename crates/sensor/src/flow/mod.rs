@@ -783,9 +783,13 @@ impl FlowTable {
         }
         if let Some(i) = self.index.probe_tag(seg.flow_tag) {
             let p = self.slab.as_ptr().wrapping_add(i as usize).cast::<u8>();
-            // The two lines a packet touches (see `Flow`).
+            // The two lines a packet touches (see `Flow`), and the third,
+            // with the list links, for a segment that may end the flow.
             prefetch::prefetch(p);
             prefetch::prefetch(p.wrapping_add(64));
+            if seg.fin() || seg.rst() {
+                prefetch::prefetch(p.wrapping_add(128));
+            }
         }
         if seg.checksum_matters() {
             let tcp = block.tcp_segment(seg);
