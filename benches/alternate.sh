@@ -1,33 +1,66 @@
 #!/usr/bin/env bash
-# Compares qmwatch builds on one capture: runs `BIN replay -q -o /dev/null
-# $QMWATCH_ARGS FILE` for each binary in turn, RUNS rounds (alternating, so
-# drift in machine load hits every binary alike), and prints each binary's
-# median wall time and median CPU time (user + system, /usr/bin/time).
+# Compares qmwatch builds on one capture: runs `BIN replay -o /dev/null
+# $QMWATCH_ARGS FILE` for each binary in turn, RUNS rounds, and prints each
+# binary's median wall time and median CPU time (user + system,
+# /usr/bin/time), then, for every binary after the first, the median over
+# the rounds of its time divided by the first binary's in the same round.
+#
+# Rounds alternate the order (forward, then backward), so that drift in the
+# machine's load hits every binary alike; the per-round ratio is the figure
+# to quote on a noisy machine: a neighbour's load that comes and goes moves
+# both runs of a round together. Wall time is the replay's own (the
+# summary's, in milliseconds), CPU time is the process's.
 #
 # Usage: benches/alternate.sh FILE RUNS BIN [BIN ...]
 # e.g.:  git worktree add /tmp/before OLD && (cd /tmp/before && cargo build --release)
-#        benches/alternate.sh big.pcap 9 /tmp/before/target/release/qmwatch target/release/qmwatch
-# QMWATCH_ARGS: policy flags, e.g. from a qmwatch-gen truth file.
+#        benches/alternate.sh big.pcap 21 /tmp/before/target/release/qmwatch target/release/qmwatch
+# QMWATCH_ARGS: policy flags, e.g. from a qmwatch-gen truth file, or
+# `--workers 2`.
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 FILE RUNS BIN [BIN ...]" >&2; exit 2; }
 file=$1 runs=$2
 shift 2
 [ -x /usr/bin/time ] || { echo "$0: needs /usr/bin/time (Debian package time)" >&2; exit 2; }
 read -r -a args <<< "${QMWATCH_ARGS:-}"
-declare -A wall cpu
+bins=("$@")
+declare -A wall cpu ratio_wall ratio_cpu
+# One run of binary $1: prints "WALL CPU".
+one() {
+  local out w u s
+  # Warm the page cache every time: memory reclaim can evict pages of a
+  # large file between two runs.
+  cat "$file" >/dev/null
+  out=$({ /usr/bin/time -f "TIME %U %S" "$1" replay -o /dev/null "${args[@]}" "$file" >/dev/null; } 2>&1)
+  w=$(sed -n 's/.* wall \([0-9.]*\) s .*/\1/p' <<< "$out" | head -n 1)
+  read -r _ u s <<< "$(grep '^TIME ' <<< "$out" | tail -n 1)"
+  [ -n "$w" ] || { echo "$0: no summary from $1:" >&2; echo "$out" >&2; exit 2; }
+  echo "$w $(awk -v u="$u" -v s="$s" 'BEGIN { print u + s }')"
+}
 for ((r = 0; r < runs; r++)); do
-  for b in "$@"; do
-    # Warm the page cache every time: memory reclaim can evict pages of a
-    # large file between two runs.
-    cat "$file" >/dev/null
-    out=$({ /usr/bin/time -f "%e %U %S" "$b" replay -q -o /dev/null "${args[@]}" "$file" >/dev/null; } 2>&1 | tail -n 1)
-    read -r w u s <<< "$out"
+  order=("${bins[@]}")
+  if ((r % 2)); then
+    order=()
+    for ((k = ${#bins[@]} - 1; k >= 0; k--)); do order+=("${bins[k]}"); done
+  fi
+  declare -A this_wall=() this_cpu=()
+  for b in "${order[@]}"; do
+    read -r w c <<< "$(one "$b")"
+    this_wall[$b]=$w this_cpu[$b]=$c
     wall[$b]+=" $w"
-    cpu[$b]+=" $(awk -v u="$u" -v s="$s" 'BEGIN { print u + s }')"
+    cpu[$b]+=" $c"
+  done
+  first=${bins[0]}
+  for b in "${bins[@]:1}"; do
+    ratio_wall[$b]+=" $(awk -v a="${this_wall[$b]}" -v z="${this_wall[$first]}" 'BEGIN { if (z > 0) print a / z }')"
+    ratio_cpu[$b]+=" $(awk -v a="${this_cpu[$b]}" -v z="${this_cpu[$first]}" 'BEGIN { if (z > 0) print a / z }')"
   done
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-for b in "$@"; do
+for b in "${bins[@]}"; do
   echo "$b: median wall $(median <<< "${wall[$b]}") s, CPU $(median <<< "${cpu[$b]}") s over $runs runs"
+done
+for b in "${bins[@]:1}"; do
+  printf '%s / %s, median of per-round ratios: wall %.3f, CPU %.3f\n' "$b" "${bins[0]}" \
+    "$(median <<< "${ratio_wall[$b]}")" "$(median <<< "${ratio_cpu[$b]}")"
 done
