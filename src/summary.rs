@@ -95,8 +95,8 @@ fn flows_and_events(s: &mut String, r: &RunReport) {
     // `peak tracked` is the sum of the workers' peaks (see `RunReport::flows`).
     let _ = writeln!(
         s,
-        "  flows {} (candidates {}, rejected as not QMTP/QMQP {}, closed {}, timed out {}, evicted at cap {}, peak tracked {})",
-        f.flows_created, f.flows_candidate, f.flows_rejected, f.flows_closed, f.flows_timed_out, f.flows_evicted_cap, f.flows_peak
+        "  flows {} (candidates {}, rejected as not QMTP/QMQP {}, closed {}, reopened {}, timed out {}, evicted at cap {}, peak tracked {})",
+        f.flows_created, f.flows_candidate, f.flows_rejected, f.flows_closed, f.flows_reopened, f.flows_timed_out, f.flows_evicted_cap, f.flows_peak
     );
     let sess: Vec<String> = r
         .detect

@@ -1597,3 +1597,114 @@ fn corrupted_checksums_in_an_offloaded_capture() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------
+// A four-tuple used again.
+
+/// Before every connection, a short one on the same four-tuple that ends by
+/// the client's RST (with `bytes` from the client first, if any), its last
+/// packet 20 µs before the connection's first: an endpoint takes the new
+/// SYN at once, so a sensor that lets the old connection's entry linger
+/// must not let it swallow the new one.
+fn reused_four_tuple(fx: &Fx, bytes: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    let mut started: BTreeSet<usize> = BTreeSet::new();
+    for (i, p) in fx.pkts.iter().enumerate() {
+        let t = match p {
+            Pkt::Tcp(t) => t,
+            Pkt::Other(f) => {
+                out.push(f.clone());
+                continue;
+            }
+        };
+        let ci = fx.conn_of[i].unwrap();
+        if started.insert(ci) {
+            let c = &fx.conns[ci];
+            let (cisn, sisn) = (
+                c.base[0].wrapping_sub(1).wrapping_sub(3_000_000),
+                c.base[1].wrapping_sub(1).wrapping_sub(5_000_000),
+            );
+            let at = t.ts_ns.saturating_sub(60_000);
+            let client = Tcp {
+                ts_ns: at,
+                src: c.client.0,
+                sport: c.client.1,
+                dst: c.server.0,
+                dport: c.server.1,
+                ttl: 64,
+                ip_id: 1,
+                seq: cisn,
+                ack: 0,
+                flags: TCP_SYN,
+                window: 65535,
+                options: Vec::new(),
+                payload: Vec::new(),
+                bad_checksum: false,
+                no_checksum: false,
+            };
+            let server = Tcp {
+                src: c.server.0,
+                sport: c.server.1,
+                dst: c.client.0,
+                dport: c.client.1,
+                seq: sisn,
+                ack: cisn.wrapping_add(1),
+                flags: TCP_SYN | TCP_ACK,
+                ts_ns: at + 10_000,
+                ..client.clone()
+            };
+            let ack = Tcp {
+                seq: cisn.wrapping_add(1),
+                ack: sisn.wrapping_add(1),
+                flags: TCP_ACK,
+                ts_ns: at + 20_000,
+                ..client.clone()
+            };
+            let data = Tcp {
+                flags: TCP_ACK | TCP_PSH,
+                payload: bytes.to_vec(),
+                ts_ns: at + 30_000,
+                ..ack.clone()
+            };
+            let rst = Tcp {
+                seq: cisn.wrapping_add(1).wrapping_add(bytes.len() as u32),
+                flags: TCP_RST | TCP_ACK,
+                payload: Vec::new(),
+                ts_ns: at + 40_000,
+                ..ack.clone()
+            };
+            out.extend([frame(&client), frame(&server), frame(&ack)]);
+            if !bytes.is_empty() {
+                out.push(frame(&data));
+            }
+            out.push(frame(&rst));
+        }
+        out.push(frame(t));
+    }
+    out
+}
+
+#[test]
+fn a_connection_on_a_four_tuple_just_reset_is_seen() {
+    // Bare (the old connection carried nothing), and after bytes of another
+    // protocol (the old flow was rejected as not QMTP/QMQP).
+    for (variant, bytes) in [
+        ("reuse-bare", &b""[..]),
+        ("reuse-after-http", &b"GET / HTTP/1.0\r\n\r\n"[..]),
+    ] {
+        each_fixture(
+            variant,
+            &[],
+            |fx| reused_four_tuple(fx, bytes),
+            |fx, ev, stderr| {
+                // HTTP to a server already known as QMTP/QMQP is named.
+                let exp = Expect {
+                    allowed: &["http_to_qm_server"],
+                    ..Expect::clean()
+                };
+                check(fx, variant, ev, &exp)?;
+                counted(fx, variant, stderr, "reopened", fx.conns.len() as u64)
+            },
+        );
+    }
+}

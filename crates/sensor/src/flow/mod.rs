@@ -169,6 +169,10 @@ pub struct FlowStats {
     /// Flows judged by their first bytes that later got another copy of
     /// them, with other content that looks like QMTP/QMQP (reported).
     pub first_bytes_conflicts: u64,
+    /// New connections (a SYN with another initial sequence number) on the
+    /// four-tuple of a flow that had closed and was lingering: tracked as
+    /// new flows, not absorbed by the old entry.
+    pub flows_reopened: u64,
 }
 
 impl FlowStats {
@@ -180,6 +184,7 @@ impl FlowStats {
         self.flows_created += o.flows_created;
         self.flows_rejected += o.flows_rejected;
         self.first_bytes_conflicts += o.first_bytes_conflicts;
+        self.flows_reopened += o.flows_reopened;
         self.flows_candidate += o.flows_candidate;
         self.flows_evicted_cap += o.flows_evicted_cap;
         self.flows_timed_out += o.flows_timed_out;
@@ -330,6 +335,10 @@ enum State {
     Rejected,
     /// Finished; lingers to absorb stray packets.
     Closed,
+    /// Closed, and a new connection on the same four-tuple took its key:
+    /// out of the index, the entry waits in the closed queue only to be
+    /// freed when its turn comes (the queue points at it).
+    Replaced,
 }
 
 const NIL: u32 = u32::MAX;
@@ -563,6 +572,9 @@ pub struct FlowTable {
     /// Closed flows lingering, oldest first: a queue rather than a list so
     /// that `expire` can prefetch the entries it is about to remove.
     closed: VecDeque<ClosedEntry>,
+    /// Entries in the `Replaced` state (in the slab and the closed queue,
+    /// not in the index).
+    replaced: usize,
     budget: Budget,
     /// Copied protocol state held by all sessions (see `session_memory`).
     session_bytes: usize,
@@ -585,6 +597,7 @@ impl FlowTable {
             head: NIL,
             tail: NIL,
             closed: VecDeque::new(),
+            replaced: 0,
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
             known_servers: FxHashMap::default(),
@@ -658,7 +671,7 @@ impl FlowTable {
         let Some(f) = self.slab.get_mut(i as usize) else {
             return;
         };
-        if f.state == State::Closed {
+        if matches!(f.state, State::Closed | State::Replaced) {
             return;
         }
         f.state = State::Closed;
@@ -684,11 +697,10 @@ impl FlowTable {
     }
 
     fn remove(&mut self, i: u32) {
-        if self
-            .slab
-            .get(i as usize)
-            .is_some_and(|f| f.state != State::Closed)
-        {
+        let Some(state) = self.slab.get(i as usize).map(|f| f.state) else {
+            return;
+        };
+        if matches!(state, State::Open | State::Rejected) {
             self.unlink(i);
         }
         if let Some(f) = self.slab.get_mut(i as usize) {
@@ -696,13 +708,51 @@ impl FlowTable {
                 Self::release(&mut self.budget, &mut self.session_bytes, c);
             }
             let tag = f.tag;
-            self.index.remove(tag, i);
+            if state == State::Replaced {
+                // Already out of the index.
+                self.replaced = self.replaced.saturating_sub(1);
+            } else {
+                self.index.remove(tag, i);
+            }
             self.free.push(i);
         }
     }
 
+    /// Whether `seg` opens a new connection on the four-tuple of flow `i`,
+    /// which had closed: a SYN (without ACK) other than a retransmission of
+    /// the old connection's. An endpoint takes one at once after an RST,
+    /// and over TIME_WAIT when its sequence number is higher; the lingering
+    /// entry must not swallow it (nor the package it may carry).
+    #[inline]
+    fn reopens(&self, i: u32, dir: usize, seg: &Segment) -> bool {
+        seg.syn()
+            && !seg.ack_flag()
+            && !seg.rst()
+            && self.slab.get(i as usize).is_some_and(|f| {
+                f.state == State::Closed
+                    && f.syn_next
+                        .get(dir)
+                        .is_none_or(|&n| n != seg.seq.wrapping_add(1))
+            })
+    }
+
+    /// Takes closed flow `i` out of the index, so that a new connection on
+    /// its four-tuple gets an entry of its own; `i` stays in the closed
+    /// queue, which frees it in its turn.
+    #[cold]
+    fn replace_closed(&mut self, i: u32) {
+        if let Some(f) = self.slab.get_mut(i as usize) {
+            f.state = State::Replaced;
+            let tag = f.tag;
+            self.index.remove(tag, i);
+            self.replaced += 1;
+            self.stats.flows_reopened += 1;
+        }
+    }
+
     fn create(&mut self, key: FlowKey, tag: u32, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
-        if self.index.len() >= self.cfg.max_flows.max(1) {
+        // Replaced entries still hold a place in the slab: they count.
+        if self.index.len().saturating_add(self.replaced) >= self.cfg.max_flows.max(1) {
             // Oldest closed entry first, else the least recently active flow.
             let victim = match self.closed.pop_front() {
                 Some(c) => c.flow,
@@ -823,6 +873,10 @@ impl FlowTable {
         let (key, dir) = FlowKey::of(seg);
         let tag = seg_tag(seg, &key);
         let i = match self.lookup(&key, tag) {
+            Some(i) if self.reopens(i, dir, seg) => {
+                self.replace_closed(i);
+                self.create(key, tag, seg.v4, seg.ts, out)
+            }
             Some(i) => i,
             None => {
                 if !seg.syn() && payload.is_empty() {
@@ -845,7 +899,7 @@ impl FlowTable {
         self.stats.loss_acked_bytes += acked;
         self.stats.loss_gap_bytes += gap;
         match state {
-            State::Closed => {}
+            State::Closed | State::Replaced => {}
             // An open flow is not moved in its list on every packet (that
             // would touch two other random entries per packet): `last_seen`
             // is enough, and `expire` re-queues flows that were active.
@@ -1528,8 +1582,11 @@ impl FlowTable {
             }
             self.closed.pop_front();
             match self.slab.get(c.flow as usize) {
-                // Packets came after it closed: it lingers from the last.
-                Some(f) if f.last_seen.saturating_add(linger) >= now => {
+                // Packets came after it closed: it lingers from the last
+                // (a replaced entry gets none).
+                Some(f)
+                    if f.state == State::Closed && f.last_seen.saturating_add(linger) >= now =>
+                {
                     let at = f.last_seen;
                     self.closed.push_back(ClosedEntry { at, ..c });
                 }

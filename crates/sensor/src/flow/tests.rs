@@ -1167,3 +1167,89 @@ fn body_segments_are_summed_while_the_peer_holds_data() {
     assert!(kinds.contains(&"tcp_bad_checksum"), "{kinds:?}");
     assert_eq!(t.stats.bad_checksum_dropped, 1);
 }
+
+/// `pkts` with every timestamp moved `by` nanoseconds later.
+fn later(pkts: Vec<Pkt>, by: u64) -> Vec<Pkt> {
+    pkts.into_iter()
+        .map(|(mut s, p)| {
+            s.ts += by;
+            (s, p)
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_connection_on_a_closed_flows_ports_is_tracked() {
+    // The first connection is not QMTP (rejected), or is QMTP (closed after
+    // its records), and ends by FIN or RST; 100 ms later the client opens
+    // the same four-tuple again (an endpoint accepts it: after an RST there
+    // is nothing to wait out, and a SYN with a higher sequence number is
+    // taken over TIME_WAIT) and relays a package. The closed entry must not
+    // absorb the new connection.
+    let first = Conn::new("192.0.2.7:40000", "198.51.100.1:209");
+    let mut again = first;
+    again.cisn = first.cisn.wrapping_add(100_000);
+    again.sisn = first.sisn.wrapping_add(7_777);
+    let garbage = first.conversation(b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 400 Bad\r\n\r\n");
+    let mut reset = first.handshake();
+    reset.push(first.c2s(4000, 0, 0, 0, b"hello there\r\n"));
+    reset.push(first.s2c(5000, 0, 13, TCP_RST, b""));
+    let qmtp = first.conversation(PACKAGE, REPLY);
+    for (name, opening) in [("fin", garbage), ("rst", reset), ("qmtp", qmtp)] {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = run(&mut t, &opening);
+        assert_eq!(t.stats.flows_closed, 1, "{name}");
+        let skip = out.len();
+        out.extend(run(
+            &mut t,
+            &later(again.conversation(PACKAGE, REPLY), 100_000_000),
+        ));
+        let (anomalies, rest) = split_anomalies(out.split_off(skip));
+        assert!(anomalies.is_empty(), "{name}: {anomalies:?}");
+        let shifted: Vec<Record> = rest;
+        assert_eq!(shifted.len(), 2, "{name}: {shifted:#?}");
+        let Record::Transaction(tr) = &shifted[1] else {
+            panic!("{name}: not a transaction: {:?}", shifted[1]);
+        };
+        assert_eq!(tr.endpoints, again.endpoints(), "{name}");
+        assert_eq!(tr.codes.k, 1, "{name}");
+        assert_eq!(t.stats.flows_created, 2, "{name}");
+        assert_eq!(t.stats.flows_closed, 2, "{name}");
+    }
+}
+
+#[test]
+fn a_closed_flow_absorbs_its_own_retransmitted_syn_and_a_reopened_one_is_freed() {
+    let first = Conn::new("192.0.2.8:40001", "198.51.100.1:209");
+    let mut again = first;
+    again.cisn = first.cisn.wrapping_add(1_000_000);
+    let mut t = FlowTable::new(FlowConfig::default());
+    run(&mut t, &first.conversation(PACKAGE, REPLY));
+    // The old connection's SYN, retransmitted late: a stray packet.
+    assert!(run(&mut t, &later(vec![first.syn(0)], 10_000)).is_empty());
+    assert_eq!((t.stats.flows_created, t.stats.flows_reopened), (1, 0));
+    // A new one: its own entry; the old one leaves the index at once and
+    // the slab when the closed queue reaches it.
+    let out = run(&mut t, &later(again.conversation(PACKAGE, REPLY), 20_000));
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!((t.stats.flows_created, t.stats.flows_reopened), (2, 1));
+    assert_eq!((t.len(), t.replaced), (1, 1));
+    let mut more = Vec::new();
+    t.expire(30_000 + FlowConfig::default().closed_linger_ns, &mut more);
+    assert!(more.is_empty());
+    assert!(t.is_empty());
+    assert_eq!(t.replaced, 0);
+    assert_eq!(t.free.len(), 2);
+
+    // At a cap of one flow, the replaced entry makes room for the new one.
+    let cfg = FlowConfig {
+        max_flows: 1,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(cfg);
+    run(&mut t, &first.conversation(PACKAGE, REPLY));
+    let out = run(&mut t, &later(again.conversation(PACKAGE, REPLY), 20_000));
+    let (_, rest) = split_anomalies(out);
+    assert_eq!(rest.len(), 2, "{rest:#?}");
+    assert_eq!((t.len(), t.replaced, t.slab.len()), (1, 0, 1));
+}
