@@ -1219,3 +1219,32 @@ fn the_helpers_read_what_they_write() {
     assert_eq!(read_capture(&q), frames);
     assert!(Path::new(&p).exists());
 }
+
+#[test]
+fn a_header_snaplen_below_its_records_lengths_is_not_an_error() {
+    // Writers put 0 ("unknown") or a nominal 1500 or 65535 in the header
+    // and then records longer than it (jumbo or GRO frames): libpcap takes
+    // records up to 262144 bytes whatever the header says, and so must
+    // qmwatch, in the release build it ships (an optimizer bug made the
+    // header's snaplen the cap in a release build of the reader's unit
+    // tests: see `capture::file::pcap`).
+    let name = "qmtp-open-relay-2209.pcap";
+    let full = std::fs::read(fixtures().join(name)).unwrap();
+    let longest = pcap_records(&full).iter().map(|r| r.1 - 16).max().unwrap();
+    assert!(
+        longest > 100,
+        "the fixture has records longer than 100 bytes"
+    );
+    let policy = fixture_policy(name);
+    let extra: Vec<&str> = policy.iter().map(String::as_str).collect();
+    let clean = on_file(name, &full, &extra);
+    ok(&clean);
+    assert!(!txns(&clean).is_empty());
+    for snaplen in [0u32, 100, 1500] {
+        let mut b = full.clone();
+        b[16..20].copy_from_slice(&snaplen.to_le_bytes());
+        let o = on_file(&format!("snaplen-{snaplen}.pcap"), &b, &extra);
+        ok(&o);
+        assert_eq!(o.events, clean.events, "snaplen {snaplen}: {}", o.stderr);
+    }
+}

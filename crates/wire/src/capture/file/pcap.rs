@@ -73,11 +73,12 @@ impl PcapFormat {
         if !supported(link_type) {
             return Err((20, CaptureErrorKind::UnsupportedLinkType { link_type }));
         }
-        let cap = if snaplen > MAXIMUM_SNAPLEN {
-            snaplen.min(MAX_BLOCK_LEN)
-        } else {
-            MAXIMUM_SNAPLEN
-        };
+        // Written as a clamp: rustc 1.95.0 (LLVM 22.1) compiles the same
+        // rule written as `if snaplen > MAXIMUM_SNAPLEN { snaplen.min(MAX) }
+        // else { MAXIMUM_SNAPLEN }` at opt-level 3 into `snaplen.min(MAX)`,
+        // which rejected every record longer than a small header snaplen
+        // (or all of them, for a snaplen of 0) in release builds only.
+        let cap = snaplen.clamp(MAXIMUM_SNAPLEN, MAX_BLOCK_LEN);
         Ok(PcapFormat {
             nanos,
             hdr_len: if modified { 24 } else { 16 },
