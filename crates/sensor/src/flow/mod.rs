@@ -736,10 +736,12 @@ impl FlowTable {
             })
     }
 
-    /// Takes closed flow `i` out of the index, so that a new connection on
-    /// its four-tuple gets an entry of its own; `i` stays in the closed
-    /// queue, which frees it in its turn.
+    /// Takes closed flow `i` out of the index, so that the new connection
+    /// on its four-tuple gets an entry of its own; `i` stays in the closed
+    /// queue, which frees it in its turn. Out of line: rare, and kept out
+    /// of the per-packet path.
     #[cold]
+    #[inline(never)]
     fn replace_closed(&mut self, i: u32) {
         if let Some(f) = self.slab.get_mut(i as usize) {
             f.state = State::Replaced;
@@ -872,11 +874,14 @@ impl FlowTable {
     ) {
         let (key, dir) = FlowKey::of(seg);
         let tag = seg_tag(seg, &key);
-        let i = match self.lookup(&key, tag) {
-            Some(i) if self.reopens(i, dir, seg) => {
+        let found = match self.lookup(&key, tag) {
+            Some(i) if seg.syn() && self.reopens(i, dir, seg) => {
                 self.replace_closed(i);
-                self.create(key, tag, seg.v4, seg.ts, out)
+                None
             }
+            found => found,
+        };
+        let i = match found {
             Some(i) => i,
             None => {
                 if !seg.syn() && payload.is_empty() {
