@@ -1253,3 +1253,101 @@ fn a_closed_flow_absorbs_its_own_retransmitted_syn_and_a_reopened_one_is_freed()
     assert_eq!(rest.len(), 2, "{rest:#?}");
     assert_eq!((t.len(), t.replaced, t.slab.len()), (1, 0, 1));
 }
+
+/// The table's bookkeeping holds: every slab entry is exactly one of free,
+/// indexed (open, rejected or closed) or replaced; the closed queue names
+/// each closed or replaced entry once and nothing else; the counts agree.
+fn check_bookkeeping(t: &FlowTable) {
+    let n = t.slab.len();
+    let mut free = vec![false; n];
+    for &i in &t.free {
+        assert!(!free[i as usize], "slot {i} freed twice");
+        free[i as usize] = true;
+    }
+    let mut queued = vec![0u32; n];
+    for c in &t.closed {
+        queued[c.flow as usize] += 1;
+    }
+    let (mut indexed, mut replaced) = (0, 0);
+    for (i, f) in t.slab.iter().enumerate() {
+        if free[i] {
+            assert_eq!(queued[i], 0, "free slot {i} in the closed queue");
+            continue;
+        }
+        match f.state {
+            State::Replaced => {
+                replaced += 1;
+                assert_eq!(queued[i], 1, "replaced slot {i}");
+            }
+            s => {
+                indexed += 1;
+                assert_eq!(
+                    t.lookup(&f.key, f.tag),
+                    Some(i as u32),
+                    "slot {i} ({s:?}) not found"
+                );
+                let in_queue = u32::from(s == State::Closed);
+                assert_eq!(queued[i], in_queue, "slot {i} ({s:?})");
+            }
+        }
+    }
+    assert_eq!(indexed, t.index.len());
+    assert_eq!(replaced, t.replaced);
+    assert_eq!(indexed + replaced + t.free.len(), n);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+    /// Connections opened, used, reset or finished and opened again on a
+    /// few four-tuples, with time passing and a small flow cap.
+    #[test]
+    fn reopened_and_expired_flows_keep_the_books(
+        ops in proptest::collection::vec((0u8..6, 0u16..3, 0u64..1_500_000_000), 1..160),
+        cap in 1usize..5,
+    ) {
+        let cfg = FlowConfig { max_flows: cap, ..FlowConfig::default() };
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        let mut now = 1_000u64;
+        let mut isn = [0u32; 3];
+        for (op, port, dt) in ops {
+            now += dt / 8;
+            let mut c = Conn::new(&format!("192.0.2.1:{}", 40_000 + port), "198.51.100.1:209");
+            let p = usize::from(port);
+            c.cisn = isn[p];
+            let at = |mut k: Pkt| {
+                k.0.ts = now;
+                k
+            };
+            let pkts = match op {
+                // A new connection: a fresh number, its handshake and a package.
+                0 | 1 => {
+                    isn[p] = isn[p].wrapping_add(0x0100_0000 + u32::from(op));
+                    c.cisn = isn[p];
+                    vec![at(c.syn(0)), at(c.syn_ack(0)), at(c.c2s(0, 0, 0, 0, b"")), at(c.c2s(0, 0, 0, 0, PACKAGE))]
+                }
+                // The old SYN again (a retransmission).
+                2 => vec![at(c.syn(0))],
+                3 => vec![at(c.c2s(0, PACKAGE.len() as u64, 0, TCP_RST, b""))],
+                4 => vec![
+                    at(c.c2s(0, PACKAGE.len() as u64, 0, TCP_FIN, b"")),
+                    at(c.s2c(0, 0, PACKAGE.len() as u64 + 1, TCP_FIN, b"")),
+                ],
+                _ => {
+                    t.expire(now, &mut out);
+                    Vec::new()
+                }
+            };
+            for (seg, payload) in &pkts {
+                t.segment(seg, payload, &mut out);
+            }
+            check_bookkeeping(&t);
+            proptest::prop_assert!(t.index.len() + t.replaced <= cap);
+        }
+        t.expire(now + 10_000_000_000, &mut out);
+        t.finish_all(&mut out);
+        check_bookkeeping(&t);
+        proptest::prop_assert!(t.is_empty());
+        proptest::prop_assert_eq!(t.replaced, 0);
+    }
+}
