@@ -77,6 +77,7 @@ impl FlowIndex {
     }
 
     /// The position whose slot carries `tag` and for which `is_key` holds.
+    #[inline(always)]
     pub fn find(&self, tag: u32, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
         let mask = self.mask();
         let mut i = self.home(tag);
@@ -128,6 +129,24 @@ impl FlowIndex {
     }
 
     /// Removes the slot of `pos` (filed under `tag`); false if absent.
+    /// Points the slot of (`tag`, `from`) at `to` instead: the entry moved.
+    /// False if there is no such slot.
+    pub fn repoint(&mut self, tag: u32, from: u32, to: u32) -> bool {
+        let mask = self.mask();
+        let want = pack(tag, from);
+        let mut i = self.home(tag);
+        loop {
+            match self.slots.get_mut(i) {
+                Some(s) if *s == want => {
+                    *s = pack(tag, to);
+                    return true;
+                }
+                Some(s) if *s != EMPTY => i = (i + 1) & mask,
+                _ => return false,
+            }
+        }
+    }
+
     pub fn remove(&mut self, tag: u32, pos: u32) -> bool {
         let mask = self.mask();
         let want = pack(tag, pos);

@@ -11,6 +11,11 @@
 //! stays that cheap, never buffered or parsed again. Only candidate flows get
 //! the boxed reassembly and session state.
 //!
+//! A flow that ends (both FINs, or an RST) gives its entry back at once and
+//! lingers for a second as a [`Lingering`] record (key, last packet time,
+//! SYN numbers, loss bookkeeping) that absorbs stray packets; a new SYN on
+//! its four-tuple opens a new flow instead.
+//!
 //! Every flow, rejected ones included, also feeds the capture-loss estimate
 //! ([`LossTrack`]: a few sequence numbers per direction in the entry, no
 //! payload work), which counts acknowledged bytes the capture never saw.
@@ -333,13 +338,35 @@ enum State {
     Open,
     /// Not QMTP/QMQP: only the entry remains until the connection ends.
     Rejected,
-    /// Finished; lingers to absorb stray packets.
+    /// Finished: its entry is free (what lingers is a [`Lingering`]).
     Closed,
-    /// Closed, and a new connection on the same four-tuple took its key:
-    /// out of the index, the entry waits in the closed queue only to be
-    /// freed when its turn comes (the queue points at it).
-    Replaced,
 }
+
+/// Index positions with this bit are [`Lingering`] entries, not the slab's.
+const LINGERING: u32 = 1 << 31;
+
+/// What remains of a closed flow while it lingers to absorb stray packets:
+/// its key, its last packet's time, the sequence numbers after its SYNs (a
+/// retransmission of the old SYN is a stray, another SYN a new connection)
+/// and its loss bookkeeping. Kept apart from the slab, at half an
+/// entry's size, so that the slab holds the flows still open: on traffic
+/// of many short connections most tracked flows are lingering, and mixed
+/// with the open ones they spread every packet's look-up over far more
+/// memory (and pages) than the open flows need.
+#[derive(Clone, Copy, Debug)]
+struct Lingering {
+    key: FlowKey,
+    tag: u32,
+    syn_next: [u32; 2],
+    last_seen: u64,
+    loss: LossTrack,
+    /// A new connection on the same four-tuple took its key: out of the
+    /// index, it waits in the closed queue only to be freed.
+    replaced: bool,
+}
+
+// Half an entry: what lets the slab shed a closed flow's 192 bytes.
+const _: () = assert!(std::mem::size_of::<Lingering>() <= 96);
 
 const NIL: u32 = u32::MAX;
 /// Confirmed servers a worker remembers (so that later flows to them are
@@ -351,6 +378,7 @@ const CLOSED_PREFETCH_AHEAD: usize = 8;
 /// A closed flow waiting out its linger, in the order flows closed.
 #[derive(Clone, Copy, Debug)]
 struct ClosedEntry {
+    /// Its place in `FlowTable::lingering`.
     flow: u32,
     tag: u32,
     /// Packet time of its last packet when queued.
@@ -572,8 +600,11 @@ pub struct FlowTable {
     /// Closed flows lingering, oldest first: a queue rather than a list so
     /// that `expire` can prefetch the entries it is about to remove.
     closed: VecDeque<ClosedEntry>,
-    /// Entries in the `Replaced` state (in the slab and the closed queue,
-    /// not in the index).
+    /// Closed flows, each in the closed queue once (see [`Lingering`]).
+    lingering: Vec<Lingering>,
+    lingering_free: Vec<u32>,
+    /// Lingering entries replaced by a new connection (in the closed queue,
+    /// not in the index): they count toward the flow cap.
     replaced: usize,
     budget: Budget,
     /// Copied protocol state held by all sessions (see `session_memory`).
@@ -597,6 +628,8 @@ impl FlowTable {
             head: NIL,
             tail: NIL,
             closed: VecDeque::new(),
+            lingering: Vec::new(),
+            lingering_free: Vec::new(),
             replaced: 0,
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
@@ -624,11 +657,19 @@ impl FlowTable {
         self.session_bytes
     }
 
-    /// The slab position of the flow with `key`, whose tag is `tag`.
+    /// The position of the flow with `key`, whose tag is `tag`: in the
+    /// slab, or with [`LINGERING`] set, among the lingering entries.
     fn lookup(&self, key: &FlowKey, tag: u32) -> Option<u32> {
-        let slab = &self.slab;
-        self.index
-            .find(tag, |i| slab.get(i as usize).is_some_and(|f| f.key == *key))
+        let (slab, lingering) = (&self.slab, &self.lingering);
+        self.index.find(tag, |i| {
+            if i & LINGERING == 0 {
+                slab.get(i as usize).is_some_and(|f| f.key == *key)
+            } else {
+                lingering
+                    .get((i & !LINGERING) as usize)
+                    .is_some_and(|l| l.key == *key)
+            }
+        })
     }
 
     fn flow(&mut self, i: u32) -> Option<&mut Flow> {
@@ -671,22 +712,58 @@ impl FlowTable {
         let Some(f) = self.slab.get_mut(i as usize) else {
             return;
         };
-        if matches!(f.state, State::Closed | State::Replaced) {
+        if f.state == State::Closed {
             return;
         }
         f.state = State::Closed;
-        if let Some(c) = f.candidate.take() {
+        let candidate = f.candidate.take();
+        let rest = Lingering {
+            key: f.key,
+            tag: f.tag,
+            syn_next: f.syn_next,
+            last_seen: f.last_seen,
+            loss: f.loss,
+            replaced: false,
+        };
+        if let Some(c) = candidate {
             Self::release(&mut self.budget, &mut self.session_bytes, c);
         }
-        let entry = ClosedEntry {
-            flow: i,
-            tag: f.tag,
-            at: ts,
-        };
         // Its links are still those of the open list.
         self.unlink(i);
-        self.closed.push_back(entry);
+        let l = match self.lingering_free.pop() {
+            Some(l) => {
+                if let Some(slot) = self.lingering.get_mut(l as usize) {
+                    *slot = rest;
+                }
+                l
+            }
+            None => {
+                self.lingering.push(rest);
+                (self.lingering.len() - 1) as u32
+            }
+        };
+        // The entry is free at once; its index slot now names what lingers.
+        self.index.repoint(rest.tag, i, l | LINGERING);
+        self.free.push(i);
+        self.closed.push_back(ClosedEntry {
+            flow: l,
+            tag: rest.tag,
+            at: ts,
+        });
         self.stats.flows_closed += 1;
+    }
+
+    /// Frees lingering entry `l` (and its index slot, unless replaced).
+    fn remove_lingering(&mut self, l: u32) {
+        let Some(e) = self.lingering.get(l as usize) else {
+            return;
+        };
+        if e.replaced {
+            self.replaced = self.replaced.saturating_sub(1);
+        } else {
+            self.index.remove(e.tag, l | LINGERING);
+        }
+        self.lingering_free.push(l);
     }
 
     /// Frees a candidate's reassembly and session memory from the budgets.
@@ -696,74 +773,77 @@ impl FlowTable {
         *session_bytes = session_bytes.saturating_sub(c.accounted);
     }
 
+    /// Frees open entry `i` (a closed one was freed when it closed).
     fn remove(&mut self, i: u32) {
-        let Some(state) = self.slab.get(i as usize).map(|f| f.state) else {
+        if self
+            .slab
+            .get(i as usize)
+            .is_none_or(|f| f.state == State::Closed)
+        {
             return;
-        };
-        if matches!(state, State::Open | State::Rejected) {
-            self.unlink(i);
         }
+        self.unlink(i);
         if let Some(f) = self.slab.get_mut(i as usize) {
             if let Some(c) = f.candidate.take() {
                 Self::release(&mut self.budget, &mut self.session_bytes, c);
             }
+            f.state = State::Closed;
             let tag = f.tag;
-            if state == State::Replaced {
-                // Already out of the index.
-                self.replaced = self.replaced.saturating_sub(1);
-            } else {
-                self.index.remove(tag, i);
-            }
+            self.index.remove(tag, i);
             self.free.push(i);
         }
     }
 
-    /// Whether `seg` opens a new connection on the four-tuple of flow `i`,
-    /// which had closed: a SYN (without ACK) other than a retransmission of
-    /// the old connection's. An endpoint takes one at once after an RST,
-    /// and over TIME_WAIT when its sequence number is higher; the lingering
-    /// entry must not swallow it (nor the package it may carry).
-    #[inline]
-    fn reopens(&self, i: u32, dir: usize, seg: &Segment) -> bool {
-        seg.syn()
+    /// A packet of lingering flow `l`: a stray (absorbed: false), or the
+    /// SYN (without ACK) of a new connection on its four-tuple, other than
+    /// a retransmission of the old SYN (true: the entry leaves the index,
+    /// so that the new connection gets an entry of its own). An endpoint
+    /// takes such a SYN at once after an RST, and over TIME_WAIT when its
+    /// sequence number is higher; the lingering entry must not swallow it,
+    /// nor the package it may carry.
+    #[inline(never)]
+    fn lingering_packet(&mut self, l: u32, dir: usize, seg: &Segment) -> bool {
+        let Some(e) = self.lingering.get_mut(l as usize) else {
+            return false;
+        };
+        let reopens = seg.syn()
             && !seg.ack_flag()
             && !seg.rst()
-            && self.slab.get(i as usize).is_some_and(|f| {
-                f.state == State::Closed
-                    && f.syn_next
-                        .get(dir)
-                        .is_none_or(|&n| n != seg.seq.wrapping_add(1))
-            })
-    }
-
-    /// Takes closed flow `i` out of the index, so that the new connection
-    /// on its four-tuple gets an entry of its own; `i` stays in the closed
-    /// queue, which frees it in its turn. Out of line: rare, and kept out
-    /// of the per-packet path.
-    #[cold]
-    #[inline(never)]
-    fn replace_closed(&mut self, i: u32) {
-        if let Some(f) = self.slab.get_mut(i as usize) {
-            f.state = State::Replaced;
-            let tag = f.tag;
-            self.index.remove(tag, i);
+            && e.syn_next
+                .get(dir)
+                .is_none_or(|&n| n != seg.seq.wrapping_add(1));
+        if reopens {
+            e.replaced = true;
+            let tag = e.tag;
+            self.index.remove(tag, l | LINGERING);
             self.replaced += 1;
             self.stats.flows_reopened += 1;
+            return true;
         }
+        e.last_seen = e.last_seen.max(seg.ts);
+        let (acked, gap) = e.loss.observe(dir, seg);
+        self.stats.loss_acked_bytes += acked;
+        self.stats.loss_gap_bytes += gap;
+        false
     }
 
     fn create(&mut self, key: FlowKey, tag: u32, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
         // Replaced entries still hold a place in the slab: they count.
         if self.index.len().saturating_add(self.replaced) >= self.cfg.max_flows.max(1) {
             // Oldest closed entry first, else the least recently active flow.
-            let victim = match self.closed.pop_front() {
-                Some(c) => c.flow,
-                None => self.least_recent_open(),
-            };
-            if victim != NIL {
-                self.stats.flows_evicted_cap += 1;
-                self.finish_flow(victim, ts, out);
-                self.remove(victim);
+            match self.closed.pop_front() {
+                Some(c) => {
+                    self.stats.flows_evicted_cap += 1;
+                    self.remove_lingering(c.flow);
+                }
+                None => {
+                    let victim = self.least_recent_open();
+                    if victim != NIL {
+                        self.stats.flows_evicted_cap += 1;
+                        self.finish_flow(victim, ts, out);
+                        self.remove(victim);
+                    }
+                }
             }
         }
         let flow = Flow {
@@ -834,6 +914,11 @@ impl FlowTable {
             return;
         }
         if let Some(i) = self.index.probe_tag(seg.flow_tag) {
+            if i & LINGERING != 0 {
+                let l = (i & !LINGERING) as usize;
+                prefetch::prefetch(self.lingering.as_ptr().wrapping_add(l).cast::<u8>());
+                return;
+            }
             let p = self.slab.as_ptr().wrapping_add(i as usize).cast::<u8>();
             // The two lines a packet touches (see `Flow`), and the third,
             // with the list links, for a segment that may end the flow.
@@ -875,8 +960,10 @@ impl FlowTable {
         let (key, dir) = FlowKey::of(seg);
         let tag = seg_tag(seg, &key);
         let found = match self.lookup(&key, tag) {
-            Some(i) if seg.syn() && self.reopens(i, dir, seg) => {
-                self.replace_closed(i);
+            Some(i) if i & LINGERING != 0 => {
+                if !self.lingering_packet(i & !LINGERING, dir, seg) {
+                    return;
+                }
                 None
             }
             found => found,
@@ -904,7 +991,7 @@ impl FlowTable {
         self.stats.loss_acked_bytes += acked;
         self.stats.loss_gap_bytes += gap;
         match state {
-            State::Closed | State::Replaced => {}
+            State::Closed => {}
             // An open flow is not moved in its list on every packet (that
             // would touch two other random entries per packet): `last_seen`
             // is enough, and `expire` re-queues flows that were active.
@@ -1582,20 +1669,19 @@ impl FlowTable {
                 break;
             }
             if let Some(a) = self.closed.get(CLOSED_PREFETCH_AHEAD) {
-                prefetch::prefetch(self.slab.as_ptr().wrapping_add(a.flow as usize));
+                let l = self.lingering.as_ptr().wrapping_add(a.flow as usize);
+                prefetch::prefetch(l.cast::<u8>());
                 prefetch::prefetch(self.index.bucket_ptr(a.tag));
             }
             self.closed.pop_front();
-            match self.slab.get(c.flow as usize) {
+            match self.lingering.get(c.flow as usize) {
                 // Packets came after it closed: it lingers from the last
                 // (a replaced entry gets none).
-                Some(f)
-                    if f.state == State::Closed && f.last_seen.saturating_add(linger) >= now =>
-                {
-                    let at = f.last_seen;
+                Some(e) if !e.replaced && e.last_seen.saturating_add(linger) >= now => {
+                    let at = e.last_seen;
                     self.closed.push_back(ClosedEntry { at, ..c });
                 }
-                Some(_) => self.remove(c.flow),
+                Some(_) => self.remove_lingering(c.flow),
                 None => {}
             }
         }
@@ -1662,7 +1748,7 @@ impl FlowTable {
             self.remove(i);
         }
         while let Some(c) = self.closed.pop_front() {
-            self.remove(c.flow);
+            self.remove_lingering(c.flow);
         }
     }
 }

@@ -515,9 +515,12 @@ fn a_flow_that_is_not_qmtp_costs_under_256_bytes() {
     // (shrinking keeps it over an eighth full; a flood that has gone is
     // paid until it shrinks).
     let index = 8 * 4;
-    // A closed flow also has its place in the closed queue.
-    let entry = std::mem::size_of::<Flow>() + index + std::mem::size_of::<ClosedEntry>();
-    assert!(entry <= 256, "{entry} bytes per tracked flow");
+    let open = std::mem::size_of::<Flow>() + index;
+    assert!(open <= 256, "{open} bytes per open flow");
+    // A closed flow leaves its entry for what lingers, with its place in
+    // the closed queue.
+    let closed = std::mem::size_of::<Lingering>() + index + std::mem::size_of::<ClosedEntry>();
+    assert!(closed <= 144, "{closed} bytes per closed flow");
 }
 
 #[test]
@@ -1239,7 +1242,10 @@ fn a_closed_flow_absorbs_its_own_retransmitted_syn_and_a_reopened_one_is_freed()
     assert!(more.is_empty());
     assert!(t.is_empty());
     assert_eq!(t.replaced, 0);
-    assert_eq!(t.free.len(), 2);
+    // Each connection's entry was freed when it closed; what lingered went
+    // at its turn.
+    assert_eq!((t.free.len(), t.lingering_free.len()), (1, 2));
+    check_bookkeeping(&t);
 
     // At a cap of one flow, the replaced entry makes room for the new one.
     let cfg = FlowConfig {
@@ -1252,11 +1258,12 @@ fn a_closed_flow_absorbs_its_own_retransmitted_syn_and_a_reopened_one_is_freed()
     let (_, rest) = split_anomalies(out);
     assert_eq!(rest.len(), 2, "{rest:#?}");
     assert_eq!((t.len(), t.replaced, t.slab.len()), (1, 0, 1));
+    check_bookkeeping(&t);
 }
 
-/// The table's bookkeeping holds: every slab entry is exactly one of free,
-/// indexed (open, rejected or closed) or replaced; the closed queue names
-/// each closed or replaced entry once and nothing else; the counts agree.
+/// The table's bookkeeping holds: every slab entry is free or open (and
+/// indexed); every lingering entry is free, or in the closed queue once and
+/// either indexed or replaced; the counts agree.
 fn check_bookkeeping(t: &FlowTable) {
     let n = t.slab.len();
     let mut free = vec![false; n];
@@ -1264,36 +1271,50 @@ fn check_bookkeeping(t: &FlowTable) {
         assert!(!free[i as usize], "slot {i} freed twice");
         free[i as usize] = true;
     }
-    let mut queued = vec![0u32; n];
+    let mut indexed = 0;
+    for (i, f) in t.slab.iter().enumerate() {
+        if free[i] {
+            assert_eq!(f.state, State::Closed, "free slot {i}");
+            continue;
+        }
+        assert_ne!(f.state, State::Closed, "slot {i} closed but not free");
+        indexed += 1;
+        assert_eq!(
+            t.lookup(&f.key, f.tag),
+            Some(i as u32),
+            "slot {i} not found"
+        );
+    }
+    let m = t.lingering.len();
+    let mut lfree = vec![false; m];
+    for &l in &t.lingering_free {
+        assert!(!lfree[l as usize], "lingering {l} freed twice");
+        lfree[l as usize] = true;
+    }
+    let mut queued = vec![0u32; m];
     for c in &t.closed {
         queued[c.flow as usize] += 1;
     }
-    let (mut indexed, mut replaced) = (0, 0);
-    for (i, f) in t.slab.iter().enumerate() {
-        if free[i] {
-            assert_eq!(queued[i], 0, "free slot {i} in the closed queue");
+    let mut replaced = 0;
+    for (l, e) in t.lingering.iter().enumerate() {
+        if lfree[l] {
+            assert_eq!(queued[l], 0, "free lingering {l} in the closed queue");
             continue;
         }
-        match f.state {
-            State::Replaced => {
-                replaced += 1;
-                assert_eq!(queued[i], 1, "replaced slot {i}");
-            }
-            s => {
-                indexed += 1;
-                assert_eq!(
-                    t.lookup(&f.key, f.tag),
-                    Some(i as u32),
-                    "slot {i} ({s:?}) not found"
-                );
-                let in_queue = u32::from(s == State::Closed);
-                assert_eq!(queued[i], in_queue, "slot {i} ({s:?})");
-            }
+        assert_eq!(queued[l], 1, "lingering {l}");
+        if e.replaced {
+            replaced += 1;
+        } else {
+            indexed += 1;
+            assert_eq!(
+                t.lookup(&e.key, e.tag),
+                Some(l as u32 | LINGERING),
+                "lingering {l} not found"
+            );
         }
     }
     assert_eq!(indexed, t.index.len());
     assert_eq!(replaced, t.replaced);
-    assert_eq!(indexed + replaced + t.free.len(), n);
 }
 
 proptest::proptest! {
