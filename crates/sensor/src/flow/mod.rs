@@ -730,18 +730,7 @@ impl FlowTable {
         }
         // Its links are still those of the open list.
         self.unlink(i);
-        let l = match self.lingering_free.pop() {
-            Some(l) => {
-                if let Some(slot) = self.lingering.get_mut(l as usize) {
-                    *slot = rest;
-                }
-                l
-            }
-            None => {
-                self.lingering.push(rest);
-                (self.lingering.len() - 1) as u32
-            }
-        };
+        let l = take_place(&mut self.lingering, &mut self.lingering_free, rest);
         // The entry is free at once; its index slot now names what lingers.
         self.index.repoint(rest.tag, i, l | LINGERING);
         self.free.push(i);
@@ -873,18 +862,7 @@ impl FlowTable {
             loss: LossTrack::default(),
             candidate: None,
         };
-        let i = match self.free.pop() {
-            Some(i) => {
-                if let Some(slot) = self.slab.get_mut(i as usize) {
-                    *slot = flow;
-                }
-                i
-            }
-            None => {
-                self.slab.push(flow);
-                (self.slab.len() - 1) as u32
-            }
-        };
+        let i = take_place(&mut self.slab, &mut self.free, flow);
         self.index.insert(tag, i);
         self.push_tail(i);
         self.stats.flows_created += 1;
@@ -1751,6 +1729,18 @@ impl FlowTable {
             self.remove_lingering(c.flow);
         }
     }
+}
+
+/// Puts `item` in a place of `v` that `free` lists, else at its end, and
+/// returns its position.
+#[inline]
+fn take_place<T>(v: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
+    if let Some(slot) = free.pop().and_then(|i| Some(i).zip(v.get_mut(i as usize))) {
+        *slot.1 = item;
+        return slot.0;
+    }
+    v.push(item);
+    (v.len() - 1) as u32
 }
 
 /// Raises the once-per-flow anomalies of `notes` (`NOTE_*` bits); returns
