@@ -342,7 +342,9 @@ enum State {
     Closed,
 }
 
-/// Index positions with this bit are [`Lingering`] entries, not the slab's.
+/// Index positions with this bit are [`Lingering`] entries, not the slab's
+/// (slab positions stay far below it: a slab of 2^31 entries would take
+/// 384 GiB, and `--max-flows` is at most 100 million).
 const LINGERING: u32 = 1 << 31;
 
 /// What remains of a closed flow while it lingers to absorb stray packets:
@@ -817,7 +819,8 @@ impl FlowTable {
     }
 
     fn create(&mut self, key: FlowKey, tag: u32, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
-        // Replaced entries still hold a place in the slab: they count.
+        // Replaced lingering records still wait in the closed queue: they
+        // count.
         if self.index.len().saturating_add(self.replaced) >= self.cfg.max_flows.max(1) {
             // Oldest closed entry first, else the least recently active flow.
             match self.closed.pop_front() {
