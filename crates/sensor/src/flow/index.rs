@@ -128,36 +128,36 @@ impl FlowIndex {
         }
     }
 
-    /// Removes the slot of `pos` (filed under `tag`); false if absent.
-    /// Points the slot of (`tag`, `from`) at `to` instead: the entry moved.
-    /// False if there is no such slot.
-    pub fn repoint(&mut self, tag: u32, from: u32, to: u32) -> bool {
-        let mask = self.mask();
-        let want = pack(tag, from);
-        let mut i = self.home(tag);
-        loop {
-            match self.slots.get_mut(i) {
-                Some(s) if *s == want => {
-                    *s = pack(tag, to);
-                    return true;
-                }
-                Some(s) if *s != EMPTY => i = (i + 1) & mask,
-                _ => return false,
-            }
-        }
-    }
-
-    pub fn remove(&mut self, tag: u32, pos: u32) -> bool {
+    /// Where the slot of `pos` (filed under `tag`) is, if anywhere.
+    fn slot_of(&self, tag: u32, pos: u32) -> Option<usize> {
         let mask = self.mask();
         let want = pack(tag, pos);
         let mut i = self.home(tag);
         loop {
             match self.slots.get(i) {
-                Some(&s) if s == want => break,
+                Some(&s) if s == want => return Some(i),
                 Some(&s) if s != EMPTY => i = (i + 1) & mask,
-                _ => return false,
+                _ => return None,
             }
         }
+    }
+
+    /// Points the slot of (`tag`, `from`) at `to` instead: the entry moved.
+    /// False if there is no such slot.
+    pub fn repoint(&mut self, tag: u32, from: u32, to: u32) -> bool {
+        let Some(s) = self.slot_of(tag, from).and_then(|i| self.slots.get_mut(i)) else {
+            return false;
+        };
+        *s = pack(tag, to);
+        true
+    }
+
+    /// Removes the slot of `pos` (filed under `tag`); false if absent.
+    pub fn remove(&mut self, tag: u32, pos: u32) -> bool {
+        let mask = self.mask();
+        let Some(i) = self.slot_of(tag, pos) else {
+            return false;
+        };
         // Backward shift: pull later slots of the run into the hole when
         // their home is not between the hole and them (cyclically).
         let mut hole = i;

@@ -514,8 +514,8 @@ struct Flow {
     /// came in, so that a second copy of them with other content, which
     /// could have been what the endpoint took, is noticed (once).
     sample_seq: u32,
-    /// Every flow but a closed one is in the open list; closed ones are in
-    /// the closed queue.
+    /// Every entry in use is in the open list; `Closed` marks a free one
+    /// (what lingers of a closed flow is in `FlowTable::lingering`).
     state: State,
     v4: bool,
     /// Checksum state of each direction (CSUM_*).
