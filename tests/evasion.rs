@@ -1607,19 +1607,9 @@ fn corrupted_checksums_in_an_offloaded_capture() {
 /// SYN at once, so a sensor that lets the old connection's entry linger
 /// must not let it swallow the new one.
 fn reused_four_tuple(fx: &Fx, bytes: &[u8]) -> Vec<Frame> {
-    let mut out = Vec::new();
-    let mut started: BTreeSet<usize> = BTreeSet::new();
-    for (i, p) in fx.pkts.iter().enumerate() {
-        let t = match p {
-            Pkt::Tcp(t) => t,
-            Pkt::Other(f) => {
-                out.push(f.clone());
-                continue;
-            }
-        };
-        let ci = fx.conn_of[i].unwrap();
-        if started.insert(ci) {
-            let c = &fx.conns[ci];
+    let mut started = BTreeSet::new();
+    map_tcp(fx, |c, _, t, out| {
+        if started.insert((c.client, c.server)) {
             let (cisn, sisn) = (
                 c.base[0].wrapping_sub(1).wrapping_sub(3_000_000),
                 c.base[1].wrapping_sub(1).wrapping_sub(5_000_000),
@@ -1680,8 +1670,7 @@ fn reused_four_tuple(fx: &Fx, bytes: &[u8]) -> Vec<Frame> {
             out.push(frame(&rst));
         }
         out.push(frame(t));
-    }
-    out
+    })
 }
 
 #[test]
