@@ -44,7 +44,7 @@ fn pos_of(slot: u64) -> u32 {
 impl FlowIndex {
     pub fn new() -> Self {
         FlowIndex {
-            slots: vec![EMPTY; MIN_BUCKETS],
+            slots: empty_slots(MIN_BUCKETS),
             len: 0,
         }
     }
@@ -122,7 +122,7 @@ impl FlowIndex {
     }
 
     fn resize(&mut self, buckets: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; buckets]);
+        let old = std::mem::replace(&mut self.slots, empty_slots(buckets));
         for s in old.into_iter().filter(|&s| s != EMPTY) {
             self.place(s);
         }
@@ -191,6 +191,20 @@ impl FlowIndex {
         }
         true
     }
+}
+
+/// `buckets` empty slots, written now. Zeroed memory fresh from the
+/// system (what `vec![0; n]` asks for) is mapped to the shared zero page at
+/// the first read of a probe and copied at the first write: a second page
+/// fault per page, and each one flushes the TLB of every core the process
+/// runs on.
+fn empty_slots(buckets: usize) -> Vec<u64> {
+    let mut slots = Vec::with_capacity(buckets);
+    // Seen by the optimizer as used, so that allocation and fill are not
+    // merged back into a zeroed allocation.
+    std::hint::black_box(slots.as_mut_ptr());
+    slots.resize(buckets, EMPTY);
+    slots
 }
 
 #[cfg(test)]
