@@ -25,7 +25,7 @@
 
 mod index;
 pub mod loss;
-mod prefetch;
+pub(crate) mod prefetch;
 pub mod reassembly;
 
 use std::collections::VecDeque;

@@ -47,6 +47,7 @@ use hdrhistogram::Histogram;
 use crate::detect::policy::Policy;
 use crate::detect::{DetectStats, Detector};
 use crate::event::{Observer, RunId};
+use crate::flow::prefetch::prefetch;
 use crate::flow::{flow_tag, tag_of, worker_of, FlowConfig, FlowStats, FlowTable};
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 use qmwatch_proto::Record;
@@ -789,6 +790,14 @@ fn feed_batch(
 ) -> u64 {
     let mut trigger_ns = 0u64;
     for (j, seg) in segs.iter().enumerate() {
+        // The segments themselves were written by the capture thread, on
+        // another core: ask for them early too, both lines a segment may
+        // span, so that reading the tags below does not wait for them.
+        if let Some(farther) = segs.get(j + 4 * PREFETCH_AHEAD) {
+            let p = (farther as *const Segment).cast::<u8>();
+            prefetch(p);
+            prefetch(p.wrapping_add(std::mem::size_of::<Segment>() - 1));
+        }
         if let Some(far) = segs.get(j + 2 * PREFETCH_AHEAD) {
             table.prefetch_bucket(far);
         }
