@@ -134,7 +134,23 @@ pub struct Segment {
     /// The flow's tag in the flow tables (`flow::flow_tag`), set by the
     /// capture thread; 0 means not computed.
     pub flow_tag: u32,
+    /// The checksum as decoding found it (`CSUM_*` bits; 0: not summed):
+    /// see [`Segment::presum`].
+    pub csum: u8,
 }
+
+/// [`Segment::csum`]: decoding summed the segment's checksum.
+pub const CSUM_SUMMED: u8 = 1;
+/// [`Segment::csum`]: the sum was right.
+pub const CSUM_SUM_OK: u8 = 2;
+/// [`Segment::csum`]: the field held what an offloading sender leaves
+/// (see [`Segment::checksum_offloaded`]).
+pub const CSUM_FIELD_PSEUDO: u8 = 4;
+
+/// The largest TCP segment (header and payload, bytes) that decoding sums:
+/// handshakes, replies, short requests. Larger ones are left to the flow
+/// table, which skips the sum where it cannot change a finding.
+pub const PRESUM_MAX: usize = 512;
 
 impl Segment {
     pub fn syn(&self) -> bool {
@@ -179,14 +195,24 @@ impl Segment {
     }
 
     /// True when the TCP checksum over `tcp` (header and payload, as
-    /// captured) is correct. Only meaningful when nothing was cut.
+    /// captured) is correct. Only meaningful when nothing was cut. A
+    /// segment that decoding summed ([`Segment::presum`]) answers from
+    /// that sum, taken over the same bytes.
     pub fn checksum_ok(&self, tcp: &[u8]) -> bool {
-        // The pseudo-header (addresses, protocol 6, TCP length) is summed
-        // as big-endian 16-bit words; the segment in native order, eight
-        // bytes at a time. RFC 1071: a sum of byte-swapped words is the
-        // byte-swapped sum, so the two meet after swapping the first.
-        let pseudo = u64::from(u16::from_be(self.pseudo_sum(tcp.len())));
-        fold16(pseudo + ones_sum(tcp)) == 0xffff
+        if self.csum & CSUM_SUMMED != 0 {
+            return self.csum & CSUM_SUM_OK != 0;
+        }
+        sum_ok(tcp, self.pseudo_sum(tcp.len()))
+    }
+
+    /// Sums the checksum now if it matters ([`Segment::checksum_matters`])
+    /// and the segment is small ([`PRESUM_MAX`]): see [`presum`]. `tcp`
+    /// is its header and payload, as captured.
+    #[inline]
+    pub(crate) fn presum(&mut self, tcp: &[u8]) {
+        if tcp.len() <= PRESUM_MAX && self.checksum_matters() {
+            self.csum = presum(self.v4, self.src, self.dst, tcp);
+        }
     }
 
     /// The folded sum of the TCP pseudo-header (addresses, protocol 6, TCP
@@ -195,15 +221,7 @@ impl Segment {
     /// word: 2^16 and 2^32 are 1 modulo 0xffff, so these fold to the sum of
     /// the 16-bit words.
     fn pseudo_sum(&self, tcp_len: usize) -> u16 {
-        let words = |a: u128| -> u64 {
-            if self.v4 {
-                u64::from(a as u32)
-            } else {
-                let (lo, hi) = (a as u64, (a >> 64) as u64);
-                (lo & 0xffff_ffff) + (lo >> 32) + (hi & 0xffff_ffff) + (hi >> 32)
-            }
-        };
-        fold16(words(self.src) + words(self.dst) + 6 + tcp_len as u64)
+        pseudo_sum(self.v4, self.src, self.dst, tcp_len)
     }
 
     /// True when the checksum field holds what a sender that offloads
@@ -212,13 +230,80 @@ impl Segment {
     /// out, before the NIC filled the field; any other wrong value is a
     /// corrupted or forged segment, which the receiver drops.
     pub fn checksum_offloaded(&self, tcp: &[u8]) -> bool {
-        let Some(field) = tcp.get(16..18) else {
-            return false;
-        };
-        let field = u16::from_be_bytes([field[0], field[1]]);
-        let pseudo = self.pseudo_sum(tcp.len());
-        field == pseudo || field == !pseudo
+        if self.csum & CSUM_SUMMED != 0 {
+            return self.csum & CSUM_FIELD_PSEUDO != 0;
+        }
+        field_is_pseudo(tcp, self.pseudo_sum(tcp.len()))
     }
+}
+
+/// See [`Segment::pseudo_sum`].
+#[inline]
+fn pseudo_sum(v4: bool, src: Addr, dst: Addr, tcp_len: usize) -> u16 {
+    let words = |a: u128| -> u64 {
+        if v4 {
+            u64::from(a as u32)
+        } else {
+            let (lo, hi) = (a as u64, (a >> 64) as u64);
+            (lo & 0xffff_ffff) + (lo >> 32) + (hi & 0xffff_ffff) + (hi >> 32)
+        }
+    };
+    fold16(words(src) + words(dst) + 6 + tcp_len as u64)
+}
+
+/// Whether the checksum over `tcp` is right, given the pseudo-header sum
+/// `pseudo`.
+#[inline]
+fn sum_ok(tcp: &[u8], pseudo: u16) -> bool {
+    // The pseudo-header (addresses, protocol 6, TCP length) is summed as
+    // big-endian 16-bit words; the segment in native order, eight bytes at
+    // a time. RFC 1071: a sum of byte-swapped words is the byte-swapped
+    // sum, so the two meet after swapping the first.
+    fold16(u64::from(u16::from_be(pseudo)) + ones_sum(tcp)) == 0xffff
+}
+
+/// [`Segment::csum`] for the segment of `tcp` (its header and payload, as
+/// captured) between `src` and `dst`: its checksum summed in the thread
+/// that decodes it, while those bytes are in that core's cache. The flow
+/// table's worker, on another core, then neither sums nor reads them for
+/// it. The capture thread decodes while the workers are the slower side
+/// (see the pipeline's `Splitter`), and leaves frames to them to decode
+/// otherwise, so the sum is taken on whichever side has time.
+#[inline(never)]
+fn presum(v4: bool, src: Addr, dst: Addr, tcp: &[u8]) -> u8 {
+    let pseudo = pseudo_sum(v4, src, dst, tcp.len());
+    let mut csum = CSUM_SUMMED;
+    if sum_ok(tcp, pseudo) {
+        csum |= CSUM_SUM_OK;
+    }
+    if field_is_pseudo(tcp, pseudo) {
+        csum |= CSUM_FIELD_PSEUDO;
+    }
+    csum
+}
+
+/// [`Segment::csum`] for the fast path's segment `tcp` (header of `hdr`
+/// bytes and payload, nothing cut) with TCP `flags`: [`presum`] when its
+/// checksum matters (data, SYN, RST: [`Segment::checksum_matters`]) and it
+/// is small ([`PRESUM_MAX`]), else 0 (not summed).
+#[inline(always)]
+fn presum_fast(v4: bool, src: Addr, dst: Addr, tcp: &[u8], hdr: usize, flags: u8) -> u8 {
+    let matters = tcp.len() > hdr || flags & (TCP_SYN | TCP_RST) != 0;
+    if matters && tcp.len() <= PRESUM_MAX {
+        presum(v4, src, dst, tcp)
+    } else {
+        0
+    }
+}
+
+/// Whether the checksum field of `tcp` holds `pseudo` or its complement.
+#[inline]
+fn field_is_pseudo(tcp: &[u8], pseudo: u16) -> bool {
+    let Some(&[a, b]) = tcp.get(16..18) else {
+        return false;
+    };
+    let field = u16::from_be_bytes([a, b]);
+    field == pseudo || field == !pseudo
 }
 
 /// Why a frame produced no segment.
@@ -670,6 +755,7 @@ impl Decoder {
             Some(mut seg) => {
                 self.stats.tcp_segments += 1;
                 seg.ttl = ttl;
+                seg.presum(payload.payload);
                 Decoded::Segment(seg)
             }
             None => self.skip(if payload.incomplete {
@@ -818,6 +904,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
     }
     let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
     let base = offset_in(frame, tcp)?;
+    let csum = presum_fast(v4, src, dst, tcp, hdr, flags);
     Some(Segment {
         ts,
         src,
@@ -838,6 +925,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
         has_tsval: false,
         tsval: 0,
         flow_tag: 0,
+        csum,
     })
 }
 
@@ -935,6 +1023,7 @@ fn tcp_segment(
         payload_len: payload.len() as u32,
         missing,
         flow_tag: 0,
+        csum: 0,
     })
 }
 

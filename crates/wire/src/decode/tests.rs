@@ -139,7 +139,10 @@ fn check(lt: u32, frame: &[u8], expected: Segment) {
     let mut d = Decoder::default();
     let (r, buf) = decode_in(&mut d, lt, frame, frame.len() as u32);
     let s = seg(r);
-    assert_eq!(s, expected, "link type {lt}");
+    // Decoding summed the checksum of this small data segment: the test
+    // frames carry a zero field, neither right nor the pseudo-header sum.
+    assert_eq!(s.csum, CSUM_SUMMED, "link type {lt}");
+    assert_eq!(Segment { csum: 0, ..s }, expected, "link type {lt}");
     assert_eq!(payload_in(&s, &buf), PAYLOAD);
     assert_eq!((d.stats.frames, d.stats.tcp_segments), (1, 1));
     assert_eq!(d.stats.bytes, frame.len() as u64);
@@ -152,9 +155,11 @@ fn checksum_verification() {
     let frame = ether(0x0800, &ipv4(6, &t));
     let mut d = Decoder::default();
     let (r, buf) = decode_in(&mut d, LINKTYPE_ETHERNET, &frame, frame.len() as u32);
-    let s = seg(r);
+    let mut s = seg(r);
     let start = s.payload_start as usize - usize::from(s.tcp_header_len);
     let tcp_bytes = &buf[start..s.payload_start as usize + s.payload_len as usize];
+    // What decoding summed is not asked again: below, other bytes are.
+    s.csum = 0;
     let _ = s.checksum_ok(tcp_bytes);
     // Recompute over a copy with the checksum field set correctly by hand.
     let mut fixed = tcp_bytes.to_vec();
@@ -184,6 +189,84 @@ fn checksum_verification() {
     let mut v6 = s;
     v6.v4 = false;
     assert!(!v6.checksum_ok(&fixed));
+}
+
+/// `t` (a TCP segment from [`tcp`]) with its checksum field set to
+/// `field(pseudo-header sum, right checksum)`, over [`SRC4`] and [`DST4`].
+fn with_checksum(mut t: Vec<u8>, field: impl Fn(u16, u16) -> u16) -> Vec<u8> {
+    t[16] = 0;
+    t[17] = 0;
+    let right = reference_checksum(&SRC4, &DST4, &t);
+    // The pseudo-header's words (addresses, protocol, TCP length), folded.
+    let mut words = SRC4.to_vec();
+    words.extend_from_slice(&DST4);
+    words.extend_from_slice(&[0, 6]);
+    words.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    let mut sum: u32 = words
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    t[16..18].copy_from_slice(&field(sum as u16, right).to_be_bytes());
+    t
+}
+
+#[test]
+fn decoding_sums_small_segments_and_answers_from_that() {
+    let decode = |t: &[u8]| {
+        let frame = ether(0x0800, &ipv4(6, t));
+        let (r, buf) = decode_in(
+            &mut Decoder::default(),
+            LINKTYPE_ETHERNET,
+            &frame,
+            frame.len() as u32,
+        );
+        let s = seg(r);
+        let start = s.payload_start as usize - usize::from(s.tcp_header_len);
+        (
+            s,
+            buf[start..s.payload_start as usize + s.payload_len as usize].to_vec(),
+        )
+    };
+    let data = tcp(40000, 628, 7, 9, 0x18, &[], PAYLOAD);
+    // A right checksum, a corrupted segment, an offloading sender's field.
+    let right = with_checksum(data.clone(), |_, c| c);
+    let mut corrupted = right.clone();
+    corrupted[25] ^= 0x40;
+    let offloaded = with_checksum(data.clone(), |p, _| p);
+    for (t, want) in [
+        (&right, CSUM_SUMMED | CSUM_SUM_OK),
+        (&corrupted, CSUM_SUMMED),
+        (&offloaded, CSUM_SUMMED | CSUM_FIELD_PSEUDO),
+    ] {
+        let (s, bytes) = decode(t);
+        assert_eq!(s.csum, want);
+        // The answers are those of the bytes, summed afresh.
+        let fresh = Segment { csum: 0, ..s };
+        assert_eq!(s.checksum_ok(&bytes), fresh.checksum_ok(&bytes));
+        assert_eq!(
+            s.checksum_offloaded(&bytes),
+            fresh.checksum_offloaded(&bytes)
+        );
+    }
+    // A bare ACK's checksum does not matter; a segment larger than
+    // PRESUM_MAX is left to the flow table: neither is summed.
+    let ack = with_checksum(tcp(40000, 628, 7, 9, 0x10, &[], &[]), |_, c| c);
+    assert_eq!(decode(&ack).0.csum, 0);
+    let big = vec![b'x'; PRESUM_MAX];
+    let large = with_checksum(tcp(40000, 628, 7, 9, 0x18, &[], &big), |_, c| c);
+    let (s, bytes) = decode(&large);
+    assert_eq!(s.csum, 0);
+    assert!(s.checksum_ok(&bytes));
+    // Just small enough: summed.
+    let edge = vec![b'x'; PRESUM_MAX - 20];
+    let (s, _) = decode(&with_checksum(
+        tcp(40000, 628, 7, 9, 0x18, &[], &edge),
+        |_, c| c,
+    ));
+    assert_eq!(s.csum, CSUM_SUMMED | CSUM_SUM_OK);
 }
 
 #[test]
@@ -606,6 +689,12 @@ proptest::proptest! {
         if fix {
             proptest::prop_assert!(seg.checksum_ok(&tcp));
         }
+        // The sum decoding takes agrees, and so do its answers.
+        let summed = presum(seg.v4, seg.src, seg.dst, &tcp);
+        proptest::prop_assert_eq!(summed & CSUM_SUM_OK != 0, expected);
+        let decoded = Segment { csum: summed, ..seg };
+        proptest::prop_assert_eq!(decoded.checksum_ok(&tcp), expected);
+        proptest::prop_assert_eq!(decoded.checksum_offloaded(&tcp), seg.checksum_offloaded(&tcp));
     }
 }
 
