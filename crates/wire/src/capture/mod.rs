@@ -27,9 +27,9 @@ pub mod live;
 #[cfg(unix)]
 pub mod mapping;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use crate::capture::file::PacketRecord;
 use crate::decode::Segment;
@@ -50,12 +50,12 @@ pub struct Block {
     /// Payloads that exist nowhere in `data` (reassembled IP fragments).
     pub extra: Vec<u8>,
     /// Where an owned buffer goes back when the block is dropped.
-    pool: Option<Sender<Vec<u8>>>,
+    pool: Option<PoolReturn>,
 }
 
 impl Block {
     /// A block over an owned buffer, given back to `pool` when dropped.
-    pub fn new(data: Vec<u8>, pool: Option<Sender<Vec<u8>>>) -> Self {
+    pub fn new(data: Vec<u8>, pool: Option<PoolReturn>) -> Self {
         Block {
             bytes: Bytes::Owned(data),
             extra: Vec::new(),
@@ -136,9 +136,7 @@ impl Drop for Block {
         if let (Some(pool), Bytes::Owned(data)) = (&self.pool, &mut self.bytes) {
             // Not cleared: the reader overwrites it, and a buffer that keeps
             // its length is not zero-filled again.
-            let data = std::mem::take(data);
-            // A full pool just frees the buffer.
-            let _ = pool.try_send(data);
+            pool.give_back(std::mem::take(data));
         }
     }
 }
@@ -186,35 +184,93 @@ impl Drop for Batch {
     }
 }
 
-/// A pool of reusable block buffers.
+/// A pool of reusable block buffers: a stack, so that the buffer handed
+/// out next is the one given back last, the likeliest to be still in the
+/// cache when the next read is copied into it. (A queue hands back the
+/// buffer idle longest: every read then writes to lines long evicted, and
+/// the pool's whole size, several MiB a worker, competes for the cache.)
 pub struct BufferPool {
-    tx: Sender<Vec<u8>>,
-    rx: Receiver<Vec<u8>>,
+    shared: Arc<PoolShared>,
+}
+
+struct PoolShared {
+    idle: Mutex<Vec<Vec<u8>>>,
+    max_idle: usize,
+}
+
+/// Where a dropped [`Block`] gives its buffer back ([`BufferPool::returner`]).
+#[derive(Clone)]
+pub struct PoolReturn(Arc<PoolShared>);
+
+impl PoolReturn {
+    /// Keeps `buf` for the next [`BufferPool::get`]; a full pool just frees it.
+    fn give_back(&self, buf: Vec<u8>) {
+        // A lock poisoned by a panicking thread: the buffer is freed.
+        if let Ok(mut idle) = self.0.idle.lock() {
+            if idle.len() < self.0.max_idle {
+                idle.push(buf);
+            }
+        }
+    }
 }
 
 impl BufferPool {
+    /// A pool that keeps at most `max_idle` (at least 1) idle buffers.
     pub fn new(max_idle: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(max_idle.max(1));
-        BufferPool { tx, rx }
+        let max_idle = max_idle.max(1);
+        BufferPool {
+            shared: Arc::new(PoolShared {
+                idle: Mutex::new(Vec::with_capacity(max_idle)),
+                max_idle,
+            }),
+        }
     }
 
-    /// A buffer from the pool, or a new one. A pooled buffer keeps its
+    /// The buffer given back last, or a new one. A pooled buffer keeps its
     /// previous length and bytes (so it is not zero-filled again): clear it
     /// before appending to it.
     pub fn get(&self, capacity: usize) -> Vec<u8> {
-        self.rx
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(capacity))
+        self.shared
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
-    pub fn returner(&self) -> Sender<Vec<u8>> {
-        self.tx.clone()
+    pub fn returner(&self) -> PoolReturn {
+        PoolReturn(Arc::clone(&self.shared))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The buffer a dropped block gives back is the next one handed out,
+    /// with its bytes; the pool keeps no more than its cap.
+    #[test]
+    fn the_pool_hands_out_the_buffer_given_back_last() {
+        let pool = BufferPool::new(2);
+        let tagged = |b: u8| {
+            let mut v = pool.get(16);
+            v.clear();
+            v.push(b);
+            v
+        };
+        let (a, b, c) = (tagged(1), tagged(2), tagged(3));
+        for v in [a, b, c] {
+            drop(Block::new(v, Some(pool.returner())));
+        }
+        // 3 was dropped: the pool was full. Then last in, first out.
+        assert_eq!(pool.get(16), vec![2]);
+        assert_eq!(pool.get(16), vec![1]);
+        let fresh = pool.get(16);
+        assert!(fresh.is_empty() && fresh.capacity() >= 16);
+        // A block without a pool just frees its buffer.
+        drop(Block::new(vec![4], None));
+        assert!(pool.get(16).is_empty());
+    }
 
     /// `tcp_and_payload` is `tcp_segment` and `payload` together, on
     /// ranges inside, at the end of, across the end of and past the block,
