@@ -728,11 +728,23 @@ fn next_batch(rx: &Receiver<Batch>, poll: bool) -> Option<Option<Batch>> {
 }
 
 /// A worker's decoder, for the frames the capture thread leaves it: no
-/// fragment ever reaches it, so its reassembly state stays empty.
-#[derive(Default)]
+/// fragment ever reaches it, so its reassembly state stays empty. It does
+/// not sum checksums ahead (`Decoder::set_presum`): in the worker the flow
+/// table sums those it needs, when it needs them.
 struct OwnDecoding {
     decoder: Decoder,
     decoded: Vec<Segment>,
+}
+
+impl Default for OwnDecoding {
+    fn default() -> Self {
+        let mut decoder = Decoder::default();
+        decoder.set_presum(false);
+        OwnDecoding {
+            decoder,
+            decoded: Vec::new(),
+        }
+    }
 }
 
 impl OwnDecoding {

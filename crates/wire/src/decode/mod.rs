@@ -263,12 +263,14 @@ fn sum_ok(tcp: &[u8], pseudo: u16) -> bool {
 }
 
 /// [`Segment::csum`] for the segment of `tcp` (its header and payload, as
-/// captured) between `src` and `dst`: its checksum summed in the thread
-/// that decodes it, while those bytes are in that core's cache. The flow
+/// captured) between `src` and `dst`: its checksum summed by the capture
+/// thread's decoder, while those bytes are in that core's cache. The flow
 /// table's worker, on another core, then neither sums nor reads them for
 /// it. The capture thread decodes while the workers are the slower side
-/// (see the pipeline's `Splitter`), and leaves frames to them to decode
-/// otherwise, so the sum is taken on whichever side has time.
+/// (see the pipeline's `Splitter`), so the sum moves to the side that has
+/// time, at the price of sums the flow table would not have asked for
+/// (segments of flows it has already set aside); a worker's own decoder
+/// does not sum ahead ([`Decoder::set_presum`]).
 #[inline(never)]
 fn presum(v4: bool, src: Addr, dst: Addr, tcp: &[u8]) -> u8 {
     let pseudo = pseudo_sum(v4, src, dst, tcp.len());
@@ -283,13 +285,21 @@ fn presum(v4: bool, src: Addr, dst: Addr, tcp: &[u8]) -> u8 {
 }
 
 /// [`Segment::csum`] for the fast path's segment `tcp` (header of `hdr`
-/// bytes and payload, nothing cut) with TCP `flags`: [`presum`] when its
-/// checksum matters (data, SYN, RST: [`Segment::checksum_matters`]) and it
-/// is small ([`PRESUM_MAX`]), else 0 (not summed).
+/// bytes and payload, nothing cut) with TCP `flags` between the addresses
+/// of IP version 4 or 6 `(v4, src, dst)`: with `on` ([`Decoder::set_presum`]),
+/// [`presum`] when its checksum matters (data, SYN, RST:
+/// [`Segment::checksum_matters`]) and it is small ([`PRESUM_MAX`]);
+/// otherwise 0 (not summed).
 #[inline(always)]
-fn presum_fast(v4: bool, src: Addr, dst: Addr, tcp: &[u8], hdr: usize, flags: u8) -> u8 {
+fn presum_fast(
+    on: bool,
+    (v4, src, dst): (bool, Addr, Addr),
+    tcp: &[u8],
+    hdr: usize,
+    flags: u8,
+) -> u8 {
     let matters = tcp.len() > hdr || flags & (TCP_SYN | TCP_RST) != 0;
-    if matters && tcp.len() <= PRESUM_MAX {
+    if on && matters && tcp.len() <= PRESUM_MAX {
         presum(v4, src, dst, tcp)
     } else {
         0
@@ -401,6 +411,8 @@ pub struct Decoder {
     /// Empty almost always, so the per-segment cost is one test.
     notes: FragNotes,
     pub stats: DecodeStats,
+    /// See [`Decoder::set_presum`].
+    presum: bool,
 }
 
 impl Default for Decoder {
@@ -415,7 +427,16 @@ impl Decoder {
             defrag: Defragmenter::new(cfg),
             notes: FragNotes::default(),
             stats: DecodeStats::default(),
+            presum: true,
         }
+    }
+
+    /// Whether this decoder sums small segments' checksums
+    /// ([`Segment::presum`]; on by default). Off for a decoder in the
+    /// thread that also runs the flow table: there the sum is taken when
+    /// the table asks, for the segments it asks about, and only those.
+    pub fn set_presum(&mut self, on: bool) {
+        self.presum = on;
     }
 
     /// Turns the defragmenter's lost-datagram reports into notes for the
@@ -605,7 +626,7 @@ impl Decoder {
         // Most packets are plain IPv4/IPv6 over TCP: read them by hand;
         // anything else (options, extension headers, fragments, truncation,
         // other protocols) takes the general path below.
-        if let Some(seg) = fast_tcp(ts, frame, ip, frame_start) {
+        if let Some(seg) = fast_tcp(ts, frame, ip, frame_start, self.presum) {
             self.stats.tcp_segments += 1;
             return Decoded::Segment(seg);
         }
@@ -755,7 +776,9 @@ impl Decoder {
             Some(mut seg) => {
                 self.stats.tcp_segments += 1;
                 seg.ttl = ttl;
-                seg.presum(payload.payload);
+                if self.presum {
+                    seg.presum(payload.payload);
+                }
                 Decoded::Segment(seg)
             }
             None => self.skip(if payload.incomplete {
@@ -850,7 +873,7 @@ fn fold16(sum: u64) -> u16 {
 /// general path, which gives the same result for these packets (a test
 /// checks it on every fixture frame).
 #[inline(always)]
-fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segment> {
+fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32, presum: bool) -> Option<Segment> {
     // Fixed-size views of the headers: one bounds check each, then fields
     // at constant offsets.
     let be16 = |b: [u8; 2]| u16::from_be_bytes(b);
@@ -904,7 +927,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32) -> Option<Segmen
     }
     let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
     let base = offset_in(frame, tcp)?;
-    let csum = presum_fast(v4, src, dst, tcp, hdr, flags);
+    let csum = presum_fast(presum, (v4, src, dst), tcp, hdr, flags);
     Some(Segment {
         ts,
         src,

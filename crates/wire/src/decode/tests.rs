@@ -251,6 +251,15 @@ fn decoding_sums_small_segments_and_answers_from_that() {
             fresh.checksum_offloaded(&bytes)
         );
     }
+    // A decoder told not to sum leaves it to the flow table.
+    let frame = ether(0x0800, &ipv4(6, &corrupted));
+    let mut quiet = Decoder::default();
+    quiet.set_presum(false);
+    let (r, buf) = decode_in(&mut quiet, LINKTYPE_ETHERNET, &frame, frame.len() as u32);
+    let s = seg(r);
+    assert_eq!(s.csum, 0);
+    let start = s.payload_start as usize - usize::from(s.tcp_header_len);
+    assert!(!s.checksum_ok(&buf[start..s.payload_start as usize + s.payload_len as usize]));
     // A bare ACK's checksum does not matter; a segment larger than
     // PRESUM_MAX is left to the flow table: neither is summed.
     let ack = with_checksum(tcp(40000, 628, 7, 9, 0x10, &[], &[]), |_, c| c);
@@ -620,7 +629,7 @@ fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
                     continue;
                 };
                 let slow = general.decode_ip(rec.ts_nanos, frame, ip, rec.data_start, rec.origlen);
-                match fast_tcp(rec.ts_nanos, frame, ip, rec.data_start) {
+                match fast_tcp(rec.ts_nanos, frame, ip, rec.data_start, true) {
                     Some(seg) => {
                         fast += 1;
                         assert!(
