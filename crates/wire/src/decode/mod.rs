@@ -5,10 +5,13 @@
 //! IP fragment reassembly (bounded, in [`defrag`]), and producing a compact
 //! [`Segment`] descriptor whose payload is a byte range of the frame's buffer,
 //! so no payload is copied (except a reassembled fragmented datagram, which
-//! has no single place in the capture).
+//! has no single place in the capture); and, for small segments, their TCP
+//! checksum, summed while the frame is in the decoding core's cache
+//! ([`Segment::csum`]).
 //!
-//! Must not: keep per-flow state, look at TCP payload, or panic on any frame
-//! (every malformed frame is a counted [`Skip`]).
+//! Must not: keep per-flow state, interpret TCP payload (its bytes are read
+//! only to be summed), or panic on any frame (every malformed frame is a
+//! counted [`Skip`]).
 
 pub mod defrag;
 mod notes;
