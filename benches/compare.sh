@@ -6,6 +6,9 @@
 #                                                            then 1 with --mmap)
 #   tcpdump -r FILE -w /dev/null                            (libpcap just reading)
 #   cat FILE > /dev/null                                    (the floor: reading it)
+#   flow_floor FILE            (a floor for flow tracking: examples/flow_floor.rs
+#                               reads the file the same way and keeps its TCP
+#                               flows in a plain hash map, nothing more)
 #   tshark -r FILE -Y 'tcp.payload matches "^[1-9][0-9]*:[KZD]"'   (K/Z/D replies)
 #
 # Runs alternate (the order rotates every round) so that drift in machine
@@ -44,10 +47,11 @@ cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 if [ "${NO_BUILD:-0}" != 1 ]; then
   echo "== cargo build --release" >&2
-  cargo build --release --quiet --bin qmwatch
+  cargo build --release --quiet --bin qmwatch --example flow_floor
 fi
 qmwatch=$target/release/qmwatch
 [ -x "$qmwatch" ] || { echo "$0: $qmwatch not built" >&2; exit 2; }
+floor=$target/release/examples/flow_floor
 
 have_py=0
 if command -v python3 >/dev/null && python3 -c 'import resource' 2>/dev/null; then
@@ -78,6 +82,13 @@ else
   echo "MISSING: tcpdump is not installed (apt-get install tcpdump): no baseline, no ratios" >&2
 fi
 add "cat" "cat $(printf %q "$file") >/dev/null"
+if [ ! -x "$floor" ]; then
+  echo "MISSING: $floor is not built (cargo build --release --example flow_floor): skipped" >&2
+elif ! floor_err=$("$floor" "$file" 2>&1); then
+  echo "flow-floor: skipped, it cannot read this file: $floor_err" >&2
+else
+  add "flow-floor" "$(printf %q "$floor") $(printf %q "$file") 2>/dev/null"
+fi
 if [ "${NO_TSHARK:-0}" = 1 ]; then
   echo "tshark: left out (NO_TSHARK=1)" >&2
 elif command -v tshark >/dev/null; then
@@ -192,5 +203,6 @@ for ((i = 0; i < n; i++)); do
 done
 echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than libpcap reading the file;"
 echo " vs cat: the tool's median time / cat's, the cost over reading the file's bytes;"
+echo " flow-floor: reading the file as qmwatch does and a plain hash map of its TCP flows, nothing more;"
 echo " CPU: median user + system time, in all and per packet of the file)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

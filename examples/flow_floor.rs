@@ -1,0 +1,583 @@
+//! A reference point for `benches/compare.sh`: what reading a capture file
+//! and keeping a table of its TCP flows costs on this machine, with none of
+//! qmwatch's work on top.
+//!
+//! It reads the file as qmwatch does (1 MiB `read`s into one buffer),
+//! frames pcap or pcapng records, reads Ethernet (up to two VLAN tags) or
+//! raw-IP frames down to the TCP ports and flags, and looks every segment's
+//! connection up in a hash map (both directions one key): a new key is
+//! inserted, a RST or the second direction's FIN removes it, and once a
+//! second of capture time flows idle for a minute are dropped. Nothing
+//! else: no checksums, fragments, IP options' checks, sequence numbers,
+//! reassembly, protocol sniffing or events. `cat FILE` is the floor for
+//! reading the bytes; this is a floor for a flow-tracking sensor, so that
+//! qmwatch's CPU per packet can be read against both on any machine.
+//!
+//! Usage: `cargo run --release --example flow_floor -- FILE` (prints its
+//! counts on standard error; exit 2 on a file it cannot read).
+//!
+//! Must not: panic on any file (every length is bounds-checked, a record
+//! larger than `MAX_RECORD` is an error, the table has a cap) or be mistaken
+//! for a detector.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use rustc_hash::FxBuildHasher;
+
+/// Bytes asked of `read` at a time (qmwatch's block size).
+const BLOCK: usize = 1 << 20;
+/// A record (header included) longer than this ends the file with an error.
+const MAX_RECORD: usize = 1 << 24;
+/// Flows kept at most; more are counted and not inserted.
+const MAX_FLOWS: usize = 1 << 20;
+/// A flow idle for this long (capture time) is dropped.
+const IDLE_NS: u64 = 60_000_000_000;
+/// How often (capture time) idle flows are looked for.
+const SWEEP_NS: u64 = 1_000_000_000;
+
+const LINKTYPE_ETHERNET: u32 = 1;
+const LINKTYPE_RAW: u32 = 101;
+const LINKTYPE_IPV4: u32 = 228;
+const LINKTYPE_IPV6: u32 = 229;
+
+/// A connection, the same for both directions: the lower endpoint first.
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+struct Key {
+    lo: u128,
+    hi: u128,
+    ports: u32,
+}
+
+struct Flow {
+    last_ns: u64,
+    /// FIN seen from the lower (bit 0) and the higher (bit 1) endpoint.
+    fins: u8,
+}
+
+/// What a run counted.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Counts {
+    packets: u64,
+    tcp: u64,
+    /// Keys inserted: a segment after both FINs (the last ACK) inserts
+    /// its connection again, as the floor keeps no closing state.
+    flows: u64,
+    peak: usize,
+    over_cap: u64,
+}
+
+/// The flow table.
+#[derive(Default)]
+struct Table {
+    flows: HashMap<Key, Flow, FxBuildHasher>,
+    next_sweep: u64,
+    counts: Counts,
+}
+
+impl Table {
+    /// One TCP segment from `src` to `dst` with `flags`.
+    fn segment(&mut self, ts: u64, src: Endpoint, dst: Endpoint, flags: u8) {
+        self.counts.tcp += 1;
+        let (key, from_hi) = if src <= dst {
+            (key(src, dst), false)
+        } else {
+            (key(dst, src), true)
+        };
+        if flags & TCP_RST != 0 {
+            self.flows.remove(&key);
+        } else if let Some(f) = self.flows.get_mut(&key) {
+            f.last_ns = f.last_ns.max(ts);
+            if flags & TCP_FIN != 0 {
+                f.fins |= 1 << u8::from(from_hi);
+                if f.fins == 3 {
+                    self.flows.remove(&key);
+                }
+            }
+        } else if self.flows.len() < MAX_FLOWS {
+            let fins = if flags & TCP_FIN != 0 {
+                1 << u8::from(from_hi)
+            } else {
+                0
+            };
+            self.flows.insert(key, Flow { last_ns: ts, fins });
+            self.counts.flows += 1;
+            self.counts.peak = self.counts.peak.max(self.flows.len());
+        } else {
+            self.counts.over_cap += 1;
+        }
+        if ts >= self.next_sweep {
+            self.flows
+                .retain(|_, f| ts.saturating_sub(f.last_ns) < IDLE_NS);
+            self.next_sweep = ts.saturating_add(SWEEP_NS);
+        }
+    }
+
+    /// One frame of link type `link`: its TCP segment, if it has one.
+    fn frame(&mut self, ts: u64, link: u32, frame: &[u8]) {
+        self.counts.packets += 1;
+        let ip = match link {
+            LINKTYPE_ETHERNET => ethernet_payload(frame),
+            LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => Some(frame),
+            _ => None,
+        };
+        if let Some((src, dst, flags)) = ip.and_then(tcp_of) {
+            self.segment(ts, src, dst, flags);
+        }
+    }
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+fn key(lo: Endpoint, hi: Endpoint) -> Key {
+    Key {
+        lo: u128::from_be_bytes(lo.0),
+        hi: u128::from_be_bytes(hi.0),
+        ports: u32::from(lo.1) << 16 | u32::from(hi.1),
+    }
+}
+
+/// The IP packet of an Ethernet frame (after up to two VLAN tags).
+fn ethernet_payload(frame: &[u8]) -> Option<&[u8]> {
+    let mut at = 12;
+    for _ in 0..3 {
+        let ty = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+        match ty {
+            0x0800 | 0x86dd => return frame.get(at + 2..),
+            0x8100 | 0x88a8 => at += 4,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// An address (16 bytes, IPv4 in the last four) and a port.
+type Endpoint = ([u8; 16], u16);
+
+/// Endpoints and flags of the TCP segment in IP packet `ip` (IPv4 not
+/// fragmented past its first piece, IPv6 without extension headers).
+fn tcp_of(ip: &[u8]) -> Option<(Endpoint, Endpoint, u8)> {
+    let (src, dst, tcp) = match ip.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(ip.first()? & 0x0f) * 4;
+            if *ip.get(9)? != 6
+                || ihl < 20
+                || u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff != 0
+            {
+                return None;
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.get_mut(12..)?.copy_from_slice(ip.get(12..16)?);
+            d.get_mut(12..)?.copy_from_slice(ip.get(16..20)?);
+            (s, d, ip.get(ihl..)?)
+        }
+        6 => {
+            if *ip.get(6)? != 6 {
+                return None;
+            }
+            let s: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (s, d, ip.get(40..)?)
+        }
+        _ => return None,
+    };
+    let sport = u16::from_be_bytes([*tcp.first()?, *tcp.get(1)?]);
+    let dport = u16::from_be_bytes([*tcp.get(2)?, *tcp.get(3)?]);
+    Some(((src, sport), (dst, dport), *tcp.get(13)?))
+}
+
+/// Reads capture file bytes from `input`, block by block, and feeds every
+/// record to `table`.
+fn replay(mut input: impl Read, table: &mut Table) -> Result<(), String> {
+    let mut buf = vec![0u8; BLOCK];
+    // Enough for the file header (a pipe may give less at a time).
+    let mut have = 0;
+    while have < 24 {
+        let n = read_some(&mut input, &mut buf, have)?;
+        if n == have {
+            break;
+        }
+        have = n;
+    }
+    let mut format = Format::detect(buf.get(..have).unwrap_or_default())?;
+    let mut pos = format.header_len();
+    loop {
+        let data = buf.get(..have).unwrap_or_default();
+        // Frame every whole record in the buffer.
+        loop {
+            match format.record(data.get(pos..).unwrap_or_default())? {
+                Record::Frame {
+                    len,
+                    ts,
+                    link,
+                    frame,
+                } => {
+                    table.frame(ts, link, frame);
+                    pos += len;
+                }
+                Record::Other { len } => pos += len,
+                Record::Partial { need } => {
+                    if need > MAX_RECORD {
+                        return Err(format!("a record of {need} bytes: not a capture file?"));
+                    }
+                    if need > buf.len() {
+                        buf.resize(need.next_power_of_two(), 0);
+                    }
+                    break;
+                }
+            }
+        }
+        // Keep the partial record, read more after it.
+        buf.copy_within(pos..have, 0);
+        let kept = have - pos;
+        pos = 0;
+        let n = read_some(&mut input, &mut buf, kept)?;
+        if n == kept {
+            return if kept == 0 {
+                Ok(())
+            } else {
+                Err(format!("truncated: {kept} bytes of a last record"))
+            };
+        }
+        have = n;
+    }
+}
+
+/// Fills `buf` from `from` on (one `read`, retried on interruption);
+/// returns how many bytes `buf` now holds.
+fn read_some(input: &mut impl Read, buf: &mut [u8], from: usize) -> Result<usize, String> {
+    let free = buf.get_mut(from..).unwrap_or_default();
+    loop {
+        match input.read(free) {
+            Ok(n) => return Ok(from + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+enum Record<'a> {
+    Frame {
+        len: usize,
+        ts: u64,
+        link: u32,
+        frame: &'a [u8],
+    },
+    Other {
+        len: usize,
+    },
+    Partial {
+        need: usize,
+    },
+}
+
+/// The file's format, as its first bytes say.
+enum Format {
+    Pcap {
+        big: bool,
+        ns_per_tick: u64,
+        link: u32,
+    },
+    Pcapng {
+        big: bool,
+        /// Link type of each interface, in order of description.
+        links: Vec<u32>,
+    },
+}
+
+impl Format {
+    fn detect(head: &[u8]) -> Result<Format, String> {
+        let magic: [u8; 4] = head
+            .get(..4)
+            .and_then(|m| m.try_into().ok())
+            .ok_or("too short for a capture file")?;
+        let (big, ns) = match magic {
+            [0xd4, 0xc3, 0xb2, 0xa1] => (false, 1000),
+            [0xa1, 0xb2, 0xc3, 0xd4] => (true, 1000),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (false, 1),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (true, 1),
+            [0x0a, 0x0d, 0x0d, 0x0a] => {
+                let bom = head.get(8..12).ok_or("too short for pcapng")?;
+                let big = bom == [0x1a, 0x2b, 0x3c, 0x4d];
+                return Ok(Format::Pcapng {
+                    big,
+                    links: Vec::new(),
+                });
+            }
+            _ => return Err("not a pcap or pcapng file".into()),
+        };
+        let link = u32_at(head, 20, big).ok_or("too short for a pcap header")? & 0x0fff_ffff;
+        Ok(Format::Pcap {
+            big,
+            ns_per_tick: ns,
+            link,
+        })
+    }
+
+    fn header_len(&self) -> usize {
+        match self {
+            Format::Pcap { .. } => 24,
+            // The section header is a block like any other.
+            Format::Pcapng { .. } => 0,
+        }
+    }
+
+    /// The record at the start of `b`.
+    fn record<'a>(&mut self, b: &'a [u8]) -> Result<Record<'a>, String> {
+        match self {
+            Format::Pcap {
+                big,
+                ns_per_tick,
+                link,
+            } => {
+                let (Some(sec), Some(frac), Some(caplen)) =
+                    (u32_at(b, 0, *big), u32_at(b, 4, *big), u32_at(b, 8, *big))
+                else {
+                    return Ok(Record::Partial { need: 16 });
+                };
+                let len = 16usize.saturating_add(caplen as usize);
+                let Some(frame) = b.get(16..len) else {
+                    return Ok(Record::Partial { need: len });
+                };
+                let ts = u64::from(sec) * 1_000_000_000 + u64::from(frac) * *ns_per_tick;
+                Ok(Record::Frame {
+                    len,
+                    ts,
+                    link: *link,
+                    frame,
+                })
+            }
+            Format::Pcapng { big, links } => {
+                let (Some(kind), Some(total)) = (u32_at(b, 0, *big), u32_at(b, 4, *big)) else {
+                    return Ok(Record::Partial { need: 12 });
+                };
+                let len = total as usize;
+                if len < 12 || len % 4 != 0 {
+                    return Err(format!("a pcapng block of {len} bytes"));
+                }
+                let Some(block) = b.get(..len) else {
+                    return Ok(Record::Partial { need: len });
+                };
+                match kind {
+                    // Section header: its byte order holds from here on.
+                    0x0a0d_0d0a => {
+                        *big = block.get(8..12) == Some(&[0x1a, 0x2b, 0x3c, 0x4d][..]);
+                        links.clear();
+                    }
+                    // Interface description (time stamps taken as
+                    // microseconds: the floor does not need them exact).
+                    1 if links.len() < 1 << 16 => {
+                        let link =
+                            block
+                                .get(8..10)
+                                .and_then(|l| l.try_into().ok())
+                                .map_or(0, |l| {
+                                    u32::from(if *big {
+                                        u16::from_be_bytes(l)
+                                    } else {
+                                        u16::from_le_bytes(l)
+                                    })
+                                });
+                        links.push(link);
+                    }
+                    // Enhanced packet.
+                    6 => {
+                        let (Some(ifc), Some(hi), Some(lo), Some(caplen)) = (
+                            u32_at(block, 8, *big),
+                            u32_at(block, 12, *big),
+                            u32_at(block, 16, *big),
+                            u32_at(block, 20, *big),
+                        ) else {
+                            return Err("a short enhanced packet block".into());
+                        };
+                        let frame = block
+                            .get(28..28usize.saturating_add(caplen as usize))
+                            .ok_or("an enhanced packet block shorter than its packet")?;
+                        let link = links.get(ifc as usize).copied().unwrap_or(0);
+                        let ts = (u64::from(hi) << 32 | u64::from(lo)).saturating_mul(1000);
+                        return Ok(Record::Frame {
+                            len,
+                            ts,
+                            link,
+                            frame,
+                        });
+                    }
+                    _ => {}
+                }
+                Ok(Record::Other { len })
+            }
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize, big: bool) -> Option<u32> {
+    let w: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(if big {
+        u32::from_be_bytes(w)
+    } else {
+        u32::from_le_bytes(w)
+    })
+}
+
+fn main() {
+    let Some(path) = std::env::args_os().nth(1) else {
+        eprintln!("usage: flow_floor FILE");
+        std::process::exit(2);
+    };
+    let name = path.to_string_lossy().into_owned();
+    let mut table = Table::default();
+    let result = std::fs::File::open(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| replay(f, &mut table));
+    let c = &table.counts;
+    eprintln!(
+        "flow_floor: packets {} tcp segments {} flow entries made {} (peak {}, over the cap {})",
+        c.packets, c.tcp, c.flows, c.peak, c.over_cap
+    );
+    if let Err(e) = result {
+        eprintln!("flow_floor: {name}: {e}");
+        std::process::exit(2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classic little-endian microsecond pcap of Ethernet frames.
+    fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        for (i, f) in frames.iter().enumerate() {
+            out.extend_from_slice(&(i as u32).to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    /// An Ethernet/IPv4/TCP frame from 192.0.2.`a`:`ap` to 192.0.2.`b`:`bp`.
+    fn tcp(a: u8, ap: u16, b: u8, bp: u16, flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&[192, 0, 2, a, 192, 0, 2, b]);
+        f.extend_from_slice(&ap.to_be_bytes());
+        f.extend_from_slice(&bp.to_be_bytes());
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&[0x50, flags, 0, 0, 0, 0, 0, 0]);
+        f
+    }
+
+    fn run(bytes: &[u8]) -> (Counts, usize, Result<(), String>) {
+        let mut t = Table::default();
+        let r = replay(bytes, &mut t);
+        let left = t.flows.len();
+        (t.counts, left, r)
+    }
+
+    #[test]
+    fn both_directions_are_one_flow_and_two_fins_or_a_rst_end_it() {
+        let frames = [
+            tcp(1, 40000, 2, 209, 0x02),
+            tcp(2, 209, 1, 40000, 0x12),
+            tcp(1, 40000, 2, 209, 0x11),
+            tcp(2, 209, 1, 40000, 0x11),
+            tcp(3, 40001, 2, 628, 0x02),
+            tcp(2, 628, 3, 40001, 0x04),
+            tcp(4, 40002, 2, 628, 0x02),
+        ];
+        let (c, left, r) = run(&pcap(&frames));
+        assert_eq!(r, Ok(()));
+        assert_eq!((c.packets, c.tcp, c.flows, c.peak, left), (7, 7, 3, 1, 1));
+    }
+
+    #[test]
+    fn a_record_split_across_reads_is_framed_whole() {
+        // One byte per read: every record arrives in pieces.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(1).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let file = pcap(&[tcp(1, 1, 2, 2, 0x02), tcp(2, 2, 1, 1, 0x12)]);
+        let mut t = Table::default();
+        assert_eq!(replay(Trickle(&file), &mut t), Ok(()));
+        assert_eq!((t.counts.packets, t.counts.flows), (2, 1));
+    }
+
+    #[test]
+    fn a_cut_file_is_an_error_after_the_whole_records() {
+        let file = pcap(&[tcp(1, 1, 2, 2, 0x02), tcp(2, 2, 1, 1, 0x12)]);
+        let (c, _, r) = run(&file[..file.len() - 3]);
+        assert_eq!(c.packets, 1);
+        assert!(r.is_err_and(|e| e.contains("truncated")));
+    }
+
+    #[test]
+    fn pcapng_enhanced_packets_are_read() {
+        let block = |kind: u32, body: &[u8]| {
+            let len = 12 + body.len().div_ceil(4) * 4;
+            let mut b = kind.to_le_bytes().to_vec();
+            b.extend_from_slice(&(len as u32).to_le_bytes());
+            b.extend_from_slice(body);
+            b.resize(len - 4, 0);
+            b.extend_from_slice(&(len as u32).to_le_bytes());
+            b
+        };
+        let mut shb = vec![0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0];
+        shb.extend_from_slice(&[0xff; 8]);
+        let mut file = block(0x0a0d_0d0a, &shb);
+        file.extend(block(1, &[1, 0, 0, 0, 0, 0, 4, 0]));
+        for f in [tcp(1, 1, 2, 2, 0x02), tcp(2, 2, 1, 1, 0x04)] {
+            let mut epb = vec![0u8; 12];
+            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&f);
+            file.extend(block(6, &epb));
+        }
+        let (c, left, r) = run(&file);
+        assert_eq!(r, Ok(()));
+        assert_eq!((c.packets, c.tcp, c.flows, left), (2, 2, 1, 0));
+    }
+
+    #[test]
+    fn no_input_makes_it_panic() {
+        // Cut and corrupted versions of a small file: errors, never a panic.
+        let file = pcap(&[tcp(1, 1, 2, 2, 0x02), tcp(2, 2, 1, 1, 0x12)]);
+        for cut in 0..file.len() {
+            let _ = run(&file[..cut]);
+        }
+        let mut x = 0x9e37_79b9_u32;
+        for i in 0..file.len() {
+            let mut bad = file.clone();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            bad[i] = x as u8;
+            let _ = run(&bad);
+        }
+        assert!(run(b"not a capture").2.is_err());
+        assert!(run(&[0xd4, 0xc3, 0xb2, 0xa1]).2.is_err());
+    }
+
+    #[test]
+    fn a_huge_length_field_is_refused_not_allocated() {
+        let mut file = pcap(&[tcp(1, 1, 2, 2, 0x02)]);
+        // caplen of the first record: 4 GiB - 1.
+        file[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(run(&file)
+            .2
+            .is_err_and(|e| e.contains("not a capture file")));
+    }
+}
