@@ -446,20 +446,21 @@ fn main() {
 mod tests {
     use super::*;
 
-    /// A classic little-endian microsecond pcap of Ethernet frames.
-    fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
-        out.extend_from_slice(&[0; 8]);
-        out.extend_from_slice(&65535u32.to_le_bytes());
-        out.extend_from_slice(&1u32.to_le_bytes());
+    use qmwatch_testkit::pcap::{PcapFormat, PcapWriter, Pcapng};
+
+    /// A classic pcap (`format`) of Ethernet frames, one a second.
+    fn pcap_as(format: PcapFormat, frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut w = PcapWriter::with_format(Vec::new(), format).expect("header");
         for (i, f) in frames.iter().enumerate() {
-            out.extend_from_slice(&(i as u32).to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(f);
+            w.record(i as u64 * 1_000_000_000, f, f.len() as u32)
+                .expect("record");
         }
-        out
+        w.finish().expect("finish")
+    }
+
+    /// A little-endian microsecond pcap, as tcpdump writes.
+    fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+        pcap_as(PcapFormat::MICROS, frames)
     }
 
     /// An Ethernet/IPv4/TCP frame from 192.0.2.`a`:`ap` to 192.0.2.`b`:`bp`.
@@ -525,30 +526,45 @@ mod tests {
     }
 
     #[test]
-    fn pcapng_enhanced_packets_are_read() {
-        let block = |kind: u32, body: &[u8]| {
-            let len = 12 + body.len().div_ceil(4) * 4;
-            let mut b = kind.to_le_bytes().to_vec();
-            b.extend_from_slice(&(len as u32).to_le_bytes());
-            b.extend_from_slice(body);
-            b.resize(len - 4, 0);
-            b.extend_from_slice(&(len as u32).to_le_bytes());
-            b
-        };
-        let mut shb = vec![0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0];
-        shb.extend_from_slice(&[0xff; 8]);
-        let mut file = block(0x0a0d_0d0a, &shb);
-        file.extend(block(1, &[1, 0, 0, 0, 0, 0, 4, 0]));
-        for f in [tcp(1, 1, 2, 2, 0x02), tcp(2, 2, 1, 1, 0x04)] {
-            let mut epb = vec![0u8; 12];
-            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            epb.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            epb.extend_from_slice(&f);
-            file.extend(block(6, &epb));
+    fn pcapng_enhanced_packets_are_read_in_either_byte_order() {
+        for big in [false, true] {
+            let mut file = Pcapng::empty();
+            file.shb(big, &[]).idb(1, 65535, &[]);
+            for (i, f) in [tcp(1, 1, 2, 2, 0x02), tcp(2, 2, 1, 1, 0x04)]
+                .iter()
+                .enumerate()
+            {
+                file.epb(0, i as u64, f, f.len() as u32, &[]);
+            }
+            let (c, left, r) = run(file.bytes());
+            assert_eq!(r, Ok(()), "big-endian {big}");
+            assert_eq!(
+                (c.packets, c.tcp, c.flows, left),
+                (2, 2, 1, 0),
+                "big-endian {big}"
+            );
         }
-        let (c, left, r) = run(&file);
-        assert_eq!(r, Ok(()));
-        assert_eq!((c.packets, c.tcp, c.flows, left), (2, 2, 1, 0));
+    }
+
+    #[test]
+    fn classic_pcap_in_either_byte_order_and_precision() {
+        let frames = [
+            tcp(1, 1, 2, 2, 0x02),
+            tcp(2, 2, 1, 1, 0x11),
+            tcp(1, 1, 2, 2, 0x11),
+        ];
+        for big_endian in [false, true] {
+            for nanos in [false, true] {
+                let format = PcapFormat {
+                    big_endian,
+                    nanos,
+                    ..PcapFormat::MICROS
+                };
+                let (c, left, r) = run(&pcap_as(format, &frames));
+                assert_eq!(r, Ok(()), "{format:?}");
+                assert_eq!((c.packets, c.flows, left), (3, 1, 0), "{format:?}");
+            }
+        }
     }
 
     #[test]
