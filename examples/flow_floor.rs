@@ -279,6 +279,9 @@ enum Format {
         big: bool,
         ns_per_tick: u64,
         link: u32,
+        /// 16 bytes, or 24 in the "modified" format (interface, protocol
+        /// and packet type after the usual four fields).
+        record_header: usize,
     },
     Pcapng {
         big: bool,
@@ -293,11 +296,13 @@ impl Format {
             .get(..4)
             .and_then(|m| m.try_into().ok())
             .ok_or("too short for a capture file")?;
-        let (big, ns) = match magic {
-            [0xd4, 0xc3, 0xb2, 0xa1] => (false, 1000),
-            [0xa1, 0xb2, 0xc3, 0xd4] => (true, 1000),
-            [0x4d, 0x3c, 0xb2, 0xa1] => (false, 1),
-            [0xa1, 0xb2, 0x3c, 0x4d] => (true, 1),
+        let (big, ns, record_header) = match magic {
+            [0xd4, 0xc3, 0xb2, 0xa1] => (false, 1000, 16),
+            [0xa1, 0xb2, 0xc3, 0xd4] => (true, 1000, 16),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (false, 1, 16),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (true, 1, 16),
+            [0x34, 0xcd, 0xb2, 0xa1] => (false, 1000, 24),
+            [0xa1, 0xb2, 0xcd, 0x34] => (true, 1000, 24),
             [0x0a, 0x0d, 0x0d, 0x0a] => {
                 let bom = head.get(8..12).ok_or("too short for pcapng")?;
                 let big = bom == [0x1a, 0x2b, 0x3c, 0x4d];
@@ -313,6 +318,7 @@ impl Format {
             big,
             ns_per_tick: ns,
             link,
+            record_header,
         })
     }
 
@@ -331,14 +337,17 @@ impl Format {
                 big,
                 ns_per_tick,
                 link,
+                record_header,
             } => {
                 let (Some(sec), Some(frac), Some(caplen)) =
                     (u32_at(b, 0, *big), u32_at(b, 4, *big), u32_at(b, 8, *big))
                 else {
-                    return Ok(Record::Partial { need: 16 });
+                    return Ok(Record::Partial {
+                        need: *record_header,
+                    });
                 };
-                let len = 16usize.saturating_add(caplen as usize);
-                let Some(frame) = b.get(16..len) else {
+                let len = record_header.saturating_add(caplen as usize);
+                let Some(frame) = b.get(*record_header..len) else {
                     return Ok(Record::Partial { need: len });
                 };
                 let ts = u64::from(sec) * 1_000_000_000 + u64::from(frac) * *ns_per_tick;
@@ -547,17 +556,18 @@ mod tests {
     }
 
     #[test]
-    fn classic_pcap_in_either_byte_order_and_precision() {
+    fn classic_pcap_in_either_byte_order_precision_and_record_layout() {
         let frames = [
             tcp(1, 1, 2, 2, 0x02),
             tcp(2, 2, 1, 1, 0x11),
             tcp(1, 1, 2, 2, 0x11),
         ];
         for big_endian in [false, true] {
-            for nanos in [false, true] {
+            for (nanos, modified) in [(false, false), (true, false), (false, true)] {
                 let format = PcapFormat {
                     big_endian,
                     nanos,
+                    modified,
                     ..PcapFormat::MICROS
                 };
                 let (c, left, r) = run(&pcap_as(format, &frames));
