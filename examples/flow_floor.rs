@@ -35,6 +35,9 @@ const MAX_FLOWS: usize = 1 << 20;
 const IDLE_NS: u64 = 60_000_000_000;
 /// How often (capture time) idle flows are looked for.
 const SWEEP_NS: u64 = 1_000_000_000;
+/// Segments at least between two sweeps (a file whose time stamps jump a
+/// second every packet must not sweep the table every packet).
+const SWEEP_EVERY: u64 = 4096;
 
 const LINKTYPE_ETHERNET: u32 = 1;
 const LINKTYPE_RAW: u32 = 101;
@@ -72,6 +75,9 @@ struct Counts {
 struct Table {
     flows: HashMap<Key, Flow, FxBuildHasher>,
     next_sweep: u64,
+    /// `counts.tcp` at the last sweep.
+    swept_at: u64,
+    sweeps: u64,
     counts: Counts,
 }
 
@@ -106,7 +112,11 @@ impl Table {
         } else {
             self.counts.over_cap += 1;
         }
-        if ts >= self.next_sweep {
+        // At most one sweep a second of capture time and one per
+        // `SWEEP_EVERY` segments, whatever the time stamps do.
+        if ts >= self.next_sweep && self.counts.tcp >= self.swept_at + SWEEP_EVERY {
+            self.swept_at = self.counts.tcp;
+            self.sweeps += 1;
             self.flows
                 .retain(|_, f| ts.saturating_sub(f.last_ns) < IDLE_NS);
             self.next_sweep = ts.saturating_add(SWEEP_NS);
@@ -506,6 +516,21 @@ mod tests {
         let (c, left, r) = run(&pcap(&frames));
         assert_eq!(r, Ok(()));
         assert_eq!((c.packets, c.tcp, c.flows, c.peak, left), (7, 7, 3, 1, 1));
+    }
+
+    #[test]
+    fn idle_flows_are_swept_and_sweeps_are_bounded() {
+        let mut t = Table::default();
+        let a = ([0u8; 16], 1);
+        let b = ([1u8; 16], 2);
+        t.segment(0, a, b, 0x02);
+        // A second connection, one segment a second for 5000 seconds: the
+        // first, idle, is swept; no more than one sweep per 4096 segments.
+        for i in 0..5000u64 {
+            t.segment((i + 1) * 1_000_000_000, a, ([2u8; 16], 3), 0x10);
+        }
+        assert_eq!(t.flows.len(), 1);
+        assert_eq!(t.sweeps, 1);
     }
 
     #[test]
