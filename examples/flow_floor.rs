@@ -3,11 +3,13 @@
 //! qmwatch's work on top.
 //!
 //! It reads the file as qmwatch does (1 MiB `read`s into one buffer),
-//! frames pcap or pcapng records, reads Ethernet (up to two VLAN tags) or
-//! raw-IP frames down to the TCP ports and flags, and looks every segment's
-//! connection up in a hash map (both directions one key): a new key is
-//! inserted, a RST or the second direction's FIN removes it, and once a
-//! second of capture time flows idle for a minute are dropped. Nothing
+//! frames pcap (classic or "modified") or pcapng records, reads Ethernet
+//! (up to two VLAN tags) or raw-IP frames down to the TCP ports and flags,
+//! and looks every segment's connection up in a hash map (both directions
+//! one key): a new key is inserted, a RST or the second direction's FIN
+//! removes it, and flows idle for a minute of capture time are dropped
+//! (looked for at most once a second of capture time and once per 4096
+//! segments). Nothing
 //! else: no checksums, fragments, IP options' checks, sequence numbers,
 //! reassembly, protocol sniffing or events. `cat FILE` is the floor for
 //! reading the bytes; this is a floor for a flow-tracking sensor, so that
@@ -38,6 +40,11 @@ const SWEEP_NS: u64 = 1_000_000_000;
 /// Segments at least between two sweeps (a file whose time stamps jump a
 /// second every packet must not sweep the table every packet).
 const SWEEP_EVERY: u64 = 4096;
+
+/// pcapng's section header block type, and its byte-order magic as a
+/// big-endian section writes it.
+const PCAPNG_SHB: u32 = 0x0a0d_0d0a;
+const PCAPNG_BOM_BIG: &[u8] = &[0x1a, 0x2b, 0x3c, 0x4d];
 
 const LINKTYPE_ETHERNET: u32 = 1;
 const LINKTYPE_RAW: u32 = 101;
@@ -313,11 +320,10 @@ impl Format {
             [0xa1, 0xb2, 0x3c, 0x4d] => (true, 1, 16),
             [0x34, 0xcd, 0xb2, 0xa1] => (false, 1000, 24),
             [0xa1, 0xb2, 0xcd, 0x34] => (true, 1000, 24),
+            // The section header at the start sets the byte order.
             [0x0a, 0x0d, 0x0d, 0x0a] => {
-                let bom = head.get(8..12).ok_or("too short for pcapng")?;
-                let big = bom == [0x1a, 0x2b, 0x3c, 0x4d];
                 return Ok(Format::Pcapng {
-                    big,
+                    big: false,
                     links: Vec::new(),
                 });
             }
@@ -369,7 +375,20 @@ impl Format {
                 })
             }
             Format::Pcapng { big, links } => {
-                let (Some(kind), Some(total)) = (u32_at(b, 0, *big), u32_at(b, 4, *big)) else {
+                let Some(kind) = u32_at(b, 0, *big) else {
+                    return Ok(Record::Partial { need: 12 });
+                };
+                // A section header (its type reads the same in either
+                // order) sets the byte order of everything from its own
+                // length on.
+                if kind == PCAPNG_SHB {
+                    let Some(bom) = b.get(8..12) else {
+                        return Ok(Record::Partial { need: 12 });
+                    };
+                    *big = bom == PCAPNG_BOM_BIG;
+                    links.clear();
+                }
+                let Some(total) = u32_at(b, 4, *big) else {
                     return Ok(Record::Partial { need: 12 });
                 };
                 let len = total as usize;
@@ -380,11 +399,6 @@ impl Format {
                     return Ok(Record::Partial { need: len });
                 };
                 match kind {
-                    // Section header: its byte order holds from here on.
-                    0x0a0d_0d0a => {
-                        *big = block.get(8..12) == Some(&[0x1a, 0x2b, 0x3c, 0x4d][..]);
-                        links.clear();
-                    }
                     // Interface description (time stamps taken as
                     // microseconds: the floor does not need them exact).
                     1 if links.len() < 1 << 16 => {
@@ -578,6 +592,20 @@ mod tests {
                 "big-endian {big}"
             );
         }
+    }
+
+    #[test]
+    fn a_pcapng_section_may_change_the_byte_order() {
+        let mut file = Pcapng::empty();
+        file.shb(false, &[]).idb(1, 65535, &[]);
+        let syn = tcp(1, 1, 2, 2, 0x02);
+        file.epb(0, 1, &syn, syn.len() as u32, &[]);
+        file.shb(true, &[]).idb(1, 65535, &[]);
+        let rst = tcp(2, 2, 1, 1, 0x04);
+        file.epb(0, 2, &rst, rst.len() as u32, &[]);
+        let (c, left, r) = run(file.bytes());
+        assert_eq!(r, Ok(()));
+        assert_eq!((c.packets, c.tcp, c.flows, left), (2, 2, 1, 0));
     }
 
     #[test]
