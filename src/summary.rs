@@ -157,8 +157,8 @@ fn outputs(s: &mut String, r: &RunReport) {
 }
 
 /// Every nonzero count of something skipped or dropped, as `name count`:
-/// the decoder's skips, then the reader's, the flows' and reassembly's, in
-/// a fixed order.
+/// the decoder's skips, then the reader's, the flows' and reassembly's,
+/// then detection's, in a fixed order.
 fn skipped(r: &RunReport) -> Vec<String> {
     let d = &r.decode;
     let f = &r.flows;
@@ -214,6 +214,14 @@ fn skipped(r: &RunReport) -> Vec<String> {
         (
             "unconfirmed_partial_requests_dropped",
             f.requests_dropped_unconfirmed,
+        ),
+        (
+            "relay_alerts_unfolded_at_window_cap",
+            r.detect.windows_dropped_cap,
+        ),
+        (
+            "findings_out_of_capture_order",
+            r.detect.findings_out_of_capture_order,
         ),
     ] {
         if n > 0 {

@@ -254,6 +254,10 @@ pub struct DetectStats {
     /// Sessions that confirmed a server already reported as the other
     /// protocol (not reported again).
     pub service_protocol_conflicts: u64,
+    /// Findings of a replay with several workers handed on before their
+    /// turn in capture order, because too many were held back
+    /// (`pipeline::merge`).
+    pub findings_out_of_capture_order: u64,
     pub inventory: Inventory,
 }
 

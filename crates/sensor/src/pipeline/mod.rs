@@ -19,8 +19,9 @@
 //! shares ([`Splitter`]); the worker queues ([`WorkerQueue`]: a replay waits
 //! for a worker that falls behind, lossless; live capture never waits — a
 //! full queue drops the batch and counts its packets); the workers; the
-//! detect thread with the periodic `qmwatch.stats` event ([`stats`]); and
-//! the counters of a run ([`RunReport`]).
+//! detect thread with the periodic `qmwatch.stats` event ([`stats`]) and,
+//! in a replay with several workers, their findings put back in capture
+//! order ([`merge`]); and the counters of a run ([`RunReport`]).
 //!
 //! Must not: draw anything on a terminal or word the summary (the binary
 //! does, from [`Progress`] reports and the [`RunReport`]), hold anything
@@ -30,6 +31,7 @@
 //! written (or, for a collector that stays down, counted as dropped).
 
 mod idle;
+mod merge;
 mod replay;
 pub mod stats;
 
@@ -316,6 +318,8 @@ pub(crate) struct Splitter {
     /// When frames are left to the worker (tests fix it either way).
     defer: Defer,
     send_empty: bool,
+    /// The number of the next block ([`Batch::seq`]).
+    next_seq: u64,
     counters: Arc<CaptureCounters>,
     /// Lists that workers are done with (bounded: about one per worker is
     /// enough to spare the capture thread fresh lists; each may hold a
@@ -336,6 +340,7 @@ impl Splitter {
             frames: (0..workers.max(1)).map(|_| Vec::new()).collect(),
             defer: Defer::WhenWorkerWaits,
             send_empty,
+            next_seq: 0,
             counters,
             recycled,
             recycle,
@@ -356,6 +361,7 @@ impl Splitter {
         let defer = self.defers(queues);
         self.make_room(records.len(), defer);
         let mut extra = Vec::new();
+        let mut extra_frames = Vec::new();
         let mut now = 0u64;
         let mut wire = 0u64;
         for r in records {
@@ -377,6 +383,7 @@ impl Splitter {
                 Decoded::Segment(s) => s,
                 Decoded::Reassembled(s, bytes) => {
                     s.payload_start = s.payload_start.saturating_add(extra.len() as u32);
+                    extra_frames.push((s.payload_start, r.data_start));
                     extra.extend_from_slice(bytes);
                     s
                 }
@@ -409,6 +416,7 @@ impl Splitter {
                 .fetch_max(wall_ns(), Ordering::Relaxed);
         }
         block.extra = extra;
+        block.extra_frames = extra_frames;
         self.hand_over(Arc::new(block), now, queues)
     }
 
@@ -470,6 +478,8 @@ impl Splitter {
         now: u64,
         queues: &[WorkerQueue],
     ) -> Result<(), WorkerGone> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         for (w, q) in queues.iter().enumerate() {
             // Hand the batch over and start the next with a list a worker
             // gave back (or one with the same room), so that a block's
@@ -502,6 +512,7 @@ impl Splitter {
                 segments,
                 frames,
                 now,
+                seq,
                 recycle: Some(self.recycle.clone()),
             })?;
         }
@@ -541,8 +552,13 @@ enum WorkerMsg {
     /// Records of one batch; `trigger_ns` is the capture time of the latest
     /// packet that produced one (0: none, e.g. a timeout).
     Records {
-        records: Vec<Record>,
+        worker: usize,
         trigger_ns: u64,
+        /// The records, and when findings are put back in capture order (a
+        /// replay with several workers; then sent for every batch, even
+        /// with no record) the block they came with and where each run of
+        /// them was made.
+        made: merge::Made,
     },
     /// Answer to a statistics request (`epoch`).
     Snapshot {
@@ -605,6 +621,10 @@ struct WorkerCtl {
     id: usize,
     /// Expire flows by the wall clock when no batch comes.
     live: bool,
+    /// Send every batch's records with their places in the capture, even
+    /// none, so that the detect thread can merge the workers' findings in
+    /// capture order ([`merge`]).
+    ordered: bool,
     /// Statistics requests: a new value asks for a snapshot.
     epoch: Option<Arc<AtomicU64>>,
 }
@@ -637,6 +657,7 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
     let mut table = FlowTable::new(cfg);
     let mut own = OwnDecoding::default();
     let mut out: Vec<Record> = Vec::new();
+    let mut marks: Vec<(u32, u32)> = Vec::new();
     let mut hist = new_histogram();
     let mut batch_ns = new_histogram();
     let mut segments = 0u64;
@@ -649,11 +670,13 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
             break;
         };
         let mut trigger_ns = 0u64;
+        let mut block = None;
         match next {
             Some(batch) => {
                 let t0 = Instant::now();
                 let segs = own.segments(&batch);
-                trigger_ns = feed_batch(&mut table, &batch.block, segs, &mut out);
+                trigger_ns = feed_batch(&mut table, &batch.block, segs, &mut out, &mut marks);
+                block = ctl.ordered.then_some(batch.seq);
                 clock = clock.max(batch.now);
                 table.expire(clock, &mut out);
                 let n = segs.len() as u64;
@@ -673,15 +696,10 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
             }
             None => {}
         }
-        if !out.is_empty()
-            && tx
-                .send(WorkerMsg::Records {
-                    records: std::mem::take(&mut out),
-                    trigger_ns,
-                })
-                .is_err()
-        {
-            return;
+        if let Some(msg) = records_msg(ctl.id, &mut out, &mut marks, trigger_ns, block) {
+            if tx.send(msg).is_err() {
+                return;
+            }
         }
         if let Some(ep) = &ctl.epoch {
             let e = ep.load(Ordering::Relaxed);
@@ -697,11 +715,9 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
         }
     }
     table.finish_all(&mut out);
-    if !out.is_empty() {
-        let _ = tx.send(WorkerMsg::Records {
-            records: out,
-            trigger_ns: 0,
-        });
+    let end = ctl.ordered.then_some(merge::END_OF_INPUT);
+    if let Some(msg) = records_msg(ctl.id, &mut out, &mut marks, 0, end) {
+        let _ = tx.send(msg);
     }
     let last = snapshot(ctl.id, &table, segments, batches, batch_ns);
     let _ = tx.send(WorkerMsg::Done(Box::new(WorkerReport {
@@ -711,6 +727,30 @@ fn worker(cfg: FlowConfig, rx: Receiver<Batch>, tx: Sender<WorkerMsg>, ctl: Work
         ns_per_packet: hist,
         last,
     })));
+}
+
+/// The records a worker has made since its last message, with their marks,
+/// as a message to the detect thread: `None` when there is nothing to say
+/// (no record, and `block` is `None`: findings are not being merged).
+fn records_msg(
+    worker: usize,
+    out: &mut Vec<Record>,
+    marks: &mut Vec<(u32, u32)>,
+    trigger_ns: u64,
+    block: Option<u64>,
+) -> Option<WorkerMsg> {
+    if out.is_empty() && block.is_none() {
+        return None;
+    }
+    Some(WorkerMsg::Records {
+        worker,
+        trigger_ns,
+        made: merge::Made {
+            block,
+            records: std::mem::take(out),
+            marks: std::mem::take(marks),
+        },
+    })
 }
 
 /// The next batch for a worker: `Some(None)` when `poll` is set and none
@@ -792,13 +832,16 @@ fn decode_frames(decoder: &mut Decoder, batch: &Batch, segs: &mut Vec<Segment>) 
 
 /// Runs segments of `block` through the flow table, prefetching the index
 /// bucket and the entry of segments ahead. Returns the capture time of the
-/// latest segment that produced a record (0: none).
+/// latest segment that produced a record (0: none). Each segment that
+/// produced records adds `(out.len(), its frame's offset in the block)` to
+/// `marks` ([`merge::Made::marks`]).
 #[inline]
 fn feed_batch(
     table: &mut FlowTable,
     block: &Block,
     segs: &[Segment],
     out: &mut Vec<Record>,
+    marks: &mut Vec<(u32, u32)>,
 ) -> u64 {
     let mut trigger_ns = 0u64;
     for (j, seg) in segs.iter().enumerate() {
@@ -821,6 +864,8 @@ fn feed_batch(
         table.segment_checked(seg, payload, Some(tcp), out);
         if out.len() > before {
             trigger_ns = trigger_ns.max(seg.ts);
+            let end = u32::try_from(out.len()).unwrap_or(u32::MAX);
+            marks.push((end, block.capture_offset(seg)));
         }
     }
     trigger_ns
@@ -835,6 +880,7 @@ fn detect_loop(
     mut fanout: Fanout,
     mut stats: Option<StatsRun>,
     mut idle: Option<idle::IdleAlarm>,
+    mut merge: merge::Merge,
 ) -> (DetectStats, Vec<WorkerReport>, SinkStats) {
     let mut reports = Vec::new();
     let mut events = Vec::new();
@@ -846,25 +892,16 @@ fn detect_loop(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let msg = match deadline {
-            Some(deadline) => match rx.recv_deadline(deadline) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            },
+        let Some(msg) = next_msg(&rx, deadline) else {
+            break;
         };
         match msg {
             Some(WorkerMsg::Records {
-                records,
+                worker,
                 trigger_ns,
+                made,
             }) => {
-                for r in records {
-                    det.record(r, &mut events);
-                }
+                merge.take(worker, made, &mut |r| det.record(r, &mut events));
                 let n = events.len() as u64;
                 fanout.send_events(&mut events);
                 if let Some(s) = stats.as_mut() {
@@ -880,6 +917,8 @@ fn detect_loop(
                 if let Some(s) = stats.as_mut() {
                     s.worker_done(&r.last);
                 }
+                merge.worker_done(r.last.worker, &mut |r| det.record(r, &mut events));
+                fanout.send_events(&mut events);
                 reports.push(*r);
             }
             None => {}
@@ -893,6 +932,9 @@ fn detect_loop(
             fanout.send_events(&mut events);
         }
     }
+    // Every worker has ended (or panicked): nothing earlier can come.
+    merge.release_all(&mut |r| det.record(r, &mut events));
+    det.stats.findings_out_of_capture_order = merge.released_early;
     det.finish(&mut events);
     fanout.send_events(&mut events);
     if let Some(s) = stats.as_mut() {
@@ -901,6 +943,19 @@ fn detect_loop(
     }
     fanout.close();
     (det.stats, reports, fanout.stats)
+}
+
+/// The detect thread's next message: `Some(None)` when `deadline` passed
+/// first, `None` when every worker has gone.
+fn next_msg(rx: &Receiver<WorkerMsg>, deadline: Option<Instant>) -> Option<Option<WorkerMsg>> {
+    match deadline {
+        Some(deadline) => match rx.recv_deadline(deadline) {
+            Ok(m) => Some(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Some(None),
+            Err(RecvTimeoutError::Disconnected) => None,
+        },
+        None => rx.recv().ok().map(Some),
+    }
 }
 
 /// Replays capture files: runs the pipeline on a [`FileSource`] of
@@ -966,12 +1021,14 @@ pub fn run(
         _ => None,
     };
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
+    let ordered = merges_findings(lossless, live, workers);
     let detect_thread = thread::Builder::new()
         .name("qmwatch-detect".into())
         .spawn({
             let det = Detector::new(Arc::clone(&engine.policy), engine.alert_window_ns)
                 .with_observer(destinations.observer);
-            move || detect_loop(det, rec_rx, fanout, stats_run, idle)
+            let merge = merge::Merge::new(workers, ordered);
+            move || detect_loop(det, rec_rx, fanout, stats_run, idle, merge)
         })
         .map_err(|e| format!("cannot start detect thread: {e}"))?;
     let mut queues = Vec::new();
@@ -980,6 +1037,7 @@ pub fn run(
         let ctl = WorkerCtl {
             id: w,
             live,
+            ordered,
             epoch: epoch.clone(),
         };
         let fcfg = worker_share(engine.flow, workers);
@@ -992,7 +1050,6 @@ pub fn run(
         worker_threads.push(h);
     }
     drop(rec_tx);
-
     let src = source.run(Feed {
         queues,
         counters: Arc::clone(&counters),
@@ -1004,6 +1061,14 @@ pub fn run(
         sinks,
     };
     run.finish(src, &counters, mode, started)
+}
+
+/// Whether the workers' findings are put back in capture order
+/// ([`merge`]): in a replay with several workers, so that one capture gives
+/// the same events however the threads ran. Live capture hands them on as
+/// they come: waiting for a quiet worker would delay alerts.
+fn merges_findings(lossless: bool, live: bool, workers: usize) -> bool {
+    lossless && !live && workers > 1
 }
 
 /// Starts a worker thread on `flow` limits with a queue of `capacity`

@@ -323,6 +323,7 @@ fn a_dropped_batch_counts_its_undecoded_frames() {
         segments,
         frames,
         now: 0,
+        seq: 0,
         recycle: None,
     };
     q.send(batch(Vec::new(), Vec::new())).ok();
@@ -390,4 +391,83 @@ fn every_worker_hears_of_every_block_and_packets_are_counted() {
         .dispatch(Block::new(Vec::new(), None), &[], &queues)
         .unwrap_or_else(|_| panic!("worker gone"));
     assert_eq!(counters.last_packet_ns.load(Ordering::Relaxed), 0);
+}
+
+/// One block's batches, one per worker: `(seq, [(capture offset, segment)])`.
+type BlockBatches = Vec<(u64, Vec<(u32, Segment)>)>;
+
+/// Each block's batches, the segments as the workers decode them
+/// (checksum marks cleared).
+fn placed(frames: &[Frame], per_block: usize, defer: Defer, workers: usize) -> Vec<BlockBatches> {
+    let counters = Arc::new(CaptureCounters::default());
+    let mut queues = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..workers {
+        let (tx, rx) = bounded::<Batch>(1024);
+        queues.push(WorkerQueue {
+            tx,
+            lossless: true,
+            counters: Arc::clone(&counters),
+        });
+        rxs.push(rx);
+    }
+    let mut splitter = Splitter::new(workers, true, counters);
+    splitter.defer = defer;
+    let mut own: Vec<OwnDecoding> = (0..workers).map(|_| OwnDecoding::default()).collect();
+    let mut blocks = Vec::new();
+    for chunk in frames.chunks(per_block) {
+        let (buf, records) = block_of(chunk);
+        splitter
+            .dispatch(Block::new(buf, None), &records, &queues)
+            .unwrap_or_else(|_| panic!("worker gone"));
+        let mut batches = Vec::new();
+        for (w, rx) in rxs.iter().enumerate() {
+            while let Ok(batch) = rx.try_recv() {
+                let segs = own[w]
+                    .segments(&batch)
+                    .iter()
+                    .map(|s| (batch.block.capture_offset(s), Segment { csum: 0, ..*s }))
+                    .collect();
+                batches.push((batch.seq, segs));
+            }
+        }
+        blocks.push(batches);
+    }
+    blocks
+}
+
+/// Findings are merged by the block's number and the frame's offset in it
+/// (`merge`): those must put every worker's segments back in the order
+/// one worker sees them, fragments reassembled in the capture thread and
+/// frames decoded by the workers included.
+#[test]
+fn places_put_every_workers_segments_back_in_capture_order() {
+    let frames = mixed_frames();
+    for per_block in [7, 64, frames.len()] {
+        let one = placed(&frames, per_block, Defer::Never, 1);
+        for workers in [2, 3] {
+            for defer in [Defer::Never, Defer::Always] {
+                let case = format!("{workers} workers, blocks of {per_block}, {defer:?}");
+                let many = placed(&frames, per_block, defer, workers);
+                assert_eq!(one.len(), many.len(), "{case}");
+                for (b, (o, m)) in one.iter().zip(&many).enumerate() {
+                    assert_eq!(m.len(), workers, "a batch per worker, block {b}, {case}");
+                    assert!(m.iter().all(|(seq, _)| *seq == b as u64), "{case}");
+                    let mut merged: Vec<(u32, Segment)> =
+                        m.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+                    merged.sort_by_key(|(at, _)| *at);
+                    let offsets: Vec<u32> = merged.iter().map(|(at, _)| *at).collect();
+                    assert!(
+                        offsets.windows(2).all(|w| w[0] < w[1]),
+                        "one offset per frame, block {b}, {case}"
+                    );
+                    assert!(offsets.iter().all(|&at| at != u32::MAX), "{case}");
+                    let expected: Vec<Segment> =
+                        o.iter().flat_map(|(_, s)| s.iter().map(|x| x.1)).collect();
+                    let got: Vec<Segment> = merged.into_iter().map(|(_, s)| s).collect();
+                    assert_eq!(got, expected, "block {b}, {case}");
+                }
+            }
+        }
+    }
 }

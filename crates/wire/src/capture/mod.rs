@@ -49,6 +49,10 @@ pub struct Block {
     bytes: Bytes,
     /// Payloads that exist nowhere in `data` (reassembled IP fragments).
     pub extra: Vec<u8>,
+    /// For each payload in `extra`, in order: where it starts in `extra`
+    /// and where the frame that completed its datagram starts in `data`
+    /// ([`Block::capture_offset`]).
+    pub extra_frames: Vec<(u32, u32)>,
     /// Where an owned buffer goes back when the block is dropped.
     pool: Option<PoolReturn>,
 }
@@ -59,6 +63,7 @@ impl Block {
         Block {
             bytes: Bytes::Owned(data),
             extra: Vec::new(),
+            extra_frames: Vec::new(),
             pool,
         }
     }
@@ -69,6 +74,7 @@ impl Block {
         Block {
             bytes: Bytes::Mapped(window),
             extra: Vec::new(),
+            extra_frames: Vec::new(),
             pool: None,
         }
     }
@@ -80,6 +86,24 @@ impl Block {
             Bytes::Owned(v) => v,
             #[cfg(unix)]
             Bytes::Mapped(w) => w.bytes(),
+        }
+    }
+
+    /// Where in this block's capture bytes the frame of `seg` lies: its
+    /// payload's offset, or for a reassembled datagram the offset of the
+    /// frame that completed it; `u32::MAX` for a segment of no frame here.
+    /// Frames lie in the block in capture order, so this orders a block's
+    /// segments as they were captured, whichever worker has them.
+    pub fn capture_offset(&self, seg: &Segment) -> u32 {
+        if !seg.reassembled {
+            return seg.payload_start;
+        }
+        match self
+            .extra_frames
+            .binary_search_by_key(&seg.payload_start, |&(at, _)| at)
+        {
+            Ok(i) => self.extra_frames.get(i).map_or(u32::MAX, |&(_, f)| f),
+            Err(_) => u32::MAX,
         }
     }
 
@@ -154,6 +178,10 @@ pub struct Batch {
     /// fragment, say). Empty: `segments` is all there is.
     pub frames: Vec<PacketRecord>,
     pub now: u64,
+    /// The block's number in the run (0, 1, …): every worker's batch of
+    /// one block has the same, so that findings can be put back in capture
+    /// order.
+    pub seq: u64,
     /// Where the emptied lists go back for reuse: a fresh list of a
     /// megabyte per block would cost page faults on every block.
     pub recycle: Option<Sender<BatchLists>>,
@@ -270,6 +298,33 @@ mod tests {
         // A block without a pool just frees its buffer.
         drop(Block::new(vec![4], None));
         assert!(pool.get(16).is_empty());
+    }
+
+    /// A segment's place: its payload's offset in the block, or for a
+    /// reassembled datagram its completing frame's; no panic and no match
+    /// for an offset the side buffer does not start a payload at.
+    #[test]
+    fn capture_offset_is_the_frames_place_in_the_block() {
+        let mut block = Block::new(vec![0; 1000], None);
+        block.extra = vec![0; 300];
+        block.extra_frames = vec![(20, 400), (120, 700), (260, 900)];
+        let seg = |payload_start, reassembled| Segment {
+            payload_start,
+            reassembled,
+            ..Segment::default()
+        };
+        assert_eq!(block.capture_offset(&seg(54, false)), 54);
+        assert_eq!(block.capture_offset(&seg(120, false)), 120);
+        assert_eq!(block.capture_offset(&seg(20, true)), 400);
+        assert_eq!(block.capture_offset(&seg(120, true)), 700);
+        assert_eq!(block.capture_offset(&seg(260, true)), 900);
+        for other in [0, 21, 119, 299, u32::MAX] {
+            assert_eq!(block.capture_offset(&seg(other, true)), u32::MAX);
+        }
+        assert_eq!(
+            Block::new(Vec::new(), None).capture_offset(&seg(5, true)),
+            u32::MAX
+        );
     }
 
     /// `tcp_and_payload` is `tcp_segment` and `payload` together, on

@@ -1,0 +1,147 @@
+//! One capture, one answer: a replay writes the same events, byte for byte
+//! and in the same order, whatever `--workers` says and however the
+//! threads happened to run. Each worker sees only its own flows (chosen by
+//! a hash seeded at random each run), so without putting their findings
+//! back in capture order, which session a `qmwatch.service` event cites,
+//! how relay alerts fold, and the order of events changed from one replay
+//! to the next. Each case is replayed several times per worker count: a
+//! race shows up as a difference.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::pcapio::{
+    cut_fragments, fragment_frames, frame, parse, read_capture, tcp_bytes, write_pcap, Pkt,
+};
+use common::{captures, labels, policy_args, summary_count};
+
+/// Replays of each worker count after the one-worker replay.
+const REPEATS: usize = 4;
+
+/// `qmwatch replay --workers W ARGS FILES`: its standard output and error.
+fn replay(workers: usize, args: &[String], files: &[PathBuf]) -> (Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qmwatch"))
+        .args(["replay", "--workers", &workers.to_string()])
+        .args(args)
+        .args(files)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{files:?}: {stderr}");
+    (out.stdout, stderr)
+}
+
+/// Replays `files` with one worker, then `REPEATS` times each with two
+/// and three: every output must be the first one. Returns the one-worker
+/// events and summary.
+fn same_events_with_any_workers(
+    name: &str,
+    args: &[String],
+    files: &[PathBuf],
+) -> (Vec<u8>, String) {
+    let (first, summary) = replay(1, args, files);
+    for workers in [2, 3] {
+        for round in 0..REPEATS {
+            let (out, stderr) = replay(workers, args, files);
+            if out != first {
+                let a = String::from_utf8_lossy(&first);
+                let b = String::from_utf8_lossy(&out);
+                let diff = a
+                    .lines()
+                    .zip(b.lines())
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(a.lines().count().min(b.lines().count()));
+                panic!(
+                    "{name}: {workers} workers, round {round}: events differ from one worker's \
+                     from line {} ({} against {} lines)\none worker:  {}\n{workers} workers: {}\n{stderr}",
+                    diff + 1,
+                    a.lines().count(),
+                    b.lines().count(),
+                    a.lines().nth(diff).unwrap_or("(none)"),
+                    b.lines().nth(diff).unwrap_or("(none)"),
+                );
+            }
+            assert_eq!(
+                summary_count(&stderr, "findings_out_of_capture_order"),
+                0,
+                "{name}: {stderr}"
+            );
+        }
+    }
+    (first, summary)
+}
+
+#[test]
+fn every_fixture_gives_the_same_events_with_any_number_of_workers() {
+    for cap in captures() {
+        let name = cap.file_name().unwrap().to_string_lossy().into_owned();
+        let args = policy_args(&labels(&cap));
+        same_events_with_any_workers(&name, &args, &[cap]);
+    }
+}
+
+#[test]
+fn all_fixtures_in_one_run_give_the_same_events_with_any_number_of_workers() {
+    let (events, _) = same_events_with_any_workers("all fixtures", &[], &captures());
+    assert!(
+        events.len() > 10_000,
+        "too few events to tell an order apart"
+    );
+}
+
+/// Every TCP data segment of `cap` sent as IP fragments of 64 bytes: the
+/// workers' findings then come from datagrams reassembled in the capture
+/// thread, whose place in the capture is the frame that completed them.
+fn fragmented(cap: &Path, dir: &Path) -> PathBuf {
+    let mut id = 0x5000u32;
+    let mut out = Vec::new();
+    for f in read_capture(cap) {
+        match parse(&f) {
+            Pkt::Tcp(t) if !t.payload.is_empty() => {
+                id += 1;
+                out.extend(fragment_frames(&t, &cut_fragments(&tcp_bytes(&t), 64), id));
+            }
+            Pkt::Tcp(t) => out.push(frame(&t)),
+            Pkt::Other(fr) => out.push(fr),
+        }
+    }
+    let name = cap.file_stem().unwrap().to_string_lossy();
+    let path = dir.join(format!("{name}-fragmented.pcap"));
+    write_pcap(&path, &out);
+    path
+}
+
+#[test]
+fn fragmented_fixtures_give_the_same_events_with_any_number_of_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = captures()
+        .iter()
+        .map(|c| fragmented(c, dir.path()))
+        .collect();
+    let (events, summary) = same_events_with_any_workers("fragmented fixtures", &[], &files);
+    assert!(!events.is_empty());
+    assert!(
+        summary_count(&summary, "ip_fragment_held") > 100,
+        "the data did not come in fragments: {summary}"
+    );
+}
+
+#[test]
+fn a_generated_capture_gives_the_same_events_with_any_number_of_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("mixed.pcap");
+    let cfg = qmwatch_synth::Config {
+        profile: "mixed".parse().unwrap(),
+        seed: 21,
+        target: qmwatch_synth::Target::Bytes(qmwatch_synth::parse_size("6M").unwrap()),
+    };
+    let truth = qmwatch_synth::generate(&cfg, std::fs::File::create(&pcap).unwrap())
+        .unwrap()
+        .to_json();
+    // The truth names its policy as the fixtures' labels do.
+    let t: serde_json::Value = serde_json::from_str(&truth.to_string()).unwrap();
+    let (events, _) = same_events_with_any_workers("generated mixed", &policy_args(&t), &[pcap]);
+    assert!(!events.is_empty());
+}
