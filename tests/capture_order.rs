@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::pcapio::{
-    cut_fragments, fragment_frames, frame, parse, read_capture, tcp_bytes, write_pcap, Pkt,
+    connections, cut_fragments, fragment_frames, frame, parse, read_capture, tcp_bytes, write_pcap,
+    Pkt,
 };
 use common::{captures, labels, policy_args, summary_count};
 
@@ -125,6 +126,51 @@ fn fragmented_fixtures_give_the_same_events_with_any_number_of_workers() {
     assert!(
         summary_count(&summary, "ip_fragment_held") > 100,
         "the data did not come in fragments: {summary}"
+    );
+}
+
+/// The fixtures one after another, 100 s apart, without their FIN and RST
+/// segments and without each connection's last reply segment: with
+/// `--flow-timeout 1`, every flow of a fixture is still open, its last
+/// package or message unanswered, when the next fixture starts, and they
+/// all time out together, after one block. Their findings then come from
+/// no one frame: they must come out in the same order whatever the flows'
+/// workers.
+#[test]
+fn flows_timed_out_together_give_the_same_events_with_any_number_of_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    for (k, cap) in captures().iter().enumerate() {
+        let frames = read_capture(cap);
+        let pkts: Vec<Pkt> = frames.iter().map(parse).collect();
+        let (conns, conn_of) = connections(&pkts);
+        let last_reply: Vec<usize> = conns
+            .iter()
+            .filter_map(|c| {
+                c.pkts.iter().copied().rev().find(
+                    |&i| matches!(&pkts[i], Pkt::Tcp(t) if c.dir(t) == 1 && !t.payload.is_empty()),
+                )
+            })
+            .collect();
+        let start = frames.iter().map(|f| f.ts_ns).min().unwrap_or(0);
+        let base = 1_700_000_000_000_000_000 + k as u64 * 100_000_000_000;
+        for (i, mut f) in frames.into_iter().enumerate() {
+            let closes = matches!(&pkts[i], Pkt::Tcp(t) if t.flags & 0x05 != 0);
+            if closes || (conn_of[i].is_some() && last_reply.contains(&i)) {
+                continue;
+            }
+            f.ts_ns = base + (f.ts_ns - start);
+            out.push(f);
+        }
+    }
+    let path = dir.path().join("never-closed.pcap");
+    write_pcap(&path, &out);
+    let args = ["--flow-timeout".to_string(), "1".to_string()];
+    let (events, summary) = same_events_with_any_workers("flows never closed", &args, &[path]);
+    assert!(!events.is_empty());
+    assert!(
+        summary_count(&summary, "timed out") >= 30,
+        "the flows did not time out: {summary}"
     );
 }
 

@@ -1,4 +1,4 @@
-//! Findings put back in capture order, for a replay with several workers.
+//! Findings put back in capture order, for a replay.
 //!
 //! Each worker sees only its own flows, and the detect thread would take
 //! their findings in the order the workers happen to finish their batches:
@@ -14,13 +14,16 @@
 //! or ended at the end of input), come after the block's frames, in the
 //! order of their endpoints: the order must not depend on which worker
 //! held which flow (the flows' worker is chosen by a hash seeded at random
-//! each run). One flow's findings keep the order it made them in.
+//! each run), nor on how many workers there are (a replay with one worker
+//! goes through here too). One flow's findings keep the order it made them
+//! in.
 //!
 //! Owns: the findings held back, per worker, and how far each worker has
 //! got. Must not: hold more than [`MAX_HELD`] findings (past that, the
 //! earliest is handed on at once, out of order if it must, and counted),
-//! nor be used for live capture, where waiting for a quiet worker would
-//! delay every alert (live workers see no common blocks either).
+//! nor hold anything back in live capture (made with `ordered` false),
+//! where waiting for a quiet worker would delay every alert (live workers
+//! see no common blocks either).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -52,7 +55,7 @@ pub(crate) struct Place {
 /// them was made.
 pub(crate) struct Made {
     /// The block these findings came with; the worker is done with it.
-    /// `None`: not merged (live capture, one worker), handed on as they come.
+    /// `None`: not merged (live capture), handed on as they come.
     pub block: Option<u64>,
     pub records: Vec<Record>,
     /// `(end, offset)`: the findings up to index `end` (from the previous
@@ -68,8 +71,8 @@ struct Worker {
     done: bool,
 }
 
-/// See the module documentation. Made with `ordered` false (live capture,
-/// one worker), it hands every finding on as it comes.
+/// See the module documentation. Made with `ordered` false (live
+/// capture), it hands every finding on as it comes.
 pub(crate) struct Merge {
     ordered: bool,
     workers: Vec<Worker>,

@@ -20,8 +20,8 @@
 //! for a worker that falls behind, lossless; live capture never waits — a
 //! full queue drops the batch and counts its packets); the workers; the
 //! detect thread with the periodic `qmwatch.stats` event ([`stats`]) and,
-//! in a replay with several workers, their findings put back in capture
-//! order ([`merge`]); and the counters of a run ([`RunReport`]).
+//! in a replay, the workers' findings put back in capture order
+//! ([`merge`]); and the counters of a run ([`RunReport`]).
 //!
 //! Must not: draw anything on a terminal or word the summary (the binary
 //! does, from [`Progress`] reports and the [`RunReport`]), hold anything
@@ -555,9 +555,8 @@ enum WorkerMsg {
         worker: usize,
         trigger_ns: u64,
         /// The records, and when findings are put back in capture order (a
-        /// replay with several workers; then sent for every batch, even
-        /// with no record) the block they came with and where each run of
-        /// them was made.
+        /// replay; then sent for every batch, even with no record) the
+        /// block they came with and where each run of them was made.
         made: merge::Made,
     },
     /// Answer to a statistics request (`epoch`).
@@ -623,7 +622,7 @@ struct WorkerCtl {
     live: bool,
     /// Send every batch's records with their places in the capture, even
     /// none, so that the detect thread can merge the workers' findings in
-    /// capture order ([`merge`]).
+    /// capture order ([`merge`]): a replay.
     ordered: bool,
     /// Statistics requests: a new value asks for a snapshot.
     epoch: Option<Arc<AtomicU64>>,
@@ -1021,7 +1020,7 @@ pub fn run(
         _ => None,
     };
     let (rec_tx, rec_rx) = bounded::<WorkerMsg>(256);
-    let ordered = merges_findings(lossless, live, workers);
+    let ordered = merges_findings(lossless, live);
     let detect_thread = thread::Builder::new()
         .name("qmwatch-detect".into())
         .spawn({
@@ -1064,11 +1063,14 @@ pub fn run(
 }
 
 /// Whether the workers' findings are put back in capture order
-/// ([`merge`]): in a replay with several workers, so that one capture gives
-/// the same events however the threads ran. Live capture hands them on as
-/// they come: waiting for a quiet worker would delay alerts.
-fn merges_findings(lossless: bool, live: bool, workers: usize) -> bool {
-    lossless && !live && workers > 1
+/// ([`merge`]): in a replay, so that one capture gives the same events
+/// however the threads ran, and with one worker as with several (one
+/// worker's findings are in capture order already, but those of flows
+/// timed out together are ordered as the merge orders them). Live capture
+/// hands them on as they come: waiting for a quiet worker would delay
+/// alerts.
+fn merges_findings(lossless: bool, live: bool) -> bool {
+    lossless && !live
 }
 
 /// Starts a worker thread on `flow` limits with a queue of `capacity`
