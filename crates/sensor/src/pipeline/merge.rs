@@ -257,6 +257,14 @@ mod tests {
         flow_of(r).0.port() - 40_000
     }
 
+    fn made(block: u64, records: Vec<Record>, marks: &[(u32, u32)]) -> Made {
+        Made {
+            block: Some(block),
+            records,
+            marks: marks.to_vec(),
+        }
+    }
+
     /// Takes `made` without handing anything on (`drain` does).
     fn put(m: &mut Merge, w: usize, made: Made) {
         let block = made.block.expect("a block");
@@ -272,36 +280,12 @@ mod tests {
     #[test]
     fn later_block_waits_for_every_worker() {
         let mut m = Merge::new(2, true);
-        put(
-            &mut m,
-            1,
-            Made {
-                block: Some(3),
-                records: vec![rec(1, 30)],
-                marks: vec![(1, 100)],
-            },
-        );
+        put(&mut m, 1, made(3, vec![rec(1, 30)], &[(1, 100)]));
         assert!(drain(&mut m).is_empty(), "worker 0 has not done block 3");
-        put(
-            &mut m,
-            0,
-            Made {
-                block: Some(2),
-                records: vec![rec(2, 20)],
-                marks: vec![(1, 500)],
-            },
-        );
+        put(&mut m, 0, made(2, vec![rec(2, 20)], &[(1, 500)]));
         let out: Vec<u64> = drain(&mut m).iter().map(ts).collect();
         assert_eq!(out, [20], "block 2 is done by both; block 3 is not");
-        put(
-            &mut m,
-            0,
-            Made {
-                block: Some(3),
-                records: vec![rec(3, 31)],
-                marks: vec![(1, 50)],
-            },
-        );
+        put(&mut m, 0, made(3, vec![rec(3, 31)], &[(1, 50)]));
         let out: Vec<u64> = drain(&mut m).iter().map(ts).collect();
         assert_eq!(out, [31, 30], "frame at offset 50 before frame at 100");
         assert_eq!(m.held(), 0);
@@ -312,11 +296,7 @@ mod tests {
     fn unmerged_findings_are_handed_on_as_they_come() {
         let mut m = Merge::new(2, false);
         let mut out = Vec::new();
-        let made = Made {
-            block: Some(7),
-            records: vec![rec(1, 5), rec(2, 3)],
-            marks: vec![(1, 900)],
-        };
+        let made = made(7, vec![rec(1, 5), rec(2, 3)], &[(1, 900)]);
         m.take(1, made, &mut |r| out.push(ts(&r)));
         assert_eq!(out, [5, 3], "live: no waiting for worker 0");
         let mut m = Merge::new(2, true);
@@ -336,11 +316,11 @@ mod tests {
         put(
             &mut m,
             0,
-            Made {
-                block: Some(0),
-                records: vec![rec(1, 1), rec(1, 2), rec(2, 3), rec(3, 4)],
-                marks: vec![(2, 10), (3, 40)],
-            },
+            made(
+                0,
+                vec![rec(1, 1), rec(1, 2), rec(2, 3), rec(3, 4)],
+                &[(2, 10), (3, 40)],
+            ),
         );
         let mut places = Vec::new();
         for w in &m.workers {
@@ -363,11 +343,7 @@ mod tests {
                     let mut per_worker: Vec<Vec<Made>> = (0..workers).map(|_| Vec::new()).collect();
                     for block in 0..6u64 {
                         for (w, list) in per_worker.iter_mut().enumerate() {
-                            let mut made = Made {
-                                block: Some(block),
-                                records: Vec::new(),
-                                marks: Vec::new(),
-                            };
+                            let mut made = made(block, Vec::new(), &[]);
                             for f in 0..8u32 {
                                 let flow = (f % 5) as u16;
                                 if owner(flow) == w {
@@ -424,21 +400,9 @@ mod tests {
         put(
             &mut m,
             0,
-            Made {
-                block: Some(0),
-                records: vec![rec(4, 9), rec(4, 1), rec(2, 5)],
-                marks: vec![],
-            },
+            made(0, vec![rec(4, 9), rec(4, 1), rec(2, 5)], &[]),
         );
-        put(
-            &mut m,
-            1,
-            Made {
-                block: Some(0),
-                records: vec![rec(3, 7)],
-                marks: vec![],
-            },
-        );
+        put(&mut m, 1, made(0, vec![rec(3, 7)], &[]));
         let got: Vec<(u16, u64)> = drain(&mut m).iter().map(|r| (flow(r), ts(r))).collect();
         assert_eq!(got, [(2, 5), (3, 7), (4, 9), (4, 1)]);
     }
@@ -446,35 +410,11 @@ mod tests {
     #[test]
     fn end_of_input_comes_last_and_a_silent_worker_holds_nothing_forever() {
         let mut m = Merge::new(2, true);
-        put(
-            &mut m,
-            0,
-            Made {
-                block: Some(0),
-                records: vec![rec(2, 1)],
-                marks: vec![(1, 0)],
-            },
-        );
-        put(
-            &mut m,
-            0,
-            Made {
-                block: Some(END_OF_INPUT),
-                records: vec![rec(1, 2)],
-                marks: vec![],
-            },
-        );
+        put(&mut m, 0, made(0, vec![rec(2, 1)], &[(1, 0)]));
+        put(&mut m, 0, made(END_OF_INPUT, vec![rec(1, 2)], &[]));
         assert!(drain(&mut m).is_empty(), "worker 1 may still send block 0");
         m.worker_done(0, &mut |_| panic!("worker 1 may still send block 0"));
-        put(
-            &mut m,
-            1,
-            Made {
-                block: Some(0),
-                records: vec![rec(3, 0)],
-                marks: vec![(1, 7)],
-            },
-        );
+        put(&mut m, 1, made(0, vec![rec(3, 0)], &[(1, 7)]));
         let out: Vec<u64> = drain(&mut m).iter().map(ts).collect();
         assert_eq!(out, [1, 0], "offset 0, then 7; worker 1 may still end");
         // Worker 1 never says it is done (it panicked): the end of the run
@@ -492,11 +432,7 @@ mod tests {
         put(
             &mut m,
             0,
-            Made {
-                block: Some(5),
-                records: (0..n).map(|i| rec(1, i as u64)).collect(),
-                marks: vec![],
-            },
+            made(5, (0..n).map(|i| rec(1, i as u64)).collect(), &[]),
         );
         let out = drain(&mut m);
         assert_eq!(m.held(), MAX_HELD);
@@ -504,15 +440,7 @@ mod tests {
         let out: Vec<u64> = out.iter().map(ts).collect();
         assert_eq!(out, (0..10).collect::<Vec<u64>>(), "earliest first");
         // Once worker 1 is done with block 5, the rest follow in turn.
-        put(
-            &mut m,
-            1,
-            Made {
-                block: Some(5),
-                records: Vec::new(),
-                marks: Vec::new(),
-            },
-        );
+        put(&mut m, 1, made(5, Vec::new(), &[]));
         assert_eq!(drain(&mut m).len(), MAX_HELD);
         assert_eq!(m.released_early, 10);
     }

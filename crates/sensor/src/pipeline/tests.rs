@@ -118,15 +118,13 @@ fn mixed_frames() -> Vec<Frame> {
 /// Each segment a worker saw, with its payload bytes.
 type View = Vec<(Segment, Vec<u8>)>;
 
-/// What each of `workers` sees of `frames` split into blocks of
-/// `per_block`, decoded as `defer` says; every decoder's counters added up;
-/// how many frames were left to the workers.
-fn worker_view(
-    frames: &[Frame],
-    per_block: usize,
-    defer: Defer,
+/// A replay's splitter (deciding deferral as `defer` says) with a
+/// lossless queue of room for 1024 batches for each of `workers`, and
+/// their receiving ends.
+fn replay_split(
     workers: usize,
-) -> (Vec<View>, DecodeStats, usize) {
+    defer: Defer,
+) -> (Splitter, Vec<WorkerQueue>, Vec<Receiver<Batch>>) {
     let counters = Arc::new(CaptureCounters::default());
     let mut queues = Vec::new();
     let mut rxs = Vec::new();
@@ -141,6 +139,19 @@ fn worker_view(
     }
     let mut splitter = Splitter::new(workers, true, counters);
     splitter.defer = defer;
+    (splitter, queues, rxs)
+}
+
+/// What each of `workers` sees of `frames` split into blocks of
+/// `per_block`, decoded as `defer` says; every decoder's counters added up;
+/// how many frames were left to the workers.
+fn worker_view(
+    frames: &[Frame],
+    per_block: usize,
+    defer: Defer,
+    workers: usize,
+) -> (Vec<View>, DecodeStats, usize) {
+    let (mut splitter, queues, rxs) = replay_split(workers, defer);
     let mut own: Vec<OwnDecoding> = (0..workers).map(|_| OwnDecoding::default()).collect();
     let mut seen: Vec<View> = vec![Vec::new(); workers];
     let mut deferred = 0;
@@ -399,20 +410,7 @@ type BlockBatches = Vec<(u64, Vec<(u32, Segment)>)>;
 /// Each block's batches, the segments as the workers decode them
 /// (checksum marks cleared).
 fn placed(frames: &[Frame], per_block: usize, defer: Defer, workers: usize) -> Vec<BlockBatches> {
-    let counters = Arc::new(CaptureCounters::default());
-    let mut queues = Vec::new();
-    let mut rxs = Vec::new();
-    for _ in 0..workers {
-        let (tx, rx) = bounded::<Batch>(1024);
-        queues.push(WorkerQueue {
-            tx,
-            lossless: true,
-            counters: Arc::clone(&counters),
-        });
-        rxs.push(rx);
-    }
-    let mut splitter = Splitter::new(workers, true, counters);
-    splitter.defer = defer;
+    let (mut splitter, queues, rxs) = replay_split(workers, defer);
     let mut own: Vec<OwnDecoding> = (0..workers).map(|_| OwnDecoding::default()).collect();
     let mut blocks = Vec::new();
     for chunk in frames.chunks(per_block) {
