@@ -203,13 +203,18 @@ impl Merge {
         let mut group = Vec::new();
         for w in &mut self.workers {
             while w.held.front().is_some_and(|(p, _)| *p == place) {
-                group.extend(w.held.pop_front().map(|(_, r)| r));
+                let Some((_, r)) = w.held.pop_front() else {
+                    break;
+                };
+                self.held = self.held.saturating_sub(1);
+                if place.offset == AFTER_FRAMES {
+                    group.push(r);
+                } else {
+                    out(r);
+                }
             }
         }
-        self.held = self.held.saturating_sub(group.len());
-        if place.offset == AFTER_FRAMES {
-            group.sort_by_key(flow_of);
-        }
+        group.sort_by_key(flow_of);
         group.into_iter().for_each(out);
     }
 }

@@ -741,13 +741,20 @@ fn records_msg(
     if out.is_empty() && block.is_none() {
         return None;
     }
+    // Unmerged (live), the marks are of no use: kept, emptied, for reuse.
+    let marks = if block.is_some() {
+        std::mem::take(marks)
+    } else {
+        marks.clear();
+        Vec::new()
+    };
     Some(WorkerMsg::Records {
         worker,
         trigger_ns,
         made: merge::Made {
             block,
             records: std::mem::take(out),
-            marks: std::mem::take(marks),
+            marks,
         },
     })
 }
