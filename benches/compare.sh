@@ -8,7 +8,9 @@
 #   cat FILE > /dev/null                                    (the floor: reading it)
 #   flow_floor FILE            (a floor for flow tracking: examples/flow_floor.rs
 #                               reads the file the same way and keeps its TCP
-#                               flows in a plain hash map, nothing more)
+#                               flows in a table built as a tuned sensor's
+#                               would be, open addressing with prefetched
+#                               slots, nothing more)
 #   tshark -r FILE -Y 'tcp.payload matches "^[1-9][0-9]*:[KZD]"'   (K/Z/D replies)
 #
 # Runs alternate (the order rotates every round) so that drift in machine
@@ -204,6 +206,6 @@ for ((i = 0; i < n; i++)); do
 done
 echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than libpcap reading the file;"
 echo " vs cat: the tool's median time / cat's, the cost over reading the file's bytes;"
-echo " flow-floor: reading the file as qmwatch does and a plain hash map of its TCP flows, nothing more;"
+echo " flow-floor: reading the file as qmwatch does and a prefetched flat table of its TCP flows, nothing more;"
 echo " CPU: median user + system time, in all and per packet of the file)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
