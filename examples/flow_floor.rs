@@ -971,7 +971,7 @@ mod tests {
                 assert_eq!(t.len(), want.len());
                 // Every key is found from its home.
                 for s in t.slots.iter().filter(|s| s.used) {
-                    assert_eq!(t.find(&s.key(), hash_of(&s.key())).1, true);
+                    assert!(t.find(&s.key(), hash_of(&s.key())).1);
                 }
             }
         }
