@@ -820,18 +820,31 @@ fn decode_frames(decoder: &mut Decoder, batch: &Batch, segs: &mut Vec<Segment>) 
         let frame = data
             .get(start..start.saturating_add(r.caplen as usize))
             .unwrap_or_default();
-        match decoder.decode(r.ts_nanos, r.link_type, frame, r.data_start, r.origlen) {
-            Decoded::Segment(mut seg) => {
+        match decoder.decode_into(
+            r.ts_nanos,
+            r.link_type,
+            frame,
+            r.data_start,
+            r.origlen,
+            segs,
+        ) {
+            // Put at the end of `segs` by the decoder.
+            None => {
+                if let Some(seg) = segs.last_mut() {
+                    seg.flow_tag = flow_tag(seg);
+                }
+            }
+            Some(Decoded::Segment(mut seg)) => {
                 seg.flow_tag = flow_tag(&seg);
                 segs.push(seg);
             }
             // The frame held no TCP segment: counted by the decoder.
-            Decoded::Skip(_) => {}
+            Some(Decoded::Skip(_)) => {}
             // Never: only frames that are no fragment come here
             // (`Decoder::may_defer`), and a reassembled payload would have
             // no place in the shared block. Should one come, it is counted
             // as a frame the decoder saw, and dropped.
-            Decoded::Reassembled(..) => {}
+            Some(Decoded::Reassembled(..)) => {}
         }
     }
 }

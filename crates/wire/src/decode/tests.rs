@@ -648,6 +648,79 @@ fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
     assert!(fast > 300, "{fast}");
 }
 
+/// `decode_into` and `decode`, fed the same frames, say the same of each:
+/// the segment it pushed is the one `decode` returns, anything else is
+/// returned alike, and the counters agree. The frames: every fixture's,
+/// then a flow whose datagram was lost, so that notes wait (the path
+/// `decode_into` hands to `decode`'s).
+#[test]
+fn decode_into_pushes_what_decode_returns() {
+    use crate::capture::file::{CaptureReader, PacketRecord};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let mut frames: Vec<(u32, Vec<u8>, u32)> = Vec::new();
+    for f in std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".pcap"))
+    {
+        let mut r = CaptureReader::new(
+            f.display().to_string(),
+            std::fs::File::open(&f).unwrap(),
+            supported_link_type,
+        )
+        .unwrap();
+        let mut block = Vec::new();
+        let mut recs: Vec<PacketRecord> = Vec::new();
+        while r.next_block(&mut block, &mut recs).unwrap() {
+            for rec in recs.drain(..) {
+                let start = rec.data_start as usize;
+                let frame = block[start..start + rec.caplen as usize].to_vec();
+                frames.push((rec.link_type, frame, rec.origlen));
+            }
+        }
+    }
+    let whole = simple_tcp(&[1u8; 100]);
+    let head = v4_fragment(9, &whole, 0, 64);
+    let reply = tcp(628, 40000, 7, 8, 0x10, &[], b"");
+    let reply = ether(0x0800, &ipv4_with(DST4, SRC4, 6, 1, 0x4000, &reply));
+    let lost_at = frames.len();
+    frames.push((LINKTYPE_ETHERNET, head.clone(), head.len() as u32));
+    frames.push((LINKTYPE_ETHERNET, reply.clone(), 60));
+    frames.push((LINKTYPE_ETHERNET, reply.clone(), 60));
+    let (mut one, mut other) = (Decoder::default(), Decoder::default());
+    let mut segs = Vec::new();
+    let (mut pushed, mut noted) = (0, 0);
+    for (i, (link, frame, wire)) in frames.iter().enumerate() {
+        if i == lost_at + 1 {
+            one.expire(TS + 31_000_000_000);
+            other.expire(TS + 31_000_000_000);
+            assert!(!other.notes.is_empty(), "a note waits");
+        }
+        let at = AT as u32;
+        let want = one.decode(TS, *link, frame, at, *wire);
+        let before = segs.len();
+        match other.decode_into(TS, *link, frame, at, *wire, &mut segs) {
+            None => {
+                pushed += 1;
+                assert_eq!(segs.len(), before + 1);
+                let got = segs.last().copied();
+                assert!(
+                    matches!(want, Decoded::Segment(s) if Some(s) == got),
+                    "frame {i}: {want:?} vs {got:?}"
+                );
+            }
+            Some(got) => {
+                noted += usize::from(matches!(&got, Decoded::Segment(s) if s.frag_notes != 0));
+                assert_eq!(segs.len(), before, "frame {i}");
+                assert_eq!(format!("{want:?}"), format!("{got:?}"), "frame {i}");
+            }
+        }
+    }
+    assert!(pushed > 300, "{pushed}");
+    assert_eq!(noted, 1, "the noted segment went through decode's path");
+    assert_eq!(format!("{:?}", one.stats), format!("{:?}", other.stats));
+}
+
 /// The checksum as RFC 793 states it: big-endian 16-bit words.
 fn reference_checksum(src: &[u8], dst: &[u8], tcp: &[u8]) -> u16 {
     let mut sum: u64 = 0;
