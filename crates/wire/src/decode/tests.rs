@@ -594,8 +594,9 @@ fn an_ip_length_that_lies_is_not_a_snaplen_gap() {
     assert_eq!(seg(r).missing, 950);
 }
 
-#[test]
-fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
+/// Every frame of every fixture (`derived/` too), with its record, in
+/// file order.
+fn fixture_frames() -> Vec<(crate::capture::file::PacketRecord, Vec<u8>)> {
     use crate::capture::file::{CaptureReader, PacketRecord};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -607,7 +608,8 @@ fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
             .unwrap()
             .map(|e| e.unwrap().path()),
     );
-    let mut fast = 0;
+    files.sort();
+    let mut frames = Vec::new();
     for f in files
         .iter()
         .filter(|p| p.to_string_lossy().contains(".pcap"))
@@ -623,26 +625,35 @@ fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
         while r.next_block(&mut block, &mut recs).unwrap() {
             for rec in recs.drain(..) {
                 let start = rec.data_start as usize;
-                let frame = &block[start..start + rec.caplen as usize];
-                let mut general = Decoder::default();
-                let Ok(ip) = link_payload(rec.link_type, frame) else {
-                    continue;
-                };
-                let slow = general.decode_ip(rec.ts_nanos, frame, ip, rec.data_start, rec.origlen);
-                match fast_tcp(rec.ts_nanos, frame, ip, rec.data_start, true) {
-                    Some(seg) => {
-                        fast += 1;
-                        assert!(
-                            matches!(slow, Decoded::Segment(s) if s == seg),
-                            "{f:?}: {seg:?} vs {slow:?}"
-                        );
-                    }
-                    None => assert!(
-                        !matches!(slow, Decoded::Segment(s) if s.missing == 0 && !s.reassembled && s.payload_len > 0 && frame.len() as u32 == rec.origlen && ip[0] >> 4 == 4),
-                        "{f:?}: fast path refused a plain segment"
-                    ),
-                }
+                frames.push((rec, block[start..start + rec.caplen as usize].to_vec()));
             }
+        }
+    }
+    frames
+}
+
+#[test]
+fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
+    let mut fast = 0;
+    for (rec, frame) in fixture_frames() {
+        let frame = &frame[..];
+        let mut general = Decoder::default();
+        let Ok(ip) = link_payload(rec.link_type, frame) else {
+            continue;
+        };
+        let slow = general.decode_ip(rec.ts_nanos, frame, ip, rec.data_start, rec.origlen);
+        match fast_tcp(rec.ts_nanos, frame, ip, rec.data_start, true) {
+            Some(seg) => {
+                fast += 1;
+                assert!(
+                    matches!(slow, Decoded::Segment(s) if s == seg),
+                    "{rec:?}: {seg:?} vs {slow:?}"
+                );
+            }
+            None => assert!(
+                !matches!(slow, Decoded::Segment(s) if s.missing == 0 && !s.reassembled && s.payload_len > 0 && frame.len() as u32 == rec.origlen && ip[0] >> 4 == 4),
+                "{rec:?}: fast path refused a plain segment"
+            ),
         }
     }
     assert!(fast > 300, "{fast}");
@@ -655,30 +666,10 @@ fn fast_path_agrees_with_the_general_path_on_every_fixture_frame() {
 /// `decode_into` hands to `decode`'s).
 #[test]
 fn decode_into_pushes_what_decode_returns() {
-    use crate::capture::file::{CaptureReader, PacketRecord};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-    let mut frames: Vec<(u32, Vec<u8>, u32)> = Vec::new();
-    for f in std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".pcap"))
-    {
-        let mut r = CaptureReader::new(
-            f.display().to_string(),
-            std::fs::File::open(&f).unwrap(),
-            supported_link_type,
-        )
-        .unwrap();
-        let mut block = Vec::new();
-        let mut recs: Vec<PacketRecord> = Vec::new();
-        while r.next_block(&mut block, &mut recs).unwrap() {
-            for rec in recs.drain(..) {
-                let start = rec.data_start as usize;
-                let frame = block[start..start + rec.caplen as usize].to_vec();
-                frames.push((rec.link_type, frame, rec.origlen));
-            }
-        }
-    }
+    let mut frames: Vec<(u32, Vec<u8>, u32)> = fixture_frames()
+        .into_iter()
+        .map(|(rec, frame)| (rec.link_type, frame, rec.origlen))
+        .collect();
     let whole = simple_tcp(&[1u8; 100]);
     let head = v4_fragment(9, &whole, 0, 64);
     let reply = tcp(628, 40000, 7, 8, 0x10, &[], b"");
