@@ -238,7 +238,7 @@ impl Table {
         }
     }
 
-    /// Empties slot `i` and moves later slots of its run back, so that
+    /// Empties slot `hole` and moves later slots of its run back, so that
     /// every key stays reachable from its home without tombstones.
     fn remove_at(&mut self, mut hole: usize) {
         if let Some(s) = self.slots.get_mut(hole) {
@@ -271,6 +271,8 @@ impl Table {
         }
     }
 
+    /// Places a connection not in the table (growing and sweeping move
+    /// them with this).
     fn put(&mut self, s: Slot) {
         let key = s.key();
         let (i, _) = self.find(&key, hash_of(&key));
@@ -290,6 +292,8 @@ impl Table {
         }
     }
 
+    /// One queued segment through the table's rules: insert, refresh,
+    /// remove on RST or the second FIN, sweep when due.
     fn one(&mut self, p: &Pending) {
         self.counts.tcp += 1;
         let (i, found) = self.find(&p.key, p.hash);
