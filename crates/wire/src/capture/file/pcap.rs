@@ -11,7 +11,7 @@
 use pcap_parser::pcap::parse_pcap_header;
 
 use super::error::{CaptureErrorKind, TruncatedPart};
-use super::frame::{buffer_too_big, push, word, Stop};
+use super::frame::{buffer_too_big, word, Stop};
 use super::record::{PacketRecord, ReaderStats};
 use super::{MAXIMUM_SNAPLEN, MAX_BLOCK_LEN};
 
@@ -89,6 +89,12 @@ impl PcapFormat {
 }
 
 /// Frames classic pcap records of one byte order starting at `pos`.
+// The loop runs once per packet of every classic capture, so it reads each
+// header as one fixed-size array (no bounds check per field), works the
+// stamp out without saturation (a u32 of seconds times 10^9 plus a u32 of
+// fractions times 10^3 stays below 2^63), and keeps its counters in
+// locals, added once: in `stats` they were loaded and stored around every
+// push, which may call out to grow the list.
 pub(super) fn frame_pcap<const BE: bool>(
     fmt: &PcapFormat,
     block: &[u8],
@@ -97,64 +103,63 @@ pub(super) fn frame_pcap<const BE: bool>(
     stats: &mut ReaderStats,
 ) -> (usize, Stop) {
     let frac_mul: u64 = if fmt.nanos { 1 } else { 1_000 };
-    let hdr_len = fmt.hdr_len;
-    loop {
+    let (hdr_len, cap, link_type) = (fmt.hdr_len, fmt.cap, fmt.link_type);
+    let before = records.len();
+    let (mut zero_length, mut truncated) = (0u64, 0u64);
+    let stop = loop {
         let rest = block.get(pos..).unwrap_or_default();
-        let Some(head) = rest.get(..hdr_len) else {
-            return (
-                pos,
-                Stop::Short {
-                    part: TruncatedPart::RecordHeader,
-                    needed: hdr_len as u64,
-                    available: rest.len() as u64,
-                    total: hdr_len,
-                },
-            );
+        // Every header starts with the same 16 bytes; the modified format's
+        // 8 more are not read.
+        let Some(head) = rest.get(..hdr_len).and_then(<[u8]>::first_chunk::<16>) else {
+            break Stop::Short {
+                part: TruncatedPart::RecordHeader,
+                needed: hdr_len as u64,
+                available: rest.len() as u64,
+                total: hdr_len,
+            };
         };
-        let sec = word::<BE>(head, 0);
-        let frac = word::<BE>(head, 4);
-        let caplen = word::<BE>(head, 8);
-        let origlen = word::<BE>(head, 12);
-        if caplen > fmt.cap {
-            return (
-                pos,
-                Stop::Fail(CaptureErrorKind::AbsurdLength {
-                    what: "record length",
-                    length: u64::from(caplen),
-                    limit: u64::from(fmt.cap),
-                }),
-            );
+        let field = |at: usize| -> u32 {
+            let b = [head[at], head[at + 1], head[at + 2], head[at + 3]];
+            if BE {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let (sec, frac, caplen, origlen) = (field(0), field(4), field(8), field(12));
+        if caplen > cap {
+            break Stop::Fail(CaptureErrorKind::AbsurdLength {
+                what: "record length",
+                length: u64::from(caplen),
+                limit: u64::from(cap),
+            });
         }
-        let total = hdr_len.saturating_add(caplen as usize);
+        let total = hdr_len + caplen as usize;
         if rest.len() < total {
-            return (
-                pos,
-                Stop::Short {
-                    part: TruncatedPart::RecordData,
-                    needed: u64::from(caplen),
-                    available: rest.len().saturating_sub(hdr_len) as u64,
-                    total,
-                },
-            );
+            break Stop::Short {
+                part: TruncatedPart::RecordData,
+                needed: u64::from(caplen),
+                available: rest.len().saturating_sub(hdr_len) as u64,
+                total,
+            };
         }
         let Ok(data_start) = u32::try_from(pos + hdr_len) else {
-            return (pos, Stop::Fail(buffer_too_big()));
+            break Stop::Fail(buffer_too_big());
         };
-        let ts_nanos = u64::from(sec)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(frac).saturating_mul(frac_mul));
-        push(
-            records,
-            stats,
-            PacketRecord {
-                ts_nanos,
-                link_type: fmt.link_type,
-                data_start,
-                caplen,
-                origlen,
-                interface: 0,
-            },
-        );
+        zero_length += u64::from(caplen == 0);
+        truncated += u64::from(caplen < origlen);
+        records.push(PacketRecord {
+            ts_nanos: u64::from(sec) * 1_000_000_000 + u64::from(frac) * frac_mul,
+            link_type,
+            data_start,
+            caplen,
+            origlen,
+            interface: 0,
+        });
         pos += total;
-    }
+    };
+    stats.records += (records.len() - before) as u64;
+    stats.zero_length_packets += zero_length;
+    stats.truncated_packets += truncated;
+    (pos, stop)
 }

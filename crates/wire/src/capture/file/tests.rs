@@ -411,6 +411,28 @@ fn classic_pcap_byte_orders_and_precisions() {
     }
 }
 
+/// The largest stamps a classic record can hold (every bit of both fields
+/// set, fractions out of range as a crafted file may have them) give their
+/// exact sum, in either resolution: nothing wraps or saturates.
+#[test]
+fn largest_classic_stamps_are_exact() {
+    for be in [false, true] {
+        for nanos in [false, true] {
+            let data = pattern(3, 20);
+            let file = pcap_file(be, nanos, 1, &[(u32::MAX, u32::MAX, &data, 20)]);
+            let out = read_all(&file, DEFAULT_BLOCK_SIZE).unwrap();
+            assert!(out.err.is_none(), "{:?}", out.err);
+            let frac_ns = u64::from(u32::MAX) * if nanos { 1 } else { 1000 };
+            assert_eq!(
+                out.recs[0].0.ts_nanos,
+                u64::from(u32::MAX) * 1_000_000_000 + frac_ns,
+                "big-endian {be}, nanoseconds {nanos}"
+            );
+            assert_eq!(out.stats.records, 1);
+        }
+    }
+}
+
 #[test]
 fn modified_pcap_format_both_byte_orders() {
     for be in [false, true] {
