@@ -320,9 +320,22 @@ impl Pcapng {
 
     /// An obsolete packet block.
     pub fn pb(&mut self, iface: u16, ts: u64, data: &[u8], orig_len: u32) -> &mut Self {
+        self.pb_with_drops(iface, 0, ts, data, orig_len)
+    }
+
+    /// An obsolete packet block whose drop count (the 16 bits after the
+    /// interface id) is `drops`.
+    pub fn pb_with_drops(
+        &mut self,
+        iface: u16,
+        drops: u16,
+        ts: u64,
+        data: &[u8],
+        orig_len: u32,
+    ) -> &mut Self {
         self.block_with(PB_TYPE, |b| {
             b.u16(iface);
-            b.u16(0); // drops
+            b.u16(drops);
             b.u32((ts >> 32) as u32);
             b.u32(ts as u32);
             b.u32(data.len() as u32);

@@ -1,7 +1,7 @@
 //! Framing primitives shared by the classic pcap and pcapng framers.
 //!
 //! Owns: bounds-checked integer reads in either byte order, [`Stop`] (why a
-//! framer stopped), and the one place a delivered record is counted.
+//! framer stopped), and the one place delivered records are counted.
 //!
 //! Must not: panic or read out of range: every read returns 0 past the end,
 //! and callers check lengths first.
@@ -18,20 +18,6 @@ pub(super) fn word<const BE: bool>(b: &[u8], at: usize) -> u32 {
                 u32::from_be_bytes([a, b1, c, d])
             } else {
                 u32::from_le_bytes([a, b1, c, d])
-            }
-        }
-        _ => 0,
-    }
-}
-
-#[inline(always)]
-pub(super) fn half<const BE: bool>(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at.wrapping_add(2)) {
-        Some(&[a, b1]) => {
-            if BE {
-                u16::from_be_bytes([a, b1])
-            } else {
-                u16::from_le_bytes([a, b1])
             }
         }
         _ => 0,
@@ -67,10 +53,30 @@ pub(super) fn buffer_too_big() -> CaptureErrorKind {
     CaptureErrorKind::Malformed("block buffer offset exceeds u32".into())
 }
 
+/// Counts the records a framer delivered (`delivered`, the end of the
+/// list it appended to): once per framing call rather than per record, so
+/// that the counters are not loaded and stored around every push.
+pub(super) fn count_delivered(stats: &mut ReaderStats, delivered: &[PacketRecord]) {
+    let (zero, cut) = delivered.iter().fold((0u64, 0u64), |(zero, cut), r| {
+        (
+            zero + u64::from(r.caplen == 0),
+            cut + u64::from(r.caplen < r.origlen),
+        )
+    });
+    stats.records += delivered.len() as u64;
+    stats.zero_length_packets += zero;
+    stats.truncated_packets += cut;
+}
+
+/// The u32 at `at` of a fixed-size header, in either byte order: with the
+/// header's size known, no bounds check is left (callers pass constant
+/// offsets inside it).
 #[inline(always)]
-pub(super) fn push(records: &mut Vec<PacketRecord>, stats: &mut ReaderStats, rec: PacketRecord) {
-    stats.records += 1;
-    stats.zero_length_packets += u64::from(rec.caplen == 0);
-    stats.truncated_packets += u64::from(rec.caplen < rec.origlen);
-    records.push(rec);
+pub(super) fn field<const BE: bool, const N: usize>(h: &[u8; N], at: usize) -> u32 {
+    let b = [h[at], h[at + 1], h[at + 2], h[at + 3]];
+    if BE {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    }
 }

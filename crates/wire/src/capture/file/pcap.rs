@@ -11,7 +11,7 @@
 use pcap_parser::pcap::parse_pcap_header;
 
 use super::error::{CaptureErrorKind, TruncatedPart};
-use super::frame::{buffer_too_big, word, Stop};
+use super::frame::{buffer_too_big, count_delivered, field, word, Stop};
 use super::record::{PacketRecord, ReaderStats};
 use super::{MAXIMUM_SNAPLEN, MAX_BLOCK_LEN};
 
@@ -92,8 +92,8 @@ impl PcapFormat {
 // The loop runs once per packet of every classic capture, so it reads each
 // header as one fixed-size array (no bounds check per field), works the
 // stamp out without saturation (a u32 of seconds times 10^9 plus a u32 of
-// fractions times 10^3 stays below 2^63), and keeps its counters in
-// locals, added once: in `stats` they were loaded and stored around every
+// fractions times 10^3 stays below 2^63), and counts what it delivered
+// once at the end: counters in `stats` were loaded and stored around every
 // push, which may call out to grow the list.
 pub(super) fn frame_pcap<const BE: bool>(
     fmt: &PcapFormat,
@@ -105,7 +105,6 @@ pub(super) fn frame_pcap<const BE: bool>(
     let frac_mul: u64 = if fmt.nanos { 1 } else { 1_000 };
     let (hdr_len, cap, link_type) = (fmt.hdr_len, fmt.cap, fmt.link_type);
     let before = records.len();
-    let (mut zero_length, mut truncated) = (0u64, 0u64);
     let stop = loop {
         let rest = block.get(pos..).unwrap_or_default();
         // Every header starts with the same 16 bytes; the modified format's
@@ -118,14 +117,7 @@ pub(super) fn frame_pcap<const BE: bool>(
                 total: hdr_len,
             };
         };
-        let field = |at: usize| -> u32 {
-            let b = [head[at], head[at + 1], head[at + 2], head[at + 3]];
-            if BE {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
+        let field = |at: usize| field::<BE, 16>(head, at);
         let (sec, frac, caplen, origlen) = (field(0), field(4), field(8), field(12));
         if caplen > cap {
             break Stop::Fail(CaptureErrorKind::AbsurdLength {
@@ -146,8 +138,6 @@ pub(super) fn frame_pcap<const BE: bool>(
         let Ok(data_start) = u32::try_from(pos + hdr_len) else {
             break Stop::Fail(buffer_too_big());
         };
-        zero_length += u64::from(caplen == 0);
-        truncated += u64::from(caplen < origlen);
         records.push(PacketRecord {
             ts_nanos: u64::from(sec) * 1_000_000_000 + u64::from(frac) * frac_mul,
             link_type,
@@ -158,8 +148,6 @@ pub(super) fn frame_pcap<const BE: bool>(
         });
         pos += total;
     };
-    stats.records += (records.len() - before) as u64;
-    stats.zero_length_packets += zero_length;
-    stats.truncated_packets += truncated;
+    count_delivered(stats, records.get(before..).unwrap_or_default());
     (pos, stop)
 }

@@ -15,7 +15,7 @@ use pcap_parser::pcapng::{
 use std::sync::Arc;
 
 use super::error::{CaptureErrorKind, TruncatedPart};
-use super::frame::{buffer_too_big, half, push, word, word_dyn, Stop};
+use super::frame::{buffer_too_big, count_delivered, field, word, word_dyn, Stop};
 use super::record::{PacketRecord, ReaderStats};
 use super::{MAX_BLOCK_LEN, MAX_INTERFACES};
 
@@ -60,7 +60,8 @@ struct Interface {
 }
 
 impl Interface {
-    #[inline]
+    // Inlined: called for every packet block.
+    #[inline(always)]
     fn nanos(&self, raw: u64) -> u64 {
         let base = match self.scale {
             TsScale::Mul(m) => raw.saturating_mul(m),
@@ -231,16 +232,19 @@ impl NgState {
         records: &mut Vec<PacketRecord>,
         stats: &mut ReaderStats,
     ) -> (usize, Stop) {
-        loop {
+        let before = records.len();
+        let stop = loop {
             let rest = block.get(pos..).unwrap_or_default();
             match self.take_block::<BE>(rest, pos, supported, records, stats) {
                 Ok(len) => pos += len,
-                Err(stop) => return (pos, stop),
+                Err(stop) => break stop,
             }
             if self.big_endian != BE {
-                return (pos, Stop::Switch);
+                break Stop::Switch;
             }
-        }
+        };
+        count_delivered(stats, records.get(before..).unwrap_or_default());
+        (pos, stop)
     }
 
     /// Takes the one block at the start of `rest` (offset `pos` of the block
@@ -264,12 +268,12 @@ impl NgState {
                 total: 12,
             });
         };
-        let btype = word::<BE>(head, 0);
+        let btype = field::<BE, 12>(head, 0);
         if btype == SHB_TYPE {
             // Its byte order is its own, not necessarily `BE`.
             return self.start_section(rest, head);
         }
-        let len = word::<BE>(head, 4);
+        let len = field::<BE, 12>(head, 4);
         check_block_len(len).map_err(Stop::Fail)?;
         let Some(blk) = rest.get(..len as usize) else {
             return Err(short_block(len, rest.len()));
@@ -320,20 +324,21 @@ impl NgState {
         stats: &mut ReaderStats,
     ) -> Result<(), Stop> {
         // type, len, interface, ts_high, ts_low, caplen, origlen, data.., len
-        if blk.len() < 32 {
+        // (the fields read from one fixed-size view: no check per field).
+        let Some(h) = blk.first_chunk::<28>().filter(|_| blk.len() >= 32) else {
             return Err(Stop::Fail(CaptureErrorKind::Malformed(format!(
                 "packet block length {len} is less than 32"
             ))));
-        }
-        // The obsolete Packet Block has a 16-bit interface id and drop count.
-        let interface = if btype == EPB_TYPE {
-            word::<BE>(blk, 8)
-        } else {
-            u32::from(half::<BE>(blk, 8))
         };
-        let raw_ts = (u64::from(word::<BE>(blk, 12)) << 32) | u64::from(word::<BE>(blk, 16));
-        let caplen = word::<BE>(blk, 20);
-        let origlen = word::<BE>(blk, 24);
+        let field = |at: usize| field::<BE, 28>(h, at);
+        // The obsolete Packet Block has a 16-bit interface id and drop count.
+        let interface = match (btype, BE) {
+            (EPB_TYPE, _) => field(8),
+            (_, true) => field(8) >> 16,
+            (_, false) => field(8) & 0xffff,
+        };
+        let raw_ts = (u64::from(field(12)) << 32) | u64::from(field(16));
+        let (caplen, origlen) = (field(20), field(24));
         let room = len.saturating_sub(32);
         if caplen > room {
             return Err(Stop::Fail(CaptureErrorKind::AbsurdLength {
@@ -351,18 +356,14 @@ impl NgState {
                 };
                 let ts_nanos = ifc.nanos(raw_ts);
                 self.last_ts = ts_nanos;
-                push(
-                    records,
-                    stats,
-                    PacketRecord {
-                        ts_nanos,
-                        link_type: ifc.link_type,
-                        data_start,
-                        caplen,
-                        origlen,
-                        interface,
-                    },
-                );
+                records.push(PacketRecord {
+                    ts_nanos,
+                    link_type: ifc.link_type,
+                    data_start,
+                    caplen,
+                    origlen,
+                    interface,
+                });
             }
         }
         Ok(())
@@ -394,18 +395,14 @@ impl NgState {
                 let Ok(data_start) = u32::try_from(pos + 12) else {
                     return Err(Stop::Fail(buffer_too_big()));
                 };
-                push(
-                    records,
-                    stats,
-                    PacketRecord {
-                        ts_nanos: self.last_ts,
-                        link_type: ifc.link_type,
-                        data_start,
-                        caplen,
-                        origlen,
-                        interface: 0,
-                    },
-                );
+                records.push(PacketRecord {
+                    ts_nanos: self.last_ts,
+                    link_type: ifc.link_type,
+                    data_start,
+                    caplen,
+                    origlen,
+                    interface: 0,
+                });
             }
         }
         Ok(())

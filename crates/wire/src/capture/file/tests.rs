@@ -110,6 +110,17 @@ impl Ng {
         self.0.pb(iface, ts, data, origlen);
         self
     }
+    fn pb_with_drops(
+        &mut self,
+        iface: u16,
+        drops: u16,
+        ts: u64,
+        data: &[u8],
+        origlen: u32,
+    ) -> &mut Self {
+        self.0.pb_with_drops(iface, drops, ts, data, origlen);
+        self
+    }
     fn spb(&mut self, origlen: u32, data: &[u8]) -> &mut Self {
         self.0.spb(origlen, data);
         self
@@ -566,6 +577,29 @@ fn pcapng_unknown_blocks_are_skipped_and_counted() {
     assert_eq!(out.recs.len(), 2);
     assert_eq!(out.recs[1].1, pattern(2, 11));
     assert_eq!(out.stats.skipped_unknown_blocks, 5);
+}
+
+/// An obsolete packet block's interface id is its first 16 bits, in the
+/// section's byte order; the drop count after it is not part of it.
+#[test]
+fn obsolete_packet_block_interface_is_its_first_half_word() {
+    for be in [false, true] {
+        let mut ng = Ng::new();
+        ng.shb(be)
+            .idb(1, Some(9), None)
+            .idb(113, Some(9), None)
+            .pb_with_drops(1, 7, 5, &pattern(1, 20), 20)
+            .pb_with_drops(0, 0x0101, 6, &pattern(2, 20), 20);
+        let out = read_all(&ng.bytes(), DEFAULT_BLOCK_SIZE).unwrap();
+        assert!(out.err.is_none(), "{:?}", out.err);
+        let got: Vec<(u32, u32, u64)> = out
+            .recs
+            .iter()
+            .map(|(r, _)| (r.interface, r.link_type, r.ts_nanos))
+            .collect();
+        assert_eq!(got, vec![(1, 113, 5), (0, 1, 6)], "big-endian {be}");
+        assert_eq!(out.stats.skipped_bad_interface, 0);
+    }
 }
 
 #[test]
