@@ -301,8 +301,12 @@ fn presum_fast(
     hdr: usize,
     flags: u8,
 ) -> u8 {
+    // A worker's decoder (off) decides nothing here.
+    if !on {
+        return 0;
+    }
     let matters = tcp.len() > hdr || flags & (TCP_SYN | TCP_RST) != 0;
-    if on && matters && tcp.len() <= PRESUM_MAX {
+    if matters && tcp.len() <= PRESUM_MAX {
         presum(v4, src, dst, tcp)
     } else {
         0
@@ -1109,8 +1113,7 @@ pub(crate) fn link_payload(link_type: u32, frame: &[u8]) -> Result<&[u8], Skip> 
     // Untagged Ethernet carrying IPv4/IPv6, nearly every frame: one look
     // instead of the general match below (same result).
     if link_type == LINKTYPE_ETHERNET {
-        if let (Some([0x08, 0x00] | [0x86, 0xdd]), Some(ip)) = (frame.get(12..14), frame.get(14..))
-        {
+        if let Some((&[.., 0x08, 0x00] | &[.., 0x86, 0xdd], ip)) = frame.split_first_chunk::<14>() {
             return Ok(ip);
         }
     }
