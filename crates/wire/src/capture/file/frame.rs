@@ -73,7 +73,10 @@ pub(super) fn count_delivered(stats: &mut ReaderStats, delivered: &[PacketRecord
 /// offsets inside it).
 #[inline(always)]
 pub(super) fn field<const BE: bool, const N: usize>(h: &[u8; N], at: usize) -> u32 {
-    let b = [h[at], h[at + 1], h[at + 2], h[at + 3]];
+    let b: [u8; 4] = h
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or_default();
     if BE {
         u32::from_be_bytes(b)
     } else {
