@@ -52,6 +52,7 @@ fn run(capture: &Path, events: &Path, workers: usize, policy: &Arc<Policy>) -> R
         map_files: false,
         policy: Arc::clone(policy),
         alert_window_ns: None,
+        defer: Default::default(),
     };
     let report = replay(
         cfg,

@@ -26,7 +26,7 @@ use qmwatch_sensor::detect::policy::{Policy, PolicyBuilder};
 use qmwatch_sensor::event::Observer;
 use qmwatch_sensor::flow::{self, FlowConfig};
 use qmwatch_sensor::pipeline::{
-    replay, Destinations, Progress, ReplayConfig, RunOptions, RunReport,
+    replay, Defer, Destinations, Progress, ReplayConfig, RunOptions, RunReport,
 };
 use qmwatch_sensor::sink::{syslog, Output, OutputConfig, Rotation};
 
@@ -145,6 +145,28 @@ struct EngineArgs {
     checksums: ChecksumMode,
 }
 
+/// `--decode-in`: [`Defer`] for the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+enum DecodeIn {
+    /// The workers when they wait for input, else the capture thread.
+    #[default]
+    Auto,
+    /// The capture thread, always.
+    Capture,
+    /// The workers, always (but frames that touch IP reassembly).
+    Worker,
+}
+
+impl From<DecodeIn> for Defer {
+    fn from(d: DecodeIn) -> Defer {
+        match d {
+            DecodeIn::Auto => Defer::WhenWorkerWaits,
+            DecodeIn::Capture => Defer::Never,
+            DecodeIn::Worker => Defer::Always,
+        }
+    }
+}
+
 /// `--checksums`: [`flow::ChecksumMode`] for the command line (the sensor
 /// crate does not depend on clap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -202,6 +224,11 @@ struct ReplayArgs {
     /// while a slow pipe is still being read).
     #[arg(long, default_value_t = 1 << 20, hide = true, value_parser = clap::value_parser!(u64).range(64..=(1 << 30)))]
     block_size: u64,
+    /// Which thread decodes the frames (for measurements: instruction
+    /// counts that do not depend on how the threads took turns). The
+    /// events are the same either way.
+    #[arg(long, value_enum, default_value_t = DecodeIn::Auto, hide = true)]
+    decode_in: DecodeIn,
     /// Map regular capture files into memory and read them in place,
     /// instead of copying them into blocks. Which is faster depends on the
     /// machine (`benches/compare.sh FILE` times both); a file cut while
@@ -613,6 +640,7 @@ struct Run<'a> {
     alert_window_ns: Option<u64>,
     block_size: usize,
     map_files: bool,
+    decode_in: DecodeIn,
     stats_interval_ns: Option<u64>,
 }
 
@@ -636,6 +664,7 @@ fn start(run: Run<'_>) -> Result<RunReport, String> {
         map_files: run.map_files,
         policy: Arc::new(policy),
         alert_window_ns: run.alert_window_ns,
+        defer: run.decode_in.into(),
     };
     let progress: Option<Box<dyn Progress>> = if run.progress {
         Some(Box::new(progress::Bar::new()))
@@ -656,6 +685,7 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
         alert_window_ns: a.alert_window,
         block_size: a.block_size as usize,
         map_files: a.mmap,
+        decode_in: a.decode_in,
         stats_interval_ns: a.stats_interval,
     }) {
         Ok(report) => exit::finish_run(&report, a.quiet),
@@ -697,6 +727,7 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         alert_window_ns: None,
         block_size: 1 << 20,
         map_files: false,
+        decode_in: DecodeIn::Auto,
         stats_interval_ns: None,
     }) {
         Ok(r) => r,

@@ -129,6 +129,33 @@ fn fragmented_fixtures_give_the_same_events_with_any_number_of_workers() {
     );
 }
 
+/// `--decode-in` moves the decoding of frames between the capture thread
+/// and the workers (the default follows the queues; the fixed choices are
+/// for measurements): the events must not move with it. Every fixture, in
+/// one run and in one with its data sent as IP fragments (which are always
+/// decoded in the capture thread, where the fragments are put together),
+/// at one and two workers.
+#[test]
+fn whichever_thread_decodes_the_events_are_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = captures();
+    let fragments: Vec<PathBuf> = plain.iter().map(|c| fragmented(c, dir.path())).collect();
+    for (name, files) in [("fixtures", &plain), ("fragmented fixtures", &fragments)] {
+        let (want, _) = replay(1, &[], files);
+        assert!(!want.is_empty(), "{name}: no events");
+        for workers in [1, 2] {
+            for split in ["auto", "capture", "worker"] {
+                let args = ["--decode-in".to_string(), split.to_string()];
+                let (got, stderr) = replay(workers, &args, files);
+                assert!(
+                    got == want,
+                    "{name}: {workers} workers, --decode-in {split}: the events differ\n{stderr}"
+                );
+            }
+        }
+    }
+}
+
 /// The fixtures one after another, 100 s apart, without their FIN and RST
 /// segments and without each connection's last reply segment: with
 /// `--flow-timeout 1`, every flow of a fixture is still open, its last

@@ -76,6 +76,8 @@ pub struct ReplayConfig {
     pub policy: Arc<Policy>,
     /// Fold repeated relay alerts into one per window (packet-time ns).
     pub alert_window_ns: Option<u64>,
+    /// Which thread decodes (`--decode-in`; the default follows the queues).
+    pub defer: Defer,
 }
 
 impl ReplayConfig {
@@ -463,9 +465,7 @@ impl Splitter {
     fn defers(&self, queues: &[WorkerQueue]) -> bool {
         match self.defer {
             Defer::WhenWorkerWaits => queues.iter().all(|q| q.tx.is_empty()),
-            #[cfg(test)]
             Defer::Always => true,
-            #[cfg(test)]
             Defer::Never => false,
         }
     }
@@ -523,16 +523,26 @@ impl Splitter {
     pub(crate) fn decode_stats(&self) -> &DecodeStats {
         &self.decoder.stats
     }
+
+    /// When frames are left to the workers (the default follows the queues).
+    pub(crate) fn set_defer(&mut self, defer: Defer) {
+        self.defer = defer;
+    }
 }
 
-/// When the capture thread leaves a block's frames to the one worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Defer {
-    /// When the worker's queue is empty: it is waiting for input.
+/// When the capture thread leaves a block's frames to the workers to
+/// decode. Either way the workers see the same segments in the same order;
+/// only the thread that decodes changes. The two fixed choices are for
+/// measurements (`replay --decode-in`), so that an instruction count does
+/// not depend on how the threads happened to take turns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Defer {
+    /// When every worker's queue is empty: they are waiting for input.
+    #[default]
     WhenWorkerWaits,
-    #[cfg(test)]
+    /// Every block (the frames that may be decoded elsewhere).
     Always,
-    #[cfg(test)]
+    /// Never: the capture thread decodes every frame.
     Never,
 }
 
@@ -992,6 +1002,7 @@ pub fn replay(
         files: cfg.files.clone(),
         block_size: cfg.block_size,
         map_files: cfg.map_files,
+        defer: cfg.defer,
         progress,
     };
     run(cfg.engine(), destinations, opts, Box::new(source), stop)

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Feed, Mode, Source, SourceReport, Splitter};
+use super::{Defer, Feed, Mode, Source, SourceReport, Splitter};
 use qmwatch_wire::capture::file::{
     CaptureError, CaptureReader, MappedReader, PacketRecord, ReaderStats,
 };
@@ -46,6 +46,8 @@ pub struct FileSource {
     /// it back: which costs less depends on the machine (on the project's
     /// AMD machine reading is faster; `benches/compare.sh` times both).
     pub map_files: bool,
+    /// When frames are left to the workers to decode.
+    pub defer: Defer,
     /// Told how far the files are read.
     pub progress: Option<Box<dyn Progress>>,
 }
@@ -66,6 +68,7 @@ impl Source for FileSource {
     fn run(mut self: Box<Self>, feed: Feed) -> SourceReport {
         let workers = feed.queues.len().max(1);
         let mut splitter = Splitter::new(workers, true, Arc::clone(&feed.counters));
+        splitter.set_defer(self.defer);
         let total: u64 = self
             .files
             .iter()
