@@ -317,7 +317,8 @@ pub(crate) struct Splitter {
     per_worker: Vec<Vec<Segment>>,
     /// The frames of a block left to each worker to decode.
     frames: Vec<Vec<PacketRecord>>,
-    /// When frames are left to the worker (tests fix it either way).
+    /// When frames are left to the workers (tests and `--decode-in` fix it
+    /// either way).
     defer: Defer,
     send_empty: bool,
     /// The number of the next block ([`Batch::seq`]).
