@@ -53,6 +53,11 @@ pub(crate) struct LossTrack {
 impl LossTrack {
     /// Notes one segment sent by direction `dir` (0 or 1); returns the bytes
     /// it newly acknowledged and how many of them the capture never saw.
+    // Inlined into the flow table's per-packet path, its one hot caller:
+    // out of line, the call (saving registers, a pair returned) was a
+    // quarter of its cost, 15 of a worker's 530 instructions a packet on
+    // a capture of small flows.
+    #[inline(always)]
     pub(crate) fn observe(&mut self, dir: usize, seg: &Segment) -> (u64, u64) {
         if seg.rst() {
             return (0, 0);
