@@ -958,7 +958,14 @@ fn offloaded_checksums_told_from_corrupted_ones() {
                 field = field.wrapping_add(0x1357);
             }
             let tcp = tcp_bytes(seg, payload, field);
-            t.segment_checked(seg, payload, Some(&tcp), &mut out);
+            t.segment_checked(
+                seg,
+                Given {
+                    tcp: Some(&tcp),
+                    payload,
+                },
+                &mut out,
+            );
         }
         let (kinds, rest) = split_anomalies(out);
         check_qmtp(&rest, &conn);
@@ -984,7 +991,14 @@ fn offloaded_checksums_told_from_corrupted_ones() {
             pseudo(seg, 20 + payload.len())
         };
         let tcp = tcp_bytes(seg, payload, field);
-        t.segment_checked(seg, payload, Some(&tcp), &mut out);
+        t.segment_checked(
+            seg,
+            Given {
+                tcp: Some(&tcp),
+                payload,
+            },
+            &mut out,
+        );
     }
     let (kinds, rest) = split_anomalies(out);
     check_qmtp(&rest, &conn);
@@ -1079,7 +1093,14 @@ fn run_checked(t: &mut FlowTable, run: &BodyRun) -> Vec<Record> {
             field = field.wrapping_add(0x1357);
         }
         let tcp = tcp_bytes(seg, payload, field);
-        t.segment_checked(seg, payload, Some(&tcp), &mut out);
+        t.segment_checked(
+            seg,
+            Given {
+                tcp: Some(&tcp),
+                payload,
+            },
+            &mut out,
+        );
     }
     out
 }

@@ -890,8 +890,7 @@ fn feed_batch(
             table.prefetch_entry(ahead, block);
         }
         let before = out.len();
-        let (tcp, payload) = block.tcp_and_payload(seg);
-        table.segment_checked(seg, payload, Some(tcp), out);
+        table.segment_checked(seg, block, out);
         if out.len() > before {
             trigger_ns = trigger_ns.max(seg.ts);
             let end = u32::try_from(out.len()).unwrap_or(u32::MAX);
