@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Compares qmwatch builds on one capture: runs `BIN replay -o /dev/null
 # $QMWATCH_ARGS FILE` for each binary in turn, RUNS rounds, and prints each
-# binary's median wall time and median CPU time (user + system,
-# /usr/bin/time), then, for every binary after the first, the median over
+# binary's median wall time and median CPU time (user + system: from
+# getrusage through python3, to the microsecond, else from /usr/bin/time,
+# to 10 ms, which on runs of a fraction of a second quantizes the CPU
+# ratios into steps of several percent), then, for every binary after the first, the median over
 # the rounds of its time divided by the first binary's in the same round.
 #
 # Rounds alternate the order (forward, then backward), so that drift in the
@@ -20,7 +22,17 @@ set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 FILE RUNS BIN [BIN ...]" >&2; exit 2; }
 file=$1 runs=$2
 shift 2
-[ -x /usr/bin/time ] || { echo "$0: needs /usr/bin/time (Debian package time)" >&2; exit 2; }
+# A child's CPU time, to the microsecond: "TIME user system" on stderr.
+timer=(python3 -c '
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:]).returncode
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("TIME %.6f %.6f" % (u.ru_utime, u.ru_stime), file=sys.stderr)
+sys.exit(r)')
+if ! python3 -c 'import resource' 2>/dev/null; then
+  [ -x /usr/bin/time ] || { echo "$0: needs python3 or /usr/bin/time (Debian package time)" >&2; exit 2; }
+  timer=(/usr/bin/time -f "TIME %U %S")
+fi
 read -r -a args <<< "${QMWATCH_ARGS:-}"
 bins=("$@")
 declare -A wall cpu ratio_wall ratio_cpu
@@ -30,7 +42,7 @@ one() {
   # Warm the page cache every time: memory reclaim can evict pages of a
   # large file between two runs.
   cat "$file" >/dev/null
-  out=$({ /usr/bin/time -f "TIME %U %S" "$1" replay -o /dev/null "${args[@]}" "$file" >/dev/null; } 2>&1)
+  out=$({ "${timer[@]}" "$1" replay -o /dev/null "${args[@]}" "$file" >/dev/null; } 2>&1)
   w=$(sed -n 's/.* wall \([0-9.]*\) s .*/\1/p' <<< "$out" | head -n 1)
   read -r _ u s <<< "$(grep '^TIME ' <<< "$out" | tail -n 1)"
   [ -n "$w" ] || { echo "$0: no summary from $1:" >&2; echo "$out" >&2; exit 2; }
@@ -58,7 +70,8 @@ done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for b in "${bins[@]}"; do
-  echo "$b: median wall $(median <<< "${wall[$b]}") s, CPU $(median <<< "${cpu[$b]}") s over $runs runs"
+  printf '%s: median wall %s s, CPU %.3f s over %s runs\n' "$b" "$(median <<< "${wall[$b]}")" \
+    "$(median <<< "${cpu[$b]}")" "$runs"
 done
 for b in "${bins[@]:1}"; do
   printf '%s / %s, median of per-round ratios: wall %.3f, CPU %.3f\n' "$b" "${bins[0]}" \
