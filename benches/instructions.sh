@@ -42,7 +42,8 @@ valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$dir/cg" 
 echo "$file: $packets packets; instructions a packet (callgrind), args: ${*:-none}"
 total=0
 n=0
-for t in $(ls "$dir"/cg-* | sort -t- -k2 -n); do
+# callgrind numbers the threads' files cg-01, cg-02, ...: the glob's order.
+for t in "$dir"/cg-*; do
   c=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$t" | head -n 1)
   [ -n "$c" ] || c=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$t" | head -n 1)
   n=$((n + 1))

@@ -891,6 +891,25 @@ fn reordered_segments_with_older_timestamps_pass_paws() {
     assert_eq!(t.stats.reassembly.gaps, 0);
 }
 
+/// Feeds `seg` with its TCP segment `tcp` (header and payload) and its
+/// payload, so that the checksum is checked.
+fn feed_checked(
+    t: &mut FlowTable,
+    seg: &Segment,
+    tcp: &[u8],
+    payload: &[u8],
+    out: &mut Vec<Record>,
+) {
+    t.segment_checked(
+        seg,
+        Given {
+            tcp: Some(tcp),
+            payload,
+        },
+        out,
+    );
+}
+
 /// TCP header (20 bytes, no options) and payload of `seg` with the
 /// checksum field set to `field`.
 fn tcp_bytes(seg: &Segment, payload: &[u8], field: u16) -> Vec<u8> {
@@ -958,14 +977,7 @@ fn offloaded_checksums_told_from_corrupted_ones() {
                 field = field.wrapping_add(0x1357);
             }
             let tcp = tcp_bytes(seg, payload, field);
-            t.segment_checked(
-                seg,
-                Given {
-                    tcp: Some(&tcp),
-                    payload,
-                },
-                &mut out,
-            );
+            feed_checked(&mut t, seg, &tcp, payload, &mut out);
         }
         let (kinds, rest) = split_anomalies(out);
         check_qmtp(&rest, &conn);
@@ -991,14 +1003,7 @@ fn offloaded_checksums_told_from_corrupted_ones() {
             pseudo(seg, 20 + payload.len())
         };
         let tcp = tcp_bytes(seg, payload, field);
-        t.segment_checked(
-            seg,
-            Given {
-                tcp: Some(&tcp),
-                payload,
-            },
-            &mut out,
-        );
+        feed_checked(&mut t, seg, &tcp, payload, &mut out);
     }
     let (kinds, rest) = split_anomalies(out);
     check_qmtp(&rest, &conn);
@@ -1093,14 +1098,7 @@ fn run_checked(t: &mut FlowTable, run: &BodyRun) -> Vec<Record> {
             field = field.wrapping_add(0x1357);
         }
         let tcp = tcp_bytes(seg, payload, field);
-        t.segment_checked(
-            seg,
-            Given {
-                tcp: Some(&tcp),
-                payload,
-            },
-            &mut out,
-        );
+        feed_checked(t, seg, &tcp, payload, &mut out);
     }
     out
 }
