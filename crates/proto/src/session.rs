@@ -600,8 +600,11 @@ impl Session {
     }
 
     fn on_requests(&mut self, events: &mut Vec<RequestEvent>, ts: u64, out: &mut Vec<Record>) {
-        for RequestEvent::Request(req) in events.drain(..) {
-            self.on_request(req, out);
+        // Most calls bring none (a chunk inside a message): no drain then.
+        if !events.is_empty() {
+            for RequestEvent::Request(req) in events.drain(..) {
+                self.on_request(req, out);
+            }
         }
         self.try_confirm(ts, out);
     }
@@ -880,6 +883,7 @@ impl Session {
 
     /// The stream offsets of direction `dir` that the client parser will
     /// skip unread (the rest of a message body), if any.
+    #[inline]
     pub fn skippable(&self, dir: usize) -> Option<(u64, u64)> {
         if self.rejected || self.client_dir != Some(dir) {
             return None;
