@@ -449,13 +449,35 @@ impl Stream {
         };
         // `body_to - body_from` is at least BODY_SPARSE_MIN, more than
         // two samples.
-        self.remember_whole(offset, part(offset, body_from));
-        self.mark(body_from, body_to, false);
         let head_to = body_from + BODY_SAMPLE;
         let tail_from = body_to - BODY_SAMPLE;
-        self.remember_whole(body_from, part(body_from, head_to));
-        self.remember_whole(tail_from, part(tail_from, body_to));
+        self.remember_whole(offset, part(offset, body_from));
+        // The body's middle is forgotten, its first and last bytes kept.
+        self.mark(head_to, tail_from, false);
+        self.remember_sample(body_from, part(body_from, head_to));
+        self.remember_sample(tail_from, part(tail_from, body_to));
         self.remember_whole(body_to, part(body_to, end));
+    }
+
+    /// [`Stream::remember_whole`] for a body's sample of [`BODY_SAMPLE`]
+    /// bytes: where the ring was written there before and the sample does
+    /// not wrap (on a stream of large messages, nearly always), one copy
+    /// of a known size, without the general case's loop.
+    #[inline]
+    fn remember_sample(&mut self, offset: u64, bytes: &[u8]) {
+        const N: usize = BODY_SAMPLE as usize;
+        let i = ring_index(offset, self.ring);
+        let dst = self
+            .recent
+            .get_mut(i..)
+            .and_then(|r| r.first_chunk_mut::<N>());
+        match (dst, bytes.first_chunk::<N>()) {
+            (Some(dst), Some(src)) if bytes.len() == N && self.ring > 0 => {
+                *dst = *src;
+                set_sample_bits(&mut self.remembered, i);
+            }
+            _ => self.remember_whole(offset, bytes),
+        }
     }
 
     /// Copies `bytes` (at most the ring's size, at stream `offset`) into
@@ -926,6 +948,22 @@ fn set_bits(words: &mut [u64], from: usize, to: usize, on: bool) {
             apply(z, tail);
         }
         [] => {}
+    }
+}
+
+/// Sets the [`BODY_SAMPLE`] bits from `from` (in one word or across two):
+/// [`set_bits`] for a sample, without its general case's steps.
+#[inline]
+fn set_sample_bits(words: &mut [u64], from: usize) {
+    const ONES: u64 = (1 << BODY_SAMPLE) - 1;
+    let (w, b) = (from / 64, from % 64);
+    if let Some(x) = words.get_mut(w) {
+        *x |= ONES << b;
+    }
+    if b + BODY_SAMPLE as usize > 64 {
+        if let Some(x) = words.get_mut(w + 1) {
+            *x |= ONES >> (64 - b);
+        }
     }
 }
 

@@ -1094,6 +1094,21 @@ proptest! {
 }
 
 proptest! {
+    /// A sample's bits set by the short path, as the general one sets them.
+    #[test]
+    fn sample_bits_are_set_bits(
+        before in prop::collection::vec(any::<u64>(), 1..5),
+        from in 0usize..320,
+    ) {
+        let mut short = before.clone();
+        let mut general = before;
+        set_sample_bits(&mut short, from);
+        set_bits(&mut general, from, from + BODY_SAMPLE as usize, true);
+        prop_assert_eq!(short, general);
+    }
+}
+
+proptest! {
     #[test]
     fn ring_index_is_the_remainder(o in any::<u64>(), w in prop_oneof![1usize..5000, Just(2048), Just(1 << 20)]) {
         prop_assert_eq!(ring_index(o, w) as u64, o % w as u64);
