@@ -206,6 +206,7 @@ impl Tokenizer {
     /// content this is free (the content is skipped by length anyway) and the
     /// lost bytes are simply not reported as `Data`; anywhere else the stream
     /// can no longer be followed.
+    #[inline]
     pub fn gap(&mut self, n: u64) -> Result<(), NetstringError> {
         match self.state {
             State::Body { remaining } if n <= remaining => {

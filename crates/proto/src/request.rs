@@ -331,6 +331,7 @@ impl RequestParser {
     /// `n` bytes of the client stream arrived inside the range
     /// [`RequestParser::skippable`] gave, and were not kept: the parser
     /// moves past them as it would have (nothing was lost).
+    #[inline]
     pub fn skip(&mut self, n: u64, ts: u64, out: &mut Vec<RequestEvent>) {
         if self.failed {
             return;
