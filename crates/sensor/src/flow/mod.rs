@@ -452,8 +452,24 @@ impl Candidate {
             .filter(|&(from, _)| from >= mine.next_offset())
             .unwrap_or((0, 0));
         mine.set_skip(skip_from, skip_to);
-        let mut deliver =
-            |d: Delivery<'_>| hand_over(session, &mut status, dir, d, ts, peer_ack, out);
+        // In-order bytes inside that range are body bytes the parser would
+        // only move past: handed over as skipped (their samples are still
+        // remembered for retransmissions), which costs the session a
+        // count instead of a parse.
+        let mut deliver = |d: Delivery<'_>| {
+            let d = match d {
+                Delivery::Data { offset, bytes }
+                    if skip_from <= offset && offset + bytes.len() as u64 <= skip_to =>
+                {
+                    Delivery::Skip {
+                        offset,
+                        len: bytes.len() as u64,
+                    }
+                }
+                d => d,
+            };
+            hand_over(session, &mut status, dir, d, ts, peer_ack, out)
+        };
         let piece = StreamSegment {
             seq: seg.seq,
             syn: seg.syn(),
