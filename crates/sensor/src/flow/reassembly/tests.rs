@@ -1015,6 +1015,36 @@ fn a_sampled_body_forgets_what_the_ring_held_before() {
 }
 
 #[test]
+fn the_lap_before_a_sampled_body_stays_comparable() {
+    // A whole lap of exact bytes, then a body that passes part of the ring
+    // without being remembered: the exact bytes it has not reached are
+    // still in the window and still compared, though the body's samples
+    // now share their bitmap words.
+    let w = 512usize;
+    let data = pattern(w + 300);
+    let mut h = H::with_syn(conf(|c| c.recent_window = w), 3);
+    h.at(0, &data[..w]);
+    h.s.set_skip(w as u64, 1 << 20);
+    h.at(w as u64, &data[w..]);
+    // The window is [300, 812): 300..512 is the exact lap, unreached.
+    assert_eq!(retransmit(&mut h, 300, &data[300..512]), CONSISTENT);
+    let mut c = data[300..512].to_vec();
+    c[5] ^= 1;
+    assert_eq!(retransmit(&mut h, 300, &c), CONFLICTING);
+    // The body's middle is not compared; its samples are.
+    assert_eq!(
+        retransmit(&mut h, w as u64 + 100, &data[w + 100..w + 200]),
+        UNVERIFIED
+    );
+    let mut c = data[w..w + 16].to_vec();
+    c[15] ^= 1;
+    assert_eq!(retransmit(&mut h, w as u64, &c), CONFLICTING);
+    let mut c = data[w + 284..w + 300].to_vec();
+    c[0] ^= 1;
+    assert_eq!(retransmit(&mut h, w as u64 + 284, &c), CONFLICTING);
+}
+
+#[test]
 fn bytes_after_a_body_are_remembered_whole() {
     let data = pattern(1400);
     let mut h = H::with_syn(ReassemblyConfig::default(), 1);
