@@ -339,7 +339,11 @@ impl Stream {
             } else {
                 // In order, perhaps overlapping delivered bytes at its front
                 // (picked up mid-stream, even bytes before offset 0: cut).
-                self.check_delivered(start, payload, ev);
+                // Starting at the next byte (nearly always), it overlaps
+                // nothing delivered.
+                if start < next {
+                    self.check_delivered(start, payload, ev);
+                }
                 let before = u64::try_from(-start).unwrap_or(0);
                 let cut = usize::try_from(before).map_or(payload.len(), |c| c.min(payload.len()));
                 let missing =
@@ -801,6 +805,9 @@ impl Stream {
 
     /// The peer acknowledged up to `ack`: holes before it will never be
     /// filled by the sender, so if data is held beyond them, declare them.
+    // The test inlined (most segments of most streams find nothing held),
+    // the rest out of line.
+    #[inline]
     pub fn peer_acked<F: FnMut(Delivery<'_>)>(
         &mut self,
         ack: u32,
@@ -809,9 +816,20 @@ impl Stream {
         ev: &mut StreamEvents,
         deliver: &mut F,
     ) {
-        if self.held.is_empty() {
-            return;
+        if !self.held.is_empty() {
+            self.declare_acked_holes(ack, cfg, budget, ev, deliver);
         }
+    }
+
+    /// [`Stream::peer_acked`] when pieces are held.
+    fn declare_acked_holes<F: FnMut(Delivery<'_>)>(
+        &mut self,
+        ack: u32,
+        cfg: &ReassemblyConfig,
+        budget: &mut Budget,
+        ev: &mut StreamEvents,
+        deliver: &mut F,
+    ) {
         let Some(acked) = self.acked_offset(ack) else {
             return;
         };
