@@ -328,6 +328,21 @@ impl RequestParser {
         (remaining > kept).then(|| (self.offset + kept, self.offset + remaining))
     }
 
+    /// `n` bytes inside the range [`RequestParser::skippable`] gave, moved
+    /// past as [`RequestParser::skip`] moves when they lie inside the
+    /// current message body (no token, no request comes of them); false,
+    /// with nothing changed, when they do not (`skip` then says what they
+    /// are).
+    #[inline]
+    pub fn skip_in_body(&mut self, n: u64) -> bool {
+        let remaining = self.tok.body_remaining();
+        if self.failed || remaining == 0 || n > remaining || self.tok.gap(n).is_err() {
+            return false;
+        }
+        self.offset += n;
+        true
+    }
+
     /// `n` bytes of the client stream arrived inside the range
     /// [`RequestParser::skippable`] gave, and were not kept: the parser
     /// moves past them as it would have (nothing was lost).
@@ -480,6 +495,60 @@ mod tests {
             assert_eq!(r[1].start_offset, len);
             assert_eq!(r[1].end_offset, pkg.len() as u64);
         }
+    }
+
+    /// Body bytes moved past with `skip_in_body` (where the parser says
+    /// it skips) give the requests feeding them gives; anywhere else it
+    /// declines and changes nothing.
+    #[test]
+    fn skipping_inside_a_body_is_feeding_it() {
+        let mut pkg = qmtp_package(b'\n', &"y".repeat(500), "a@example.org", &["b@example.com"]);
+        pkg.extend(qmtp_package(
+            b'\r',
+            &"w".repeat(300),
+            "",
+            &["c@example.net"],
+        ));
+        for (p, data) in [
+            (Protocol::Qmtp, pkg.clone()),
+            (Protocol::Qmqp, {
+                let mut items = ns(&[b'z'; 300]);
+                items.extend(ns(b"s@example.org"));
+                items.extend(ns(b"r@example.net"));
+                ns(&items)
+            }),
+        ] {
+            let want = parse(p, &data, 7);
+            let mut parser = RequestParser::new(p, 0);
+            let mut out = Vec::new();
+            let mut at = 0;
+            let mut skipped = 0;
+            while at < data.len() {
+                if let Some((from, to)) = parser.skippable() {
+                    if from == parser.offset() {
+                        let n = (to - from).min(37);
+                        assert!(parser.skip_in_body(n));
+                        skipped += n;
+                        at += n as usize;
+                        continue;
+                    }
+                }
+                let end = (at + 7).min(data.len());
+                parser.feed(&data[at..end], 7, &mut out);
+                at = end;
+            }
+            parser.finish(9, &mut out);
+            let got: Vec<Request> = out.into_iter().map(|RequestEvent::Request(r)| r).collect();
+            assert!(skipped > 200, "{p:?}: {skipped}");
+            assert_eq!(got, want, "{p:?}");
+        }
+        // Outside a body: declined, nothing changed.
+        let mut parser = RequestParser::new(Protocol::Qmtp, 0);
+        assert!(!parser.skip_in_body(1));
+        assert_eq!(parser.offset(), 0);
+        let mut out = Vec::new();
+        parser.feed(&pkg, 7, &mut out);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

@@ -899,10 +899,16 @@ impl Session {
         }
         match self.client.as_mut() {
             Some(p) if self.client_dir == Some(dir) => {
-                let mut events = std::mem::take(&mut self.scratch_requests);
-                p.skip(n, ts, &mut events);
-                self.on_requests(&mut events, ts, out);
-                self.scratch_requests = events;
+                // Inside the body (nearly always) the parser only moves on:
+                // no request comes of it.
+                if p.skip_in_body(n) {
+                    self.try_confirm(ts, out);
+                } else {
+                    let mut events = std::mem::take(&mut self.scratch_requests);
+                    p.skip(n, ts, &mut events);
+                    self.on_requests(&mut events, ts, out);
+                    self.scratch_requests = events;
+                }
                 Status::Continue
             }
             // Only a client parser hands out skip ranges; anything else is
