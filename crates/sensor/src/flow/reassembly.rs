@@ -470,17 +470,23 @@ impl Stream {
     #[inline]
     fn remember_sample(&mut self, offset: u64, bytes: &[u8]) {
         const N: usize = BODY_SAMPLE as usize;
+        let Ok(src) = <&[u8; N]>::try_from(bytes) else {
+            return self.remember_whole(offset, bytes);
+        };
+        if self.ring == 0 {
+            return;
+        }
         let i = ring_index(offset, self.ring);
-        let dst = self
+        match self
             .recent
             .get_mut(i..)
-            .and_then(|r| r.first_chunk_mut::<N>());
-        match (dst, bytes.first_chunk::<N>()) {
-            (Some(dst), Some(src)) if bytes.len() == N && self.ring > 0 => {
+            .and_then(|r| r.first_chunk_mut::<N>())
+        {
+            Some(dst) => {
                 *dst = *src;
                 set_sample_bits(&mut self.remembered, i);
             }
-            _ => self.remember_whole(offset, bytes),
+            None => self.remember_whole(offset, bytes),
         }
     }
 
