@@ -3,7 +3,11 @@
 # capture file:
 #
 #   qmwatch replay --quiet --output /dev/null FILE          (1 worker, then 2,
-#                                                            then 1 with --mmap)
+#                                                            then 1 always
+#                                                            reading the file
+#                                                            (--no-mmap), 1
+#                                                            always mapping it
+#                                                            (--mmap))
 #   tcpdump -r FILE -w /dev/null                            (libpcap just reading)
 #   cat FILE > /dev/null                                    (the floor: reading it)
 #   flow_floor FILE            (a floor for flow tracking: examples/flow_floor.rs
@@ -76,7 +80,10 @@ add() {
 # shellcheck disable=SC2086
 add "qmwatch-1w" "$qmwatch replay --quiet --output /dev/null --workers 1 ${QMWATCH_ARGS:-} $(printf %q "$file")"
 add "qmwatch-2w" "$qmwatch replay --quiet --output /dev/null --workers 2 ${QMWATCH_ARGS:-} $(printf %q "$file")"
-# Mapped instead of read: which costs less depends on the machine.
+# Each way of getting the file's bytes on its own (the runs above probe a
+# file of 64 MiB or more and take the cheaper): which costs less depends on
+# the machine.
+add "qmwatch-1w-read" "$qmwatch replay --quiet --output /dev/null --workers 1 --no-mmap ${QMWATCH_ARGS:-} $(printf %q "$file")"
 add "qmwatch-1w-map" "$qmwatch replay --quiet --output /dev/null --workers 1 --mmap ${QMWATCH_ARGS:-} $(printf %q "$file")"
 if command -v tcpdump >/dev/null; then
   add "tcpdump" "tcpdump -r $(printf %q "$file") -w /dev/null"
@@ -183,7 +190,7 @@ for ((i = 0; i < n; i++)); do
   if [ "${names[$i]}" = cat ]; then cat_us=$(median "$tmp/us.$i"); fi
 done
 
-printf '%-12s %9s %8s %8s %11s %8s %8s %9s %9s\n' \
+printf '%-15s %9s %8s %8s %11s %8s %8s %9s %9s\n' \
   tool "median s" "Gbit/s" "Mpkt/s" "vs tcpdump" "vs cat" "CPU s" "CPU/pkt" "peak RSS"
 for ((i = 0; i < n; i++)); do
   us=$(median "$tmp/us.$i")
@@ -201,7 +208,7 @@ for ((i = 0; i < n; i++)); do
        s = us / 1e6
        cs = "-"; cp = "-"
        if (cpu != "-") { cs = sprintf("%.3f", cpu / 1e6); if (pk > 0) cp = sprintf("%.0f ns", cpu * 1000 / pk) }
-       printf "%-12s %9.3f %8.2f %8.2f %11s %8s %8s %9s %9s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, vscat, cs, cp, rss
+       printf "%-15s %9.3f %8.2f %8.2f %11s %8s %8s %9s %9s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, vscat, cs, cp, rss
      }'
 done
 echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than libpcap reading the file;"

@@ -49,7 +49,7 @@ fn run(capture: &Path, events: &Path, workers: usize, policy: &Arc<Policy>) -> R
         workers,
         flow: FlowConfig::default(),
         block_size: 1 << 20,
-        map_files: false,
+        access: Default::default(),
         policy: Arc::clone(policy),
         alert_window_ns: None,
         defer: Default::default(),

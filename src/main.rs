@@ -26,7 +26,7 @@ use qmwatch_sensor::detect::policy::{Policy, PolicyBuilder};
 use qmwatch_sensor::event::Observer;
 use qmwatch_sensor::flow::{self, FlowConfig};
 use qmwatch_sensor::pipeline::{
-    replay, Defer, Destinations, Progress, ReplayConfig, RunOptions, RunReport,
+    replay, Defer, Destinations, FileAccess, Progress, ReplayConfig, RunOptions, RunReport,
 };
 use qmwatch_sensor::sink::{syslog, Output, OutputConfig, Rotation};
 
@@ -231,10 +231,14 @@ struct ReplayArgs {
     decode_in: DecodeIn,
     /// Map regular capture files into memory and read them in place,
     /// instead of copying them into blocks. Which is faster depends on the
-    /// machine (`benches/compare.sh FILE` times both); a file cut while
-    /// mapped is reported as truncated, as when read.
-    #[arg(long)]
+    /// machine: by default a file of 64 MiB or more is probed (both ways, on
+    /// its first 8 MiB) and read the cheaper way; the summary says which.
+    /// A file cut while mapped is reported as truncated, as when read
+    #[arg(long, conflicts_with = "no_mmap")]
     mmap: bool,
+    /// Always copy capture files into blocks, never map them (see --mmap)
+    #[arg(long)]
+    no_mmap: bool,
     /// Also write a `qmwatch.stats` event every DURATION of wall time and
     /// one at the end (off by default: a replay's events are only its
     /// findings).
@@ -639,7 +643,7 @@ struct Run<'a> {
     policy: &'a PolicyArgs,
     alert_window_ns: Option<u64>,
     block_size: usize,
-    map_files: bool,
+    access: FileAccess,
     decode_in: DecodeIn,
     stats_interval_ns: Option<u64>,
 }
@@ -661,7 +665,7 @@ fn start(run: Run<'_>) -> Result<RunReport, String> {
         workers: usize::from(run.engine.workers),
         flow: run.engine.flow(),
         block_size: run.block_size,
-        map_files: run.map_files,
+        access: run.access,
         policy: Arc::new(policy),
         alert_window_ns: run.alert_window_ns,
         defer: run.decode_in.into(),
@@ -684,7 +688,11 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
         policy: &a.policy,
         alert_window_ns: a.alert_window,
         block_size: a.block_size as usize,
-        map_files: a.mmap,
+        access: match (a.mmap, a.no_mmap) {
+            (true, _) => FileAccess::Map,
+            (_, true) => FileAccess::Read,
+            _ => FileAccess::Auto,
+        },
         decode_in: a.decode_in,
         stats_interval_ns: a.stats_interval,
     }) {
@@ -726,7 +734,7 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         policy: &a.policy,
         alert_window_ns: None,
         block_size: 1 << 20,
-        map_files: false,
+        access: FileAccess::Auto,
         decode_in: DecodeIn::Auto,
         stats_interval_ns: None,
     }) {

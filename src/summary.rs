@@ -63,6 +63,25 @@ fn throughput(s: &mut String, r: &RunReport) {
             String::new()
         }
     );
+    if r.mode == Mode::Replay {
+        file_access(s, r);
+    }
+}
+
+/// How a replay read its files: mapped or copied, and, when the cheaper
+/// way was measured, the figures it was chosen on.
+fn file_access(s: &mut String, r: &RunReport) {
+    let a = &r.file_access;
+    let _ = write!(s, "  capture files: mapped {}, read {}", a.mapped, a.read);
+    if let Some(p) = a.probe {
+        let (read, map) = p.per_mib_us();
+        let _ = write!(
+            s,
+            " (probe: reading {read:.0} us/MiB, mapping {map:.0} us/MiB: {})",
+            if p.prefers_map() { "mapped" } else { "read" }
+        );
+    }
+    let _ = writeln!(s);
 }
 
 /// Live capture's drops (a replay drops nothing), and the capture loss

@@ -129,7 +129,12 @@ fn a_bad_file_does_not_stop_the_others() {
 
 #[test]
 fn bad_flags_are_rejected() {
-    for args in [&["replay", "--workers", "0", "x.pcap"][..], &["replay"]] {
+    for args in [
+        &["replay", "--workers", "0", "x.pcap"][..],
+        &["replay"],
+        // Map and never map at once.
+        &["replay", "--mmap", "--no-mmap", "x.pcap"],
+    ] {
         let o = qmwatch(args);
         assert_eq!(o.status.code(), Some(2));
         let err = String::from_utf8_lossy(&o.stderr);

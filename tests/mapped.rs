@@ -125,7 +125,10 @@ fn mapped_and_read_replays_agree() {
         }
         seen += 1;
         let mut outputs = Vec::new();
-        for (i, extra) in [&[][..], &["--mmap"][..]].into_iter().enumerate() {
+        for (i, extra) in [&[][..], &["--mmap"][..], &["--no-mmap"][..]]
+            .into_iter()
+            .enumerate()
+        {
             let events = dir.path().join(format!("{seen}-{i}.jsonl"));
             let out = Command::new(env!("CARGO_BIN_EXE_qmwatch"))
                 .args(["replay", "--workers", "1", "-o"])
@@ -138,13 +141,93 @@ fn mapped_and_read_replays_agree() {
             let summary: String = String::from_utf8_lossy(&out.stderr)
                 .lines()
                 // Timings and queue peaks differ from run to run.
+                // and how the file was read is the point of the flag.
                 .filter(|l| {
-                    !l.contains("wall") && !l.contains("queue peak") && !l.contains("per packet")
+                    !l.contains("wall")
+                        && !l.contains("queue peak")
+                        && !l.contains("per packet")
+                        && !l.contains("capture files:")
                 })
                 .collect();
             outputs.push((std::fs::read(&events).unwrap(), summary));
         }
         assert_eq!(outputs[0], outputs[1], "{name}");
+        assert_eq!(outputs[0], outputs[2], "{name}");
     }
     assert!(seen >= 7, "fixtures found: {seen}");
+}
+
+/// Runs `qmwatch replay` with `extra` flags on `capture`; returns the events
+/// and the summary's line on how the capture files were read.
+fn replay_how(
+    capture: &std::path::Path,
+    extra: &[&str],
+    events: &std::path::Path,
+) -> (Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qmwatch"))
+        .args(["replay", "--workers", "1", "-o"])
+        .arg(events)
+        .args(extra)
+        .arg(capture)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{extra:?}: {err}");
+    let how = err
+        .lines()
+        .find(|l| l.contains("capture files:"))
+        .unwrap_or_else(|| panic!("no line on how the file was read: {err}"))
+        .trim()
+        .to_string();
+    (std::fs::read(events).unwrap(), how)
+}
+
+/// A file of 64 MiB or more is probed by default (reading against
+/// mapping), and the summary says what was measured and chosen; the flags
+/// override the probe; whichever way it is read, the events are the same.
+/// A smaller file is read without a probe.
+#[test]
+fn a_large_file_is_probed_and_read_the_cheaper_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/qmtp-open-relay-2209.pcap"
+    );
+    let small = std::path::Path::new(fixture);
+    let (_, how) = replay_how(small, &[], &dir.path().join("small.jsonl"));
+    assert_eq!(how, "capture files: mapped 0, read 1");
+
+    // The fixture (classic pcap, Ethernet, snap length 256 KiB), then
+    // 64 MiB of frames of zeros, which are not IP: skipped, counted.
+    let big = dir.path().join("big.pcap");
+    let mut bytes = std::fs::read(fixture).unwrap();
+    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    let frame = 64 << 10;
+    for i in 0..(64 << 20) / frame {
+        bytes.extend_from_slice(&(2_000_000_000u32 + i as u32).to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&(frame as u32).to_le_bytes());
+        bytes.extend_from_slice(&(frame as u32).to_le_bytes());
+        bytes.resize(bytes.len() + frame, 0);
+    }
+    std::fs::write(&big, &bytes).unwrap();
+
+    let (auto_events, how) = replay_how(&big, &[], &dir.path().join("auto.jsonl"));
+    let chosen = if how.starts_with("capture files: mapped 1, read 0 (probe: reading ") {
+        "mapped"
+    } else {
+        assert!(
+            how.starts_with("capture files: mapped 0, read 1 (probe: reading "),
+            "{how}"
+        );
+        "read"
+    };
+    assert!(how.ends_with(&format!(" us/MiB: {chosen})")), "{how}");
+    let (mapped, how) = replay_how(&big, &["--mmap"], &dir.path().join("map.jsonl"));
+    assert_eq!(how, "capture files: mapped 1, read 0");
+    let (read, how) = replay_how(&big, &["--no-mmap"], &dir.path().join("read.jsonl"));
+    assert_eq!(how, "capture files: mapped 0, read 1");
+    assert!(!read.is_empty());
+    assert_eq!(auto_events, read);
+    assert_eq!(mapped, read);
 }

@@ -53,6 +53,7 @@ use crate::flow::prefetch::prefetch;
 use crate::flow::{flow_tag, tag_of, worker_of, FlowConfig, FlowStats, FlowTable};
 use crate::sink::{Fanout, Output, OutputConfig, OutputStats, SinkStats, Sinks};
 use qmwatch_proto::Record;
+pub use qmwatch_wire::capture::access::{AccessProbe, FileAccess};
 use qmwatch_wire::capture::file::{PacketRecord, ReaderStats};
 use qmwatch_wire::capture::{Batch, BatchLists, Block, DECODED_HERE};
 use qmwatch_wire::decode::{DecodeStats, Decoded, Decoder, Segment};
@@ -69,9 +70,9 @@ pub struct ReplayConfig {
     pub workers: usize,
     pub flow: FlowConfig,
     pub block_size: usize,
-    /// Map regular capture files and frame them where they are, instead of
-    /// reading them into blocks (`--mmap`).
-    pub map_files: bool,
+    /// Read regular capture files into blocks, or map them and frame them
+    /// where they are (`--mmap`, `--no-mmap`; by default the cheaper here).
+    pub access: FileAccess,
     /// Site policy that judges services and relaying.
     pub policy: Arc<Policy>,
     /// Fold repeated relay alerts into one per window (packet-time ns).
@@ -280,6 +281,17 @@ pub struct SourceReport {
     pub interrupted: bool,
     /// Capture file bytes read (replay).
     pub capture_bytes: u64,
+    /// How the capture files were read (replay).
+    pub file_access: FileAccessReport,
+}
+
+/// How a replay's capture files were read: how many were mapped, how many
+/// read (standard input included), and what the last probe measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileAccessReport {
+    pub mapped: u64,
+    pub read: u64,
+    pub probe: Option<AccessProbe>,
 }
 
 /// Where packets come from: a capture loop that reads blocks, runs them
@@ -602,6 +614,7 @@ pub struct RunReport {
     pub interrupted: bool,
     pub workers: usize,
     pub capture_bytes: u64,
+    pub file_access: FileAccessReport,
 }
 
 pub(crate) fn new_histogram() -> Histogram<u64> {
@@ -1001,7 +1014,7 @@ pub fn replay(
     let source = FileSource {
         files: cfg.files.clone(),
         block_size: cfg.block_size,
-        map_files: cfg.map_files,
+        access: cfg.access,
         defer: cfg.defer,
         progress,
     };
@@ -1190,6 +1203,7 @@ impl Running {
             interrupted: src.interrupted,
             workers,
             capture_bytes: src.capture_bytes,
+            file_access: src.file_access,
         })
     }
 }

@@ -15,7 +15,8 @@ use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Defer, Feed, Mode, Source, SourceReport, Splitter};
+use super::{Defer, Feed, FileAccessReport, Mode, Source, SourceReport, Splitter};
+use qmwatch_wire::capture::access::{choose, FileAccess};
 use qmwatch_wire::capture::file::{
     CaptureError, CaptureReader, MappedReader, PacketRecord, ReaderStats,
 };
@@ -41,11 +42,11 @@ pub struct FileSource {
     pub files: Vec<String>,
     /// Bytes read per block.
     pub block_size: usize,
-    /// Map regular, non-empty files and frame them where they are, instead
-    /// of reading them. No copy, but the kernel maps every page and takes
-    /// it back: which costs less depends on the machine (on the project's
-    /// AMD machine reading is faster; `benches/compare.sh` times both).
-    pub map_files: bool,
+    /// Read regular files or map them and frame them where they are. No
+    /// copy, but the kernel maps every page and takes it back: which costs
+    /// less depends on the machine, so by default a large file is probed
+    /// and the cheaper way kept ([`FileAccess::Auto`]).
+    pub access: FileAccess,
     /// When frames are left to the workers to decode.
     pub defer: Defer,
     /// Told how far the files are read.
@@ -84,7 +85,7 @@ impl Source for FileSource {
         let mut records: Vec<PacketRecord> = Vec::new();
         let mut done_before = 0u64;
         'files: for name in &self.files {
-            let mut reader = match open(name, self.map_files) {
+            let mut reader = match open(name, self.access, &mut report.file_access) {
                 Ok(r) => r,
                 Err(e) => {
                     report.errors.push(e);
@@ -184,9 +185,11 @@ impl Input {
 }
 
 /// Opens capture file `name` (`-`: standard input) and reads its header.
-/// With `map`, a regular, non-empty file is mapped; anything else, or a
-/// file whose mapping fails, is read.
-fn open(name: &str, map: bool) -> Result<Input, String> {
+/// A regular, non-empty file is mapped when `access` says so (with
+/// [`FileAccess::Auto`], when the probe finds mapping cheaper); anything
+/// else, or a file whose mapping fails, is read. `report` counts the files
+/// each way and keeps the last probe.
+fn open(name: &str, access: FileAccess, report: &mut FileAccessReport) -> Result<Input, String> {
     let input: Box<dyn Read> = if name == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -198,12 +201,27 @@ fn open(name: &str, map: bool) -> Result<Input, String> {
                 if meta.as_ref().is_some_and(|m| m.is_dir()) {
                     return Err(format!("{name}: Is a directory"));
                 }
-                if map && meta.is_some_and(|m| m.is_file() && m.len() > 0) {
+                let mappable = meta.is_some_and(|m| m.is_file() && m.len() > 0);
+                if access != FileAccess::Read && mappable {
                     match Mapping::new(f) {
                         Ok(map) => {
-                            return MappedReader::new(name, Arc::new(map), supported_link_type)
-                                .map(Input::Mapped)
-                                .map_err(|e| e.to_string());
+                            let (mapped, probe) = choose(access, &map);
+                            report.probe = probe.or(report.probe);
+                            match map.try_clone_file() {
+                                // Read after all: the mapping is dropped
+                                // (unmapped) before the first read.
+                                Ok(f) if !mapped => Box::new(f),
+                                _ => {
+                                    report.mapped += 1;
+                                    return MappedReader::new(
+                                        name,
+                                        Arc::new(map),
+                                        supported_link_type,
+                                    )
+                                    .map(Input::Mapped)
+                                    .map_err(|e| e.to_string());
+                                }
+                            }
                         }
                         Err((f, _)) => Box::new(f),
                     }
@@ -214,6 +232,7 @@ fn open(name: &str, map: bool) -> Result<Input, String> {
             Err(e) => return Err(format!("{name}: {e}")),
         }
     };
+    report.read += 1;
     CaptureReader::new(name, input, supported_link_type)
         .map(Input::Read)
         .map_err(|e| e.to_string())

@@ -254,6 +254,18 @@ impl Mapping {
         n.min(self.fault_offset().unwrap_or(usize::MAX))
     }
 
+    /// Reads file bytes at `offset` into `buf`, as `pread` (the file, not
+    /// the mapping: what the read path would get).
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_at(buf, offset)
+    }
+
+    /// A second handle to the mapped file (for reading it instead).
+    pub fn try_clone_file(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Offset of the lowest page replaced by zeros after a fault, if any.
     pub fn fault_offset(&self) -> Option<usize> {
         let f = TABLE
@@ -264,7 +276,7 @@ impl Mapping {
 
     /// Gives back the pages of `start..start + len` (they fault back in if
     /// touched again).
-    fn release(&self, start: usize, len: usize) {
+    pub(crate) fn release(&self, start: usize, len: usize) {
         // Also the pages just before: faulting the first page of this window
         // mapped its neighbours (fault-around) again, after the previous
         // window had given them back; without this they would stay, a few

@@ -3,7 +3,8 @@
 //! Owns: capture sources (capture files in [`file`](mod@file); a live interface through
 //! libpcap in `live`, behind the `live` feature, with `fanout` joining
 //! several handles into one kernel `PACKET_FANOUT` group; regular files
-//! mapped into memory in [`mapping`] — `fanout` and `mapping`, with
+//! mapped into memory in [`mapping`], and which of reading and mapping a
+//! replay uses for a file in [`access`] — `fanout` and `mapping`, with
 //! `flow::prefetch`, are the only code of qmwatch allowed `unsafe`) and the
 //! buffers packets live in. Packets are read in large blocks that are
 //! shared, read-only, with every worker through an [`Arc<Block>`]; a worker
@@ -19,6 +20,8 @@
 //! Must not: decode packets, or block forever: every buffer and queue is
 //! bounded.
 
+#[cfg(unix)]
+pub mod access;
 #[cfg(all(feature = "live", target_os = "linux"))]
 pub mod fanout;
 pub mod file;

@@ -81,7 +81,7 @@ impl<R: io::Read> Fill<R> for MapFill<'_> {
 /// loads, instead of one memory latency per record as the framer walks its chain of
 /// record lengths (measured on a 1 GiB capture of 1 KiB packets: user time 0.21-0.24 s
 /// warmed against 0.27-0.32 s framing cold pages).
-fn warm(bytes: &[u8], len: usize) {
+pub(crate) fn warm(bytes: &[u8], len: usize) {
     let mut x = 0u8;
     for b in bytes
         .get(..len.min(bytes.len()))

@@ -33,7 +33,7 @@
 mod error;
 mod frame;
 #[cfg(unix)]
-mod mapped;
+pub(crate) mod mapped;
 mod pcap;
 mod pcapng;
 mod record;

@@ -1,0 +1,229 @@
+//! Reading a capture file or mapping it: which costs less on this machine.
+//!
+//! Reading copies every byte out of the page cache into a block; mapping
+//! copies nothing, but the kernel maps each page and takes it back when its
+//! window is done. Which of the two is cheaper is a property of the machine,
+//! not of the file: on one of the project's machines (AMD, a virtual
+//! machine) reading replayed a capture of large packets 1.4× faster than
+//! mapping it, on another (Intel) mapping was 1.35× faster. So a replay
+//! measures both on the first megabytes of each large file and keeps the
+//! cheaper ([`probe`], [`FileAccess::Auto`]).
+//!
+//! Owns: the choice between reading and mapping a regular file, the
+//! measurement behind it ([`AccessProbe`]), and the user's override.
+//!
+//! Must not: change what is read (both ways give the same records, byte
+//! for byte: `file::mapped`'s contract), take more than a few milliseconds,
+//! or keep pages: the pages the probe maps are given back, and the buffer it
+//! reads into is one block.
+
+use std::time::Instant;
+
+use crate::capture::file::mapped::warm;
+use crate::capture::mapping::Mapping;
+
+/// How a replay gets the bytes of a regular capture file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileAccess {
+    /// Measure both on a large file and use the cheaper; read a small one.
+    #[default]
+    Auto,
+    /// Always read (`--no-mmap`).
+    Read,
+    /// Always map (`--mmap`).
+    Map,
+}
+
+/// Files smaller than this are read without a probe: on them the two ways
+/// differ by a few milliseconds at most, about what the probe itself costs.
+pub const PROBE_MIN_FILE: usize = 64 << 20;
+/// Bytes each probe step reads or maps: one block of the read path.
+pub const PROBE_CHUNK: usize = 1 << 20;
+/// Steps of each way; they alternate (read, map, map, read, …) over
+/// consecutive chunks of the file, so that a drift in the machine's load,
+/// or in how much of the file is cached, hits both alike.
+pub const PROBE_STEPS: usize = 4;
+/// Mapping is chosen only when it is at least this much cheaper (per
+/// cent). A mapped replay can pay more than the probe sees: on the AMD
+/// machine mapping and
+/// reading cost the same in a probe-like loop, yet a replay of large
+/// packets took 1.4× as long mapped; on the Intel one the probe gives
+/// mapping 0.67–0.75 of reading's cost and the replay 0.74 of its time.
+pub const MAP_MARGIN_PERCENT: u64 = 20;
+
+/// What the probe measured: the cheapest step of each way, in nanoseconds
+/// per chunk (the least disturbed by a neighbour's load or a preemption).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessProbe {
+    /// `pread` of a chunk into a block-sized buffer.
+    pub read_ns: u64,
+    /// Touching every cache line of a mapped chunk (the faults the framer
+    /// would take) and giving its pages back.
+    pub map_ns: u64,
+    /// Bytes each step covered.
+    pub chunk: usize,
+}
+
+impl AccessProbe {
+    /// True when mapping costs at least [`MAP_MARGIN_PERCENT`] less.
+    pub fn prefers_map(&self) -> bool {
+        self.map_ns.saturating_mul(100)
+            < self
+                .read_ns
+                .saturating_mul(100u64.saturating_sub(MAP_MARGIN_PERCENT))
+    }
+
+    /// The probe's figures in microseconds per MiB, for the summary.
+    pub fn per_mib_us(&self) -> (f64, f64) {
+        let mib = self.chunk as f64 / f64::from(1u32 << 20);
+        let us = |ns: u64| ns as f64 / 1000.0 / mib.max(f64::MIN_POSITIVE);
+        (us(self.read_ns), us(self.map_ns))
+    }
+}
+
+/// Measures reading against mapping on the first `2 × steps` chunks of
+/// `map`'s file (`chunk` bytes each). None when the file is shorter than
+/// that, or a read fails. The mapped chunks' pages are given back.
+pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
+    let chunk = chunk.max(1);
+    let need = chunk.checked_mul(steps.checked_mul(2)?)?;
+    if steps == 0 || map.len() < need {
+        return None;
+    }
+    // One block, touched first so that its page faults are not counted
+    // against reading (the read path reuses its blocks).
+    let mut buf = vec![1u8; chunk];
+    let (mut read_ns, mut map_ns) = (u64::MAX, u64::MAX);
+    for i in 0..steps * 2 {
+        let off = i * chunk;
+        // Alternate in pairs: read, map, map, read, read, map, …
+        let read_first = (i / 2) % 2 == 0;
+        let reads = (i % 2 == 0) == read_first;
+        let t = Instant::now();
+        if reads {
+            read_chunk(map, &mut buf, off)?;
+        } else {
+            warm(map.bytes().get(off..off + chunk).unwrap_or_default(), chunk);
+            map.release(off, chunk);
+        }
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let best = if reads { &mut read_ns } else { &mut map_ns };
+        *best = (*best).min(ns);
+    }
+    Some(AccessProbe {
+        read_ns,
+        map_ns,
+        chunk,
+    })
+}
+
+/// Reads `buf.len()` bytes of the file at `off`. None if a read fails or
+/// the file ends first (cut since it was mapped).
+fn read_chunk(map: &Mapping, buf: &mut [u8], off: usize) -> Option<()> {
+    let mut done = 0;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        match map.read_at(rest, (off + done) as u64) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => done += n,
+        }
+    }
+    Some(())
+}
+
+/// Whether to map a regular file of `len` bytes already mapped as `map`,
+/// and the measurement if one was taken.
+pub fn choose(access: FileAccess, map: &Mapping) -> (bool, Option<AccessProbe>) {
+    match access {
+        FileAccess::Read => (false, None),
+        FileAccess::Map => (true, None),
+        FileAccess::Auto if map.len() < PROBE_MIN_FILE => (false, None),
+        FileAccess::Auto => match probe(map, PROBE_CHUNK, PROBE_STEPS) {
+            Some(p) => (p.prefers_map(), Some(p)),
+            None => (false, None),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn probe_of(read_ns: u64, map_ns: u64) -> AccessProbe {
+        AccessProbe {
+            read_ns,
+            map_ns,
+            chunk: 1 << 20,
+        }
+    }
+
+    /// Mapping must be clearly cheaper: equal, or a few per cent, reads.
+    #[test]
+    fn mapping_is_chosen_only_when_clearly_cheaper() {
+        assert!(probe_of(1000, 700).prefers_map());
+        assert!(probe_of(1000, 799).prefers_map());
+        assert!(!probe_of(1000, 800).prefers_map());
+        assert!(!probe_of(1000, 900).prefers_map());
+        assert!(!probe_of(1000, 1000).prefers_map());
+        assert!(!probe_of(1000, 1400).prefers_map());
+        // Saturating, not wrapping, at the extremes.
+        assert!(!probe_of(u64::MAX, u64::MAX).prefers_map());
+        assert!(probe_of(u64::MAX, 1).prefers_map());
+        assert_eq!(probe_of(2000, 1000).per_mib_us(), (2.0, 1.0));
+    }
+
+    /// A mapped, unlinked file of `len` bytes (byte `i` is `i % 251`), and
+    /// a second handle to it, to cut it.
+    fn mapped_file(len: usize) -> (std::fs::File, Mapping) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("qmwatch-access-{}-{n}.bin", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let keep = f.try_clone().unwrap();
+        let map = Mapping::new(f).map_err(|(_, e)| e).unwrap();
+        (keep, map)
+    }
+
+    #[test]
+    fn the_probe_times_both_ways_and_leaves_the_bytes_as_they_were() {
+        let (_f, map) = mapped_file(64 << 10);
+        let p = probe(&map, 4096, 4).unwrap();
+        assert!(p.read_ns > 0 && p.map_ns > 0 && p.read_ns < u64::MAX);
+        assert_eq!(p.chunk, 4096);
+        // Pages given back fault in again with the file's bytes.
+        let b = map.bytes();
+        assert!(b.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
+    }
+
+    #[test]
+    fn a_file_too_short_for_the_probe_is_not_probed() {
+        let (_f, map) = mapped_file(8 * 4096 - 1);
+        assert_eq!(probe(&map, 4096, 4), None);
+        assert_eq!(probe(&map, 4096, 0), None);
+        assert_eq!(probe(&map, usize::MAX, 4), None);
+        assert!(probe(&map, 4096, 3).is_some());
+        // Below the automatic choice's size: read, and nothing measured.
+        assert_eq!(choose(FileAccess::Auto, &map), (false, None));
+        assert_eq!(choose(FileAccess::Map, &map), (true, None));
+        assert_eq!(choose(FileAccess::Read, &map), (false, None));
+    }
+
+    /// A file cut after it was mapped: the probe's read comes up short and
+    /// nothing is measured (the mapped side's fault is the SIGBUS guard's).
+    #[test]
+    fn a_file_cut_before_the_probe_gives_no_measurement() {
+        let (f, map) = mapped_file(64 << 10);
+        f.set_len(4096).unwrap();
+        assert_eq!(probe(&map, 4096, 4), None);
+    }
+}
