@@ -77,9 +77,10 @@ const NO_FAULT: usize = usize::MAX;
 /// Pages are given back in runs of this many bytes of the file, not window
 /// by window: each `MADV_DONTNEED` flushes the TLB of every CPU the
 /// process runs on, an interrupt to the other core that, in a virtual
-/// machine, costs microseconds (on the Intel machine a mapped replay of
-/// 1 MiB windows spent 8 % of its worker's time there; giving pages back
-/// 4 MiB at a time made it 6–11 % faster, resident memory +1 MiB).
+/// machine, costs microseconds (on the Intel machine, in a mapped replay
+/// of 1 MiB windows, 6 % of all samples were the worker sending it and
+/// waiting; giving pages back 4 MiB at a time made the replay 3–8 %
+/// faster, resident memory +1 MiB).
 const RELEASE_RUN: usize = 4 << 20;
 
 struct Slot {
