@@ -182,7 +182,7 @@ fn replay_how(
     (std::fs::read(events).unwrap(), how)
 }
 
-/// A file of 64 MiB or more is probed by default (reading against
+/// A file of 128 MiB or more is probed by default (reading against
 /// mapping), and the summary says what was measured and chosen; the flags
 /// override the probe; whichever way it is read, the events are the same.
 /// A smaller file is read without a probe.
@@ -198,12 +198,12 @@ fn a_large_file_is_probed_and_read_the_cheaper_way() {
     assert_eq!(how, "capture files: mapped 0, read 1");
 
     // The fixture (classic pcap, Ethernet, snap length 256 KiB), then
-    // 64 MiB of frames of zeros, which are not IP: skipped, counted.
+    // 128 MiB of frames of zeros, which are not IP: skipped, counted.
     let big = dir.path().join("big.pcap");
     let mut bytes = std::fs::read(fixture).unwrap();
     assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
     let frame = 64 << 10;
-    for i in 0..(64 << 20) / frame {
+    for i in 0..(128 << 20) / frame {
         bytes.extend_from_slice(&(2_000_000_000u32 + i as u32).to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
         bytes.extend_from_slice(&(frame as u32).to_le_bytes());

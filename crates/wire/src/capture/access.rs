@@ -35,14 +35,18 @@ pub enum FileAccess {
 }
 
 /// Files smaller than this are read without a probe: on them the two ways
-/// differ by a few milliseconds at most, about what the probe itself costs.
-pub const PROBE_MIN_FILE: usize = 64 << 20;
+/// differ by a few milliseconds at most, about what the probe itself costs
+/// (and the probe reads a tenth of such a file).
+pub const PROBE_MIN_FILE: usize = 128 << 20;
 /// Bytes each probe step reads or maps: one block of the read path.
 pub const PROBE_CHUNK: usize = 1 << 20;
 /// Steps of each way; they alternate (read, map, map, read, …) over
 /// consecutive chunks of the file, so that a drift in the machine's load,
-/// or in how much of the file is cached, hits both alike.
-pub const PROBE_STEPS: usize = 4;
+/// or in how much of the file is cached, hits both alike. With four, the
+/// ratio of a probe's first run on the Intel machine spread over 0.61–0.93
+/// (so a file was sometimes read where mapping replays it 0.75 of the
+/// time); with eight, 0.65–0.84. The probe then takes about 2 ms.
+pub const PROBE_STEPS: usize = 8;
 /// Mapping is chosen only when it is at least this much cheaper (per
 /// cent). A mapped replay can pay more than the probe sees: on the AMD
 /// machine mapping and reading cost the same in a probe-like loop (within
@@ -60,7 +64,8 @@ pub struct AccessProbe {
     /// `pread` of a chunk into a block-sized buffer.
     pub read_ns: u64,
     /// Touching every cache line of a mapped chunk (the faults the framer
-    /// would take) and giving its pages back.
+    /// would take), and a share of giving the pages of all the mapped
+    /// chunks back in one call (as a replay gives pages back in runs).
     pub map_ns: u64,
     /// Bytes each step covered.
     pub chunk: usize,
@@ -106,17 +111,24 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
             read_chunk(map, &mut buf, off)?;
         } else {
             warm(map.bytes().get(off..off + chunk).unwrap_or_default(), chunk);
-            map.release(off, chunk);
         }
-        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let best = if reads { &mut read_ns } else { &mut map_ns };
-        *best = (*best).min(ns);
+        *best = (*best).min(elapsed_ns(t));
     }
+    // Pages are given back in runs of several windows (`mapping`): one
+    // call for all the mapped chunks, its cost shared among them.
+    let t = Instant::now();
+    map.release(0, need);
+    let give_back = elapsed_ns(t) / steps as u64;
     Some(AccessProbe {
         read_ns,
-        map_ns,
+        map_ns: map_ns.saturating_add(give_back),
         chunk,
     })
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Reads `buf.len()` bytes of the file at `off`. None if a read fails or
