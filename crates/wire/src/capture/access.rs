@@ -40,12 +40,13 @@ pub enum FileAccess {
 pub const PROBE_MIN_FILE: usize = 128 << 20;
 /// Bytes each probe step reads or maps: one block of the read path.
 pub const PROBE_CHUNK: usize = 1 << 20;
-/// Steps of each way; they alternate (read, map, map, read, …) over
-/// consecutive chunks of the file, so that a drift in the machine's load,
-/// or in how much of the file is cached, hits both alike. With four, the
-/// ratio of a probe's first run on the Intel machine spread over 0.61–0.93
-/// (so a file was sometimes read where mapping replays it 0.75 of the
-/// time); with eight, 0.65–0.84. The probe then takes about 2 ms.
+/// Steps of each way, in pairs spread over the file (which of a pair goes
+/// first alternates), so that a drift in the machine's load, or in how
+/// much of the file is cached, hits both alike. With four chunks of each
+/// at the file's start, the ratio of a probe's first run on the Intel
+/// machine spread over 0.61–0.93 (so a file was sometimes read where
+/// mapping replays it in 0.75 of the time); with eight, 0.65–0.84. The
+/// probe takes about 2 ms.
 pub const PROBE_STEPS: usize = 8;
 /// Mapping is chosen only when it is at least this much cheaper (per
 /// cent). A mapped replay can pay more than the probe sees: on the AMD
@@ -88,37 +89,46 @@ impl AccessProbe {
     }
 }
 
-/// Measures reading against mapping on the first `2 × steps` chunks of
-/// `map`'s file (`chunk` bytes each). None when the file is shorter than
-/// that, or a read fails. The mapped chunks' pages are given back.
+/// Measures reading against mapping on `steps` pairs of chunks (`chunk`
+/// bytes each, one read and one mapped in each pair, which goes first
+/// alternating) spread evenly over `map`'s file. None when the file is
+/// shorter than the pairs, or a read fails. The mapped chunks' pages are
+/// given back.
 pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
     let chunk = chunk.max(1);
-    let need = chunk.checked_mul(steps.checked_mul(2)?)?;
+    let pair = chunk.checked_mul(2)?;
+    let need = pair.checked_mul(steps)?;
     if steps == 0 || map.len() < need {
         return None;
     }
+    // Spread, not the first megabytes only: what each way costs differs
+    // from one part of a file to another, with how the kernel holds its
+    // pages (on the Intel machine, reading a capture's first 16 MiB took
+    // 160-210 µs a MiB and giving their mapped pages back 24 µs; 200 MiB
+    // in, 110-120 and 3).
+    let spacing = map.len() / steps / chunk * chunk;
     // One block, touched first so that its page faults are not counted
     // against reading (the read path reuses its blocks).
     let mut buf = vec![1u8; chunk];
     let (mut read_ns, mut map_ns) = (u64::MAX, u64::MAX);
-    for i in 0..steps * 2 {
-        let off = i * chunk;
-        // Alternate in pairs: read, map, map, read, read, map, …
-        let read_first = (i / 2) % 2 == 0;
-        let reads = (i % 2 == 0) == read_first;
-        let t = Instant::now();
-        if reads {
-            read_chunk(map, &mut buf, off)?;
-        } else {
-            warm(map.bytes().get(off..off + chunk).unwrap_or_default(), chunk);
+    for p in 0..steps {
+        for half in 0..2 {
+            let off = p * spacing + half * chunk;
+            let reads = (half == 0) == (p % 2 == 0);
+            let t = Instant::now();
+            if reads {
+                read_chunk(map, &mut buf, off)?;
+            } else {
+                warm(map.bytes().get(off..off + chunk).unwrap_or_default(), chunk);
+            }
+            let best = if reads { &mut read_ns } else { &mut map_ns };
+            *best = (*best).min(elapsed_ns(t));
         }
-        let best = if reads { &mut read_ns } else { &mut map_ns };
-        *best = (*best).min(elapsed_ns(t));
     }
     // Pages are given back in runs of several windows (`mapping`): one
     // call for all the mapped chunks, its cost shared among them.
     let t = Instant::now();
-    map.release(0, need);
+    map.release(0, (steps - 1) * spacing + pair);
     let give_back = elapsed_ns(t) / steps as u64;
     Some(AccessProbe {
         read_ns,
