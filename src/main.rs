@@ -232,7 +232,7 @@ struct ReplayArgs {
     /// Map regular capture files into memory and read them in place,
     /// instead of copying them into blocks. Which is faster depends on the
     /// machine: by default a file of 128 MiB or more is probed (both ways, on
-    /// its first 16 MiB) and read the cheaper way; the summary says which.
+    /// 16 MiB spread over it) and read the cheaper way; the summary says which.
     /// A file cut while mapped is reported as truncated, as when read
     #[arg(long, conflicts_with = "no_mmap")]
     mmap: bool,
