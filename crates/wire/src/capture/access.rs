@@ -2,12 +2,12 @@
 //!
 //! Reading copies every byte out of the page cache into a block; mapping
 //! copies nothing, but the kernel maps each page and takes it back when its
-//! window is done. Which of the two is cheaper is a property of the machine,
-//! not of the file: on one of the project's machines (AMD, a virtual
-//! machine) reading replayed a capture of large packets 1.4× faster than
-//! mapping it, on another (Intel) mapping was 1.35× faster. So a replay
-//! measures both on the first megabytes of each large file and keeps the
-//! cheaper ([`probe`], [`FileAccess::Auto`]).
+//! window is done. Which of the two is cheaper depends on the machine (and
+//! on how its kernel holds the file's pages): on one of the project's
+//! machines (AMD, a virtual machine) reading replayed a capture of large
+//! packets 1.4× faster than mapping it, on another (Intel) mapping was
+//! 1.35× faster. So a replay measures both on chunks spread over each large
+//! file and keeps the cheaper ([`probe`], [`FileAccess::Auto`]).
 //!
 //! Owns: the choice between reading and mapping a regular file, the
 //! measurement behind it ([`AccessProbe`]), and the user's override.
@@ -171,7 +171,7 @@ pub fn choose(access: FileAccess, map: &Mapping) -> (bool, Option<AccessProbe>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::capture::mapping::tests::file_with;
 
     fn probe_of(read_ns: u64, map_ns: u64) -> AccessProbe {
         AccessProbe {
@@ -199,20 +199,8 @@ mod tests {
     /// A mapped, unlinked file of `len` bytes (byte `i` is `i % 251`), and
     /// a second handle to it, to cut it.
     fn mapped_file(len: usize) -> (std::fs::File, Mapping) {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("qmwatch-access-{}-{n}.bin", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        f.write_all(&bytes).unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let f = file_with(&bytes);
         let keep = f.try_clone().unwrap();
         let map = Mapping::new(f).map_err(|(_, e)| e).unwrap();
         (keep, map)

@@ -396,4 +396,4 @@ impl Drop for Window {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,8 +6,15 @@ use std::io::Write;
 
 /// An unlinked file of `len` bytes of 0x5a (it lives while open).
 fn file_of(len: usize) -> File {
-    let path =
-        std::env::temp_dir().join(format!("qmwatch-mapping-{}-{len}.bin", std::process::id()));
+    file_with(&vec![0x5a; len])
+}
+
+/// An unlinked file holding `bytes` (it lives while open; each has its own
+/// name while it is made, so tests running at once do not share one).
+pub(crate) fn file_with(bytes: &[u8]) -> File {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("qmwatch-mapping-{}-{n}.bin", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -15,7 +22,7 @@ fn file_of(len: usize) -> File {
         .truncate(true)
         .open(&path)
         .unwrap();
-    f.write_all(&vec![0x5a; len]).unwrap();
+    f.write_all(bytes).unwrap();
     std::fs::remove_file(&path).unwrap();
     f
 }
