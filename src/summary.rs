@@ -1,9 +1,10 @@
 //! The end-of-run summary printed on standard error.
 //!
 //! Owns: the wording and order of the summary's lines, made from a
-//! [`RunReport`]: throughput, capture drops and loss, flows, sessions and
-//! events, each output, everything skipped or dropped (by a stable
-//! snake_case name), memory peaks and worker time.
+//! [`RunReport`]: throughput (and how a replay read its capture files:
+//! mapped or copied, and the probe's figures), capture drops and loss,
+//! flows, sessions and events, each output, everything skipped or dropped
+//! (by a stable snake_case name), memory peaks and worker time.
 //!
 //! Must not: count anything itself (the pipeline does), or print the
 //! errors (`exit::finish_run` prints each on its own line after it).
