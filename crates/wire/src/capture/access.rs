@@ -45,14 +45,15 @@ pub const PROBE_CHUNK: usize = 1 << 20;
 /// much of the file is cached, hits both alike. With four chunks of each
 /// at the file's start, the ratio of a probe's first run on the Intel
 /// machine spread over 0.61–0.93 (so a file was sometimes read where
-/// mapping replays it in 0.75 of the time); with eight, 0.65–0.84. The
-/// probe takes about 2 ms.
+/// mapping replays it in 0.75 of the time); with eight at the start,
+/// 0.65–0.88; with eight pairs spread over the file, 0.62–0.85, every
+/// run on the right side of the margin. The probe takes about 2 ms.
 pub const PROBE_STEPS: usize = 8;
 /// Mapping is chosen only when it is at least this much cheaper (per
 /// cent). A mapped replay can pay more than the probe sees: on the AMD
 /// machine mapping and reading cost the same in a probe-like loop (within
 /// ±8 %), yet a replay of large packets took 1.4× as long mapped (that was
-/// before pages were given back in runs, which took 8 % off a mapped
+/// before pages were given back in runs, which took 3–8 % off a mapped
 /// replay on the Intel machine). On the Intel machine the probe gives
 /// mapping 0.67–0.94 of reading's cost, and a mapped replay takes 0.74–0.98
 /// of a read one's time. So a near tie reads.
