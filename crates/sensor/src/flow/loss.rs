@@ -82,6 +82,7 @@ impl LossTrack {
         self.flags & (flag << d) != 0
     }
 
+    #[inline(always)]
     fn data(&mut self, d: usize, seq: u32, len: u32) {
         let end = seq.wrapping_add(len);
         if !self.has(SEEN, d) {
@@ -118,6 +119,7 @@ impl LossTrack {
         }
     }
 
+    #[inline(always)]
     fn ack(&mut self, d: usize, a: u32) -> (u64, u64) {
         if !self.has(ACKED, d) {
             self.acked[d] = a;

@@ -1124,6 +1124,7 @@ impl FlowTable {
     /// the NIC), later segments must hold it too, or be valid: any other
     /// value is corrupted, dropped and reported. Otherwise (zero, stale)
     /// the direction is not checked again.
+    #[inline(always)]
     fn checksum_accepts(
         &mut self,
         i: u32,
@@ -1266,6 +1267,7 @@ impl FlowTable {
     /// Only segments that carry data, FIN or RST are judged.
     // Long: one check per sign of chaff, in the order an endpoint drops such a segment.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn chaff_accepts(
         &mut self,
         i: u32,
@@ -1405,6 +1407,7 @@ impl FlowTable {
     /// A segment of an open flow that passed the checksum and chaff checks:
     /// SYN bookkeeping, then, for a flow without a session, the admission
     /// of its first payload; then the candidate's reassembly and session.
+    #[inline(always)]
     fn open_segment(
         &mut self,
         i: u32,
