@@ -14,8 +14,8 @@
 //!
 //! Must not: change what is read (both ways give the same records, byte
 //! for byte: `file::mapped`'s contract), take more than a few milliseconds,
-//! or keep pages: the pages the probe maps are given back, and the blocks it
-//! reads into ([`PROBE_BUFFERS`] of them) are unmapped when it is done.
+//! or keep pages: the pages the probe maps are given back, and the buffer it
+//! reads into is one block.
 
 use std::time::Instant;
 
@@ -49,20 +49,6 @@ pub const PROBE_CHUNK: usize = 1 << 20;
 /// 0.65–0.88; with eight pairs spread over the file, 0.62–0.85, every
 /// run on the right side of the margin. The probe takes about 2 ms.
 pub const PROBE_STEPS: usize = 8;
-/// Blocks the probe reads into, in turn, as the read path's pool hands out
-/// a different block for each read: a copy's cost depends on where its
-/// destination is. Into one block, reused, the copy wrote to lines already
-/// in the core's cache on a machine whose cache per core holds a block
-/// (the Intel machine: 2 MiB of L2); the probe then gave reading 0.80–0.97
-/// of its replays' cost against mapping and read files whose mapped replay
-/// was 0.65–0.86 of the time (qmtp-heavy was mapped in 4 of 12 replays).
-/// Four blocks (more than any current x86 core's L2) leave each
-/// destination out of that cache by the time it is used again, as a
-/// replay's pool does: 8 of 12. On a machine with a smaller L2 (the AMD
-/// machine: 512 KiB) one block did not stay there either, and nothing
-/// changes. The first use of each block pays its page faults; the
-/// cheapest step of the eight, which the probe keeps, is a later one.
-pub const PROBE_BUFFERS: usize = 4;
 /// Mapping is chosen only when it is at least this much cheaper (per
 /// cent). A mapped replay can pay more than the probe sees: on the AMD
 /// machine mapping and reading cost the same in a probe-like loop (within
@@ -77,8 +63,7 @@ pub const MAP_MARGIN_PERCENT: u64 = 10;
 /// per chunk (the least disturbed by a neighbour's load or a preemption).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccessProbe {
-    /// `pread` of a chunk into a block, a different one each time (see
-    /// [`PROBE_BUFFERS`]).
+    /// `pread` of a chunk into a block-sized buffer.
     pub read_ns: u64,
     /// Touching every cache line of a mapped chunk (the faults the framer
     /// would take), and a share of giving the pages of all the mapped
@@ -123,9 +108,9 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
     // 160-210 µs a MiB and giving their mapped pages back 24 µs; 200 MiB
     // in, 110-120 and 3).
     let spacing = map.len() / steps / chunk * chunk;
-    // Mapped apart from the heap, so that the allocator's thresholds are
-    // not moved by the probe's blocks, and unmapped when it is done.
-    let mut blocks = memmap2::MmapMut::map_anon(chunk.checked_mul(PROBE_BUFFERS)?).ok()?;
+    // One block, touched first so that its page faults are not counted
+    // against reading (the read path reuses its blocks).
+    let mut buf = vec![1u8; chunk];
     let (mut read_ns, mut map_ns) = (u64::MAX, u64::MAX);
     for p in 0..steps {
         for half in 0..2 {
@@ -133,8 +118,7 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
             let reads = (half == 0) == (p % 2 == 0);
             let t = Instant::now();
             if reads {
-                let at = block_of(p, chunk);
-                read_chunk(map, blocks.get_mut(at..at.checked_add(chunk)?)?, off)?;
+                read_chunk(map, &mut buf, off)?;
             } else {
                 warm(map.bytes().get(off..off + chunk).unwrap_or_default(), chunk);
             }
@@ -152,12 +136,6 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
         map_ns: map_ns.saturating_add(give_back),
         chunk,
     })
-}
-
-/// Where in the probe's blocks the read of pair `pair` goes: each pair's
-/// read into the next block (see [`PROBE_BUFFERS`]).
-fn block_of(pair: usize, chunk: usize) -> usize {
-    pair % PROBE_BUFFERS * chunk
 }
 
 fn elapsed_ns(since: Instant) -> u64 {
@@ -238,30 +216,6 @@ mod tests {
         // Pages given back fault in again with the file's bytes.
         let b = map.bytes();
         assert!(b.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
-    }
-
-    /// No read reuses a block before the others have been used: what keeps
-    /// a read's destination out of the core's cache, as in a replay.
-    #[test]
-    fn the_probe_reads_into_each_block_in_turn() {
-        let chunk = 1 << 20;
-        let blocks: Vec<usize> = (0..PROBE_STEPS).map(|p| block_of(p, chunk)).collect();
-        for (p, at) in blocks.iter().enumerate() {
-            assert!(
-                at + chunk <= PROBE_BUFFERS * chunk,
-                "pair {p} outside the blocks"
-            );
-            let since = p.saturating_sub(PROBE_BUFFERS - 1);
-            let recent = &blocks[since..p];
-            assert!(
-                !recent.contains(at),
-                "pair {p} reused a block among {recent:?}"
-            );
-        }
-        assert!(
-            PROBE_BUFFERS * chunk > 2 << 20,
-            "the blocks must outsize a 2 MiB L2"
-        );
     }
 
     #[test]
