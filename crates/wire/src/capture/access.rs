@@ -9,13 +9,21 @@
 //! 1.35× faster. So a replay measures both on chunks spread over each large
 //! file and keeps the cheaper ([`probe`], [`FileAccess::Auto`]).
 //!
+//! What is timed is what the capture thread, which sets the pace on large
+//! packets, would pay: the copy of a read; the page faults of a mapped
+//! chunk, while another thread gives the previous chunk's pages back (in a
+//! replay the worker done with a window gives its pages back, and the
+//! kernel then interrupts every core running the process to drop them from
+//! its TLB). Giving pages back is not timed itself: in a replay it is the
+//! worker's, and the worker waits on large packets.
+//!
 //! Owns: the choice between reading and mapping a regular file, the
 //! measurement behind it ([`AccessProbe`]), and the user's override.
 //!
 //! Must not: change what is read (both ways give the same records, byte
 //! for byte: `file::mapped`'s contract), take more than a few milliseconds,
-//! or keep pages: the pages the probe maps are given back, and the buffer it
-//! reads into is one block.
+//! or keep pages or threads: the pages the probe maps are given back, the
+//! buffer it reads into is one block, and its helper thread ends with it.
 
 use std::time::Instant;
 
@@ -47,16 +55,20 @@ pub const PROBE_CHUNK: usize = 1 << 20;
 /// machine spread over 0.61–0.93 (so a file was sometimes read where
 /// mapping replays it in 0.75 of the time); with eight at the start,
 /// 0.65–0.88; with eight pairs spread over the file, 0.62–0.85, every
-/// run on the right side of the margin. The probe takes about 2 ms.
+/// run on the right side of the margin. The probe takes 3–5 ms.
 pub const PROBE_STEPS: usize = 8;
 /// Mapping is chosen only when it is at least this much cheaper (per
 /// cent). A mapped replay can pay more than the probe sees: on the AMD
 /// machine mapping and reading cost the same in a probe-like loop (within
-/// ±8 %), yet a replay of large packets took 1.4× as long mapped (that was
-/// before pages were given back in runs, which took 3–8 % off a mapped
-/// replay on the Intel machine). On the Intel machine the probe gives
-/// mapping 0.67–0.94 of reading's cost, and a mapped replay takes 0.74–0.98
-/// of a read one's time. So a near tie reads.
+/// ±8 %, one thread, pages given back in the same thread), yet a replay of
+/// large packets took 1.4× as long mapped (that was before pages were
+/// given back in runs, which took 3–8 % off a mapped replay on the Intel
+/// machine). On the Intel machine a probe that timed giving pages back in
+/// its own thread gave mapping 0.80–0.97 of reading's cost, and mapped
+/// qmtp-heavy in 1 of 12 replays, where a mapped replay takes 0.86 of a
+/// read one's time; with the pages given back by a second thread while the
+/// next chunk is mapped: 0.70–0.88, and mapped in 12 of 12 (mixed: 9 of 12,
+/// then 12 of 12). So a near tie reads.
 pub const MAP_MARGIN_PERCENT: u64 = 10;
 
 /// What the probe measured: the cheapest step of each way, in nanoseconds
@@ -66,8 +78,8 @@ pub struct AccessProbe {
     /// `pread` of a chunk into a block-sized buffer.
     pub read_ns: u64,
     /// Touching every cache line of a mapped chunk (the faults the framer
-    /// would take), and a share of giving the pages of all the mapped
-    /// chunks back in one call (as a replay gives pages back in runs).
+    /// would take) while another thread gives the previous mapped chunk's
+    /// pages back (as a worker gives a window back in a replay).
     pub map_ns: u64,
     /// Bytes each step covered.
     pub chunk: usize,
@@ -94,7 +106,8 @@ impl AccessProbe {
 /// bytes each, one read and one mapped in each pair, which goes first
 /// alternating) spread evenly over `map`'s file. None when the file is
 /// shorter than the pairs, or a read fails. The mapped chunks' pages are
-/// given back.
+/// given back: each by a helper thread while the next is mapped (by this
+/// thread, untimed, if the helper cannot be started), the last at the end.
 pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
     let chunk = chunk.max(1);
     let pair = chunk.checked_mul(2)?;
@@ -112,28 +125,56 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
     // against reading (the read path reuses its blocks).
     let mut buf = vec![1u8; chunk];
     let (mut read_ns, mut map_ns) = (u64::MAX, u64::MAX);
-    for p in 0..steps {
-        for half in 0..2 {
-            let off = p * spacing + half * chunk;
-            let reads = (half == 0) == (p % 2 == 0);
-            let t = Instant::now();
-            if reads {
-                read_chunk(map, &mut buf, off)?;
-            } else {
+    let mut last_mapped = None;
+    std::thread::scope(|s| -> Option<()> {
+        let (give, given) = crossbeam_channel::bounded::<usize>(1);
+        let (gone, gone_rx) = crossbeam_channel::bounded::<()>(1);
+        // Stands in for a replay's worker, which gives a window's pages
+        // back while the capture thread maps the next (see above).
+        let helper = std::thread::Builder::new()
+            .name("qmwatch-probe".into())
+            .spawn_scoped(s, move || {
+                for off in given {
+                    map.release(off, chunk);
+                    if gone.send(()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        for p in 0..steps {
+            for half in 0..2 {
+                let off = p * spacing + half * chunk;
+                let reads = (half == 0) == (p % 2 == 0);
+                if reads {
+                    let t = Instant::now();
+                    read_chunk(map, &mut buf, off)?;
+                    read_ns = read_ns.min(elapsed_ns(t));
+                    continue;
+                }
+                let before = last_mapped.replace(off);
+                let handed = helper.is_some() && before.is_some_and(|b| give.send(b).is_ok());
+                let t = Instant::now();
                 warm(map.bytes().get(off..off + chunk).unwrap_or_default(), chunk);
+                map_ns = map_ns.min(elapsed_ns(t));
+                // Not timed: the next step starts with nothing going back.
+                match before {
+                    Some(_) if handed => {
+                        let _ = gone_rx.recv();
+                    }
+                    Some(b) => map.release(b, chunk),
+                    None => {}
+                }
             }
-            let best = if reads { &mut read_ns } else { &mut map_ns };
-            *best = (*best).min(elapsed_ns(t));
         }
+        Some(())
+    })?;
+    if let Some(off) = last_mapped {
+        map.release(off, chunk);
     }
-    // Pages are given back in runs of several windows (`mapping`): one
-    // call for all the mapped chunks, its cost shared among them.
-    let t = Instant::now();
-    map.release(0, (steps - 1) * spacing + pair);
-    let give_back = elapsed_ns(t) / steps as u64;
     Some(AccessProbe {
         read_ns,
-        map_ns: map_ns.saturating_add(give_back),
+        map_ns,
         chunk,
     })
 }
@@ -172,7 +213,8 @@ pub fn choose(access: FileAccess, map: &Mapping) -> (bool, Option<AccessProbe>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::mapping::tests::file_with;
+    use crate::capture::mapping::tests::{file_with, resident_kib};
+    use crate::capture::mapping::FAULT_AROUND;
 
     fn probe_of(read_ns: u64, map_ns: u64) -> AccessProbe {
         AccessProbe {
@@ -216,6 +258,22 @@ mod tests {
         // Pages given back fault in again with the file's bytes.
         let b = map.bytes();
         assert!(b.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
+    }
+
+    /// Every mapped chunk's pages go back (by the helper thread, the last
+    /// at the end): at most the pages fault-around mapped past a chunk's
+    /// end stay, not the chunks. (Chunks of 2 MiB, on 2 MiB boundaries: a
+    /// kernel that keeps a file in large folios maps a whole folio, up to
+    /// 2 MiB, at the first fault, and unmaps it whole.)
+    #[test]
+    fn the_probe_gives_back_every_chunk_it_mapped() {
+        let chunk = 2 << 20;
+        let (_f, map) = mapped_file(4 * 2 * chunk);
+        assert_eq!(resident_kib(&map), 0);
+        assert!(probe(&map, chunk, 4).is_some());
+        let left = resident_kib(&map);
+        let bound = (4 * FAULT_AROUND / 1024) as u64;
+        assert!(left <= bound, "{left} KiB still mapped, bound {bound} KiB");
     }
 
     #[test]

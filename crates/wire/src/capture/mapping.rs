@@ -71,7 +71,7 @@ use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 const SLOTS: usize = 64;
 /// How far behind a faulting page the kernel maps pages already in the page
 /// cache (`fault_around_bytes`, 64 KiB by default).
-const FAULT_AROUND: usize = 64 << 10;
+pub(crate) const FAULT_AROUND: usize = 64 << 10;
 /// No fault recorded.
 const NO_FAULT: usize = usize::MAX;
 /// Pages are given back in runs of this many bytes of the file, not window

@@ -120,7 +120,7 @@ fn touch(b: &[u8]) -> u64 {
 
 /// The pages of `map` mapped in this process now, in KiB (`Rss` of its
 /// entry in /proc/self/smaps).
-fn resident_kib(map: &Mapping) -> u64 {
+pub(crate) fn resident_kib(map: &Mapping) -> u64 {
     let start = format!("{:x}-", map.bytes().as_ptr() as usize);
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
