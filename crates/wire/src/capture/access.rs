@@ -64,10 +64,10 @@ pub const PROBE_STEPS: usize = 8;
 /// large packets took 1.4× as long mapped (that was before pages were
 /// given back in runs, which took 3–8 % off a mapped replay on the Intel
 /// machine). On the Intel machine a probe that timed giving pages back in
-/// its own thread gave mapping 0.80–0.97 of reading's cost, and mapped
+/// its own thread gave mapping 0.81–1.01 of reading's cost, and mapped
 /// qmtp-heavy in 1 of 12 replays, where a mapped replay takes 0.86 of a
 /// read one's time; with the pages given back by a second thread while the
-/// next chunk is mapped: 0.70–0.88, and mapped in 12 of 12 (mixed: 9 of 12,
+/// next chunk is mapped: 0.70–0.89, and mapped in 12 of 12 (mixed: 9 of 12,
 /// then 12 of 12). So a near tie reads.
 pub const MAP_MARGIN_PERCENT: u64 = 10;
 
