@@ -257,11 +257,27 @@ impl Session {
     fn push_anomaly(&mut self, a: Anomaly, out: &mut Vec<Record>) {
         if self.confirmed.is_some() {
             out.push(Record::Anomaly(Box::new(a)));
-        } else if self.held.len() < MAX_HELD_ANOMALIES {
-            self.held.push(a);
-        } else {
-            self.counters.anomalies_dropped_unconfirmed += 1;
+            return;
         }
+        if self.held.len() < MAX_HELD_ANOMALIES {
+            self.held.push(a);
+            return;
+        }
+        // Full. An evasion sign goes in, and the latest anomaly that is not
+        // one goes: the signs are what reports a flow the session then
+        // rejects (`take_evasion_signs`), and chaff with bad checksums,
+        // which a sender of chaff adds at will, would otherwise fill the
+        // list first and silence the conflict that follows.
+        let place = a
+            .kind
+            .is_evasion_sign()
+            .then(|| self.held.iter().rposition(|h| !h.kind.is_evasion_sign()))
+            .flatten();
+        if let Some(i) = place {
+            self.held.remove(i);
+            self.held.push(a);
+        }
+        self.counters.anomalies_dropped_unconfirmed += 1;
     }
 
     /// Why the session stopped reading the flow as QMTP/QMQP, once it

@@ -929,6 +929,52 @@ fn evasion_signs_only_from_a_session_the_client_side_rejected() {
     assert!(out.is_empty(), "{out:#?}");
 }
 
+/// Held anomalies are capped, but anomalies that are no evasion sign
+/// (chaff with bad checksums, which a sender of chaff adds at will) do not
+/// crowd out the sign that follows them: the conflict is what reports the
+/// flow when the session then rejects it. Once the list holds signs only,
+/// a further one is dropped (and counted) like any other.
+#[test]
+fn evasion_signs_are_not_crowded_out_of_the_held_anomalies() {
+    let cap = super::MAX_HELD_ANOMALIES;
+    let mut s = session(25);
+    let mut out = Vec::new();
+    for i in 0..cap + 3 {
+        raise(
+            &mut s,
+            NOT_AN_EVASION_SIGN,
+            &format!("chaff {i}"),
+            1,
+            &mut out,
+        );
+    }
+    raise(&mut s, OVERLAP, "the conflict", 2, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.held_anomalies().len(), cap);
+    let last = s.held_anomalies().last().map(kind_name);
+    assert_eq!(last.as_deref(), Some(OVERLAP), "the sign is kept, last");
+    assert_eq!(s.counters.anomalies_dropped_unconfirmed, 4);
+    assert_eq!(
+        s.data(CLIENT, 0, b"EHLO x\r\n", 3, None, &mut out),
+        Status::Reject
+    );
+    let signs = s.take_evasion_signs();
+    assert_eq!(signs.len(), 1, "{signs:#?}");
+    assert_eq!(signs[0].detail, "the conflict");
+
+    // Signs fill the list: a later one is dropped, the earlier stay.
+    let mut s = session(25);
+    for i in 0..cap + 1 {
+        raise(&mut s, OVERLAP, &format!("sign {i}"), 1, &mut out);
+    }
+    assert_eq!(s.held_anomalies().len(), cap);
+    assert_eq!(
+        s.held_anomalies()[cap - 1].detail,
+        format!("sign {}", cap - 1)
+    );
+    assert_eq!(s.counters.anomalies_dropped_unconfirmed, 1);
+}
+
 /// The flow layer may have seen the client's first bytes before the
 /// session existed: that sample (at most 48 bytes, completed from later
 /// client bytes) is what the wrong-protocol anomaly reports.
