@@ -1,6 +1,8 @@
 //! Evasion variants made by a third-party rewriter: tcprewrite's fragroute
 //! engine (Debian's `tcpreplay` package), applied to every fixture, plus
-//! flows picked up mid-stream and captures cut mid-session.
+//! flows picked up mid-stream and captures cut mid-session; and, made here
+//! and the same every run, chaff with one right checksum per connection
+//! (`chaff_with_one_right_checksum`).
 //!
 //! Each fixture is first rebuilt as Ethernet with valid IP and TCP
 //! checksums (the fixtures, taken on loopback, carry offloaded ones), so
@@ -520,5 +522,125 @@ fn fragroute_variants_of_every_fixture() {
     }
     std::fs::write(&out, &table).unwrap();
     eprintln!("{table}");
+    assert!(missed.is_empty(), "\n{}", missed.join("\n\n"));
+}
+
+/// Where in a direction's stream the one chaff copy with a right checksum
+/// goes (see [`chaff_with_one_right_checksum`]).
+#[derive(Clone, Copy, Debug)]
+enum Spot {
+    First,
+    Middle,
+    Last,
+}
+
+/// Every data segment cut into 8-byte pieces (in reverse order when
+/// `reversed`), each piece sent after a copy of it with other bytes, as
+/// fragroute's `tcp_seg 8` and `tcp_chaff rexmit` make them. The copies
+/// carry a wrong checksum, but in every connection one: the copy of the
+/// piece that holds byte `spot` of direction `dir`'s stream has a right
+/// one. An on-path sender of chaff can always give it a right checksum;
+/// tcprewrite's chaff has one by chance (its checksum field is the real
+/// segment's: one copy in 65,536).
+fn chaffed(pkts: &[Pkt], dir: usize, spot: Spot, reversed: bool) -> Vec<Frame> {
+    let (conns, conn_of) = connections(pkts);
+    let mut placed = vec![false; conns.len()];
+    let mut state = 0x2545_f491_u32;
+    let mut other_byte = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state as u8
+    };
+    let mut out = Vec::new();
+    for (i, p) in pkts.iter().enumerate() {
+        let t = match p {
+            Pkt::Tcp(t) if !t.payload.is_empty() && !t.has(TCP_SYN) => t,
+            Pkt::Tcp(t) => {
+                out.push(frame(t));
+                continue;
+            }
+            Pkt::Other(f) => {
+                out.push(f.clone());
+                continue;
+            }
+        };
+        let Some(c) = conn_of[i].map(|ci| (ci, &conns[ci])) else {
+            out.push(frame(t));
+            continue;
+        };
+        let (ci, conn) = c;
+        let d = conn.dir(t);
+        let len = conn.streams[d].len();
+        let target = match spot {
+            Spot::First => 0,
+            Spot::Middle => len / 2,
+            Spot::Last => len.saturating_sub(1),
+        };
+        let cuts: Vec<usize> = (8..t.payload.len()).step_by(8).collect();
+        let mut pieces = t.split_at(&cuts);
+        if reversed {
+            pieces.reverse();
+        }
+        for piece in pieces {
+            let at = conn.offset(t) + piece.seq.wrapping_sub(t.seq) as usize;
+            let mut chaff = piece.clone();
+            chaff.payload.iter_mut().for_each(|b| *b = other_byte());
+            if chaff.payload == piece.payload {
+                chaff.payload[0] ^= 0xff;
+            }
+            let right = d == dir && !placed[ci] && (at..at + piece.payload.len()).contains(&target);
+            placed[ci] |= right;
+            chaff.bad_checksum = !right;
+            out.push(frame(&chaff));
+            out.push(frame(&piece));
+        }
+    }
+    out
+}
+
+/// Chaff with one right checksum per connection, ahead of the piece it
+/// copies: in the client's or the server's stream, at its first byte, its
+/// middle or its last, the pieces in order or reversed. Whichever copy the
+/// endpoint took, the sensor must report the flow's findings or an anomaly
+/// on it, never lose it in silence (a chaff copy of a server's first reply
+/// bytes once made a flow vanish: the session took the server for another
+/// protocol, and a copy of a reply's last bytes had its conflict crowded
+/// out by the bad-checksum chaff before it). Deterministic, and no
+/// tcprewrite needed.
+#[test]
+fn chaff_with_one_right_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows: Vec<String> = Vec::new();
+    let mut missed = Vec::new();
+    for path in captures() {
+        let labels = labels(&path);
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let negative = labels["services"].as_array().unwrap().is_empty();
+        let pkts: Vec<Pkt> = read_capture(&path).iter().map(parse).collect();
+        let base = dir.path().join(format!("{name}.pcap"));
+        write_pcap(&base, &rebuilt(&pkts));
+        let clean = findings(&replay(&labels, &base));
+        let mut cells = Vec::new();
+        for reversed in [false, true] {
+            for (side, d) in [("client", 0), ("server", 1)] {
+                for spot in [Spot::First, Spot::Middle, Spot::Last] {
+                    let out = dir.path().join(format!("{name}-chaff.pcap"));
+                    write_pcap(&out, &chaffed(&pkts, d, spot, reversed));
+                    let cell = judge(negative, &clean, &replay(&labels, &out), |_, _, _| false);
+                    let what = format!(
+                        "{side} {spot:?}{}",
+                        if reversed { ", reversed" } else { "" }
+                    );
+                    if let Cell::Missed(why) = &cell {
+                        missed.push(format!("{what} on {name}:\n  {why}"));
+                    }
+                    cells.push(format!("{what}: {}", cell.text()));
+                }
+            }
+        }
+        rows.push(format!("{name}: {}", cells.join("; ")));
+    }
+    eprintln!("{}", rows.join("\n"));
     assert!(missed.is_empty(), "\n{}", missed.join("\n\n"));
 }

@@ -1561,6 +1561,14 @@ impl FlowTable {
         let first_new = out.len();
         cand.raise_fragment_notes(seg, out);
         let (status, ev) = cand.reassemble(dir, seg, payload, &cfg, &mut self.budget, out);
+        // Rejected on bytes that include this direction's first ones (its
+        // stream starts with this segment): keep them, as admission keeps
+        // the bytes it rejects a flow on, so that another copy of them
+        // with other content is noticed (`first_bytes_again`). Chaff with a
+        // right checksum ahead of a server's first reply would otherwise
+        // end the flow without a word.
+        let starts_stream = cand.streams.get(dir).and_then(|s| s.offset_of(seg.seq)) == Some(0);
+        let keep = status == Status::Reject && starts_stream && !payload.is_empty();
         if seg.fin() {
             flow.fin |= 1 << dir;
         }
@@ -1569,6 +1577,9 @@ impl FlowTable {
         let both_done = flow.fin == 3;
         let now = cand.session.stored_bytes();
         let before = std::mem::replace(&mut cand.accounted, now);
+        if keep {
+            flow.keep_sample(dir, seg, payload);
+        }
         self.account(before, now, &ev);
         self.note_services(out.get(first_new..).unwrap_or_default());
         self.settle_candidate(i, status, rst_ok || both_done, seg.ts, out);
