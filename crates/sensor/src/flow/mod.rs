@@ -1567,8 +1567,9 @@ impl FlowTable {
         // with other content is noticed (`first_bytes_again`). Chaff with a
         // right checksum ahead of a server's first reply would otherwise
         // end the flow without a word.
-        let starts_stream = cand.streams.get(dir).and_then(|s| s.offset_of(seg.seq)) == Some(0);
-        let keep = status == Status::Reject && starts_stream && !payload.is_empty();
+        let keep = status == Status::Reject
+            && !payload.is_empty()
+            && cand.streams.get(dir).and_then(|s| s.offset_of(seg.seq)) == Some(0);
         if seg.fin() {
             flow.fin |= 1 << dir;
         }
