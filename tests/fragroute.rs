@@ -565,11 +565,11 @@ fn chaffed(pkts: &[Pkt], dir: usize, spot: Spot, reversed: bool) -> Vec<Frame> {
                 continue;
             }
         };
-        let Some(c) = conn_of[i].map(|ci| (ci, &conns[ci])) else {
+        let Some(ci) = conn_of[i] else {
             out.push(frame(t));
             continue;
         };
-        let (ci, conn) = c;
+        let conn = &conns[ci];
         let d = conn.dir(t);
         let len = conn.streams[d].len();
         let target = match spot {

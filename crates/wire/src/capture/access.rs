@@ -130,8 +130,10 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
         let (give, given) = crossbeam_channel::bounded::<usize>(1);
         let (gone, gone_rx) = crossbeam_channel::bounded::<()>(1);
         // Stands in for a replay's worker, which gives a window's pages
-        // back while the capture thread maps the next (see above).
-        let helper = std::thread::Builder::new()
+        // back while the capture thread maps the next (see above). If it
+        // cannot be started, its end of the channel is dropped with it and
+        // every hand-over below fails: this thread gives the pages back.
+        let _ = std::thread::Builder::new()
             .name("qmwatch-probe".into())
             .spawn_scoped(s, move || {
                 for off in given {
@@ -140,8 +142,7 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
                         return;
                     }
                 }
-            })
-            .ok();
+            });
         for p in 0..steps {
             for half in 0..2 {
                 let off = p * spacing + half * chunk;
@@ -153,7 +154,7 @@ pub fn probe(map: &Mapping, chunk: usize, steps: usize) -> Option<AccessProbe> {
                     continue;
                 }
                 let before = last_mapped.replace(off);
-                let handed = helper.is_some() && before.is_some_and(|b| give.send(b).is_ok());
+                let handed = before.is_some_and(|b| give.send(b).is_ok());
                 let t = Instant::now();
                 warm(map.bytes().get(off..off + chunk).unwrap_or_default(), chunk);
                 map_ns = map_ns.min(elapsed_ns(t));
