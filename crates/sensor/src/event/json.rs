@@ -2,7 +2,7 @@
 //!
 //! Owns: the one writer every event goes through — a compact JSON
 //! serializer for every dataset's typed record (and the JSON objects tests
-//! compare them with) — and its reusable per-thread buffer. It writes the
+//! compare them with) — and its pool of line buffers. It writes the
 //! bytes serde_json's compact serializer writes, except that anything
 //! outside printable ASCII in a string is a `\u` escape; the tests hold it
 //! to serde_json with such a formatter. It is its own serializer because
@@ -13,6 +13,9 @@
 //! Must not: reorder or rename fields (typed records declare them in the
 //! sorted order a JSON object has) or add a newline (the sinks frame lines).
 
+use std::sync::OnceLock;
+
+use crossbeam_channel::{Receiver, Sender};
 use serde::ser::{self, Impossible, Serialize};
 use serde_json::ser::{CompactFormatter, Formatter};
 
@@ -20,15 +23,62 @@ use serde_json::ser::{CompactFormatter, Formatter};
 /// outside printable ASCII in a string is a `\u` escape, so every transport
 /// (syslog included) carries it unchanged.
 pub(super) fn line<T: Serialize + ?Sized>(e: &T) -> Option<String> {
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    let mut b = spares().take();
+    e.serialize(&mut Writer(&mut b)).ok()?;
+    String::from_utf8(b).ok()
+}
+
+/// Line buffers kept for the next lines, at most. Lines are made in the
+/// detect thread and freed in an output thread; each fresh one, a
+/// kilobyte or two, was a large allocation, and glibc's malloc tidies its
+/// lists of small free chunks at every large request. A few hundred lines
+/// are in flight at most, unless an output falls behind (then the rest
+/// are freed).
+const SPARE_LINES: usize = 256;
+/// A buffer that grew past this (a rare large event) is freed, not kept.
+const SPARE_LINE_MAX: usize = 16 << 10;
+/// A new buffer's room: below glibc's large requests (1,024 bytes with
+/// the chunk's header).
+const LINE_START: usize = 1000;
+
+/// Buffers of lines that have been written, for the lines to come.
+struct Spares {
+    keep: Sender<Vec<u8>>,
+    take: Receiver<Vec<u8>>,
+}
+
+impl Spares {
+    fn new(n: usize) -> Spares {
+        let (keep, take) = crossbeam_channel::bounded(n);
+        Spares { keep, take }
     }
-    BUF.with(|b| {
-        let mut b = b.borrow_mut();
+
+    /// An empty buffer: a kept one, else a new one.
+    fn take(&self) -> Vec<u8> {
+        let mut b = self
+            .take
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(LINE_START));
         b.clear();
-        e.serialize(&mut Writer(&mut b)).ok()?;
-        std::str::from_utf8(&b).ok().map(str::to_owned)
-    })
+        b
+    }
+
+    fn keep(&self, b: Vec<u8>) {
+        if (1..=SPARE_LINE_MAX).contains(&b.capacity()) {
+            // Full: enough are kept; this one is freed.
+            let _ = self.keep.try_send(b);
+        }
+    }
+}
+
+fn spares() -> &'static Spares {
+    static SPARES: OnceLock<Spares> = OnceLock::new();
+    SPARES.get_or_init(|| Spares::new(SPARE_LINES))
+}
+
+/// Keeps the buffer of a line that has been written, for a later line.
+pub(crate) fn give_back(line: String) {
+    spares().keep(line.into_bytes());
 }
 
 type Error = serde_json::Error;
@@ -492,6 +542,32 @@ mod tests {
         let mut ser = serde_json::Serializer::with_formatter(&mut b, AsciiFormatter);
         v.serialize(&mut ser).ok()?;
         String::from_utf8(b).ok()
+    }
+
+    /// A written line's buffer serves a later line, emptied; no more than
+    /// the pool's size are kept, nor one that grew large or never held
+    /// anything.
+    #[test]
+    fn written_lines_buffers_serve_later_lines() {
+        let pool = Spares::new(2);
+        pool.keep(Vec::new());
+        pool.keep(Vec::with_capacity(SPARE_LINE_MAX + 1));
+        let fresh = pool.take();
+        assert!(fresh.is_empty());
+        assert!((LINE_START..SPARE_LINE_MAX).contains(&fresh.capacity()));
+        for cap in [3000, 4000, 5000] {
+            let mut b = Vec::with_capacity(cap);
+            b.extend_from_slice(b"{\"a\":1}");
+            pool.keep(b);
+        }
+        let (a, b, c) = (pool.take(), pool.take(), pool.take());
+        assert!(a.is_empty() && b.is_empty());
+        assert_eq!((a.capacity(), b.capacity()), (3000, 4000));
+        assert!(c.capacity() < 3000, "a third was kept: {}", c.capacity());
+        // Through the process's pool: the line is the same, whatever the
+        // buffer held before.
+        give_back("x".repeat(1500));
+        assert_eq!(line(&json!({"k": "v"})).as_deref(), Some(r#"{"k":"v"}"#));
     }
 
     /// The bytes every transport carries: `"` `\` and control bytes in

@@ -43,6 +43,7 @@ pub(crate) use anomaly::anomaly;
 pub use check::check;
 use community_id::community_id;
 pub use ids::stable_id;
+pub(crate) use json::give_back;
 pub use observer::Observer;
 pub(crate) use probe::probe;
 pub(crate) use relay::aggregate_relay;

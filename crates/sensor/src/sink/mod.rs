@@ -97,6 +97,14 @@ pub struct Line {
     pub severity: u8,
 }
 
+/// A line's buffer is kept for a later one once every output is done with
+/// it (see [`crate::event::give_back`]).
+impl Drop for Line {
+    fn drop(&mut self) {
+        crate::event::give_back(std::mem::take(&mut self.json));
+    }
+}
+
 impl Line {
     /// Serializes an event; `None` only if serialization fails.
     pub(crate) fn from_event(e: &Event) -> Option<Line> {
