@@ -371,6 +371,12 @@ struct Lingering {
 const _: () = assert!(std::mem::size_of::<Lingering>() <= 96);
 
 const NIL: u32 = u32::MAX;
+/// Ended candidates' state kept for new ones, at most. A candidate is a
+/// kilobyte, and its two rings of recent bytes two more: allocated and
+/// freed for each of many short connections, they were a large request
+/// to glibc's malloc each, and every large request tidies its lists of
+/// small free chunks. A few dozen serve a worker's churn.
+const SPARE_CANDIDATES: usize = 32;
 /// Confirmed servers a worker remembers (so that later flows to them are
 /// parsed whatever their first bytes): a cap, as servers come from traffic.
 pub(crate) const MAX_KNOWN_SERVERS: usize = 65_536;
@@ -665,6 +671,11 @@ pub struct FlowTable {
     /// Bit p: some known server listens on port p (most flows are ruled
     /// out by this alone, without hashing).
     known_ports: Vec<u64>,
+    /// Candidates' state that ended, kept for new candidates (at most
+    /// [`SPARE_CANDIDATES`]). Boxed: the boxes are what is kept, moved to
+    /// and from the flows without a new allocation.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Candidate>>,
     pub stats: FlowStats,
 }
 
@@ -685,6 +696,7 @@ impl FlowTable {
             session_bytes: 0,
             known_servers: FxHashMap::default(),
             known_ports: vec![0; 1024],
+            spare: Vec::new(),
             stats: FlowStats::default(),
         }
     }
@@ -776,7 +788,7 @@ impl FlowTable {
             replaced: false,
         };
         if let Some(c) = candidate {
-            Self::release(&mut self.budget, &mut self.session_bytes, c);
+            self.release(c);
         }
         // Its links are still those of the open list.
         self.unlink(i);
@@ -806,10 +818,11 @@ impl FlowTable {
     }
 
     /// Frees a candidate's reassembly and session memory from the budgets.
-    fn release(budget: &mut Budget, session_bytes: &mut usize, mut c: Box<Candidate>) {
-        c.streams[0].discard(budget);
-        c.streams[1].discard(budget);
-        *session_bytes = session_bytes.saturating_sub(c.accounted);
+    fn release(&mut self, mut c: Box<Candidate>) {
+        c.streams[0].reset(&mut self.budget);
+        c.streams[1].reset(&mut self.budget);
+        self.session_bytes = self.session_bytes.saturating_sub(c.accounted);
+        keep_spare(&mut self.spare, c);
     }
 
     /// Frees open entry `i` (a closed one was freed when it closed).
@@ -823,13 +836,14 @@ impl FlowTable {
         }
         self.unlink(i);
         if let Some(f) = self.slab.get_mut(i as usize) {
-            if let Some(c) = f.candidate.take() {
-                Self::release(&mut self.budget, &mut self.session_bytes, c);
-            }
+            let c = f.candidate.take();
             f.state = State::Closed;
             let tag = f.tag;
             self.index.remove(tag, i);
             self.free.push(i);
+            if let Some(c) = c {
+                self.release(c);
+            }
         }
     }
 
@@ -1396,11 +1410,12 @@ impl FlowTable {
 
     fn reject(&mut self, i: u32) {
         if let Some(f) = self.slab.get_mut(i as usize) {
-            if let Some(c) = f.candidate.take() {
-                Self::release(&mut self.budget, &mut self.session_bytes, c);
-            }
+            let c = f.candidate.take();
             f.state = State::Rejected;
             self.stats.flows_rejected += 1;
+            if let Some(c) = c {
+                self.release(c);
+            }
         }
     }
 
@@ -1521,20 +1536,29 @@ impl FlowTable {
                 let sample = flow.client_sample.get(..n).unwrap_or_default();
                 session.client_spoke_other(sample, flow.client_sample_ts);
             }
-            let mut streams = [Stream::default(), Stream::default()];
-            for (d, st) in streams.iter_mut().enumerate() {
+            // Streams of an ended candidate are reset when it ends.
+            let mut c = match self.spare.pop() {
+                Some(mut c) => {
+                    c.session = session;
+                    c.accounted = 0;
+                    c.reported = reported;
+                    c
+                }
+                None => Box::new(Candidate {
+                    streams: [Stream::default(), Stream::default()],
+                    session,
+                    accounted: 0,
+                    reported,
+                }),
+            };
+            for (d, st) in c.streams.iter_mut().enumerate() {
                 if flow.syn_seen & (1 << d) != 0 {
                     if let Some(&n) = flow.syn_next.get(d) {
                         st.syn(n.wrapping_sub(1));
                     }
                 }
             }
-            flow.candidate = Some(Box::new(Candidate {
-                streams,
-                session,
-                accounted: 0,
-                reported,
-            }));
+            flow.candidate = Some(c);
             self.stats.flows_candidate += 1;
         }
     }
@@ -1702,7 +1726,7 @@ impl FlowTable {
             let mut deliver =
                 |d: Delivery<'_>| hand_over(session, &mut status, dir, d, ts, None, out);
             st.flush(&cfg, budget, &mut ev, &mut deliver);
-            st.discard(budget);
+            st.reset(budget);
         }
         session.finish(ts, out);
         self.session_bytes = self.session_bytes.saturating_sub(*accounted);
@@ -1712,6 +1736,7 @@ impl FlowTable {
         self.stats.requests_dropped_unconfirmed += c.requests_dropped_unconfirmed;
         merge_events(&mut self.stats.reassembly, &ev);
         self.note_services(out.get(first_new..).unwrap_or_default());
+        keep_spare(&mut self.spare, cand);
     }
 
     /// Finishes flows idle past their timeout at packet time `now`.
@@ -1809,6 +1834,16 @@ impl FlowTable {
 /// Puts `item` in a place of `v` that `free` lists, else at its end, and
 /// returns its position.
 #[inline]
+/// Keeps ended candidate `c` (its streams reset) for a new candidate,
+/// unless enough are kept. Its session's copied state is freed now.
+#[allow(clippy::vec_box)] // See `FlowTable::spare`.
+fn keep_spare(spare: &mut Vec<Box<Candidate>>, mut c: Box<Candidate>) {
+    if spare.len() < SPARE_CANDIDATES {
+        c.session = Session::new([SocketAddr::from(([0, 0, 0, 0], 0)); 2], None, false);
+        spare.push(c);
+    }
+}
+
 fn take_place<T>(v: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
     if let Some(slot) = free.pop().and_then(|i| Some(i).zip(v.get_mut(i as usize))) {
         *slot.1 = item;

@@ -428,9 +428,13 @@ impl Stream {
             return;
         }
         if self.ring != cfg.recent_window {
+            // In the buffers of an earlier stream where there are some
+            // ([`Stream::reset`]).
             self.ring = cfg.recent_window;
-            self.recent = Vec::with_capacity(self.ring);
-            self.remembered = vec![0; self.ring.div_ceil(64)];
+            self.recent.clear();
+            self.recent.reserve_exact(self.ring);
+            self.remembered.clear();
+            self.remembered.resize(self.ring.div_ceil(64), 0);
         }
         // Only the last `ring` bytes can stay in the ring.
         let w = self.ring;
@@ -903,12 +907,30 @@ impl Stream {
 
     /// Frees held bytes without delivering them (flow rejected or evicted).
     pub fn discard(&mut self, budget: &mut Budget) {
-        budget.give(self.held_bytes);
-        self.held.clear();
-        self.held_bytes = 0;
+        self.reset(budget);
+        self.held = VecDeque::new();
         self.recent = Vec::new();
         self.remembered = Vec::new();
-        self.ring = 0;
+    }
+
+    /// Back to a new stream's state, held bytes given back, but its
+    /// buffers kept (emptied) for the stream that takes its place: the
+    /// ring is a large allocation, and a capture of many short
+    /// connections makes and frees two for every candidate flow.
+    pub fn reset(&mut self, budget: &mut Budget) {
+        budget.give(self.held_bytes);
+        let mut held = std::mem::take(&mut self.held);
+        let mut recent = std::mem::take(&mut self.recent);
+        let mut remembered = std::mem::take(&mut self.remembered);
+        held.clear();
+        recent.clear();
+        remembered.clear();
+        *self = Stream {
+            held,
+            recent,
+            remembered,
+            ..Stream::default()
+        };
     }
 }
 

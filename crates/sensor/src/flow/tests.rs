@@ -1391,3 +1391,43 @@ proptest::proptest! {
         proptest::prop_assert_eq!(t.replaced, 0);
     }
 }
+
+/// An ended candidate's state (streams reset, buffers kept) serves the
+/// next candidate: the same records as a new table gives, and no more
+/// kept than ended.
+#[test]
+fn an_ended_candidate_serves_the_next_as_a_new_one() {
+    let a = Conn::new("192.0.2.7:2000", "192.0.2.1:209");
+    let mut pkts = a.handshake();
+    pkts.extend([
+        a.c2s(4000, 0, 0, 0, &PACKAGE[..10]),
+        // Bytes 10..20 never come: the rest is held.
+        a.c2s(4100, 20, 0, 0, &PACKAGE[20..]),
+        // Not QMTP after all: the flow is rejected with bytes held.
+        a.s2c(4200, 0, 10, 0, b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+    ]);
+    let mut t = FlowTable::new(FlowConfig::default());
+    run(&mut t, &pkts);
+    assert_eq!((t.stats.flows_candidate, t.stats.flows_rejected), (1, 1));
+    assert_eq!(t.spare.len(), 1, "the ended candidate is kept");
+    assert_eq!(t.held_bytes(), 0);
+
+    let b = Conn::new("192.0.2.8:2001", "198.51.100.1:209");
+    let mut later = b.handshake();
+    for (i, byte) in PACKAGE.iter().enumerate().rev() {
+        later.push(b.c2s(4000, i as u64, 0, 0, &[*byte]));
+    }
+    later.push(b.c2s(4500, 3, 0, 0, b"XY"));
+    later.extend(b.conversation(PACKAGE, REPLY)[4..].iter().cloned());
+    let reused = run(&mut t, &later);
+    assert_eq!(
+        t.spare.len(),
+        1,
+        "the kept state was taken, then kept again"
+    );
+    let fresh = run(&mut FlowTable::new(FlowConfig::default()), &later);
+    assert_eq!(reused, fresh);
+    let (kinds, rest) = split_anomalies(fresh);
+    assert_eq!(kinds, ["tcp_overlap_conflict"]);
+    check_qmtp(&rest, &b);
+}

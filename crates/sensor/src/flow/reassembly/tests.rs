@@ -1144,3 +1144,37 @@ proptest! {
         prop_assert_eq!(ring_index(o, w) as u64, o % w as u64);
     }
 }
+
+/// A reset stream is a new one but for its buffers' room: held bytes given
+/// back, nothing remembered, not started. In a second life it delivers,
+/// and finds overlaps, as a new stream does.
+#[test]
+fn a_reset_stream_serves_as_a_new_one() {
+    let data: Vec<u8> = (0u8..200).collect();
+    let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+    let life = |h: &mut H, bytes: &[u8]| {
+        assert!(!h.at(0, &bytes[..60]));
+        assert!(!h.at(120, &bytes[120..]));
+        assert!(!h.at(10, &other[10..30]));
+        assert!(!h.at(60, &bytes[60..120]));
+        h.flush();
+    };
+    let mut used = H::with_syn(ReassemblyConfig::default(), 99);
+    assert!(!used.at(0, &other[..80]));
+    assert!(!used.at(150, &other[150..]));
+    assert!(used.s.held_bytes() > 0);
+    used.s.reset(&mut used.budget);
+    assert_eq!(used.budget.held, 0);
+    assert_eq!(format!("{:?}", used.s), format!("{:?}", Stream::default()));
+
+    used.ev = StreamEvents::default();
+    used.out = Sink::default();
+    used.isn = 5000;
+    assert!(!used.raw(5000, true, false, b"", 0));
+    life(&mut used, &data);
+    let mut fresh = H::with_syn(ReassemblyConfig::default(), 5000);
+    life(&mut fresh, &data);
+    assert_eq!(used.out.log, fresh.out.log);
+    assert_eq!(used.ev, fresh.ev);
+    assert_eq!(fresh.ev.overlaps_conflicting, 1);
+}
