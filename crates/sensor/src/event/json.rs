@@ -31,10 +31,11 @@ pub(super) fn line<T: Serialize + ?Sized>(e: &T) -> Option<String> {
 /// Line buffers kept for the next lines, at most. Lines are made in the
 /// detect thread and freed in an output thread; each fresh one, a
 /// kilobyte or two, was a large allocation, and glibc's malloc tidies its
-/// lists of small free chunks at every large request. A few hundred lines
-/// are in flight at most, unless an output falls behind (then the rest
-/// are freed).
-const SPARE_LINES: usize = 256;
+/// lists of small free chunks at every large request. Some tens of lines
+/// are in flight (70 at most in a replay of dense QMTP), more when an
+/// output falls behind (the extra buffers are freed). At most 2 MiB is
+/// kept.
+const SPARE_LINES: usize = 128;
 /// A buffer that grew past this (a rare large event) is freed, not kept.
 const SPARE_LINE_MAX: usize = 16 << 10;
 /// A new buffer's room: below glibc's large requests (1,024 bytes with

@@ -76,6 +76,9 @@ const BODY_SPARSE_MIN: u64 = 256;
 /// What holding one out-of-order piece costs besides its bytes (its entry
 /// and allocation), charged against the caps.
 pub const PIECE_COST: usize = 48;
+/// A reset stream keeps its list of out-of-order pieces only up to this
+/// room ([`Stream::reset`]).
+const KEPT_PIECES: usize = 32;
 
 /// Out-of-order bytes held by all streams of one worker.
 #[derive(Clone, Copy, Debug)]
@@ -922,6 +925,11 @@ impl Stream {
         let mut held = std::mem::take(&mut self.held);
         let mut recent = std::mem::take(&mut self.recent);
         let mut remembered = std::mem::take(&mut self.remembered);
+        if held.capacity() > KEPT_PIECES {
+            // Grown by many pieces (up to thousands under the caps): not
+            // worth keeping idle.
+            held = VecDeque::new();
+        }
         held.clear();
         recent.clear();
         remembered.clear();

@@ -1178,3 +1178,21 @@ fn a_reset_stream_serves_as_a_new_one() {
     assert_eq!(used.ev, fresh.ev);
     assert_eq!(fresh.ev.overlaps_conflicting, 1);
 }
+
+/// A reset keeps a short list of held pieces for the next stream, not one
+/// that many pieces grew (it would sit idle among the kept candidates).
+#[test]
+fn a_reset_keeps_only_a_short_list_of_pieces() {
+    for (pieces, kept) in [(4, true), (KEPT_PIECES + 1, false)] {
+        let mut h = H::with_syn(ReassemblyConfig::default(), 7);
+        for i in 0..pieces {
+            assert!(!h.at(10 + 2 * i as u64, b"x"));
+        }
+        assert_eq!(h.s.held.len(), pieces);
+        h.s.reset(&mut h.budget);
+        assert_eq!(h.budget.held, 0);
+        assert!(h.s.held.is_empty());
+        assert_eq!(h.s.held.capacity() > 0, kept, "{pieces} pieces");
+        assert!(h.s.held.capacity() <= KEPT_PIECES);
+    }
+}
