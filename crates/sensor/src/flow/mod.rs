@@ -1831,9 +1831,6 @@ impl FlowTable {
     }
 }
 
-/// Puts `item` in a place of `v` that `free` lists, else at its end, and
-/// returns its position.
-#[inline]
 /// Keeps ended candidate `c` (its streams reset) for a new candidate,
 /// unless enough are kept. Its session's copied state is freed now.
 #[allow(clippy::vec_box)] // See `FlowTable::spare`.
@@ -1844,6 +1841,9 @@ fn keep_spare(spare: &mut Vec<Box<Candidate>>, mut c: Box<Candidate>) {
     }
 }
 
+/// Puts `item` in a place of `v` that `free` lists, else at its end, and
+/// returns its position.
+#[inline]
 fn take_place<T>(v: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
     if let Some(slot) = free.pop().and_then(|i| Some(i).zip(v.get_mut(i as usize))) {
         *slot.1 = item;

@@ -908,18 +908,11 @@ impl Stream {
         false
     }
 
-    /// Frees held bytes without delivering them (flow rejected or evicted).
-    pub fn discard(&mut self, budget: &mut Budget) {
-        self.reset(budget);
-        self.held = VecDeque::new();
-        self.recent = Vec::new();
-        self.remembered = Vec::new();
-    }
-
-    /// Back to a new stream's state, held bytes given back, but its
-    /// buffers kept (emptied) for the stream that takes its place: the
-    /// ring is a large allocation, and a capture of many short
-    /// connections makes and frees two for every candidate flow.
+    /// Back to a new stream's state, held bytes given back undelivered
+    /// (the flow ended, was rejected or evicted), but its buffers kept
+    /// (emptied) for the stream that takes its place: the ring is a large
+    /// allocation, and a capture of many short connections makes and
+    /// frees two for every candidate flow.
     pub fn reset(&mut self, budget: &mut Budget) {
         budget.give(self.held_bytes);
         let mut held = std::mem::take(&mut self.held);

@@ -524,7 +524,7 @@ fn worker_budget_is_shared_by_streams() {
     );
     assert_eq!(b.budget.peak, cost);
     a.budget = b.budget;
-    a.s.discard(&mut a.budget);
+    a.s.reset(&mut a.budget);
     assert_eq!(a.budget.held, 0);
 }
 
@@ -908,9 +908,9 @@ fn recent_window_grows_as_written() {
         (h.ev.overlaps_consistent, h.ev.overlaps_conflicting),
         (2, 1)
     );
-    // A discarded stream starts again from nothing.
+    // A reset stream starts again from nothing.
     let mut budget = Budget::new(usize::MAX);
-    h.s.discard(&mut budget);
+    h.s.reset(&mut budget);
     assert_eq!((h.s.ring, h.s.recent.len()), (0, 0));
 }
 
