@@ -1102,6 +1102,6 @@ pub fn reassembly_model(data: &[u8]) {
         model.next
     );
     let mut budget2 = budget;
-    stream.discard(&mut budget2);
+    stream.reset(&mut budget2);
     assert_eq!(budget2.held, prefill);
 }
