@@ -28,6 +28,8 @@ pub(crate) const SESSION_STORED_BYTES: usize = 256 * 1024;
 
 /// Held anomalies of a session that is not confirmed yet.
 const MAX_HELD_ANOMALIES: usize = 16;
+/// Held packages no reply is awaited for, of a session not confirmed yet.
+const MAX_HELD_PACKAGES: usize = 16;
 /// Mid-stream flows: segments to try recognising before giving up.
 const RESYNC_ATTEMPTS: u8 = 8;
 /// Bytes of a wrong-protocol client's first data kept for the anomaly.
@@ -110,6 +112,11 @@ pub struct Session {
     pending: VecDeque<Pending>,
     early: VecDeque<Reply>,
     broken: Vec<Request>,
+    /// Complete packages no reply is awaited for (a QMTP package naming no
+    /// recipient; the oldest of too many pipelined ones), while the
+    /// session is not confirmed: written when it is, or at its end, never
+    /// for a flow rejected later (at most [`MAX_HELD_PACKAGES`]).
+    unawaited: Vec<Pending>,
     held: Vec<Anomaly>,
     wrong: Option<WrongProtocol>,
     /// Why the session rejected the flow, when it did (see
@@ -150,6 +157,7 @@ impl Session {
             pending: VecDeque::new(),
             early: VecDeque::new(),
             broken: Vec::new(),
+            unawaited: Vec::new(),
             held: Vec::new(),
             wrong: None,
             rejection: None,
@@ -345,6 +353,7 @@ impl Session {
     fn reject(&mut self) -> Status {
         self.rejected = true;
         self.pending.clear();
+        self.unawaited.clear();
         self.early.clear();
         // Evasion signatures stay for the flow layer to report (see
         // `take_evasion_signs`); the rest go.
@@ -637,20 +646,22 @@ impl Session {
                         req.last_ts,
                         out,
                     );
+                    let bytes = req.stored_bytes();
+                    self.pending_bytes += bytes;
                     let p = Pending {
                         replies: Vec::new(),
                         answered: 0,
                         codes: CodeCounts::default(),
-                        bytes: 0,
+                        bytes,
                         request: req,
                     };
-                    self.emit(p, None, out);
+                    self.unawaited(p, out);
                     return;
                 }
                 if self.pending.len() >= MAX_PENDING {
                     let ts = req.last_ts;
                     if let Some(old) = self.pending.pop_front() {
-                        self.emit(old, None, out);
+                        self.unawaited(old, out);
                     }
                     self.anomaly(
                         AnomalyKind::TooManyPipelinedPackages,
@@ -832,6 +843,7 @@ impl Session {
         }
         let has_request = self.requests_seen > 0
             && (self.txn_index > 0
+                || !self.unawaited.is_empty()
                 || self
                     .pending
                     .iter()
@@ -857,6 +869,28 @@ impl Session {
         for mut a in self.held.drain(..) {
             a.protocol = Some(protocol);
             out.push(Record::Anomaly(Box::new(a)));
+        }
+        self.write_unawaited(out);
+    }
+
+    /// A complete package no reply is awaited for (its bytes counted in
+    /// `pending_bytes`): written now if the session is confirmed, else held
+    /// until it is, so that a flow rejected later writes nothing.
+    fn unawaited(&mut self, p: Pending, out: &mut Vec<Record>) {
+        if self.confirmed.is_some() {
+            self.emit(p, None, out);
+        } else if self.unawaited.len() < MAX_HELD_PACKAGES {
+            self.unawaited.push(p);
+        } else {
+            self.pending_bytes = self.pending_bytes.saturating_sub(p.bytes);
+            self.counters.requests_dropped_unconfirmed += 1;
+        }
+    }
+
+    /// Writes the held packages no reply is awaited for, in their order.
+    fn write_unawaited(&mut self, out: &mut Vec<Record>) {
+        for p in std::mem::take(&mut self.unawaited) {
+            self.emit(p, None, out);
         }
     }
 
@@ -1032,6 +1066,7 @@ impl Session {
             self.resolve_deferred(ts, out);
         }
         let confirmed = self.confirmed.is_some();
+        self.write_unawaited(out);
         while let Some(p) = self.pending.pop_front() {
             self.emit(p, None, out);
         }

@@ -476,19 +476,22 @@ fn package_without_recipients_gets_no_reply() {
     replies.extend(reply(b'D', "no q"));
     s.data(SERVER, 0, &replies, 20, Some(stream.len() as u64), &mut out);
     s.finish(30, &mut out);
+    // Held until the session is confirmed, then written in order after
+    // the service and the held anomaly.
     assert_eq!(out.len(), 4, "{out:#?}");
-    let ta = txn(&out[0]);
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
+    );
+    let an = anomaly(&out[1]);
+    assert_eq!(an.kind, AnomalyKind::QmtpPackageWithoutRecipients);
+    assert_eq!(an.protocol, Some(Protocol::Qmtp));
+    let ta = txn(&out[2]);
     assert_eq!(ta.index, 1);
     assert_eq!(ta.replies, vec![]);
     assert_eq!(ta.codes, codes(0, 0, 0, 0));
     assert_eq!(ta.request.as_ref().unwrap().recipient_count, 0);
-    assert_eq!(
-        out[1],
-        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
-    );
-    let an = anomaly(&out[2]);
-    assert_eq!(an.kind, AnomalyKind::QmtpPackageWithoutRecipients);
-    assert_eq!(an.protocol, Some(Protocol::Qmtp));
+    assert!(ta.session_confirmed);
     let tb = txn(&out[3]);
     assert_eq!(tb.index, 2);
     let ack = Some(stream.len() as u64);
@@ -501,6 +504,81 @@ fn package_without_recipients_gets_no_reply() {
     );
     assert_eq!(rcpt_texts(tb), ["p@a.net", "q@a.net"]);
     assert_eq!(tb.request.as_ref().unwrap().start_offset, a.len() as u64);
+}
+
+/// A package naming no recipient gets no reply, so nothing confirms the
+/// session when it comes: it is held like the session's anomalies. A
+/// server whose first bytes are no reply netstring rejects the flow, and
+/// then nothing at all is written; a silent server, at the end, leaves
+/// the package reported as a transaction, as any unanswered package is.
+#[test]
+fn a_package_without_recipients_waits_for_the_session() {
+    let a = qmtp(b'\n', b"no one", b"a@example.org", &[]);
+    let mut s = session(209);
+    let mut out = Vec::new();
+    assert_eq!(s.data(CLIENT, 0, &a, 10, None, &mut out), Status::Continue);
+    let ack = Some(a.len() as u64);
+    let garbage = b"HTTP/1.1 400 Bad Request\r\n\r\n";
+    assert_eq!(
+        s.data(SERVER, 0, garbage, 20, ack, &mut out),
+        Status::Reject
+    );
+    s.finish(30, &mut out);
+    assert!(out.is_empty(), "a rejected flow wrote: {out:#?}");
+
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &a, 10, None, &mut out);
+    assert!(out.is_empty());
+    s.finish(30, &mut out);
+    let t = transactions(&out);
+    assert_eq!(t.len(), 1, "{out:#?}");
+    assert_eq!(t[0].request.as_ref().unwrap().recipient_count, 0);
+    assert!(!t[0].session_confirmed);
+    assert_eq!(s.confirmed(), None);
+}
+
+/// Past `MAX_PENDING` pipelined packages, the oldest stops waiting for its
+/// replies. Before the session is confirmed it is held as the anomaly is:
+/// written once replies confirm the session (first, unanswered; the
+/// replies then go to the packages after it), never for a flow whose server
+/// turns out to speak another protocol.
+#[test]
+fn too_many_pipelined_packages_wait_for_the_session() {
+    let mut stream = Vec::new();
+    for i in 0..=MAX_PENDING {
+        let rcpt = format!("r{i}@example.net");
+        stream.extend(qmtp(b'\n', b"hi", b"a@example.org", &[rcpt.as_bytes()]));
+    }
+    let ack = Some(stream.len() as u64);
+
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &stream, 10, None, &mut out);
+    assert!(out.is_empty(), "{out:#?}");
+    let garbage = b"220 mail.example.net ESMTP\r\n";
+    assert_eq!(
+        s.data(SERVER, 0, garbage, 20, ack, &mut out),
+        Status::Reject
+    );
+    s.finish(30, &mut out);
+    assert!(out.is_empty(), "a rejected flow wrote: {out:#?}");
+
+    let mut s = session(209);
+    let mut out = Vec::new();
+    s.data(CLIENT, 0, &stream, 10, None, &mut out);
+    s.data(SERVER, 0, &reply(b'K', "ok"), 20, ack, &mut out);
+    assert_eq!(
+        out[0],
+        service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
+    );
+    assert_eq!(kinds(&out), ["too_many_pipelined_packages"]);
+    let t = transactions(&out);
+    assert_eq!(t.len(), 2, "{out:#?}");
+    assert_eq!((t[0].index, t[0].codes), (1, codes(0, 0, 0, 1)));
+    assert_eq!(rcpt_texts(t[0]), ["r0@example.net"]);
+    assert_eq!((t[1].index, t[1].codes), (2, codes(1, 0, 0, 0)));
+    assert_eq!(rcpt_texts(t[1]), ["r1@example.net"]);
 }
 
 #[test]
@@ -1517,14 +1595,15 @@ fn only_a_complete_request_and_a_reply_confirm_a_session() {
     let mut s = session(209);
     let mut out = Vec::new();
     s.data(CLIENT, 0, &a, 10, None, &mut out);
-    assert_eq!(transactions(&out).len(), 1);
+    assert!(out.is_empty(), "held until confirmed: {out:#?}");
     let ack = Some(a.len() as u64);
     s.data(SERVER, 0, &reply(b'K', "what"), 20, ack, &mut out);
     assert_eq!(s.confirmed(), Some(Evidence::RequestAndReply));
     assert_eq!(
-        out[1],
+        out[0],
         service(eps(209), Protocol::Qmtp, Evidence::RequestAndReply, 20)
     );
+    assert_eq!(transactions(&out).len(), 1);
     s.finish(30, &mut out);
     assert_eq!(
         kinds(&out),
