@@ -655,13 +655,13 @@ impl Session {
                         bytes,
                         request: req,
                     };
-                    self.unawaited(p, out);
+                    self.hold_or_write(p, out);
                     return;
                 }
                 if self.pending.len() >= MAX_PENDING {
                     let ts = req.last_ts;
                     if let Some(old) = self.pending.pop_front() {
-                        self.unawaited(old, out);
+                        self.hold_or_write(old, out);
                     }
                     self.anomaly(
                         AnomalyKind::TooManyPipelinedPackages,
@@ -876,7 +876,7 @@ impl Session {
     /// A complete package no reply is awaited for (its bytes counted in
     /// `pending_bytes`): written now if the session is confirmed, else held
     /// until it is, so that a flow rejected later writes nothing.
-    fn unawaited(&mut self, p: Pending, out: &mut Vec<Record>) {
+    fn hold_or_write(&mut self, p: Pending, out: &mut Vec<Record>) {
         if self.confirmed.is_some() {
             self.emit(p, None, out);
         } else if self.unawaited.len() < MAX_HELD_PACKAGES {
