@@ -506,6 +506,23 @@ fn package_without_recipients_gets_no_reply() {
     assert_eq!(tb.request.as_ref().unwrap().start_offset, a.len() as u64);
 }
 
+/// A session fed `client` (at 10), then `server` (at 20), whose first bytes
+/// are no reply: the flow is rejected and nothing is written, before or at
+/// the end.
+fn rejected_flow_writes_nothing(client: &[u8], server: &[u8]) {
+    let mut s = session(209);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.data(CLIENT, 0, client, 10, None, &mut out),
+        Status::Continue
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    let ack = Some(client.len() as u64);
+    assert_eq!(s.data(SERVER, 0, server, 20, ack, &mut out), Status::Reject);
+    s.finish(30, &mut out);
+    assert!(out.is_empty(), "a rejected flow wrote: {out:#?}");
+}
+
 /// A package naming no recipient gets no reply, so nothing confirms the
 /// session when it comes: it is held like the session's anomalies. A
 /// server whose first bytes are no reply netstring rejects the flow, and
@@ -514,17 +531,7 @@ fn package_without_recipients_gets_no_reply() {
 #[test]
 fn a_package_without_recipients_waits_for_the_session() {
     let a = qmtp(b'\n', b"no one", b"a@example.org", &[]);
-    let mut s = session(209);
-    let mut out = Vec::new();
-    assert_eq!(s.data(CLIENT, 0, &a, 10, None, &mut out), Status::Continue);
-    let ack = Some(a.len() as u64);
-    let garbage = b"HTTP/1.1 400 Bad Request\r\n\r\n";
-    assert_eq!(
-        s.data(SERVER, 0, garbage, 20, ack, &mut out),
-        Status::Reject
-    );
-    s.finish(30, &mut out);
-    assert!(out.is_empty(), "a rejected flow wrote: {out:#?}");
+    rejected_flow_writes_nothing(&a, b"HTTP/1.1 400 Bad Request\r\n\r\n");
 
     let mut s = session(209);
     let mut out = Vec::new();
@@ -551,18 +558,7 @@ fn too_many_pipelined_packages_wait_for_the_session() {
         stream.extend(qmtp(b'\n', b"hi", b"a@example.org", &[rcpt.as_bytes()]));
     }
     let ack = Some(stream.len() as u64);
-
-    let mut s = session(209);
-    let mut out = Vec::new();
-    s.data(CLIENT, 0, &stream, 10, None, &mut out);
-    assert!(out.is_empty(), "{out:#?}");
-    let garbage = b"220 mail.example.net ESMTP\r\n";
-    assert_eq!(
-        s.data(SERVER, 0, garbage, 20, ack, &mut out),
-        Status::Reject
-    );
-    s.finish(30, &mut out);
-    assert!(out.is_empty(), "a rejected flow wrote: {out:#?}");
+    rejected_flow_writes_nothing(&stream, b"220 mail.example.net ESMTP\r\n");
 
     let mut s = session(209);
     let mut out = Vec::new();
