@@ -120,9 +120,16 @@ impl PolicyArgs {
 /// Flow-table and reassembly limits.
 #[derive(clap::Args, Debug)]
 struct EngineArgs {
-    /// Worker threads; each owns the flows that hash to it.
+    /// Worker threads; each owns the flows that hash to it. At most one per
+    /// CPU beside the capture thread's runs (more would only take turns
+    /// with it, slower than fewer), unless --oversubscribe; a fanout runs
+    /// them all.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     workers: u16,
+    /// Run every worker asked for, even with fewer CPUs than the workers
+    /// and the capture thread.
+    #[arg(long)]
+    oversubscribe: bool,
     /// Flows tracked at once (all workers together); the least recently
     /// active flow is finished and evicted, and counted, when full.
     #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -193,6 +200,33 @@ impl From<ChecksumMode> for flow::ChecksumMode {
 }
 
 impl EngineArgs {
+    /// The workers to run: as many as asked while CPUs are left beside the
+    /// capture thread's (on a machine with fewer, workers only take turns
+    /// with the capture thread, and each turn costs it its caches), at
+    /// least one. A worker's findings do not depend on how many run, but
+    /// for the limits split between them and the servers each has seen
+    /// confirmed (one worker knows them all).
+    fn workers_to_run(&self, cpus: usize) -> usize {
+        let asked = usize::from(self.workers);
+        if self.oversubscribe {
+            asked
+        } else {
+            asked.min(cpus.saturating_sub(1)).max(1)
+        }
+    }
+
+    /// A note for standard error when fewer workers run than asked.
+    fn fewer_workers_note(&self, running: usize, cpus: usize) -> Option<String> {
+        (running < usize::from(self.workers)).then(|| {
+            format!(
+                "qmwatch: running {running} worker{} of the {} asked: {cpus} CPU{} here, one for the capture thread (--oversubscribe runs them all)",
+                if running == 1 { "" } else { "s" },
+                self.workers,
+                if cpus == 1 { "" } else { "s" },
+            )
+        })
+    }
+
     fn flow(&self) -> FlowConfig {
         FlowConfig {
             max_flows: self.max_flows as usize,
@@ -639,6 +673,8 @@ struct Run<'a> {
     files: Vec<String>,
     outputs: Option<&'a OutputArgs>,
     progress: bool,
+    /// No note on standard error before the run.
+    quiet: bool,
     engine: &'a EngineArgs,
     policy: &'a PolicyArgs,
     alert_window_ns: Option<u64>,
@@ -646,6 +682,11 @@ struct Run<'a> {
     access: FileAccess,
     decode_in: DecodeIn,
     stats_interval_ns: Option<u64>,
+}
+
+/// The CPUs this process may run on (its affinity and any CPU quota).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn start(run: Run<'_>) -> Result<RunReport, String> {
@@ -660,9 +701,18 @@ fn start(run: Run<'_>) -> Result<RunReport, String> {
         stats_interval: run.stats_interval_ns.map(Duration::from_nanos),
         ..RunOptions::default()
     };
+    let cpus = cpus();
+    let workers = run.engine.workers_to_run(cpus);
+    if let Some(note) = run
+        .engine
+        .fewer_workers_note(workers, cpus)
+        .filter(|_| !run.quiet)
+    {
+        eprintln!("{note}");
+    }
     let cfg = ReplayConfig {
         files: run.files,
-        workers: usize::from(run.engine.workers),
+        workers,
         flow: run.engine.flow(),
         block_size: run.block_size,
         access: run.access,
@@ -684,6 +734,7 @@ fn run_replay(a: ReplayArgs) -> ExitCode {
         files: a.files,
         outputs: Some(&a.outputs),
         progress,
+        quiet: a.quiet,
         engine: &a.engine,
         policy: &a.policy,
         alert_window_ns: a.alert_window,
@@ -730,6 +781,7 @@ fn run_audit(a: AuditArgs) -> ExitCode {
         files: a.files,
         outputs: None,
         progress: false,
+        quiet: true,
         engine: &a.engine,
         policy: &a.policy,
         alert_window_ns: None,
@@ -824,7 +876,20 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
         filter: (!filter.trim().is_empty()).then_some(filter),
         ..LiveOptions::new(&a.interface)
     };
-    let workers = usize::from(a.engine.workers);
+    let cpus = cpus();
+    // Each handle of a fanout feeds a worker of its own: all run.
+    let workers = if a.fanout {
+        usize::from(a.engine.workers)
+    } else {
+        a.engine.workers_to_run(cpus)
+    };
+    if let Some(note) = a
+        .engine
+        .fewer_workers_note(workers, cpus)
+        .filter(|_| !a.quiet)
+    {
+        eprintln!("{note}");
+    }
     let handles = cap::open(&opts, if a.fanout { workers } else { 1 })?;
     if let Some(user) = &a.user {
         crate::privileges::drop_to(user)?;
@@ -870,4 +935,41 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
     let source = LiveSource::new(handles, Duration::from_millis(u64::from(a.timeout)));
     let report = run(engine, destinations, run_opts, Box::new(source), stop)?;
     Ok(exit::finish_run(&report, a.quiet))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(args: &[&str]) -> EngineArgs {
+        let argv = ["qmwatch", "replay"].iter().chain(args).chain(&["x.pcap"]);
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Replay(r)) => r.engine,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn workers_run_one_per_cpu_beside_the_capture_thread() {
+        // (asked, CPUs, running)
+        for (asked, cpus, want) in [
+            (1, 1, 1),
+            (1, 8, 1),
+            (2, 2, 1),
+            (2, 3, 2),
+            (4, 8, 4),
+            (8, 4, 3),
+            (3, 1, 1),
+        ] {
+            let e = engine(&["--workers", &asked.to_string()]);
+            assert_eq!(e.workers_to_run(cpus), want, "{asked} asked, {cpus} CPUs");
+            assert_eq!(e.fewer_workers_note(want, cpus).is_some(), want < asked);
+            let all = engine(&["--workers", &asked.to_string(), "--oversubscribe"]);
+            assert_eq!(
+                all.workers_to_run(cpus),
+                asked,
+                "{asked} asked, oversubscribed"
+            );
+        }
+    }
 }

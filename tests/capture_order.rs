@@ -24,7 +24,13 @@ const REPEATS: usize = 4;
 /// `qmwatch replay --workers W ARGS FILES`: its standard output and error.
 fn replay(workers: usize, args: &[String], files: &[PathBuf]) -> (Vec<u8>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_qmwatch"))
-        .args(["replay", "--workers", &workers.to_string()])
+        // Every worker runs, whatever the machine's CPUs.
+        .args([
+            "replay",
+            "--oversubscribe",
+            "--workers",
+            &workers.to_string(),
+        ])
         .args(args)
         .args(files)
         .output()
@@ -217,4 +223,49 @@ fn a_generated_capture_gives_the_same_events_with_any_number_of_workers() {
     let t: serde_json::Value = serde_json::from_str(&truth.to_string()).unwrap();
     let (events, _) = same_events_with_any_workers("generated mixed", &policy_args(&t), &[pcap]);
     assert!(!events.is_empty());
+}
+
+/// On a machine with fewer CPUs than the workers asked for and the capture
+/// thread, the workers beyond run only with `--oversubscribe` (they would
+/// only take turns with the capture thread, slower than fewer): the run
+/// says how many it runs and why, and its events are one worker's. The
+/// replay is held to one CPU with `taskset`, so that the test means the
+/// same on any machine.
+#[test]
+fn workers_beyond_the_cpus_run_only_when_asked() {
+    let caps = captures();
+    let cap = caps
+        .iter()
+        .find(|c| c.to_string_lossy().contains("qmtp-open-relay-2209"))
+        .expect("the open relay fixture");
+    let on_one_cpu = |extra: &[&str]| {
+        let out = Command::new("taskset")
+            .args(["--cpu-list", "0", env!("CARGO_BIN_EXE_qmwatch"), "replay"])
+            .args(extra)
+            .arg(cap)
+            .output()
+            .expect("taskset (util-linux) runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        (out.stdout, stderr)
+    };
+    let (one, _) = on_one_cpu(&["--workers", "1"]);
+    let (capped, note) = on_one_cpu(&["--workers", "3"]);
+    assert!(!one.is_empty(), "the fixture has findings");
+    assert_eq!(
+        capped, one,
+        "three workers asked on one CPU: one worker's events"
+    );
+    assert!(
+        note.contains("running 1 worker of the 3 asked: 1 CPU here")
+            && note.contains("--oversubscribe"),
+        "{note}"
+    );
+    assert_eq!(summary_count(&note, "workers"), 1, "{note}");
+    let (all, summary) = on_one_cpu(&["--workers", "3", "--oversubscribe"]);
+    assert_eq!(all, one, "three workers, oversubscribed: the same events");
+    assert!(!summary.contains("worker of the"), "{summary}");
+    assert_eq!(summary_count(&summary, "workers"), 3, "{summary}");
+    let (_, quiet) = on_one_cpu(&["--workers", "3", "--quiet"]);
+    assert!(quiet.is_empty(), "--quiet: {quiet}");
 }
