@@ -119,7 +119,7 @@ fn every_fixture_matches_its_labels() {
 #[test]
 fn every_fixture_matches_its_labels_with_two_workers() {
     for cap in captures() {
-        check_capture(&cap, &["--workers", "2"]);
+        check_capture(&cap, &["--oversubscribe", "--workers", "2"]);
     }
 }
 

@@ -427,7 +427,7 @@ fn live_finds_what_replay_finds() {
 
 #[test]
 fn live_with_two_workers_finds_what_replay_finds() {
-    same_findings_as_replay(&["--workers", "2"]);
+    same_findings_as_replay(&["--oversubscribe", "--workers", "2"]);
 }
 
 #[test]

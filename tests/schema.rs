@@ -274,7 +274,7 @@ fn event_ids_are_stable_across_runs_and_worker_counts() {
         let one = replay(&cap, &policy);
         let again = replay(&cap, &policy);
         let mut two_workers = policy.clone();
-        two_workers.extend(["--workers".to_string(), "2".to_string()]);
+        two_workers.extend(["--oversubscribe", "--workers", "2"].map(String::from));
         let two = replay(&cap, &two_workers);
         let name = cap.display();
         assert_eq!(ids(&one), ids(&again), "{name}: two runs");

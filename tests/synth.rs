@@ -48,7 +48,14 @@ fn policy_args(t: &Value) -> Vec<String> {
 
 fn replay(pcap: &Path, t: &Value, workers: usize) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_qmwatch"))
-        .args(["replay", "--quiet", "--workers", &workers.to_string()])
+        // Every worker runs, whatever the machine's CPUs.
+        .args([
+            "replay",
+            "--quiet",
+            "--oversubscribe",
+            "--workers",
+            &workers.to_string(),
+        ])
         .args(policy_args(t))
         .arg(pcap)
         .output()
