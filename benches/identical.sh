@@ -65,6 +65,13 @@ cases=0
 diffs=0
 two=0
 
+# A binary that runs at most one worker per CPU beside the capture
+# thread's takes --oversubscribe to run as many as asked, as older ones
+# did: given it for every case of several workers.
+over_a=() over_b=()
+"$base" replay --help 2>/dev/null | grep -q -- --oversubscribe && over_a=(--oversubscribe)
+"$new" replay --help 2>/dev/null | grep -q -- --oversubscribe && over_b=(--oversubscribe)
+
 mask() {
     sed -E \
         -e 's/^(  wall )[0-9.]+ s  [0-9.]+ Gbit\/s  [0-9]+ packets\/s/\1<wall> s  <wall> Gbit\/s  <wall> packets\/s/' \
@@ -109,9 +116,11 @@ run() {
     local d=$work/case
     rm -rf "$d"
     mkdir -p "$d"
-    (cd "$root" && "$work/a/qmwatch" "$@" >"$d/a.out" 2>"$d/a.err")
+    local oa=() ob=()
+    [ "$workers" -gt 1 ] && oa=("${over_a[@]}") ob=("${over_b[@]}")
+    (cd "$root" && "$work/a/qmwatch" "$1" "${oa[@]}" "${@:2}" >"$d/a.out" 2>"$d/a.err")
     echo $? >"$d/a.rc"
-    (cd "$root" && "$work/b/qmwatch" "$@" >"$d/b.out" 2>"$d/b.err")
+    (cd "$root" && "$work/b/qmwatch" "$1" "${ob[@]}" "${@:2}" >"$d/b.out" 2>"$d/b.err")
     echo $? >"$d/b.rc"
     local m=mask
     [ "$workers" -gt 1 ] && m=mask2
