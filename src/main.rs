@@ -215,6 +215,18 @@ impl EngineArgs {
         }
     }
 
+    /// The workers to run on this machine ([`EngineArgs::workers_to_run`]
+    /// of the CPUs this process may use: its affinity and any CPU quota),
+    /// said on standard error unless `quiet` when fewer than asked.
+    fn workers_here(&self, quiet: bool) -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let running = self.workers_to_run(cpus);
+        if let Some(note) = self.fewer_workers_note(running, cpus).filter(|_| !quiet) {
+            eprintln!("{note}");
+        }
+        running
+    }
+
     /// A note for standard error when fewer workers run than asked.
     fn fewer_workers_note(&self, running: usize, cpus: usize) -> Option<String> {
         (running < usize::from(self.workers)).then(|| {
@@ -684,11 +696,6 @@ struct Run<'a> {
     stats_interval_ns: Option<u64>,
 }
 
-/// The CPUs this process may run on (its affinity and any CPU quota).
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn start(run: Run<'_>) -> Result<RunReport, String> {
     let policy = run.policy.build()?;
     let stop = stop_flag()?;
@@ -701,15 +708,7 @@ fn start(run: Run<'_>) -> Result<RunReport, String> {
         stats_interval: run.stats_interval_ns.map(Duration::from_nanos),
         ..RunOptions::default()
     };
-    let cpus = cpus();
-    let workers = run.engine.workers_to_run(cpus);
-    if let Some(note) = run
-        .engine
-        .fewer_workers_note(workers, cpus)
-        .filter(|_| !run.quiet)
-    {
-        eprintln!("{note}");
-    }
+    let workers = run.engine.workers_here(run.quiet);
     let cfg = ReplayConfig {
         files: run.files,
         workers,
@@ -876,20 +875,12 @@ fn live(a: LiveArgs) -> Result<ExitCode, String> {
         filter: (!filter.trim().is_empty()).then_some(filter),
         ..LiveOptions::new(&a.interface)
     };
-    let cpus = cpus();
     // Each handle of a fanout feeds a worker of its own: all run.
     let workers = if a.fanout {
         usize::from(a.engine.workers)
     } else {
-        a.engine.workers_to_run(cpus)
+        a.engine.workers_here(a.quiet)
     };
-    if let Some(note) = a
-        .engine
-        .fewer_workers_note(workers, cpus)
-        .filter(|_| !a.quiet)
-    {
-        eprintln!("{note}");
-    }
     let handles = cap::open(&opts, if a.fanout { workers } else { 1 })?;
     if let Some(user) = &a.user {
         crate::privileges::drop_to(user)?;
