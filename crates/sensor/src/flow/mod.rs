@@ -1451,54 +1451,83 @@ impl FlowTable {
             if payload.is_empty() && seg.missing == 0 {
                 return self.track_teardown(i, dir, seg);
             }
-            // First payload: the protocol layer judges it (admission),
-            // without allocating. Whether it is the stream's first byte is
-            // the flow table's to say: mid-stream flows (no SYN seen) get
-            // the session's resync attempts instead, their first bytes may
-            // be mid-message.
-            let at_start = flow.syn_seen != 0
-                && (flow.syn_seen & (1 << dir) == 0
-                    || flow.syn_next.get(dir).copied() == Some(seg.seq));
-            let k = flow.key;
-            let port_known = |p: u16| {
-                self.known_ports
-                    .get(usize::from(p >> 6))
-                    .is_some_and(|w| w & (1 << (p & 63)) != 0)
-            };
-            let known_as = |a: Addr, p: u16| {
-                if port_known(p) {
-                    self.known_servers.get(&(a, p)).copied()
-                } else {
-                    None
-                }
-            };
-            let known_protocol = known_as(k.lo, k.lo_port).or_else(|| known_as(k.hi, k.hi_port));
-            let from_client = flow.client_dir == Some(dir as u8);
-            if flow.client_sample_len > 0 && from_client {
-                // Waiting for the server's answer to a non-QMTP/QMQP client.
-                return self.first_bytes_again(i, dir, seg, payload, out);
+            if !self.admit_first_payload(i, dir, seg, payload, out) {
+                // A FIN or RST on the bytes that judged the flow ends it as a
+                // bare one would: short exchanges often close that way (an
+                // answer sent with its FIN), and the entry would otherwise
+                // wait out the idle timeout.
+                return self.track_teardown(i, dir, seg);
             }
-            let first = FirstPayload {
-                bytes: payload,
-                ports: [k.lo_port, k.hi_port],
-                at_stream_start: at_start,
-                from_client,
-                known_server: known_protocol.is_some(),
-            };
-            match admission::probe(&first) {
-                Admission::Candidate => {}
-                // Either way the judgement rests on these bytes: keep them
-                // (see `first_bytes_again`). Waiting for the server costs
-                // no allocation either.
-                Admission::AwaitServer => return flow.keep_sample(dir, seg, payload),
-                Admission::Reject => {
-                    flow.keep_sample(dir, seg, payload);
-                    return self.reject(i);
-                }
-            }
-            self.start_candidate(i, seg, known_protocol, out);
         }
         self.feed_candidate(i, dir, seg, payload, out);
+    }
+
+    /// The first payload of flow `i` without a session: the protocol layer
+    /// judges it (admission), without allocating. True: the flow is now a
+    /// candidate, to be fed these bytes; false: rejected, or waiting for the
+    /// server's answer (its sample kept either way).
+    #[inline]
+    fn admit_first_payload(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        payload: &[u8],
+        out: &mut Vec<Record>,
+    ) -> bool {
+        let Some(flow) = self.slab.get_mut(i as usize) else {
+            return false;
+        };
+        // Whether it is the stream's first byte is the flow table's to say:
+        // mid-stream flows (no SYN seen) get the session's resync attempts
+        // instead, their first bytes may be mid-message.
+        let at_start = flow.syn_seen != 0
+            && (flow.syn_seen & (1 << dir) == 0
+                || flow.syn_next.get(dir).copied() == Some(seg.seq));
+        let k = flow.key;
+        let port_known = |p: u16| {
+            self.known_ports
+                .get(usize::from(p >> 6))
+                .is_some_and(|w| w & (1 << (p & 63)) != 0)
+        };
+        let known_as = |a: Addr, p: u16| {
+            if port_known(p) {
+                self.known_servers.get(&(a, p)).copied()
+            } else {
+                None
+            }
+        };
+        let known_protocol = known_as(k.lo, k.lo_port).or_else(|| known_as(k.hi, k.hi_port));
+        let from_client = flow.client_dir == Some(dir as u8);
+        if flow.client_sample_len > 0 && from_client {
+            // Waiting for the server's answer to a non-QMTP/QMQP client.
+            self.first_bytes_again(i, dir, seg, payload, out);
+            return false;
+        }
+        let first = FirstPayload {
+            bytes: payload,
+            ports: [k.lo_port, k.hi_port],
+            at_stream_start: at_start,
+            from_client,
+            known_server: known_protocol.is_some(),
+        };
+        match admission::probe(&first) {
+            Admission::Candidate => {}
+            // Either way the judgement rests on these bytes: keep them
+            // (see `first_bytes_again`). Waiting for the server costs no
+            // allocation either.
+            Admission::AwaitServer => {
+                flow.keep_sample(dir, seg, payload);
+                return false;
+            }
+            Admission::Reject => {
+                flow.keep_sample(dir, seg, payload);
+                self.reject(i);
+                return false;
+            }
+        }
+        self.start_candidate(i, seg, known_protocol, out);
+        true
     }
 
     /// Gives a flow that may be QMTP/QMQP its reassembly and session state.

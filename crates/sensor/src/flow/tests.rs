@@ -294,6 +294,69 @@ fn other_protocols_rejected_at_first_payload() {
     }
 }
 
+/// A FIN or RST that rides on the segment whose bytes judge a flow (or on
+/// the client's bytes while the server's answer is awaited) ends the flow
+/// as a bare one does: the flow is closed at once, not left in the table
+/// until it times out. Short exchanges often close that way (an HTTP/1.0
+/// answer with its FIN, a request sent with the client's FIN, a reset
+/// that carries a diagnostic text).
+#[test]
+fn a_fin_or_rst_on_the_judged_bytes_still_ends_the_flow() {
+    let req = b"GET / HTTP/1.0\r\n\r\n";
+    let more = b"X-More: 1\r\n";
+    let answer = b"HTTP/1.0 200 OK\r\n\r\n";
+    let (q, m, a) = (req.len() as u64, more.len() as u64, answer.len() as u64);
+    let conn = Conn::new("192.0.2.1:50000", "198.51.100.2:8080");
+    let with = |extra: Vec<Pkt>| {
+        let mut v = conn.handshake();
+        v.extend(extra);
+        v
+    };
+    let cases: Vec<(&str, Vec<Pkt>)> = vec![
+        (
+            "the answer carries the server's FIN",
+            with(vec![
+                conn.c2s(4000, 0, 0, 0, req),
+                conn.s2c(5000, 0, q, TCP_FIN, answer),
+                conn.c2s(6000, q, a + 1, TCP_FIN, b""),
+            ]),
+        ),
+        (
+            "the request carries the client's FIN",
+            with(vec![
+                conn.c2s(4000, 0, 0, TCP_FIN, req),
+                conn.s2c(5000, 0, q + 1, TCP_FIN, answer),
+            ]),
+        ),
+        (
+            "the client's FIN rides on more bytes while the answer is awaited",
+            with(vec![
+                conn.c2s(4000, 0, 0, 0, req),
+                conn.c2s(4500, q, 0, TCP_FIN, more),
+                conn.s2c(5000, 0, q + m + 1, TCP_FIN, answer),
+            ]),
+        ),
+        (
+            "the server resets with a text",
+            with(vec![
+                conn.c2s(4000, 0, 0, 0, req),
+                conn.s2c(5000, 0, q, TCP_RST, b"no thanks"),
+            ]),
+        ),
+        (
+            "the client resets with a text",
+            with(vec![conn.c2s(4000, 0, 0, TCP_RST, req)]),
+        ),
+    ];
+    for (name, pkts) in cases {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let out = run(&mut t, &pkts);
+        assert!(out.is_empty(), "{name}: {out:#?}");
+        assert_eq!(t.stats.flows_candidate, 0, "{name}");
+        assert_eq!(t.stats.flows_closed, 1, "{name}");
+    }
+}
+
 #[test]
 fn flow_cap_evicts_oldest() {
     let cfg = FlowConfig {
