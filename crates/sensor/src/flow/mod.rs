@@ -1845,18 +1845,30 @@ impl FlowTable {
         let mut order = Vec::new();
         let mut i = self.head;
         while let Some(f) = self.slab.get(i as usize) {
-            order.push((i, f.last_seen));
+            // Only a flow with a session has anything to report.
+            if f.candidate.is_some() {
+                order.push((i, f.last_seen));
+            }
             i = f.next;
         }
         // Least recently active first (the list is in queued order).
         order.sort_by_key(|&(_, ts)| ts);
         for (i, ts) in order {
             self.finish_flow(i, ts, out);
-            self.remove(i);
         }
-        while let Some(c) = self.closed.pop_front() {
-            self.remove_lingering(c.flow);
-        }
+        // Nothing is looked up after the end of input, so the entries go all
+        // at once (`finish_flow` gave each candidate back). Removed one by
+        // one, each shifted its run of index slots and the index shrank in
+        // steps as it emptied: half of a worker's instructions on a capture
+        // that ends with many flows open, as a scan's unanswered SYNs leave.
+        self.index = FlowIndex::new();
+        self.slab.clear();
+        self.free.clear();
+        (self.head, self.tail) = (NIL, NIL);
+        self.closed.clear();
+        self.lingering.clear();
+        self.lingering_free.clear();
+        self.replaced = 0;
     }
 }
 

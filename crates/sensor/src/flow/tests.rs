@@ -420,6 +420,40 @@ fn finish_all_reports_open_flows() {
     assert_eq!(t.held_bytes(), 0);
 }
 
+/// At the end of input only flows with a session report, least recently
+/// active first, however many other flows are open (a scan's unanswered
+/// SYNs, flows set aside or waiting for a server's answer); the table is
+/// left empty.
+#[test]
+fn finish_all_reports_sessions_in_order_among_many_open_flows() {
+    let early = Conn::new("192.0.2.10:40000", "198.51.100.2:209");
+    let late = Conn::new("192.0.2.11:40000", "198.51.100.2:209");
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut pkts = late.handshake();
+    pkts.push(late.c2s(9000, 0, 0, 0, PACKAGE));
+    pkts.extend(early.handshake());
+    pkts.push(early.c2s(4000, 0, 0, 0, PACKAGE));
+    for n in 0..2000u16 {
+        let scanned = Conn::new("203.0.113.7:40000", &format!("198.51.100.3:{}", 1000 + n));
+        pkts.push(scanned.syn(5000));
+    }
+    let http = Conn::new("192.0.2.12:50000", "198.51.100.4:8080");
+    pkts.extend(http.handshake());
+    pkts.push(http.c2s(6000, 0, 0, 0, b"GET / HTTP/1.0\r\n\r\n"));
+    let mut out = run(&mut t, &pkts);
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(t.len(), 2003);
+    t.finish_all(&mut out);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    check_transaction(&out[0], &early, None);
+    let Record::Transaction(last) = &out[1] else {
+        panic!("not a transaction: {:?}", out[1]);
+    };
+    assert_eq!((last.endpoints, last.ts), (late.endpoints(), 9000));
+    assert!(t.is_empty());
+    assert_eq!((t.held_bytes(), t.session_bytes()), (0, 0));
+}
+
 #[test]
 fn rst_outside_window_is_ignored_and_reported() {
     let conn = Conn::new("10.5.0.1:40000", "10.5.0.2:209");
