@@ -218,6 +218,7 @@ fn skipped(r: &RunReport) -> Vec<String> {
         ("tcp_ttl_insertion_dropped", f.ttl_insertion_dropped),
         ("tcp_chaff_flags_dropped", f.chaff_flags_dropped),
         ("tcp_paws_dropped", f.paws_dropped),
+        ("tcp_rst_out_of_window_dropped", f.rst_out_of_window_dropped),
         ("tcp_overlap_consistent", f.reassembly.overlaps_consistent),
         ("tcp_overlap_conflicting", f.reassembly.overlaps_conflicting),
         ("tcp_overlap_unverified", f.reassembly.overlaps_unverified),

@@ -1599,6 +1599,64 @@ fn corrupted_checksums_in_an_offloaded_capture() {
 }
 
 // ---------------------------------------------------------------------------
+// A forged RST before the first payload.
+
+/// Before each connection's first payload, a RST from its client `ahead`
+/// bytes past the start of the client's stream, as an attacker (the client
+/// itself, say) would send to make the sensor drop the flow before it can
+/// judge it: an RFC 5961 endpoint drops such a RST (within the window it
+/// answers it with an ACK). Its TTL is the highest there is, so that it is
+/// not taken for TTL chaff.
+fn rst_before_first_payload(fx: &Fx, ahead: u32) -> Vec<Frame> {
+    let mut done = BTreeSet::new();
+    map_tcp(fx, |c, _, t, out| {
+        if !t.payload.is_empty() && done.insert((c.client, c.server)) {
+            let rst = Tcp {
+                ts_ns: t.ts_ns.saturating_sub(1_000),
+                src: c.client.0,
+                sport: c.client.1,
+                dst: c.server.0,
+                dport: c.server.1,
+                ttl: 255,
+                ip_id: 1,
+                seq: c.base[0].wrapping_add(ahead),
+                ack: 0,
+                flags: TCP_RST,
+                window: 0,
+                options: Vec::new(),
+                payload: Vec::new(),
+                bad_checksum: false,
+                no_checksum: false,
+            };
+            out.push(frame(&rst));
+        }
+        out.push(frame(t));
+    })
+}
+
+#[test]
+fn a_forged_rst_before_the_first_payload_does_not_blind() {
+    for (variant, ahead) in [
+        ("rst-before-payload-far", 3_000_000),
+        ("rst-before-payload-in-window", 1000),
+    ] {
+        each_fixture(
+            variant,
+            &[],
+            |fx| rst_before_first_payload(fx, ahead),
+            |fx, ev, stderr| {
+                let exp = Expect {
+                    allowed: &["tcp_rst_out_of_window"],
+                    ..Expect::clean()
+                };
+                check(fx, variant, ev, &exp)?;
+                counted(fx, variant, stderr, "tcp_rst_out_of_window_dropped", 1)
+            },
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
 // A four-tuple used again.
 
 /// Before every connection, a short one on the same four-tuple that ends by

@@ -9,7 +9,9 @@
 //! Owns: per direction of every flow (QMTP or not), the end of the highest
 //! byte seen, one open hole below it, and the highest acknowledgement sent,
 //! 36 bytes in the flow entry; no payload is looked at and nothing is
-//! allocated.
+//! allocated. The end of the highest byte seen and the highest
+//! acknowledgement also tell the flow table whether a RST is one its
+//! receiver would take.
 //!
 //! Must not: allocate, look at payload, or trust a jump: a sequence number
 //! or acknowledgement more than [`MAX_STEP`] ahead is not counted (a forged
@@ -75,6 +77,28 @@ impl LossTrack {
             self.ack(d, seg.ack)
         } else {
             (0, 0)
+        }
+    }
+
+    /// The sequence number after the highest byte direction `dir` was seen
+    /// to send (its SYN and FIN count one), if it was seen to send any: what
+    /// the flow table judges a RST of a flow without a session by.
+    pub(crate) fn next_seq(&self, dir: usize) -> Option<u32> {
+        let d = dir & 1;
+        if self.has(SEEN, d) {
+            self.seen_end.get(d).copied()
+        } else {
+            None
+        }
+    }
+
+    /// The highest acknowledgement direction `dir` sent, if it sent any.
+    pub(crate) fn acked_by(&self, dir: usize) -> Option<u32> {
+        let d = dir & 1;
+        if self.has(ACKED, d) {
+            self.acked.get(d).copied()
+        } else {
+            None
         }
     }
 

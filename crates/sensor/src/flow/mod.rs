@@ -79,9 +79,11 @@ const NOTE_FRAG_TINY: u8 = qmwatch_wire::decode::FRAG_NOTE_TINY;
 const NOTE_TTL: u8 = 8;
 const NOTE_FLAGS: u8 = 16;
 const NOTE_PAWS: u8 = 32;
+const NOTE_RST_WINDOW: u8 = 64;
+const RST_WINDOW_DETAIL: &str = "a RST whose sequence number is outside the stream was ignored";
 /// (bit, kind, detail) of the anomalies raised once per flow: the wire
 /// crate's fragment notes and the flow table's own, mapped to their kinds.
-const NOTES: [(u8, AnomalyKind, &str); 5] = [
+const NOTES: [(u8, AnomalyKind, &str); 6] = [
     (
         NOTE_FRAG_DROPPED,
         AnomalyKind::IpFragmentsDropped,
@@ -106,6 +108,11 @@ const NOTES: [(u8, AnomalyKind, &str); 5] = [
         NOTE_PAWS,
         AnomalyKind::TcpPawsFailed,
         "a segment whose TCP timestamp is older than its direction's (PAWS, RFC 7323), which the endpoint drops, was ignored",
+    ),
+    (
+        NOTE_RST_WINDOW,
+        AnomalyKind::TcpRstOutOfWindow,
+        RST_WINDOW_DETAIL,
     ),
 ];
 
@@ -162,6 +169,9 @@ pub struct FlowStats {
     pub ttl_insertion_dropped: u64,
     pub chaff_flags_dropped: u64,
     pub paws_dropped: u64,
+    /// RSTs of flows without a session ignored as outside the sender's
+    /// stream (an endpoint drops them).
+    pub rst_out_of_window_dropped: u64,
     pub sessions_dropped_memcap: u64,
     /// Confirmed servers past [`MAX_KNOWN_SERVERS`], not remembered.
     pub known_servers_not_remembered: u64,
@@ -206,6 +216,7 @@ impl FlowStats {
         self.ttl_insertion_dropped += o.ttl_insertion_dropped;
         self.chaff_flags_dropped += o.chaff_flags_dropped;
         self.paws_dropped += o.paws_dropped;
+        self.rst_out_of_window_dropped += o.rst_out_of_window_dropped;
         self.sessions_dropped_memcap += o.sessions_dropped_memcap;
         self.known_servers_not_remembered += o.known_servers_not_remembered;
         self.session_bytes_peak += o.session_bytes_peak;
@@ -499,19 +510,27 @@ impl Candidate {
         (status, ev)
     }
 
-    /// Whether a RST of direction `dir` fits the sender's stream (then it
-    /// ends the flow). One far off is a forgery (or an evasion attempt): it
-    /// is reported and ignored.
-    fn rst_fits(&mut self, dir: usize, seg: &Segment, out: &mut Vec<Record>) -> bool {
-        let fits = self.streams.get(dir).is_some_and(|st| {
+    /// Whether a RST of direction `dir` is one its receiver takes (then it
+    /// ends the flow): at the next byte of the sender's stream, or as
+    /// [`rst_fits_seen`] judges it from `loss`. Any other is a forgery or
+    /// an evasion attempt: it is reported and ignored.
+    fn rst_fits(
+        &mut self,
+        dir: usize,
+        seg: &Segment,
+        loss: &LossTrack,
+        out: &mut Vec<Record>,
+    ) -> bool {
+        let at_next = self.streams.get(dir).is_some_and(|st| {
             let next = i128::from(st.next_offset());
             st.offset_of(seg.seq)
-                .is_some_and(|o| o >= next - 1 && o <= next + 65_535)
+                .is_some_and(|o| o == next || o == next - 1)
         });
+        let fits = at_next || rst_fits_seen(loss, dir, seg.seq);
         if !fits {
             self.session.anomaly(
                 AnomalyKind::TcpRstOutOfWindow,
-                "a RST whose sequence number is outside the stream was ignored".into(),
+                RST_WINDOW_DETAIL.into(),
                 seg.ts,
                 out,
             );
@@ -1387,11 +1406,19 @@ impl FlowTable {
         false
     }
 
-    /// FIN/RST bookkeeping for flows that are not parsed.
+    /// FIN/RST bookkeeping for flows that are not parsed. A RST outside
+    /// the sender's stream is ignored, as by the endpoint (RFC 5961), and
+    /// noted for the session the flow may still get: a forged one must not
+    /// end a flow whose first payload is still to come.
     fn track_teardown(&mut self, i: u32, dir: usize, seg: &Segment) {
         let Some(f) = self.flow(i) else {
             return;
         };
+        if seg.rst() && !rst_fits_seen(&f.loss, dir, seg.seq) {
+            f.early |= NOTE_RST_WINDOW;
+            self.stats.rst_out_of_window_dropped += 1;
+            return;
+        }
         if seg.fin() {
             f.fin |= 1 << dir;
         }
@@ -1626,7 +1653,7 @@ impl FlowTable {
         if seg.fin() {
             flow.fin |= 1 << dir;
         }
-        let rst_ok = seg.rst() && cand.rst_fits(dir, seg, out);
+        let rst_ok = seg.rst() && cand.rst_fits(dir, seg, &flow.loss, out);
         // Both directions sent their FIN.
         let both_done = flow.fin == 3;
         let now = cand.session.stored_bytes();
@@ -1870,6 +1897,26 @@ impl FlowTable {
         self.lingering_free.clear();
         self.replaced = 0;
     }
+}
+
+/// Whether a RST with sequence number `seq` from direction `dir` is one
+/// its receiver takes, judged from what the sensor saw of the flow: at the
+/// byte after the last the sender was seen to send (its SYN and FIN count
+/// one) or at the last one its peer acknowledged, or one before either (as
+/// some stacks send after their FIN). RFC 5961 receivers take a RST only at
+/// the next byte they expect and answer any other with an ACK, so one
+/// elsewhere, even within the window, must not end the flow: the sender
+/// itself could forge it to hide the rest of the connection. A flow that
+/// shows neither gives nothing to judge by: its RST is taken.
+fn rst_fits_seen(loss: &LossTrack, dir: usize, seq: u32) -> bool {
+    let known = [loss.next_seq(dir), loss.acked_by(1 - (dir & 1))];
+    if known.iter().all(Option::is_none) {
+        return true;
+    }
+    known
+        .into_iter()
+        .flatten()
+        .any(|n| seq == n || seq == n.wrapping_sub(1))
 }
 
 /// Keeps ended candidate `c` (its streams reset) for a new candidate,

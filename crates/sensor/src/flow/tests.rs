@@ -481,6 +481,73 @@ fn rst_outside_window_is_ignored_and_reported() {
     assert_eq!(t.stats.flows_closed, 1);
 }
 
+/// A RST elsewhere than at the sender's next byte before any payload (which
+/// the endpoint drops, RFC 5961) does not end the flow: the QMTP session
+/// after it is seen.
+#[test]
+fn rst_outside_window_before_any_payload_does_not_blind() {
+    let conn = Conn::new("192.0.2.5:40000", "198.51.100.5:2209");
+    for (name, rst) in [
+        ("client", conn.c2s(3500, 1_000_000, 0, TCP_RST, b"")),
+        ("server", conn.s2c(3500, 1_000_000, 0, TCP_RST, b"")),
+        (
+            "client, with text",
+            conn.c2s(3500, 1_000_000, 0, TCP_RST, b"x"),
+        ),
+        // In the window but not at the next byte: an RFC 5961 receiver
+        // answers it with an ACK and goes on.
+        (
+            "client, in the window",
+            conn.c2s(3500, 1000, 0, TCP_RST, b""),
+        ),
+        (
+            "server, in the window",
+            conn.s2c(3500, 1000, 0, TCP_RST, b""),
+        ),
+    ] {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let whole = conn.conversation(PACKAGE, REPLY);
+        let mut pkts = whole[..3].to_vec();
+        pkts.push(rst);
+        pkts.extend_from_slice(&whole[3..]);
+        let out = run(&mut t, &pkts);
+        let (kinds, rest) = split_anomalies(out);
+        check_qmtp(&rest, &conn);
+        assert_eq!(kinds, ["tcp_rst_out_of_window"], "{name}");
+        assert_eq!(t.stats.flows_closed, 1, "{name}");
+    }
+    // One that fits the sender's stream ends the flow before its payload.
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut pkts = conn.handshake();
+    pkts.push(conn.c2s(3500, 0, 0, TCP_RST, b""));
+    assert!(run(&mut t, &pkts).is_empty());
+    assert_eq!(t.stats.flows_closed, 1);
+    assert_eq!(t.stats.rst_out_of_window_dropped, 0);
+}
+
+/// During a session too, a RST in the window but not at the next byte (as
+/// the client itself could send to hide the rest of the connection) is
+/// ignored and reported; the one at the next byte ends the flow.
+#[test]
+fn rst_in_the_window_but_not_at_the_next_byte_is_ignored() {
+    let conn = Conn::new("192.0.2.6:40000", "198.51.100.6:209");
+    let q = PACKAGE.len() as u64;
+    let whole = conn.conversation(PACKAGE, REPLY);
+    let mut pkts = whole[..4].to_vec();
+    pkts.push(conn.c2s(4500, q + 1000, 0, TCP_RST, b""));
+    pkts.extend_from_slice(&whole[4..]);
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (kinds, rest) = split_anomalies(run(&mut t, &pkts));
+    check_qmtp(&rest, &conn);
+    assert_eq!(kinds, ["tcp_rst_out_of_window"]);
+    // At the next byte, after the package: the flow ends there.
+    let mut pkts = whole[..4].to_vec();
+    pkts.push(conn.c2s(4500, q, 0, TCP_RST, b""));
+    let mut t = FlowTable::new(FlowConfig::default());
+    let out = run(&mut t, &pkts);
+    assert_eq!(t.stats.flows_closed, 1, "{out:#?}");
+}
+
 #[test]
 fn rst_in_window_ends_flow() {
     let conn = Conn::new("10.5.0.1:40000", "10.5.0.2:209");
