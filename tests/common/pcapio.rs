@@ -20,6 +20,8 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
+#[allow(dead_code)] // not every test that includes this module uses it
+pub const TCP_URG: u8 = 0x20;
 
 /// One captured frame (Ethernet after [`read_capture`]).
 #[derive(Clone, Debug, PartialEq, Eq)]

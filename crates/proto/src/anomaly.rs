@@ -46,6 +46,8 @@ pub enum AnomalyKind {
     TcpBadChecksum,
     /// A RST whose sequence number is outside the stream.
     TcpRstOutOfWindow,
+    /// A segment carried TCP urgent data, which QMTP/QMQP never send.
+    TcpUrgentData,
     /// The worker's session memory cap was reached.
     SessionMemoryCap,
     // Netstrings ([`crate::netstring::NetstringError`]).
@@ -85,7 +87,7 @@ pub enum AnomalyKind {
 
 impl AnomalyKind {
     /// Every kind, in the order of the enum.
-    pub const ALL: [AnomalyKind; 36] = [
+    pub const ALL: [AnomalyKind; 37] = [
         AnomalyKind::TcpOverlapConflict,
         AnomalyKind::IpFragmentOverlapConflict,
         AnomalyKind::IpFragmentsDropped,
@@ -95,6 +97,7 @@ impl AnomalyKind {
         AnomalyKind::TcpPawsFailed,
         AnomalyKind::TcpBadChecksum,
         AnomalyKind::TcpRstOutOfWindow,
+        AnomalyKind::TcpUrgentData,
         AnomalyKind::SessionMemoryCap,
         AnomalyKind::NetstringLeadingZero,
         AnomalyKind::NetstringLengthTooLong,
@@ -136,6 +139,7 @@ impl AnomalyKind {
             AnomalyKind::TcpPawsFailed => "tcp_paws_failed",
             AnomalyKind::TcpBadChecksum => "tcp_bad_checksum",
             AnomalyKind::TcpRstOutOfWindow => "tcp_rst_out_of_window",
+            AnomalyKind::TcpUrgentData => "tcp_urgent_data",
             AnomalyKind::SessionMemoryCap => "session_memory_cap",
             AnomalyKind::NetstringLeadingZero => "netstring_leading_zero",
             AnomalyKind::NetstringLengthTooLong => "netstring_length_too_long",
@@ -168,8 +172,9 @@ impl AnomalyKind {
 
     /// Kinds that say the bytes seen may differ from the bytes an endpoint
     /// took (two contents for the same bytes, bytes lost, segments judged
-    /// chaff and left out): reported even for a flow that was never
-    /// confirmed or was rejected as not QMTP/QMQP. A bad checksum is not
+    /// chaff and left out, urgent bytes read out of band): reported even
+    /// for a flow that was never confirmed or was rejected as not
+    /// QMTP/QMQP. A bad checksum is not
     /// among them: the endpoint drops such a segment just as qmwatch does.
     pub(crate) const fn is_evasion_sign(self) -> bool {
         matches!(
@@ -180,6 +185,7 @@ impl AnomalyKind {
                 | AnomalyKind::TcpTtlInsertion
                 | AnomalyKind::TcpChaffFlags
                 | AnomalyKind::TcpPawsFailed
+                | AnomalyKind::TcpUrgentData
         )
     }
 
@@ -258,6 +264,7 @@ mod tests {
                 "tcp_ttl_insertion",
                 "tcp_chaff_flags",
                 "tcp_paws_failed",
+                "tcp_urgent_data",
             ]
         );
         for k in AnomalyKind::ALL {

@@ -27,6 +27,7 @@ mod index;
 pub mod loss;
 pub(crate) mod prefetch;
 pub mod reassembly;
+mod urgent;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -39,8 +40,9 @@ use qmwatch_proto::admission::{self, Admission, FirstPayload};
 use qmwatch_proto::session::{Session, Status};
 use qmwatch_proto::{Anomaly, AnomalyKind, Endpoints, Protocol, Record};
 use qmwatch_wire::capture::Block;
-use qmwatch_wire::decode::{Addr, Segment};
+use qmwatch_wire::decode::{Addr, Segment, TCP_URG};
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment};
+use urgent::Urgent;
 
 /// Whether TCP checksums are verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -80,10 +82,11 @@ const NOTE_TTL: u8 = 8;
 const NOTE_FLAGS: u8 = 16;
 const NOTE_PAWS: u8 = 32;
 const NOTE_RST_WINDOW: u8 = 64;
+const NOTE_URGENT: u8 = 128;
 const RST_WINDOW_DETAIL: &str = "a RST whose sequence number is outside the stream was ignored";
 /// (bit, kind, detail) of the anomalies raised once per flow: the wire
 /// crate's fragment notes and the flow table's own, mapped to their kinds.
-const NOTES: [(u8, AnomalyKind, &str); 6] = [
+const NOTES: [(u8, AnomalyKind, &str); 7] = [
     (
         NOTE_FRAG_DROPPED,
         AnomalyKind::IpFragmentsDropped,
@@ -113,6 +116,11 @@ const NOTES: [(u8, AnomalyKind, &str); 6] = [
         NOTE_RST_WINDOW,
         AnomalyKind::TcpRstOutOfWindow,
         RST_WINDOW_DETAIL,
+    ),
+    (
+        NOTE_URGENT,
+        AnomalyKind::TcpUrgentData,
+        "a segment carried TCP urgent data, which QMTP/QMQP never send; its urgent byte was taken out of the stream, as the server reads it, where the sensor could",
     ),
 ];
 
@@ -415,6 +423,10 @@ struct Candidate {
     accounted: usize,
     /// `NOTE_*` anomalies already raised on this flow.
     reported: u8,
+    /// Per direction, the urgent bytes taken out of its stream: every
+    /// sequence number handed to a stream goes through them. Boxed, and
+    /// only once a segment carried urgent data: QMTP/QMQP never send any.
+    urgent: Option<Box<[Urgent; 2]>>,
 }
 
 impl Candidate {
@@ -429,6 +441,44 @@ impl Candidate {
         if seg.frag_notes & !self.reported & (NOTE_FRAG_DROPPED | NOTE_FRAG_TINY) != 0 {
             let new = seg.frag_notes & !self.reported;
             self.reported |= raise_notes(&mut self.session, new, ts, out);
+        }
+    }
+
+    /// `seq` of direction `dir` as its stream numbers it: without the
+    /// urgent bytes taken out before it.
+    #[inline]
+    fn stream_seq(&self, dir: usize, seq: u32) -> u32 {
+        match &self.urgent {
+            None => seq,
+            Some(u) => u.get(dir).map_or(seq, |u| u.map(seq)),
+        }
+    }
+
+    /// Segment `seg` of direction `dir` points at an urgent byte `k` bytes
+    /// past its first data byte (in it or in a later segment): taken out
+    /// of the stream, as the server reads it, unless
+    /// the stream already delivered or holds bytes past it (too late to
+    /// renumber them) or the direction's cap is reached. The flow is
+    /// reported once for its urgent data either way.
+    #[cold]
+    #[inline(never)]
+    fn take_out_urgent(&mut self, dir: usize, seg: &Segment, k: u32, out: &mut Vec<Record>) {
+        let byte = seg.seq.wrapping_add(u32::from(seg.syn())).wrapping_add(k);
+        let seq = self.stream_seq(dir, byte);
+        let in_time = self.streams.get(dir).is_some_and(|st| {
+            st.holds_nothing()
+                && st
+                    .offset_of(seq)
+                    .is_none_or(|o| o >= i128::from(st.next_offset()))
+        });
+        if in_time {
+            let urgent = self.urgent.get_or_insert_with(Box::default);
+            if let Some(u) = urgent.get_mut(dir) {
+                u.take_out(byte);
+            }
+        }
+        if self.reported & NOTE_URGENT == 0 {
+            self.reported |= raise_notes(&mut self.session, NOTE_URGENT, seg.ts, out);
         }
     }
 
@@ -454,9 +504,11 @@ impl Candidate {
         let Candidate {
             streams: [s0, s1],
             session,
+            urgent,
             ..
         } = self;
         let (mine, peer) = if dir == 0 { (s0, s1) } else { (s1, s0) };
+        let (my_urgent, ack) = urgent_view(urgent.as_deref(), dir, seg.ack);
         let mut ev = StreamEvents::default();
         let mut status = Status::Continue;
         let ts = seg.ts;
@@ -464,10 +516,10 @@ impl Candidate {
             let peer_dir = 1 - dir;
             let mut deliver_peer =
                 |d: Delivery<'_>| hand_over(session, &mut status, peer_dir, d, ts, None, out);
-            peer.peer_acked(seg.ack, cfg, budget, &mut ev, &mut deliver_peer);
+            peer.peer_acked(ack, cfg, budget, &mut ev, &mut deliver_peer);
         }
         let peer_ack = if seg.ack_flag() {
-            peer.acked_offset(seg.ack)
+            peer.acked_offset(ack)
         } else {
             None
         };
@@ -494,15 +546,17 @@ impl Candidate {
             };
             hand_over(session, &mut status, dir, d, ts, peer_ack, out)
         };
-        let piece = StreamSegment {
-            seq: seg.seq,
-            syn: seg.syn(),
-            fin: seg.fin(),
-            payload,
-            missing: seg.missing,
-        };
         let conflicts_before = ev.overlaps_conflicting;
-        let ended = mine.segment(piece, cfg, budget, &mut ev, &mut deliver);
+        let ended = feed_stream(
+            mine,
+            my_urgent,
+            seg,
+            payload,
+            cfg,
+            budget,
+            &mut ev,
+            &mut deliver,
+        );
         if ev.overlaps_conflicting > conflicts_before {
             session.anomaly(
                 AnomalyKind::TcpOverlapConflict,
@@ -528,9 +582,10 @@ impl Candidate {
         loss: &LossTrack,
         out: &mut Vec<Record>,
     ) -> bool {
+        let seq = self.stream_seq(dir, seg.seq);
         let at_next = self.streams.get(dir).is_some_and(|st| {
             let next = i128::from(st.next_offset());
-            st.offset_of(seg.seq)
+            st.offset_of(seq)
                 .is_some_and(|o| o == next || o == next - 1)
         });
         let fits = at_next || rst_fits_seen(loss, dir, seg.seq);
@@ -1104,7 +1159,7 @@ impl FlowTable {
                 if !self.chaff_accepts(i, dir, seg, payload.len(), tcp, verified, out) {
                     return;
                 }
-                self.open_segment(i, dir, seg, payload, out);
+                self.open_segment(i, dir, seg, payload, urgent_of(seg, tcp), out);
             }
         }
     }
@@ -1133,6 +1188,8 @@ impl FlowTable {
             || seg.syn()
             || seg.fin()
             || seg.rst()
+            // Urgent data renumbers the stream: summed, so chaff can't.
+            || seg.flags & TCP_URG != 0
         {
             return false;
         }
@@ -1158,7 +1215,7 @@ impl FlowTable {
         // chaff after the real bytes is named for what it is.
         let next = mine.next_offset();
         from == next
-            && mine.offset_of(seg.seq) == Some(i128::from(next))
+            && mine.offset_of(c.stream_seq(dir, seg.seq)) == Some(i128::from(next))
             && next.saturating_add(len as u64) <= to
     }
 
@@ -1378,7 +1435,7 @@ impl FlowTable {
                 } else {
                     match flow.candidate.as_ref() {
                         Some(c) => c.streams.get(dir).is_some_and(|st| {
-                            st.offset_of(seg.seq)
+                            st.offset_of(c.stream_seq(dir, seg.seq))
                                 .is_some_and(|o| o <= i128::from(st.next_offset()))
                         }),
                         None => {
@@ -1486,6 +1543,7 @@ impl FlowTable {
         dir: usize,
         seg: &Segment,
         payload: &[u8],
+        urgent: Option<u32>,
         out: &mut Vec<Record>,
     ) {
         let Some(flow) = self.slab.get_mut(i as usize) else {
@@ -1508,7 +1566,7 @@ impl FlowTable {
             if payload.is_empty() && seg.missing == 0 {
                 return self.track_teardown(i, dir, seg);
             }
-            if !self.admit_first_payload(i, dir, seg, payload, out) {
+            if !self.admit_first_payload(i, dir, seg, payload, urgent, out) {
                 // A FIN or RST on the bytes that judged the flow ends it as a
                 // bare one would: short exchanges often close that way (an
                 // answer sent with its FIN), and the entry would otherwise
@@ -1516,7 +1574,7 @@ impl FlowTable {
                 return self.track_teardown(i, dir, seg);
             }
         }
-        self.feed_candidate(i, dir, seg, payload, out);
+        self.feed_candidate(i, dir, seg, payload, urgent, out);
     }
 
     /// The first payload of flow `i` without a session: the protocol layer
@@ -1530,6 +1588,7 @@ impl FlowTable {
         dir: usize,
         seg: &Segment,
         payload: &[u8],
+        urgent: Option<u32>,
         out: &mut Vec<Record>,
     ) -> bool {
         let Some(flow) = self.slab.get_mut(i as usize) else {
@@ -1561,8 +1620,13 @@ impl FlowTable {
             self.first_bytes_again(i, dir, seg, payload, out);
             return false;
         }
+        let mut buf = [0u8; 64];
+        if urgent.is_some() {
+            flow.early |= NOTE_URGENT;
+        }
+        let bytes = without_urgent(payload, urgent, &mut buf);
         let first = FirstPayload {
-            bytes: payload,
+            bytes,
             ports: [k.lo_port, k.hi_port],
             at_stream_start: at_start,
             from_client,
@@ -1628,6 +1692,7 @@ impl FlowTable {
                     c.session = session;
                     c.accounted = 0;
                     c.reported = reported;
+                    c.urgent = None;
                     c
                 }
                 None => Box::new(Candidate {
@@ -1635,6 +1700,7 @@ impl FlowTable {
                     session,
                     accounted: 0,
                     reported,
+                    urgent: None,
                 }),
             };
             for (d, st) in c.streams.iter_mut().enumerate() {
@@ -1663,6 +1729,7 @@ impl FlowTable {
         dir: usize,
         seg: &Segment,
         payload: &[u8],
+        urgent: Option<u32>,
         out: &mut Vec<Record>,
     ) {
         let cfg = self.cfg.reassembly;
@@ -1674,6 +1741,9 @@ impl FlowTable {
         };
         let first_new = out.len();
         cand.raise_fragment_notes(seg, out);
+        if let Some(k) = urgent {
+            cand.take_out_urgent(dir, seg, k, out);
+        }
         let (status, ev) = cand.reassemble(dir, seg, payload, &cfg, &mut self.budget, out);
         // Rejected on bytes that include this direction's first ones (its
         // stream starts with this segment): keep them, as admission keeps
@@ -1683,7 +1753,11 @@ impl FlowTable {
         // end the flow without a word.
         let keep = status == Status::Reject
             && !payload.is_empty()
-            && cand.streams.get(dir).and_then(|s| s.offset_of(seg.seq)) == Some(0);
+            && cand
+                .streams
+                .get(dir)
+                .and_then(|s| s.offset_of(cand.stream_seq(dir, seg.seq)))
+                == Some(0);
         if seg.fin() {
             flow.fin |= 1 << dir;
         }
@@ -1989,6 +2063,97 @@ fn raise_notes(session: &mut Session, notes: u8, ts: u64, out: &mut Vec<Record>)
         }
     }
     raised
+}
+
+/// `payload` as the server reads it, for judging a flow by its first
+/// bytes: without the urgent byte `urgent` bytes in, if there is one
+/// (its first 64 bytes then, copied to `buf`: enough to tell, and too few
+/// to tell make a candidate).
+fn without_urgent<'a>(payload: &'a [u8], urgent: Option<u32>, buf: &'a mut [u8; 64]) -> &'a [u8] {
+    let Some(u) = urgent else {
+        return payload;
+    };
+    let rest = payload
+        .iter()
+        .enumerate()
+        .filter(|&(n, _)| n as u64 != u64::from(u));
+    let mut n = 0;
+    for (slot, (_, &b)) in buf.iter_mut().zip(rest) {
+        *slot = b;
+        n += 1;
+    }
+    buf.get(..n).unwrap_or_default()
+}
+
+/// Of a flow's urgent bytes (if any were taken out), direction `dir`'s,
+/// and `ack` (sent by `dir`) as the other direction's stream counts it:
+/// without the urgent bytes taken out of that stream.
+#[inline(always)]
+fn urgent_view(urgent: Option<&[Urgent; 2]>, dir: usize, ack: u32) -> (Option<&Urgent>, u32) {
+    match urgent {
+        None => (None, ack),
+        Some(u) => (u.get(dir), u.get(1 - dir).map_or(ack, |p| p.map(ack))),
+    }
+}
+
+/// Where `seg`'s urgent byte lies ([`Segment::urgent_at`]); its header
+/// bytes `tcp` are read only for a segment with URG set.
+#[inline(always)]
+fn urgent_of(seg: &Segment, tcp: Option<&[u8]>) -> Option<u32> {
+    if seg.flags & TCP_URG == 0 {
+        return None;
+    }
+    tcp.and_then(|t| seg.urgent_at(t))
+}
+
+/// Feeds a segment of one direction to its stream `mine`: whole, or, when
+/// the direction has urgent bytes taken out (`urgent`), without them, in
+/// pieces that meet end to end on the stream (the SYN on the first, the
+/// FIN and the uncaptured tail on the last). True when the stream ended.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn feed_stream<F: FnMut(Delivery<'_>)>(
+    mine: &mut Stream,
+    urgent: Option<&Urgent>,
+    seg: &Segment,
+    payload: &[u8],
+    cfg: &ReassemblyConfig,
+    budget: &mut Budget,
+    ev: &mut StreamEvents,
+    deliver: &mut F,
+) -> bool {
+    let Some(urgent) = urgent else {
+        let whole = StreamSegment {
+            seq: seg.seq,
+            syn: seg.syn(),
+            fin: seg.fin(),
+            payload,
+            missing: seg.missing,
+        };
+        return mine.segment(whole, cfg, budget, ev, deliver);
+    };
+    let data_seq = seg.seq.wrapping_add(u32::from(seg.syn()));
+    let pieces = urgent.pieces(data_seq, payload.len());
+    // Urgent bytes in the uncaptured tail are not in it either.
+    let tail = data_seq.wrapping_add(payload.len() as u32);
+    let missing = seg
+        .missing
+        .saturating_sub(urgent.count_in(tail, seg.missing));
+    let last = pieces.as_slice().len().saturating_sub(1);
+    let mut ended = false;
+    for (n, &(from, to)) in pieces.as_slice().iter().enumerate() {
+        let syn = n == 0 && seg.syn();
+        let at = data_seq.wrapping_add(from as u32);
+        let piece = StreamSegment {
+            seq: urgent.map(if syn { seg.seq } else { at }),
+            syn,
+            fin: n == last && seg.fin(),
+            payload: payload.get(from..to).unwrap_or_default(),
+            missing: if n == last { missing } else { 0 },
+        };
+        ended |= mine.segment(piece, cfg, budget, ev, deliver);
+    }
+    ended
 }
 
 /// Hands one delivery of direction `dir` to the session, unless the session

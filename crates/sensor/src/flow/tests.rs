@@ -1,6 +1,6 @@
 use super::*;
 use qmwatch_proto::{CodeCounts, Encoding, Endpoints, Evidence, Protocol, ReplyCode, RequestState};
-use qmwatch_wire::decode::{addr_from_ip, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use qmwatch_wire::decode::{addr_from_ip, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG};
 
 /// A QMTP package: message "\nabcd" (LF encoding), sender, one recipient.
 const PACKAGE: &[u8] = b"5:\nabcd,17:alice@example.org,19:15:bob@example.com,,";
@@ -546,6 +546,121 @@ fn rst_in_the_window_but_not_at_the_next_byte_is_ignored() {
     let mut t = FlowTable::new(FlowConfig::default());
     let out = run(&mut t, &pkts);
     assert_eq!(t.stats.flows_closed, 1, "{out:#?}");
+}
+
+/// Feeds `pkts` with their TCP header bytes (20 bytes, checksum not
+/// checked), the urgent pointer `urgent` in the header of each packet
+/// that has one.
+fn run_with_headers(t: &mut FlowTable, pkts: &[(Pkt, u16)]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for ((seg, payload), urgent) in pkts {
+        let mut tcp = vec![0u8; 20];
+        tcp[18..20].copy_from_slice(&urgent.to_be_bytes());
+        tcp.extend_from_slice(payload);
+        let given = Given {
+            tcp: Some(&tcp),
+            payload,
+        };
+        t.segment_checked(seg, given, &mut out);
+    }
+    out
+}
+
+/// `conn`'s QMTP conversation with an urgent byte `X` put into the
+/// client's package at `at` (URG, the pointer on the byte after it), in
+/// `copies` copies of that segment; every client sequence number past it
+/// and every acknowledgement of them counts it, as TCP's do.
+fn with_urgent_byte(conn: &Conn, at: usize, copies: usize) -> Vec<(Pkt, u16)> {
+    let mut data = PACKAGE[..at].to_vec();
+    data.push(b'X');
+    data.extend_from_slice(&PACKAGE[at..]);
+    let (q, r) = (data.len() as u64, REPLY.len() as u64);
+    let mut v: Vec<(Pkt, u16)> = conn.handshake().into_iter().map(|p| (p, 0)).collect();
+    for n in 0..copies {
+        let (mut seg, p) = conn.c2s(4000 + n as u64, 0, 0, 0, &data);
+        seg.flags |= TCP_URG;
+        v.push(((seg, p), at as u16 + 1));
+    }
+    v.extend(
+        [
+            conn.s2c(5000, 0, q, 0, b""),
+            conn.s2c(6000, 0, q, 0, REPLY),
+            conn.c2s(7000, q, r, TCP_FIN, b""),
+            conn.s2c(8000, r, q + 1, TCP_FIN, b""),
+            conn.c2s(9000, q + 1, r + 1, 0, b""),
+        ]
+        .into_iter()
+        .map(|p| (p, 0)),
+    );
+    v
+}
+
+/// An urgent byte in a client's package is read out of band by the server
+/// (the default of every socket): the sensor takes it out of the stream
+/// too, so the package reads as the server reads it, and names the trick.
+/// At the start (where the sensor would otherwise judge the flow by it)
+/// and inside the package, once or retransmitted.
+#[test]
+fn an_urgent_byte_is_taken_out_of_the_stream() {
+    let conn = Conn::new("192.0.2.8:40000", "198.51.100.8:2209");
+    for (at, copies) in [(0, 1), (0, 2), (9, 1), (20, 2), (PACKAGE.len(), 1)] {
+        let cfg = FlowConfig {
+            checksums: ChecksumMode::Ignore,
+            ..FlowConfig::default()
+        };
+        let mut t = FlowTable::new(cfg);
+        let out = run_with_headers(&mut t, &with_urgent_byte(&conn, at, copies));
+        let (kinds, rest) = split_anomalies(out);
+        assert_eq!(kinds, ["tcp_urgent_data"], "at {at}, {copies} copies");
+        check_qmtp(&rest, &conn);
+        assert_eq!(t.stats.flows_closed, 1);
+    }
+}
+
+/// An urgent pointer past its segment's payload points at a byte of a
+/// later segment, which the server takes out when it comes (Linux does):
+/// so does the sensor. Past the per-direction cap urgent bytes stay in.
+#[test]
+fn an_urgent_pointer_ahead_takes_out_a_later_byte() {
+    let conn = Conn::new("192.0.2.9:40000", "198.51.100.9:2209");
+    let cfg = FlowConfig {
+        checksums: ChecksumMode::Ignore,
+        ..FlowConfig::default()
+    };
+    // The package in two segments: the first (URG) points at the byte
+    // after the sixth of the second, an `X` that is not the package's.
+    let (head, tail) = PACKAGE.split_at(10);
+    let mut second = tail[..5].to_vec();
+    second.push(b'X');
+    second.extend_from_slice(&tail[5..]);
+    let (h, q) = (head.len() as u64, PACKAGE.len() as u64 + 1);
+    let r = REPLY.len() as u64;
+    let mut pkts: Vec<(Pkt, u16)> = conn.handshake().into_iter().map(|p| (p, 0)).collect();
+    let (mut seg, p) = conn.c2s(4000, 0, 0, 0, head);
+    seg.flags |= TCP_URG;
+    pkts.push(((seg, p), head.len() as u16 + 6));
+    pkts.extend(
+        [
+            conn.c2s(4100, h, 0, 0, &second),
+            conn.s2c(5000, 0, q, 0, b""),
+            conn.s2c(6000, 0, q, 0, REPLY),
+            conn.c2s(7000, q, r, TCP_FIN, b""),
+            conn.s2c(8000, r, q + 1, TCP_FIN, b""),
+            conn.c2s(9000, q + 1, r + 1, 0, b""),
+        ]
+        .into_iter()
+        .map(|p| (p, 0)),
+    );
+    let mut t = FlowTable::new(cfg);
+    let (kinds, rest) = split_anomalies(run_with_headers(&mut t, &pkts));
+    assert_eq!(kinds, ["tcp_urgent_data"]);
+    check_qmtp(&rest, &conn);
+    // The cap.
+    let mut u = urgent::Urgent::default();
+    for k in 0..urgent::MAX_URGENT as u32 {
+        assert!(u.take_out(k));
+    }
+    assert!(!u.take_out(100));
 }
 
 #[test]

@@ -60,6 +60,7 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
 
 /// [`Segment::frag_notes`]: reassembled from IP fragments whose overlapping
 /// bytes differed (the first were kept).
@@ -195,6 +196,22 @@ impl Segment {
             return None;
         }
         tcp_tsval(tcp?, usize::from(self.tcp_header_len))
+    }
+
+    /// Where the byte an endpoint takes out of the stream as TCP urgent
+    /// data lies (read out of band unless the socket asks otherwise), from
+    /// the header bytes `tcp` (header and payload, as captured): its
+    /// distance from the segment's first data byte, in this segment or a
+    /// later one. It is the byte before the one the urgent pointer points
+    /// at, as stacks read it (RFC 6093). `None` without URG or a pointer.
+    pub fn urgent_at(&self, tcp: &[u8]) -> Option<u32> {
+        if self.flags & TCP_URG == 0 {
+            return None;
+        }
+        let Some(&[a, b]) = tcp.get(18..20) else {
+            return None;
+        };
+        u32::from(u16::from_be_bytes([a, b])).checked_sub(1)
     }
 
     /// True when the TCP checksum over `tcp` (header and payload, as
@@ -977,7 +994,7 @@ fn fast_tcp(ts: u64, frame: &[u8], ip: &[u8], frame_start: u32, presum: bool) ->
     if hdr < 20 || hdr > tcp.len() {
         return None;
     }
-    let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
+    let flags = t[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG);
     let base = offset_in(frame, tcp)?;
     let csum = presum_fast(presum, (v4, src, dst), tcp, hdr, flags);
     Some(Segment {
@@ -1077,6 +1094,9 @@ fn tcp_segment(
     }
     if tcp.ack() {
         flags |= TCP_ACK;
+    }
+    if tcp.urg() {
+        flags |= TCP_URG;
     }
     Some(Segment {
         ts,
