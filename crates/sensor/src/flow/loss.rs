@@ -84,22 +84,18 @@ impl LossTrack {
     /// to send (its SYN and FIN count one), if it was seen to send any: what
     /// the flow table judges a RST of a flow without a session by.
     pub(crate) fn next_seq(&self, dir: usize) -> Option<u32> {
-        let d = dir & 1;
-        if self.has(SEEN, d) {
-            self.seen_end.get(d).copied()
-        } else {
-            None
-        }
+        self.known(SEEN, dir, &self.seen_end)
     }
 
     /// The highest acknowledgement direction `dir` sent, if it sent any.
     pub(crate) fn acked_by(&self, dir: usize) -> Option<u32> {
+        self.known(ACKED, dir, &self.acked)
+    }
+
+    /// Direction `dir`'s value in `per_dir`, if its `flag` is set.
+    fn known(&self, flag: u8, dir: usize, per_dir: &[u32; 2]) -> Option<u32> {
         let d = dir & 1;
-        if self.has(ACKED, d) {
-            self.acked.get(d).copied()
-        } else {
-            None
-        }
+        self.has(flag, d).then(|| per_dir.get(d).copied()).flatten()
     }
 
     fn has(&self, flag: u8, d: usize) -> bool {

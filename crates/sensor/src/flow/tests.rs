@@ -566,6 +566,22 @@ fn run_with_headers(t: &mut FlowTable, pkts: &[(Pkt, u16)]) -> Vec<Record> {
     out
 }
 
+/// After a client's `q` bytes: the server's ACK and its `r`-byte reply
+/// (`REPLY`), then FINs both ways and the last ACK (5000..9000), without
+/// urgent pointers.
+fn answered_and_closed(conn: &Conn, q: u64, r: u64) -> Vec<(Pkt, u16)> {
+    [
+        conn.s2c(5000, 0, q, 0, b""),
+        conn.s2c(6000, 0, q, 0, REPLY),
+        conn.c2s(7000, q, r, TCP_FIN, b""),
+        conn.s2c(8000, r, q + 1, TCP_FIN, b""),
+        conn.c2s(9000, q + 1, r + 1, 0, b""),
+    ]
+    .into_iter()
+    .map(|p| (p, 0))
+    .collect()
+}
+
 /// `conn`'s QMTP conversation with an urgent byte `X` put into the
 /// client's package at `at` (URG, the pointer on the byte after it), in
 /// `copies` copies of that segment; every client sequence number past it
@@ -581,17 +597,7 @@ fn with_urgent_byte(conn: &Conn, at: usize, copies: usize) -> Vec<(Pkt, u16)> {
         seg.flags |= TCP_URG;
         v.push(((seg, p), at as u16 + 1));
     }
-    v.extend(
-        [
-            conn.s2c(5000, 0, q, 0, b""),
-            conn.s2c(6000, 0, q, 0, REPLY),
-            conn.c2s(7000, q, r, TCP_FIN, b""),
-            conn.s2c(8000, r, q + 1, TCP_FIN, b""),
-            conn.c2s(9000, q + 1, r + 1, 0, b""),
-        ]
-        .into_iter()
-        .map(|p| (p, 0)),
-    );
+    v.extend(answered_and_closed(conn, q, r));
     v
 }
 
@@ -639,18 +645,8 @@ fn an_urgent_pointer_ahead_takes_out_a_later_byte() {
     let (mut seg, p) = conn.c2s(4000, 0, 0, 0, head);
     seg.flags |= TCP_URG;
     pkts.push(((seg, p), head.len() as u16 + 6));
-    pkts.extend(
-        [
-            conn.c2s(4100, h, 0, 0, &second),
-            conn.s2c(5000, 0, q, 0, b""),
-            conn.s2c(6000, 0, q, 0, REPLY),
-            conn.c2s(7000, q, r, TCP_FIN, b""),
-            conn.s2c(8000, r, q + 1, TCP_FIN, b""),
-            conn.c2s(9000, q + 1, r + 1, 0, b""),
-        ]
-        .into_iter()
-        .map(|p| (p, 0)),
-    );
+    pkts.push((conn.c2s(4100, h, 0, 0, &second), 0));
+    pkts.extend(answered_and_closed(&conn, q, r));
     let mut t = FlowTable::new(cfg);
     let (kinds, rest) = split_anomalies(run_with_headers(&mut t, &pkts));
     assert_eq!(kinds, ["tcp_urgent_data"]);
