@@ -17,15 +17,20 @@ use qmwatch_proto::request::{RequestEvent, RequestParser};
 use qmwatch_proto::session::{Session, Status};
 use qmwatch_proto::sniff::{Sniffer, Verdict};
 use qmwatch_proto::{
-    AnomalyKind, Protocol, Record, Reply, MAX_FIELD_BYTES, MAX_RECIPIENTS, MESSAGE_PREFIX_BYTES,
+    AnomalyKind, Endpoints, Protocol, Record, Reply, Transaction, MAX_FIELD_BYTES, MAX_RECIPIENTS,
+    MESSAGE_PREFIX_BYTES,
 };
 use qmwatch_sensor::flow::reassembly::{
     Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment,
 };
+use qmwatch_sensor::flow::{ChecksumMode, FlowConfig, FlowTable};
 use qmwatch_wire::capture::file::{CaptureReader, ReaderStats, DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE};
 use qmwatch_wire::capture::Block;
 use qmwatch_wire::decode::defrag::DefragConfig;
-use qmwatch_wire::decode::{supported_link_type, Decoded, Decoder};
+use qmwatch_wire::decode::{
+    addr_from_ip, supported_link_type, Decoded, Decoder, Segment, CSUM_FIELD_PSEUDO, CSUM_SUMMED,
+    CSUM_SUM_OK, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG,
+};
 
 /// Splits `n` bytes off the front of `data`.
 fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
@@ -652,6 +657,37 @@ fn run_sniffer(stream: &[u8], pieces: &[Piece]) -> (Option<Verdict>, Vec<u8>) {
 }
 
 /// Checks what a session may emit, whatever it was fed.
+/// A transaction's fields are bounded and its reply codes add up.
+fn check_transaction(t: &Transaction) {
+    let c = t.codes;
+    match &t.request {
+        Some(req) => {
+            assert_eq!(t.replies.len(), req.recipients.len());
+            assert_eq!(
+                c.k + c.z + c.d + c.missing,
+                req.recipient_count,
+                "codes do not add up to the recipients: {t:?}"
+            );
+            assert!(req.recipients.len() <= MAX_RECIPIENTS);
+            assert!(req.recipients.len() as u64 <= req.recipient_count);
+            assert!(req.message_prefix.len() <= MESSAGE_PREFIX_BYTES);
+            assert!(req.start_offset <= req.end_offset);
+            for f in req.recipients.iter().chain(req.sender.iter()) {
+                assert!(f.bytes.len() <= MAX_FIELD_BYTES);
+                assert!(f.bytes.len() as u64 <= f.wire_len);
+            }
+        }
+        None => {
+            assert!(t.replies.is_empty());
+            assert!(t.reply.is_some());
+            assert_eq!(c.k + c.z + c.d, 1);
+        }
+    }
+    for reply in t.replies.iter().flatten().chain(t.reply.iter()) {
+        assert!(reply.text.bytes.len() <= MAX_FIELD_BYTES);
+    }
+}
+
 fn check_records(records: &[Record]) {
     let mut services = 0;
     let mut index = 0;
@@ -661,33 +697,7 @@ fn check_records(records: &[Record]) {
             Record::Transaction(t) => {
                 index += 1;
                 assert_eq!(t.index, index, "transactions out of order");
-                let c = t.codes;
-                match &t.request {
-                    Some(req) => {
-                        assert_eq!(t.replies.len(), req.recipients.len());
-                        assert_eq!(
-                            c.k + c.z + c.d + c.missing,
-                            req.recipient_count,
-                            "codes do not add up to the recipients: {t:?}"
-                        );
-                        assert!(req.recipients.len() <= MAX_RECIPIENTS);
-                        assert!(req.recipients.len() as u64 <= req.recipient_count);
-                        assert!(req.message_prefix.len() <= MESSAGE_PREFIX_BYTES);
-                        assert!(req.start_offset <= req.end_offset);
-                        for f in req.recipients.iter().chain(req.sender.iter()) {
-                            assert!(f.bytes.len() <= MAX_FIELD_BYTES);
-                            assert!(f.bytes.len() as u64 <= f.wire_len);
-                        }
-                    }
-                    None => {
-                        assert!(t.replies.is_empty());
-                        assert!(t.reply.is_some());
-                        assert_eq!(c.k + c.z + c.d, 1);
-                    }
-                }
-                for reply in t.replies.iter().flatten().chain(t.reply.iter()) {
-                    assert!(reply.text.bytes.len() <= MAX_FIELD_BYTES);
-                }
+                check_transaction(t);
             }
             Record::Anomaly(a) => {
                 // Anomalies of an unconfirmed session are held, and dropped
@@ -1104,4 +1114,321 @@ pub fn reassembly_model(data: &[u8]) {
     let mut budget2 = budget;
     stream.reset(&mut budget2);
     assert_eq!(budget2.held, prefill);
+}
+
+// ------------------------------------------------------------- flow_table
+
+/// The connections `flow_table` plays: (client, server). Two clients share
+/// each server and four-tuples share hosts, so flows meet in the table,
+/// in the known-servers map and under the flow cap.
+const FLOW_CONNS: [(&str, &str); 8] = [
+    ("198.51.100.7:40000", "192.0.2.1:209"),
+    ("198.51.100.7:40001", "192.0.2.1:209"),
+    ("198.51.100.8:40000", "192.0.2.2:628"),
+    ("198.51.100.7:40002", "192.0.2.2:628"),
+    ("198.51.100.9:40000", "192.0.2.3:80"),
+    ("198.51.100.9:40001", "192.0.2.1:80"),
+    ("[2001:db8::7]:40000", "[2001:db8::1]:209"),
+    ("192.0.2.1:209", "198.51.100.7:40000"),
+];
+
+/// What each side sends, by server port: a client's requests and a
+/// server's replies, repeated; each segment takes the bytes at its stream
+/// offset, so in-order segments carry a well-formed conversation.
+fn flow_script(port: u16, client: bool) -> &'static [u8] {
+    match (port, client) {
+        (209, true) => b"5:\nabcd,17:alice@example.org,38:15:bob@example.com,15:eve@example.net,,",
+        (209, false) => b"23:Kok 1795238274 qp 15868,7:Zlater.,",
+        (628, true) => b"47:4:abcd,17:alice@example.org,15:bob@example.com,,",
+        (628, false) => b"23:Kok 1795238274 qp 15868,",
+        (_, true) => b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n",
+        _ => b"HTTP/1.0 200 OK\r\n\r\nhello",
+    }
+}
+
+/// Segment flags by the op's high nibble; 15 is not a segment but an
+/// expiry pass far ahead in time.
+const FLOW_FLAGS: [u8; 15] = [
+    TCP_ACK,
+    TCP_ACK | 0x08,
+    TCP_SYN,
+    TCP_SYN | TCP_ACK,
+    TCP_FIN | TCP_ACK,
+    TCP_RST,
+    TCP_RST | TCP_ACK,
+    TCP_ACK | TCP_URG,
+    TCP_FIN | TCP_ACK | 0x08,
+    0,
+    TCP_SYN | TCP_FIN,
+    TCP_ACK,
+    TCP_ACK | 0x08,
+    TCP_ACK | 0x08,
+    TCP_ACK | TCP_URG | 0x08,
+];
+
+/// `flow_table` target: a worker's whole flow stage.
+///
+/// Input: `[caps][isn]`, then 4-byte ops `[kind][len][seqsel][extra]`.
+/// `caps` picks the flow cap (1–64), the held-bytes cap, the session
+/// memory cap and the checksum mode. An op's `kind & 7` picks one of
+/// [`FLOW_CONNS`], bit 3 its direction (0: client), the high nibble its
+/// flags ([`FLOW_FLAGS`], 15: an expiry pass). `len` payload bytes come
+/// from the direction's [`flow_script`] at the stream offset the segment
+/// claims. `seqsel` moves the sequence number from the direction's next
+/// byte (bits 0–2: none, back, ahead, far ahead, into the last bytes,
+/// wrapped), the acknowledgement (bits 3–4), the TTL (bits 5–6) and
+/// corrupts the payload (bit 7). `extra`: the time step (bits 0–1), a
+/// snap-cut payload (bit 2), a bad checksum (bit 3), the offload pattern
+/// in the checksum field (bit 4), a TCP timestamp (bit 5) and the urgent
+/// pointer (bits 6–7). Segments go through `FlowTable::segment_with_header`
+/// with their TCP header, as a capture's would.
+///
+/// Checks: the flow cap, the held-bytes cap and the session memory cap
+/// hold after every op; every record names one of the connections, is
+/// not from the future, and its transaction is bounded; the end of input
+/// leaves nothing held, no session memory counted and an empty table.
+/// With every cap roomy (`caps & 0x3f == 0x3f`), the same ops with each
+/// segment sent twice in a row give the same services and transactions.
+pub fn flow_table(data: &[u8]) {
+    let once = flow_table_records(data);
+    // With room under every cap, a retransmission of each segment right
+    // after it (what a sender or a SPAN port's duplication produces) must
+    // change no service and no transaction.
+    if data.first().is_some_and(|caps| caps & 0x3f == 0x3f) {
+        let twice = flow_table_run(data, 2);
+        assert_eq!(
+            findings(&once),
+            findings(&twice),
+            "duplicated segments changed the findings"
+        );
+    }
+}
+
+/// The services and transactions among `records` (anomalies left out:
+/// retransmissions are themselves worth naming).
+fn findings(records: &[Record]) -> Vec<&Record> {
+    records
+        .iter()
+        .filter(|r| !matches!(r, Record::Anomaly(_)))
+        .collect()
+}
+
+/// [`flow_table`]'s run, returning every record the table produced.
+pub fn flow_table_records(data: &[u8]) -> Vec<Record> {
+    flow_table_run(data, 1)
+}
+
+/// Plays `data`'s ops, each segment `copies` times in a row.
+fn flow_table_run(data: &[u8], copies: usize) -> Vec<Record> {
+    let mut input = data;
+    let caps = byte(&mut input);
+    let isn = byte(&mut input);
+    let cfg = FlowConfig {
+        max_flows: [1, 2, 3, 64][usize::from(caps & 3)],
+        held_bytes_cap: [0, 100, 4096, 1 << 20][usize::from((caps >> 2) & 3)],
+        session_memory: [0, 200, 4096, 1 << 20][usize::from((caps >> 4) & 3)],
+        checksums: [
+            ChecksumMode::Auto,
+            ChecksumMode::Verify,
+            ChecksumMode::Ignore,
+            ChecksumMode::Auto,
+        ][usize::from(caps >> 6)],
+        idle_timeout_ns: 600_000_000_000,
+        closed_linger_ns: 1_000_000_000,
+        ..FlowConfig::default()
+    };
+    let conns: Vec<(SocketAddr, SocketAddr)> = FLOW_CONNS
+        .iter()
+        .map(|(c, s)| (c.parse().unwrap(), s.parse().unwrap()))
+        .collect();
+    // Initial sequence numbers near the wrap, by the input.
+    let isns: Vec<[u32; 2]> = (0..conns.len() as u32)
+        .map(|i| {
+            let base = u32::from(isn)
+                .wrapping_mul(0x0101_0101)
+                .wrapping_add(i << 20);
+            [base.wrapping_sub(300), base.wrapping_add(0x8000_0000)]
+        })
+        .collect();
+    // Next stream offset (after the SYN) each direction sent.
+    let mut next = vec![[0u32; 2]; conns.len()];
+    // Urgent bytes each direction sent in order (out of its script).
+    let mut urgent_sent = vec![[0usize; 2]; conns.len()];
+    let mut table = FlowTable::new(cfg);
+    let mut out = Vec::new();
+    let start = 1_000_000_000u64;
+    let mut ts = start;
+    let mut tsval = 1000u32;
+    let mut ops = 0;
+    let mut buf = Vec::new();
+    while input.len() >= 4 && ops < 2048 {
+        ops += 1;
+        let op = take(&mut input, 4);
+        let (kind, len, seqsel, extra) = (op[0], usize::from(op[1]), op[2], op[3]);
+        ts += [0, 1_000_000, 1_000_000_000, 700_000_000_000][usize::from(extra & 3)];
+        let before = out.len();
+        let Some(&flags) = FLOW_FLAGS.get(usize::from(kind >> 4)) else {
+            table.expire(ts, &mut out);
+            flow_table_checks(&table, &cfg, &conns, &out[before..], ts);
+            continue;
+        };
+        let c = usize::from(kind & 7);
+        let dir = usize::from((kind >> 3) & 1);
+        let (client, server) = conns[c];
+        let (from, to) = if dir == 0 {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let stream_off = next[c][dir];
+        let off = match seqsel & 7 {
+            0 | 1 => stream_off,
+            2 => stream_off.wrapping_sub(len as u32 / 2 + 1),
+            3 => stream_off.wrapping_add(len as u32 + 7),
+            4 => stream_off.wrapping_add(70_000),
+            5 => stream_off.wrapping_sub(1),
+            6 => stream_off.saturating_sub(3),
+            _ => stream_off.wrapping_add(0x8000_0000),
+        };
+        let seq = if flags & TCP_SYN != 0 {
+            isns[c][dir]
+        } else {
+            isns[c][dir].wrapping_add(1).wrapping_add(off)
+        };
+        let peer = isns[c][1 - dir]
+            .wrapping_add(1)
+            .wrapping_add(next[c][1 - dir]);
+        let ack = match (seqsel >> 3) & 3 {
+            0 | 1 => peer,
+            2 => peer.wrapping_sub(5),
+            _ => peer.wrapping_add(100_000),
+        };
+        let ttl = [64, 64, 1, 255][usize::from((seqsel >> 5) & 3)];
+        let script = flow_script(server.port(), dir == 0);
+        let urgent: u16 = match extra >> 6 {
+            0 => 0,
+            1 => 1,
+            2 => (len / 2 + 1) as u16,
+            _ => (len + 3) as u16,
+        };
+        // An urgent byte inside the segment is sent out of band: the
+        // script goes on around it, as a program's writes would.
+        let oob = flags & TCP_URG != 0 && (1..=len).contains(&usize::from(urgent));
+        let at = (off as usize).wrapping_sub(urgent_sent[c][dir]);
+        let mut payload: Vec<u8> = (0..len - usize::from(oob))
+            .map(|k| script[at.wrapping_add(k) % script.len()])
+            .collect();
+        if oob {
+            payload.insert(usize::from(urgent) - 1, b'X');
+        }
+        if seqsel & 0x80 != 0 {
+            for b in payload.iter_mut().step_by(3) {
+                *b ^= 0x5a;
+            }
+        }
+        let missing = if extra & 0x04 != 0 {
+            let cut = payload.len() / 2;
+            payload.truncate(cut);
+            (len - cut) as u32
+        } else {
+            0
+        };
+        let with_ts = extra & 0x20 != 0;
+        let hdr = if with_ts { 32 } else { 20 };
+        buf.clear();
+        buf.extend_from_slice(&from.port().to_be_bytes());
+        buf.extend_from_slice(&to.port().to_be_bytes());
+        buf.extend_from_slice(&seq.to_be_bytes());
+        buf.extend_from_slice(&ack.to_be_bytes());
+        buf.push((hdr as u8 / 4) << 4);
+        buf.push(flags);
+        buf.extend_from_slice(&[0xff, 0xff, 0, 0]);
+        buf.extend_from_slice(&urgent.to_be_bytes());
+        if with_ts {
+            tsval = tsval.wrapping_add(u32::from(extra & 3) * 100);
+            buf.extend_from_slice(&[1, 1, 8, 10]);
+            buf.extend_from_slice(&tsval.to_be_bytes());
+            buf.extend_from_slice(&[0, 0, 0, 0]);
+        }
+        buf.extend_from_slice(&payload);
+        let mut csum = CSUM_SUMMED;
+        if extra & 0x08 == 0 {
+            csum |= CSUM_SUM_OK;
+        }
+        if extra & 0x10 != 0 {
+            csum |= CSUM_FIELD_PSEUDO;
+        }
+        let seg = Segment {
+            ts,
+            src: addr_from_ip(from.ip()),
+            dst: addr_from_ip(to.ip()),
+            v4: from.is_ipv4(),
+            sport: from.port(),
+            dport: to.port(),
+            seq,
+            ack,
+            flags,
+            payload_len: payload.len() as u32,
+            missing,
+            tcp_header_len: hdr as u8,
+            ttl,
+            csum,
+            ..Segment::default()
+        };
+        for _ in 0..copies {
+            table.segment_with_header(&seg, &buf, &buf[hdr..], &mut out);
+        }
+        // The sender moves on when it sent its next bytes.
+        if off == stream_off && flags & (TCP_SYN | TCP_RST) == 0 {
+            let sent = (len as u32).wrapping_add(u32::from(flags & TCP_FIN != 0));
+            next[c][dir] = stream_off.wrapping_add(sent);
+            urgent_sent[c][dir] += usize::from(oob);
+        }
+        flow_table_checks(&table, &cfg, &conns, &out[before..], ts);
+    }
+    let before = out.len();
+    table.finish_all(&mut out);
+    flow_table_checks(&table, &cfg, &conns, &out[before..], ts);
+    assert!(table.is_empty(), "flows left after the end of input");
+    assert_eq!(table.held_bytes(), 0, "bytes held after the end of input");
+    assert_eq!(table.session_bytes(), 0, "session memory still counted");
+    out
+}
+
+/// `flow_table`'s checks after one op (`new`: the records it produced).
+fn flow_table_checks(
+    table: &FlowTable,
+    cfg: &FlowConfig,
+    conns: &[(SocketAddr, SocketAddr)],
+    new: &[Record],
+    now: u64,
+) {
+    assert!(table.len() <= cfg.max_flows, "flow cap passed");
+    assert!(
+        table.held_bytes() <= cfg.held_bytes_cap,
+        "held-bytes cap passed"
+    );
+    assert!(
+        table.session_bytes() <= cfg.session_memory,
+        "session memory cap passed: {} > {}",
+        table.session_bytes(),
+        cfg.session_memory
+    );
+    let known = |e: &Endpoints| {
+        conns
+            .iter()
+            .any(|&(c, s)| (e.client, e.server) == (c, s) || (e.client, e.server) == (s, c))
+    };
+    for r in new {
+        let (e, ts) = match r {
+            Record::Service { endpoints, ts, .. } => (endpoints, *ts),
+            Record::Transaction(t) => {
+                check_transaction(t);
+                (&t.endpoints, t.ts)
+            }
+            Record::Anomaly(a) => (&a.endpoints, a.ts),
+        };
+        assert!(known(e), "a record names endpoints never seen: {e:?}");
+        assert!(ts <= now, "a record from the future: {ts} > {now}");
+    }
 }

@@ -14,7 +14,10 @@ fixtures, same seeds). Input formats are those documented in harness.rs:
 - protocol_chunks: the client and server byte streams of every TCP
   connection in the captures, with a few chunk schedules;
 - reassembly_model: synthetic segment sequences (in order, reordered,
-  duplicated, overlapping, snap-cut, with acknowledgements and small caps).
+  duplicated, overlapping, snap-cut, with acknowledgements and small caps);
+- flow_table: whole conversations (QMTP, QMQP, HTTP, IPv6; in pieces, with
+  urgent data, a forged RST, chaff, snap cuts, timestamps, tight caps, an
+  expiry pass) and random op sequences over the harness's connections.
 """
 
 import glob
@@ -356,6 +359,41 @@ def main():
         caps = rng.randrange(256)
         limits = rng.randrange(256)
         add("reassembly_model", "random-%d" % i, header(caps, limits, rng.randrange(4), i) + b"".join(ops))
+
+    # flow_table: [caps][isn] then 4-byte ops [kind][len][seqsel][extra];
+    # kind = conn | dir << 3 | flags index << 4 (15: expiry pass).
+    def fop(conn, d, flags, length=0, seqsel=0, extra=1):
+        return bytes([conn | (d << 3) | (flags << 4), length, seqsel, extra])
+
+    def conversation(conn, request, reply, caps=0x3F, isn=7, middle=b""):
+        ops = fop(conn, 0, 2) + fop(conn, 1, 3) + fop(conn, 0, 0)
+        ops += request + middle + fop(conn, 1, 1, reply)
+        ops += fop(conn, 0, 4) + fop(conn, 1, 4) + fop(conn, 0, 0)
+        return bytes([caps, isn]) + ops
+
+    flow_cases = {
+        "qmtp": conversation(0, fop(0, 0, 1, 71), 37),
+        "qmtp-pieces": conversation(0, fop(0, 0, 1, 20) + fop(0, 0, 1, 20, 3) + fop(0, 0, 1, 27) + fop(0, 0, 1, 24), 37),
+        "qmtp-urgent": conversation(0, fop(0, 0, 7, 1, 0, 0x41) + fop(0, 0, 1, 71), 37),
+        "qmtp-rst-forged": conversation(0, fop(0, 0, 5, 0, 4) + fop(0, 0, 1, 71), 37),
+        "qmtp-chaff": conversation(0, fop(0, 0, 1, 71, 0x80 | 0x40, 0x09) + fop(0, 0, 1, 71), 37),
+        "qmtp-snapcut": conversation(0, fop(0, 0, 1, 71, 0, 0x05), 37),
+        "qmtp-ts": conversation(0, fop(0, 0, 1, 40, 0, 0x21) + fop(0, 0, 1, 31, 0, 0x21), 37),
+        "qmqp": conversation(2, fop(2, 0, 1, 51), 27),
+        "http": conversation(4, fop(4, 0, 1, 37), 24),
+        "v6": conversation(6, fop(6, 0, 1, 71), 37),
+        "tight-caps": conversation(0, fop(0, 0, 1, 30, 3) + fop(0, 0, 1, 71), 37, caps=0x15),
+        "expiry": conversation(1, fop(1, 0, 1, 71) + bytes([0xF0, 0, 0, 3]), 37),
+    }
+    for name, data in flow_cases.items():
+        add("flow_table", name, data)
+    for i in range(16):
+        ops = b""
+        for _ in range(rng.randrange(8, 60)):
+            conn = rng.randrange(8)
+            ops += fop(conn, rng.randrange(2), rng.choice([0, 1, 1, 1, 2, 3, 4, 5, 7, 8, 15]),
+                       rng.choice([0, 0, 10, 40, 71, 200]), rng.randrange(256), rng.randrange(256))
+        add("flow_table", "random-%d" % i, bytes([rng.randrange(256), i]) + ops)
 
     for t, n in sorted(counts.items()):
         print("seeds: %-17s %d" % (t, n))

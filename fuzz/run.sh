@@ -18,7 +18,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(decode_frame capture_reader protocol_chunks reassembly_model suricata_flow)
+  targets=(decode_frame capture_reader protocol_chunks reassembly_model flow_table suricata_flow)
 fi
 export RUSTC_BOOTSTRAP=1
 

@@ -796,7 +796,7 @@ impl FlowTable {
     }
 
     /// Copied protocol state (addresses, reply texts) held by all sessions now.
-    pub(crate) fn session_bytes(&self) -> usize {
+    pub fn session_bytes(&self) -> usize {
         self.session_bytes
     }
 
@@ -1074,6 +1074,24 @@ impl FlowTable {
     /// not verifiable: treated as correct).
     pub fn segment(&mut self, seg: &Segment, payload: &[u8], out: &mut Vec<Record>) {
         self.segment_checked(seg, Given { tcp: None, payload }, out);
+    }
+
+    /// Processes one segment whose TCP segment (header and payload, as
+    /// captured) is `tcp` and whose payload is `payload`: its checksum is
+    /// judged per [`ChecksumMode`] and its urgent pointer read, as for a
+    /// segment decoded from a capture. What the fuzz target drives.
+    pub fn segment_with_header(
+        &mut self,
+        seg: &Segment,
+        tcp: &[u8],
+        payload: &[u8],
+        out: &mut Vec<Record>,
+    ) {
+        let given = Given {
+            tcp: Some(tcp),
+            payload,
+        };
+        self.segment_checked(seg, given, out);
     }
 
     /// Processes one segment whose bytes are in `bytes`; its TCP segment
