@@ -1725,11 +1725,12 @@ fn an_urgent_byte_in_front_of_the_first_request_does_not_blind() {
 // A four-tuple used again.
 
 /// Before every connection, a short one on the same four-tuple that ends by
-/// the client's RST (with `bytes` from the client first, if any), its last
-/// packet 20 µs before the connection's first: an endpoint takes the new
-/// SYN at once, so a sensor that lets the old connection's entry linger
-/// must not let it swallow the new one.
-fn reused_four_tuple(fx: &Fx, bytes: &[u8]) -> Vec<Frame> {
+/// a RST (with `bytes` from the client first, if any), its last packet
+/// 20 µs before the connection's first: the client's RST, or when
+/// `server_rst` holds bytes, the server's, carrying them. An endpoint takes
+/// the new SYN at once, so a sensor that lets the old connection's entry
+/// linger must not let it swallow the new one.
+fn reused_four_tuple(fx: &Fx, bytes: &[u8], server_rst: &[u8]) -> Vec<Frame> {
     let mut started = BTreeSet::new();
     map_tcp(fx, |c, _, t, out| {
         if started.insert((c.client, c.server)) {
@@ -1779,12 +1780,23 @@ fn reused_four_tuple(fx: &Fx, bytes: &[u8]) -> Vec<Frame> {
                 ts_ns: at + 30_000,
                 ..ack.clone()
             };
-            let rst = Tcp {
-                seq: cisn.wrapping_add(1).wrapping_add(bytes.len() as u32),
-                flags: TCP_RST | TCP_ACK,
-                payload: Vec::new(),
-                ts_ns: at + 40_000,
-                ..ack.clone()
+            let rst = if server_rst.is_empty() {
+                Tcp {
+                    seq: cisn.wrapping_add(1).wrapping_add(bytes.len() as u32),
+                    flags: TCP_RST | TCP_ACK,
+                    payload: Vec::new(),
+                    ts_ns: at + 40_000,
+                    ..ack.clone()
+                }
+            } else {
+                Tcp {
+                    seq: sisn.wrapping_add(1),
+                    ack: cisn.wrapping_add(1).wrapping_add(bytes.len() as u32),
+                    flags: TCP_RST | TCP_ACK,
+                    payload: server_rst.to_vec(),
+                    ts_ns: at + 40_000,
+                    ..server.clone()
+                }
             };
             out.extend([frame(&client), frame(&server), frame(&ack)]);
             if !bytes.is_empty() {
@@ -1800,18 +1812,26 @@ fn reused_four_tuple(fx: &Fx, bytes: &[u8]) -> Vec<Frame> {
 fn a_connection_on_a_four_tuple_just_reset_is_seen() {
     // Bare (the old connection carried nothing), and after bytes of another
     // protocol (the old flow was rejected as not QMTP/QMQP).
-    for (variant, bytes) in [
-        ("reuse-bare", &b""[..]),
-        ("reuse-after-http", &b"GET / HTTP/1.0\r\n\r\n"[..]),
+    // And after a QMTP package answered by a RST that carries bytes of no
+    // reply, which make the session reject the flow: it ends there too.
+    for (variant, bytes, server_rst) in [
+        ("reuse-bare", &b""[..], &b""[..]),
+        ("reuse-after-http", &b"GET / HTTP/1.0\r\n\r\n"[..], &b""[..]),
+        (
+            "reuse-after-reset-on-rejected-bytes",
+            &b"5:\nabcd,17:alice@example.org,19:15:bob@example.com,,"[..],
+            &b"HTTP/1.0 400 Bad Request\r\n\r\n"[..],
+        ),
     ] {
         each_fixture(
             variant,
             &[],
-            |fx| reused_four_tuple(fx, bytes),
+            |fx| reused_four_tuple(fx, bytes, server_rst),
             |fx, ev, stderr| {
-                // HTTP to a server already known as QMTP/QMQP is named.
+                // HTTP, or bytes of no protocol, to a server already known
+                // as QMTP/QMQP is named.
                 let exp = Expect {
-                    allowed: &["http_to_qm_server"],
+                    allowed: &["http_to_qm_server", "wrong_protocol_to_qm_server"],
                     ..Expect::clean()
                 };
                 check(fx, variant, ev, &exp)?;

@@ -1810,7 +1810,10 @@ impl FlowTable {
     /// session rejected keeps only its cheap entry (its evasion signs are
     /// reported); one over the worker's session memory cap is reported as
     /// far as it got and no longer followed; one that `ended` (a RST that
-    /// fits, or FIN both ways) is finished and closed.
+    /// fits, or FIN both ways) is finished and closed, whichever of the
+    /// other two happened on the same segment: left open, a flow reset on
+    /// the bytes that rejected it waited out the idle timeout, and swallowed
+    /// what came on its four-tuple after.
     // Always inlined into `feed_candidate`, its one caller, for the same
     // reason as `Candidate::reassemble`.
     #[inline(always)]
@@ -1832,7 +1835,11 @@ impl FlowTable {
                     out.push(Record::Anomaly(Box::new(a)));
                 }
             }
-            return self.reject(i);
+            self.reject(i);
+            if ended {
+                self.close(i, ts);
+            }
+            return;
         }
         if self.session_bytes > self.cfg.session_memory {
             if let Some(c) = self
@@ -1852,7 +1859,11 @@ impl FlowTable {
             }
             self.stats.sessions_dropped_memcap += 1;
             self.finish_flow(i, ts, out);
-            return self.reject(i);
+            self.reject(i);
+            if ended {
+                self.close(i, ts);
+            }
+            return;
         }
         if ended {
             self.finish_flow(i, ts, out);

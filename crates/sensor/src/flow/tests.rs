@@ -357,6 +357,71 @@ fn a_fin_or_rst_on_the_judged_bytes_still_ends_the_flow() {
     }
 }
 
+/// A RST or the last FIN on the segment whose bytes make the session
+/// reject a candidate (or pass the session memory cap) ends the flow as
+/// well: left open, the flow waited out the idle timeout and, taken for
+/// the same connection, swallowed a new one's first bytes on its
+/// four-tuple as a second copy of the rejected ones.
+#[test]
+fn a_reset_on_the_bytes_a_session_rejects_ends_the_flow() {
+    let conn = Conn::new("192.0.2.1:50000", "198.51.100.2:209");
+    let p = PACKAGE.len() as u64;
+    let junk = b"HTTP/1.0 400 Bad Request\r\n\r\n";
+    let cases: Vec<(&str, FlowConfig, Vec<Pkt>)> = vec![
+        (
+            "the server's first bytes are not a reply, and reset",
+            FlowConfig::default(),
+            vec![
+                conn.c2s(4000, 0, 0, 0, PACKAGE),
+                conn.s2c(5000, 0, p, TCP_RST, junk),
+            ],
+        ),
+        (
+            "the server's first bytes are not a reply, with the last FIN",
+            FlowConfig::default(),
+            vec![
+                conn.c2s(4000, 0, 0, TCP_FIN, PACKAGE),
+                conn.s2c(5000, 0, p + 1, TCP_FIN, junk),
+            ],
+        ),
+        (
+            "the package passes the session memory cap, and the client resets",
+            FlowConfig {
+                session_memory: 8,
+                ..FlowConfig::default()
+            },
+            vec![conn.c2s(4000, 0, 0, TCP_RST, PACKAGE)],
+        ),
+    ];
+    for (name, cfg, extra) in cases {
+        let mut pkts = conn.handshake();
+        pkts.extend(extra);
+        let mut t = FlowTable::new(cfg);
+        run(&mut t, &pkts);
+        assert_eq!(t.stats.flows_candidate, 1, "{name}");
+        assert_eq!(t.stats.flows_rejected, 1, "{name}");
+        assert_eq!(t.stats.flows_closed, 1, "{name}: the flow was left open");
+        // A new connection on the four-tuple once the old one's linger is
+        // over is followed from its first bytes.
+        let later = Conn {
+            cisn: 7_000,
+            sisn: 9_000,
+            ..conn
+        };
+        let mut next: Vec<Pkt> = later.conversation(PACKAGE, REPLY);
+        for (seg, _) in &mut next {
+            seg.ts += 5_000_000_000;
+        }
+        let mut out = Vec::new();
+        t.expire(5_000_000_000, &mut out);
+        let out = run(&mut t, &next);
+        assert!(
+            out.iter().any(|r| matches!(r, Record::Transaction(_))),
+            "{name}: the next connection was not followed: {out:#?}"
+        );
+    }
+}
+
 #[test]
 fn flow_cap_evicts_oldest() {
     let cfg = FlowConfig {
