@@ -1825,7 +1825,7 @@ impl FlowTable {
         ts: u64,
         out: &mut Vec<Record>,
     ) {
-        if status == Status::Reject {
+        let dropped = if status == Status::Reject {
             if let Some(c) = self
                 .slab
                 .get_mut(i as usize)
@@ -1835,13 +1835,8 @@ impl FlowTable {
                     out.push(Record::Anomaly(Box::new(a)));
                 }
             }
-            self.reject(i);
-            if ended {
-                self.close(i, ts);
-            }
-            return;
-        }
-        if self.session_bytes > self.cfg.session_memory {
+            true
+        } else if self.session_bytes > self.cfg.session_memory {
             if let Some(c) = self
                 .slab
                 .get_mut(i as usize)
@@ -1859,14 +1854,16 @@ impl FlowTable {
             }
             self.stats.sessions_dropped_memcap += 1;
             self.finish_flow(i, ts, out);
+            true
+        } else {
+            false
+        };
+        if dropped {
             self.reject(i);
-            if ended {
-                self.close(i, ts);
-            }
-            return;
+        } else if ended {
+            self.finish_flow(i, ts, out);
         }
         if ended {
-            self.finish_flow(i, ts, out);
             self.close(i, ts);
         }
     }
