@@ -1187,22 +1187,14 @@ const FLOW_FLAGS: [u8; 15] = [
 /// hold after every op; every record names one of the connections, is
 /// not from the future, and its transaction is bounded; the end of input
 /// leaves nothing held, no session memory counted and an empty table.
-/// With every cap roomy (`caps & 0x3f == 0x3f`) and no SYN+FIN segment,
-/// the same ops with each segment sent twice in a row give the same
-/// services and transactions.
+/// With every cap roomy (`caps & 0x3f == 0x3f`), the same ops with each
+/// segment sent twice in a row give the same services and transactions.
 pub fn flow_table(data: &[u8]) {
     let once = flow_table_records(data);
     // With room under every cap, a retransmission of each segment right
     // after it (what a sender or a SPAN port's duplication produces) must
-    // change no service and no transaction. Not for inputs with a segment
-    // that carries both SYN and FIN: endpoints drop it (Linux) or read it
-    // in ways of their own, and so may the sensor.
-    let syn_fin = data
-        .get(2..)
-        .unwrap_or_default()
-        .chunks_exact(4)
-        .any(|op| FLOW_FLAGS.get(usize::from(op[0] >> 4)) == Some(&(TCP_SYN | TCP_FIN)));
-    if data.first().is_some_and(|caps| caps & 0x3f == 0x3f) && !syn_fin {
+    // change no service and no transaction.
+    if data.first().is_some_and(|caps| caps & 0x3f == 0x3f) {
         let twice = flow_table_run(data, 2);
         assert_eq!(
             findings(&once),

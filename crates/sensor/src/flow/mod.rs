@@ -1162,6 +1162,9 @@ impl FlowTable {
                         self.first_bytes_again(i, dir, seg, payload, out);
                     }
                 }
+                if seg.syn() {
+                    self.syn_of_rejected(i, dir, seg);
+                }
                 self.track_teardown(i, dir, seg)
             }
             State::Open => {
@@ -1510,6 +1513,25 @@ impl FlowTable {
         }
         if f.fin == 3 {
             self.close(i, seg.ts);
+        }
+    }
+
+    /// A SYN of a rejected flow. A direction's first one, come after the
+    /// flow was rejected (its first copy lost, or both ends opening at
+    /// once), is what lingers of the flow must know: its next
+    /// retransmission would otherwise be taken for a new connection on the
+    /// four-tuple.
+    #[cold]
+    #[inline(never)]
+    fn syn_of_rejected(&mut self, i: u32, dir: usize, seg: &Segment) {
+        let Some(f) = self.flow(i) else {
+            return;
+        };
+        if f.syn_seen & (1 << dir) == 0 {
+            f.syn_seen |= 1 << dir;
+            if let Some(s) = f.syn_next.get_mut(dir) {
+                *s = seg.seq.wrapping_add(1);
+            }
         }
     }
 

@@ -1771,3 +1771,37 @@ fn an_ended_candidate_serves_the_next_as_a_new_one() {
     assert_eq!(kinds, ["tcp_overlap_conflict"]);
     check_qmtp(&rest, &b);
 }
+
+
+/// A direction's first SYN that comes after its flow was rejected (both
+/// ends opening at once here, each SYN with data and a FIN) is what a
+/// retransmission of it is told apart by once the flow lingers: not a new
+/// connection, so the copy opens no second flow with a package of its own.
+#[test]
+fn a_syn_after_the_flow_was_rejected_is_known_when_it_lingers() {
+    let conn = Conn::new("198.51.100.8:40000", "192.0.2.2:628");
+    let server = Conn::pkt(
+        1000,
+        conn.s,
+        conn.c,
+        conn.sisn,
+        0,
+        TCP_SYN | TCP_FIN,
+        b"23:Kok 1795238274 qp 1",
+    );
+    let client = Conn::pkt(
+        2000,
+        conn.c,
+        conn.s,
+        conn.cisn,
+        0,
+        TCP_SYN | TCP_FIN,
+        b"47:4:abcd,17:alice@ex",
+    );
+    let mut t = FlowTable::new(FlowConfig::default());
+    let out = run(&mut t, &[server, client.clone(), client]);
+    assert_eq!(t.stats.flows_closed, 1);
+    assert_eq!(t.stats.flows_reopened, 0, "{out:#?}");
+    assert_eq!(t.stats.flows_created, 1);
+    assert!(out.is_empty(), "{out:#?}");
+}
