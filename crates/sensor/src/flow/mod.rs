@@ -465,11 +465,15 @@ impl Candidate {
     fn take_out_urgent(&mut self, dir: usize, seg: &Segment, k: u32, out: &mut Vec<Record>) {
         let byte = seg.seq.wrapping_add(u32::from(seg.syn())).wrapping_add(k);
         let seq = self.stream_seq(dir, byte);
-        let in_time = self.streams.get(dir).is_some_and(|st| {
-            st.holds_nothing()
-                && st
-                    .offset_of(seq)
-                    .is_none_or(|o| o >= i128::from(st.next_offset()))
+        // Only while nothing at or past the byte was delivered or held:
+        // those bytes would have to be renumbered. Bytes held before it
+        // keep their offsets.
+        let in_time = self.streams.get(dir).is_some_and(|st| match st.offset_of(seq) {
+            Some(o) => {
+                o >= i128::from(st.next_offset())
+                    && st.held_end().is_none_or(|end| o >= i128::from(end))
+            }
+            None => st.holds_nothing(),
         });
         if in_time {
             let urgent = self.urgent.get_or_insert_with(Box::default);

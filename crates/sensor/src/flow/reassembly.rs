@@ -233,6 +233,11 @@ impl Stream {
         self.held.is_empty()
     }
 
+    /// The end of the farthest piece held out of order, if any is.
+    pub(crate) fn held_end(&self) -> Option<u64> {
+        self.held.iter().map(Held::end).max()
+    }
+
     /// Next stream offset the endpoint expects.
     pub fn next_offset(&self) -> u64 {
         self.next

@@ -724,6 +724,44 @@ fn an_urgent_pointer_ahead_takes_out_a_later_byte() {
     assert!(!u.take_out(100));
 }
 
+/// The same with bytes before the urgent one held out of order when the
+/// pointer comes: they do not stand in the way (only bytes at or past the
+/// urgent byte would have to be renumbered), so the first copy of the
+/// pointer takes the byte out, as the server does, and a retransmission
+/// of it changes nothing.
+#[test]
+fn an_urgent_pointer_ahead_of_bytes_held_before_it_takes_out_the_byte() {
+    let conn = Conn::new("192.0.2.9:40001", "198.51.100.9:2209");
+    let cfg = FlowConfig {
+        checksums: ChecksumMode::Ignore,
+        ..FlowConfig::default()
+    };
+    let (head, tail) = PACKAGE.split_at(10);
+    let (a, b) = head.split_at(4);
+    let mut second = tail[..5].to_vec();
+    second.push(b'X');
+    second.extend_from_slice(&tail[5..]);
+    let (h, q) = (head.len() as u64, PACKAGE.len() as u64 + 1);
+    let r = REPLY.len() as u64;
+    for copies in [1, 2] {
+        let mut pkts: Vec<(Pkt, u16)> = conn.handshake().into_iter().map(|p| (p, 0)).collect();
+        // Bytes 4..10 first (held), then 0..4 with the pointer on the `X`
+        // at offset 15 (sent `copies` times), then the rest.
+        pkts.push((conn.c2s(3900, a.len() as u64, 0, 0, b), 0));
+        let (mut seg, p) = conn.c2s(4000, 0, 0, 0, a);
+        seg.flags |= TCP_URG;
+        for _ in 0..copies {
+            pkts.push(((seg, p.clone()), 16));
+        }
+        pkts.push((conn.c2s(4100, h, 0, 0, &second), 0));
+        pkts.extend(answered_and_closed(&conn, q, r));
+        let mut t = FlowTable::new(cfg);
+        let (kinds, rest) = split_anomalies(run_with_headers(&mut t, &pkts));
+        assert_eq!(kinds, ["tcp_urgent_data"], "{copies} copies");
+        check_qmtp(&rest, &conn);
+    }
+}
+
 #[test]
 fn rst_in_window_ends_flow() {
     let conn = Conn::new("10.5.0.1:40000", "10.5.0.2:209");
