@@ -1166,8 +1166,8 @@ impl FlowTable {
                         self.first_bytes_again(i, dir, seg, payload, out);
                     }
                 }
-                if seg.syn() {
-                    self.syn_of_rejected(i, dir, seg);
+                if seg.syn() && !self.syn_of_rejected(i, dir, seg) {
+                    return;
                 }
                 self.track_teardown(i, dir, seg)
             }
@@ -1520,23 +1520,31 @@ impl FlowTable {
         }
     }
 
-    /// A SYN of a rejected flow. A direction's first one, come after the
-    /// flow was rejected (its first copy lost, or both ends opening at
-    /// once), is what lingers of the flow must know: its next
-    /// retransmission would otherwise be taken for a new connection on the
-    /// four-tuple.
+    /// A SYN of a rejected flow; false if the endpoint drops the segment.
+    /// A direction's first one, come after the flow was rejected (its
+    /// first copy lost, or both ends opening at once), is what lingers of
+    /// the flow must know: its next retransmission would otherwise be
+    /// taken for a new connection on the four-tuple. One with another
+    /// sequence number than the direction's SYN had is dropped, as an
+    /// endpoint drops it (RFC 5961 answers it with an ACK): a FIN or RST
+    /// it carries must not end the flow, or its next copy would find the
+    /// flow closed and open a new one.
     #[cold]
     #[inline(never)]
-    fn syn_of_rejected(&mut self, i: u32, dir: usize, seg: &Segment) {
+    fn syn_of_rejected(&mut self, i: u32, dir: usize, seg: &Segment) -> bool {
         let Some(f) = self.flow(i) else {
-            return;
+            return true;
         };
-        if f.syn_seen & (1 << dir) == 0 {
-            f.syn_seen |= 1 << dir;
+        let bit = 1 << dir;
+        let next = seg.seq.wrapping_add(1);
+        if f.syn_seen & bit == 0 {
+            f.syn_seen |= bit;
             if let Some(s) = f.syn_next.get_mut(dir) {
-                *s = seg.seq.wrapping_add(1);
+                *s = next;
             }
+            return true;
         }
+        f.syn_next.get(dir) == Some(&next)
     }
 
     /// A RST of a flow that is not parsed. One elsewhere than where its

@@ -1811,12 +1811,14 @@ fn an_ended_candidate_serves_the_next_as_a_new_one() {
 }
 
 
-/// A direction's first SYN that comes after its flow was rejected (both
-/// ends opening at once here, each SYN with data and a FIN) is what a
-/// retransmission of it is told apart by once the flow lingers: not a new
-/// connection, so the copy opens no second flow with a package of its own.
+/// SYNs of a rejected flow, as an endpoint takes them. A direction's first
+/// SYN that comes after the flow was rejected (both ends opening at once
+/// here, each SYN with data and a FIN) is what a retransmission of it is
+/// told apart by once the flow lingers: not a new connection, so the copy
+/// opens no second flow with a package of its own. One with another
+/// sequence number is dropped, FIN and all.
 #[test]
-fn a_syn_after_the_flow_was_rejected_is_known_when_it_lingers() {
+fn syns_of_a_rejected_flow_as_an_endpoint_takes_them() {
     let conn = Conn::new("198.51.100.8:40000", "192.0.2.2:628");
     let server = Conn::pkt(
         1000,
@@ -1837,9 +1839,24 @@ fn a_syn_after_the_flow_was_rejected_is_known_when_it_lingers() {
         b"47:4:abcd,17:alice@ex",
     );
     let mut t = FlowTable::new(FlowConfig::default());
-    let out = run(&mut t, &[server, client.clone(), client]);
+    let out = run(&mut t, &[server.clone(), client.clone(), client.clone()]);
     assert_eq!(t.stats.flows_closed, 1);
     assert_eq!(t.stats.flows_reopened, 0, "{out:#?}");
     assert_eq!(t.stats.flows_created, 1);
     assert!(out.is_empty(), "{out:#?}");
+    // A SYN with another sequence number on a rejected flow (the server
+    // answered with another protocol and its FIN) is dropped, as the
+    // endpoint drops it: its FIN does not end the flow, once or twice.
+    let (mut other, payload) = client;
+    other.seq = other.seq.wrapping_add(1_000_000);
+    for copies in [1, 2] {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut pkts = conn.handshake();
+        pkts.push(conn.s2c(3500, 0, 0, TCP_FIN, b"HTTP/1.0 200 OK\r\n\r\n"));
+        pkts.extend(std::iter::repeat_n((other, payload.clone()), copies));
+        let out = run(&mut t, &pkts);
+        assert_eq!(t.stats.flows_rejected, 1, "{copies}");
+        assert_eq!(t.stats.flows_closed, 0, "{copies}: {out:#?}");
+        assert_eq!(t.stats.flows_created, 1, "{copies}");
+    }
 }
