@@ -40,7 +40,7 @@ use qmwatch_proto::admission::{self, Admission, FirstPayload};
 use qmwatch_proto::session::{Session, Status};
 use qmwatch_proto::{Anomaly, AnomalyKind, Endpoints, Protocol, Record};
 use qmwatch_wire::capture::Block;
-use qmwatch_wire::decode::{Addr, Segment, TCP_URG};
+use qmwatch_wire::decode::{Addr, Segment, TCP_SYN, TCP_URG};
 use reassembly::{Budget, Delivery, ReassemblyConfig, Stream, StreamEvents, StreamSegment};
 use urgent::Urgent;
 
@@ -468,13 +468,16 @@ impl Candidate {
         // Only while nothing at or past the byte was delivered or held:
         // those bytes would have to be renumbered. Bytes held before it
         // keep their offsets.
-        let in_time = self.streams.get(dir).is_some_and(|st| match st.offset_of(seq) {
-            Some(o) => {
-                o >= i128::from(st.next_offset())
-                    && st.held_end().is_none_or(|end| o >= i128::from(end))
-            }
-            None => st.holds_nothing(),
-        });
+        let in_time = self
+            .streams
+            .get(dir)
+            .is_some_and(|st| match st.offset_of(seq) {
+                Some(o) => {
+                    o >= i128::from(st.next_offset())
+                        && st.held_end().is_none_or(|end| o >= i128::from(end))
+                }
+                None => st.holds_nothing(),
+            });
         if in_time {
             let urgent = self.urgent.get_or_insert_with(Box::default);
             if let Some(u) = urgent.get_mut(dir) {
@@ -665,6 +668,14 @@ struct Flow {
     next: u32,
     client_sample: [u8; 16],
     client_sample_ts: u64,
+    /// A SYN (without ACK) with another sequence number than its
+    /// direction's SYN had, dropped as the endpoint drops it while the
+    /// connection lives: its sequence number, and its direction plus one
+    /// (0: none). Should the peer answer it with a SYN-ACK, the old
+    /// connection is gone at the endpoints (its end was not seen) and this
+    /// is a new one on the four-tuple.
+    new_syn: u32,
+    new_syn_dir: u8,
 }
 
 // The layout above, held: two lines of per-packet fields (what
@@ -1011,6 +1022,8 @@ impl FlowTable {
             client_sample_len: 0,
             client_sample: [0; 16],
             client_sample_ts: 0,
+            new_syn: 0,
+            new_syn_dir: 0,
             sample_dir: 0,
             sample_seq: 0,
             loss: LossTrack::default(),
@@ -1139,6 +1152,13 @@ impl FlowTable {
         let Some(flow) = self.flow(i) else {
             return;
         };
+        if seg.syn()
+            && seg.ack_flag()
+            && flow.new_syn_dir == 2 - dir as u8
+            && seg.ack == flow.new_syn.wrapping_add(1)
+        {
+            return self.new_connection_confirmed(i, seg, bytes, out);
+        }
         flow.last_seen = flow.last_seen.max(seg.ts);
         let state = flow.state;
         let (acked, gap) = flow.loss.observe(dir, seg);
@@ -1440,6 +1460,14 @@ impl FlowTable {
             let isn = flow.syn_next.get(dir).map(|n| n.wrapping_sub(1));
             let other_isn = flow.syn_seen & bit != 0 && isn != Some(seg.seq);
             let midstream = flow.syn_seen == 0 && flow.candidate.is_some();
+            // Dropped and named (chaff, as fragroute's `tcp_chaff syn`
+            // sends), but remembered: a host that lost the connection sends
+            // one to open a new one, and the peer's SYN-ACK to it shows
+            // the old connection gone at both ends.
+            if other_isn && !seg.ack_flag() {
+                flow.new_syn = seg.seq;
+                flow.new_syn_dir = dir as u8 + 1;
+            }
             if other_isn || midstream {
                 chaff = NOTE_FLAGS;
             }
@@ -1544,7 +1572,67 @@ impl FlowTable {
             }
             return true;
         }
-        f.syn_next.get(dir) == Some(&next)
+        if f.syn_next.get(dir) == Some(&next) {
+            return true;
+        }
+        if !seg.ack_flag() {
+            f.new_syn = seg.seq;
+            f.new_syn_dir = dir as u8 + 1;
+        }
+        false
+    }
+
+    /// Flow `i`'s peer answered the new SYN it had dropped (see
+    /// `Flow::new_syn`) with `seg`, a SYN-ACK: the endpoints took a new
+    /// connection on the four-tuple, so the old one ended unseen (its FIN
+    /// or RST lost, or never sent: a host that restarted). The old flow is
+    /// finished and closed, the new SYN taken as the lingering entry takes
+    /// one (a flow of its own), then `seg`. A forged SYN gets no SYN-ACK
+    /// from a live connection (RFC 5961 answers it with an ACK), so
+    /// chaff cannot end a flow this way.
+    #[cold]
+    #[inline(never)]
+    fn new_connection_confirmed<B: SegmentBytes>(
+        &mut self,
+        i: u32,
+        seg: &Segment,
+        bytes: B,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(f) = self.slab.get(i as usize) else {
+            return;
+        };
+        let (key, seq, from_lo) = (f.key, f.new_syn, f.new_syn_dir == 1);
+        if f.candidate.is_some() {
+            self.finish_flow(i, seg.ts, out);
+        }
+        self.close(i, seg.ts);
+        let (src, sport, dst, dport) = if from_lo {
+            (key.lo, key.lo_port, key.hi, key.hi_port)
+        } else {
+            (key.hi, key.hi_port, key.lo, key.lo_port)
+        };
+        let syn = Segment {
+            ts: seg.ts,
+            src,
+            dst,
+            v4: seg.v4,
+            sport,
+            dport,
+            seq,
+            flags: TCP_SYN,
+            flow_tag: seg.flow_tag,
+            ..Segment::default()
+        };
+        self.segment_checked(
+            &syn,
+            Given {
+                tcp: None,
+                payload: &[],
+            },
+            out,
+        );
+        self.segment_checked(seg, bytes, out);
     }
 
     /// A RST of a flow that is not parsed. One elsewhere than where its

@@ -1810,7 +1810,6 @@ fn an_ended_candidate_serves_the_next_as_a_new_one() {
     check_qmtp(&rest, &b);
 }
 
-
 /// SYNs of a rejected flow, as an endpoint takes them. A direction's first
 /// SYN that comes after the flow was rejected (both ends opening at once
 /// here, each SYN with data and a FIN) is what a retransmission of it is
@@ -1859,4 +1858,62 @@ fn syns_of_a_rejected_flow_as_an_endpoint_takes_them() {
         assert_eq!(t.stats.flows_closed, 0, "{copies}: {out:#?}");
         assert_eq!(t.stats.flows_created, 1, "{copies}");
     }
+}
+
+/// A new connection on the four-tuple of a flow whose end the capture
+/// lost (no FIN, no RST seen) is followed once the server answers its SYN
+/// with a SYN-ACK: the old flow is finished then, whatever it was (a QMTP
+/// session, or another protocol set aside), and the new one gets a flow of
+/// its own, its package and verdict seen. A SYN with another sequence
+/// number that the server answers with a plain ACK (what a live
+/// connection answers, RFC 5961) ends nothing: chaff cannot end a flow so.
+#[test]
+fn a_new_connection_after_an_end_the_capture_lost_is_followed() {
+    let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
+    let new = Conn {
+        cisn: 0x0bad_cafe,
+        sisn: 0x7777_0000,
+        ..old
+    };
+    let q = PACKAGE.len() as u64;
+    // The old connection: a QMTP session, or HTTP; its FINs lost.
+    let qmtp = old.conversation(PACKAGE, REPLY)[..6].to_vec();
+    let mut http = old.handshake();
+    http.push(old.c2s(4000, 0, 0, 0, b"GET / HTTP/1.0\r\n\r\n"));
+    for (name, first, sessions) in [("after QMTP", qmtp, 2), ("after HTTP", http, 1)] {
+        let mut pkts = first;
+        pkts.extend(later(new.conversation(PACKAGE, REPLY), 10_000_000_000));
+        let mut t = FlowTable::new(FlowConfig::default());
+        let (kinds, rest) = split_anomalies(run(&mut t, &pkts));
+        let txns: Vec<_> = rest
+            .iter()
+            .filter(|r| matches!(r, Record::Transaction(_)))
+            .collect();
+        assert_eq!(txns.len(), sessions, "{name}: {rest:#?}");
+        let Some(Record::Transaction(last)) = txns.last() else {
+            panic!("{name}");
+        };
+        assert_eq!(last.codes.k, 1, "{name}: the new connection's reply");
+        assert_eq!(t.stats.flows_reopened, 1, "{name}");
+        // The new SYN was named on the old flow as it came, when nothing
+        // yet told it from chaff (and HTTP to the QMTP port, where the old
+        // flow carried it).
+        assert!(
+            kinds
+                .iter()
+                .all(|k| ["tcp_chaff_flags", "http_to_qm_server"].contains(k)),
+            "{name}: {kinds:?}"
+        );
+    }
+    // A SYN with another sequence number answered by an ACK: the old
+    // session goes on and is reported whole.
+    let mut pkts = old.conversation(PACKAGE, REPLY);
+    let syn = Conn::pkt(4500, old.c, old.s, 0x0bad_cafe, 0, TCP_SYN, b"");
+    let challenge = old.s2c(4600, 0, q, 0, b"");
+    pkts.splice(4..4, [syn, challenge]);
+    let mut t = FlowTable::new(FlowConfig::default());
+    let (_, rest) = split_anomalies(run(&mut t, &pkts));
+    check_qmtp(&rest, &old);
+    assert_eq!(t.stats.flows_reopened, 0);
+    assert_eq!(t.stats.flows_created, 1);
 }
