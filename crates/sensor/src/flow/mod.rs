@@ -690,6 +690,15 @@ const _: () = {
 };
 
 impl Flow {
+    /// Whether `seg`, from direction `dir`, is the peer's SYN-ACK to the
+    /// new SYN this flow dropped (see `new_syn`).
+    #[inline]
+    fn answers_new_syn(&self, dir: usize, seg: &Segment) -> bool {
+        seg.ack_flag()
+            && self.new_syn_dir == 2 - dir as u8
+            && seg.ack == self.new_syn.wrapping_add(1)
+    }
+
     /// Keeps the first bytes of direction `dir` a judgement rests on (at
     /// most the sample's 16), once: the client's while the server's answer
     /// is awaited, or those of a flow rejected by them.
@@ -1152,11 +1161,7 @@ impl FlowTable {
         let Some(flow) = self.flow(i) else {
             return;
         };
-        if seg.syn()
-            && seg.ack_flag()
-            && flow.new_syn_dir == 2 - dir as u8
-            && seg.ack == flow.new_syn.wrapping_add(1)
-        {
+        if seg.syn() && flow.answers_new_syn(dir, seg) {
             return self.new_connection_confirmed(i, seg, bytes, out);
         }
         flow.last_seen = flow.last_seen.max(seg.ts);
@@ -1169,28 +1174,7 @@ impl FlowTable {
             // An open flow is not moved in its list on every packet (that
             // would touch two other random entries per packet): `last_seen`
             // is enough, and `expire` re-queues flows that were active.
-            State::Rejected => {
-                // Only a segment at the start of the sampled direction can
-                // hold a second copy of a rejected flow's first bytes.
-                // Most segments here carry no data: test that first. The
-                // segment's bytes are not looked up unless they are needed.
-                let again = seg.payload_len > 0
-                    && self.slab.get(i as usize).is_some_and(|f| {
-                        f.client_sample_len > 0
-                            && usize::from(f.sample_dir) == dir
-                            && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
-                    });
-                if again {
-                    let payload = bytes.get(seg).1;
-                    if !payload.is_empty() {
-                        self.first_bytes_again(i, dir, seg, payload, out);
-                    }
-                }
-                if seg.syn() && !self.syn_of_rejected(i, dir, seg) {
-                    return;
-                }
-                self.track_teardown(i, dir, seg)
-            }
+            State::Rejected => self.rejected_segment(i, dir, seg, bytes, out),
             State::Open => {
                 let (tcp, payload) = bytes.get(seg);
                 let mut verified = true;
@@ -1207,6 +1191,39 @@ impl FlowTable {
                 self.open_segment(i, dir, seg, payload, urgent_of(seg, tcp), out);
             }
         }
+    }
+
+    /// A segment of a flow set aside as not QMTP/QMQP: only what ends the
+    /// flow, and a second copy of the bytes that set it aside, matter.
+    #[inline(always)]
+    fn rejected_segment(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        bytes: impl SegmentBytes,
+        out: &mut Vec<Record>,
+    ) {
+        // Only a segment at the start of the sampled direction can hold a
+        // second copy of a rejected flow's first bytes. Most segments here
+        // carry no data: test that first. The segment's bytes are not
+        // looked up unless they are needed.
+        let again = seg.payload_len > 0
+            && self.slab.get(i as usize).is_some_and(|f| {
+                f.client_sample_len > 0
+                    && usize::from(f.sample_dir) == dir
+                    && seg.seq.wrapping_sub(f.sample_seq) < u32::from(f.client_sample_len)
+            });
+        if again {
+            let payload = bytes.get(seg).1;
+            if !payload.is_empty() {
+                self.first_bytes_again(i, dir, seg, payload, out);
+            }
+        }
+        if seg.syn() && !self.syn_of_rejected(i, dir, seg) {
+            return;
+        }
+        self.track_teardown(i, dir, seg)
     }
 
     /// Whether `seg` can go unchecksummed: in a direction whose checksums
