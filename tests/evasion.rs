@@ -1732,8 +1732,8 @@ enum Ending<'a> {
     /// The server's RST, carrying these bytes.
     ServerRst(&'a [u8]),
     /// Not in the capture (lost on the way to the sensor, or never sent:
-    /// a host that restarted).
-    Unseen,
+    /// a host that restarted), after the server answered with these bytes.
+    Unseen(&'a [u8]),
 }
 
 /// Before every connection, a short one on the same four-tuple (with
@@ -1808,11 +1808,21 @@ fn reused_four_tuple(fx: &Fx, bytes: &[u8], ending: Ending<'_>) -> Vec<Frame> {
                     ts_ns: at + 40_000,
                     ..server.clone()
                 }),
-                Ending::Unseen => None,
+                Ending::Unseen(_) => None,
             };
             out.extend([frame(&client), frame(&server), frame(&ack)]);
             if !bytes.is_empty() {
                 out.push(frame(&data));
+            }
+            if let Ending::Unseen(answer) = ending {
+                out.push(frame(&Tcp {
+                    seq: sisn.wrapping_add(1),
+                    ack: cisn.wrapping_add(1).wrapping_add(bytes.len() as u32),
+                    flags: TCP_ACK | TCP_PSH,
+                    payload: answer.to_vec(),
+                    ts_ns: at + 35_000,
+                    ..server.clone()
+                }));
             }
             out.extend(rst.iter().map(frame));
         }
@@ -1825,9 +1835,9 @@ fn a_connection_on_a_four_tuple_just_reset_is_seen() {
     // Bare (the old connection carried nothing); after bytes of another
     // protocol (the old flow was rejected as not QMTP/QMQP); after a QMTP
     // package answered by a RST that carries bytes of no reply, which make
-    // the session reject the flow (it ends there too); and after bytes of
-    // another protocol whose end the capture does not hold (the server's
-    // SYN-ACK to the new SYN shows the old connection gone).
+    // the session reject the flow (it ends there too); and after an
+    // exchange of another protocol whose end the capture does not hold
+    // (the server's SYN-ACK to the new SYN shows the old connection gone).
     let package = &b"5:\nabcd,17:alice@example.org,19:15:bob@example.com,,"[..];
     let http = &b"GET / HTTP/1.0\r\n\r\n"[..];
     for (variant, bytes, ending) in [
@@ -1838,7 +1848,11 @@ fn a_connection_on_a_four_tuple_just_reset_is_seen() {
             package,
             Ending::ServerRst(b"HTTP/1.0 400 Bad Request\r\n\r\n"),
         ),
-        ("reuse-after-http-whose-end-is-unseen", http, Ending::Unseen),
+        (
+            "reuse-after-http-whose-end-is-unseen",
+            http,
+            Ending::Unseen(b"HTTP/1.0 200 OK\r\n\r\n"),
+        ),
     ] {
         each_fixture(
             variant,
@@ -1846,20 +1860,9 @@ fn a_connection_on_a_four_tuple_just_reset_is_seen() {
             |fx| reused_four_tuple(fx, bytes, ending),
             |fx, ev, stderr| {
                 // HTTP, or bytes of no protocol, to a server already known
-                // as QMTP/QMQP is named. Where the old connection's end is
-                // unseen, the new SYN reaches a live flow first and is named
-                // there (as chaff, until the SYN-ACK tells otherwise).
-                let unseen = matches!(ending, Ending::Unseen);
+                // as QMTP/QMQP is named.
                 let exp = Expect {
-                    allowed: if unseen {
-                        &[
-                            "http_to_qm_server",
-                            "wrong_protocol_to_qm_server",
-                            "tcp_chaff_flags",
-                        ]
-                    } else {
-                        &["http_to_qm_server", "wrong_protocol_to_qm_server"]
-                    },
+                    allowed: &["http_to_qm_server", "wrong_protocol_to_qm_server"],
                     ..Expect::clean()
                 };
                 check(fx, variant, ev, &exp)?;

@@ -668,12 +668,12 @@ struct Flow {
     next: u32,
     client_sample: [u8; 16],
     client_sample_ts: u64,
-    /// A SYN (without ACK) with another sequence number than its
-    /// direction's SYN had, dropped as the endpoint drops it while the
-    /// connection lives: its sequence number, and its direction plus one
-    /// (0: none). Should the peer answer it with a SYN-ACK, the old
-    /// connection is gone at the endpoints (its end was not seen) and this
-    /// is a new one on the four-tuple.
+    /// Of a rejected flow, a SYN (without ACK) with another sequence
+    /// number than its direction's SYN had, dropped as the endpoint drops
+    /// it while the connection lives: its sequence number, and its
+    /// direction plus one (0: none). Should the peer answer it with a
+    /// SYN-ACK, the old connection is gone at the endpoints (its end was
+    /// not seen) and this is a new one on the four-tuple.
     new_syn: u32,
     new_syn_dir: u8,
 }
@@ -1477,14 +1477,6 @@ impl FlowTable {
             let isn = flow.syn_next.get(dir).map(|n| n.wrapping_sub(1));
             let other_isn = flow.syn_seen & bit != 0 && isn != Some(seg.seq);
             let midstream = flow.syn_seen == 0 && flow.candidate.is_some();
-            // Dropped and named (chaff, as fragroute's `tcp_chaff syn`
-            // sends), but remembered: a host that lost the connection sends
-            // one to open a new one, and the peer's SYN-ACK to it shows
-            // the old connection gone at both ends.
-            if other_isn && !seg.ack_flag() {
-                flow.new_syn = seg.seq;
-                flow.new_syn_dir = dir as u8 + 1;
-            }
             if other_isn || midstream {
                 chaff = NOTE_FLAGS;
             }
@@ -1599,14 +1591,17 @@ impl FlowTable {
         false
     }
 
-    /// Flow `i`'s peer answered the new SYN it had dropped (see
+    /// Rejected flow `i`'s peer answered the new SYN it had dropped (see
     /// `Flow::new_syn`) with `seg`, a SYN-ACK: the endpoints took a new
     /// connection on the four-tuple, so the old one ended unseen (its FIN
     /// or RST lost, or never sent: a host that restarted). The old flow is
-    /// finished and closed, the new SYN taken as the lingering entry takes
-    /// one (a flow of its own), then `seg`. A forged SYN gets no SYN-ACK
-    /// from a live connection (RFC 5961 answers it with an ACK), so
-    /// chaff cannot end a flow this way.
+    /// closed, the new SYN taken as the lingering entry takes one (a flow
+    /// of its own), then `seg`. A live connection answers a SYN with an
+    /// ACK (RFC 5961), not a SYN-ACK. Only a rejected flow is ended so: one
+    /// endpoint can forge the other's SYN-ACK towards itself, where the
+    /// sensor sees it and no endpoint takes it, and ending a flow still
+    /// parsed (or still to be judged) that way would hide the rest of its
+    /// connection; a rejected flow's connection is not parsed anyway.
     #[cold]
     #[inline(never)]
     fn new_connection_confirmed<B: SegmentBytes>(
@@ -1620,9 +1615,6 @@ impl FlowTable {
             return;
         };
         let (key, seq, from_lo) = (f.key, f.new_syn, f.new_syn_dir == 1);
-        if f.candidate.is_some() {
-            self.finish_flow(i, seg.ts, out);
-        }
         self.close(i, seg.ts);
         let (src, sport, dst, dport) = if from_lo {
             (key.lo, key.lo_port, key.hi, key.hi_port)
