@@ -1837,7 +1837,8 @@ fn a_connection_on_a_four_tuple_just_reset_is_seen() {
     // package answered by a RST that carries bytes of no reply, which make
     // the session reject the flow (it ends there too); and after an
     // exchange of another protocol whose end the capture does not hold
-    // (the server's SYN-ACK to the new SYN shows the old connection gone).
+    // (the server's SYN-ACK to the new SYN shows the old connection gone),
+    // or after a connection that carried nothing and whose end is unseen.
     let package = &b"5:\nabcd,17:alice@example.org,19:15:bob@example.com,,"[..];
     let http = &b"GET / HTTP/1.0\r\n\r\n"[..];
     for (variant, bytes, ending) in [
@@ -1852,6 +1853,13 @@ fn a_connection_on_a_four_tuple_just_reset_is_seen() {
             "reuse-after-http-whose-end-is-unseen",
             http,
             Ending::Unseen(b"HTTP/1.0 200 OK\r\n\r\n"),
+        ),
+        // A connection still to be judged (no byte yet) whose end is
+        // unseen: it is kept, and the new one gets a twin flow beside it.
+        (
+            "reuse-bare-whose-end-is-unseen",
+            &b""[..],
+            Ending::Unseen(b""),
         ),
     ] {
         each_fixture(

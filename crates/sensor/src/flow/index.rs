@@ -53,10 +53,6 @@ impl FlowIndex {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn mask(&self) -> usize {
         self.slots.len() - 1
     }

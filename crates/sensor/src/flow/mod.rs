@@ -16,6 +16,12 @@
 //! SYN numbers, loss bookkeeping) that absorbs stray packets; a new SYN on
 //! its four-tuple opens a new flow instead.
 //!
+//! A flow whose end the capture lost does not end when a new connection
+//! takes its four-tuple: when the server answers the new SYN, a rejected
+//! flow is closed, and an open one gets a *twin* (the new connection's
+//! flow, outside the index) that each later packet is routed to or not by
+//! its sequence number.
+//!
 //! Every flow, rejected ones included, also feeds the capture-loss estimate
 //! ([`LossTrack`]: a few sequence numbers per direction in the entry, no
 //! payload work), which counts acknowledged bytes the capture never saw.
@@ -393,6 +399,10 @@ struct Lingering {
 const _: () = assert!(std::mem::size_of::<Lingering>() <= 96);
 
 const NIL: u32 = u32::MAX;
+/// [`Flow::twin_role`] of the older flow of a pair, the one indexed.
+const TWIN_INDEXED: u8 = 1;
+/// [`Flow::twin_role`] of the newer flow of a pair, not indexed.
+const TWIN_NEW: u8 = 2;
 /// Ended candidates' state kept for new ones, at most. A candidate is a
 /// kilobyte, and its two rings of recent bytes two more: allocated and
 /// freed for each of many short connections, they were a large request
@@ -647,6 +657,12 @@ struct Flow {
     early: u8,
     /// Bad-checksum segments dropped before the flow had a session.
     bad_csum_early: u8,
+    /// 0, or this flow's side of a twin pair: [`TWIN_INDEXED`] for the
+    /// connection whose end the capture lost (the index names it),
+    /// [`TWIN_NEW`] for the new connection on its four-tuple (in the slab
+    /// and the open list only). In the first line, as every packet of the
+    /// pair must be routed; `twin` is read only then.
+    twin_role: u8,
     last_seen: u64,
     // Second line.
     /// Sequence and acknowledgement bookkeeping for the capture-loss estimate.
@@ -676,6 +692,8 @@ struct Flow {
     /// not seen) and this is a new one on the four-tuple.
     new_syn: u32,
     new_syn_dir: u8,
+    /// The other flow of a twin pair (see `twin_role`), or `NIL`.
+    twin: u32,
 }
 
 // The layout above, held: two lines of per-packet fields (what
@@ -683,6 +701,7 @@ struct Flow {
 const _: () = {
     use std::mem::{offset_of, size_of};
     assert!(offset_of!(Flow, last_seen) + 8 <= 64);
+    assert!(offset_of!(Flow, twin_role) < 64);
     assert!(offset_of!(Flow, loss) >= 64);
     assert!(offset_of!(Flow, candidate) + 8 <= 128);
     assert!(offset_of!(Flow, queued) >= 128);
@@ -767,6 +786,9 @@ pub struct FlowTable {
     /// Lingering entries replaced by a new connection (in the closed queue,
     /// not in the index): they count toward the flow cap.
     replaced: usize,
+    /// Twin pairs now: each has one flow outside the index, which counts
+    /// toward the flow cap.
+    twins: usize,
     budget: Budget,
     /// Copied protocol state held by all sessions (see `session_memory`).
     session_bytes: usize,
@@ -797,6 +819,7 @@ impl FlowTable {
             lingering: Vec::new(),
             lingering_free: Vec::new(),
             replaced: 0,
+            twins: 0,
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
             known_servers: FxHashMap::default(),
@@ -807,11 +830,11 @@ impl FlowTable {
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.len() + self.twins
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// Out-of-order bytes held now.
@@ -892,11 +915,19 @@ impl FlowTable {
             loss: f.loss,
             replaced: false,
         };
+        let twinned = f.twin_role != 0;
         if let Some(c) = candidate {
             self.release(c);
         }
         // Its links are still those of the open list.
         self.unlink(i);
+        if twinned {
+            // Its twin keeps the four-tuple, and lingers in its turn.
+            self.untwin(i);
+            self.free.push(i);
+            self.stats.flows_closed += 1;
+            return;
+        }
         let l = take_place(&mut self.lingering, &mut self.lingering_free, rest);
         // The entry is free at once; its index slot now names what lingers.
         self.index.repoint(rest.tag, i, l | LINGERING);
@@ -922,6 +953,25 @@ impl FlowTable {
         self.lingering_free.push(l);
     }
 
+    /// Dissolves the twin pair of flow `i`, which is going: when `i` is
+    /// the indexed one, its index slot passes to the other.
+    #[cold]
+    #[inline(never)]
+    fn untwin(&mut self, i: u32) {
+        let Some(f) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        let (role, other, tag) = (f.twin_role, f.twin, f.tag);
+        (f.twin_role, f.twin) = (0, NIL);
+        if let Some(o) = self.slab.get_mut(other as usize) {
+            (o.twin_role, o.twin) = (0, NIL);
+        }
+        if role == TWIN_INDEXED {
+            self.index.repoint(tag, i, other);
+        }
+        self.twins = self.twins.saturating_sub(1);
+    }
+
     /// Frees a candidate's reassembly and session memory from the budgets.
     fn release(&mut self, mut c: Box<Candidate>) {
         c.streams[0].reset(&mut self.budget);
@@ -944,7 +994,11 @@ impl FlowTable {
             let c = f.candidate.take();
             f.state = State::Closed;
             let tag = f.tag;
-            self.index.remove(tag, i);
+            if f.twin_role != 0 {
+                self.untwin(i);
+            } else {
+                self.index.remove(tag, i);
+            }
             self.free.push(i);
             if let Some(c) = c {
                 self.release(c);
@@ -990,9 +1044,20 @@ impl FlowTable {
     // cost about 100 instructions more a new flow.
     #[inline(always)]
     fn create(&mut self, key: FlowKey, tag: u32, v4: bool, ts: u64, out: &mut Vec<Record>) -> u32 {
-        // Replaced lingering records still wait in the closed queue: they
-        // count.
-        if self.index.len().saturating_add(self.replaced) >= self.cfg.max_flows.max(1) {
+        self.make_room(ts, out);
+        let i = self.new_entry(key, v4, tag, ts);
+        self.index.insert(tag, i);
+        self.stats.flows_peak = self.stats.flows_peak.max(self.len() as u64);
+        i
+    }
+
+    /// Frees an entry when the table is at its flow cap.
+    #[inline(always)]
+    fn make_room(&mut self, ts: u64, out: &mut Vec<Record>) {
+        // Replaced lingering records still wait in the closed queue, and
+        // twins are outside the index: they count.
+        let flows = self.index.len() + self.replaced + self.twins;
+        if flows >= self.cfg.max_flows.max(1) {
             // Oldest closed entry first, else the least recently active flow.
             match self.closed.pop_front() {
                 Some(c) => {
@@ -1009,6 +1074,11 @@ impl FlowTable {
                 }
             }
         }
+    }
+
+    /// A new open entry (in the slab and the open list, not the index).
+    #[inline(always)]
+    fn new_entry(&mut self, key: FlowKey, v4: bool, tag: u32, ts: u64) -> u32 {
         let flow = Flow {
             key,
             v4,
@@ -1033,16 +1103,16 @@ impl FlowTable {
             client_sample_ts: 0,
             new_syn: 0,
             new_syn_dir: 0,
+            twin: NIL,
+            twin_role: 0,
             sample_dir: 0,
             sample_seq: 0,
             loss: LossTrack::default(),
             candidate: None,
         };
         let i = take_place(&mut self.slab, &mut self.free, flow);
-        self.index.insert(tag, i);
         self.push_tail(i);
         self.stats.flows_created += 1;
-        self.stats.flows_peak = self.stats.flows_peak.max(self.index.len() as u64);
         i
     }
 
@@ -1145,6 +1215,10 @@ impl FlowTable {
             found => found,
         };
         let i = match found {
+            // One of a twin pair: the index names the older.
+            Some(i) if self.slab.get(i as usize).is_some_and(|f| f.twin_role != 0) => {
+                self.route_twin(i, dir, seg)
+            }
             Some(i) => i,
             None => {
                 if !seg.syn() && bytes.get(seg).1.is_empty() {
@@ -1158,6 +1232,20 @@ impl FlowTable {
                 self.create(key, tag, seg.v4, seg.ts, out)
             }
         };
+        self.segment_of(i, dir, seg, bytes, out)
+    }
+
+    /// [`FlowTable::segment_checked`] once the segment's flow, entry `i`,
+    /// is known; `dir` is the segment's direction in it.
+    #[inline(always)]
+    fn segment_of(
+        &mut self,
+        i: u32,
+        dir: usize,
+        seg: &Segment,
+        bytes: impl SegmentBytes,
+        out: &mut Vec<Record>,
+    ) {
         let Some(flow) = self.flow(i) else {
             return;
         };
@@ -1479,6 +1567,12 @@ impl FlowTable {
             let midstream = flow.syn_seen == 0 && flow.candidate.is_some();
             if other_isn || midstream {
                 chaff = NOTE_FLAGS;
+                // A new connection's, if the peer answers it (see
+                // `new_connection_confirmed`).
+                if !seg.ack_flag() && !seg.rst() && flow.twin_role == 0 {
+                    flow.new_syn = seg.seq;
+                    flow.new_syn_dir = dir as u8 + 1;
+                }
             }
         } else if chaff == 0 && data && !seg.ack_flag() && !seg.rst() {
             chaff = NOTE_FLAGS;
@@ -1591,17 +1685,20 @@ impl FlowTable {
         false
     }
 
-    /// Rejected flow `i`'s peer answered the new SYN it had dropped (see
+    /// Flow `i`'s peer answered the new SYN it had dropped (see
     /// `Flow::new_syn`) with `seg`, a SYN-ACK: the endpoints took a new
     /// connection on the four-tuple, so the old one ended unseen (its FIN
-    /// or RST lost, or never sent: a host that restarted). The old flow is
-    /// closed, the new SYN taken as the lingering entry takes one (a flow
-    /// of its own), then `seg`. A live connection answers a SYN with an
-    /// ACK (RFC 5961), not a SYN-ACK. Only a rejected flow is ended so: one
-    /// endpoint can forge the other's SYN-ACK towards itself, where the
-    /// sensor sees it and no endpoint takes it, and ending a flow still
-    /// parsed (or still to be judged) that way would hide the rest of its
-    /// connection; a rejected flow's connection is not parsed anyway.
+    /// or RST lost, or never sent: a host that restarted). A live
+    /// connection answers a SYN with an ACK (RFC 5961), not a SYN-ACK; but
+    /// one endpoint can forge the other's SYN-ACK towards itself, where the
+    /// sensor sees it and no endpoint takes it.
+    /// - A rejected flow is closed, the new SYN taken as the lingering
+    ///   entry takes one (a flow of its own), then `seg`: its connection is
+    ///   not parsed, so nothing is lost if the SYN-ACK was forged.
+    /// - A flow still parsed (or still to be judged) is kept, and the new
+    ///   connection gets a twin flow beside it ([`FlowTable::open_twin`]):
+    ///   ending the old flow on a forged SYN-ACK would hide the rest of a
+    ///   live session.
     #[cold]
     #[inline(never)]
     fn new_connection_confirmed<B: SegmentBytes>(
@@ -1611,37 +1708,117 @@ impl FlowTable {
         bytes: B,
         out: &mut Vec<Record>,
     ) {
-        let Some(f) = self.slab.get(i as usize) else {
+        let Some(f) = self.slab.get_mut(i as usize) else {
             return;
         };
-        let (key, seq, from_lo) = (f.key, f.new_syn, f.new_syn_dir == 1);
-        self.close(i, seg.ts);
-        let (src, sport, dst, dport) = if from_lo {
-            (key.lo, key.lo_port, key.hi, key.hi_port)
-        } else {
-            (key.hi, key.hi_port, key.lo, key.lo_port)
-        };
+        let (key, state, from_lo) = (f.key, f.state, f.new_syn_dir == 1);
         let syn = Segment {
-            ts: seg.ts,
-            src,
-            dst,
-            v4: seg.v4,
-            sport,
-            dport,
-            seq,
-            flags: TCP_SYN,
-            flow_tag: seg.flow_tag,
-            ..Segment::default()
+            seq: f.new_syn,
+            ..new_syn_of(&key, from_lo, seg)
         };
-        self.segment_checked(
-            &syn,
-            Given {
-                tcp: None,
-                payload: &[],
-            },
-            out,
-        );
+        f.new_syn_dir = 0;
+        let given = Given {
+            tcp: None,
+            payload: &[],
+        };
+        if state == State::Open {
+            return self.open_twin(i, (&syn, from_lo), seg, bytes, out);
+        }
+        self.close(i, seg.ts);
+        self.segment_checked(&syn, given, out);
         self.segment_checked(seg, bytes, out);
+    }
+
+    /// Gives the new connection answered by `seg` (the SYN-ACK to `syn`,
+    /// sent from the `lo` end of the key when `from_lo`) a flow of its own
+    /// beside open flow `i`, the old connection on its four-tuple: the two
+    /// are twins, and each later packet goes to the one whose sequence
+    /// numbers it is nearer ([`FlowTable::route_twin`]). Until the old
+    /// flow goes (its end seen after all, its idle timeout, or the cap),
+    /// the new one is not in the index; then it takes the old one's slot.
+    #[cold]
+    #[inline(never)]
+    fn open_twin<B: SegmentBytes>(
+        &mut self,
+        i: u32,
+        (syn, from_lo): (&Segment, bool),
+        seg: &Segment,
+        bytes: B,
+        out: &mut Vec<Record>,
+    ) {
+        let given = Given {
+            tcp: None,
+            payload: &[],
+        };
+        self.make_room(seg.ts, out);
+        let Some(f) = self.slab.get(i as usize).filter(|f| f.state == State::Open) else {
+            // Making room evicted the old flow: the new connection gets an
+            // entry as any other does.
+            self.segment_checked(syn, given, out);
+            return self.segment_checked(seg, bytes, out);
+        };
+        let (key, tag, v4) = (f.key, f.tag, f.v4);
+        let t = self.new_entry(key, v4, tag, seg.ts);
+        if let Some(f) = self.slab.get_mut(i as usize) {
+            (f.twin_role, f.twin) = (TWIN_INDEXED, t);
+        }
+        if let Some(n) = self.slab.get_mut(t as usize) {
+            (n.twin_role, n.twin) = (TWIN_NEW, i);
+        }
+        self.twins += 1;
+        self.stats.flows_reopened += 1;
+        self.stats.flows_peak = self.stats.flows_peak.max(self.len() as u64);
+        self.segment_of(t, usize::from(!from_lo), syn, given, out);
+        let (_, dir) = FlowKey::of(seg);
+        self.segment_of(t, dir, seg, bytes, out);
+    }
+
+    /// Which of twin flows `i` (the indexed one) and its twin a segment
+    /// from direction `dir` belongs to: the one whose sequence numbers in
+    /// that direction it is nearer, counted forward from the direction's
+    /// SYN where the flow saw it (the new flow always did), else from the
+    /// first byte its stream took (a flow picked up midstream), else
+    /// either way from the highest byte seen.
+    /// - A connection's segments lie just after its own SYN. A new
+    ///   connection on a four-tuple starts above the old one's last byte
+    ///   (or the server would not take it over TIME_WAIT); else both
+    ///   numbers are random and far apart.
+    /// - The highest byte seen is a poor guide: it follows chaff too, such
+    ///   as the new connection's SYN itself.
+    /// - A forged segment can only reach one of the two flows, as it could
+    ///   reach one alone.
+    #[cold]
+    #[inline(never)]
+    fn route_twin(&self, i: u32, dir: usize, seg: &Segment) -> u32 {
+        let Some(f) = self.slab.get(i as usize) else {
+            return i;
+        };
+        let Some(n) = self.slab.get(f.twin as usize) else {
+            return i;
+        };
+        let distance = |fl: &Flow| {
+            // The direction's first byte: after its SYN, or the first its
+            // stream took.
+            let first = match fl.syn_next.get(dir) {
+                Some(&next) if fl.syn_seen & (1 << dir) != 0 => Some(next),
+                _ => fl
+                    .candidate
+                    .as_ref()
+                    .and_then(|c| c.streams.get(dir))
+                    .and_then(Stream::first_seq),
+            };
+            match first {
+                Some(first) => seg.seq.wrapping_sub(first.wrapping_sub(1)),
+                None => fl.loss.next_seq(dir).map_or(u32::MAX, |next| {
+                    (seg.seq.wrapping_sub(next) as i32).unsigned_abs()
+                }),
+            }
+        };
+        if distance(n) < distance(f) {
+            f.twin
+        } else {
+            i
+        }
     }
 
     /// A RST of a flow that is not parsed. One elsewhere than where its
@@ -2164,6 +2341,29 @@ impl FlowTable {
         self.lingering.clear();
         self.lingering_free.clear();
         self.replaced = 0;
+        self.twins = 0;
+    }
+}
+
+/// A SYN (its sequence number left 0) of `key`'s connection from its `lo`
+/// end when `from_lo`, else from its `hi` end, at the time of `seg`: the
+/// new SYN a flow dropped and recorded, taken again.
+fn new_syn_of(key: &FlowKey, from_lo: bool, seg: &Segment) -> Segment {
+    let (src, sport, dst, dport) = if from_lo {
+        (key.lo, key.lo_port, key.hi, key.hi_port)
+    } else {
+        (key.hi, key.hi_port, key.lo, key.lo_port)
+    };
+    Segment {
+        ts: seg.ts,
+        src,
+        dst,
+        v4: seg.v4,
+        sport,
+        dport,
+        flags: TCP_SYN,
+        flow_tag: seg.flow_tag,
+        ..Segment::default()
     }
 }
 

@@ -266,6 +266,11 @@ impl Stream {
         self.skip = (from, to);
     }
 
+    /// The sequence number of the stream's first byte, once it started.
+    pub(crate) fn first_seq(&self) -> Option<u32> {
+        self.started.then_some(self.base)
+    }
+
     /// Starts the stream at a SYN: data begins at `seq + 1`.
     pub fn syn(&mut self, seq: u32) {
         if !self.started {

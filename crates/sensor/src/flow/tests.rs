@@ -1659,8 +1659,9 @@ fn a_closed_flow_absorbs_its_own_retransmitted_syn_and_a_reopened_one_is_freed()
 }
 
 /// The table's bookkeeping holds: every slab entry is free or open (and
-/// indexed); every lingering entry is free, or in the closed queue once and
-/// either indexed or replaced; the counts agree.
+/// indexed, or the newer of a twin pair, whose older one is indexed and
+/// names it back); every lingering entry is free, or in the closed queue
+/// once and either indexed or replaced; the counts agree.
 fn check_bookkeeping(t: &FlowTable) {
     let n = t.slab.len();
     let mut free = vec![false; n];
@@ -1668,20 +1669,34 @@ fn check_bookkeeping(t: &FlowTable) {
         assert!(!free[i as usize], "slot {i} freed twice");
         free[i as usize] = true;
     }
-    let mut indexed = 0;
+    let (mut indexed, mut twins) = (0, 0);
     for (i, f) in t.slab.iter().enumerate() {
         if free[i] {
             assert_eq!(f.state, State::Closed, "free slot {i}");
             continue;
         }
         assert_ne!(f.state, State::Closed, "slot {i} closed but not free");
+        if f.twin_role == TWIN_NEW {
+            twins += 1;
+            let old = t.slab.get(f.twin as usize).map(|o| (o.twin_role, o.twin));
+            assert_eq!(old, Some((TWIN_INDEXED, i as u32)), "twin of slot {i}");
+            assert_eq!(t.lookup(&f.key, f.tag), Some(f.twin), "twin {i}'s pair");
+            continue;
+        }
         indexed += 1;
         assert_eq!(
             t.lookup(&f.key, f.tag),
             Some(i as u32),
             "slot {i} not found"
         );
+        if f.twin_role == TWIN_INDEXED {
+            let new = t.slab.get(f.twin as usize).map(|o| (o.twin_role, o.twin));
+            assert_eq!(new, Some((TWIN_NEW, i as u32)), "twin of slot {i}");
+        } else {
+            assert_eq!((f.twin_role, f.twin), (0, NIL), "slot {i}");
+        }
     }
+    assert_eq!(twins, t.twins);
     let m = t.lingering.len();
     let mut lfree = vec![false; m];
     for &l in &t.lingering_free {
@@ -1860,14 +1875,15 @@ fn syns_of_a_rejected_flow_as_an_endpoint_takes_them() {
     }
 }
 
-/// A new connection on the four-tuple of a flow set aside as another
-/// protocol, whose end the capture lost (no FIN, no RST seen), is followed
-/// once the server answers its SYN with a SYN-ACK: the old flow is closed
-/// then, and the new one gets a flow of its own, its package and verdict
-/// seen. A flow still parsed is not ended so (the client could forge the
-/// server's SYN-ACK towards itself to hide the rest of its session): its
-/// session goes on. Nor does a SYN answered by a plain ACK (what a live
-/// connection answers, RFC 5961) end anything.
+/// A new connection on the four-tuple of a flow whose end the capture lost
+/// (no FIN, no RST seen) is followed once the server answers its SYN with
+/// a SYN-ACK. A flow set aside as another protocol is closed then, and the
+/// new connection gets a flow of its own, its package and verdict seen. A
+/// flow still parsed is not ended so (the client could forge the server's
+/// SYN-ACK towards itself to hide the rest of its session): the new
+/// connection gets a twin flow beside it, and both sessions are followed.
+/// A SYN answered by a plain ACK (what a live connection answers, RFC
+/// 5961) opens nothing.
 #[test]
 fn a_new_connection_after_an_end_the_capture_lost_is_followed() {
     let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
@@ -1891,17 +1907,17 @@ fn a_new_connection_after_an_end_the_capture_lost_is_followed() {
         panic!("{rest:#?}");
     };
     assert_eq!(txn.codes.k, 1, "the new connection's reply");
-    // After a QMTP session: the SYN-ACK ends nothing, the session is
-    // reported once, the new connection's packets fall into it.
+    // After a QMTP session: the SYN-ACK ends nothing; the new connection
+    // is followed by a twin, and both sessions are reported.
     let mut pkts = old.conversation(PACKAGE, REPLY)[..6].to_vec();
     pkts.extend(next());
     let mut t = FlowTable::new(FlowConfig::default());
     let (kinds, rest) = split_anomalies(run(&mut t, &pkts));
-    assert_eq!(t.stats.flows_reopened, 0);
-    assert_eq!(t.stats.flows_created, 1);
+    assert_eq!(t.stats.flows_reopened, 1);
+    assert_eq!(t.stats.flows_created, 2);
     assert!(kinds.contains(&"tcp_chaff_flags"), "{kinds:?}");
     let txns = rest.iter().filter(|r| matches!(r, Record::Transaction(_)));
-    assert_eq!(txns.count(), 1, "{rest:#?}");
+    assert_eq!(txns.count(), 2, "{rest:#?}");
     // A SYN with another sequence number answered by an ACK: the old
     // session goes on and is reported whole.
     let mut pkts = old.conversation(PACKAGE, REPLY);
@@ -1913,4 +1929,128 @@ fn a_new_connection_after_an_end_the_capture_lost_is_followed() {
     check_qmtp(&rest, &old);
     assert_eq!(t.stats.flows_reopened, 0);
     assert_eq!(t.stats.flows_created, 1);
+}
+
+/// Twin flows: a QMTP session whose end the capture never shows, and a new
+/// connection on its four-tuple that the server answered with a SYN-ACK.
+/// Each packet goes to its own connection's flow, so both sessions are read
+/// whole whichever way their packets interleave: the old one's reply
+/// after the new connection opened (as when the SYN-ACK was forged by the
+/// client and the old session goes on), the new one's package after the
+/// old one's FINs (the new flow then takes the old one's place in the
+/// index), or neither ending before the input does.
+#[test]
+fn twin_flows_follow_both_connections() {
+    let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
+    let new = Conn {
+        cisn: 0x0bad_cafe,
+        sisn: 0x7777_0000,
+        ..old
+    };
+    let (q, r) = (PACKAGE.len() as u64, REPLY.len() as u64);
+    let old_fins = || {
+        vec![
+            old.c2s(6100, q, r, TCP_FIN, b""),
+            old.s2c(6200, r, q + 1, TCP_FIN, b""),
+            old.c2s(6300, q + 1, r + 1, 0, b""),
+        ]
+    };
+    let mut opening = old.handshake();
+    opening.extend([
+        old.c2s(4000, 0, 0, 0, PACKAGE),
+        old.s2c(4100, 0, q, 0, b""),
+        new.syn(5000),
+        new.syn_ack(5100),
+        new.c2s(5200, 0, 0, 0, b""),
+        old.s2c(6000, 0, q, 0, REPLY),
+    ]);
+    let new_session = [
+        new.c2s(7000, 0, 0, 0, PACKAGE),
+        new.s2c(7100, 0, q, 0, b""),
+        new.s2c(7200, 0, q, 0, REPLY),
+    ];
+    let new_fins = [
+        new.c2s(8000, q, r, TCP_FIN, b""),
+        new.s2c(8100, r, q + 1, TCP_FIN, b""),
+        new.c2s(8200, q + 1, r + 1, 0, b""),
+    ];
+    for (name, old_ends, new_ends) in [
+        ("old ends first", true, true),
+        ("only the new one ends", false, true),
+        ("neither ends", false, false),
+    ] {
+        let mut pkts = opening.clone();
+        if old_ends {
+            pkts.extend(old_fins());
+        }
+        pkts.extend(new_session.clone());
+        if new_ends {
+            pkts.extend(new_fins.clone());
+        }
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = run(&mut t, &pkts);
+        check_bookkeeping(&t);
+        assert_eq!(t.twins, usize::from(!old_ends && !new_ends), "{name}");
+        t.finish_all(&mut out);
+        let (_, rest) = split_anomalies(out);
+        let txns: Vec<&Record> = rest
+            .iter()
+            .filter(|r| matches!(r, Record::Transaction(_)))
+            .collect();
+        assert_eq!(txns.len(), 2, "{name}: {rest:#?}");
+        check_transaction(txns[0], &old, Some(6000));
+        check_transaction(txns[1], &new, Some(7200));
+        assert_eq!(
+            (t.stats.flows_created, t.stats.flows_reopened),
+            (2, 1),
+            "{name}"
+        );
+        assert!(t.is_empty(), "{name}");
+    }
+}
+
+/// Twins of a flow picked up midstream (its handshake not in the capture):
+/// a new connection whose sequence numbers start just above the old one's
+/// (as clock-based initial sequence numbers do) is still told apart, by
+/// the first byte each stream took rather than by the highest byte seen,
+/// which the new SYN itself moved.
+#[test]
+fn twins_of_a_flow_picked_up_midstream_are_told_apart() {
+    let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
+    let (q, r) = (PACKAGE.len() as u64, REPLY.len() as u64);
+    let new = Conn {
+        cisn: old.cisn.wrapping_add(q as u32 + 1_000),
+        sisn: old.sisn.wrapping_add(5_000),
+        ..old
+    };
+    let pkts = [
+        old.c2s(4000, 0, 0, 0, PACKAGE),
+        old.s2c(4100, 0, q, 0, b""),
+        new.syn(5000),
+        new.syn_ack(5100),
+        new.c2s(5200, 0, 0, 0, b""),
+        old.s2c(6000, 0, q, 0, REPLY),
+        new.c2s(7000, 0, 0, 0, PACKAGE),
+        new.s2c(7100, 0, q, 0, b""),
+        new.s2c(7200, 0, q, 0, REPLY),
+        new.c2s(8000, q, r, TCP_FIN, b""),
+        new.s2c(8100, r, q + 1, TCP_FIN, b""),
+        new.c2s(8200, q + 1, r + 1, 0, b""),
+    ];
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut out = run(&mut t, &pkts);
+    check_bookkeeping(&t);
+    t.finish_all(&mut out);
+    let (_, rest) = split_anomalies(out);
+    let mut replies: Vec<(u64, u64)> = rest
+        .iter()
+        .filter_map(|r| match r {
+            Record::Transaction(t) => Some((t.ts, t.codes.k)),
+            _ => None,
+        })
+        .collect();
+    // (The old session, picked up midstream, is reported at its end.)
+    replies.sort_unstable();
+    assert_eq!(replies, [(6000, 1), (7200, 1)], "{rest:#?}");
+    assert_eq!(t.stats.flows_reopened, 1);
 }
