@@ -1172,7 +1172,9 @@ const FLOW_FLAGS: [u8; 15] = [
 /// `caps` picks the flow cap (1–64), the held-bytes cap, the session
 /// memory cap and the checksum mode. An op's `kind & 7` picks one of
 /// [`FLOW_CONNS`], bit 3 its direction (0: client), the high nibble its
-/// flags ([`FLOW_FLAGS`], 15: an expiry pass). `len` payload bytes come
+/// flags ([`FLOW_FLAGS`]; 15: an expiry pass, or with bit 3 set a new
+/// connection on that four-tuple: new initial sequence numbers, moved by
+/// `len`, and the old connection's end never sent). `len` payload bytes come
 /// from the direction's [`flow_script`] at the stream offset the segment
 /// claims. `seqsel` moves the sequence number from the direction's next
 /// byte (bits 0–2: none, back, ahead, far ahead, into the last bytes,
@@ -1242,7 +1244,7 @@ fn flow_table_run(data: &[u8], copies: usize) -> Vec<Record> {
         .map(|(c, s)| (c.parse().unwrap(), s.parse().unwrap()))
         .collect();
     // Initial sequence numbers near the wrap, by the input.
-    let isns: Vec<[u32; 2]> = (0..conns.len() as u32)
+    let mut isns: Vec<[u32; 2]> = (0..conns.len() as u32)
         .map(|i| {
             let base = u32::from(isn)
                 .wrapping_mul(0x0101_0101)
@@ -1268,7 +1270,20 @@ fn flow_table_run(data: &[u8], copies: usize) -> Vec<Record> {
         ts += [0, 1_000_000, 1_000_000_000, 700_000_000_000][usize::from(extra & 3)];
         let before = out.len();
         let Some(&flags) = FLOW_FLAGS.get(usize::from(kind >> 4)) else {
-            table.expire(ts, &mut out);
+            let c = usize::from(kind & 7);
+            if let (true, Some(isn), Some(n), Some(u)) = (
+                kind & 0x08 != 0,
+                isns.get_mut(c),
+                next.get_mut(c),
+                urgent_sent.get_mut(c),
+            ) {
+                // Above the old numbers or anywhere, as hosts choose them.
+                let step = (len as u32 + 1).wrapping_mul(0x0001_0301);
+                *isn = [isn[0].wrapping_add(step), isn[1].wrapping_sub(step)];
+                (*n, *u) = ([0; 2], [0; 2]);
+            } else {
+                table.expire(ts, &mut out);
+            }
             flow_table_checks(&table, &cfg, &conns, &out[before..], ts);
             continue;
         };

@@ -361,7 +361,8 @@ def main():
         add("reassembly_model", "random-%d" % i, header(caps, limits, rng.randrange(4), i) + b"".join(ops))
 
     # flow_table: [caps][isn] then 4-byte ops [kind][len][seqsel][extra];
-    # kind = conn | dir << 3 | flags index << 4 (15: expiry pass).
+    # kind = conn | dir << 3 | flags index << 4 (15: expiry pass; with the
+    # dir bit, a new connection on that four-tuple).
     def fop(conn, d, flags, length=0, seqsel=0, extra=1):
         return bytes([conn | (d << 3) | (flags << 4), length, seqsel, extra])
 
@@ -384,6 +385,10 @@ def main():
         "v6": conversation(6, fop(6, 0, 1, 71), 37),
         "tight-caps": conversation(0, fop(0, 0, 1, 30, 3) + fop(0, 0, 1, 71), 37, caps=0x15),
         "expiry": conversation(1, fop(1, 0, 1, 71) + bytes([0xF0, 0, 0, 3]), 37),
+        # A QMTP package whose answer and end the capture lost, then a new
+        # connection on the four-tuple with its own package.
+        "reuse-unseen-end": conversation(0, fop(0, 0, 1, 71), 37)[:2 + 4 * 4] + fop(0, 1, 15, 9)
+        + conversation(0, fop(0, 0, 1, 71), 37)[2:],
     }
     for name, data in flow_cases.items():
         add("flow_table", name, data)

@@ -222,4 +222,14 @@ fn flow_table_harness_reaches_sessions() {
         op(0x10, 71, 0, 1),
     ]));
     assert!(!verdicts(&urgent).is_empty(), "{urgent:?}");
+    // A package whose answer and end were never seen, then a new
+    // connection on the four-tuple (op 0xf8) with a whole conversation:
+    // the new one is read beside the old, whose package is reported
+    // unanswered.
+    let mut reuse = flow_conversation(&[op(0x10, 71, 0, 1)]);
+    reuse.truncate(2 + 4 * 4);
+    reuse.extend(op(0xf8, 9, 0, 1));
+    reuse.extend(&flow_conversation(&[op(0x10, 71, 0, 1)])[2..]);
+    let reuse = harness::flow_table_records(&reuse);
+    assert_eq!(verdicts(&reuse), vec![(1, 1, 0), (0, 0, 0)], "{reuse:?}");
 }
