@@ -1215,8 +1215,12 @@ impl FlowTable {
             found => found,
         };
         let i = match found {
-            // One of a twin pair: the index names the older.
-            Some(i) if self.slab.get(i as usize).is_some_and(|f| f.twin_role != 0) => {
+            // One of a twin pair: the index names the older. (Pairs are
+            // rare: the table's count spares every other packet the test.)
+            Some(i)
+                if self.twins != 0
+                    && self.slab.get(i as usize).is_some_and(|f| f.twin_role != 0) =>
+            {
                 self.route_twin(i, dir, seg)
             }
             Some(i) => i,
