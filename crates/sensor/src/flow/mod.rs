@@ -403,6 +403,9 @@ const NIL: u32 = u32::MAX;
 const TWIN_INDEXED: u8 = 1;
 /// [`Flow::twin_role`] of the newer flow of a pair, not indexed.
 const TWIN_NEW: u8 = 2;
+/// [`Flow::twin_role`] of the flow left of a pair whose other flow ended
+/// and lingers (outside the index: `twin` names the [`Lingering`] entry).
+const TWIN_SURVIVOR: u8 = 3;
 /// Ended candidates' state kept for new ones, at most. A candidate is a
 /// kilobyte, and its two rings of recent bytes two more: allocated and
 /// freed for each of many short connections, they were a large request
@@ -709,6 +712,20 @@ const _: () = {
 };
 
 impl Flow {
+    /// Whether SYN `seg` from direction `dir` is not this connection's:
+    /// one with another sequence number than the direction's SYN had, one
+    /// on a flow picked up midstream (as `FlowTable::chaff_accepts` judges
+    /// them), or the SYN-ACK to the new SYN this flow dropped.
+    #[cold]
+    #[inline(never)]
+    fn foreign_syn(&self, dir: usize, seg: &Segment) -> bool {
+        let bit = 1u8 << dir;
+        let isn = self.syn_next.get(dir).map(|n| n.wrapping_sub(1));
+        (self.syn_seen & bit != 0 && isn != Some(seg.seq))
+            || (self.syn_seen == 0 && self.candidate.is_some())
+            || self.answers_new_syn(dir, seg)
+    }
+
     /// Whether `seg`, from direction `dir`, is the peer's SYN-ACK to the
     /// new SYN this flow dropped (see `new_syn`).
     #[inline]
@@ -789,6 +806,9 @@ pub struct FlowTable {
     /// Twin pairs now: each has one flow outside the index, which counts
     /// toward the flow cap.
     twins: usize,
+    /// Lingering entries of twins that ended, with the flow left of each
+    /// pair (a handful at most: pairs are rare).
+    twin_lingering: Vec<(u32, u32)>,
     budget: Budget,
     /// Copied protocol state held by all sessions (see `session_memory`).
     session_bytes: usize,
@@ -820,6 +840,7 @@ impl FlowTable {
             lingering_free: Vec::new(),
             replaced: 0,
             twins: 0,
+            twin_lingering: Vec::new(),
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
             known_servers: FxHashMap::default(),
@@ -915,18 +936,17 @@ impl FlowTable {
             loss: f.loss,
             replaced: false,
         };
-        let twinned = f.twin_role != 0;
+        let role = f.twin_role;
         if let Some(c) = candidate {
             self.release(c);
         }
         // Its links are still those of the open list.
         self.unlink(i);
-        if twinned {
-            // Its twin keeps the four-tuple, and lingers in its turn.
-            self.untwin(i);
-            self.free.push(i);
-            self.stats.flows_closed += 1;
-            return;
+        if role == TWIN_INDEXED || role == TWIN_NEW {
+            return self.close_twin(i, rest, ts);
+        }
+        if role == TWIN_SURVIVOR {
+            self.forget_lingering_twin(i);
         }
         let l = take_place(&mut self.lingering, &mut self.lingering_free, rest);
         // The entry is free at once; its index slot now names what lingers.
@@ -947,6 +967,9 @@ impl FlowTable {
         };
         if e.replaced {
             self.replaced = self.replaced.saturating_sub(1);
+            if !self.twin_lingering.is_empty() {
+                self.lingering_twin_gone(l);
+            }
         } else {
             self.index.remove(e.tag, l | LINGERING);
         }
@@ -972,6 +995,70 @@ impl FlowTable {
         self.twins = self.twins.saturating_sub(1);
     }
 
+    /// Flow `i` of a twin pair ended (its entry already out of the open
+    /// list): what is left of it lingers outside the index, as a replaced
+    /// entry does, and the other flow, which keeps (or takes) the index
+    /// slot, routes to it the strays of its connection
+    /// ([`FlowTable::route_twin`]) until it goes.
+    #[cold]
+    #[inline(never)]
+    fn close_twin(&mut self, i: u32, rest: Lingering, ts: u64) {
+        let Some(f) = self.slab.get_mut(i as usize) else {
+            return;
+        };
+        let (role, other) = (f.twin_role, f.twin);
+        (f.twin_role, f.twin) = (0, NIL);
+        let l = take_place(
+            &mut self.lingering,
+            &mut self.lingering_free,
+            Lingering {
+                replaced: true,
+                ..rest
+            },
+        );
+        if role == TWIN_INDEXED {
+            self.index.repoint(rest.tag, i, other);
+        }
+        if let Some(o) = self.slab.get_mut(other as usize) {
+            (o.twin_role, o.twin) = (TWIN_SURVIVOR, l);
+        }
+        self.twin_lingering.push((l, other));
+        self.twins = self.twins.saturating_sub(1);
+        self.replaced += 1;
+        self.free.push(i);
+        self.closed.push_back(ClosedEntry {
+            flow: l,
+            tag: rest.tag,
+            at: ts,
+        });
+        self.stats.flows_closed += 1;
+    }
+
+    /// Survivor `s` is going: its twin's lingering entry, if any, waits out
+    /// its turn on its own.
+    #[cold]
+    #[inline(never)]
+    fn forget_lingering_twin(&mut self, s: u32) {
+        self.twin_lingering.retain(|&(_, o)| o != s);
+        if let Some(f) = self.slab.get_mut(s as usize) {
+            (f.twin_role, f.twin) = (0, NIL);
+        }
+    }
+
+    /// Lingering entry `l` is going: if it was a twin's, its survivor is a
+    /// plain flow again.
+    #[cold]
+    #[inline(never)]
+    fn lingering_twin_gone(&mut self, l: u32) {
+        let Some(k) = self.twin_lingering.iter().position(|&(t, _)| t == l) else {
+            return;
+        };
+        let (_, s) = self.twin_lingering.swap_remove(k);
+        if let Some(f) = self.slab.get_mut(s as usize) {
+            (f.twin_role, f.twin) = (0, NIL);
+        }
+    }
+
     /// Frees a candidate's reassembly and session memory from the budgets.
     fn release(&mut self, mut c: Box<Candidate>) {
         c.streams[0].reset(&mut self.budget);
@@ -994,10 +1081,14 @@ impl FlowTable {
             let c = f.candidate.take();
             f.state = State::Closed;
             let tag = f.tag;
-            if f.twin_role != 0 {
+            let role = f.twin_role;
+            if role == TWIN_INDEXED || role == TWIN_NEW {
                 self.untwin(i);
             } else {
                 self.index.remove(tag, i);
+                if role == TWIN_SURVIVOR {
+                    self.forget_lingering_twin(i);
+                }
             }
             self.free.push(i);
             if let Some(c) = c {
@@ -1215,13 +1306,17 @@ impl FlowTable {
             found => found,
         };
         let i = match found {
-            // One of a twin pair: the index names the older. (Pairs are
-            // rare: the table's count spares every other packet the test.)
+            // One of a twin pair, or what is left of one: the index names
+            // the older flow, or the one left. (Pairs are rare: the
+            // table's counts spare every other packet the test.)
             Some(i)
-                if self.twins != 0
+                if self.twins + self.twin_lingering.len() != 0
                     && self.slab.get(i as usize).is_some_and(|f| f.twin_role != 0) =>
             {
-                self.route_twin(i, dir, seg)
+                match self.route_twin(i, dir, seg) {
+                    Some(i) => i,
+                    None => return,
+                }
             }
             Some(i) => i,
             None => {
@@ -1253,14 +1348,20 @@ impl FlowTable {
         let Some(flow) = self.flow(i) else {
             return;
         };
-        if seg.syn() && flow.answers_new_syn(dir, seg) {
+        // (A flow still parsed looks at its checksum first, below.)
+        if seg.syn() && flow.state == State::Rejected && flow.answers_new_syn(dir, seg) {
             return self.new_connection_confirmed(i, seg, bytes, out);
         }
         flow.last_seen = flow.last_seen.max(seg.ts);
         let state = flow.state;
-        let (acked, gap) = flow.loss.observe(dir, seg);
-        self.stats.loss_acked_bytes += acked;
-        self.stats.loss_gap_bytes += gap;
+        // Another connection's SYN (a new one on the four-tuple, or
+        // chaff) leaves the flow's sequence bookkeeping as it was: twin
+        // flows are told apart by it.
+        if !(seg.syn() && state == State::Open && flow.foreign_syn(dir, seg)) {
+            let (acked, gap) = flow.loss.observe(dir, seg);
+            self.stats.loss_acked_bytes += acked;
+            self.stats.loss_gap_bytes += gap;
+        }
         match state {
             State::Closed => {}
             // An open flow is not moved in its list on every packet (that
@@ -1276,6 +1377,16 @@ impl FlowTable {
                     } else if !self.checksum_accepts(i, dir, seg, tcp, out) {
                         return;
                     }
+                }
+                // A SYN-ACK to the new SYN this flow dropped: a new
+                // connection, once its checksum shows the endpoint took it.
+                if seg.syn()
+                    && self
+                        .slab
+                        .get(i as usize)
+                        .is_some_and(|f| f.answers_new_syn(dir, seg))
+                {
+                    return self.new_connection_confirmed(i, seg, bytes, out);
                 }
                 if !self.chaff_accepts(i, dir, seg, payload.len(), tcp, verified, out) {
                     return;
@@ -1793,12 +1904,15 @@ impl FlowTable {
     ///   reach one alone.
     #[cold]
     #[inline(never)]
-    fn route_twin(&self, i: u32, dir: usize, seg: &Segment) -> u32 {
+    fn route_twin(&mut self, i: u32, dir: usize, seg: &Segment) -> Option<u32> {
         let Some(f) = self.slab.get(i as usize) else {
-            return i;
+            return Some(i);
         };
-        let Some(n) = self.slab.get(f.twin as usize) else {
-            return i;
+        let from_syn = |first: u32| seg.seq.wrapping_sub(first.wrapping_sub(1));
+        let from_seen = |next: Option<u32>| {
+            next.map_or(u32::MAX, |next| {
+                (seg.seq.wrapping_sub(next) as i32).unsigned_abs()
+            })
         };
         let distance = |fl: &Flow| {
             // The direction's first byte: after its SYN, or the first its
@@ -1811,18 +1925,32 @@ impl FlowTable {
                     .and_then(|c| c.streams.get(dir))
                     .and_then(Stream::first_seq),
             };
-            match first {
-                Some(first) => seg.seq.wrapping_sub(first.wrapping_sub(1)),
-                None => fl.loss.next_seq(dir).map_or(u32::MAX, |next| {
-                    (seg.seq.wrapping_sub(next) as i32).unsigned_abs()
-                }),
-            }
+            first.map_or_else(|| from_seen(fl.loss.next_seq(dir)), from_syn)
         };
-        if distance(n) < distance(f) {
-            f.twin
-        } else {
-            i
+        if f.twin_role == TWIN_SURVIVOR {
+            // A new connection's SYN is the flow's to judge; anything
+            // nearer the ended twin's numbers is its stray, absorbed.
+            let l = f.twin;
+            let Some(e) = self.lingering.get(l as usize) else {
+                return Some(i);
+            };
+            if seg.syn() && !seg.ack_flag() {
+                return Some(i);
+            }
+            let ended = match e.syn_next.get(dir) {
+                Some(&next) if next != 0 => from_syn(next),
+                _ => from_seen(e.loss.next_seq(dir)),
+            };
+            if ended < distance(f) {
+                self.lingering_packet(l, dir, seg);
+                return None;
+            }
+            return Some(i);
         }
+        let Some(n) = self.slab.get(f.twin as usize) else {
+            return Some(i);
+        };
+        Some(if distance(n) < distance(f) { f.twin } else { i })
     }
 
     /// A RST of a flow that is not parsed. One elsewhere than where its
@@ -2346,6 +2474,7 @@ impl FlowTable {
         self.lingering_free.clear();
         self.replaced = 0;
         self.twins = 0;
+        self.twin_lingering.clear();
     }
 }
 

@@ -1669,7 +1669,7 @@ fn check_bookkeeping(t: &FlowTable) {
         assert!(!free[i as usize], "slot {i} freed twice");
         free[i as usize] = true;
     }
-    let (mut indexed, mut twins) = (0, 0);
+    let (mut indexed, mut twins, mut survivors) = (0, 0, 0);
     for (i, f) in t.slab.iter().enumerate() {
         if free[i] {
             assert_eq!(f.state, State::Closed, "free slot {i}");
@@ -1692,11 +1692,20 @@ fn check_bookkeeping(t: &FlowTable) {
         if f.twin_role == TWIN_INDEXED {
             let new = t.slab.get(f.twin as usize).map(|o| (o.twin_role, o.twin));
             assert_eq!(new, Some((TWIN_NEW, i as u32)), "twin of slot {i}");
+        } else if f.twin_role == TWIN_SURVIVOR {
+            survivors += 1;
+            assert!(
+                t.twin_lingering.contains(&(f.twin, i as u32)),
+                "survivor {i}"
+            );
+            let ended = t.lingering.get(f.twin as usize).map(|e| e.replaced);
+            assert_eq!(ended, Some(true), "survivor {i}'s twin");
         } else {
             assert_eq!((f.twin_role, f.twin), (0, NIL), "slot {i}");
         }
     }
     assert_eq!(twins, t.twins);
+    assert_eq!(survivors, t.twin_lingering.len());
     let m = t.lingering.len();
     let mut lfree = vec![false; m];
     for &l in &t.lingering_free {
@@ -2006,6 +2015,15 @@ fn twin_flows_follow_both_connections() {
             "{name}"
         );
         assert!(t.is_empty(), "{name}");
+        // Every packet sent twice: a flow that ended leaves its copies to
+        // what lingers of it, not to its twin.
+        let twice: Vec<Pkt> = pkts.iter().flat_map(|p| [p.clone(), p.clone()]).collect();
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = run(&mut t, &twice);
+        check_bookkeeping(&t);
+        t.finish_all(&mut out);
+        let (_, again) = split_anomalies(out);
+        assert_eq!(again, rest, "{name}, every packet twice");
     }
 }
 
@@ -2053,4 +2071,46 @@ fn twins_of_a_flow_picked_up_midstream_are_told_apart() {
     replies.sort_unstable();
     assert_eq!(replies, [(6000, 1), (7200, 1)], "{rest:#?}");
     assert_eq!(t.stats.flows_reopened, 1);
+}
+
+/// When one flow of a twin pair ends, what lingers of it takes its
+/// connection's strays: a reply retransmitted after the new connection's
+/// RST is not read as the answer to the old connection's package (whose
+/// flow, picked up midstream, has no server bytes to tell it apart by).
+#[test]
+fn an_ended_twins_strays_do_not_reach_the_other() {
+    let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
+    let new = Conn {
+        cisn: 0x0bad_cafe,
+        sisn: 0x7777_0000,
+        ..old
+    };
+    let (q, r) = (PACKAGE.len() as u64, REPLY.len() as u64);
+    let pkts = [
+        old.c2s(4000, 0, 0, 0, PACKAGE),
+        new.syn(5000),
+        new.syn_ack(5100),
+        new.c2s(5200, 0, 0, 0, b""),
+        new.c2s(7000, 0, 0, 0, PACKAGE),
+        new.s2c(7200, 0, q, 0, REPLY),
+        new.c2s(8000, q, r, TCP_RST | TCP_ACK, b""),
+        // The reply again, after the RST.
+        new.s2c(8100, 0, q, 0, REPLY),
+    ];
+    let mut t = FlowTable::new(FlowConfig::default());
+    let mut out = run(&mut t, &pkts);
+    check_bookkeeping(&t);
+    assert_eq!((t.twins, t.twin_lingering.len()), (0, 1));
+    t.finish_all(&mut out);
+    let (_, rest) = split_anomalies(out);
+    let mut replies: Vec<(u64, u64)> = rest
+        .iter()
+        .filter_map(|r| match r {
+            Record::Transaction(t) => Some((t.ts, t.codes.k)),
+            _ => None,
+        })
+        .collect();
+    replies.sort_unstable();
+    // The old package unanswered, the new one answered once.
+    assert_eq!(replies, [(4000, 0), (7200, 1)], "{rest:#?}");
 }
