@@ -403,9 +403,13 @@ const NIL: u32 = u32::MAX;
 const TWIN_INDEXED: u8 = 1;
 /// [`Flow::twin_role`] of the newer flow of a pair, not indexed.
 const TWIN_NEW: u8 = 2;
-/// [`Flow::twin_role`] of the flow left of a pair whose other flow ended
-/// and lingers (outside the index: `twin` names the [`Lingering`] entry).
-const TWIN_SURVIVOR: u8 = 3;
+/// [`Flow::twin_role`] of the newer flow of a pair, left when the older
+/// one ended and lingers (outside the index: `twin` names the
+/// [`Lingering`] entry).
+const TWIN_LEFT_NEW: u8 = 3;
+/// [`Flow::twin_role`] of the older flow of a pair, left when the newer
+/// one ended and lingers (as for [`TWIN_LEFT_NEW`]).
+const TWIN_LEFT_OLD: u8 = 4;
 /// Ended candidates' state kept for new ones, at most. A candidate is a
 /// kilobyte, and its two rings of recent bytes two more: allocated and
 /// freed for each of many short connections, they were a large request
@@ -945,7 +949,7 @@ impl FlowTable {
         if role == TWIN_INDEXED || role == TWIN_NEW {
             return self.close_twin(i, rest, ts);
         }
-        if role == TWIN_SURVIVOR {
+        if role >= TWIN_LEFT_NEW {
             self.forget_lingering_twin(i);
         }
         let l = take_place(&mut self.lingering, &mut self.lingering_free, rest);
@@ -1020,7 +1024,12 @@ impl FlowTable {
             self.index.repoint(rest.tag, i, other);
         }
         if let Some(o) = self.slab.get_mut(other as usize) {
-            (o.twin_role, o.twin) = (TWIN_SURVIVOR, l);
+            let left = if role == TWIN_INDEXED {
+                TWIN_LEFT_NEW
+            } else {
+                TWIN_LEFT_OLD
+            };
+            (o.twin_role, o.twin) = (left, l);
         }
         self.twin_lingering.push((l, other));
         self.twins = self.twins.saturating_sub(1);
@@ -1086,7 +1095,7 @@ impl FlowTable {
                 self.untwin(i);
             } else {
                 self.index.remove(tag, i);
-                if role == TWIN_SURVIVOR {
+                if role >= TWIN_LEFT_NEW {
                     self.forget_lingering_twin(i);
                 }
             }
@@ -1908,40 +1917,50 @@ impl FlowTable {
         let Some(f) = self.slab.get(i as usize) else {
             return Some(i);
         };
-        let from_syn = |first: u32| seg.seq.wrapping_sub(first.wrapping_sub(1));
-        let from_seen = |next: Option<u32>| {
-            next.map_or(u32::MAX, |next| {
-                (seg.seq.wrapping_sub(next) as i32).unsigned_abs()
-            })
+        // How far `value` lies past the first byte `first` of a direction,
+        // or, without one, either way from the highest byte seen `next`.
+        let from = |value: u32, first: Option<u32>, next: Option<u32>| match first {
+            Some(first) => value.wrapping_sub(first.wrapping_sub(1)),
+            None => next.map_or(u32::MAX, |n| (value.wrapping_sub(n) as i32).unsigned_abs()),
         };
-        let distance = |fl: &Flow| {
-            // The direction's first byte: after its SYN, or the first its
+        // The segment's sequence number in its direction, then (to tell
+        // apart twins whose numbers there are the same) its
+        // acknowledgement in the other.
+        let acked = seg.ack_flag().then_some(seg.ack);
+        let key = |first: &dyn Fn(usize) -> Option<u32>, next: &dyn Fn(usize) -> Option<u32>| {
+            let seq = from(seg.seq, first(dir), next(dir));
+            let ack = acked.map_or(0, |a| from(a, first(1 - dir), next(1 - dir)));
+            (seq, ack)
+        };
+        let flow_key = |fl: &Flow| {
+            // A direction's first byte: after its SYN, or the first its
             // stream took.
-            let first = match fl.syn_next.get(dir) {
-                Some(&next) if fl.syn_seen & (1 << dir) != 0 => Some(next),
+            let first = |d: usize| match fl.syn_next.get(d) {
+                Some(&next) if fl.syn_seen & (1 << d) != 0 => Some(next),
                 _ => fl
                     .candidate
                     .as_ref()
-                    .and_then(|c| c.streams.get(dir))
+                    .and_then(|c| c.streams.get(d))
                     .and_then(Stream::first_seq),
             };
-            first.map_or_else(|| from_seen(fl.loss.next_seq(dir)), from_syn)
+            key(&first, &|d| fl.loss.next_seq(d))
         };
-        if f.twin_role == TWIN_SURVIVOR {
+        if f.twin_role >= TWIN_LEFT_NEW {
             // A new connection's SYN is the flow's to judge; anything
-            // nearer the ended twin's numbers is its stray, absorbed.
+            // else nearer the ended twin's numbers (its own SYN again
+            // included) is its stray, absorbed.
             let l = f.twin;
             let Some(e) = self.lingering.get(l as usize) else {
                 return Some(i);
             };
-            if seg.syn() && !seg.ack_flag() {
+            let its_syn = e.syn_next.get(dir) == Some(&seg.seq.wrapping_add(1));
+            if seg.syn() && !seg.ack_flag() && !its_syn {
                 return Some(i);
             }
-            let ended = match e.syn_next.get(dir) {
-                Some(&next) if next != 0 => from_syn(next),
-                _ => from_seen(e.loss.next_seq(dir)),
-            };
-            if ended < distance(f) {
+            let first = |d: usize| e.syn_next.get(d).copied().filter(|&n| n != 0);
+            let (ended, left) = (key(&first, &|d| e.loss.next_seq(d)), flow_key(f));
+            // Ties go to the older connection, as while both were open.
+            if ended < left || (ended == left && f.twin_role == TWIN_LEFT_NEW) {
                 self.lingering_packet(l, dir, seg);
                 return None;
             }
@@ -1950,7 +1969,10 @@ impl FlowTable {
         let Some(n) = self.slab.get(f.twin as usize) else {
             return Some(i);
         };
-        Some(if distance(n) < distance(f) { f.twin } else { i })
+        // A tie goes to the older flow: a forged SYN-ACK can give the new
+        // one the same numbers, and must not draw the live session's
+        // packets away.
+        Some(if flow_key(n) < flow_key(f) { f.twin } else { i })
     }
 
     /// A RST of a flow that is not parsed. One elsewhere than where its

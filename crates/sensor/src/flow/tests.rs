@@ -1692,7 +1692,7 @@ fn check_bookkeeping(t: &FlowTable) {
         if f.twin_role == TWIN_INDEXED {
             let new = t.slab.get(f.twin as usize).map(|o| (o.twin_role, o.twin));
             assert_eq!(new, Some((TWIN_NEW, i as u32)), "twin of slot {i}");
-        } else if f.twin_role == TWIN_SURVIVOR {
+        } else if f.twin_role >= TWIN_LEFT_NEW {
             survivors += 1;
             assert!(
                 t.twin_lingering.contains(&(f.twin, i as u32)),
