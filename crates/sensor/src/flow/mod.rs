@@ -1902,7 +1902,10 @@ impl FlowTable {
     /// that direction it is nearer, counted forward from the direction's
     /// SYN where the flow saw it (the new flow always did), else from the
     /// first byte its stream took (a flow picked up midstream), else
-    /// either way from the highest byte seen.
+    /// either way from the highest byte seen; on a tie, by where its
+    /// acknowledgement lies in the other direction; on a tie of both, the
+    /// older flow. `None`: the segment went to what lingers of a twin that
+    /// ended.
     /// - A connection's segments lie just after its own SYN. A new
     ///   connection on a four-tuple starts above the old one's last byte
     ///   (or the server would not take it over TIME_WAIT); else both
