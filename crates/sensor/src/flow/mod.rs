@@ -701,6 +701,81 @@ struct Flow {
     new_syn_dir: u8,
     /// The other flow of a twin pair (see `twin_role`), or `NIL`.
     twin: u32,
+    /// Where each direction's numbers stood when the pair formed: what
+    /// packets are routed by ([`TwinAnchor`]).
+    twin_anchor: TwinAnchor,
+}
+
+/// A twin flow's reference points, fixed when the pair forms, so that
+/// where a packet goes depends on nothing a packet can change (a copy of
+/// a segment goes where the segment went). Per direction: the number
+/// before its first byte (its SYN's, or the first byte its stream took
+/// less one), counted forward from; else the highest byte seen then,
+/// counted either way; else nothing.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct TwinAnchor {
+    at: [u32; 2],
+    /// Bit d: direction d's is known; bit 2 + d: counted either way.
+    kind: u8,
+}
+
+impl TwinAnchor {
+    fn of(f: &Flow) -> TwinAnchor {
+        let mut a = TwinAnchor::default();
+        for d in 0..2 {
+            let first = match f.syn_next.get(d) {
+                Some(&next) if f.syn_seen & (1 << d) != 0 => Some(next),
+                _ => f
+                    .candidate
+                    .as_ref()
+                    .and_then(|c| c.streams.get(d))
+                    .and_then(Stream::first_seq),
+            };
+            let (at, kind) = match (first, f.loss.next_seq(d)) {
+                (Some(first), _) => (first.wrapping_sub(1), 1 << d),
+                (None, Some(seen)) => (seen, (1 << d) | (4 << d)),
+                (None, None) => continue,
+            };
+            if let Some(slot) = a.at.get_mut(d) {
+                *slot = at;
+            }
+            a.kind |= kind;
+        }
+        a
+    }
+
+    /// How far `value` lies from direction `d`'s reference.
+    fn distance(&self, d: usize, value: u32) -> u32 {
+        let at = self.at.get(d).copied().unwrap_or(0);
+        if self.kind & (1 << d) == 0 {
+            u32::MAX
+        } else if self.kind & (4 << d) != 0 {
+            (value.wrapping_sub(at) as i32).unsigned_abs()
+        } else {
+            value.wrapping_sub(at)
+        }
+    }
+
+    /// Where `seg` from direction `dir` lies: its sequence number, then
+    /// (to tell apart twins whose numbers there are the same) its
+    /// acknowledgement in the other direction.
+    fn key(&self, dir: usize, seg: &Segment) -> (u32, u32) {
+        let ack = if seg.ack_flag() {
+            self.distance(1 - (dir & 1), seg.ack)
+        } else {
+            0
+        };
+        (self.distance(dir, seg.seq), ack)
+    }
+}
+
+/// What lingers of a twin that ended ([`Lingering`] entry `lingering`),
+/// the flow `left` of its pair, and the ended flow's anchor.
+#[derive(Clone, Copy, Debug)]
+struct EndedTwin {
+    lingering: u32,
+    left: u32,
+    anchor: TwinAnchor,
 }
 
 // The layout above, held: two lines of per-packet fields (what
@@ -812,7 +887,7 @@ pub struct FlowTable {
     twins: usize,
     /// Lingering entries of twins that ended, with the flow left of each
     /// pair (a handful at most: pairs are rare).
-    twin_lingering: Vec<(u32, u32)>,
+    twin_lingering: Vec<EndedTwin>,
     budget: Budget,
     /// Copied protocol state held by all sessions (see `session_memory`).
     session_bytes: usize,
@@ -1010,7 +1085,7 @@ impl FlowTable {
         let Some(f) = self.slab.get_mut(i as usize) else {
             return;
         };
-        let (role, other) = (f.twin_role, f.twin);
+        let (role, other, anchor) = (f.twin_role, f.twin, f.twin_anchor);
         (f.twin_role, f.twin) = (0, NIL);
         let l = take_place(
             &mut self.lingering,
@@ -1031,7 +1106,11 @@ impl FlowTable {
             };
             (o.twin_role, o.twin) = (left, l);
         }
-        self.twin_lingering.push((l, other));
+        self.twin_lingering.push(EndedTwin {
+            lingering: l,
+            left: other,
+            anchor,
+        });
         self.twins = self.twins.saturating_sub(1);
         self.replaced += 1;
         self.free.push(i);
@@ -1048,7 +1127,7 @@ impl FlowTable {
     #[cold]
     #[inline(never)]
     fn forget_lingering_twin(&mut self, s: u32) {
-        self.twin_lingering.retain(|&(_, o)| o != s);
+        self.twin_lingering.retain(|e| e.left != s);
         if let Some(f) = self.slab.get_mut(s as usize) {
             (f.twin_role, f.twin) = (0, NIL);
         }
@@ -1059,10 +1138,10 @@ impl FlowTable {
     #[cold]
     #[inline(never)]
     fn lingering_twin_gone(&mut self, l: u32) {
-        let Some(k) = self.twin_lingering.iter().position(|&(t, _)| t == l) else {
+        let Some(k) = self.twin_lingering.iter().position(|e| e.lingering == l) else {
             return;
         };
-        let (_, s) = self.twin_lingering.swap_remove(k);
+        let s = self.twin_lingering.swap_remove(k).left;
         if let Some(f) = self.slab.get_mut(s as usize) {
             (f.twin_role, f.twin) = (0, NIL);
         }
@@ -1132,11 +1211,19 @@ impl FlowTable {
             self.stats.flows_reopened += 1;
             return true;
         }
+        self.absorb(l, dir, seg);
+        false
+    }
+
+    /// A stray packet of lingering flow `l`, taken in its books only.
+    fn absorb(&mut self, l: u32, dir: usize, seg: &Segment) {
+        let Some(e) = self.lingering.get_mut(l as usize) else {
+            return;
+        };
         e.last_seen = e.last_seen.max(seg.ts);
         let (acked, gap) = e.loss.observe(dir, seg);
         self.stats.loss_acked_bytes += acked;
         self.stats.loss_gap_bytes += gap;
-        false
     }
 
     // Always inlined into the per-packet path, its one hot caller: out of
@@ -1204,6 +1291,7 @@ impl FlowTable {
             new_syn: 0,
             new_syn_dir: 0,
             twin: NIL,
+            twin_anchor: TwinAnchor::default(),
             twin_role: 0,
             sample_dir: 0,
             sample_seq: 0,
@@ -1881,10 +1969,10 @@ impl FlowTable {
             self.segment_checked(syn, given, out);
             return self.segment_checked(seg, bytes, out);
         };
-        let (key, tag, v4) = (f.key, f.tag, f.v4);
+        let (key, tag, v4, anchor) = (f.key, f.tag, f.v4, TwinAnchor::of(f));
         let t = self.new_entry(key, v4, tag, seg.ts);
         if let Some(f) = self.slab.get_mut(i as usize) {
-            (f.twin_role, f.twin) = (TWIN_INDEXED, t);
+            (f.twin_role, f.twin, f.twin_anchor) = (TWIN_INDEXED, t, anchor);
         }
         if let Some(n) = self.slab.get_mut(t as usize) {
             (n.twin_role, n.twin) = (TWIN_NEW, i);
@@ -1895,23 +1983,27 @@ impl FlowTable {
         self.segment_of(t, usize::from(!from_lo), syn, given, out);
         let (_, dir) = FlowKey::of(seg);
         self.segment_of(t, dir, seg, bytes, out);
+        // Its anchor: its two SYNs, as the pair formed.
+        if let Some(n) = self.slab.get_mut(t as usize) {
+            n.twin_anchor = TwinAnchor::of(n);
+        }
     }
 
     /// Which of twin flows `i` (the indexed one) and its twin a segment
-    /// from direction `dir` belongs to: the one whose sequence numbers in
-    /// that direction it is nearer, counted forward from the direction's
-    /// SYN where the flow saw it (the new flow always did), else from the
-    /// first byte its stream took (a flow picked up midstream), else
-    /// either way from the highest byte seen; on a tie, by where its
-    /// acknowledgement lies in the other direction; on a tie of both, the
-    /// older flow. `None`: the segment went to what lingers of a twin that
+    /// from direction `dir` belongs to, by each flow's [`TwinAnchor`]: the
+    /// one whose numbers its sequence number lies just after (or nearer,
+    /// for a flow that never showed a direction's first byte); on a tie,
+    /// by where its acknowledgement lies; on a tie of both, the older
+    /// flow. `None`: the segment went to what lingers of a twin that
     /// ended.
     /// - A connection's segments lie just after its own SYN. A new
     ///   connection on a four-tuple starts above the old one's last byte
     ///   (or the server would not take it over TIME_WAIT); else both
     ///   numbers are random and far apart.
-    /// - The highest byte seen is a poor guide: it follows chaff too, such
-    ///   as the new connection's SYN itself.
+    /// - The anchors are fixed when the pair forms: routing by what the
+    ///   flows saw since (the highest byte seen follows chaff; a stream's
+    ///   first byte is set by the segment being routed) sent copies of one
+    ///   segment to different flows.
     /// - A forged segment can only reach one of the two flows, as it could
     ///   reach one alone.
     #[cold]
@@ -1920,51 +2012,18 @@ impl FlowTable {
         let Some(f) = self.slab.get(i as usize) else {
             return Some(i);
         };
-        // How far `value` lies past the first byte `first` of a direction,
-        // or, without one, either way from the highest byte seen `next`.
-        let from = |value: u32, first: Option<u32>, next: Option<u32>| match first {
-            Some(first) => value.wrapping_sub(first.wrapping_sub(1)),
-            None => next.map_or(u32::MAX, |n| (value.wrapping_sub(n) as i32).unsigned_abs()),
-        };
-        // The segment's sequence number in its direction, then (to tell
-        // apart twins whose numbers there are the same) its
-        // acknowledgement in the other.
-        let acked = seg.ack_flag().then_some(seg.ack);
-        let key = |first: &dyn Fn(usize) -> Option<u32>, next: &dyn Fn(usize) -> Option<u32>| {
-            let seq = from(seg.seq, first(dir), next(dir));
-            let ack = acked.map_or(0, |a| from(a, first(1 - dir), next(1 - dir)));
-            (seq, ack)
-        };
-        let flow_key = |fl: &Flow| {
-            // A direction's first byte: after its SYN, or the first its
-            // stream took.
-            let first = |d: usize| match fl.syn_next.get(d) {
-                Some(&next) if fl.syn_seen & (1 << d) != 0 => Some(next),
-                _ => fl
-                    .candidate
-                    .as_ref()
-                    .and_then(|c| c.streams.get(d))
-                    .and_then(Stream::first_seq),
-            };
-            key(&first, &|d| fl.loss.next_seq(d))
-        };
+        let here = f.twin_anchor.key(dir, seg);
         if f.twin_role >= TWIN_LEFT_NEW {
-            // A new connection's SYN is the flow's to judge; anything
-            // else nearer the ended twin's numbers (its own SYN again
-            // included) is its stray, absorbed.
+            // Anything nearer the ended twin's numbers is its stray,
+            // absorbed by what lingers of it.
             let l = f.twin;
-            let Some(e) = self.lingering.get(l as usize) else {
+            let Some(e) = self.twin_lingering.iter().find(|e| e.lingering == l) else {
                 return Some(i);
             };
-            let its_syn = e.syn_next.get(dir) == Some(&seg.seq.wrapping_add(1));
-            if seg.syn() && !seg.ack_flag() && !its_syn {
-                return Some(i);
-            }
-            let first = |d: usize| e.syn_next.get(d).copied().filter(|&n| n != 0);
-            let (ended, left) = (key(&first, &|d| e.loss.next_seq(d)), flow_key(f));
+            let ended = e.anchor.key(dir, seg);
             // Ties go to the older connection, as while both were open.
-            if ended < left || (ended == left && f.twin_role == TWIN_LEFT_NEW) {
-                self.lingering_packet(l, dir, seg);
+            if ended < here || (ended == here && f.twin_role == TWIN_LEFT_NEW) {
+                self.absorb(l, dir, seg);
                 return None;
             }
             return Some(i);
@@ -1975,7 +2034,11 @@ impl FlowTable {
         // A tie goes to the older flow: a forged SYN-ACK can give the new
         // one the same numbers, and must not draw the live session's
         // packets away.
-        Some(if flow_key(n) < flow_key(f) { f.twin } else { i })
+        Some(if n.twin_anchor.key(dir, seg) < here {
+            f.twin
+        } else {
+            i
+        })
     }
 
     /// A RST of a flow that is not parsed. One elsewhere than where its

@@ -1695,7 +1695,9 @@ fn check_bookkeeping(t: &FlowTable) {
         } else if f.twin_role >= TWIN_LEFT_NEW {
             survivors += 1;
             assert!(
-                t.twin_lingering.contains(&(f.twin, i as u32)),
+                t.twin_lingering
+                    .iter()
+                    .any(|e| (e.lingering, e.left) == (f.twin, i as u32)),
                 "survivor {i}"
             );
             let ended = t.lingering.get(f.twin as usize).map(|e| e.replaced);
