@@ -1030,10 +1030,17 @@ impl FlowTable {
         let l = take_place(&mut self.lingering, &mut self.lingering_free, rest);
         // The entry is free at once; its index slot now names what lingers.
         self.index.repoint(rest.tag, i, l | LINGERING);
+        self.closed_to_queue(i, l, rest.tag, ts);
+    }
+
+    /// Entry `i` closed at `ts` is free; what lingers of it, `l`, waits in
+    /// the closed queue.
+    #[inline(always)]
+    fn closed_to_queue(&mut self, i: u32, l: u32, tag: u32, ts: u64) {
         self.free.push(i);
         self.closed.push_back(ClosedEntry {
             flow: l,
-            tag: rest.tag,
+            tag,
             at: ts,
         });
         self.stats.flows_closed += 1;
@@ -1113,13 +1120,7 @@ impl FlowTable {
         });
         self.twins = self.twins.saturating_sub(1);
         self.replaced += 1;
-        self.free.push(i);
-        self.closed.push_back(ClosedEntry {
-            flow: l,
-            tag: rest.tag,
-            at: ts,
-        });
-        self.stats.flows_closed += 1;
+        self.closed_to_queue(i, l, rest.tag, ts);
     }
 
     /// Survivor `s` is going: its twin's lingering entry, if any, waits out

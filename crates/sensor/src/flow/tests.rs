@@ -1952,12 +1952,7 @@ fn a_new_connection_after_an_end_the_capture_lost_is_followed() {
 /// index), or neither ending before the input does.
 #[test]
 fn twin_flows_follow_both_connections() {
-    let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
-    let new = Conn {
-        cisn: 0x0bad_cafe,
-        sisn: 0x7777_0000,
-        ..old
-    };
+    let (old, new) = old_and_new();
     let (q, r) = (PACKAGE.len() as u64, REPLY.len() as u64);
     let old_fins = || {
         vec![
@@ -2062,13 +2057,7 @@ fn twins_of_a_flow_picked_up_midstream_are_told_apart() {
     check_bookkeeping(&t);
     t.finish_all(&mut out);
     let (_, rest) = split_anomalies(out);
-    let mut replies: Vec<(u64, u64)> = rest
-        .iter()
-        .filter_map(|r| match r {
-            Record::Transaction(t) => Some((t.ts, t.codes.k)),
-            _ => None,
-        })
-        .collect();
+    let mut replies = txn_times_and_ks(&rest);
     // (The old session, picked up midstream, is reported at its end.)
     replies.sort_unstable();
     assert_eq!(replies, [(6000, 1), (7200, 1)], "{rest:#?}");
@@ -2081,12 +2070,7 @@ fn twins_of_a_flow_picked_up_midstream_are_told_apart() {
 /// flow, picked up midstream, has no server bytes to tell it apart by).
 #[test]
 fn an_ended_twins_strays_do_not_reach_the_other() {
-    let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
-    let new = Conn {
-        cisn: 0x0bad_cafe,
-        sisn: 0x7777_0000,
-        ..old
-    };
+    let (old, new) = old_and_new();
     let (q, r) = (PACKAGE.len() as u64, REPLY.len() as u64);
     let pkts = [
         old.c2s(4000, 0, 0, 0, PACKAGE),
@@ -2105,14 +2089,30 @@ fn an_ended_twins_strays_do_not_reach_the_other() {
     assert_eq!((t.twins, t.twin_lingering.len()), (0, 1));
     t.finish_all(&mut out);
     let (_, rest) = split_anomalies(out);
-    let mut replies: Vec<(u64, u64)> = rest
+    let mut replies = txn_times_and_ks(&rest);
+    replies.sort_unstable();
+    // The old package unanswered, the new one answered once.
+    assert_eq!(replies, [(4000, 0), (7200, 1)], "{rest:#?}");
+}
+
+/// Each transaction's time and K count, in `records`' order.
+fn txn_times_and_ks(records: &[Record]) -> Vec<(u64, u64)> {
+    records
         .iter()
         .filter_map(|r| match r {
             Record::Transaction(t) => Some((t.ts, t.codes.k)),
             _ => None,
         })
-        .collect();
-    replies.sort_unstable();
-    // The old package unanswered, the new one answered once.
-    assert_eq!(replies, [(4000, 0), (7200, 1)], "{rest:#?}");
+        .collect()
+}
+
+/// A connection, and a new one on its four-tuple with other numbers.
+fn old_and_new() -> (Conn, Conn) {
+    let old = Conn::new("192.0.2.1:40000", "198.51.100.1:209");
+    let new = Conn {
+        cisn: 0x0bad_cafe,
+        sisn: 0x7777_0000,
+        ..old
+    };
+    (old, new)
 }
