@@ -667,7 +667,8 @@ struct Flow {
     /// 0, or this flow's side of a twin pair: [`TWIN_INDEXED`] for the
     /// connection whose end the capture lost (the index names it),
     /// [`TWIN_NEW`] for the new connection on its four-tuple (in the slab
-    /// and the open list only). In the first line, as every packet of the
+    /// and the open list only); [`TWIN_LEFT_NEW`] or [`TWIN_LEFT_OLD`] once
+    /// the other ended. In the first line, as every packet of the
     /// pair must be routed; `twin` is read only then.
     twin_role: u8,
     last_seen: u64,
@@ -769,11 +770,10 @@ impl TwinAnchor {
     }
 }
 
-/// What lingers of a twin that ended ([`Lingering`] entry `lingering`),
-/// the flow `left` of its pair, and the ended flow's anchor.
+/// Of a twin that ended (kept by its [`Lingering`] entry's position): the
+/// flow `left` of its pair, and the ended flow's anchor.
 #[derive(Clone, Copy, Debug)]
 struct EndedTwin {
-    lingering: u32,
     left: u32,
     anchor: TwinAnchor,
 }
@@ -885,9 +885,10 @@ pub struct FlowTable {
     /// Twin pairs now: each has one flow outside the index, which counts
     /// toward the flow cap.
     twins: usize,
-    /// Lingering entries of twins that ended, with the flow left of each
-    /// pair (a handful at most: pairs are rare).
-    twin_lingering: Vec<EndedTwin>,
+    /// Lingering entries of twins that ended, by lingering position, with
+    /// the flow left of each pair. Keyed, not searched: a host that forges
+    /// SYN-ACKs can make as many pairs as the flow cap allows.
+    twin_lingering: FxHashMap<u32, EndedTwin>,
     budget: Budget,
     /// Copied protocol state held by all sessions (see `session_memory`).
     session_bytes: usize,
@@ -919,7 +920,7 @@ impl FlowTable {
             lingering_free: Vec::new(),
             replaced: 0,
             twins: 0,
-            twin_lingering: Vec::new(),
+            twin_lingering: FxHashMap::default(),
             budget: Budget::new(cfg.held_bytes_cap),
             session_bytes: 0,
             known_servers: FxHashMap::default(),
@@ -1113,11 +1114,13 @@ impl FlowTable {
             };
             (o.twin_role, o.twin) = (left, l);
         }
-        self.twin_lingering.push(EndedTwin {
-            lingering: l,
-            left: other,
-            anchor,
-        });
+        self.twin_lingering.insert(
+            l,
+            EndedTwin {
+                left: other,
+                anchor,
+            },
+        );
         self.twins = self.twins.saturating_sub(1);
         self.replaced += 1;
         self.closed_to_queue(i, l, rest.tag, ts);
@@ -1128,8 +1131,8 @@ impl FlowTable {
     #[cold]
     #[inline(never)]
     fn forget_lingering_twin(&mut self, s: u32) {
-        self.twin_lingering.retain(|e| e.left != s);
         if let Some(f) = self.slab.get_mut(s as usize) {
+            self.twin_lingering.remove(&f.twin);
             (f.twin_role, f.twin) = (0, NIL);
         }
     }
@@ -1139,11 +1142,10 @@ impl FlowTable {
     #[cold]
     #[inline(never)]
     fn lingering_twin_gone(&mut self, l: u32) {
-        let Some(k) = self.twin_lingering.iter().position(|e| e.lingering == l) else {
+        let Some(e) = self.twin_lingering.remove(&l) else {
             return;
         };
-        let s = self.twin_lingering.swap_remove(k).left;
-        if let Some(f) = self.slab.get_mut(s as usize) {
+        if let Some(f) = self.slab.get_mut(e.left as usize) {
             (f.twin_role, f.twin) = (0, NIL);
         }
     }
@@ -2018,7 +2020,7 @@ impl FlowTable {
             // Anything nearer the ended twin's numbers is its stray,
             // absorbed by what lingers of it.
             let l = f.twin;
-            let Some(e) = self.twin_lingering.iter().find(|e| e.lingering == l) else {
+            let Some(e) = self.twin_lingering.get(&l) else {
                 return Some(i);
             };
             let ended = e.anchor.key(dir, seg);

@@ -1696,8 +1696,8 @@ fn check_bookkeeping(t: &FlowTable) {
             survivors += 1;
             assert!(
                 t.twin_lingering
-                    .iter()
-                    .any(|e| (e.lingering, e.left) == (f.twin, i as u32)),
+                    .get(&f.twin)
+                    .is_some_and(|e| e.left == i as u32),
                 "survivor {i}"
             );
             let ended = t.lingering.get(f.twin as usize).map(|e| e.replaced);
