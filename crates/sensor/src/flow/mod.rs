@@ -798,11 +798,18 @@ impl Flow {
     #[cold]
     #[inline(never)]
     fn foreign_syn(&self, dir: usize, seg: &Segment) -> bool {
-        let bit = 1u8 << dir;
+        self.syn_of_another(dir, seg) || self.answers_new_syn(dir, seg)
+    }
+
+    /// Whether SYN `seg` from direction `dir` is another connection's (or
+    /// chaff): its sequence number is not the one the direction's SYN had,
+    /// or the flow was picked up midstream and is parsed.
+    #[inline]
+    fn syn_of_another(&self, dir: usize, seg: &Segment) -> bool {
         let isn = self.syn_next.get(dir).map(|n| n.wrapping_sub(1));
-        (self.syn_seen & bit != 0 && isn != Some(seg.seq))
-            || (self.syn_seen == 0 && self.candidate.is_some())
-            || self.answers_new_syn(dir, seg)
+        let other_isn = self.syn_seen & (1 << dir) != 0 && isn != Some(seg.seq);
+        let midstream = self.syn_seen == 0 && self.candidate.is_some();
+        other_isn || midstream
     }
 
     /// Whether `seg`, from direction `dir`, is the peer's SYN-ACK to the
@@ -1777,10 +1784,7 @@ impl FlowTable {
         }
         let data = payload_len > 0 || seg.missing > 0;
         if chaff == 0 && seg.syn() {
-            let isn = flow.syn_next.get(dir).map(|n| n.wrapping_sub(1));
-            let other_isn = flow.syn_seen & bit != 0 && isn != Some(seg.seq);
-            let midstream = flow.syn_seen == 0 && flow.candidate.is_some();
-            if other_isn || midstream {
+            if flow.syn_of_another(dir, seg) {
                 chaff = NOTE_FLAGS;
                 // A new connection's, if the peer answers it (see
                 // `new_connection_confirmed`).
