@@ -1,6 +1,9 @@
 //! End to end: `pipeline::replay` over captures written by `qmwatch_synth`
 //! (one group per profile: mixed, qmtp-heavy, small-flows), with 1 and 2
-//! workers. Before measuring, each capture is replayed once per worker count
+//! workers (the file read or mapped as the probe chooses), then with 1
+//! worker always reading the file and always mapping it: the two ways to
+//! the bytes cost differently from one machine to another, and a slip in
+//! either shows here even where the probe would not pick it. Before measuring, each capture is replayed once per worker count
 //! and its detection counts are checked against the generator's ground truth;
 //! the wire rate (Gbit/s, packets/s) of those runs is printed.
 //!
@@ -17,7 +20,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use qmwatch_sensor::detect::policy::{Policy, PolicyBuilder};
 use qmwatch_sensor::flow::FlowConfig;
-use qmwatch_sensor::pipeline::{replay, Destinations, ReplayConfig, RunOptions, RunReport};
+use qmwatch_sensor::pipeline::{
+    replay, Destinations, FileAccess, ReplayConfig, RunOptions, RunReport,
+};
 use qmwatch_sensor::sink::Output;
 use qmwatch_synth::{self as synth, Config, Profile, Target, Truth};
 
@@ -43,13 +48,26 @@ fn policy(t: &Truth) -> Policy {
     b.build()
 }
 
-fn run(capture: &Path, events: &Path, workers: usize, policy: &Arc<Policy>) -> RunReport {
+/// The ways each capture is replayed: (name, workers, file access).
+const HOW: [(&str, usize, FileAccess); 4] = [
+    ("workers", 1, FileAccess::Auto),
+    ("workers", 2, FileAccess::Auto),
+    ("read", 1, FileAccess::Read),
+    ("mapped", 1, FileAccess::Map),
+];
+
+fn run(
+    capture: &Path,
+    events: &Path,
+    (workers, access): (usize, FileAccess),
+    policy: &Arc<Policy>,
+) -> RunReport {
     let cfg = ReplayConfig {
         files: vec![capture.to_string_lossy().into_owned()],
         workers,
         flow: FlowConfig::default(),
         block_size: 1 << 20,
-        access: Default::default(),
+        access,
         policy: Arc::clone(policy),
         alert_window_ns: None,
         defer: Default::default(),
@@ -138,12 +156,12 @@ fn prepare(profile: Profile) -> Prepared {
         truth.qm.transactions_total,
         truth.qm.relay_attempts_total
     );
-    // Once per worker count, before measuring: check and print wire rates.
-    for workers in [1, 2] {
-        let r = run(&capture, &events, workers, &policy);
+    // Once each way, before measuring: check and print wire rates.
+    for (workers, access) in HOW.map(|(_, w, a)| (w, a)) {
+        let r = run(&capture, &events, (workers, access), &policy);
         let secs = r.wall.as_secs_f64();
         eprintln!(
-            "  replay {workers} worker(s): {:.3} s, {:.3} Gbit/s, {:.0} packets/s; flows {} (candidates {}, rejected {})",
+            "  replay {workers} worker(s), {access:?}: {:.3} s, {:.3} Gbit/s, {:.0} packets/s; flows {} (candidates {}, rejected {})",
             secs,
             r.decode.bytes as f64 * 8.0 / secs / 1e9,
             r.decode.frames as f64 / secs,
@@ -152,7 +170,7 @@ fn prepare(profile: Profile) -> Prepared {
             r.flows.flows_rejected,
         );
         check(
-            &format!("{} {workers} worker(s)", profile.name()),
+            &format!("{} {workers} worker(s), {access:?}", profile.name()),
             &r,
             &truth,
         );
@@ -173,9 +191,12 @@ fn bench_profile(c: &mut Criterion, profile: Profile) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Bytes(p.file_bytes));
-    for workers in [1, 2] {
-        group.bench_function(BenchmarkId::new("workers", workers), |b| {
-            b.iter(|| black_box(run(&p.capture, &p.events, workers, &p.policy).decode.frames))
+    for (name, workers, access) in HOW {
+        group.bench_function(BenchmarkId::new(name, workers), |b| {
+            b.iter(|| {
+                let r = run(&p.capture, &p.events, (workers, access), &p.policy);
+                black_box(r.decode.frames)
+            })
         });
     }
     group.finish();
