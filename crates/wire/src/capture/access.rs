@@ -4,10 +4,13 @@
 //! copies nothing, but the kernel maps each page and takes it back when its
 //! window is done. Which of the two is cheaper depends on the machine (and
 //! on how its kernel holds the file's pages): on one of the project's
-//! machines (AMD, a virtual machine) reading replayed a capture of large
-//! packets 1.4× faster than mapping it, on another (Intel) mapping was
-//! 1.35× faster. So a replay measures both on chunks spread over each large
-//! file and keeps the cheaper ([`probe`], [`FileAccess::Auto`]).
+//! machines (Intel, a virtual machine) a mapped replay of a capture of 1 KiB
+//! packets took 0.74 of a read one's time, on another (AMD) 0.80-0.85,
+//! while on denser or smaller packets the two ways tie on the AMD one.
+//! (The AMD figure was 1.3-1.4, the other way, while the touch of each
+//! mapped window was a vectorised loop: see `file::mapped::warm`.) So a
+//! replay measures both on chunks spread over each large file and keeps
+//! the cheaper ([`probe`], [`FileAccess::Auto`]).
 //!
 //! What is timed is what the capture thread, which sets the pace on large
 //! packets, would pay: the copy of a read; the page faults of a mapped
@@ -63,7 +66,8 @@ pub const PROBE_STEPS: usize = 8;
 /// ±8 %, one thread, pages given back in the same thread), yet a replay of
 /// large packets took 1.4× as long mapped (that was before pages were
 /// given back in runs, which took 3–8 % off a mapped replay on the Intel
-/// machine). On the Intel machine a probe that timed giving pages back in
+/// machine, and while the replay touched each window's lines in the
+/// vectorised loop's order, which alone cost it 1.3-1.4× there). On the Intel machine a probe that timed giving pages back in
 /// its own thread gave mapping 0.81–1.01 of reading's cost, and mapped
 /// qmtp-heavy in 1 of 12 replays, where a mapped replay takes 0.86 of a
 /// read one's time; with the pages given back by a second thread while the
