@@ -3,9 +3,10 @@
 //! workers (the file read or mapped as the probe chooses), then with 1
 //! worker always reading the file and always mapping it: the two ways to
 //! the bytes cost differently from one machine to another, and a slip in
-//! either shows here even where the probe would not pick it. Before measuring, each capture is replayed once per worker count
-//! and its detection counts are checked against the generator's ground truth;
-//! the wire rate (Gbit/s, packets/s) of those runs is printed.
+//! either shows here even where the probe would not pick it. Before
+//! measuring, each capture is replayed once each way and its detection
+//! counts are checked against the generator's ground truth; the wire rate
+//! (Gbit/s, packets/s) of those runs is printed.
 //!
 //! The captures are generated into a temporary directory at a modest size so
 //! that the whole bench takes well under two minutes; for larger files use
