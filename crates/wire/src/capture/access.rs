@@ -5,8 +5,9 @@
 //! window is done. Which of the two is cheaper depends on the machine (and
 //! on how its kernel holds the file's pages): on one of the project's
 //! machines (Intel, a virtual machine) a mapped replay of a capture of 1 KiB
-//! packets took 0.74 of a read one's time, on another (AMD) 0.80-0.85,
-//! while on denser or smaller packets the two ways tie on the AMD one.
+//! packets took 0.74 of a read one's time, on another (AMD) 0.80-0.90,
+//! while on the AMD one, on denser or smaller packets, mapping took
+//! 0.96-1.12 of reading's time, by the hour.
 //! (The AMD figure was 1.3-1.4, the other way, while the touch of each
 //! mapped window was a vectorised loop: see `file::mapped::warm`.) So a
 //! replay measures both on chunks spread over each large file and keeps
