@@ -86,7 +86,7 @@ impl<R: io::Read> Fill<R> for MapFill<'_> {
 /// vectorised this loop into groups of 32 lines loaded highest address first; on the
 /// AMD EPYC machine that order took 2.3× as long to touch a mapped MiB (119-133 against
 /// 53-58 µs, a C loop of each order) and made a mapped replay of 1 KiB packets take
-/// 1.3-1.4× a read one's time, where loads in order take 0.80-0.85 of it.
+/// 1.3-1.4× a read one's time, where loads in order take 0.80-0.90 of it.
 pub(crate) fn warm(bytes: &[u8], len: usize) {
     let mut x = 0u8;
     for b in bytes
