@@ -227,7 +227,7 @@ for ((i = 0; i < n; i++)); do
 done
 for ((i = 0; i < n; i++)); do
   if [ -s "$tmp/access.$i" ]; then
-    echo "${names[$i]}: file mapped in $(grep -c mapped "$tmp/access.$i") runs, read in $(grep -c read "$tmp/access.$i") (its own choice: a file under 128 MiB is read, a larger one probed)"
+    echo "${names[$i]}: file mapped in $(grep -c mapped "$tmp/access.$i") runs, read in $(grep -c read "$tmp/access.$i") (its own choice: a small file is read, a large one probed)"
   fi
 done
 echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than libpcap reading the file;"

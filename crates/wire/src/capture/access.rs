@@ -11,7 +11,10 @@
 //! (The AMD figure was 1.3-1.4, the other way, while the touch of each
 //! mapped window was a vectorised loop: see `file::mapped::warm`.) So a
 //! replay measures both on chunks spread over each large file and keeps
-//! the cheaper ([`probe`], [`FileAccess::Auto`]).
+//! the cheaper ([`probe`], [`FileAccess::Auto`]). The probe times bytes,
+//! not which thread will set the pace, so where the two ways are within
+//! a tenth of each other in a replay it can keep the dearer one (on the
+//! AMD machine it maps qmtp-heavy and small-flows).
 //!
 //! What is timed is what the capture thread, which sets the pace on large
 //! packets, would pay: the copy of a read; the page faults of a mapped
@@ -68,8 +71,8 @@ pub const PROBE_STEPS: usize = 8;
 /// large packets took 1.4× as long mapped (that was before pages were
 /// given back in runs, which took 3–8 % off a mapped replay on the Intel
 /// machine, and while the replay touched each window's lines in the
-/// vectorised loop's order, which alone cost it 1.3-1.4× there). On the Intel machine a probe that timed giving pages back in
-/// its own thread gave mapping 0.81–1.01 of reading's cost, and mapped
+/// vectorised loop's order, which alone cost it 1.3-1.4× there). On the
+/// Intel machine a probe that timed giving pages back in its own thread gave mapping 0.81–1.01 of reading's cost, and mapped
 /// qmtp-heavy in 1 of 12 replays, where a mapped replay takes 0.86 of a
 /// read one's time; with the pages given back by a second thread while the
 /// next chunk is mapped: 0.70–0.89, and mapped in 12 of 12 (mixed: 9 of 12,
