@@ -133,7 +133,7 @@ pub struct MappedReader {
     permits: (Sender<()>, Receiver<()>),
     /// Tests: runs after each window is framed (to cut the file then).
     #[cfg(test)]
-    pub(super) after_frame: Option<Box<dyn FnMut()>>,
+    pub(super) after_frame: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl MappedReader {
@@ -219,9 +219,14 @@ impl MappedReader {
             let step = self.core.frame_block(&mut fill, records);
             return (self.window(consumed, 0, false), step);
         }
-        // Wait for a window to be dropped if too many are alive. The reader holds
-        // the sender, so this cannot fail; if it did, going on is harmless.
-        let _ = self.permits.1.recv();
+        // Wait for a window to be dropped if too many are alive, giving back the
+        // pages of finished windows first: the workers are the slower side then,
+        // and this thread's time is free. The reader holds the sender, so `recv`
+        // cannot fail; if it did, going on is harmless.
+        if self.permits.1.try_recv().is_err() {
+            self.map.release_done();
+            let _ = self.permits.1.recv();
+        }
         let first = records.len();
         let saved = self.save();
         let mut visible = self.map.visible_len();

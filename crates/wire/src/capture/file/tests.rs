@@ -1848,3 +1848,55 @@ fn read_error_on_a_fresh_buffer_counts_the_bytes_before_it() {
         assert!(!rd.next_block(&mut block, &mut recs).unwrap());
     }
 }
+
+/// A reader that has to wait for a window to be dropped (the workers are the slower
+/// side) gives back the pages of the windows already finished, before any worker
+/// would: with one run finished, the worker leaves them to it.
+#[test]
+fn a_waiting_reader_gives_back_the_pages_of_finished_windows() {
+    use crate::capture::mapping::tests::page_mapped;
+    use crate::capture::mapping::{Mapping, RELEASE_RUN};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let data = pattern(3, 1000);
+    let n = 3 * RELEASE_RUN / 1016;
+    let input: Vec<Rec> = (0..n as u32).map(|i| (i, 0, &data[..], 1000)).collect();
+    let (file, _) = pcap_file_ends(false, false, false, 1, 65535, &input);
+    let map = Arc::new(Mapping::new(temp_file(&file)).map_err(|e| e.1).unwrap());
+    let mut md = MappedReader::new("test.pcap", Arc::clone(&map), supported).unwrap();
+    md.set_block_size(256 << 10);
+    md.set_windows_alive(1);
+    let mut recs = Vec::new();
+    // Each window dropped before the next is asked for: the reader never waits.
+    loop {
+        recs.clear();
+        let (w, step) = md.next_window(&mut recs);
+        assert!(step.unwrap());
+        let end = w.start() + w.bytes().len();
+        drop(w);
+        if end >= RELEASE_RUN {
+            break;
+        }
+    }
+    // One run finished: left for the reader.
+    assert!(page_mapped(&map, 0));
+    let (held, step) = md.next_window(&mut recs);
+    assert!(step.unwrap());
+    let released = std::thread::scope(|s| {
+        // The reader waits for `held`, the only window allowed alive.
+        let reader = s.spawn(|| {
+            let mut more = Vec::new();
+            md.next_window(&mut more).1.is_ok()
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while page_mapped(&map, 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Given back while `held` is alive: by the waiting reader.
+        let released = !page_mapped(&map, 0);
+        drop(held);
+        assert!(reader.join().unwrap());
+        released
+    });
+    assert!(released, "the waiting reader did not give the pages back");
+}

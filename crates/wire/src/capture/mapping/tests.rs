@@ -132,9 +132,11 @@ pub(crate) fn resident_kib(map: &Mapping) -> u64 {
 }
 
 /// Windows framed one after another, each carrying part of the last one's
-/// bytes (a partial record): once each is done, at most one run of pages
-/// and the window in use stay mapped, however long the file, and pages a
-/// window faults in again behind the last run are given back with the next.
+/// bytes (a partial record), and dropped by a worker while the reader never
+/// waits: once each is done, at most the runs a worker lets wait for the
+/// reader and the window in use stay mapped, however long the file, and
+/// pages a window faults in again behind the last run are given back with
+/// the next.
 #[test]
 fn finished_windows_give_their_pages_back_in_runs() {
     let len = 6 * RELEASE_RUN + 12345;
@@ -155,7 +157,8 @@ fn finished_windows_give_their_pages_back_in_runs() {
             break;
         }
     }
-    let bound = (RELEASE_RUN + (1 << 20) + 2 * FAULT_AROUND + 8192) as u64 / 1024;
+    let bound =
+        (WORKER_RELEASE_RUNS * RELEASE_RUN + (1 << 20) + 2 * FAULT_AROUND + 8192) as u64 / 1024;
     assert!(peak <= bound, "peak {peak} KiB mapped, bound {bound} KiB");
     // Not trivially: without giving pages back the whole file stays mapped.
     assert!(peak >= (RELEASE_RUN / 1024) as u64, "peak {peak} KiB");
@@ -163,7 +166,7 @@ fn finished_windows_give_their_pages_back_in_runs() {
 
 /// Whether the page of `map` at `offset` is mapped in this process now
 /// (/proc/self/pagemap, bit 63).
-fn page_mapped(map: &Mapping, offset: usize) -> bool {
+pub(crate) fn page_mapped(map: &Mapping, offset: usize) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let page = PAGE.load(Ordering::Relaxed);
     let addr = map.bytes().as_ptr() as usize + offset;
@@ -180,7 +183,8 @@ fn page_mapped(map: &Mapping, offset: usize) -> bool {
 /// (On the project's Intel machine, Linux 6.18 on ext4, giving back the
 /// pages from 64 KiB before a run unmapped the carried pages behind them
 /// too, so there this holds even without looking a run back; a kernel
-/// that unmaps exactly the range asked needs that look.)
+/// that unmaps exactly the range asked needs that look.) Here the reader
+/// gives the pages back after each window, as it does when it waits.
 #[test]
 fn pages_mapped_again_behind_the_last_run_are_given_back() {
     let len = 4 * RELEASE_RUN;
@@ -195,6 +199,7 @@ fn pages_mapped_again_behind_the_last_run_are_given_back() {
         let w = Window::new(Arc::clone(&map), start, end - start, true, None);
         assert!(touch(w.bytes()) > 0);
         drop(w);
+        map.release_done();
         start = run * RELEASE_RUN - carry;
         if run == 1 {
             // The first run is given back, the pages the carry is on too.
@@ -210,4 +215,28 @@ fn pages_mapped_again_behind_the_last_run_are_given_back() {
     assert!(!page_mapped(&map, 2 * RELEASE_RUN - carry));
     // The last window's pages past its run stay until the next run's end.
     assert!(page_mapped(&map, 3 * RELEASE_RUN));
+}
+
+/// The worker that drops a window leaves finished runs to the reader until
+/// [`WORKER_RELEASE_RUNS`] of them wait (the reader, not waiting, is then
+/// the slower side), and then gives them all back itself.
+#[test]
+fn a_worker_gives_pages_back_once_enough_runs_wait() {
+    let len = 4 * RELEASE_RUN;
+    let map = Arc::new(Mapping::new(file_of(len)).map_err(|e| e.1).unwrap());
+    let mut start = 0;
+    for run in 1..=WORKER_RELEASE_RUNS {
+        // The first run's pages stay mapped while fewer runs wait.
+        assert!(run == 1 || page_mapped(&map, 4096));
+        let end = run * RELEASE_RUN + 1000;
+        let w = Window::new(Arc::clone(&map), start, end - start, true, None);
+        assert!(touch(w.bytes()) > 0);
+        drop(w);
+        start = end;
+    }
+    for off in (0..WORKER_RELEASE_RUNS * RELEASE_RUN).step_by(64 << 10) {
+        assert!(!page_mapped(&map, off), "page at {off} still mapped");
+    }
+    // The pages past the last whole run stay.
+    assert!(page_mapped(&map, WORKER_RELEASE_RUNS * RELEASE_RUN));
 }
