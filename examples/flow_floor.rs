@@ -17,8 +17,11 @@
 //! reading the bytes; this is a floor for a flow-tracking sensor, so that
 //! qmwatch's CPU per packet can be read against both on any machine.
 //!
-//! Usage: `cargo run --release --example flow_floor -- FILE` (prints its
-//! counts on standard error; exit 2 on a file it cannot read).
+//! Usage: `cargo run --release --example flow_floor -- FILE [--split]`
+//! (prints its counts on standard error; exit 2 on a file it cannot read).
+//! With `--split` the table is kept on a second thread, each block's
+//! segments handed over in one batch, as a sensor with a capture thread
+//! and one flow worker would: what two cores can do at the least cost.
 //!
 //! Must not: panic on any file (every length is bounds-checked, a record
 //! larger than `MAX_RECORD` is an error, the table has a cap) or be mistaken
@@ -209,7 +212,14 @@ impl Table {
 
     /// Looks up every queued segment, in order.
     fn flush(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
+        self.look_up(&pending);
+        pending.clear();
+        self.pending = pending;
+    }
+
+    /// Looks up `pending`'s segments, in order.
+    fn look_up(&mut self, pending: &[Pending]) {
         for (j, p) in pending.iter().enumerate() {
             if let Some(a) = pending.get(j + AHEAD) {
                 let slot = self.slots.as_ptr().wrapping_add(self.home(a.hash));
@@ -221,8 +231,6 @@ impl Table {
             }
             self.one(p);
         }
-        self.pending = pending;
-        self.pending.clear();
     }
 
     /// The slot holding `key`, or the empty slot where it would go. Ends:
@@ -436,7 +444,55 @@ fn tcp_of(ip: &[u8]) -> Option<(Endpoint, Endpoint, u8)> {
 
 /// Reads capture file bytes from `input`, block by block, and feeds every
 /// record to `table`.
-fn replay(mut input: impl Read, table: &mut Table) -> Result<(), String> {
+fn replay(input: impl Read, table: &mut Table) -> Result<(), String> {
+    replay_with(input, table, Table::flush)
+}
+
+/// Batches of segments in flight between the threads of [`replay_split`].
+const SPLIT_BATCHES: usize = 8;
+
+/// [`replay`] on two threads: this one reads, frames and decodes, a second
+/// keeps the table; each block's segments go over as one vector. That is
+/// the least a sensor of this shape (a capture thread and a flow worker)
+/// pays for the hand-over, so that what two cores can do for a flow table
+/// can be read beside what one does.
+fn replay_split(input: impl Read, table: &mut Table) -> Result<(), String> {
+    let (to_table, batches) = std::sync::mpsc::sync_channel::<Vec<Pending>>(SPLIT_BATCHES);
+    let (to_reader, spares) = std::sync::mpsc::channel::<Vec<Pending>>();
+    let (read, packets, kept) = std::thread::scope(|s| {
+        let worker = s.spawn(move || {
+            let mut t = Table::default();
+            for mut batch in batches {
+                t.look_up(&batch);
+                batch.clear();
+                // The reader may be gone (an error): the vector is dropped.
+                let _ = to_reader.send(batch);
+            }
+            t
+        });
+        // Frames and decodes only: its segments are sent, not looked up.
+        let mut reader = Table::default();
+        let read = replay_with(input, &mut reader, |r| {
+            let spare = spares.try_recv().unwrap_or_default();
+            let full = std::mem::replace(&mut r.pending, spare);
+            // The table thread ends only when this sender is dropped.
+            let _ = to_table.send(full);
+        });
+        drop(to_table);
+        (read, reader.counts.packets, worker.join())
+    });
+    *table = kept.map_err(|_| "the table thread panicked".to_string())?;
+    table.counts.packets = packets;
+    read
+}
+
+/// [`replay`], with `block_done` called once a block's records are all
+/// fed to `table`, before the block is refilled.
+fn replay_with(
+    mut input: impl Read,
+    table: &mut Table,
+    mut block_done: impl FnMut(&mut Table),
+) -> Result<(), String> {
     let mut buf = vec![0u8; BLOCK];
     // Enough for the file header (a pipe may give less at a time).
     let mut have = 0;
@@ -476,7 +532,7 @@ fn replay(mut input: impl Read, table: &mut Table) -> Result<(), String> {
             }
         }
         // The buffer's segments are looked up before it is refilled.
-        table.flush();
+        block_done(table);
         // Keep the partial record, read more after it.
         buf.copy_within(pos..have, 0);
         let kept = have - pos;
@@ -686,15 +742,30 @@ fn u32_at(b: &[u8], at: usize, big: bool) -> Option<u32> {
 }
 
 fn main() {
-    let Some(path) = std::env::args_os().nth(1) else {
-        eprintln!("usage: flow_floor FILE");
+    let mut args = std::env::args_os().skip(1);
+    let (Some(path), split) = (args.next(), args.next()) else {
+        eprintln!("usage: flow_floor FILE [--split]");
         std::process::exit(2);
+    };
+    let split = match split {
+        None => false,
+        Some(a) if a == "--split" && args.next().is_none() => true,
+        Some(_) => {
+            eprintln!("usage: flow_floor FILE [--split]");
+            std::process::exit(2);
+        }
     };
     let name = path.to_string_lossy().into_owned();
     let mut table = Table::default();
     let result = std::fs::File::open(&path)
         .map_err(|e| e.to_string())
-        .and_then(|f| replay(f, &mut table));
+        .and_then(|f| {
+            if split {
+                replay_split(f, &mut table)
+            } else {
+                replay(f, &mut table)
+            }
+        });
     let c = &table.counts;
     eprintln!(
         "flow_floor: packets {} tcp segments {} flow entries made {} (peak {}, over the cap {}, open at the end {})",
@@ -1031,5 +1102,35 @@ mod tests {
         assert_eq!(held(14), None);
         assert_eq!(held(15), Some(key(ep(b), server)));
         assert_eq!(held(0), Some(key(ep(c), server)));
+    }
+
+    /// On two threads, the same counts and the same end as on one: for a
+    /// file of several blocks (a batch each), and for one cut short.
+    #[test]
+    fn split_counts_what_one_thread_counts() {
+        // 60,000 frames (4.2 MB: five blocks), connections of
+        // SYN, data, FIN each way, some cut short by a RST.
+        let frames: Vec<Vec<u8>> = (0..60_000u32)
+            .map(|i| {
+                let (c, port) = ((i / 5 % 200) as u8, 1024 + (i / 1000) as u16);
+                match i % 5 {
+                    0 => tcp(c, port, 250, 628, 0x02),
+                    1 | 2 => tcp(c, port, 250, 628, 0x10),
+                    3 if i % 7 == 0 => tcp(250, 628, c, port, 0x04),
+                    3 => tcp(c, port, 250, 628, 0x11),
+                    _ => tcp(250, 628, c, port, 0x11),
+                }
+            })
+            .collect();
+        let file = pcap(&frames);
+        assert!(file.len() > 3 * BLOCK);
+        for bytes in [&file[..], &file[..file.len() - 5]] {
+            let (one, one_left, one_r) = run(bytes);
+            let mut t = Table::default();
+            let r = replay_split(bytes, &mut t);
+            assert_eq!(r, one_r);
+            let left = t.len();
+            assert_eq!((t.counts, left), (one, one_left));
+        }
     }
 }
