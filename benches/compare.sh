@@ -21,6 +21,10 @@
 #                               flows in a table built as a tuned sensor's
 #                               would be, open addressing with prefetched
 #                               slots, nothing more)
+#   flow_floor FILE --split    (the same with the table on a second thread,
+#                               a block's segments handed over in one batch:
+#                               a capture thread and one flow worker at the
+#                               least cost)
 #   tshark -r FILE -Y 'tcp.payload matches "^[1-9][0-9]*:[KZD]"'   (K/Z/D replies)
 #
 # Runs alternate (the order rotates every round) so that drift in machine
@@ -109,6 +113,7 @@ elif ! floor_err=$("$floor" "$file" 2>&1); then
   echo "flow-floor: skipped, it cannot read this file: ${floor_err##*$'\n'}" >&2
 else
   add "flow-floor" "$(printf %q "$floor") $(printf %q "$file") 2>/dev/null"
+  add "flow-floor-2t" "$(printf %q "$floor") $(printf %q "$file") --split 2>/dev/null"
 fi
 if [ "${NO_TSHARK:-0}" = 1 ]; then
   echo "tshark: left out (NO_TSHARK=1)" >&2
@@ -233,5 +238,6 @@ done
 echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than libpcap reading the file;"
 echo " vs cat: the tool's median time / cat's, the cost over reading the file's bytes;"
 echo " flow-floor: reading the file as qmwatch does and a prefetched flat table of its TCP flows, nothing more;"
+echo " flow-floor-2t: the same with the table on a second thread, as qmwatch's one worker;"
 echo " CPU: median user + system time, in all and per packet of the file)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -18,11 +18,12 @@
 //!
 //! What is timed is what the capture thread, which sets the pace on large
 //! packets, would pay: the copy of a read; the page faults of a mapped
-//! chunk, while another thread gives the previous chunk's pages back (in a
-//! replay the worker done with a window gives its pages back, and the
-//! kernel then interrupts every core running the process to drop them from
-//! its TLB). Giving pages back is not timed itself: in a replay it is the
-//! worker's, and the worker waits on large packets.
+//! chunk, while another thread gives the previous chunk's pages back (on
+//! large packets a replay's worker, done with a window, gives its pages
+//! back, and the kernel then interrupts every core running the process to
+//! drop them from its TLB). Giving pages back is not timed itself: in a
+//! replay the side with time to spare does it (the worker on large
+//! packets, the reader while it waits on small ones: `capture::mapping`).
 //!
 //! Owns: the choice between reading and mapping a regular file, the
 //! measurement behind it ([`AccessProbe`]), and the user's override.
