@@ -17,8 +17,9 @@
 # e.g.:  git worktree add /tmp/before OLD && (cd /tmp/before && cargo build --release)
 #        benches/alternate.sh big.pcap 21 /tmp/before/target/release/qmwatch target/release/qmwatch
 # QMWATCH_ARGS: policy flags, e.g. from a qmwatch-gen truth file, or
-# `--workers 2`. Each BIN is copied before the rounds and the copies run
-# (KEEP_BINS=1: the binaries as they lie; why, below).
+# `--workers 2`. Each BIN is copied COPIES times (default 3) before the
+# rounds, and the rounds take turns among the copies (KEEP_BINS=1: the
+# binaries as they lie; why, below).
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 FILE RUNS BIN [BIN ...]" >&2; exit 2; }
 file=$1 runs=$2
@@ -36,23 +37,29 @@ if ! python3 -c 'import resource' 2>/dev/null; then
 fi
 read -r -a args <<< "${QMWATCH_ARGS:-}"
 bins=("$@")
-# Each binary runs from a copy made now, all in the same way. On the AMD
-# machine one binary replayed the dense-QMTP capture up to a quarter faster
-# or slower depending on how its file's pages sat in the page cache (a fresh
-# copy, the linker's output, pages reclaimed and read back), so binaries
-# written at different times are not timed where they lie. KEEP_BINS=1
-# runs them in place. (A BIN that is a script is copied, not what it runs.)
+# Each binary runs from copies made now, all in the same way, round r from
+# copy r mod COPIES (default 3). On the AMD machine one binary's replay of
+# the dense-QMTP capture ran up to a quarter faster or slower from one file
+# holding it to another (a fresh copy, another fresh copy, the linker's
+# output, pages reclaimed and read back: how its pages sit in memory), so
+# a binary is not timed from one file only, and binaries written at
+# different times are not timed where they lie. KEEP_BINS=1 runs them in
+# place. (A BIN that is a script is copied, not what it runs.)
+ncopies=${COPIES:-3}
+[ "$ncopies" -ge 1 ] 2>/dev/null || { echo "$0: COPIES must be a positive number" >&2; exit 2; }
 declare -A exe
 copies=$(mktemp -d)
 trap 'rm -rf "$copies"' EXIT
 for ((k = 0; k < ${#bins[@]}; k++)); do
   b=${bins[k]}
-  if [ "${KEEP_BINS:-0}" = 1 ]; then
-    exe[$b]=$b
-  else
-    cp "$b" "$copies/$k"
-    exe[$b]=$copies/$k
-  fi
+  for ((c = 0; c < ncopies; c++)); do
+    if [ "${KEEP_BINS:-0}" = 1 ]; then
+      exe[$b.$c]=$b
+    else
+      cp "$b" "$copies/$k.$c"
+      exe[$b.$c]=$copies/$k.$c
+    fi
+  done
 done
 declare -A wall cpu ratio_wall ratio_cpu
 # One run of binary $1: prints "WALL CPU".
@@ -61,7 +68,7 @@ one() {
   # Warm the page cache every time: memory reclaim can evict pages of a
   # large file between two runs.
   cat "$file" >/dev/null
-  out=$({ "${timer[@]}" "${exe[$1]}" replay -o /dev/null "${args[@]}" "$file" >/dev/null; } 2>&1)
+  out=$({ "${timer[@]}" "${exe[$1.$((r % ncopies))]}" replay -o /dev/null "${args[@]}" "$file" >/dev/null; } 2>&1)
   w=$(sed -n 's/.* wall \([0-9.]*\) s .*/\1/p' <<< "$out" | head -n 1)
   read -r _ u s <<< "$(grep '^TIME ' <<< "$out" | tail -n 1)"
   [ -n "$w" ] || { echo "$0: no summary from $1:" >&2; echo "$out" >&2; exit 2; }
