@@ -38,7 +38,8 @@
 # Works on any capture, not only qmwatch-gen's.
 #
 # Usage: benches/compare.sh FILE [RUNS]      (RUNS defaults to 5)
-# Environment: QMWATCH_ARGS adds arguments to both qmwatch runs (e.g. the
+# Environment: COPIES (default 3): copies of qmwatch and the flow floor the
+# rounds take turns among (why: below); QMWATCH_ARGS adds arguments to the qmwatch runs (e.g. the
 # policy flags from a qmwatch-gen truth file); NO_BUILD=1 skips the build;
 # NO_TSHARK=1 leaves tshark out (its memory and time grow faster than the
 # file: on a 1 GiB capture one run takes many minutes and GBs of RAM).
@@ -80,6 +81,21 @@ else
   [ $have_py = 1 ] || echo "note: neither python3 nor /usr/bin/time (apt package 'time'): no CPU time, no peak RSS" >&2
 fi
 
+# qmwatch and the flow floor run from copies made now, three (COPIES) of
+# each, the rounds taking turns ($QW and $FF in the commands): on the AMD
+# machine one binary replayed a capture of dense QMTP up to a quarter
+# faster or slower from one file holding it to another (how its pages sit
+# in memory; docs/performance.md, twenty-third round), so no figure rests
+# on one file. tcpdump and cat run as installed.
+ncopies=${COPIES:-3}
+[[ "$ncopies" =~ ^[1-9][0-9]*$ ]] || { echo "$0: COPIES must be a positive number" >&2; exit 2; }
+bins=$(mktemp -d)
+trap 'rm -rf "$bins"' EXIT
+for ((c = 0; c < ncopies; c++)); do
+  cp "$qmwatch" "$bins/qmwatch.$c"
+  if [ -x "$floor" ]; then cp "$floor" "$bins/flow_floor.$c"; fi
+done
+
 # Tools: name, command. A missing tool is said clearly and skipped.
 names=()
 cmds=()
@@ -93,13 +109,13 @@ add() {
 # counted under the table. The probe's choice moves their times: on the
 # AMD machine, before the touch of mapped windows was fixed, mapping took
 # 1.35x reading's time on mixed and the probe chose it in 7 runs of 18.
-add "qmwatch-1w" "$qmwatch replay --output /dev/null --workers 1 ${QMWATCH_ARGS:-} $(printf %q "$file")"
-add "qmwatch-2w" "$qmwatch replay --output /dev/null --workers 2 ${QMWATCH_ARGS:-} $(printf %q "$file")"
+add "qmwatch-1w" "\"\$QW\" replay --output /dev/null --workers 1 ${QMWATCH_ARGS:-} $(printf %q "$file")"
+add "qmwatch-2w" "\"\$QW\" replay --output /dev/null --workers 2 ${QMWATCH_ARGS:-} $(printf %q "$file")"
 # Each way of getting the file's bytes on its own (the runs above probe a
 # file of 128 MiB or more and take the cheaper): which costs less depends on
 # the machine.
-add "qmwatch-1w-read" "$qmwatch replay --quiet --output /dev/null --workers 1 --no-mmap ${QMWATCH_ARGS:-} $(printf %q "$file")"
-add "qmwatch-1w-map" "$qmwatch replay --quiet --output /dev/null --workers 1 --mmap ${QMWATCH_ARGS:-} $(printf %q "$file")"
+add "qmwatch-1w-read" "\"\$QW\" replay --quiet --output /dev/null --workers 1 --no-mmap ${QMWATCH_ARGS:-} $(printf %q "$file")"
+add "qmwatch-1w-map" "\"\$QW\" replay --quiet --output /dev/null --workers 1 --mmap ${QMWATCH_ARGS:-} $(printf %q "$file")"
 if command -v tcpdump >/dev/null; then
   add "tcpdump" "tcpdump -r $(printf %q "$file") -w /dev/null"
 else
@@ -112,8 +128,8 @@ elif ! floor_err=$("$floor" "$file" 2>&1); then
   # Its last line says why (the first gives its counts).
   echo "flow-floor: skipped, it cannot read this file: ${floor_err##*$'\n'}" >&2
 else
-  add "flow-floor" "$(printf %q "$floor") $(printf %q "$file") 2>/dev/null"
-  add "flow-floor-2t" "$(printf %q "$floor") $(printf %q "$file") --split 2>/dev/null"
+  add "flow-floor" "\"\$FF\" $(printf %q "$file") 2>/dev/null"
+  add "flow-floor-2t" "\"\$FF\" $(printf %q "$file") --split 2>/dev/null"
 fi
 if [ "${NO_TSHARK:-0}" = 1 ]; then
   echo "tshark: left out (NO_TSHARK=1)" >&2
@@ -134,7 +150,7 @@ echo "CPU: ${cpu_model:-unknown}, $(nproc) cores, L3 ${l3:-unknown}; load averag
 echo "file $file: $bytes bytes, $packets packets; $runs runs per tool, order rotating" >&2
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp" "$bins"' EXIT
 
 # run INDEX: one timed run; appends microseconds of wall and of CPU (user +
 # system) and KB of peak RSS to files. python3's getrusage gives CPU to the
@@ -192,6 +208,7 @@ sys.exit(rc)' "${cmds[$i]}" "$tmp/rss1.$i" "$have_time" >"$tmp/ru.$i" 2>"$tmp/er
 
 n=${#names[@]}
 for ((r = 0; r < runs; r++)); do
+  export QW=$bins/qmwatch.$((r % ncopies)) FF=$bins/flow_floor.$((r % ncopies))
   for ((k = 0; k < n; k++)); do
     run $(((k + r) % n))
   done
