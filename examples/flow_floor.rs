@@ -470,8 +470,9 @@ fn replay_split(input: impl Read, table: &mut Table) -> Result<(), String> {
             }
             t
         });
-        // Frames and decodes only: its segments are sent, not looked up.
-        let mut reader = Table::default();
+        // Frames and decodes only: its segments are sent, not looked up, so
+        // it needs next to no slots of its own.
+        let mut reader = Table::with_bits(1);
         let read = replay_with(input, &mut reader, |r| {
             let spare = spares.try_recv().unwrap_or_default();
             let full = std::mem::replace(&mut r.pending, spare);

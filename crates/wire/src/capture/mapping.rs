@@ -324,7 +324,7 @@ impl Mapping {
         let upto = end - end % RELEASE_RUN;
         self.done.fetch_max(upto, Ordering::AcqRel);
         let released = self.released.load(Ordering::Acquire);
-        if upto >= released + WORKER_RELEASE_RUNS * RELEASE_RUN {
+        if upto >= released.saturating_add(WORKER_RELEASE_RUNS * RELEASE_RUN) {
             self.release_upto(upto);
         }
     }

@@ -1858,6 +1858,7 @@ fn a_waiting_reader_gives_back_the_pages_of_finished_windows() {
     use crate::capture::mapping::{Mapping, RELEASE_RUN};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+    // Three runs of records of 1,016 bytes (a 16-byte header and 1,000 of data).
     let data = pattern(3, 1000);
     let n = 3 * RELEASE_RUN / 1016;
     let input: Vec<Rec> = (0..n as u32).map(|i| (i, 0, &data[..], 1000)).collect();
