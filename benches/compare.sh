@@ -39,8 +39,9 @@
 #
 # Usage: benches/compare.sh FILE [RUNS]      (RUNS defaults to 5)
 # Environment: COPIES (default 3): copies of qmwatch and the flow floor the
-# rounds take turns among (why: below); QMWATCH_ARGS adds arguments to the qmwatch runs (e.g. the
-# policy flags from a qmwatch-gen truth file); NO_BUILD=1 skips the build;
+# rounds take turns among (why: below); QMWATCH_ARGS adds arguments to the
+# qmwatch runs (e.g. the policy flags from a qmwatch-gen truth file);
+# NO_BUILD=1 skips the build;
 # NO_TSHARK=1 leaves tshark out (its memory and time grow faster than the
 # file: on a 1 GiB capture one run takes many minutes and GBs of RAM).
 #
