@@ -16,8 +16,8 @@
 # sum with START_UP instructions (default 2.3 million: what a replay of an
 # empty capture costs) taken off, and how many of those went to SHA-1 in
 # its portable code, where native runs on a CPU with SHA extensions spend
-# far fewer (see the note at the end). Valgrind runs the threads one at a time,
-# so `--decode-in capture` or `worker` is what fixes which thread decodes
+# far fewer (see the note in the loop). Valgrind runs the threads one at a
+# time, so `--decode-in capture` or `worker` is what fixes which thread decodes
 # (left to `auto`, the split follows valgrind's scheduling, not the
 # machine's). Use captures of some tens of MiB: valgrind runs about fifty
 # times slower than the machine.
@@ -43,6 +43,7 @@ valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$dir/cg" 
   { echo "$0: the replay under valgrind failed:" >&2; cat "$dir/log" >&2; exit 2; }
 echo "$file: $packets packets; instructions a packet (callgrind), args: ${*:-none}"
 total=0
+sha=0
 n=0
 # callgrind numbers the threads' files cg-01, cg-02, ...: the glob's order.
 for t in "$dir"/cg-*; do
@@ -51,16 +52,13 @@ for t in "$dir"/cg-*; do
   n=$((n + 1))
   total=$((total + c))
   printf '  thread %d: %d\n' "$n" $((c / packets))
-done
-printf '  all threads, start-up (%d) off: %d\n' "$start_up" $(((total - start_up) / packets))
-# Valgrind hides the CPU's SHA extensions, so the event ids' and Community
-# IDs' SHA-1 (the detect thread's) runs here in its portable code, several
-# thousand instructions an event; natively, on a CPU with SHA-NI (AMD Zen,
-# recent Intel), the same blocks take a small fraction of that.
-sha=0
-for t in "$dir"/cg-*; do
+  # Valgrind hides the CPU's SHA extensions, so the event ids' and
+  # Community IDs' SHA-1 (the detect thread's) runs here in its portable
+  # code, several thousand instructions an event; natively, on a CPU with
+  # SHA-NI (AMD Zen, recent Intel), the same blocks take a small fraction.
   s=$(callgrind_annotate --inclusive=yes "$t" 2>/dev/null |
     sed -n 's/^ *\([0-9,]*\) .*sha1::compress::soft::compress \[.*/\1/p' | head -n 1 | tr -d ,)
   sha=$((sha + ${s:-0}))
 done
+printf '  all threads, start-up (%d) off: %d\n' "$start_up" $(((total - start_up) / packets))
 printf '  of which SHA-1 in portable code (valgrind hides SHA-NI): %d\n' $((sha / packets))
