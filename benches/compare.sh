@@ -32,8 +32,11 @@
 # wall time, Gbit/s and packets/s of the file, its speed relative to tcpdump,
 # its time relative to cat's, its median CPU time (user + system) in all and
 # per packet, and peak RSS (CPU and RSS from /usr/bin/time -v when
-# installed). CPU per packet is what a busy sensor pays: compare it with
-# tcpdump's, not only the wall time, which a second core can hide.
+# installed); then, round by round, each tool's speed and CPU time against
+# tcpdump's in the same round, their median and quartiles (the figures to
+# quote on a machine whose load drifts). CPU per packet is what a busy
+# sensor pays: compare it with tcpdump's, not only the wall time, which a
+# second core can hide.
 #
 # Works on any capture, not only qmwatch-gen's.
 #
@@ -248,6 +251,32 @@ for ((i = 0; i < n; i++)); do
        printf "%-15s %9.3f %8.2f %8.2f %11s %8s %8s %9s %9s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, vscat, cs, cp, rss
      }'
 done
+# Against tcpdump round by round: each round runs every tool once, a few
+# seconds apart, so a round's ratios are taken under one load. Their median
+# moves less with drift in the machine's load than the ratio of the medians
+# above; the quartiles show how far the rounds spread.
+# round_ratios NUM DEN: the median and quartiles of NUM's lines over DEN's.
+round_ratios() {
+  paste -d' ' "$1" "$2" | awk '$2 > 0 {printf "%.6f\n", $1 / $2}' | sort -n |
+    awk '{v[NR] = $1}
+      function q(p,   x, k) { x = 1 + (NR - 1) * p; k = int(x); return v[k] + (x - k) * (v[k < NR ? k + 1 : k] - v[k]) }
+      END { if (NR) printf "%.3gx (%.3g-%.3gx)", q(0.5), q(0.25), q(0.75); else printf "-" }'
+}
+base_i=""
+for ((i = 0; i < n; i++)); do
+  if [ "${names[$i]}" = tcpdump ]; then base_i=$i; fi
+done
+if [ -n "$base_i" ] && [ "$runs" -ge 2 ]; then
+  echo "against tcpdump, round by round: median (quartiles) of speed, and of CPU time over tcpdump's"
+  for ((i = 0; i < n; i++)); do
+    [ "$i" = "$base_i" ] && continue
+    cpu_ratio="-"
+    if [ -s "$tmp/cpu.$i" ] && [ -s "$tmp/cpu.$base_i" ]; then
+      cpu_ratio=$(round_ratios "$tmp/cpu.$i" "$tmp/cpu.$base_i")
+    fi
+    printf '  %-15s speed %-22s CPU %s\n' "${names[$i]}" "$(round_ratios "$tmp/us.$base_i" "$tmp/us.$i")" "$cpu_ratio"
+  done
+fi
 for ((i = 0; i < n; i++)); do
   if [ -s "$tmp/access.$i" ]; then
     echo "${names[$i]}: file mapped in $(grep -c mapped "$tmp/access.$i") runs, read in $(grep -c read "$tmp/access.$i") (its own choice: a small file is read, a large one probed)"
