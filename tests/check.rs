@@ -1351,20 +1351,33 @@ fn replay_of_check_traffic_names_qmwatch() {
     }
     let o = check(&["--relay-test", &a]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    // Loopback counts as trusted by default: name another network so the
+    // relay test is judged too.
+    let replay = || {
+        qmwatch(&[
+            "replay",
+            "--quiet",
+            "--trusted-net",
+            "192.0.2.0/24",
+            pcap.to_str().unwrap(),
+        ])
+    };
+    // tcpdump writes each packet once it has read it (-U), but on a busy
+    // machine (the whole suite at once, on two cores) it may read them
+    // seconds after they were sent, and a SIGINT loses what it has not
+    // read. So stop it once the file so far holds both packages' verdicts
+    // (a replay of it: a last record still being written is only cut
+    // short), then give it the flows' last packets.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dataset(&events(&replay()), "qmwatch.relay").len() < 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
     thread::sleep(Duration::from_millis(1500));
     let _ = Command::new("kill")
         .args(["-INT", &td.id().to_string()])
         .status();
     let _ = td.wait();
-    // Loopback counts as trusted by default: name another network so the
-    // relay test is judged too.
-    let r = qmwatch(&[
-        "replay",
-        "--quiet",
-        "--trusted-net",
-        "192.0.2.0/24",
-        pcap.to_str().unwrap(),
-    ]);
+    let r = replay();
     assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
     let evs = events(&r);
     let probes = dataset(&evs, "qmwatch.probe");
