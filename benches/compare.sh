@@ -89,8 +89,8 @@ fi
 # each, the rounds taking turns ($QW and $FF in the commands): on the AMD
 # machine one binary replayed a capture of dense QMTP up to a quarter
 # faster or slower from one file holding it to another (how its pages sit
-# in memory; docs/performance-history.md, twenty-third round), so no figure rests
-# on one file. tcpdump and cat run as installed.
+# in memory; docs/performance-history.md, twenty-third round), so no
+# figure rests on one file. tcpdump and cat run as installed.
 ncopies=${COPIES:-3}
 [[ "$ncopies" =~ ^[1-9][0-9]*$ ]] || { echo "$0: COPIES must be a positive number" >&2; exit 2; }
 bins=$(mktemp -d)
