@@ -25,6 +25,12 @@
 #                               a block's segments handed over in one batch:
 #                               a capture thread and one flow worker at the
 #                               least cost)
+#   flow_floor FILE --split --checked
+#                              (the same with the checks a sensor that must
+#                               not be blinded makes on every packet's common
+#                               path: checksums, TTL, timestamps, SYNs, RSTs,
+#                               loss books, first-bytes sniffing; still no
+#                               linger of closed flows, reassembly or events)
 #   tshark -r FILE -Y 'tcp.payload matches "^[1-9][0-9]*:[KZD]"'   (K/Z/D replies)
 #
 # Runs alternate (the order rotates every round) so that drift in machine
@@ -134,6 +140,7 @@ elif ! floor_err=$("$floor" "$file" 2>&1); then
 else
   add "flow-floor" "\"\$FF\" $(printf %q "$file") 2>/dev/null"
   add "flow-floor-2t" "\"\$FF\" $(printf %q "$file") --split 2>/dev/null"
+  add "flow-floor-chk-2t" "\"\$FF\" $(printf %q "$file") --split --checked 2>/dev/null"
 fi
 if [ "${NO_TSHARK:-0}" = 1 ]; then
   echo "tshark: left out (NO_TSHARK=1)" >&2
@@ -230,7 +237,7 @@ for ((i = 0; i < n; i++)); do
   if [ "${names[$i]}" = cat ]; then cat_us=$(median "$tmp/us.$i"); fi
 done
 
-printf '%-15s %9s %8s %8s %11s %8s %8s %9s %9s\n' \
+printf '%-17s %9s %8s %8s %11s %8s %8s %9s %9s\n' \
   tool "median s" "Gbit/s" "Mpkt/s" "vs tcpdump" "vs cat" "CPU s" "CPU/pkt" "peak RSS"
 for ((i = 0; i < n; i++)); do
   us=$(median "$tmp/us.$i")
@@ -248,7 +255,7 @@ for ((i = 0; i < n; i++)); do
        s = us / 1e6
        cs = "-"; cp = "-"
        if (cpu != "-") { cs = sprintf("%.3f", cpu / 1e6); if (pk > 0) cp = sprintf("%.0f ns", cpu * 1000 / pk) }
-       printf "%-15s %9.3f %8.2f %8.2f %11s %8s %8s %9s %9s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, vscat, cs, cp, rss
+       printf "%-17s %9.3f %8.2f %8.2f %11s %8s %8s %9s %9s\n", name, s, bytes * 8 / s / 1e9, pk / s / 1e6, ratio, vscat, cs, cp, rss
      }'
 done
 # Against tcpdump round by round: each round runs every tool once, a few
@@ -274,7 +281,7 @@ if [ -n "$base_i" ] && [ "$runs" -ge 2 ]; then
     if [ -s "$tmp/cpu.$i" ] && [ -s "$tmp/cpu.$base_i" ]; then
       cpu_ratio=$(round_ratios "$tmp/cpu.$i" "$tmp/cpu.$base_i")
     fi
-    printf '  %-15s speed %-22s CPU %s\n' "${names[$i]}" "$(round_ratios "$tmp/us.$base_i" "$tmp/us.$i")" "$cpu_ratio"
+    printf '  %-17s speed %-22s CPU %s\n' "${names[$i]}" "$(round_ratios "$tmp/us.$base_i" "$tmp/us.$i")" "$cpu_ratio"
   done
 fi
 for ((i = 0; i < n; i++)); do
@@ -286,5 +293,6 @@ echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than li
 echo " vs cat: the tool's median time / cat's, the cost over reading the file's bytes;"
 echo " flow-floor: reading the file as qmwatch does and a prefetched flat table of its TCP flows, nothing more;"
 echo " flow-floor-2t: the same with the table on a second thread, as qmwatch's one worker;"
+echo " flow-floor-chk-2t: flow-floor-2t with a sensor's per-packet checks (--checked), still less than qmwatch does;"
 echo " CPU: median user + system time, in all and per packet of the file)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

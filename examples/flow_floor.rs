@@ -17,17 +17,25 @@
 //! reading the bytes; this is a floor for a flow-tracking sensor, so that
 //! qmwatch's CPU per packet can be read against both on any machine.
 //!
-//! Usage: `cargo run --release --example flow_floor -- FILE [--split]`
-//! (prints its counts on standard error; exit 2 on a file it cannot read).
-//! With `--split` the table is kept on a second thread, each block's
-//! segments handed over in one batch, as a sensor with a capture thread
-//! and one flow worker would: what two cores can do at the least cost.
+//! Usage: `cargo run --release --example flow_floor -- FILE [--split]
+//! [--checked]` (prints its counts on standard error; exit 2 on a file it
+//! cannot read). With `--split` the table is kept on a second thread, each
+//! block's segments handed over in one batch, as a sensor with a capture
+//! thread and one flow worker would: what two cores can do at the least
+//! cost. With `--checked` each packet also passes the checks that a sensor
+//! which must not be blinded makes on its common path (checksums, SYNs,
+//! TTLs, timestamps, RSTs, the capture-loss books, first-bytes sniffing:
+//! see the `checked` module), still without what qmwatch does beyond
+//! them: a floor for such a sensor.
 //!
 //! Must not: panic on any file (every length is bounds-checked, a record
 //! larger than `MAX_RECORD` is an error, the table has a cap) or be mistaken
 //! for a detector.
 
 use std::io::Read;
+
+#[path = "flow_floor/checked.rs"]
+mod checked;
 
 /// Bytes asked of `read` at a time (qmwatch's block size).
 const BLOCK: usize = 1 << 20;
@@ -61,6 +69,20 @@ struct Key {
     ports: u32,
 }
 
+/// What a [`Flat`] table needs of its slots.
+trait FlatSlot: Copy + Default {
+    fn key(&self) -> Key;
+    fn used(&self) -> bool;
+    /// Marks the slot free.
+    fn free(&mut self);
+    /// Capture time of the connection's latest segment.
+    fn last_ns(&self) -> u64;
+
+    fn holds(&self, k: &Key) -> bool {
+        self.used() && self.key() == *k
+    }
+}
+
 /// A slot of the table: a connection and its state, 48 bytes (laid out
 /// flat: a `Key` inside would be padded to 48 bytes on its own).
 #[derive(Clone, Copy, Default)]
@@ -75,7 +97,7 @@ struct Slot {
     last_ns: u64,
 }
 
-impl Slot {
+impl FlatSlot for Slot {
     fn key(&self) -> Key {
         Key {
             lo: self.lo,
@@ -84,8 +106,16 @@ impl Slot {
         }
     }
 
-    fn holds(&self, k: &Key) -> bool {
-        self.used && self.lo == k.lo && self.hi == k.hi && self.ports == k.ports
+    fn used(&self) -> bool {
+        self.used
+    }
+
+    fn free(&mut self) {
+        self.used = false;
+    }
+
+    fn last_ns(&self) -> u64 {
+        self.last_ns
     }
 }
 
@@ -102,7 +132,6 @@ struct Pending {
 /// What a run counted.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Counts {
-    packets: u64,
     tcp: u64,
     /// Keys inserted: a segment after both FINs (the last ACK) inserts
     /// its connection again, as the floor keeps no closing state.
@@ -116,43 +145,288 @@ const FIRST_BITS: u32 = 16;
 /// Segments between a slot's prefetch and its look-up.
 const AHEAD: usize = 16;
 
-/// The flow table, built as a tuned sensor's would be: open addressing
-/// with linear probing and backward-shift deletion (no tombstones) in one
-/// flat array, and the segments of a read buffer queued first, so that the
-/// slot of the segment `AHEAD` places on can be prefetched while this one
-/// is looked up. (A general-purpose hash map, `std`'s with `FxHash`, took
-/// half as long again on small flows, most of it waiting for its table.)
-struct Table {
-    slots: Vec<Slot>,
+/// Connections in one flat array, as a tuned sensor would keep them: open
+/// addressing with linear probing and backward-shift deletion (no
+/// tombstones), at most 3/4 full. (A general-purpose hash map, `std`'s
+/// with `FxHash`, took half as long again on small flows, most of it
+/// waiting for its table.)
+struct Flat<S> {
+    slots: Vec<S>,
     len: usize,
     bits: u32,
-    pending: Vec<Pending>,
-    next_sweep: u64,
-    /// `counts.tcp` at the last sweep.
-    swept_at: u64,
-    sweeps: u64,
-    counts: Counts,
 }
 
-impl Default for Table {
-    fn default() -> Self {
-        Table::with_bits(FIRST_BITS)
+impl<S: FlatSlot> Flat<S> {
+    /// A table of `2^bits` slots to start with.
+    fn with_bits(bits: u32) -> Self {
+        Flat {
+            slots: vec![S::default(); 1 << bits],
+            len: 0,
+            bits,
+        }
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        (hash >> (64 - self.bits)) as usize
+    }
+
+    fn next(&self, i: usize) -> usize {
+        (i + 1) & (self.slots.len() - 1)
+    }
+
+    /// Asks for both lines a slot may span where the look-up of `hash`
+    /// starts, so that it has come when the look-up runs.
+    fn prefetch_home(&self, hash: u64) {
+        let slot = self.slots.as_ptr().wrapping_add(self.home(hash));
+        prefetch(slot);
+        prefetch(slot.cast::<u8>().wrapping_add(std::mem::size_of::<S>() - 1));
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go. Ends:
+    /// the table is never more than 3/4 full.
+    fn find(&self, key: &Key, hash: u64) -> (usize, bool) {
+        let mut i = self.home(hash);
+        loop {
+            match self.slots.get(i) {
+                Some(s) if s.holds(key) => return (i, true),
+                Some(s) if s.used() => i = self.next(i),
+                _ => return (i, false),
+            }
+        }
+    }
+
+    /// Puts `s` in empty slot `i` (where [`Flat::find`] left it); returns
+    /// where it is now, as the table may have grown.
+    fn insert_at(&mut self, i: usize, s: S, hash: u64) -> usize {
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = s;
+            self.len += 1;
+        }
+        if self.len * 4 <= self.slots.len() * 3 {
+            return i;
+        }
+        self.grow();
+        self.find(&s.key(), hash).0
+    }
+
+    /// Empties slot `hole` and moves later slots of its run back, so that
+    /// every key stays reachable from its home without tombstones.
+    fn remove_at(&mut self, mut hole: usize) {
+        if let Some(s) = self.slots.get_mut(hole) {
+            s.free();
+        }
+        self.len -= 1;
+        let mut j = hole;
+        loop {
+            j = self.next(j);
+            let Some(&s) = self.slots.get(j).filter(|s| s.used()) else {
+                return;
+            };
+            let home = self.home(hash_of(&s.key()));
+            // `s` may fill the hole unless its home lies after the hole,
+            // up to `j` (cyclically).
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                if let Some(h) = self.slots.get_mut(hole) {
+                    *h = s;
+                }
+                if let Some(o) = self.slots.get_mut(j) {
+                    o.free();
+                }
+                hole = j;
+            }
+        }
+    }
+
+    /// Places a connection not in the table (growing moves them with this).
+    fn put(&mut self, s: S) {
+        let key = s.key();
+        let (i, _) = self.find(&key, hash_of(&key));
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = s;
+            self.len += 1;
+        }
+    }
+
+    /// Twice the slots, every connection placed again.
+    fn grow(&mut self) {
+        self.bits += 1;
+        let old = std::mem::replace(&mut self.slots, vec![S::default(); 1 << self.bits]);
+        self.len = 0;
+        for s in old.into_iter().filter(|s| s.used()) {
+            self.put(s);
+        }
+    }
+
+    /// Drops the connections idle for `IDLE_NS` at `now`, in place (a slot
+    /// that a removal refills is looked at again).
+    fn drop_idle(&mut self, now: u64) {
+        let mut i = 0;
+        while let Some(s) = self.slots.get(i) {
+            if s.used() && now.saturating_sub(s.last_ns()) >= IDLE_NS {
+                self.remove_at(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 }
 
-impl Table {
-    /// A table of `2^bits` slots to start with.
-    fn with_bits(bits: u32) -> Table {
-        Table {
-            slots: vec![Slot::default(); 1 << bits],
-            len: 0,
-            bits,
-            pending: Vec::new(),
-            next_sweep: 0,
-            swept_at: 0,
-            sweeps: 0,
-            counts: Counts::default(),
+/// When idle flows are looked for: at most once a second of capture time
+/// and once per `SWEEP_EVERY` segments, whatever the time stamps do.
+#[derive(Debug, Default)]
+struct SweepClock {
+    next: u64,
+    /// Segments handled at the last sweep.
+    at: u64,
+    sweeps: u64,
+}
+
+impl SweepClock {
+    /// Whether a sweep is due at `ts` after `handled` segments (and if so,
+    /// it counts as done).
+    fn due(&mut self, ts: u64, handled: u64) -> bool {
+        if ts < self.next || handled < self.at + SWEEP_EVERY {
+            return false;
         }
+        self.at = handled;
+        self.sweeps += 1;
+        self.next = ts.saturating_add(SWEEP_NS);
+        true
+    }
+}
+
+/// A flow table's rules, as the reading loop drives them: the floor's
+/// table, or the checked one (`--checked`).
+trait Rules: Default + Send {
+    /// A segment as decoded for this table's look-ups.
+    type Segment: Send;
+    /// A table for the reading thread of `--split`, which keeps no flows.
+    fn small() -> Self;
+    /// The TCP segment of a frame of link type `link`, if it has one.
+    fn decode(ts: u64, link: u32, frame: &[u8]) -> Option<Self::Segment>;
+    /// Asks for the slot where the look-up of `s` starts.
+    fn prefetch(&self, s: &Self::Segment);
+    /// One segment through the table's rules.
+    fn one(&mut self, s: &Self::Segment);
+    /// What the run counted, one line, with the `packets` read in all.
+    fn report(&self, packets: u64) -> String;
+
+    /// Looks up `segs` in order, prefetching the slot of the segment
+    /// `AHEAD` places on while each one is looked up.
+    fn look_up(&mut self, segs: &[Self::Segment]) {
+        for (j, s) in segs.iter().enumerate() {
+            if let Some(a) = segs.get(j + AHEAD) {
+                self.prefetch(a);
+            }
+            self.one(s);
+        }
+    }
+}
+
+/// A table, and what the reading loop keeps for it: the frames read, and
+/// the segments of a read buffer, queued until the buffer's frames are all
+/// read ([`Tracker::flush`]).
+struct Tracker<R: Rules> {
+    table: R,
+    pending: Vec<R::Segment>,
+    packets: u64,
+}
+
+impl<R: Rules> Tracker<R> {
+    fn new(table: R) -> Self {
+        Tracker {
+            table,
+            pending: Vec::new(),
+            packets: 0,
+        }
+    }
+
+    /// One frame of link type `link`: its TCP segment, if it has one,
+    /// decoded and queued.
+    fn frame(&mut self, ts: u64, link: u32, frame: &[u8]) {
+        self.packets += 1;
+        if let Some(s) = R::decode(ts, link, frame) {
+            self.pending.push(s);
+        }
+    }
+
+    /// Looks up every queued segment, in order.
+    fn flush(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.table.look_up(&pending);
+        pending.clear();
+        self.pending = pending;
+    }
+}
+
+/// A flow table: a [`Flat`] table of slots `S`, when to sweep it, and what
+/// its rules counted (`C`).
+struct FlowTable<S, C> {
+    flat: Flat<S>,
+    clock: SweepClock,
+    counts: C,
+}
+
+impl<S: FlatSlot, C: Default> FlowTable<S, C> {
+    /// A table of `2^bits` slots to start with.
+    fn with_bits(bits: u32) -> Self {
+        FlowTable {
+            flat: Flat::with_bits(bits),
+            clock: SweepClock::default(),
+            counts: C::default(),
+        }
+    }
+
+    /// Connections in the table.
+    fn len(&self) -> usize {
+        self.flat.len
+    }
+}
+
+impl<S: FlatSlot, C: Default> Default for FlowTable<S, C> {
+    fn default() -> Self {
+        Self::with_bits(FIRST_BITS)
+    }
+}
+
+/// The floor's flow table.
+type Table = FlowTable<Slot, Counts>;
+
+impl Rules for Table {
+    type Segment = Pending;
+
+    fn small() -> Self {
+        Self::with_bits(1)
+    }
+
+    fn decode(ts: u64, link: u32, frame: &[u8]) -> Option<Pending> {
+        let (src, dst, flags) = ip_of(link, frame).and_then(tcp_of)?;
+        Some(pending(ts, src, dst, flags))
+    }
+
+    fn prefetch(&self, p: &Pending) {
+        self.flat.prefetch_home(p.hash);
+    }
+
+    fn one(&mut self, p: &Pending) {
+        self.segment(p);
+    }
+
+    fn report(&self, packets: u64) -> String {
+        let c = &self.counts;
+        format!(
+            "flow_floor: packets {packets} tcp segments {} flow entries made {} (peak {}, over the cap {}, open at the end {})",
+            c.tcp,
+            c.flows,
+            c.peak,
+            c.over_cap,
+            self.len()
+        )
     }
 }
 
@@ -179,132 +453,11 @@ fn prefetch<T>(p: *const T) {
 }
 
 impl Table {
-    /// Connections in the table.
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn home(&self, hash: u64) -> usize {
-        (hash >> (64 - self.bits)) as usize
-    }
-
-    fn next(&self, i: usize) -> usize {
-        (i + 1) & (self.slots.len() - 1)
-    }
-
-    /// One TCP segment from `src` to `dst` with `flags`: queued until the
-    /// buffer's frames are all read ([`Table::flush`]).
-    fn segment(&mut self, ts: u64, src: Endpoint, dst: Endpoint, flags: u8) {
-        let (key, from_hi) = if src <= dst {
-            (key(src, dst), false)
-        } else {
-            (key(dst, src), true)
-        };
-        let hash = hash_of(&key);
-        self.pending.push(Pending {
-            key,
-            hash,
-            ts,
-            flags,
-            from_hi,
-        });
-    }
-
-    /// Looks up every queued segment, in order.
-    fn flush(&mut self) {
-        let mut pending = std::mem::take(&mut self.pending);
-        self.look_up(&pending);
-        pending.clear();
-        self.pending = pending;
-    }
-
-    /// Looks up `pending`'s segments, in order.
-    fn look_up(&mut self, pending: &[Pending]) {
-        for (j, p) in pending.iter().enumerate() {
-            if let Some(a) = pending.get(j + AHEAD) {
-                let slot = self.slots.as_ptr().wrapping_add(self.home(a.hash));
-                prefetch(slot);
-                prefetch(
-                    slot.cast::<u8>()
-                        .wrapping_add(std::mem::size_of::<Slot>() - 1),
-                );
-            }
-            self.one(p);
-        }
-    }
-
-    /// The slot holding `key`, or the empty slot where it would go. Ends:
-    /// the table is never more than 3/4 full.
-    fn find(&self, key: &Key, hash: u64) -> (usize, bool) {
-        let mut i = self.home(hash);
-        loop {
-            match self.slots.get(i) {
-                Some(s) if s.holds(key) => return (i, true),
-                Some(s) if s.used => i = self.next(i),
-                _ => return (i, false),
-            }
-        }
-    }
-
-    /// Empties slot `hole` and moves later slots of its run back, so that
-    /// every key stays reachable from its home without tombstones.
-    fn remove_at(&mut self, mut hole: usize) {
-        if let Some(s) = self.slots.get_mut(hole) {
-            s.used = false;
-        }
-        self.len -= 1;
-        let mut j = hole;
-        loop {
-            j = self.next(j);
-            let Some(&s) = self.slots.get(j).filter(|s| s.used) else {
-                return;
-            };
-            let home = self.home(hash_of(&s.key()));
-            // `s` may fill the hole unless its home lies after the hole,
-            // up to `j` (cyclically).
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !stays {
-                if let Some(h) = self.slots.get_mut(hole) {
-                    *h = s;
-                }
-                if let Some(o) = self.slots.get_mut(j) {
-                    o.used = false;
-                }
-                hole = j;
-            }
-        }
-    }
-
-    /// Places a connection not in the table (growing and sweeping move
-    /// them with this).
-    fn put(&mut self, s: Slot) {
-        let key = s.key();
-        let (i, _) = self.find(&key, hash_of(&key));
-        if let Some(slot) = self.slots.get_mut(i) {
-            *slot = s;
-            self.len += 1;
-        }
-    }
-
-    /// Twice the slots, every connection placed again.
-    fn grow(&mut self) {
-        self.bits += 1;
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); 1 << self.bits]);
-        self.len = 0;
-        for s in old.into_iter().filter(|s| s.used) {
-            self.put(s);
-        }
-    }
-
-    /// One queued segment through the table's rules: insert, refresh,
-    /// remove on RST or the second FIN, sweep when due.
-    fn one(&mut self, p: &Pending) {
+    /// One segment through the table's rules: insert, refresh, remove on
+    /// RST or the second FIN, sweep when due.
+    fn segment(&mut self, p: &Pending) {
         self.counts.tcp += 1;
-        let (i, found) = self.find(&p.key, p.hash);
+        let (i, found) = self.flat.find(&p.key, p.hash);
         let fin = if p.flags & TCP_FIN != 0 {
             1 << u8::from(p.from_hi)
         } else {
@@ -312,71 +465,35 @@ impl Table {
         };
         if p.flags & TCP_RST != 0 {
             if found {
-                self.remove_at(i);
+                self.flat.remove_at(i);
             }
         } else if found {
             let mut done = false;
-            if let Some(f) = self.slots.get_mut(i) {
+            if let Some(f) = self.flat.slots.get_mut(i) {
                 f.last_ns = f.last_ns.max(p.ts);
                 f.fins |= fin;
                 done = f.fins == 3;
             }
             if done {
-                self.remove_at(i);
+                self.flat.remove_at(i);
             }
-        } else if self.len < MAX_FLOWS {
-            if let Some(s) = self.slots.get_mut(i) {
-                *s = Slot {
-                    lo: p.key.lo,
-                    hi: p.key.hi,
-                    ports: p.key.ports,
-                    fins: fin,
-                    used: true,
-                    last_ns: p.ts,
-                };
-                self.len += 1;
-            }
+        } else if self.flat.len < MAX_FLOWS {
+            let slot = Slot {
+                lo: p.key.lo,
+                hi: p.key.hi,
+                ports: p.key.ports,
+                fins: fin,
+                used: true,
+                last_ns: p.ts,
+            };
+            self.flat.insert_at(i, slot, p.hash);
             self.counts.flows += 1;
-            self.counts.peak = self.counts.peak.max(self.len);
-            if self.len * 4 > self.slots.len() * 3 {
-                self.grow();
-            }
+            self.counts.peak = self.counts.peak.max(self.flat.len);
         } else {
             self.counts.over_cap += 1;
         }
-        // At most one sweep a second of capture time and one per
-        // `SWEEP_EVERY` segments, whatever the time stamps do.
-        if p.ts >= self.next_sweep && self.counts.tcp >= self.swept_at + SWEEP_EVERY {
-            self.sweep(p.ts);
-        }
-    }
-
-    /// Drops the connections idle for `IDLE_NS` at `now`, in place (a slot
-    /// that a removal refills is looked at again).
-    fn sweep(&mut self, now: u64) {
-        self.swept_at = self.counts.tcp;
-        self.sweeps += 1;
-        let mut i = 0;
-        while let Some(s) = self.slots.get(i) {
-            if s.used && now.saturating_sub(s.last_ns) >= IDLE_NS {
-                self.remove_at(i);
-            } else {
-                i += 1;
-            }
-        }
-        self.next_sweep = now.saturating_add(SWEEP_NS);
-    }
-
-    /// One frame of link type `link`: its TCP segment, if it has one.
-    fn frame(&mut self, ts: u64, link: u32, frame: &[u8]) {
-        self.counts.packets += 1;
-        let ip = match link {
-            LINKTYPE_ETHERNET => ethernet_payload(frame),
-            LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => Some(frame),
-            _ => None,
-        };
-        if let Some((src, dst, flags)) = ip.and_then(tcp_of) {
-            self.segment(ts, src, dst, flags);
+        if self.clock.due(p.ts, self.counts.tcp) {
+            self.flat.drop_idle(p.ts);
         }
     }
 }
@@ -384,11 +501,37 @@ impl Table {
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 
+/// One TCP segment from `src` to `dst` with `flags`, as the table looks
+/// it up.
+fn pending(ts: u64, src: Endpoint, dst: Endpoint, flags: u8) -> Pending {
+    let (key, from_hi) = if src <= dst {
+        (key(src, dst), false)
+    } else {
+        (key(dst, src), true)
+    };
+    Pending {
+        key,
+        hash: hash_of(&key),
+        ts,
+        flags,
+        from_hi,
+    }
+}
+
 fn key(lo: Endpoint, hi: Endpoint) -> Key {
     Key {
         lo: u128::from_be_bytes(lo.0),
         hi: u128::from_be_bytes(hi.0),
         ports: u32::from(lo.1) << 16 | u32::from(hi.1),
+    }
+}
+
+/// The IP packet of a frame of link type `link`, if it has one.
+fn ip_of(link: u32, frame: &[u8]) -> Option<&[u8]> {
+    match link {
+        LINKTYPE_ETHERNET => ethernet_payload(frame),
+        LINKTYPE_RAW | LINKTYPE_IPV4 | LINKTYPE_IPV6 => Some(frame),
+        _ => None,
     }
 }
 
@@ -444,8 +587,8 @@ fn tcp_of(ip: &[u8]) -> Option<(Endpoint, Endpoint, u8)> {
 
 /// Reads capture file bytes from `input`, block by block, and feeds every
 /// record to `table`.
-fn replay(input: impl Read, table: &mut Table) -> Result<(), String> {
-    replay_with(input, table, Table::flush)
+fn replay<R: Rules>(input: impl Read, t: &mut Tracker<R>) -> Result<(), String> {
+    replay_with(input, t, Tracker::flush)
 }
 
 /// Batches of segments in flight between the threads of [`replay_split`].
@@ -456,23 +599,23 @@ const SPLIT_BATCHES: usize = 8;
 /// the least a sensor of this shape (a capture thread and a flow worker)
 /// pays for the hand-over, so that what two cores can do for a flow table
 /// can be read beside what one does.
-fn replay_split(input: impl Read, table: &mut Table) -> Result<(), String> {
-    let (to_table, batches) = std::sync::mpsc::sync_channel::<Vec<Pending>>(SPLIT_BATCHES);
-    let (to_reader, spares) = std::sync::mpsc::channel::<Vec<Pending>>();
+fn replay_split<R: Rules>(input: impl Read, t: &mut Tracker<R>) -> Result<(), String> {
+    let (to_table, batches) = std::sync::mpsc::sync_channel::<Vec<R::Segment>>(SPLIT_BATCHES);
+    let (to_reader, spares) = std::sync::mpsc::channel::<Vec<R::Segment>>();
     let (read, packets, kept) = std::thread::scope(|s| {
         let worker = s.spawn(move || {
-            let mut t = Table::default();
+            let mut table = R::default();
             for mut batch in batches {
-                t.look_up(&batch);
+                table.look_up(&batch);
                 batch.clear();
                 // The reader may be gone (an error): the vector is dropped.
                 let _ = to_reader.send(batch);
             }
-            t
+            table
         });
         // Frames and decodes only: its segments are sent, not looked up, so
         // it needs next to no slots of its own.
-        let mut reader = Table::with_bits(1);
+        let mut reader = Tracker::new(R::small());
         let read = replay_with(input, &mut reader, |r| {
             let spare = spares.try_recv().unwrap_or_default();
             let full = std::mem::replace(&mut r.pending, spare);
@@ -480,19 +623,19 @@ fn replay_split(input: impl Read, table: &mut Table) -> Result<(), String> {
             let _ = to_table.send(full);
         });
         drop(to_table);
-        (read, reader.counts.packets, worker.join())
+        (read, reader.packets, worker.join())
     });
-    *table = kept.map_err(|_| "the table thread panicked".to_string())?;
-    table.counts.packets = packets;
+    t.table = kept.map_err(|_| "the table thread panicked".to_string())?;
+    t.packets = packets;
     read
 }
 
 /// [`replay`], with `block_done` called once a block's records are all
 /// fed to `table`, before the block is refilled.
-fn replay_with(
+fn replay_with<R: Rules>(
     mut input: impl Read,
-    table: &mut Table,
-    mut block_done: impl FnMut(&mut Table),
+    table: &mut Tracker<R>,
+    mut block_done: impl FnMut(&mut Tracker<R>),
 ) -> Result<(), String> {
     let mut buf = vec![0u8; BLOCK];
     // Enough for the file header (a pipe may give less at a time).
@@ -742,23 +885,41 @@ fn u32_at(b: &[u8], at: usize, big: bool) -> Option<u32> {
     })
 }
 
+const USAGE: &str = "usage: flow_floor FILE [--split] [--checked]";
+
 fn main() {
     let mut args = std::env::args_os().skip(1);
-    let (Some(path), split) = (args.next(), args.next()) else {
-        eprintln!("usage: flow_floor FILE [--split]");
+    let Some(path) = args.next() else {
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
-    let split = match split {
-        None => false,
-        Some(a) if a == "--split" && args.next().is_none() => true,
-        Some(_) => {
-            eprintln!("usage: flow_floor FILE [--split]");
-            std::process::exit(2);
+    let (mut split, mut checked) = (false, false);
+    for a in args {
+        match a.to_str() {
+            Some("--split") if !split => split = true,
+            Some("--checked") if !checked => checked = true,
+            _ => {
+                eprintln!("{USAGE}");
+                std::process::exit(2);
+            }
         }
+    }
+    let result = if checked {
+        run::<checked::Table>(&path, split)
+    } else {
+        run::<Table>(&path, split)
     };
-    let name = path.to_string_lossy().into_owned();
-    let mut table = Table::default();
-    let result = std::fs::File::open(&path)
+    if let Err(e) = result {
+        eprintln!("flow_floor: {}: {e}", path.to_string_lossy());
+        std::process::exit(2);
+    }
+}
+
+/// Replays the file at `path` through a new `T` (on two threads with
+/// `split`) and prints what it counted, whether or not the file was whole.
+fn run<R: Rules>(path: &std::ffi::OsStr, split: bool) -> Result<(), String> {
+    let mut table = Tracker::new(R::default());
+    let result = std::fs::File::open(path)
         .map_err(|e| e.to_string())
         .and_then(|f| {
             if split {
@@ -767,20 +928,8 @@ fn main() {
                 replay(f, &mut table)
             }
         });
-    let c = &table.counts;
-    eprintln!(
-        "flow_floor: packets {} tcp segments {} flow entries made {} (peak {}, over the cap {}, open at the end {})",
-        c.packets,
-        c.tcp,
-        c.flows,
-        c.peak,
-        c.over_cap,
-        table.len()
-    );
-    if let Err(e) = result {
-        eprintln!("flow_floor: {name}: {e}");
-        std::process::exit(2);
-    }
+    eprintln!("{}", table.table.report(table.packets));
+    result
 }
 
 #[cfg(test)]
@@ -817,11 +966,33 @@ mod tests {
         f
     }
 
-    fn run(bytes: &[u8]) -> (Counts, usize, Result<(), String>) {
-        let mut t = Table::default();
+    /// Frames read, and what the table counted.
+    #[derive(Debug, PartialEq)]
+    struct Ran {
+        packets: u64,
+        counts: Counts,
+    }
+
+    fn run(bytes: &[u8]) -> (Ran, usize, Result<(), String>) {
+        let mut t = Tracker::new(Table::default());
         let r = replay(bytes, &mut t);
         let left = t.len();
-        (t.counts, left, r)
+        let ran = Ran {
+            packets: t.packets,
+            counts: t.table.counts,
+        };
+        (ran, left, r)
+    }
+
+    impl Tracker<Table> {
+        /// Queues a segment from `src` to `dst` with `flags`.
+        fn segment(&mut self, ts: u64, src: Endpoint, dst: Endpoint, flags: u8) {
+            self.pending.push(pending(ts, src, dst, flags));
+        }
+
+        fn len(&self) -> usize {
+            self.table.len()
+        }
     }
 
     #[test]
@@ -837,12 +1008,15 @@ mod tests {
         ];
         let (c, left, r) = run(&pcap(&frames));
         assert_eq!(r, Ok(()));
-        assert_eq!((c.packets, c.tcp, c.flows, c.peak, left), (7, 7, 3, 1, 1));
+        assert_eq!(
+            (c.packets, c.counts.tcp, c.counts.flows, c.counts.peak, left),
+            (7, 7, 3, 1, 1)
+        );
     }
 
     #[test]
     fn idle_flows_are_swept_and_sweeps_are_bounded() {
-        let mut t = Table::default();
+        let mut t = Tracker::new(Table::default());
         let a = ([0u8; 16], 1);
         let b = ([1u8; 16], 2);
         t.segment(0, a, b, 0x02);
@@ -853,7 +1027,7 @@ mod tests {
         }
         t.flush();
         assert_eq!(t.len(), 1);
-        assert_eq!(t.sweeps, 1);
+        assert_eq!(t.table.clock.sweeps, 1);
     }
 
     #[test]
@@ -869,9 +1043,9 @@ mod tests {
             }
         }
         let file = pcap(&[tcp(1, 1, 2, 2, 0x02), tcp(2, 2, 1, 1, 0x12)]);
-        let mut t = Table::default();
+        let mut t = Tracker::new(Table::default());
         assert_eq!(replay(Trickle(&file), &mut t), Ok(()));
-        assert_eq!((t.counts.packets, t.counts.flows), (2, 1));
+        assert_eq!((t.packets, t.table.counts.flows), (2, 1));
     }
 
     #[test]
@@ -896,7 +1070,7 @@ mod tests {
             let (c, left, r) = run(file.bytes());
             assert_eq!(r, Ok(()), "big-endian {big}");
             assert_eq!(
-                (c.packets, c.tcp, c.flows, left),
+                (c.packets, c.counts.tcp, c.counts.flows, left),
                 (2, 2, 1, 0),
                 "big-endian {big}"
             );
@@ -914,7 +1088,10 @@ mod tests {
         file.epb(0, 2, &rst, rst.len() as u32, &[]);
         let (c, left, r) = run(file.bytes());
         assert_eq!(r, Ok(()));
-        assert_eq!((c.packets, c.tcp, c.flows, left), (2, 2, 1, 0));
+        assert_eq!(
+            (c.packets, c.counts.tcp, c.counts.flows, left),
+            (2, 2, 1, 0)
+        );
     }
 
     #[test]
@@ -934,7 +1111,7 @@ mod tests {
                 };
                 let (c, left, r) = run(&pcap_as(format, &frames));
                 assert_eq!(r, Ok(()), "{format:?}");
-                assert_eq!((c.packets, c.flows, left), (3, 1, 0), "{format:?}");
+                assert_eq!((c.packets, c.counts.flows, left), (3, 1, 0), "{format:?}");
             }
         }
     }
@@ -988,7 +1165,7 @@ mod tests {
             a[12..].copy_from_slice(&(i / 7).to_be_bytes());
             (a, 1000 + (i % 7) as u16)
         };
-        let mut t = Table::with_bits(4);
+        let mut t = Tracker::new(Table::with_bits(4));
         let mut model: HashMap<(Endpoint, Endpoint), (u64, u8)> = HashMap::new();
         let mut ts = 0u64;
         let (mut swept_at, mut next_sweep, mut sweeps) = (0u64, 0u64, 0u64);
@@ -1029,6 +1206,8 @@ mod tests {
             if rand(50) == 0 || step % 4096 == 4095 {
                 t.flush();
                 let mut keys: Vec<_> = t
+                    .table
+                    .flat
                     .slots
                     .iter()
                     .filter(|s| s.used)
@@ -1046,21 +1225,21 @@ mod tests {
                 assert_eq!(keys, want, "after segment {step}");
                 assert_eq!(t.len(), want.len());
                 // Every key is found from its home.
-                for s in t.slots.iter().filter(|s| s.used) {
-                    assert!(t.find(&s.key(), hash_of(&s.key())).1);
+                for s in t.table.flat.slots.iter().filter(|s| s.used) {
+                    assert!(t.table.flat.find(&s.key(), hash_of(&s.key())).1);
                 }
             }
         }
-        assert!(t.bits > 4, "the table grew");
+        assert!(t.table.flat.bits > 4, "the table grew");
         assert!(sweeps > 3, "the model swept {sweeps} times");
-        assert_eq!(t.sweeps, sweeps);
+        assert_eq!(t.table.clock.sweeps, sweeps);
     }
 
     /// A run that wraps past the last slot: removing from it moves the
     /// keys beyond the end back, and only those whose home allows it.
     #[test]
     fn removal_shifts_back_across_the_end() {
-        let mut t = Table::with_bits(4);
+        let mut t = Tracker::new(Table::with_bits(4));
         let ep = |i: u32| {
             let mut a = [0u8; 16];
             a[12..].copy_from_slice(&i.to_be_bytes());
@@ -1068,7 +1247,7 @@ mod tests {
         };
         let server = ([0xffu8; 16], 2);
         // Connections whose home is the last slot, and one whose home is 0.
-        let home = |i: u32| t.home(hash_of(&key(ep(i), server)));
+        let home = |i: u32| t.table.flat.home(hash_of(&key(ep(i), server)));
         let last: Vec<u32> = (0..).filter(|&i| home(i) == 15).take(3).collect();
         let first = (0..).find(|&i| home(i) == 0).unwrap_or(0);
         for &i in [last[0], last[1], first, last[2]].iter() {
@@ -1082,16 +1261,16 @@ mod tests {
         assert_eq!(t.len(), 3);
         for &i in &[last[1], first, last[2]] {
             let k = key(ep(i), server);
-            assert!(t.find(&k, hash_of(&k)).1, "connection {i} lost");
+            assert!(t.table.flat.find(&k, hash_of(&k)).1, "connection {i} lost");
         }
         // The one at home 0 never moves before its home, to 15.
-        let at15 = t.slots.get(15).filter(|s| s.used).map(Slot::key);
+        let at15 = t.table.flat.slots.get(15).filter(|s| s.used).map(Slot::key);
         assert_eq!(at15, Some(key(ep(last[1]), server)));
 
         // Homes 14, 15 and 0 in slots 14, 15 and 0: removing the first
         // leaves the other two where they are.
-        let mut t = Table::with_bits(4);
-        let home = |i: u32| t.home(hash_of(&key(ep(i), server)));
+        let mut t = Tracker::new(Table::with_bits(4));
+        let home = |i: u32| t.table.flat.home(hash_of(&key(ep(i), server)));
         let at = |h: usize| (0..).find(|&i| home(i) == h).unwrap_or(0);
         let (a, b, c) = (at(14), at(15), at(0));
         for i in [a, b, c] {
@@ -1099,7 +1278,7 @@ mod tests {
         }
         t.segment(2, ep(a), server, TCP_RST);
         t.flush();
-        let held = |n: usize| t.slots.get(n).filter(|s| s.used).map(Slot::key);
+        let held = |n: usize| t.table.flat.slots.get(n).filter(|s| s.used).map(Slot::key);
         assert_eq!(held(14), None);
         assert_eq!(held(15), Some(key(ep(b), server)));
         assert_eq!(held(0), Some(key(ep(c), server)));
@@ -1127,11 +1306,15 @@ mod tests {
         assert!(file.len() > 3 * BLOCK);
         for bytes in [&file[..], &file[..file.len() - 5]] {
             let (one, one_left, one_r) = run(bytes);
-            let mut t = Table::default();
+            let mut t = Tracker::new(Table::default());
             let r = replay_split(bytes, &mut t);
             assert_eq!(r, one_r);
             let left = t.len();
-            assert_eq!((t.counts, left), (one, one_left));
+            let two = Ran {
+                packets: t.packets,
+                counts: t.table.counts,
+            };
+            assert_eq!((two, left), (one, one_left));
         }
     }
 }
