@@ -4,26 +4,29 @@
 //!
 //! The reading side decodes each frame as such a sensor needs it: both
 //! endpoints, sequence and acknowledgement numbers, flags, TTL or hop
-//! limit, the timestamp option and the first payload bytes, and it sums
-//! the TCP checksum. Each flow (two cache lines) keeps the sequence number
-//! after each side's SYN, each side's reference TTL and latest timestamp,
-//! the capture-loss books (the next byte expected and the highest
-//! acknowledgement, a side each) and its verdict from its first payload
-//! bytes. On a flow not set aside, a segment with a bad checksum, a second
-//! SYN with another sequence number, a TTL off its side's reference, a
-//! timestamp older than its side's latest, or a RST far from the next
-//! expected byte is dropped (and counted), as the endpoint would drop it;
-//! then the loss books are kept; then the first payload bytes are sniffed:
-//! digits and a colon can open a QMTP/QMQP netstring (a candidate, whose
-//! bytes are only counted), anything else sets the flow aside. A flow set
-//! aside checks only for a second copy of the bytes that set it aside, a
-//! new SYN, its loss books and its end.
+//! limit, the timestamp option and the first payload bytes; and it sums
+//! the TCP checksum where it can matter (a segment of up to 512 bytes that
+//! carries bytes, opens a side or resets the flow). Each flow (two cache
+//! lines) keeps the sequence number after each side's SYN, each side's
+//! reference TTL and latest timestamp, the capture-loss books (the next
+//! byte expected and the highest acknowledgement, a side each) and its
+//! verdict from its first payload bytes. On a flow not set aside, a
+//! segment with a bad checksum, a second SYN with another sequence number,
+//! a TTL off its side's reference, a timestamp older than its side's
+//! latest, or a RST far from the next expected byte is dropped (and
+//! counted), as the endpoint would drop it; then the loss books are kept;
+//! then the first payload bytes are sniffed: digits and a colon can open a
+//! QMTP/QMQP netstring (a candidate, whose bytes are only counted),
+//! anything else sets the flow aside. A flow set aside checks only for a
+//! second copy of the bytes that set it aside, a new SYN, its loss books
+//! and its end.
 //!
 //! Left out, of what qmwatch does: closed flows are dropped at once (as the
 //! flow floor drops them), not kept for a second to take stray packets;
-//! nothing is reassembled or parsed; no event is made; there is no detect
-//! thread. So this is a floor for a sensor with these checks: less than
-//! qmwatch must do, measured on the machine at hand.
+//! larger segments are not summed; nothing is reassembled or parsed; no
+//! event is made; there is no detect thread. So this is a floor for a
+//! sensor with these checks: less than qmwatch must do, measured on the
+//! machine at hand.
 //!
 //! Must not: panic on any input (lengths are bounds-checked; the table has
 //! the flow floor's cap), or be mistaken for a detector.
@@ -39,6 +42,13 @@ const TTL_SLACK: u8 = 4;
 const RST_WINDOW: u32 = 65_535;
 /// First payload bytes kept for sniffing.
 const HEAD: usize = 8;
+/// The largest segment (TCP header and payload) whose checksum is summed:
+/// qmwatch's capture thread sums those up to this size, and its flow
+/// table sums larger ones unless they lie wholly in a message body that
+/// its parser skips unread. A floor cannot know the bodies, so it leaves
+/// every larger one unsummed: on traffic of large messages it does less
+/// than qmwatch, as a floor must.
+const SUM_MAX: usize = 512;
 
 /// A TCP segment as decoded for the checks.
 #[derive(Clone, Copy)]
@@ -403,7 +413,7 @@ fn before(a: u32, b: u32) -> bool {
 
 /// The TCP segment in IP packet `ip` (IPv4 not fragmented, IPv6 without
 /// extension headers, nothing cut by the snap length), decoded for the
-/// checks, its checksum summed.
+/// checks, its checksum summed where it can matter.
 fn decode(ts: u64, ip: &[u8]) -> Option<Segment> {
     let (src, dst, ttl, tcp, pseudo) = match ip.first()? >> 4 {
         4 => {
@@ -440,9 +450,9 @@ fn decode(ts: u64, ip: &[u8]) -> Option<Segment> {
         return None;
     }
     let payload = tcp.get(hdr..)?;
-    // Summed where it can matter, as qmwatch sums it: a segment that
-    // carries bytes, opens a side or resets the flow.
-    let summed = !payload.is_empty() || t[13] & (TCP_SYN | TCP_RST) != 0;
+    // Summed where it can matter, as qmwatch sums it (a segment that
+    // carries bytes, opens a side or resets the flow), up to `SUM_MAX`.
+    let summed = (!payload.is_empty() || t[13] & (TCP_SYN | TCP_RST) != 0) && tcp.len() <= SUM_MAX;
     let tsval = tcp.get(20..hdr).and_then(timestamp_option);
     let mut head = [0u8; HEAD];
     let n = payload.len().min(HEAD);
@@ -683,6 +693,7 @@ mod tests {
                         continue;
                     };
                     let theirs = !seg.checksum_matters()
+                        || tcp.len() > SUM_MAX
                         || seg.checksum_ok(tcp)
                         || seg.checksum_offloaded(tcp);
                     let ours = ip_of(link, &f)
