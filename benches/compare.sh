@@ -25,12 +25,16 @@
 #                               a block's segments handed over in one batch:
 #                               a capture thread and one flow worker at the
 #                               least cost)
+#   flow_floor FILE --checked  (the flow floor with the checks a sensor that
+#                               must not be blinded makes on every packet's
+#                               common path: checksums, TTL, timestamps, SYNs,
+#                               RSTs, loss books, first-bytes sniffing; still
+#                               no linger of closed flows, reassembly or
+#                               events. On one thread: the least CPU a packet
+#                               such a sensor spends, no hand-over between
+#                               cores)
 #   flow_floor FILE --split --checked
-#                              (the same with the checks a sensor that must
-#                               not be blinded makes on every packet's common
-#                               path: checksums, TTL, timestamps, SYNs, RSTs,
-#                               loss books, first-bytes sniffing; still no
-#                               linger of closed flows, reassembly or events)
+#                              (the same on two threads, as --split)
 #   tshark -r FILE -Y 'tcp.payload matches "^[1-9][0-9]*:[KZD]"'   (K/Z/D replies)
 #
 # Runs alternate (the order rotates every round) so that drift in machine
@@ -140,6 +144,7 @@ elif ! floor_err=$("$floor" "$file" 2>&1); then
 else
   add "flow-floor" "\"\$FF\" $(printf %q "$file") 2>/dev/null"
   add "flow-floor-2t" "\"\$FF\" $(printf %q "$file") --split 2>/dev/null"
+  add "flow-floor-chk" "\"\$FF\" $(printf %q "$file") --checked 2>/dev/null"
   add "flow-floor-chk-2t" "\"\$FF\" $(printf %q "$file") --split --checked 2>/dev/null"
 fi
 if [ "${NO_TSHARK:-0}" = 1 ]; then
@@ -293,6 +298,7 @@ echo "(vs tcpdump: tcpdump's median time / the tool's, above 1 is faster than li
 echo " vs cat: the tool's median time / cat's, the cost over reading the file's bytes;"
 echo " flow-floor: reading the file as qmwatch does and a prefetched flat table of its TCP flows, nothing more;"
 echo " flow-floor-2t: the same with the table on a second thread, as qmwatch's one worker;"
-echo " flow-floor-chk-2t: flow-floor-2t with a sensor's per-packet checks (--checked), still less than qmwatch does;"
+echo " flow-floor-chk: flow-floor with a sensor's per-packet checks (--checked), still less than qmwatch does;"
+echo " flow-floor-chk-2t: the same on two threads;"
 echo " CPU: median user + system time, in all and per packet of the file)"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
