@@ -17,16 +17,19 @@
 //! reading the bytes; this is a floor for a flow-tracking sensor, so that
 //! qmwatch's CPU per packet can be read against both on any machine.
 //!
-//! Usage: `cargo run --release --example flow_floor -- FILE [--split]
-//! [--checked]` (prints its counts on standard error; exit 2 on a file it
-//! cannot read). With `--split` the table is kept on a second thread, each
-//! block's segments handed over in one batch, as a sensor with a capture
-//! thread and one flow worker would: what two cores can do at the least
-//! cost. With `--checked` each packet also passes the checks that a sensor
-//! which must not be blinded makes on its common path (checksums, SYNs,
-//! TTLs, timestamps, RSTs, the capture-loss books, first-bytes sniffing:
-//! see the `checked` module), still without what qmwatch does beyond
-//! them: a floor for such a sensor.
+//! Usage: `cargo run --release --example flow_floor -- FILE [--split |
+//! --halves] [--checked]` (prints its counts on standard error; exit 2 on
+//! a file it cannot read). With `--split` the table is kept on a second
+//! thread, each block's segments handed over in one batch, as a sensor with
+//! a capture thread and one flow worker would: what two cores can do at the
+//! least cost. With `--halves` two threads share nothing: each reads and
+//! frames the whole file and keeps half of the connections, as a sensor
+//! whose workers each read the capture would (each frame is framed twice,
+//! the price of handing nothing over). With `--checked` each packet also
+//! passes the checks that a sensor which must not be blinded makes on its
+//! common path (checksums, SYNs, TTLs, timestamps, RSTs, the capture-loss
+//! books, first-bytes sniffing: see the `checked` module), still without
+//! what qmwatch does beyond them: a floor for such a sensor.
 //!
 //! Must not: panic on any file (every length is bounds-checked, a record
 //! larger than `MAX_RECORD` is an error, the table has a cap) or be mistaken
@@ -335,6 +338,9 @@ struct Tracker<R: Rules> {
     table: R,
     pending: Vec<R::Segment>,
     packets: u64,
+    /// With `--halves`, the half of the connections (0 or 1) this tracker
+    /// keeps: the other half's frames are framed and passed over.
+    half: Option<u64>,
 }
 
 impl<R: Rules> Tracker<R> {
@@ -343,6 +349,7 @@ impl<R: Rules> Tracker<R> {
             table,
             pending: Vec::new(),
             packets: 0,
+            half: None,
         }
     }
 
@@ -350,6 +357,9 @@ impl<R: Rules> Tracker<R> {
     /// decoded and queued.
     fn frame(&mut self, ts: u64, link: u32, frame: &[u8]) {
         self.packets += 1;
+        if self.half.is_some_and(|h| half_of(link, frame) != h) {
+            return;
+        }
         if let Some(s) = R::decode(ts, link, frame) {
             self.pending.push(s);
         }
@@ -583,6 +593,61 @@ fn tcp_of(ip: &[u8]) -> Option<(Endpoint, Endpoint, u8)> {
     let sport = u16::from_be_bytes([*tcp.first()?, *tcp.get(1)?]);
     let dport = u16::from_be_bytes([*tcp.get(2)?, *tcp.get(3)?]);
     Some(((src, sport), (dst, dport), *tcp.get(13)?))
+}
+
+/// The half (0 or 1) of the connections that a frame belongs to, the
+/// same for both directions: a hash of its addresses and ports, read off
+/// the headers with no checks beyond the bounds (what every thread of
+/// `--halves` pays for every frame). A frame that is not IP is half 0's.
+#[inline(always)]
+fn half_of(link: u32, frame: &[u8]) -> u64 {
+    let Some(ip) = ip_of(link, frame) else {
+        return 0;
+    };
+    let word = |at: usize| {
+        ip.get(at..at + 4)
+            .and_then(|w| w.try_into().ok())
+            .map_or(0, u32::from_ne_bytes)
+    };
+    // Xor makes the two directions alike: the ports' word and its halves
+    // swapped hold both ports whichever way the segment goes.
+    let mix = match ip.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ports = word(usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4);
+            word(12) ^ word(16) ^ ports ^ ports.rotate_left(16)
+        }
+        Some(6) => {
+            let ports = word(40);
+            (8..40)
+                .step_by(4)
+                .fold(ports ^ ports.rotate_left(16), |x, at| x ^ word(at))
+        }
+        _ => 0,
+    };
+    u64::from(mix).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 63
+}
+
+/// [`replay`] on two threads that share nothing: each reads one of
+/// `inputs` (the same bytes) whole and keeps its half of the connections.
+/// The first error, if any, and both trackers.
+fn replay_halves<R: Rules, I: Read + Send>(
+    inputs: [I; 2],
+) -> (Result<(), String>, [Tracker<R>; 2]) {
+    let run = |h: u64, input: I| {
+        let mut t = Tracker::new(R::default());
+        t.half = Some(h);
+        (replay(input, &mut t), t)
+    };
+    let [a, b] = inputs;
+    std::thread::scope(|s| {
+        let other = s.spawn(move || run(1, b));
+        let (ra, ta) = run(0, a);
+        let (rb, tb) = other.join().unwrap_or_else(|_| {
+            let r = Err("the second thread panicked".to_string());
+            (r, Tracker::new(R::default()))
+        });
+        (ra.and(rb), [ta, tb])
+    })
 }
 
 /// Reads capture file bytes from `input`, block by block, and feeds every
@@ -885,7 +950,17 @@ fn u32_at(b: &[u8], at: usize, big: bool) -> Option<u32> {
     })
 }
 
-const USAGE: &str = "usage: flow_floor FILE [--split] [--checked]";
+const USAGE: &str = "usage: flow_floor FILE [--split | --halves] [--checked]";
+
+/// How the work is laid out on threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    One,
+    /// `--split`: reading on one thread, the table on another.
+    Split,
+    /// `--halves`: two threads sharing nothing.
+    Halves,
+}
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
@@ -893,10 +968,11 @@ fn main() {
         eprintln!("{USAGE}");
         std::process::exit(2);
     };
-    let (mut split, mut checked) = (false, false);
+    let (mut layout, mut checked) = (Layout::One, false);
     for a in args {
         match a.to_str() {
-            Some("--split") if !split => split = true,
+            Some("--split") if layout == Layout::One => layout = Layout::Split,
+            Some("--halves") if layout == Layout::One => layout = Layout::Halves,
             Some("--checked") if !checked => checked = true,
             _ => {
                 eprintln!("{USAGE}");
@@ -905,9 +981,9 @@ fn main() {
         }
     }
     let result = if checked {
-        run::<checked::Table>(&path, split)
+        run::<checked::Table>(&path, layout)
     } else {
-        run::<Table>(&path, split)
+        run::<Table>(&path, layout)
     };
     if let Err(e) = result {
         eprintln!("flow_floor: {}: {e}", path.to_string_lossy());
@@ -915,19 +991,26 @@ fn main() {
     }
 }
 
-/// Replays the file at `path` through a new `T` (on two threads with
-/// `split`) and prints what it counted, whether or not the file was whole.
-fn run<R: Rules>(path: &std::ffi::OsStr, split: bool) -> Result<(), String> {
+/// Replays the file at `path` through a new `T` laid out as `layout`
+/// and prints what it counted (a line for each half with `--halves`),
+/// whether or not the file was whole.
+fn run<R: Rules>(path: &std::ffi::OsStr, layout: Layout) -> Result<(), String> {
+    let open = || std::fs::File::open(path).map_err(|e| e.to_string());
+    if layout == Layout::Halves {
+        let (result, halves) = replay_halves::<R, _>([open()?, open()?]);
+        for t in halves {
+            eprintln!("{}", t.table.report(t.packets));
+        }
+        return result;
+    }
     let mut table = Tracker::new(R::default());
-    let result = std::fs::File::open(path)
-        .map_err(|e| e.to_string())
-        .and_then(|f| {
-            if split {
-                replay_split(f, &mut table)
-            } else {
-                replay(f, &mut table)
-            }
-        });
+    let result = open().and_then(|f| {
+        if layout == Layout::Split {
+            replay_split(f, &mut table)
+        } else {
+            replay(f, &mut table)
+        }
+    });
     eprintln!("{}", table.table.report(table.packets));
     result
 }
@@ -1284,12 +1367,77 @@ mod tests {
         assert_eq!(held(0), Some(key(ep(c), server)));
     }
 
+    /// Sharing nothing, the two halves count what one thread counts, and
+    /// each keeps some of the connections: for a file of several blocks,
+    /// and for one cut short (the same error).
+    #[test]
+    fn halves_count_what_one_thread_counts() {
+        let file = several_blocks();
+        for bytes in [&file[..], &file[..file.len() - 5]] {
+            let (one, one_left, one_r) = run(bytes);
+            let (r, [a, b]) = replay_halves::<Table, _>([bytes, bytes]);
+            assert_eq!(r, one_r);
+            assert_eq!((a.packets, b.packets), (one.packets, one.packets));
+            let (x, y) = (&a.table.counts, &b.table.counts);
+            assert!(x.tcp > 0 && y.tcp > 0, "{x:?} {y:?}");
+            assert_eq!(x.tcp + y.tcp, one.counts.tcp);
+            assert_eq!(x.flows + y.flows, one.counts.flows);
+            assert_eq!(a.len() + b.len(), one_left);
+        }
+    }
+
+    /// Both directions of a connection, over IPv4 and IPv6, fall in the
+    /// same half, and connections fall in both.
+    #[test]
+    fn a_connection_is_in_one_half_both_ways() {
+        let mut seen = [0; 2];
+        for i in 0..64u16 {
+            let there = tcp(1, 1024 + i, 2, 628, 0x10);
+            let back = tcp(2, 628, 1, 1024 + i, 0x10);
+            let h = half_of(LINKTYPE_ETHERNET, &there);
+            assert_eq!(h, half_of(LINKTYPE_ETHERNET, &back));
+            let (v6, v6_back) = (tcp6(&there), tcp6(&back));
+            assert_eq!(half_of(LINKTYPE_RAW, &v6), half_of(LINKTYPE_RAW, &v6_back));
+            seen[h as usize] += 1;
+        }
+        assert!(seen[0] > 8 && seen[1] > 8, "{seen:?}");
+    }
+
+    /// The raw IPv6 packet carrying the TCP header of Ethernet/IPv4 frame
+    /// `f`, between 2001:db8::`a` and 2001:db8::`b`.
+    fn tcp6(f: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        for a in [f[29], f[33]] {
+            p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            p.extend_from_slice(&[0; 11]);
+            p.push(a);
+        }
+        p.extend_from_slice(&f[34..54]);
+        p
+    }
+
     /// On two threads, the same counts and the same end as on one: for a
     /// file of several blocks (a batch each), and for one cut short.
     #[test]
     fn split_counts_what_one_thread_counts() {
-        // 60,000 frames (4.2 MB: five blocks), connections of
-        // SYN, data, FIN each way, some cut short by a RST.
+        let file = several_blocks();
+        for bytes in [&file[..], &file[..file.len() - 5]] {
+            let (one, one_left, one_r) = run(bytes);
+            let mut t = Tracker::new(Table::default());
+            let r = replay_split(bytes, &mut t);
+            assert_eq!(r, one_r);
+            let left = t.len();
+            let two = Ran {
+                packets: t.packets,
+                counts: t.table.counts,
+            };
+            assert_eq!((two, left), (one, one_left));
+        }
+    }
+
+    /// 60,000 frames (4.2 MB: five blocks), connections of SYN, data, FIN
+    /// each way, some cut short by a RST.
+    fn several_blocks() -> Vec<u8> {
         let frames: Vec<Vec<u8>> = (0..60_000u32)
             .map(|i| {
                 let (c, port) = ((i / 5 % 200) as u8, 1024 + (i / 1000) as u16);
@@ -1304,17 +1452,6 @@ mod tests {
             .collect();
         let file = pcap(&frames);
         assert!(file.len() > 3 * BLOCK);
-        for bytes in [&file[..], &file[..file.len() - 5]] {
-            let (one, one_left, one_r) = run(bytes);
-            let mut t = Tracker::new(Table::default());
-            let r = replay_split(bytes, &mut t);
-            assert_eq!(r, one_r);
-            let left = t.len();
-            let two = Ran {
-                packets: t.packets,
-                counts: t.table.counts,
-            };
-            assert_eq!((two, left), (one, one_left));
-        }
+        file
     }
 }

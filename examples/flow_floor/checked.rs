@@ -943,6 +943,53 @@ mod tests {
         assert_eq!(t.table.flat.len, 1);
     }
 
+    /// Sharing nothing, the two halves together count what one thread
+    /// counts (each connection's segments all in one half), on a capture
+    /// of the small-flows profile and on one cut short.
+    #[test]
+    fn halves_count_what_one_thread_counts() {
+        let file = generated("small-flows", "3M");
+        for bytes in [&file[..], &file[..file.len() - 5]] {
+            let mut one = Tracker::new(Table::default());
+            let one_r = replay(bytes, &mut one);
+            let (r, [a, b]) = super::super::replay_halves::<Table, _>([bytes, bytes]);
+            assert_eq!(r, one_r);
+            assert_eq!((a.packets, b.packets), (one.packets, one.packets));
+            let (x, y) = (a.table.counts, b.table.counts);
+            assert!(x.tcp > 0 && y.tcp > 0);
+            let mut sum = Counts {
+                peak: one.table.counts.peak,
+                ..Counts::default()
+            };
+            let pairs = [
+                (&mut sum.tcp, x.tcp, y.tcp),
+                (&mut sum.flows, x.flows, y.flows),
+                (&mut sum.over_cap, x.over_cap, y.over_cap),
+                (&mut sum.without_flow, x.without_flow, y.without_flow),
+                (&mut sum.bad_checksum, x.bad_checksum, y.bad_checksum),
+                (&mut sum.other_syn, x.other_syn, y.other_syn),
+                (&mut sum.ttl_off, x.ttl_off, y.ttl_off),
+                (&mut sum.old_timestamp, x.old_timestamp, y.old_timestamp),
+                (&mut sum.rst_off, x.rst_off, y.rst_off),
+                (&mut sum.candidates, x.candidates, y.candidates),
+                (&mut sum.set_aside, x.set_aside, y.set_aside),
+                (&mut sum.other_copy, x.other_copy, y.other_copy),
+                (&mut sum.gap_bytes, x.gap_bytes, y.gap_bytes),
+                (&mut sum.acked_bytes, x.acked_bytes, y.acked_bytes),
+                (
+                    &mut sum.candidate_bytes,
+                    x.candidate_bytes,
+                    y.candidate_bytes,
+                ),
+            ];
+            for (to, x, y) in pairs {
+                *to = x + y;
+            }
+            assert_eq!(sum, one.table.counts);
+            assert_eq!(a.table.flat.len + b.table.flat.len, one.table.flat.len);
+        }
+    }
+
     /// On two threads, the same counts as on one: a generated capture of
     /// several blocks, whole and cut short.
     #[test]
