@@ -44,7 +44,8 @@
 # per packet, and peak RSS (CPU and RSS from /usr/bin/time -v when
 # installed); then, round by round, each tool's speed and CPU time against
 # tcpdump's in the same round, their median and quartiles (the figures to
-# quote on a machine whose load drifts). CPU per packet is what a busy
+# quote on a machine whose load drifts), and qmwatch's against the checked
+# floor's on two threads in the same way. CPU per packet is what a busy
 # sensor pays: compare it with tcpdump's, not only the wall time, which a
 # second core can hide.
 #
@@ -287,6 +288,25 @@ if [ -n "$base_i" ] && [ "$runs" -ge 2 ]; then
       cpu_ratio=$(round_ratios "$tmp/cpu.$i" "$tmp/cpu.$base_i")
     fi
     printf '  %-17s speed %-22s CPU %s\n' "${names[$i]}" "$(round_ratios "$tmp/us.$base_i" "$tmp/us.$i")" "$cpu_ratio"
+  done
+fi
+# qmwatch against the checked floor on two threads, round by round: a
+# ratio between two flow trackers on the same cores, which moves less from
+# hour to hour than a ratio to tcpdump (whose own speed on small flows
+# moves by half on one machine).
+floor_i=""
+for ((i = 0; i < n; i++)); do
+  if [ "${names[$i]}" = flow-floor-chk-2t ]; then floor_i=$i; fi
+done
+if [ -n "$floor_i" ] && [ "$runs" -ge 2 ]; then
+  echo "against flow-floor-chk-2t, round by round: median (quartiles) of speed, and of CPU time over the floor's"
+  for ((i = 0; i < n; i++)); do
+    case "${names[$i]}" in qmwatch*) ;; *) continue ;; esac
+    cpu_ratio="-"
+    if [ -s "$tmp/cpu.$i" ] && [ -s "$tmp/cpu.$floor_i" ]; then
+      cpu_ratio=$(round_ratios "$tmp/cpu.$i" "$tmp/cpu.$floor_i")
+    fi
+    printf '  %-17s speed %-22s CPU %s\n' "${names[$i]}" "$(round_ratios "$tmp/us.$floor_i" "$tmp/us.$i")" "$cpu_ratio"
   done
 fi
 for ((i = 0; i < n; i++)); do
