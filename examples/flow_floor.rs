@@ -615,12 +615,13 @@ fn half_of(link: u32, frame: &[u8]) -> u64 {
     };
     // Xor makes the two directions alike: the ports' word and its halves
     // swapped hold both ports whichever way the segment goes.
-    let mix = match ip.first().map(|b| b >> 4) {
-        Some(4) => {
-            let ports = word(usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4);
+    let first = ip.first().copied().unwrap_or_default();
+    let mix = match first >> 4 {
+        4 => {
+            let ports = word(usize::from(first & 0x0f) * 4);
             word(12) ^ word(16) ^ ports ^ ports.rotate_left(16)
         }
-        Some(6) => {
+        6 => {
             let ports = word(40);
             (8..40)
                 .step_by(4)
