@@ -275,40 +275,33 @@ round_ratios() {
       function q(p,   x, k) { x = 1 + (NR - 1) * p; k = int(x); return v[k] + (x - k) * (v[k < NR ? k + 1 : k] - v[k]) }
       END { if (NR) printf "%.3gx (%.3g-%.3gx)", q(0.5), q(0.25), q(0.75); else printf "-" }'
 }
-base_i=""
-for ((i = 0; i < n; i++)); do
-  if [ "${names[$i]}" = tcpdump ]; then base_i=$i; fi
-done
-if [ -n "$base_i" ] && [ "$runs" -ge 2 ]; then
-  echo "against tcpdump, round by round: median (quartiles) of speed, and of CPU time over tcpdump's"
+# against BASE PATTERN TITLE: each tool whose name matches PATTERN (a case
+# pattern), round by round against the tool named BASE, under TITLE; nothing
+# if BASE did not run or there was one round.
+against() {
+  local base_i="" i cpu_ratio
+  for ((i = 0; i < n; i++)); do
+    if [ "${names[$i]}" = "$1" ]; then base_i=$i; fi
+  done
+  [ -n "$base_i" ] && [ "$runs" -ge 2 ] || return 0
+  echo "$3"
   for ((i = 0; i < n; i++)); do
     [ "$i" = "$base_i" ] && continue
+    # shellcheck disable=SC2254 # a pattern, on purpose
+    case "${names[$i]}" in $2) ;; *) continue ;; esac
     cpu_ratio="-"
     if [ -s "$tmp/cpu.$i" ] && [ -s "$tmp/cpu.$base_i" ]; then
       cpu_ratio=$(round_ratios "$tmp/cpu.$i" "$tmp/cpu.$base_i")
     fi
     printf '  %-17s speed %-22s CPU %s\n' "${names[$i]}" "$(round_ratios "$tmp/us.$base_i" "$tmp/us.$i")" "$cpu_ratio"
   done
-fi
-# qmwatch against the checked floor on two threads, round by round: a
-# ratio between two flow trackers on the same cores, which moves less from
-# hour to hour than a ratio to tcpdump (whose own speed on small flows
-# moves by half on one machine).
-floor_i=""
-for ((i = 0; i < n; i++)); do
-  if [ "${names[$i]}" = flow-floor-chk-2t ]; then floor_i=$i; fi
-done
-if [ -n "$floor_i" ] && [ "$runs" -ge 2 ]; then
-  echo "against flow-floor-chk-2t, round by round: median (quartiles) of speed, and of CPU time over the floor's"
-  for ((i = 0; i < n; i++)); do
-    case "${names[$i]}" in qmwatch*) ;; *) continue ;; esac
-    cpu_ratio="-"
-    if [ -s "$tmp/cpu.$i" ] && [ -s "$tmp/cpu.$floor_i" ]; then
-      cpu_ratio=$(round_ratios "$tmp/cpu.$i" "$tmp/cpu.$floor_i")
-    fi
-    printf '  %-17s speed %-22s CPU %s\n' "${names[$i]}" "$(round_ratios "$tmp/us.$floor_i" "$tmp/us.$i")" "$cpu_ratio"
-  done
-fi
+}
+against tcpdump '*' "against tcpdump, round by round: median (quartiles) of speed, and of CPU time over tcpdump's"
+# qmwatch against the checked floor on two threads: a ratio between two
+# flow trackers on the same cores, which moves less from hour to hour than
+# a ratio to tcpdump (whose own speed on small flows moves by half on one
+# machine).
+against flow-floor-chk-2t 'qmwatch*' "against flow-floor-chk-2t, round by round: median (quartiles) of speed, and of CPU time over the floor's"
 for ((i = 0; i < n; i++)); do
   if [ -s "$tmp/access.$i" ]; then
     echo "${names[$i]}: file mapped in $(grep -c mapped "$tmp/access.$i") runs, read in $(grep -c read "$tmp/access.$i") (its own choice: a small file is read, a large one probed)"
