@@ -1029,7 +1029,7 @@ fn main() {
     }
 }
 
-/// Replays the file at `path` through a new `T` laid out as `layout`
+/// Replays the file at `path` through a new `R` laid out as `layout`
 /// and prints what it counted (a line for each half with `--halves`),
 /// whether or not the file was whole.
 fn run<R: Rules>(path: &std::ffi::OsStr, layout: Layout) -> Result<(), String> {
